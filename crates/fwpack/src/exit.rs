@@ -1,0 +1,62 @@
+//! Exit codes: one per failure class, so scripts can tell "your image is
+//! corrupt" from "your key is wrong" from "the disk is busy" without parsing
+//! messages. Documented in `fwpack --help` and README.
+
+/// Everything went as asked.
+pub const OK: u8 = 0;
+/// Something unexpected: a bug, or an error without a better class.
+pub const FAILURE: u8 = 1;
+/// Bad command line (clap uses 2 as well).
+pub const USAGE: u8 = 2;
+/// Reading or writing a file or device failed.
+pub const IO: u8 = 3;
+/// Input is malformed: not our format, truncated, out-of-bounds fields,
+/// unknown must-understand flags, bad config or recipe.
+pub const FORMAT: u8 = 4;
+/// No valid signature from a trusted key (or signing failed).
+pub const SIGNATURE: u8 = 5;
+/// Content does not match what was signed (CRC chain, SHA-256).
+pub const INTEGRITY: u8 = 6;
+/// Valid image refused by policy: wrong board, rollback, too big, ELF policy.
+pub const POLICY: u8 = 7;
+/// Target device busy (mounted, held, or opened exclusively elsewhere).
+pub const BUSY: u8 = 8;
+
+pub const TABLE: &str = "\
+Exit status:
+  0  success
+  1  unexpected failure
+  2  usage error
+  3  I/O error (file or device)
+  4  malformed input (image, config, recipe, ELF)
+  5  signature missing, untrusted or invalid
+  6  integrity failure (CRC chain or SHA-256 mismatch)
+  7  refused by policy (board, version rollback, size, ELF checks)
+  8  target busy (mounted, held, or in use)";
+
+/// Picks the exit code for an error by looking for a typed library error
+/// anywhere in its chain; the most specific (first) one wins.
+pub fn classify(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<Classified>() {
+            return e.0;
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return IO;
+        }
+    }
+    FAILURE
+}
+
+/// Marks an error with an explicit class where no typed library error
+/// carries one (e.g. a policy refusal decided in the CLI itself).
+#[derive(Debug)]
+pub struct Classified(pub u8);
+
+impl std::fmt::Display for Classified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit class {}", self.0)
+    }
+}
+
+impl std::error::Error for Classified {}

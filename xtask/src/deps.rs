@@ -1,0 +1,123 @@
+//! Host prerequisites, installed only when missing.
+//!
+//! A fresh Debian machine has rustup and cargo and nothing else we need.
+//! Every tool the tests talk to for real (GNU cpio, openssl, QEMU, cross
+//! linkers, mtools…) is listed here with the Debian package that provides
+//! it, so a green run on a developer machine cannot hide a missing step.
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+/// (command looked up on PATH, Debian package that provides it)
+pub const TOOLS: &[(&str, &str)] = &[
+    ("openssl", "openssl"),
+    ("cpio", "cpio"),
+    ("bsdtar", "libarchive-tools"),
+    ("readelf", "binutils"),
+    ("file", "file"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("qemu-system-aarch64", "qemu-system-arm"),
+    ("qemu-riscv64-static", "qemu-user-static"),
+    ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+    ("riscv64-linux-gnu-gcc", "gcc-riscv64-linux-gnu"),
+    ("sfdisk", "fdisk"),
+    ("mdir", "mtools"),
+    ("fsck.vfat", "dosfstools"),
+    ("losetup", "mount"),
+    ("softhsm2-util", "softhsm2"),
+    ("pkcs11-tool", "opensc"),
+    ("shellcheck", "shellcheck"),
+];
+
+/// Packages that provide files rather than commands.
+const FILES: &[(&str, &str)] = &[(
+    "/usr/riscv64-linux-gnu/lib/libc.a",
+    "libc6-dev-riscv64-cross",
+)];
+
+pub const RUST_TARGETS: &[&str] = &[
+    "aarch64-unknown-linux-musl",
+    "x86_64-unknown-linux-musl",
+    "riscv64gc-unknown-linux-gnu",
+];
+
+pub fn ensure(sh: &Shell) -> Result<()> {
+    ensure_rust_targets(sh)?;
+    ensure_debian_packages(sh)
+}
+
+fn ensure_rust_targets(sh: &Shell) -> Result<()> {
+    let installed = cmd!(sh, "rustup target list --installed").read()?;
+    let missing: Vec<&str> = RUST_TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
+    if !missing.is_empty() {
+        cmd!(sh, "rustup target add {missing...}").run()?;
+    }
+    let components = cmd!(sh, "rustup component list --installed").read()?;
+    for c in ["rustfmt", "clippy"] {
+        if !components.lines().any(|l| l.starts_with(c)) {
+            cmd!(sh, "rustup component add {c}").run()?;
+        }
+    }
+    Ok(())
+}
+
+fn ensure_debian_packages(sh: &Shell) -> Result<()> {
+    let mut missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(_, pkg)| *pkg)
+        .chain(
+            FILES
+                .iter()
+                .filter(|(f, _)| !std::path::Path::new(f).exists())
+                .map(|(_, pkg)| *pkg),
+        )
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !on_path("apt-get") {
+        bail!("missing host tools ({}) and no apt-get to install them", missing.join(" "));
+    }
+    let sudo: Vec<&str> = if is_root() { vec![] } else { vec!["sudo", "-n"] };
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
+    cmd!(sh, "{sudo...} apt-get update -qq").run().context("apt-get update")?;
+    // One transaction first; if the resolver balks at the combination
+    // (seen with qemu-user-static next to backported qemu-utils), install
+    // package by package so one conflict does not block the rest.
+    if cmd!(sh, "{sudo...} apt-get install -y -qq --no-install-recommends {missing...}")
+        .run()
+        .is_err()
+    {
+        for pkg in &missing {
+            cmd!(sh, "{sudo...} apt-get install -y -qq --no-install-recommends {pkg}")
+                .run()
+                .with_context(|| format!("apt-get install {pkg}"))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}

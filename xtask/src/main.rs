@@ -1,0 +1,49 @@
+//! `cargo xtask …`: the project's automation, in Rust instead of shell.
+//!
+//! `cargo xtask test` is the README's test command and what `.ci/run` calls:
+//! it installs what the tests need on a fresh Debian machine (only when
+//! missing), then runs format, lint and the whole test suite.
+
+mod deps;
+
+use anyhow::{bail, Result};
+use xshell::{cmd, Shell};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  deps        install the host tools and rustup targets the tests need (idempotent)
+  test        deps + cargo fmt --check + clippy -D warnings + cargo test --workspace
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match args.first().map(String::as_str) {
+        Some("deps") => deps::ensure(&sh),
+        Some("test") => test(&sh),
+        Some("help" | "--help" | "-h") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown xtask command `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn test(sh: &Shell) -> Result<()> {
+    deps::ensure(sh)?;
+    cmd!(sh, "cargo fmt --all -- --check").run()?;
+    cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
+    cmd!(sh, "cargo test --workspace --all-targets").run()?;
+    cmd!(sh, "cargo test --workspace --doc").run()?;
+    Ok(())
+}
+
+fn project_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| ".".into())
+}
