@@ -20,6 +20,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("qemu-riscv64-static", "qemu-user-static"),
     ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
     ("riscv64-linux-gnu-gcc", "gcc-riscv64-linux-gnu"),
+    ("arm-linux-gnueabihf-as", "binutils-arm-linux-gnueabihf"),
+    ("strip", "binutils"),
     ("sfdisk", "fdisk"),
     ("mdir", "mtools"),
     ("fsck.vfat", "dosfstools"),

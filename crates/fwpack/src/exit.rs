@@ -39,7 +39,23 @@ Exit status:
 pub fn classify(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<Classified>() {
-            return e.0;
+            return e.code;
+        }
+        if let Some(e) = cause.downcast_ref::<fwimage::Error>() {
+            return match e.class() {
+                fwimage::ErrorClass::Io => IO,
+                fwimage::ErrorClass::Format => FORMAT,
+                fwimage::ErrorClass::Signature => SIGNATURE,
+                fwimage::ErrorClass::Integrity => INTEGRITY,
+                fwimage::ErrorClass::Usage => FAILURE,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<elfcheck::Error>() {
+            return match e {
+                elfcheck::Error::Io { .. } => IO,
+                elfcheck::Error::Malformed { .. } => FORMAT,
+                elfcheck::Error::Rejected { .. } => POLICY,
+            };
         }
         if cause.downcast_ref::<std::io::Error>().is_some() {
             return IO;
@@ -48,15 +64,27 @@ pub fn classify(err: &anyhow::Error) -> u8 {
     FAILURE
 }
 
-/// Marks an error with an explicit class where no typed library error
-/// carries one (e.g. a policy refusal decided in the CLI itself).
+/// An error whose class is decided in the CLI itself (e.g. a policy
+/// refusal), where no typed library error carries one.
 #[derive(Debug)]
-pub struct Classified(pub u8);
+pub struct Classified {
+    pub code: u8,
+    pub message: String,
+}
 
 impl std::fmt::Display for Classified {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit class {}", self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for Classified {}
+
+/// Shorthand: an error with exit code `code` and this message.
+pub fn refuse(code: u8, message: impl Into<String>) -> anyhow::Error {
+    Classified {
+        code,
+        message: message.into(),
+    }
+    .into()
+}

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 /// Build, sign and safely apply firmware for embedded Linux boards.
 #[derive(Parser)]
-#[command(name = "fwpack", version, propagate_version = true, after_long_help = exit::TABLE)]
+#[command(name = "fwpack", version, after_long_help = exit::TABLE)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,6 +16,18 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate an Ed25519 signing key pair (PEM, readable by openssl).
+    Keygen(cmd::keys::KeygenArgs),
+    /// Pack payload files into a firmware image (.fwi), optionally signing it.
+    Stamp(cmd::image::StampArgs),
+    /// Add a signature to an image: key file, external signer or detached signature.
+    Sign(cmd::image::SignArgs),
+    /// Check an image's signature, CRC chain and hashes against trusted keys.
+    Verify(cmd::image::VerifyArgs),
+    /// Describe an image's header, segments and signatures.
+    Inspect(cmd::image::InspectArgs),
+    /// Check device binaries: static, right machine, W^X, stripped, size budget.
+    CheckElf(cmd::elf::CheckElfArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions(cmd::docs::CompletionsArgs),
     /// Write man pages (fwpack.1 and one per subcommand) into a directory.
@@ -25,6 +37,12 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Keygen(a) => cmd::keys::keygen(a),
+        Command::Stamp(a) => cmd::image::stamp(a),
+        Command::Sign(a) => cmd::image::sign(a),
+        Command::Verify(a) => cmd::image::verify(a),
+        Command::Inspect(a) => cmd::image::inspect(a),
+        Command::CheckElf(a) => cmd::elf::check_elf(a),
         Command::Completions(a) => cmd::docs::completions(a),
         Command::Man(a) => cmd::docs::man(a),
     };

@@ -1,0 +1,253 @@
+//! ELF policy checks for the binaries that will run on a device.
+//!
+//! One pass over a file gives [`ElfFacts`] (what it is: machine, class,
+//! linkage, segments, strip state) and a list of typed [`Finding`]s (what
+//! is wrong with it under a [`Policy`]). A file passes when no finding is
+//! an error. Any input — a shell script, a truncated copy, random bytes —
+//! yields findings, never a panic: header counts and offsets are checked
+//! against the file before anything is read through them.
+//!
+//! ```no_run
+//! use elfcheck::{check_files, require_pass, Machine, Policy};
+//!
+//! let policy = Policy {
+//!     machine: Some(Machine::Aarch64),
+//!     size_budget: Some(1 << 20),
+//!     require_stripped: true,
+//!     ..Policy::default()
+//! };
+//! let reports = check_files(["target/updater"], &policy)?;
+//! require_pass(&reports)?; // Err(Error::Rejected | Error::Malformed) lists the failures
+//! # Ok::<(), elfcheck::Error>(())
+//! ```
+
+mod facts;
+mod finding;
+mod inspect;
+mod machine;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use facts::{flags_string, ElfFacts, Linkage, Segment, StackPolicy};
+pub use finding::{Finding, FindingKind, Severity};
+pub use machine::{Class, ElfType, Endianness, Machine, ParseMachineError};
+
+/// What a device binary must satisfy. The defaults are the rules that hold
+/// for every board (static, W^X, entry in code); a board config adds its
+/// machine, its size budget and whether symbols are allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Required `e_machine`; also fixes the class and byte order. `None`
+    /// accepts any machine.
+    pub machine: Option<Machine>,
+    /// Largest acceptable file size in bytes.
+    pub size_budget: Option<u64>,
+    /// Symbol tables or debug sections are an error rather than a warning.
+    pub require_stripped: bool,
+    /// An interpreter or needed libraries are an error. On by default:
+    /// the device has no loader and no libraries.
+    pub require_static: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            machine: None,
+            size_budget: None,
+            require_stripped: false,
+            require_static: true,
+        }
+    }
+}
+
+/// The outcome of checking one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The file checked; `None` for [`check_bytes`].
+    pub path: Option<PathBuf>,
+    /// In the order found; errors and warnings mixed.
+    pub findings: Vec<Finding>,
+    /// `None` when not even the ELF header could be read.
+    pub facts: Option<ElfFacts>,
+}
+
+/// How a report ended, for callers that branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// No errors (warnings allowed).
+    Pass,
+    /// A well-formed ELF that the policy refuses.
+    Rejected,
+    /// Not an ELF, or one we could not parse completely.
+    Malformed,
+}
+
+impl Report {
+    /// No finding is an error.
+    pub fn passed(&self) -> bool {
+        self.verdict() == Verdict::Pass
+    }
+
+    /// Malformed wins over Rejected: a policy verdict on a file we could
+    /// not fully read would rest on partial facts.
+    pub fn verdict(&self) -> Verdict {
+        let mut verdict = Verdict::Pass;
+        for f in self.errors() {
+            if f.kind.is_format() {
+                return Verdict::Malformed;
+            }
+            verdict = Verdict::Rejected;
+        }
+        verdict
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+    }
+
+    /// The path for messages, or `<bytes>` for in-memory input.
+    pub fn display_name(&self) -> String {
+        self.path
+            .as_ref()
+            .map_or_else(|| "<bytes>".to_string(), |p| p.display().to_string())
+    }
+}
+
+impl Serialize for Report {
+    /// Adds the derived `verdict` and `passed`, so JSON consumers need not
+    /// re-derive them from the findings.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            path: Option<&'a Path>,
+            passed: bool,
+            verdict: Verdict,
+            findings: &'a [Finding],
+            facts: Option<&'a ElfFacts>,
+        }
+        View {
+            path: self.path.as_deref(),
+            passed: self.passed(),
+            verdict: self.verdict(),
+            findings: &self.findings,
+            facts: self.facts.as_ref(),
+        }
+        .serialize(s)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// At least one file is not a parseable ELF.
+    #[error("{} of {total} file(s) are not valid ELF executables: {}", failed.len(), summary(failed))]
+    Malformed {
+        failed: Vec<(String, String)>,
+        total: usize,
+    },
+    /// All files parsed, and the policy refused at least one.
+    #[error("{} of {total} file(s) failed the ELF policy: {}", failed.len(), summary(failed))]
+    Rejected {
+        /// (file, first error message) per failed file.
+        failed: Vec<(String, String)>,
+        total: usize,
+    },
+}
+
+fn summary(failed: &[(String, String)]) -> String {
+    failed
+        .iter()
+        .map(|(file, why)| format!("{file}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Checks an in-memory file.
+pub fn check_bytes(bytes: &[u8], policy: &Policy) -> Report {
+    let (findings, facts) = inspect::inspect(bytes, policy);
+    Report {
+        path: None,
+        findings,
+        facts,
+    }
+}
+
+/// Reads and checks one file. Only reading can fail; everything about the
+/// contents is in the report.
+pub fn check_file(path: impl AsRef<Path>, policy: &Policy) -> Result<Report, Error> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut report = check_bytes(&bytes, policy);
+    report.path = Some(path.to_path_buf());
+    Ok(report)
+}
+
+/// Checks every file, so one run shows every problem rather than the first.
+/// Stops only when a file cannot be read.
+pub fn check_files<I, P>(paths: I, policy: &Policy) -> Result<Vec<Report>, Error>
+where
+    I: IntoIterator<Item = P>,
+    P: AsRef<Path>,
+{
+    paths
+        .into_iter()
+        .map(|p| check_file(p, policy))
+        .collect()
+}
+
+/// Turns a batch into one error when any file failed: [`Error::Malformed`]
+/// if any file is not a parseable ELF (listing only those), otherwise
+/// [`Error::Rejected`].
+pub fn require_pass(reports: &[Report]) -> Result<(), Error> {
+    let failed = |v: Verdict| -> Vec<(String, String)> {
+        reports
+            .iter()
+            .filter(|r| r.verdict() == v)
+            .map(|r| {
+                let why = r
+                    .errors()
+                    .next()
+                    .map_or_else(String::new, |f| f.message.clone());
+                (r.display_name(), why)
+            })
+            .collect()
+    };
+    let total = reports.len();
+    let malformed = failed(Verdict::Malformed);
+    if !malformed.is_empty() {
+        return Err(Error::Malformed {
+            failed: malformed,
+            total,
+        });
+    }
+    let rejected = failed(Verdict::Rejected);
+    if !rejected.is_empty() {
+        return Err(Error::Rejected {
+            failed: rejected,
+            total,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

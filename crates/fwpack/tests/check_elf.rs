@@ -1,0 +1,175 @@
+//! `fwpack check-elf` end to end: real binaries from the cross toolchains,
+//! the exit status scripts rely on, and the JSON lines.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const HELLO_RS: &str = "fn main() { println!(\"hello\"); }\n";
+const HELLO_C: &str = "#include <stdio.h>\nint main(void) { puts(\"hello\"); return 0; }\n";
+
+struct Bins {
+    static_a64: PathBuf,
+    dynamic_a64: PathBuf,
+    script: PathBuf,
+}
+
+fn must(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (cargo xtask test installs it)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn bins() -> &'static Bins {
+    static B: OnceLock<Bins> = OnceLock::new();
+    B.get_or_init(|| {
+        // Per-process directory; those of finished processes are removed.
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("check-elf-cli");
+        for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            if !Path::new("/proc").join(e.file_name()).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let dir = root.join(std::process::id().to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hello.rs"), HELLO_RS).unwrap();
+        std::fs::write(dir.join("hello.c"), HELLO_C).unwrap();
+        let static_a64 = dir.join("updater-aarch64");
+        must(
+            Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+                .current_dir(&dir)
+                .args([
+                    "--target",
+                    "aarch64-unknown-linux-musl",
+                    "-C",
+                    "linker=rust-lld",
+                    "-C",
+                    "target-feature=+crt-static",
+                    "-C",
+                    "opt-level=s",
+                    "-C",
+                    "strip=symbols",
+                    "hello.rs",
+                    "-o",
+                ])
+                .arg(&static_a64),
+        );
+        let dynamic_a64 = dir.join("hello-aarch64-gnu");
+        must(
+            Command::new("aarch64-linux-gnu-gcc")
+                .current_dir(&dir)
+                .args(["-O2", "hello.c", "-o"])
+                .arg(&dynamic_a64),
+        );
+        let script = dir.join("init.sh");
+        std::fs::write(&script, "#!/bin/sh\nexec /bin/updater\n").unwrap();
+        Bins {
+            static_a64,
+            dynamic_a64,
+            script,
+        }
+    })
+}
+
+fn fwpack(args: &[&str], files: &[&Path]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fwpack"))
+        .arg("check-elf")
+        .args(args)
+        .args(files)
+        .output()
+        .unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exit code")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn static_binary_for_the_right_machine_passes() {
+    let b = bins();
+    let o = fwpack(
+        &["--machine", "aarch64", "--require-stripped", "--budget", "1MiB"],
+        &[&b.static_a64],
+    );
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(out.contains("updater-aarch64: ok (aarch64, ELF64, EXEC, static, stripped"), "{out}");
+}
+
+#[test]
+fn policy_failures_exit_7_and_name_the_libraries() {
+    let b = bins();
+    let o = fwpack(&["--machine", "aarch64"], &[&b.static_a64, &b.dynamic_a64]);
+    assert_eq!(code(&o), 7);
+    let out = stdout(&o);
+    assert!(out.contains("updater-aarch64: ok"), "{out}");
+    assert!(out.contains("hello-aarch64-gnu: FAIL"), "{out}");
+    assert!(out.contains("/lib/ld-linux-aarch64.so.1"), "{out}");
+    assert!(out.contains("libc.so.6"), "{out}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("1 of 2 file(s) failed the ELF policy"), "{err}");
+
+    // Wrong board, and over budget: policy too.
+    assert_eq!(code(&fwpack(&["--machine", "x86_64"], &[&b.static_a64])), 7);
+    assert_eq!(code(&fwpack(&["--machine", "arm"], &[&b.static_a64])), 7);
+    assert_eq!(code(&fwpack(&["--budget", "64K"], &[&b.static_a64])), 7);
+}
+
+#[test]
+fn not_elf_exits_4_even_next_to_policy_failures() {
+    let b = bins();
+    let o = fwpack(&[], &[&b.script]);
+    assert_eq!(code(&o), 4);
+    assert!(stdout(&o).contains("a script"), "{}", stdout(&o));
+    let o = fwpack(&[], &[&b.dynamic_a64, &b.script, &b.static_a64]);
+    assert_eq!(code(&o), 4);
+    // Every file is still reported.
+    assert_eq!(stdout(&o).lines().filter(|l| !l.starts_with(' ')).count(), 3);
+}
+
+#[test]
+fn unreadable_file_exits_3() {
+    let o = fwpack(&[], &[Path::new("/nonexistent/updater")]);
+    assert_eq!(code(&o), 3);
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let b = bins();
+    assert_eq!(code(&fwpack(&["--machine", "vax11"], &[&b.static_a64])), 2);
+    assert_eq!(code(&fwpack(&["--budget", "lots"], &[&b.static_a64])), 2);
+    assert_eq!(code(&fwpack(&[], &[])), 2);
+}
+
+#[test]
+fn json_is_one_object_per_file() {
+    let b = bins();
+    let o = fwpack(
+        &["--json", "--machine", "aarch64"],
+        &[&b.static_a64, &b.dynamic_a64, &b.script],
+    );
+    assert_eq!(code(&o), 4);
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["verdict"], "pass");
+    assert_eq!(lines[0]["facts"]["linkage"], "static");
+    assert_eq!(lines[0]["facts"]["machine"], "aarch64");
+    assert_eq!(lines[1]["verdict"], "rejected");
+    assert_eq!(lines[1]["facts"]["needed"][0], "libc.so.6");
+    assert_eq!(lines[1]["facts"]["interpreter"], "/lib/ld-linux-aarch64.so.1");
+    assert_eq!(lines[2]["verdict"], "malformed");
+    assert_eq!(lines[2]["findings"][0]["kind"], "not_elf");
+    assert!(lines[2]["facts"].is_null());
+}
