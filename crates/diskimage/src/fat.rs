@@ -407,6 +407,8 @@ pub(crate) fn build(
     }
     drop(root);
     fs.unmount().map_err(fat_err("unmounting".into()))?;
+    let bpb = Bpb::read(&mut vol, geo.fat_type).map_err(fat_err("re-reading the boot sector".into()))?;
+    fix_dot_entries(&mut vol, &bpb, None, 0).map_err(fat_err("fixing directory entries".into()))?;
     Ok(vol)
 }
 
@@ -504,6 +506,173 @@ fn finish_boot_sectors(
     entry[24..26].copy_from_slice(&date.to_le_bytes());
     vol.seek(SeekFrom::Start(root))?;
     vol.write_all(&entry)
+}
+
+/// Just enough of a FAT reader to walk the directory tree fatfs wrote.
+struct Bpb {
+    fat_type: FatType,
+    cluster: u64,
+    fat_start: u64,
+    root_start: u64,
+    root_len: u64,
+    data_start: u64,
+    root_cluster: u32,
+    clusters: u32,
+}
+
+impl Bpb {
+    fn read(vol: &mut MemVolume, fat_type: FatType) -> std::io::Result<Bpb> {
+        let mut bs = [0u8; 64];
+        vol.seek(SeekFrom::Start(0))?;
+        vol.read_exact(&mut bs)?;
+        let spc = u64::from(bs[13]);
+        let reserved = u64::from(u16::from_le_bytes([bs[14], bs[15]]));
+        let fats = u64::from(bs[16]);
+        let root_entries = u64::from(u16::from_le_bytes([bs[17], bs[18]]));
+        let spf16 = u64::from(u16::from_le_bytes([bs[22], bs[23]]));
+        let spf32 = u64::from(u32::from_le_bytes([bs[36], bs[37], bs[38], bs[39]]));
+        let spf = if spf16 != 0 { spf16 } else { spf32 };
+        let root_start = (reserved + fats * spf) * SECTOR_SIZE;
+        let root_len = root_entries * 32;
+        let data_start = (root_start + root_len).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+        let cluster = spc * SECTOR_SIZE;
+        let total = vol.seek(SeekFrom::End(0))?;
+        Ok(Bpb {
+            fat_type,
+            cluster,
+            fat_start: reserved * SECTOR_SIZE,
+            root_start,
+            root_len,
+            data_start,
+            root_cluster: u32::from_le_bytes([bs[44], bs[45], bs[46], bs[47]]),
+            clusters: u32::try_from(total.saturating_sub(data_start) / cluster.max(1)).unwrap_or(u32::MAX),
+        })
+    }
+
+    fn next(&self, vol: &mut MemVolume, c: u32) -> std::io::Result<Option<u32>> {
+        let c64 = u64::from(c);
+        let (off, end) = match self.fat_type {
+            FatType::Fat12 => (c64 + c64 / 2, 0xff8),
+            FatType::Fat16 => (c64 * 2, 0xfff8),
+            FatType::Fat32 => (c64 * 4, 0x0fff_fff8),
+        };
+        let mut b = [0u8; 4];
+        vol.seek(SeekFrom::Start(self.fat_start + off))?;
+        vol.read_exact(&mut b)?;
+        let v = match self.fat_type {
+            FatType::Fat12 => {
+                let v = u32::from(u16::from_le_bytes([b[0], b[1]]));
+                if c % 2 == 1 {
+                    v >> 4
+                } else {
+                    v & 0xfff
+                }
+            }
+            FatType::Fat16 => u32::from(u16::from_le_bytes([b[0], b[1]])),
+            FatType::Fat32 => u32::from_le_bytes(b) & 0x0fff_ffff,
+        };
+        Ok((2..end).contains(&v).then_some(v))
+    }
+
+    /// Byte ranges of a directory: the fixed root region of FAT12/16, or a
+    /// cluster chain.
+    fn dir_ranges(&self, vol: &mut MemVolume, first: Option<u32>) -> std::io::Result<Vec<(u64, u64)>> {
+        let mut c = match first {
+            None if self.fat_type != FatType::Fat32 => return Ok(vec![(self.root_start, self.root_len)]),
+            None => self.root_cluster,
+            Some(c) => c,
+        };
+        let mut out = Vec::new();
+        loop {
+            if c < 2 || out.len() as u64 > u64::from(self.clusters) {
+                return Err(std::io::Error::other(format!("bad cluster chain at {c}")));
+            }
+            out.push((self.data_start + u64::from(c - 2) * self.cluster, self.cluster));
+            match self.next(vol, c)? {
+                Some(n) => c = n,
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+fn read_ranges(vol: &mut MemVolume, ranges: &[(u64, u64)]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for &(off, len) in ranges {
+        let start = out.len();
+        out.resize(start + len as usize, 0);
+        vol.seek(SeekFrom::Start(off))?;
+        vol.read_exact(&mut out[start..])?;
+    }
+    Ok(out)
+}
+
+fn write_ranges(vol: &mut MemVolume, ranges: &[(u64, u64)], data: &[u8]) -> std::io::Result<()> {
+    let mut pos = 0usize;
+    for &(off, len) in ranges {
+        let chunk = data.get(pos..pos + len as usize).unwrap_or_default();
+        vol.seek(SeekFrom::Start(off))?;
+        vol.write_all(chunk)?;
+        pos += len as usize;
+    }
+    Ok(())
+}
+
+const ATTR_LFN: u8 = 0x0f;
+const ATTR_VOLUME: u8 = 0x08;
+const ATTR_DIR: u8 = 0x10;
+
+/// fatfs 0.3 writes long-name entries in front of every new directory's
+/// "." and ".." entries, and points ".." of a top-level directory at
+/// cluster 2 on FAT32; fsck.fat then finds no valid "."/".." and would
+/// delete them. Each directory's first four slots are therefore
+/// [LFN, ".", LFN, ".."]: rewrite them as [".", ".."], shift the rest up
+/// and point ".." at 0 (the root) where the parent is the root.
+fn fix_dot_entries(vol: &mut MemVolume, bpb: &Bpb, dir: Option<u32>, depth: u32) -> std::io::Result<()> {
+    if depth > 64 {
+        return Err(std::io::Error::other("directory tree too deep"));
+    }
+    let ranges = bpb.dir_ranges(vol, dir)?;
+    let mut data = read_ranges(vol, &ranges)?;
+    if dir.is_some() {
+        let slot = |i: usize| data.get(i * 32..i * 32 + 32).unwrap_or(&[0; 32]);
+        let lfn_dot = slot(0)[11] == ATTR_LFN && &slot(1)[..11] == b".          ";
+        let lfn_dotdot = slot(2)[11] == ATTR_LFN && &slot(3)[..11] == b"..         ";
+        let plain = &slot(0)[..11] == b".          " && &slot(1)[..11] == b"..         ";
+        if lfn_dot && lfn_dotdot {
+            let dot = slot(1).to_vec();
+            let mut dotdot = slot(3).to_vec();
+            let mut fixed = dot;
+            fixed.append(&mut dotdot);
+            fixed.extend_from_slice(data.get(128..).unwrap_or_default());
+            fixed.extend_from_slice(&[0u8; 64]);
+            data = fixed;
+        } else if !plain {
+            return Err(std::io::Error::other("unexpected layout of a new directory"));
+        }
+        if depth == 1 {
+            // ".." of a directory in the root: cluster 0 (hi word at 20, lo at 26).
+            if let Some(dd) = data.get_mut(32..64) {
+                dd[20..22].fill(0);
+                dd[26..28].fill(0);
+            }
+        }
+        write_ranges(vol, &ranges, &data)?;
+    }
+    for e in data.chunks_exact(32) {
+        match e[0] {
+            0x00 => break,
+            0xe5 | b'.' => continue,
+            _ => {}
+        }
+        let attr = e[11];
+        if attr == ATTR_LFN || attr & ATTR_VOLUME != 0 || attr & ATTR_DIR == 0 {
+            continue;
+        }
+        let c = u32::from(u16::from_le_bytes([e[20], e[21]])) << 16 | u32::from(u16::from_le_bytes([e[26], e[27]]));
+        fix_dot_entries(vol, bpb, Some(c), depth + 1)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn add_tree(spec: &mut FatSpec, dir: &Path, prefix: &str) -> Result<(), Error> {

@@ -52,7 +52,9 @@ pub enum FindingKind {
     },
     /// ELF magic, but headers that cannot be taken at face value
     /// (bad class/data bytes, wrong entry sizes, unreadable tables).
-    Malformed { detail: String },
+    Malformed {
+        detail: String,
+    },
     /// Something the headers point at lies (partly) beyond the end of the
     /// file: a cut-off download or a damaged copy.
     Truncated {
@@ -61,26 +63,43 @@ pub enum FindingKind {
         size: u64,
         file_size: u64,
     },
-    WrongClass { expected: Class, found: Class },
+    WrongClass {
+        expected: Class,
+        found: Class,
+    },
     WrongEndianness {
         expected: Endianness,
         found: Endianness,
     },
-    WrongMachine { expected: Machine, found: Machine },
+    WrongMachine {
+        expected: Machine,
+        found: Machine,
+    },
     /// Not an executable (`ET_REL`, `ET_CORE`, …).
-    NotExecutable { e_type: u16 },
+    NotExecutable {
+        e_type: u16,
+    },
     /// `ET_DYN` without `DF_1_PIE`: a shared library rather than a program.
     SharedObject,
     /// `PT_INTERP`: the kernel would hand the file to this dynamic loader.
-    Interpreter { path: String },
+    Interpreter {
+        path: String,
+    },
     /// `DT_NEEDED` entries: shared libraries the device must provide.
-    NeededLibraries { libraries: Vec<String> },
+    NeededLibraries {
+        libraries: Vec<String>,
+    },
     NoLoadSegments,
     /// `e_entry` is not inside the file-backed part of an executable
     /// `PT_LOAD`.
-    EntryNotExecutable { entry: u64 },
+    EntryNotExecutable {
+        entry: u64,
+    },
     /// A `PT_LOAD` that is both writable and executable (W^X violated).
-    WritableExecutable { index: usize, vaddr: u64 },
+    WritableExecutable {
+        index: usize,
+        vaddr: u64,
+    },
     /// `PT_GNU_STACK` asks for an executable stack.
     ExecutableStack,
     /// No `PT_GNU_STACK`: the stack's permissions are left to the kernel's
@@ -94,7 +113,10 @@ pub enum FindingKind {
         debug_bytes: u64,
         sections: Vec<String>,
     },
-    OverBudget { size: u64, budget: u64 },
+    OverBudget {
+        size: u64,
+        budget: u64,
+    },
 }
 
 impl FindingKind {

@@ -175,7 +175,7 @@ fn inspect_into(bytes: &[u8], policy: &Policy, out: &mut Findings) -> Option<Elf
         } else {
             Severity::Warning
         };
-        let message = not_stripped_message(facts);
+        let message = not_stripped_message(&facts);
         out.add(
             severity,
             FindingKind::NotStripped {
@@ -341,7 +341,10 @@ fn program_headers(
         return Some(Vec::new());
     }
     if hdr.e_phnum == PN_XNUM {
-        malformed(out, "extended program header numbering (PN_XNUM) is not supported".into());
+        malformed(
+            out,
+            "extended program header numbering (PN_XNUM) is not supported".into(),
+        );
         return None;
     }
     let entsize = ProgramHeader::size(ctx) as u64;
@@ -468,7 +471,9 @@ fn read_dynamic(
     let strtab = tag(dynamic::DT_STRTAB).next().map(|d| d.d_val);
     let strsz = tag(dynamic::DT_STRSZ).next().map(|d| d.d_val);
     let table = match (strtab, strsz) {
-        (Some(addr), Some(size)) => vaddr_to_offset(phdrs, addr, size).and_then(|o| slice(bytes, o, size)),
+        (Some(addr), Some(size)) => {
+            vaddr_to_offset(phdrs, addr, size).and_then(|o| slice(bytes, o, size))
+        }
         _ => None,
     };
     let mut unreadable = 0usize;
@@ -515,7 +520,8 @@ fn check_type(facts: &ElfFacts, dynamic: Option<&DynamicFacts>, out: &mut Findin
             if facts.interpreter.is_none() && !dynamic.is_some_and(|d| d.pie) {
                 out.error(
                     FindingKind::SharedObject,
-                    "ET_DYN without an interpreter or DF_1_PIE: a shared library, not a program".into(),
+                    "ET_DYN without an interpreter or DF_1_PIE: a shared library, not a program"
+                        .into(),
                 );
             }
         }

@@ -208,10 +208,7 @@ where
     I: IntoIterator<Item = P>,
     P: AsRef<Path>,
 {
-    paths
-        .into_iter()
-        .map(|p| check_file(p, policy))
-        .collect()
+    paths.into_iter().map(|p| check_file(p, policy)).collect()
 }
 
 /// Turns a batch into one error when any file failed: [`Error::Malformed`]

@@ -97,7 +97,10 @@ impl Synth {
             }
         };
         let w = if self.elf64 { 8 } else { 4 };
-        let (phoff, entry) = (self.ehsize(), BASE + self.payload_offset() + self.entry_in_payload);
+        let (phoff, entry) = (
+            self.ehsize(),
+            BASE + self.payload_offset() + self.entry_in_payload,
+        );
         // Header fields after e_ident, in order, with their widths.
         let fields: [(u64, usize); 13] = [
             (u64::from(self.e_type), 2),
@@ -121,7 +124,11 @@ impl Synth {
         }
         for (i, p) in self.phdrs.iter().enumerate() {
             let at = phoff + i as u64 * self.phentsize();
-            let filesz = if p.filesz == u64::MAX { total } else { p.filesz };
+            let filesz = if p.filesz == u64::MAX {
+                total
+            } else {
+                p.filesz
+            };
             let memsz = if p.memsz == u64::MAX { total } else { p.memsz };
             if self.elf64 {
                 let f = [
@@ -188,7 +195,7 @@ fn minimal_static_executable_passes() {
     let f = r.facts.expect("facts");
     assert_eq!(f.linkage, Linkage::Static);
     assert_eq!(f.machine, Machine::X86_64);
-    assert!(f.stripped);
+    assert_eq!(f.stripped, Some(true));
 }
 
 #[test]
@@ -211,7 +218,12 @@ fn every_truncation_is_an_error_not_a_panic() {
     let full = Synth::exe().build();
     for len in 0..full.len() {
         let r = check_bytes(&full[..len], &x86());
-        assert_eq!(r.verdict(), Verdict::Malformed, "len {len}: {:?}", r.findings);
+        assert_eq!(
+            r.verdict(),
+            Verdict::Malformed,
+            "len {len}: {:?}",
+            r.findings
+        );
     }
 }
 
@@ -235,7 +247,10 @@ fn hostile_program_header_fields() {
     let mut b = Synth::exe().build();
     b[54] = 40;
     let r = check_bytes(&b, &x86());
-    assert!(has(&r, |k| matches!(k, FindingKind::Malformed { detail } if detail.contains("e_phentsize"))));
+    assert!(has(
+        &r,
+        |k| matches!(k, FindingKind::Malformed { detail } if detail.contains("e_phentsize"))
+    ));
 
     // e_phoff far outside the file, and one that overflows when added to.
     for phoff in [1u64 << 40, u64::MAX - 8] {
@@ -243,7 +258,10 @@ fn hostile_program_header_fields() {
         b[32..40].copy_from_slice(&phoff.to_le_bytes());
         let r = check_bytes(&b, &x86());
         assert!(
-            has(&r, |k| matches!(k, FindingKind::Truncated { what, .. } if what == "program header table")),
+            has(
+                &r,
+                |k| matches!(k, FindingKind::Truncated { what, .. } if what == "program header table")
+            ),
             "{:?}",
             r.findings
         );
@@ -262,7 +280,10 @@ fn segment_past_end_of_file_is_truncated() {
     s.phdrs[0].filesz = 1 << 20;
     let r = check_bytes(&s.build(), &x86());
     assert_eq!(r.verdict(), Verdict::Malformed);
-    assert!(has(&r, |k| matches!(k, FindingKind::Truncated { what, .. } if what.contains("PT_LOAD"))));
+    assert!(has(
+        &r,
+        |k| matches!(k, FindingKind::Truncated { what, .. } if what.contains("PT_LOAD"))
+    ));
 
     s.phdrs[0].filesz = 64;
     s.phdrs[0].offset = u64::MAX - 10;
@@ -276,7 +297,13 @@ fn writable_executable_segment() {
     s.phdrs[0].flags = R | W | X;
     let r = check_bytes(&s.build(), &x86());
     assert_eq!(r.verdict(), Verdict::Rejected);
-    assert!(has(&r, |k| matches!(k, FindingKind::WritableExecutable { index: 0, vaddr: BASE })));
+    assert!(has(&r, |k| matches!(
+        k,
+        FindingKind::WritableExecutable {
+            index: 0,
+            vaddr: BASE
+        }
+    )));
 }
 
 #[test]
@@ -285,20 +312,29 @@ fn entry_point_must_be_in_executable_file_bytes() {
     let mut s = Synth::exe();
     s.entry_in_payload = 4096;
     let r = check_bytes(&s.build(), &x86());
-    assert!(has(&r, |k| matches!(k, FindingKind::EntryNotExecutable { .. })));
+    assert!(has(&r, |k| matches!(
+        k,
+        FindingKind::EntryNotExecutable { .. }
+    )));
 
     // Inside, but the segment is not executable.
     let mut s = Synth::exe();
     s.phdrs[0].flags = R;
     let r = check_bytes(&s.build(), &x86());
-    assert!(has(&r, |k| matches!(k, FindingKind::EntryNotExecutable { .. })));
+    assert!(has(&r, |k| matches!(
+        k,
+        FindingKind::EntryNotExecutable { .. }
+    )));
 
     // A segment whose vaddr + filesz overflows must not wrap into a match.
     let mut s = Synth::exe();
     s.phdrs[0].vaddr = u64::MAX - 4;
     s.phdrs[0].filesz = 16;
     let r = check_bytes(&s.build(), &x86());
-    assert!(has(&r, |k| matches!(k, FindingKind::EntryNotExecutable { .. })));
+    assert!(has(&r, |k| matches!(
+        k,
+        FindingKind::EntryNotExecutable { .. }
+    )));
 }
 
 #[test]
@@ -313,7 +349,9 @@ fn stack_header() {
     s.phdrs.truncate(1);
     let r = check_bytes(&s.build(), &x86());
     assert!(r.passed(), "a missing PT_GNU_STACK is only a warning");
-    assert!(r.warnings().any(|f| f.kind == FindingKind::MissingStackHeader));
+    assert!(r
+        .warnings()
+        .any(|f| f.kind == FindingKind::MissingStackHeader));
 }
 
 #[test]
@@ -346,8 +384,14 @@ fn machine_class_and_byte_order_policy() {
         ..Policy::default()
     };
     let r = check_bytes(&s.build(), &policy);
-    assert_eq!(r.facts.as_ref().map(|f| f.endianness), Some(Endianness::Big));
-    assert!(has(&r, |k| matches!(k, FindingKind::WrongEndianness { .. })));
+    assert_eq!(
+        r.facts.as_ref().map(|f| f.endianness),
+        Some(Endianness::Big)
+    );
+    assert!(has(&r, |k| matches!(
+        k,
+        FindingKind::WrongEndianness { .. }
+    )));
 
     // 32-bit ARM is reported as arm, not aarch64, and passes an arm policy.
     let mut s = Synth::exe();
@@ -431,7 +475,10 @@ fn needed_libraries_are_listed_and_refused() {
     assert_eq!(f.needed, ["libc.so.6", "libm.so.6"]);
     assert_eq!(f.linkage, Linkage::Dynamic);
     assert_eq!(r.verdict(), Verdict::Rejected);
-    assert!(has(&r, |k| matches!(k, FindingKind::NeededLibraries { libraries } if libraries.len() == 2)));
+    assert!(has(
+        &r,
+        |k| matches!(k, FindingKind::NeededLibraries { libraries } if libraries.len() == 2)
+    ));
 
     // Allowed when the policy does not require static linking.
     let lax = Policy {
@@ -509,7 +556,10 @@ fn section_table_problems() {
     b[40..48].copy_from_slice(&(1u64 << 32).to_le_bytes());
     b[60..62].copy_from_slice(&3u16.to_le_bytes());
     let r = check_bytes(&b, &x86());
-    assert!(has(&r, |k| matches!(k, FindingKind::Truncated { what, .. } if what == "section header table")));
+    assert!(has(
+        &r,
+        |k| matches!(k, FindingKind::Truncated { what, .. } if what == "section header table")
+    ));
 
     // Extended numbering: e_shnum 0, count in section 0's sh_size, and a
     // count far larger than the file could hold must not allocate.
@@ -527,7 +577,10 @@ fn section_table_problems() {
     b[40..48].copy_from_slice(&64u64.to_le_bytes());
     b[58..60].copy_from_slice(&32u16.to_le_bytes());
     let r = check_bytes(&b, &x86());
-    assert!(has(&r, |k| matches!(k, FindingKind::Malformed { detail } if detail.contains("e_shentsize"))));
+    assert!(has(
+        &r,
+        |k| matches!(k, FindingKind::Malformed { detail } if detail.contains("e_shentsize"))
+    ));
 }
 
 #[test]

@@ -8,8 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use elfcheck::{
-    check_bytes, check_file, Class, ElfType, FindingKind, Linkage, Machine, Policy, Report,
-    Verdict,
+    check_bytes, check_file, Class, ElfType, FindingKind, Linkage, Machine, Policy, Report, Verdict,
 };
 
 const HELLO_RS: &str = "fn main() { println!(\"hello from the device\"); }\n";
@@ -47,13 +46,15 @@ fn run(cmd: &mut Command) -> std::process::Output {
 
 fn rustc(dir: &Path, src: &str, out: &str, args: &[&str]) -> PathBuf {
     let o = dir.join(out);
-    run(Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
-        .current_dir(dir)
-        .args(["--edition", "2021", "-C", "opt-level=s"])
-        .args(args)
-        .arg(src)
-        .arg("-o")
-        .arg(&o));
+    run(
+        Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+            .current_dir(dir)
+            .args(["--edition", "2021", "-C", "opt-level=s"])
+            .args(args)
+            .arg(src)
+            .arg("-o")
+            .arg(&o),
+    );
     o
 }
 
@@ -105,31 +106,71 @@ fn build_fixtures() -> Fixtures {
 
     files.insert(
         "aarch64-musl",
-        rustc(&dir, "hello.rs", "aarch64-musl", &[
-            "--target", "aarch64-unknown-linux-musl", "-C", "linker=rust-lld",
-            static_crt[0], static_crt[1], strip[0], strip[1],
-        ]),
+        rustc(
+            &dir,
+            "hello.rs",
+            "aarch64-musl",
+            &[
+                "--target",
+                "aarch64-unknown-linux-musl",
+                "-C",
+                "linker=rust-lld",
+                static_crt[0],
+                static_crt[1],
+                strip[0],
+                strip[1],
+            ],
+        ),
     );
     files.insert(
         "x86_64-musl-static-pie",
-        rustc(&dir, "hello.rs", "x86_64-musl", &[
-            "--target", "x86_64-unknown-linux-musl", static_crt[0], static_crt[1],
-            strip[0], strip[1],
-        ]),
+        rustc(
+            &dir,
+            "hello.rs",
+            "x86_64-musl",
+            &[
+                "--target",
+                "x86_64-unknown-linux-musl",
+                static_crt[0],
+                static_crt[1],
+                strip[0],
+                strip[1],
+            ],
+        ),
     );
     files.insert(
         "x86_64-musl-unstripped",
-        rustc(&dir, "hello.rs", "x86_64-musl-unstripped", &[
-            "--target", "x86_64-unknown-linux-musl", static_crt[0], static_crt[1],
-            "-C", "debuginfo=1",
-        ]),
+        rustc(
+            &dir,
+            "hello.rs",
+            "x86_64-musl-unstripped",
+            &[
+                "--target",
+                "x86_64-unknown-linux-musl",
+                static_crt[0],
+                static_crt[1],
+                "-C",
+                "debuginfo=1",
+            ],
+        ),
     );
     files.insert(
         "riscv64-gnu-static",
-        rustc(&dir, "hello.rs", "riscv64-gnu", &[
-            "--target", "riscv64gc-unknown-linux-gnu", "-C", "linker=riscv64-linux-gnu-gcc",
-            static_crt[0], static_crt[1], strip[0], strip[1],
-        ]),
+        rustc(
+            &dir,
+            "hello.rs",
+            "riscv64-gnu",
+            &[
+                "--target",
+                "riscv64gc-unknown-linux-gnu",
+                "-C",
+                "linker=riscv64-linux-gnu-gcc",
+                static_crt[0],
+                static_crt[1],
+                strip[0],
+                strip[1],
+            ],
+        ),
     );
     files.insert(
         "x86_64-gnu-dynamic",
@@ -137,7 +178,12 @@ fn build_fixtures() -> Fixtures {
     );
     files.insert(
         "x86_64-gnu-cdylib",
-        rustc(&dir, "lib.rs", "libanswer.so", &["--crate-type", "cdylib", strip[0], strip[1]]),
+        rustc(
+            &dir,
+            "lib.rs",
+            "libanswer.so",
+            &["--crate-type", "cdylib", strip[0], strip[1]],
+        ),
     );
 
     let a64dyn = dir.join("aarch64-gnu-dynamic");
@@ -208,7 +254,7 @@ fn aarch64_musl_is_static_and_passes() {
     let f = r.facts.unwrap();
     assert_eq!(f.linkage, Linkage::Static);
     assert_eq!(f.elf_type, ElfType::Exec);
-    assert!(f.stripped);
+    assert_eq!(f.stripped, Some(true));
     // And it is refused for the other boards.
     let r = check("aarch64-musl", &policy(Machine::X86_64));
     assert_eq!(r.verdict(), Verdict::Rejected);
@@ -247,7 +293,9 @@ fn x86_64_gnu_dynamic_is_refused_with_its_libraries() {
     assert!(f.pie, "a dynamic PIE, refused even though it is PIE");
     assert!(f.needed.iter().any(|l| l == "libc.so.6"), "{:?}", f.needed);
     let kinds = error_kinds(&r);
-    assert!(kinds.iter().any(|k| matches!(k, FindingKind::Interpreter { path } if path.contains("ld-linux-x86-64"))));
+    assert!(kinds.iter().any(
+        |k| matches!(k, FindingKind::Interpreter { path } if path.contains("ld-linux-x86-64"))
+    ));
     assert!(kinds.iter().any(|k| matches!(k, FindingKind::NeededLibraries { libraries } if libraries.contains(&"libc.so.6".to_string()))));
 }
 
@@ -334,6 +382,7 @@ fn truncated_elf_is_malformed_and_still_seen_as_dynamic() {
         .any(|k| matches!(k, FindingKind::Truncated { .. })));
     let f = r.facts.unwrap();
     assert_eq!(f.linkage, Linkage::Dynamic);
+    assert_eq!(f.stripped, None, "its section headers are cut off");
 }
 
 #[test]
@@ -372,7 +421,10 @@ fn batch_collects_every_file() {
         elfcheck::check_files(names.iter().map(|n| f.path(n)), &policy(Machine::Aarch64)).unwrap();
     assert_eq!(reports.len(), 3);
     let verdicts: Vec<_> = reports.iter().map(Report::verdict).collect();
-    assert_eq!(verdicts, [Verdict::Pass, Verdict::Rejected, Verdict::Rejected]);
+    assert_eq!(
+        verdicts,
+        [Verdict::Pass, Verdict::Rejected, Verdict::Rejected]
+    );
     let err = elfcheck::require_pass(&reports).unwrap_err();
     assert!(matches!(&err, elfcheck::Error::Rejected { failed, total: 3 } if failed.len() == 2));
 }
@@ -505,7 +557,11 @@ fn readelf_agrees_on_every_fixture() {
             .collect();
         assert_eq!(facts.load_segments.len(), loads.len(), "{name}");
         for (seg, fl) in facts.load_segments.iter().zip(&loads) {
-            assert_eq!(&&elfcheck::flags_string(seg.flags).replace(' ', ""), fl, "{name}");
+            assert_eq!(
+                &&elfcheck::flags_string(seg.flags).replace(' ', ""),
+                fl,
+                "{name}"
+            );
         }
         let readelf_wx = loads.iter().any(|fl| fl.contains('W') && fl.contains('E'));
         let ours_wx = ours
@@ -514,7 +570,9 @@ fn readelf_agrees_on_every_fixture() {
         assert_eq!(ours_wx, readelf_wx, "{name}: W^X");
         let stack = theirs.segments.iter().find(|(t, _)| t == "GNU_STACK");
         let readelf_exec_stack = stack.is_some_and(|(_, fl)| fl.contains('E'));
-        let ours_exec_stack = ours.errors().any(|e| e.kind == FindingKind::ExecutableStack);
+        let ours_exec_stack = ours
+            .errors()
+            .any(|e| e.kind == FindingKind::ExecutableStack);
         assert_eq!(ours_exec_stack, readelf_exec_stack, "{name}: stack");
     }
 }
@@ -584,7 +642,7 @@ fn strippable_bytes_match_what_strip_removes() {
         facts.strippable_sections
     );
     let again = check_file(&stripped, &Policy::default()).unwrap();
-    assert!(again.facts.unwrap().stripped);
+    assert_eq!(again.facts.unwrap().stripped, Some(true));
 }
 
 /// Cheap, deterministic cousin of the fuzz target: damage the headers of
@@ -608,7 +666,12 @@ fn mutated_fixtures_never_panic() {
         }
         for cut in (0..bytes.len()).step_by(97).take(400) {
             let r = check_bytes(&bytes[..cut], &policy);
-            assert_ne!(r.verdict(), Verdict::Pass, "{} cut at {cut}", path.display());
+            assert_ne!(
+                r.verdict(),
+                Verdict::Pass,
+                "{} cut at {cut}",
+                path.display()
+            );
             checked += 1;
         }
     }

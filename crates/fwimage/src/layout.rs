@@ -386,6 +386,11 @@ impl SigSlot {
                 if b[1..8].iter().any(|&x| x != 0) || b[104..128].iter().any(|&x| x != 0) {
                     return Err(Error::NonZeroPadding("signature slot reserved bytes"));
                 }
+                // An all-zero key id names no key (no SHA-256 preimage is
+                // known); it is how a flipped alg byte in an empty slot looks.
+                if b[8..40].iter().all(|&x| x == 0) {
+                    return Err(bad("signature slot", "null key id"));
+                }
                 let mut key_id = [0u8; 32];
                 key_id.copy_from_slice(&b[8..40]);
                 let mut signature = [0u8; 64];

@@ -57,6 +57,12 @@ pub fn classify(err: &anyhow::Error) -> u8 {
                 elfcheck::Error::Rejected { .. } => POLICY,
             };
         }
+        if let Some(e) = cause.downcast_ref::<initramfs::Error>() {
+            return match e.class() {
+                initramfs::ErrorClass::Io => IO,
+                initramfs::ErrorClass::Input => FORMAT,
+            };
+        }
         if cause.downcast_ref::<std::io::Error>().is_some() {
             return IO;
         }

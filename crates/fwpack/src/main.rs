@@ -28,6 +28,8 @@ enum Command {
     Inspect(cmd::image::InspectArgs),
     /// Check device binaries: static, right machine, W^X, stripped, size budget.
     CheckElf(cmd::elf::CheckElfArgs),
+    /// Build a reproducible newc initramfs from a recipe, or list one (--list).
+    Initramfs(cmd::initramfs::InitramfsArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions(cmd::docs::CompletionsArgs),
     /// Write man pages (fwpack.1 and one per subcommand) into a directory.
@@ -43,6 +45,7 @@ fn main() -> std::process::ExitCode {
         Command::Verify(a) => cmd::image::verify(a),
         Command::Inspect(a) => cmd::image::inspect(a),
         Command::CheckElf(a) => cmd::elf::check_elf(a),
+        Command::Initramfs(a) => cmd::initramfs::initramfs(a),
         Command::Completions(a) => cmd::docs::completions(a),
         Command::Man(a) => cmd::docs::man(a),
     };

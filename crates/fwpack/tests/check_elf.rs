@@ -97,12 +97,27 @@ fn stdout(o: &Output) -> String {
 fn static_binary_for_the_right_machine_passes() {
     let b = bins();
     let o = fwpack(
-        &["--machine", "aarch64", "--require-stripped", "--budget", "1MiB"],
+        &[
+            "--machine",
+            "aarch64",
+            "--require-stripped",
+            "--budget",
+            "1MiB",
+        ],
         &[&b.static_a64],
     );
-    assert_eq!(code(&o), 0, "{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        code(&o),
+        0,
+        "{}{}",
+        stdout(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
     let out = stdout(&o);
-    assert!(out.contains("updater-aarch64: ok (aarch64, ELF64, EXEC, static, stripped"), "{out}");
+    assert!(
+        out.contains("updater-aarch64: ok (aarch64, ELF64, EXEC, static, stripped"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -116,7 +131,10 @@ fn policy_failures_exit_7_and_name_the_libraries() {
     assert!(out.contains("/lib/ld-linux-aarch64.so.1"), "{out}");
     assert!(out.contains("libc.so.6"), "{out}");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("1 of 2 file(s) failed the ELF policy"), "{err}");
+    assert!(
+        err.contains("1 of 2 file(s) failed the ELF policy"),
+        "{err}"
+    );
 
     // Wrong board, and over budget: policy too.
     assert_eq!(code(&fwpack(&["--machine", "x86_64"], &[&b.static_a64])), 7);
@@ -133,7 +151,10 @@ fn not_elf_exits_4_even_next_to_policy_failures() {
     let o = fwpack(&[], &[&b.dynamic_a64, &b.script, &b.static_a64]);
     assert_eq!(code(&o), 4);
     // Every file is still reported.
-    assert_eq!(stdout(&o).lines().filter(|l| !l.starts_with(' ')).count(), 3);
+    assert_eq!(
+        stdout(&o).lines().filter(|l| !l.starts_with(' ')).count(),
+        3
+    );
 }
 
 #[test]
@@ -168,7 +189,10 @@ fn json_is_one_object_per_file() {
     assert_eq!(lines[0]["facts"]["machine"], "aarch64");
     assert_eq!(lines[1]["verdict"], "rejected");
     assert_eq!(lines[1]["facts"]["needed"][0], "libc.so.6");
-    assert_eq!(lines[1]["facts"]["interpreter"], "/lib/ld-linux-aarch64.so.1");
+    assert_eq!(
+        lines[1]["facts"]["interpreter"],
+        "/lib/ld-linux-aarch64.so.1"
+    );
     assert_eq!(lines[2]["verdict"], "malformed");
     assert_eq!(lines[2]["findings"][0]["kind"], "not_elf");
     assert!(lines[2]["facts"].is_null());

@@ -486,8 +486,9 @@ impl Recipe {
         }
     }
 
-    /// Builds the archive tree the recipe describes.
-    pub fn build(&self, options: Options) -> Result<Builder, Error> {
+    /// Builds the archive tree the recipe describes; also returns the
+    /// resolved kernel modules (if any), for reporting.
+    pub fn build(&self, options: Options) -> Result<(Builder, Option<modules::ModuleSet>), Error> {
         let mut b = Builder::new(options);
         for step in &self.steps {
             match step {
@@ -499,13 +500,14 @@ impl Recipe {
                 Step::Device(p, k, ma, mi, m) => b.add_device(p, *k, *ma, *mi, *m)?,
             }
         }
-        if let Some(set) = self.module_set()? {
+        let set = self.module_set()?;
+        if let Some(set) = &set {
             set.add_to(&mut b)?;
         }
         if self.require_init {
             b.check_init()?;
         }
-        Ok(b)
+        Ok((b, set))
     }
 }
 

@@ -16,11 +16,20 @@ use std::process::Command;
 use crate::kernels::Arch;
 use crate::{cache_dir, fnv1a, io_err, run, CacheLock, Error, Result};
 
-/// What the test `/init` does.
+/// What the test `/init` does, in this order: print the marker, load the
+/// kernel modules listed in a file, mount filesystems, print the probes,
+/// power off.
 #[derive(Clone, Debug)]
 pub struct InitProgram {
     /// Printed alone on a line once `/init` runs.
     pub marker: String,
+    /// A file listing module paths, one per line, loaded in that order with
+    /// `finit_module`; each prints `module <path> loaded` or
+    /// `module <path> failed: <error>`.
+    pub module_list: Option<String>,
+    /// `(fstype, target)` pairs mounted before probing, each printing
+    /// `mount <target> ok` or `mount <target> failed: <error>`.
+    pub mounts: Vec<(String, String)>,
     /// Paths to report on, each as
     /// `probe <path> <kind> <mode-octal> <major>:<minor>|<size>` or `probe <path> missing`.
     pub probes: Vec<String>,
@@ -30,8 +39,22 @@ impl InitProgram {
     pub fn new(marker: &str) -> Self {
         InitProgram {
             marker: marker.into(),
+            module_list: None,
+            mounts: Vec::new(),
             probes: Vec::new(),
         }
+    }
+
+    /// Load the modules listed (one path per line) in `list` inside the guest.
+    pub fn load_modules(mut self, list: &str) -> Self {
+        self.module_list = Some(list.into());
+        self
+    }
+
+    /// Mount a pseudo filesystem (`proc`, `sysfs`, `devtmpfs`) at `target`.
+    pub fn mount(mut self, fstype: &str, target: &str) -> Self {
+        self.mounts.push((fstype.into(), target.into()));
+        self
     }
 
     pub fn probe(mut self, path: &str) -> Self {
@@ -49,13 +72,62 @@ use std::os::unix::fs::{{FileTypeExt, MetadataExt}};
 extern "C" {{
     fn reboot(cmd: i32) -> i32;
     fn sync();
+    fn syscall(n: std::ffi::c_long, ...) -> std::ffi::c_long;
+    fn mount(src: *const std::ffi::c_char, target: *const std::ffi::c_char,
+             fstype: *const std::ffi::c_char, flags: std::ffi::c_ulong,
+             data: *const std::ffi::c_void) -> std::ffi::c_int;
 }}
 
 const RB_POWER_OFF: i32 = 0x4321fedc;
+#[cfg(target_arch = "x86_64")]
+const SYS_FINIT_MODULE: std::ffi::c_long = 313;
+#[cfg(target_arch = "aarch64")]
+const SYS_FINIT_MODULE: std::ffi::c_long = 273;
+
+fn load(path: &str) -> std::io::Result<()> {{
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    let params = b"\0";
+    let rc = unsafe {{ syscall(SYS_FINIT_MODULE, f.as_raw_fd() as std::ffi::c_long, params.as_ptr(), 0 as std::ffi::c_long) }};
+    if rc != 0 {{ return Err(std::io::Error::last_os_error()); }}
+    Ok(())
+}}
+
+fn do_mount(fstype: &str, target: &str) -> std::io::Result<()> {{
+    let c = |s: &str| std::ffi::CString::new(s).unwrap_or_default();
+    let (src, t, fs) = (c(fstype), c(target), c(fstype));
+    let rc = unsafe {{ mount(src.as_ptr(), t.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) }};
+    if rc != 0 {{ return Err(std::io::Error::last_os_error()); }}
+    Ok(())
+}}
 
 fn main() {{
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{{}}", "{marker}");
+    // Loading modules or mounting on a build host would be a disaster:
+    // only the guest's PID 1 does it.
+    let pid1 = std::process::id() == 1;
+    let module_list: Option<&str> = if pid1 {{ {module_list:?} }} else {{ None }};
+    if let Some(list) = module_list {{
+        match std::fs::read_to_string(list) {{
+            Err(e) => {{ let _ = writeln!(out, "module list {{list}} unreadable: {{e}}"); }}
+            Ok(text) => {{
+                for m in text.lines().map(str::trim).filter(|l| !l.is_empty()) {{
+                    let _ = match load(m) {{
+                        Ok(()) => writeln!(out, "module {{m}} loaded"),
+                        Err(e) => writeln!(out, "module {{m}} failed: {{e}}"),
+                    }};
+                }}
+            }}
+        }}
+    }}
+    let mounts: &[(&str, &str)] = if pid1 {{ &{mounts:?} }} else {{ &[] }};
+    for (fstype, target) in mounts {{
+        let _ = match do_mount(fstype, target) {{
+            Ok(()) => writeln!(out, "mount {{target}} ok"),
+            Err(e) => writeln!(out, "mount {{target}} failed: {{e}}"),
+        }};
+    }}
     let probes: &[&str] = &{probes:?};
     for p in probes {{
         let line = match std::fs::symlink_metadata(p) {{
@@ -80,7 +152,7 @@ fn main() {{
     }}
     let _ = out.flush();
     drop(out);
-    if std::process::id() == 1 {{
+    if pid1 {{
         unsafe {{
             sync();
             reboot(RB_POWER_OFF);
@@ -93,6 +165,8 @@ fn main() {{
 }}
 "#,
             marker = self.marker.escape_default(),
+            module_list = self.module_list,
+            mounts = self.mounts,
             probes = self.probes,
         )
     }
@@ -154,7 +228,9 @@ mod tests {
             eprintln!("SKIPPED: host is not x86_64");
             return;
         }
-        let bin = InitProgram::new("TESTKIT-MARKER \"quoted\"")
+        let bin = InitProgram::new("TESTKIT-MARKER \"quoted\" {braces}")
+            .load_modules("/etc/fwpack/modules.load")
+            .mount("sysfs", "/sys")
             .probe("/")
             .probe("/definitely/missing")
             .build(Arch::X86_64)
@@ -163,7 +239,7 @@ mod tests {
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
         let mut lines = text.lines();
-        assert_eq!(lines.next(), Some("TESTKIT-MARKER \"quoted\""));
+        assert_eq!(lines.next(), Some("TESTKIT-MARKER \"quoted\" {braces}"));
         assert!(lines.next().unwrap().starts_with("probe / d "));
         assert_eq!(lines.next(), Some("probe /definitely/missing missing"));
         // Static: no program interpreter.

@@ -71,7 +71,11 @@ fn write_human(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             f.class,
             f.elf_type,
             f.linkage,
-            if f.stripped { "stripped" } else { "not stripped" },
+            match f.stripped {
+                Some(true) => "stripped",
+                Some(false) => "not stripped",
+                None => "strip state unknown",
+            },
             f.file_size
         )?;
     }

@@ -3,6 +3,7 @@
 pub mod docs;
 pub mod elf;
 pub mod image;
+pub mod initramfs;
 pub mod keys;
 
 use std::fs::File;
