@@ -29,6 +29,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("softhsm2-util", "softhsm2"),
     ("pkcs11-tool", "opensc"),
     ("shellcheck", "shellcheck"),
+    ("depmod", "kmod"),
 ];
 
 /// Packages that provide files rather than commands.

@@ -114,7 +114,11 @@ impl ByteSize {
                     "{s:?}: decimal units are ambiguous here; write KiB, MiB, GiB or TiB"
                 ))
             }
-            u => return Err(format!("{s:?}: unknown unit {u:?} (use KiB, MiB, GiB, TiB)")),
+            u => {
+                return Err(format!(
+                    "{s:?}: unknown unit {u:?} (use KiB, MiB, GiB, TiB)"
+                ))
+            }
         };
         n.checked_mul(mult)
             .ok_or_else(|| format!("{s:?} is too large"))
@@ -198,7 +202,9 @@ impl<'de> Deserialize<'de> for FatChoice {
                 match v {
                     16 => Ok(FatChoice(FatKind::Fat16)),
                     32 => Ok(FatChoice(FatKind::Fat32)),
-                    _ => Err(E::custom(format!("FAT{v} is not offered; use auto, 16 or 32"))),
+                    _ => Err(E::custom(format!(
+                        "FAT{v} is not offered; use auto, 16 or 32"
+                    ))),
                 }
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<FatChoice, E> {
@@ -264,7 +270,8 @@ impl LayoutConfig {
                 column: None,
                 message: format!("partitions[{i}] ({:?}): {message}", p.name),
             };
-            let only = |field: &str, kind: &str| err(format!("`{field}` only applies to kind: {kind}"));
+            let only =
+                |field: &str, kind: &str| err(format!("`{field}` only applies to kind: {kind}"));
             let resolve = |s: &Path| -> PathBuf {
                 if s.is_absolute() {
                     s.to_path_buf()
@@ -314,7 +321,11 @@ impl LayoutConfig {
                 }
                 KindConfig::Raw => match &p.source {
                     Some(s) => PartKind::Raw(Source::Path(resolve(s))),
-                    None => return Err(err("kind: raw needs a `source` (use kind: empty for none)".into())),
+                    None => {
+                        return Err(err(
+                            "kind: raw needs a `source` (use kind: empty for none)".into()
+                        ))
+                    }
                 },
                 KindConfig::Empty => PartKind::Empty,
             };
@@ -360,15 +371,16 @@ impl LayoutConfig {
 /// Best effort: the line holding `name: <name>`, so a message about a
 /// partition points into the file.
 fn line_of_name(text: &str, name: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let l = l.trim_start().trim_start_matches('-').trim_start();
-        let l = l.strip_prefix('{').unwrap_or(l).trim_start();
-        l.strip_prefix("name:").is_some_and(|rest| {
-            let v = rest.split([',', '}', '#']).next().unwrap_or("").trim();
-            v.trim_matches(|c| c == '"' || c == '\'') == name
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start().trim_start_matches('-').trim_start();
+            let l = l.strip_prefix('{').unwrap_or(l).trim_start();
+            l.strip_prefix("name:").is_some_and(|rest| {
+                let v = rest.split([',', '}', '#']).next().unwrap_or("").trim();
+                v.trim_matches(|c| c == '"' || c == '\'') == name
+            })
         })
-    })
-    .map(|i| i + 1)
+        .map(|i| i + 1)
 }
 
 /// `SOURCE_DATE_EPOCH` from the environment, for `DiskLayout::fat_timestamp`.

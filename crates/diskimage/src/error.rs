@@ -53,7 +53,9 @@ pub enum Error {
         start: u64,
         previous_end: u64,
     },
-    #[error("partition {partition:?} ends at byte {end}, past the end of the disk ({disk_size} bytes)")]
+    #[error(
+        "partition {partition:?} ends at byte {end}, past the end of the disk ({disk_size} bytes)"
+    )]
     TooBigForDisk {
         partition: String,
         end: u64,

@@ -3,7 +3,7 @@
 
 use crate::error::Error;
 use crate::guid::derive_u32;
-use crate::layout::{DiskLayout, FatKind, FatSpec, FatFile, Source, SECTOR_SIZE};
+use crate::layout::{DiskLayout, FatFile, FatKind, FatSpec, Source, SECTOR_SIZE};
 use crate::memvol::MemVolume;
 use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
 use std::collections::{BTreeMap, BTreeSet};
@@ -92,7 +92,10 @@ pub(crate) fn geometry(partition: &str, sectors: u64, kind: FatKind) -> Result<F
         partition: partition.to_string(),
         fat: match kind {
             FatKind::Auto => "FAT".into(),
-            _ => wanted.first().map_or("FAT", |t| fat_name(*t)).to_uppercase(),
+            _ => wanted
+                .first()
+                .map_or("FAT", |t| fat_name(*t))
+                .to_uppercase(),
         },
         size: bytes,
     };
@@ -156,10 +159,9 @@ fn label_bytes(partition: &str, label: &str) -> Result<Option<[u8; 11]>, Error> 
     if up.starts_with(' ') {
         return Err(bad("starts with a space"));
     }
-    if let Some(c) = up
-        .chars()
-        .find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || " !#$%&'()-@^_`{}~".contains(*c)))
-    {
+    if let Some(c) = up.chars().find(|c| {
+        !(c.is_ascii_uppercase() || c.is_ascii_digit() || " !#$%&'()-@^_`{}~".contains(*c))
+    }) {
         return Err(bad(&format!(
             "{c:?} is not allowed (use A-Z, 0-9, space and !#$%&'()-@^_`{{}}~)"
         )));
@@ -394,11 +396,12 @@ pub(crate) fn build(
         if len.div_ceil(cluster) * cluster > free {
             return Err(full());
         }
-        let mut f = root
-            .create_file(&path)
-            .map_err(|e| no_space(e, &full).unwrap_or_else(|e| fat_err(format!("creating {path}"))(e)))?;
-        let write_err =
-            |e: std::io::Error| no_space(e, &full).unwrap_or_else(|e| fat_err(format!("writing {path}"))(e));
+        let mut f = root.create_file(&path).map_err(|e| {
+            no_space(e, &full).unwrap_or_else(|e| fat_err(format!("creating {path}"))(e))
+        })?;
+        let write_err = |e: std::io::Error| {
+            no_space(e, &full).unwrap_or_else(|e| fat_err(format!("writing {path}"))(e))
+        };
         match &file.source {
             Source::Bytes(b) => f.write_all(b).map_err(write_err)?,
             Source::Path(p) => copy_file(p, len, &mut f, write_err)?,
@@ -407,7 +410,8 @@ pub(crate) fn build(
     }
     drop(root);
     fs.unmount().map_err(fat_err("unmounting".into()))?;
-    let bpb = Bpb::read(&mut vol, geo.fat_type).map_err(fat_err("re-reading the boot sector".into()))?;
+    let bpb =
+        Bpb::read(&mut vol, geo.fat_type).map_err(fat_err("re-reading the boot sector".into()))?;
     fix_dot_entries(&mut vol, &bpb, None, 0).map_err(fat_err("fixing directory entries".into()))?;
     Ok(vol)
 }
@@ -545,7 +549,8 @@ impl Bpb {
             root_len,
             data_start,
             root_cluster: u32::from_le_bytes([bs[44], bs[45], bs[46], bs[47]]),
-            clusters: u32::try_from(total.saturating_sub(data_start) / cluster.max(1)).unwrap_or(u32::MAX),
+            clusters: u32::try_from(total.saturating_sub(data_start) / cluster.max(1))
+                .unwrap_or(u32::MAX),
         })
     }
 
@@ -576,9 +581,15 @@ impl Bpb {
 
     /// Byte ranges of a directory: the fixed root region of FAT12/16, or a
     /// cluster chain.
-    fn dir_ranges(&self, vol: &mut MemVolume, first: Option<u32>) -> std::io::Result<Vec<(u64, u64)>> {
+    fn dir_ranges(
+        &self,
+        vol: &mut MemVolume,
+        first: Option<u32>,
+    ) -> std::io::Result<Vec<(u64, u64)>> {
         let mut c = match first {
-            None if self.fat_type != FatType::Fat32 => return Ok(vec![(self.root_start, self.root_len)]),
+            None if self.fat_type != FatType::Fat32 => {
+                return Ok(vec![(self.root_start, self.root_len)])
+            }
             None => self.root_cluster,
             Some(c) => c,
         };
@@ -587,7 +598,10 @@ impl Bpb {
             if c < 2 || out.len() as u64 > u64::from(self.clusters) {
                 return Err(std::io::Error::other(format!("bad cluster chain at {c}")));
             }
-            out.push((self.data_start + u64::from(c - 2) * self.cluster, self.cluster));
+            out.push((
+                self.data_start + u64::from(c - 2) * self.cluster,
+                self.cluster,
+            ));
             match self.next(vol, c)? {
                 Some(n) => c = n,
                 None => return Ok(out),
@@ -628,7 +642,12 @@ const ATTR_DIR: u8 = 0x10;
 /// delete them. Each directory's first four slots are therefore
 /// [LFN, ".", LFN, ".."]: rewrite them as [".", ".."], shift the rest up
 /// and point ".." at 0 (the root) where the parent is the root.
-fn fix_dot_entries(vol: &mut MemVolume, bpb: &Bpb, dir: Option<u32>, depth: u32) -> std::io::Result<()> {
+fn fix_dot_entries(
+    vol: &mut MemVolume,
+    bpb: &Bpb,
+    dir: Option<u32>,
+    depth: u32,
+) -> std::io::Result<()> {
     if depth > 64 {
         return Err(std::io::Error::other("directory tree too deep"));
     }
@@ -648,7 +667,9 @@ fn fix_dot_entries(vol: &mut MemVolume, bpb: &Bpb, dir: Option<u32>, depth: u32)
             fixed.extend_from_slice(&[0u8; 64]);
             data = fixed;
         } else if !plain {
-            return Err(std::io::Error::other("unexpected layout of a new directory"));
+            return Err(std::io::Error::other(
+                "unexpected layout of a new directory",
+            ));
         }
         if depth == 1 {
             // ".." of a directory in the root: cluster 0 (hi word at 20, lo at 26).
@@ -669,7 +690,8 @@ fn fix_dot_entries(vol: &mut MemVolume, bpb: &Bpb, dir: Option<u32>, depth: u32)
         if attr == ATTR_LFN || attr & ATTR_VOLUME != 0 || attr & ATTR_DIR == 0 {
             continue;
         }
-        let c = u32::from(u16::from_le_bytes([e[20], e[21]])) << 16 | u32::from(u16::from_le_bytes([e[26], e[27]]));
+        let c = u32::from(u16::from_le_bytes([e[20], e[21]])) << 16
+            | u32::from(u16::from_le_bytes([e[26], e[27]]));
         fix_dot_entries(vol, bpb, Some(c), depth + 1)?;
     }
     Ok(())
@@ -698,14 +720,14 @@ fn walk(spec: &mut FatSpec, dir: &Path, prefix: &str, depth: u32) -> Result<(), 
     }
     entries.sort();
     for path in entries {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| Error::InvalidFatPath {
-                partition: String::new(),
-                path: path.display().to_string(),
-                reason: "name is not UTF-8".into(),
-            })?;
+        let name =
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| Error::InvalidFatPath {
+                    partition: String::new(),
+                    path: path.display().to_string(),
+                    reason: "name is not UTF-8".into(),
+                })?;
         let dest = if prefix.is_empty() {
             name.to_string()
         } else {
@@ -767,7 +789,17 @@ mod tests {
         assert!(label_bytes("p", "A.B").is_err());
         assert!(label_bytes("p", "ÄB").is_err());
         assert!(components("p", "overlays/x.dtbo").is_ok());
-        for bad in ["", "/", "a//b", "../x", "a/./b", "a:b", "a*", "trailing.", "x\u{1F600}"] {
+        for bad in [
+            "",
+            "/",
+            "a//b",
+            "../x",
+            "a/./b",
+            "a:b",
+            "a*",
+            "trailing.",
+            "x\u{1F600}",
+        ] {
             assert!(components("p", bad).is_err(), "{bad:?}");
         }
     }
@@ -782,12 +814,18 @@ mod tests {
             files: vec![f("Config.txt"), f("config.TXT")],
             ..Default::default()
         };
-        assert!(matches!(plan_tree("p", &spec), Err(Error::DuplicateFatPath { .. })));
+        assert!(matches!(
+            plan_tree("p", &spec),
+            Err(Error::DuplicateFatPath { .. })
+        ));
         let spec = FatSpec {
             files: vec![f("a"), f("A/b")],
             ..Default::default()
         };
-        assert!(matches!(plan_tree("p", &spec), Err(Error::DuplicateFatPath { .. })));
+        assert!(matches!(
+            plan_tree("p", &spec),
+            Err(Error::DuplicateFatPath { .. })
+        ));
         let spec = FatSpec {
             files: vec![f("b/z"), f("a"), f("b/c/d")],
             ..Default::default()

@@ -25,11 +25,7 @@ pub fn inspect(path: &Path) -> Result<ImageReport, Error> {
 
 /// As [`inspect`], on any seekable reader; `name` is used in messages.
 pub fn inspect_reader<R: Read + Seek>(r: &mut R, name: &Path) -> Result<ImageReport, Error> {
-    let mut img = Image {
-        r,
-        len: 0,
-        name,
-    };
+    let mut img = Image { r, len: 0, name };
     img.len = img
         .r
         .seek(SeekFrom::End(0))
@@ -40,7 +36,8 @@ pub fn inspect_reader<R: Read + Seek>(r: &mut R, name: &Path) -> Result<ImageRep
     if mbr.get(510..512) != Some(&[0x55, 0xaa][..]) {
         return Err(img.bad("no partition table (sector 0 lacks the 55 AA signature)"));
     }
-    let protective = (0..4).any(|i| MbrEntry::parse(&mbr, 446 + 16 * i).is_some_and(|e| e.sys == 0xee));
+    let protective =
+        (0..4).any(|i| MbrEntry::parse(&mbr, 446 + 16 * i).is_some_and(|e| e.sys == 0xee));
     if protective {
         read_gpt(&mut img)
     } else {
@@ -200,7 +197,10 @@ fn read_mbr<R: Read + Seek>(img: &mut Image<R>, mbr: &[u8]) -> Result<ImageRepor
         .into_iter()
         .map(|(number, e)| {
             if e.boot != 0 && e.boot != 0x80 {
-                warnings.push(format!("partition {number}: invalid boot flag 0x{:02x}", e.boot));
+                warnings.push(format!(
+                    "partition {number}: invalid boot flag 0x{:02x}",
+                    e.boot
+                ));
             }
             let mut p = PartitionReport {
                 number,
@@ -268,7 +268,9 @@ fn parse_gpt_header<R: Read + Seek>(
         return Ok(Err(format!("GPT header at sector {lba} fails its CRC")));
     }
     if le64(&s, 24) != lba {
-        return Ok(Err(format!("GPT header at sector {lba} claims to be elsewhere")));
+        return Ok(Err(format!(
+            "GPT header at sector {lba} claims to be elsewhere"
+        )));
     }
     let mut guid = [0u8; 16];
     guid.copy_from_slice(s.get(56..72).unwrap_or(&[0; 16]));
@@ -282,11 +284,14 @@ fn parse_gpt_header<R: Read + Seek>(
         entry_size: u64::from(le32(&s, 84)),
         entries_crc: le32(&s, 88),
     };
-    if hdr.entry_size < 128 || hdr.entry_size % 8 != 0 || hdr.entry_size > 4096 {
+    if hdr.entry_size < 128 || !hdr.entry_size.is_multiple_of(8) || hdr.entry_size > 4096 {
         return Ok(Err(format!("GPT entry size {} invalid", hdr.entry_size)));
     }
     if hdr.count * hdr.entry_size > MAX_GPT_ARRAY {
-        return Ok(Err(format!("GPT entry array of {} entries is too large", hdr.count)));
+        return Ok(Err(format!(
+            "GPT entry array of {} entries is too large",
+            hdr.count
+        )));
     }
     Ok(Ok(hdr))
 }
@@ -318,9 +323,10 @@ fn read_gpt<R: Read + Seek>(img: &mut Image<R>) -> Result<ImageReport, Error> {
         },
         Err(e) => {
             // Like the kernel, fall back to the backup at the last sector.
-            let h = parse_gpt_header(img, last)?
-                .map_err(|e2| img.bad(format!("{e}; backup: {e2}")))?;
-            let a = read_gpt_entries(img, &h)?.map_err(|e2| img.bad(format!("{e}; backup: {e2}")))?;
+            let h =
+                parse_gpt_header(img, last)?.map_err(|e2| img.bad(format!("{e}; backup: {e2}")))?;
+            let a =
+                read_gpt_entries(img, &h)?.map_err(|e2| img.bad(format!("{e}; backup: {e2}")))?;
             warnings.push(format!("primary GPT unusable ({e}); read the backup"));
             (h, a)
         }
@@ -400,7 +406,10 @@ fn check_extents(parts: &[PartitionReport], disk_sectors: u64, warnings: &mut Ve
     sorted.sort_by_key(|p| p.start_lba);
     for p in &sorted {
         if p.start_lba.saturating_add(p.sectors) > disk_sectors {
-            warnings.push(format!("partition {}: extends past the end of the image", p.number));
+            warnings.push(format!(
+                "partition {}: extends past the end of the image",
+                p.number
+            ));
         }
     }
     for w in sorted.windows(2) {
@@ -441,7 +450,11 @@ fn probe_fat<R: Read + Seek>(
     let id = le32(&bs, id_at);
     Ok(Some(FsReport {
         kind: kind.into(),
-        label: if label == "NO NAME" { String::new() } else { label },
+        label: if label == "NO NAME" {
+            String::new()
+        } else {
+            label
+        },
         volume_id: crate::fat::format_volume_id(id),
     }))
 }

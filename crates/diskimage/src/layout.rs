@@ -355,7 +355,9 @@ pub(crate) fn make_plan(layout: &DiskLayout) -> Result<Plan, Error> {
         .ok_or(Error::TooLargeForMbr { size: u64::MAX })?;
     let disk_sectors = match disk_sectors_given {
         Some(d) => d,
-        None => align_up(needed, SECTORS_PER_ALIGN).ok_or(Error::TooLargeForMbr { size: u64::MAX })?,
+        None => {
+            align_up(needed, SECTORS_PER_ALIGN).ok_or(Error::TooLargeForMbr { size: u64::MAX })?
+        }
     };
     if layout.table == TableKind::Mbr && disk_sectors > u64::from(u32::MAX) {
         return Err(Error::TooLargeForMbr {
@@ -431,7 +433,7 @@ fn validate_names(layout: &DiskLayout) -> Result<(), Error> {
 }
 
 fn sectors_of(bytes: u64, what: &str) -> Result<u64, Error> {
-    if bytes % SECTOR_SIZE != 0 {
+    if !bytes.is_multiple_of(SECTOR_SIZE) {
         return Err(Error::Misaligned {
             what: what.to_string(),
             value: bytes,

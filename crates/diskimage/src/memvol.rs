@@ -43,7 +43,11 @@ impl MemVolume {
     fn read_at(&self, off: u64, out: &mut [u8]) {
         let idx = off / BLOCK;
         let inner = (off % BLOCK) as usize;
-        match self.blocks.get(&idx).and_then(|b| b.get(inner..inner + out.len())) {
+        match self
+            .blocks
+            .get(&idx)
+            .and_then(|b| b.get(inner..inner + out.len()))
+        {
             Some(src) => out.copy_from_slice(src),
             None => out.fill(0),
         }

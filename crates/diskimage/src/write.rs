@@ -3,7 +3,9 @@
 
 use crate::error::Error;
 use crate::fat;
-use crate::layout::{make_plan, DiskLayout, PartKind, Placed, Plan, Source, TableKind, SECTOR_SIZE};
+use crate::layout::{
+    make_plan, DiskLayout, PartKind, Placed, Plan, Source, TableKind, SECTOR_SIZE,
+};
 use crate::report::ImageReport;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -136,7 +138,12 @@ fn precheck_sources(layout: &DiskLayout, plan: &Plan) -> Result<(), Error> {
 fn write_at(file: &mut File, offset: u64, data: &[u8]) -> Result<(), Error> {
     file.seek(SeekFrom::Start(offset))
         .and_then(|_| file.write_all(data))
-        .map_err(|e| Error::io(format!("writing {} bytes at offset {offset}", data.len()), e))
+        .map_err(|e| {
+            Error::io(
+                format!("writing {} bytes at offset {offset}", data.len()),
+                e,
+            )
+        })
 }
 
 /// Writes `data` at `offset`, skipping all-zero `HOLE`-sized pieces.
@@ -148,7 +155,11 @@ fn write_sparse(file: &mut File, offset: u64, data: &[u8]) -> Result<(), Error> 
         match (zero, run_start) {
             (false, None) => run_start = Some(pos),
             (true, Some(s)) => {
-                write_at(file, offset + s as u64, data.get(s..pos).unwrap_or_default())?;
+                write_at(
+                    file,
+                    offset + s as u64,
+                    data.get(s..pos).unwrap_or_default(),
+                )?;
                 run_start = None;
             }
             _ => {}
@@ -260,10 +271,7 @@ fn write_mbr(file: &mut File, layout: &DiskLayout, plan: &Plan) -> Result<(), Er
         .map_err(Error::Mbr)?;
     let mut first_logical = true;
     for p in &plan.parts {
-        let boot = layout
-            .partitions
-            .get(p.index)
-            .is_some_and(|s| s.bootable);
+        let boot = layout.partitions.get(p.index).is_some_and(|s| s.bootable);
         let entry = mbr_entry(boot, p.mbr_type, p.start, p.sectors);
         match p.ebr {
             None => {

@@ -36,7 +36,9 @@ pub enum Error {
     TrailingData { extra: u64 },
     #[error("format version {0} is not supported (this reader knows version 1)")]
     UnsupportedVersion(u16),
-    #[error("image requires features this reader does not understand (must-understand flags {0:#010x})")]
+    #[error(
+        "image requires features this reader does not understand (must-understand flags {0:#010x})"
+    )]
     UnknownRequiredFlags(u32),
     #[error("segment `{segment}` uses flags this reader does not understand ({flags:#010x})")]
     UnknownSegmentFlags { segment: String, flags: u32 },
@@ -51,7 +53,11 @@ pub enum Error {
     #[error("segments `{a}` and `{b}` overlap in the file")]
     SegmentOverlap { a: String, b: String },
     #[error("segments `{a}` and `{b}` write overlapping ranges of target `{target}`")]
-    TargetOverlap { a: String, b: String, target: String },
+    TargetOverlap {
+        a: String,
+        b: String,
+        target: String,
+    },
     #[error("duplicate segment name `{0}`")]
     DuplicateSegment(String),
     #[error("non-zero bytes in {0}, which must be zero")]

@@ -160,7 +160,9 @@ impl Header {
         expect_eq("header_len", u64::from(get16(b, 10)), HEADER_LEN as u64)?;
         let incompat_flags = get32(b, 16);
         if incompat_flags & !KNOWN_INCOMPAT != 0 {
-            return Err(Error::UnknownRequiredFlags(incompat_flags & !KNOWN_INCOMPAT));
+            return Err(Error::UnknownRequiredFlags(
+                incompat_flags & !KNOWN_INCOMPAT,
+            ));
         }
         for (what, at, want) in [
             ("hash", 20, HASH_SHA256),
@@ -332,10 +334,10 @@ impl Segment {
         if seg.compression == Compression::None && seg.stored_len != seg.raw_len {
             return Err(bad("uncompressed segment with stored != raw length".into()));
         }
-        if seg.data_offset % BLOCK_SIZE as u64 != 0 {
+        if !seg.data_offset.is_multiple_of(BLOCK_SIZE as u64) {
             return Err(bad("data offset not 4096-aligned".into()));
         }
-        if seg.target_offset % 512 != 0 {
+        if !seg.target_offset.is_multiple_of(512) {
             return Err(bad("target offset not 512-aligned".into()));
         }
         if seg.target_offset.checked_add(seg.raw_len).is_none() {

@@ -55,11 +55,13 @@ impl ImageHead {
         let mut segments = Vec::with_capacity(n);
         for i in 0..n {
             let at = HEADER_LEN + i * SEGMENT_ENTRY_LEN;
-            let entry = head.get(at..at + SEGMENT_ENTRY_LEN).ok_or(Error::Truncated {
-                what: "segment table",
-                needed: (at + SEGMENT_ENTRY_LEN) as u64,
-                available: head.len() as u64,
-            })?;
+            let entry = head
+                .get(at..at + SEGMENT_ENTRY_LEN)
+                .ok_or(Error::Truncated {
+                    what: "segment table",
+                    needed: (at + SEGMENT_ENTRY_LEN) as u64,
+                    available: head.len() as u64,
+                })?;
             segments.push(Segment::decode(entry, i)?);
         }
         check_segments(&header, &segments)?;
@@ -87,7 +89,10 @@ impl ImageHead {
             slots.push(SigSlot::decode(b)?);
         }
         let sig_end = header.sig_end() as usize;
-        if head.get(sig_end..).is_some_and(|p| p.iter().any(|&x| x != 0)) {
+        if head
+            .get(sig_end..)
+            .is_some_and(|p| p.iter().any(|&x| x != 0))
+        {
             return Err(Error::NonZeroPadding("padding after signature slots"));
         }
         head.truncate(sig_at);
@@ -201,7 +206,9 @@ fn check_segments(h: &Header, segs: &[Segment]) -> Result<()> {
             }
         }
     }
-    let needs_decompress = segs.iter().any(|s| s.compression != layout::Compression::None);
+    let needs_decompress = segs
+        .iter()
+        .any(|s| s.compression != layout::Compression::None);
     if needs_decompress && h.incompat_flags & layout::INCOMPAT_COMPRESSED == 0 {
         return Err(Error::BadField {
             field: "incompat_flags",

@@ -45,7 +45,9 @@ struct HashingTake<R> {
 
 impl<R: Read> Read for HashingTake<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let max = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         if max == 0 {
             return Ok(0);
         }
@@ -131,7 +133,7 @@ impl<'h, R: Read + Seek> SegmentReader<'h, R> {
     /// verified raw bytes. Returns the number of bytes, or 0 once the
     /// segment is complete and its SHA-256 has matched.
     pub fn next_chunk(&mut self, buf: &mut [u8]) -> Result<usize> {
-        if buf.len() % BLOCK_SIZE != 0 || buf.is_empty() {
+        if !buf.len().is_multiple_of(BLOCK_SIZE) || buf.is_empty() {
             return Err(Error::InvalidInput {
                 what: "buffer length",
                 value: buf.len().to_string(),
@@ -201,10 +203,12 @@ impl<'h, R: Read + Seek> SegmentReader<'h, R> {
                 segment: seg.name.clone(),
                 reason: e.to_string(),
             })?,
-            Source::Zstd(d) => read_full(d.as_mut(), &mut probe).map_err(|e| Error::Decompress {
-                segment: seg.name.clone(),
-                reason: e.to_string(),
-            })?,
+            Source::Zstd(d) => {
+                read_full(d.as_mut(), &mut probe).map_err(|e| Error::Decompress {
+                    segment: seg.name.clone(),
+                    reason: e.to_string(),
+                })?
+            }
         };
         if extra != 0 {
             return Err(Error::LengthMismatch {

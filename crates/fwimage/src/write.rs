@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 
 use crate::layout::{
     align_up, blocks_for, validate_name, Compression, Header, Segment, SigSlot, BOARD_LEN,
-    COMPAT_REPRODUCIBLE, FORMAT_VERSION, HEADER_LEN, INCOMPAT_COMPRESSED, LABEL_LEN,
-    MAX_SIG_SLOTS, SEGMENT_ENTRY_LEN, SIG_SLOT_LEN,
+    COMPAT_REPRODUCIBLE, FORMAT_VERSION, HEADER_LEN, INCOMPAT_COMPRESSED, LABEL_LEN, MAX_SIG_SLOTS,
+    SEGMENT_ENTRY_LEN, SIG_SLOT_LEN,
 };
 use crate::read::read_full;
 use crate::{CrcChain, Error, ImageHead, KeyId, Result, BLOCK_SIZE};
@@ -123,7 +123,7 @@ impl<'a> ImageBuilder<'a> {
         if raw_len == 0 {
             return Err(bad("payload is empty"));
         }
-        if spec.target_offset % 512 != 0 {
+        if !spec.target_offset.is_multiple_of(512) {
             return Err(bad("target offset must be a multiple of 512"));
         }
         if spec.target_offset.checked_add(raw_len).is_none() {
@@ -178,7 +178,11 @@ impl<'a> ImageBuilder<'a> {
         }
         let mut header = Header {
             format_version: FORMAT_VERSION,
-            compat_flags: if self.reproducible { COMPAT_REPRODUCIBLE } else { 0 },
+            compat_flags: if self.reproducible {
+                COMPAT_REPRODUCIBLE
+            } else {
+                0
+            },
             incompat_flags: 0,
             payload_version: self.payload_version,
             created: self.created,
@@ -191,7 +195,11 @@ impl<'a> ImageBuilder<'a> {
             version_label: self.version_label,
         };
         header.data_offset = align_up(header.sig_end());
-        if self.segments.iter().any(|p| p.spec.compression != Compression::None) {
+        if self
+            .segments
+            .iter()
+            .any(|p| p.spec.compression != Compression::None)
+        {
             header.incompat_flags |= INCOMPAT_COMPRESSED;
         }
 
@@ -210,8 +218,20 @@ impl<'a> ImageBuilder<'a> {
                 sha: Sha256::new(),
                 written: 0,
             };
-            let Pending { spec, raw_len, input } = p;
-            write_segment(&spec, raw_len, input, &mut counting, &mut chain, &mut crc_table, progress)?;
+            let Pending {
+                spec,
+                raw_len,
+                input,
+            } = p;
+            write_segment(
+                &spec,
+                raw_len,
+                input,
+                &mut counting,
+                &mut chain,
+                &mut crc_table,
+                progress,
+            )?;
             let (sha256, stored_len) = (counting.sha.finalize().into(), counting.written);
             segments.push(Segment {
                 name: spec.name,
@@ -242,7 +262,14 @@ impl<'a> ImageBuilder<'a> {
             head.extend_from_slice(&SigSlot::encode(None));
         }
         head.resize(header.data_offset as usize, 0);
-        debug_assert_eq!(head.len(), HEADER_LEN + segments.len() * SEGMENT_ENTRY_LEN + crc_table.len() * 4 + header.sig_slot_count as usize * SIG_SLOT_LEN + (header.data_offset - header.sig_end()) as usize);
+        debug_assert_eq!(
+            head.len(),
+            HEADER_LEN
+                + segments.len() * SEGMENT_ENTRY_LEN
+                + crc_table.len() * 4
+                + header.sig_slot_count as usize * SIG_SLOT_LEN
+                + (header.data_offset - header.sig_end()) as usize
+        );
         out.seek(SeekFrom::Start(0))?;
         out.write_all(&head)?;
         out.flush()?;
@@ -406,7 +433,10 @@ pub fn signed_message<R: Read>(src: R, file_len: u64) -> Result<Vec<u8>> {
 /// already holds this key's signature, or the first empty one. The signature
 /// is checked against the public key before it is written, so a
 /// misbehaving external signer cannot produce an image that fails later.
-pub fn insert_signature<F: Read + Write + Seek>(file: &mut F, signer: &dyn Signer) -> Result<KeyId> {
+pub fn insert_signature<F: Read + Write + Seek>(
+    file: &mut F,
+    signer: &dyn Signer,
+) -> Result<KeyId> {
     let len = file.seek(SeekFrom::End(0))?;
     file.seek(SeekFrom::Start(0))?;
     let head = ImageHead::read(&mut *file, len)?;

@@ -52,7 +52,10 @@ fn every_compression_round_trips() {
     assert_eq!(report.segments, 3);
     for (i, p) in payloads.iter().enumerate() {
         assert_eq!(&read_segment(&head, &img, i).unwrap(), p, "segment {i}");
-        assert_eq!(head.segment_crcs(i), fwimage::crc_chain(head.crc_seed(i), p));
+        assert_eq!(
+            head.segment_crcs(i),
+            fwimage::crc_chain(head.crc_seed(i), p)
+        );
     }
     // Compression actually happened.
     assert!(head.segments[1].stored_len < 1000);
@@ -77,10 +80,7 @@ fn crc_chain_runs_across_segments() {
     // Entry for the last block equals the CRC32C of both payloads' blocks
     // concatenated: the chain is global, so segments can't be swapped.
     let all = [a, b].concat();
-    assert_eq!(
-        *head.crc_table().last().unwrap(),
-        crc32c::crc32c(&all),
-    );
+    assert_eq!(*head.crc_table().last().unwrap(), crc32c::crc32c(&all),);
 }
 
 #[test]
@@ -98,7 +98,10 @@ fn untrusted_and_unsigned_images_are_refused() {
 
     let unsigned = build(&[(spec("a", "a", Compression::None), noise(100, 1))], None);
     let head = ImageHead::parse(&unsigned).unwrap();
-    assert!(matches!(head.verify_signature(&trusted(&[&k])), Err(Error::Unsigned)));
+    assert!(matches!(
+        head.verify_signature(&trusted(&[&k])),
+        Err(Error::Unsigned)
+    ));
 }
 
 #[test]
@@ -142,19 +145,39 @@ fn builder_rejects_bad_segments() {
     let mut b = fwimage::ImageBuilder::new("b", 1).unwrap();
     let data = vec![1u8; 10];
     assert!(b
-        .add_segment(spec("../evil", "x", Compression::None), 10, Cursor::new(data.clone()))
+        .add_segment(
+            spec("../evil", "x", Compression::None),
+            10,
+            Cursor::new(data.clone())
+        )
         .is_err());
     assert!(b
-        .add_segment(spec("a", "x", Compression::None), 0, Cursor::new(Vec::new()))
+        .add_segment(
+            spec("a", "x", Compression::None),
+            0,
+            Cursor::new(Vec::new())
+        )
         .is_err());
-    b.add_segment(spec("a", "x", Compression::None), 10, Cursor::new(data.clone()))
-        .unwrap();
+    b.add_segment(
+        spec("a", "x", Compression::None),
+        10,
+        Cursor::new(data.clone()),
+    )
+    .unwrap();
     assert!(matches!(
-        b.add_segment(spec("a", "y", Compression::None), 10, Cursor::new(data.clone())),
+        b.add_segment(
+            spec("a", "y", Compression::None),
+            10,
+            Cursor::new(data.clone())
+        ),
         Err(Error::DuplicateSegment(_))
     ));
     assert!(matches!(
-        b.add_segment(spec("b", "x", Compression::None), 10, Cursor::new(data.clone())),
+        b.add_segment(
+            spec("b", "x", Compression::None),
+            10,
+            Cursor::new(data.clone())
+        ),
         Err(Error::TargetOverlap { .. })
     ));
     // An input shorter than declared is caught, not padded.

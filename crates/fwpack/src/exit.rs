@@ -63,6 +63,12 @@ pub fn classify(err: &anyhow::Error) -> u8 {
                 initramfs::ErrorClass::Input => FORMAT,
             };
         }
+        if let Some(e) = cause.downcast_ref::<diskimage::Error>() {
+            return match e.class() {
+                diskimage::ErrorClass::Io => IO,
+                diskimage::ErrorClass::Format => FORMAT,
+            };
+        }
         if cause.downcast_ref::<std::io::Error>().is_some() {
             return IO;
         }

@@ -30,6 +30,8 @@ enum Command {
     CheckElf(cmd::elf::CheckElfArgs),
     /// Build a reproducible newc initramfs from a recipe, or list one (--list).
     Initramfs(cmd::initramfs::InitramfsArgs),
+    /// Write a bootable disk image (MBR/GPT, FAT boot, raw slots) from a layout, or --inspect one.
+    Disk(cmd::disk::DiskArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions(cmd::docs::CompletionsArgs),
     /// Write man pages (fwpack.1 and one per subcommand) into a directory.
@@ -46,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => cmd::image::inspect(a),
         Command::CheckElf(a) => cmd::elf::check_elf(a),
         Command::Initramfs(a) => cmd::initramfs::initramfs(a),
+        Command::Disk(a) => cmd::disk::disk(a),
         Command::Completions(a) => cmd::docs::completions(a),
         Command::Man(a) => cmd::docs::man(a),
     };

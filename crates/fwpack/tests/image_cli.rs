@@ -43,7 +43,9 @@ struct Fixture {
 fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let rootfs: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let rootfs: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(dir.join("rootfs.img"), rootfs).unwrap();
     std::fs::write(dir.join("boot.img"), vec![7u8; 100_000]).unwrap();
     ok(fwpack(&["keygen", "-o", "release.pem"], &dir));
@@ -52,10 +54,19 @@ fn fixture() -> Fixture {
 
 fn stamp(dir: &Path, out: &str, extra: &[&str]) -> Output {
     let mut args = vec![
-        "stamp", "--board", "rpi-zero2w", "--version", "5", "--label", "2026.11",
-        "-s", "rootfs=rootfs.img,target=system",
-        "-s", "boot=boot.img,compress=zstd",
-        "-o", out,
+        "stamp",
+        "--board",
+        "rpi-zero2w",
+        "--version",
+        "5",
+        "--label",
+        "2026.11",
+        "-s",
+        "rootfs=rootfs.img,target=system",
+        "-s",
+        "boot=boot.img,compress=zstd",
+        "-o",
+        out,
     ];
     args.extend_from_slice(extra);
     fwpack(&args, dir)
@@ -79,14 +90,40 @@ fn openssl_verifies_our_signature_over_the_documented_range() {
     assert_eq!(img[n], 1, "slot 0 is an Ed25519 signature");
     std::fs::write(f.dir.join("sig.bin"), &img[n + 40..n + 104]).unwrap();
     let out = openssl(
-        &["pkeyutl", "-verify", "-pubin", "-inkey", "release.pub.pem", "-rawin", "-in", "msg.bin", "-sigfile", "sig.bin"],
+        &[
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            "release.pub.pem",
+            "-rawin",
+            "-in",
+            "msg.bin",
+            "-sigfile",
+            "sig.bin",
+        ],
         &f.dir,
     );
-    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Signature Verified Successfully"));
 
     // The key id is SHA-256 of the raw public key as openssl sees it.
-    let der = openssl(&["pkey", "-pubin", "-in", "release.pub.pem", "-outform", "DER"], &f.dir).stdout;
+    let der = openssl(
+        &[
+            "pkey",
+            "-pubin",
+            "-in",
+            "release.pub.pem",
+            "-outform",
+            "DER",
+        ],
+        &f.dir,
+    )
+    .stdout;
     use sha2::Digest;
     let raw = &der[der.len() - 32..];
     assert_eq!(&img[n + 8..n + 40], sha2::Sha256::digest(raw).as_slice());
@@ -100,25 +137,65 @@ fn we_accept_a_signature_openssl_made_with_our_key_and_an_openssl_key() {
     let out = fwpack(&["verify", "img.fwi", "-k", "release.pub.pem"], &f.dir);
     assert_eq!(code(&out), 5, "{}", String::from_utf8_lossy(&out.stderr));
 
-    ok(fwpack(&["sign", "img.fwi", "--export-message", "msg.bin"], &f.dir));
-    let out = openssl(
-        &["pkeyutl", "-sign", "-inkey", "release.pem", "-rawin", "-in", "msg.bin", "-out", "sig.bin"],
-        &f.dir,
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     ok(fwpack(
-        &["sign", "img.fwi", "--signature-file", "sig.bin", "--pubkey", "release.pub.pem"],
+        &["sign", "img.fwi", "--export-message", "msg.bin"],
         &f.dir,
     ));
-    ok(fwpack(&["verify", "img.fwi", "-k", "release.pub.pem"], &f.dir));
+    let out = openssl(
+        &[
+            "pkeyutl",
+            "-sign",
+            "-inkey",
+            "release.pem",
+            "-rawin",
+            "-in",
+            "msg.bin",
+            "-out",
+            "sig.bin",
+        ],
+        &f.dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(fwpack(
+        &[
+            "sign",
+            "img.fwi",
+            "--signature-file",
+            "sig.bin",
+            "--pubkey",
+            "release.pub.pem",
+        ],
+        &f.dir,
+    ));
+    ok(fwpack(
+        &["verify", "img.fwi", "-k", "release.pub.pem"],
+        &f.dir,
+    ));
 
     // A key pair made by openssl works as signing key and trusted key.
-    assert!(openssl(&["genpkey", "-algorithm", "ed25519", "-out", "ossl.pem"], &f.dir).status.success());
-    assert!(openssl(&["pkey", "-in", "ossl.pem", "-pubout", "-out", "ossl.pub.pem"], &f.dir).status.success());
+    assert!(openssl(
+        &["genpkey", "-algorithm", "ed25519", "-out", "ossl.pem"],
+        &f.dir
+    )
+    .status
+    .success());
+    assert!(openssl(
+        &["pkey", "-in", "ossl.pem", "-pubout", "-out", "ossl.pub.pem"],
+        &f.dir
+    )
+    .status
+    .success());
     ok(fwpack(&["sign", "img.fwi", "--key", "ossl.pem"], &f.dir));
     ok(fwpack(&["verify", "img.fwi", "-k", "ossl.pub.pem"], &f.dir));
     // Both signatures are there (rotation): either key alone is enough.
-    ok(fwpack(&["verify", "img.fwi", "-k", "release.pub.pem"], &f.dir));
+    ok(fwpack(
+        &["verify", "img.fwi", "-k", "release.pub.pem"],
+        &f.dir,
+    ));
 }
 
 #[test]
@@ -129,10 +206,20 @@ fn external_signer_command_signs_without_the_key_in_fwpack() {
     // raw signature.
     let cmd = "openssl pkeyutl -sign -inkey release.pem -rawin -in \"$FWPACK_SIGN_INPUT\"";
     ok(fwpack(
-        &["sign", "img.fwi", "--signer-cmd", cmd, "--pubkey", "release.pub.pem"],
+        &[
+            "sign",
+            "img.fwi",
+            "--signer-cmd",
+            cmd,
+            "--pubkey",
+            "release.pub.pem",
+        ],
         &f.dir,
     ));
-    ok(fwpack(&["verify", "img.fwi", "-k", "release.pub.pem"], &f.dir));
+    ok(fwpack(
+        &["verify", "img.fwi", "-k", "release.pub.pem"],
+        &f.dir,
+    ));
 
     // A signer that returns garbage or a signature by another key is
     // refused before anything is written to the image.
@@ -140,12 +227,26 @@ fn external_signer_command_signs_without_the_key_in_fwpack() {
     ok(fwpack(&["keygen", "-o", "other.pem"], &f.dir));
     let wrong = "openssl pkeyutl -sign -inkey other.pem -rawin -in \"$FWPACK_SIGN_INPUT\"";
     let out = fwpack(
-        &["sign", "img.fwi", "--signer-cmd", wrong, "--pubkey", "release.pub.pem"],
+        &[
+            "sign",
+            "img.fwi",
+            "--signer-cmd",
+            wrong,
+            "--pubkey",
+            "release.pub.pem",
+        ],
         &f.dir,
     );
     assert!(!out.status.success());
     let out = fwpack(
-        &["sign", "img.fwi", "--signer-cmd", "echo nope", "--pubkey", "release.pub.pem"],
+        &[
+            "sign",
+            "img.fwi",
+            "--signer-cmd",
+            "echo nope",
+            "--pubkey",
+            "release.pub.pem",
+        ],
         &f.dir,
     );
     assert!(!out.status.success());
@@ -167,7 +268,13 @@ fn exit_codes_name_the_failure_class() {
     assert_eq!(code(&verify("img.fwi", &["--board", "visionfive2"])), 7);
     assert_eq!(code(&verify("img.fwi", &["--min-version", "6"])), 7);
     assert_eq!(code(&verify("img.fwi", &["--min-version", "5"])), 0);
-    assert_eq!(code(&fwpack(&["verify", "img.fwi", "-k", "other.pub.pem"], &f.dir)), 5);
+    assert_eq!(
+        code(&fwpack(
+            &["verify", "img.fwi", "-k", "other.pub.pem"],
+            &f.dir
+        )),
+        5
+    );
     assert_eq!(code(&verify("missing.fwi", &[])), 3);
 
     let img = std::fs::read(f.dir.join("img.fwi")).unwrap();
@@ -200,7 +307,17 @@ fn stamping_is_reproducible_and_leaves_nothing_on_failure() {
     );
     // A missing payload fails before an output appears.
     let out = fwpack(
-        &["stamp", "--board", "b", "--version", "1", "-s", "x=nope.img", "-o", "c.fwi"],
+        &[
+            "stamp",
+            "--board",
+            "b",
+            "--version",
+            "1",
+            "-s",
+            "x=nope.img",
+            "-o",
+            "c.fwi",
+        ],
         &f.dir,
     );
     assert_eq!(code(&out), 3);

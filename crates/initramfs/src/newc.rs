@@ -102,7 +102,7 @@ impl<W: Write> Writer<W> {
             let n = match data.read(chunk) {
                 Ok(0) => {
                     return Err(Error::SourceChanged {
-                        path: header.name.clone(),
+                        path: shown(&header.name),
                         src: src.to_owned(),
                         expected: header.size,
                     })
@@ -128,7 +128,7 @@ impl<W: Write> Writer<W> {
                 Ok(0) => break,
                 Ok(_) => {
                     return Err(Error::SourceChanged {
-                        path: header.name.clone(),
+                        path: shown(&header.name),
                         src: src.to_owned(),
                         expected: header.size,
                     })
@@ -166,23 +166,28 @@ impl<W: Write> Writer<W> {
 fn check_header(h: &Header, src: &Path) -> Result<u32, Error> {
     if h.name.is_empty() || h.name.contains('\0') || h.name == TRAILER {
         return Err(Error::InvalidPath {
-            dst: h.name.clone(),
+            dst: shown(&h.name),
             reason: "is not a valid newc record name",
         });
     }
     if h.name.len() >= PATH_MAX {
         return Err(Error::NameTooLong {
-            path: h.name.clone(),
+            path: shown(&h.name),
             len: h.name.len(),
             max: PATH_MAX - 1,
             what: "path",
         });
     }
     u32::try_from(h.size).map_err(|_| Error::FileTooLarge {
-        path: h.name.clone(),
+        path: shown(&h.name),
         src: src.to_owned(),
         size: h.size,
     })
+}
+
+/// Entry names in errors look like paths in the booted system: `/init`.
+fn shown(name: &str) -> String {
+    format!("/{}", name.trim_start_matches('/'))
 }
 
 fn cpio_builder(h: &Header) -> cpio::newc::Builder {

@@ -84,7 +84,8 @@ impl SignerArgs {
             }));
         }
         if let Some(file) = &self.signature_file {
-            let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let data =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             return Ok(Box::new(DetachedSignature {
                 signature: decode_signature(&data)?,
                 public,
@@ -166,9 +167,14 @@ fn parse_segment(arg: &str, default: Compression) -> Result<SegmentArg> {
                     .parse()
                     .with_context(|| format!("segment `{name}`: offset `{v}`"))?
             }
-            "compress" => spec.compression = v.parse().map_err(|e| anyhow!("segment `{name}`: {e}"))?,
+            "compress" => {
+                spec.compression = v.parse().map_err(|e| anyhow!("segment `{name}`: {e}"))?
+            }
             "level" => {
-                spec.level = Some(v.parse().with_context(|| format!("segment `{name}`: level `{v}`"))?)
+                spec.level = Some(
+                    v.parse()
+                        .with_context(|| format!("segment `{name}`: level `{v}`"))?,
+                )
             }
             _ => bail!("segment `{name}`: unknown key `{k}` (target, offset, compress, level)"),
         }
@@ -214,7 +220,11 @@ pub fn stamp(args: StampArgs) -> Result<()> {
         args.out.display(),
         summary.image_len,
         summary.segments.len(),
-        if signer.is_some() { ", signed" } else { ", unsigned" }
+        if signer.is_some() {
+            ", signed"
+        } else {
+            ", unsigned"
+        }
     );
     Ok(())
 }
@@ -223,7 +233,11 @@ pub fn sign(args: SignArgs) -> Result<()> {
     if let Some(out) = &args.export_message {
         let (head, _) = read_head(&args.image)?;
         crate::cmd::write_atomic(out, head.signed_bytes())?;
-        eprintln!("wrote {} bytes to sign to {}", head.signed_bytes().len(), out.display());
+        eprintln!(
+            "wrote {} bytes to sign to {}",
+            head.signed_bytes().len(),
+            out.display()
+        );
         return Ok(());
     }
     let signer = args.signer.signer()?;
@@ -264,9 +278,11 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
         }
     }
     let bar = progress_bar(head.segments.iter().map(|s| s.raw_len).sum(), "verifying");
-    let report = head.verify(&trusted, BufReader::with_capacity(1 << 20, file), &mut |n| {
-        bar.inc(n)
-    })?;
+    let report = head.verify(
+        &trusted,
+        BufReader::with_capacity(1 << 20, file),
+        &mut |n| bar.inc(n),
+    )?;
     bar.finish_and_clear();
     if args.json {
         println!(
@@ -297,7 +313,12 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
 pub fn inspect(args: InspectArgs) -> Result<()> {
     let (head, _) = read_head(&args.image)?;
     let h = &head.header;
-    let sigs: Vec<_> = head.slots.iter().flatten().map(|s| KeyId(s.key_id)).collect();
+    let sigs: Vec<_> = head
+        .slots
+        .iter()
+        .flatten()
+        .map(|s| KeyId(s.key_id))
+        .collect();
     if args.json {
         let segments: Vec<_> = head
             .segments
@@ -344,8 +365,20 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
             format!(" ({})", h.version_label)
         }
     );
-    println!("created      {} (unix){}", h.created, if h.compat_flags & fwimage::COMPAT_REPRODUCIBLE != 0 { ", from SOURCE_DATE_EPOCH" } else { "" });
-    println!("size         {} bytes, signed range 0..{}", h.image_len, h.sig_offset());
+    println!(
+        "created      {} (unix){}",
+        h.created,
+        if h.compat_flags & fwimage::COMPAT_REPRODUCIBLE != 0 {
+            ", from SOURCE_DATE_EPOCH"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "size         {} bytes, signed range 0..{}",
+        h.image_len,
+        h.sig_offset()
+    );
     println!(
         "signatures   {}/{} slot(s){}",
         sigs.len(),
@@ -383,7 +416,9 @@ fn decode_signature(data: &[u8]) -> Result<[u8; 64]> {
         return Ok(raw);
     }
     let text = std::str::from_utf8(data).unwrap_or("").trim();
-    let bytes = hex::decode(text).ok().and_then(|b| <[u8; 64]>::try_from(b).ok());
+    let bytes = hex::decode(text)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok());
     bytes.ok_or_else(|| {
         fwimage::Error::Signer(format!(
             "expected a 64-byte Ed25519 signature (raw or hex), got {} bytes",

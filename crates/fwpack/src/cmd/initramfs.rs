@@ -13,10 +13,20 @@ use crate::exit::{Classified, USAGE};
 #[derive(Args)]
 pub struct InitramfsArgs {
     /// Recipe (YAML) describing what goes into the archive.
-    #[arg(long, short = 'r', value_name = "RECIPE", required_unless_present = "list")]
+    #[arg(
+        long,
+        short = 'r',
+        value_name = "RECIPE",
+        required_unless_present = "list"
+    )]
     recipe: Option<PathBuf>,
     /// Output file; written to a temporary file and renamed only on success.
-    #[arg(long, short = 'o', value_name = "FILE", required_unless_present = "list")]
+    #[arg(
+        long,
+        short = 'o',
+        value_name = "FILE",
+        required_unless_present = "list"
+    )]
     output: Option<PathBuf>,
     /// Recipe variable (repeatable), e.g. `--var UPDATER=target/.../updater`.
     #[arg(long = "var", value_name = "NAME=VALUE")]
@@ -36,7 +46,10 @@ pub struct InitramfsArgs {
 }
 
 fn usage(message: String) -> anyhow::Error {
-    anyhow!(Classified { code: USAGE, message })
+    anyhow!(Classified {
+        code: USAGE,
+        message
+    })
 }
 
 pub fn initramfs(args: InitramfsArgs) -> Result<()> {
@@ -44,16 +57,20 @@ pub fn initramfs(args: InitramfsArgs) -> Result<()> {
         return list(archive, args.json);
     }
     let (Some(recipe_path), Some(output)) = (&args.recipe, &args.output) else {
-        return Err(usage("--recipe and --output are required to build an archive".into()));
+        return Err(usage(
+            "--recipe and --output are required to build an archive".into(),
+        ));
     };
     let mut vars = Vars::new();
     for v in &args.vars {
-        vars.set_assignment(v).map_err(|m| usage(format!("--var {m}")))?;
+        vars.set_assignment(v)
+            .map_err(|m| usage(format!("--var {m}")))?;
     }
-    let compression =
-        Compression::from_name(&args.compression, args.level).map_err(|m| usage(format!("--compression/--level: {m}")))?;
+    let compression = Compression::from_name(&args.compression, args.level)
+        .map_err(|m| usage(format!("--compression/--level: {m}")))?;
     let options = Options::from_env()?;
-    let recipe = Recipe::load(recipe_path, &vars).with_context(|| format!("recipe {}", recipe_path.display()))?;
+    let recipe = Recipe::load(recipe_path, &vars)
+        .with_context(|| format!("recipe {}", recipe_path.display()))?;
     let (builder, modules) = recipe
         .build(options)
         .with_context(|| format!("recipe {}", recipe_path.display()))?;
@@ -90,9 +107,18 @@ pub fn initramfs(args: InitramfsArgs) -> Result<()> {
         )?;
         if let Some(m) = &modules {
             let names: Vec<&str> = m.modules.iter().map(|m| m.name.as_str()).collect();
-            writeln!(out, "modules ({}), load order: {}", m.release, names.join(" "))?;
+            writeln!(
+                out,
+                "modules ({}), load order: {}",
+                m.release,
+                names.join(" ")
+            )?;
             if !m.builtin.is_empty() {
-                writeln!(out, "built into the kernel (nothing to load): {}", m.builtin.join(" "))?;
+                writeln!(
+                    out,
+                    "built into the kernel (nothing to load): {}",
+                    m.builtin.join(" ")
+                )?;
             }
         }
     }
@@ -100,10 +126,15 @@ pub fn initramfs(args: InitramfsArgs) -> Result<()> {
 }
 
 fn list(archive: &std::path::Path, json: bool) -> Result<()> {
-    let f = std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
-    let mut r = initramfs::Reader::new(f).with_context(|| format!("reading {}", archive.display()))?;
+    let f =
+        std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    let mut r =
+        initramfs::Reader::new(f).with_context(|| format!("reading {}", archive.display()))?;
     let mut out = std::io::stdout().lock();
-    while let Some(e) = r.next_entry().with_context(|| format!("reading {}", archive.display()))? {
+    while let Some(e) = r
+        .next_entry()
+        .with_context(|| format!("reading {}", archive.display()))?
+    {
         if json {
             let kind = match e.file_type() {
                 initramfs::newc::mode::S_IFDIR => "dir",

@@ -27,7 +27,10 @@ pub fn keygen(args: KeygenArgs) -> Result<()> {
     let pub_out = args.pub_out.unwrap_or_else(|| public_path_for(&args.out));
     for p in [&args.out, &pub_out] {
         if p.exists() && !args.force {
-            bail!("{} exists; refusing to overwrite a key (use --force)", p.display());
+            bail!(
+                "{} exists; refusing to overwrite a key (use --force)",
+                p.display()
+            );
         }
     }
     let mut seed = [0u8; 32];
@@ -90,7 +93,7 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
 }
 
 pub fn load_public_key(path: &Path) -> Result<ed25519_dalek::VerifyingKey> {
-    let data = std::fs::read(path).with_context(|| format!("reading public key {}", path.display()))?;
-    fwimage::parse_public_key(&data)
-        .with_context(|| format!("public key {}", path.display()))
+    let data =
+        std::fs::read(path).with_context(|| format!("reading public key {}", path.display()))?;
+    fwimage::parse_public_key(&data).with_context(|| format!("public key {}", path.display()))
 }

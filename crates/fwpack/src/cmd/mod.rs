@@ -1,5 +1,6 @@
 //! One module per group of subcommands.
 
+pub mod disk;
 pub mod docs;
 pub mod elf;
 pub mod image;
