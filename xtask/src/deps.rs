@@ -24,6 +24,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("strip", "binutils"),
     ("sfdisk", "fdisk"),
     ("mdir", "mtools"),
+    ("partx", "util-linux"),
     ("fsck.vfat", "dosfstools"),
     ("losetup", "mount"),
     ("softhsm2-util", "softhsm2"),

@@ -95,6 +95,21 @@ pub enum Error {
         needed: u64,
         free: u64,
     },
+    #[error(
+        "partition {partition:?}: {path:?} is {size} bytes; a FAT file holds at most 4 GiB - 1"
+    )]
+    FatFileTooLarge {
+        partition: String,
+        path: String,
+        size: u64,
+    },
+    #[error(
+        "partition {partition:?}: no room for {path:?} in the root directory (FAT12/16 roots \
+         hold 512 entries, long names take two or more); use a subdirectory or FAT32"
+    )]
+    FatRootFull { partition: String, path: String },
+    /// fatfs refused an operation. The volume is in memory, so this is a
+    /// limit of the file system or a bug, never an I/O failure.
     #[error("partition {partition:?}: FAT file system: {context}")]
     Fat {
         partition: String,
@@ -153,7 +168,6 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::Io { .. } | Error::MissingSource { .. } => ErrorClass::Io,
-            Error::Fat { source, .. } if !is_fat_logic_error(source) => ErrorClass::Io,
             Error::Mbr(mbrman::Error::Io(_)) | Error::Gpt(gptman::Error::Io(_)) => ErrorClass::Io,
             _ => ErrorClass::Format,
         }
@@ -165,10 +179,4 @@ impl Error {
             source,
         }
     }
-}
-
-/// fatfs reports its own refusals (full volume, bad names) as
-/// `ErrorKind::Other`; real I/O errors from our in-memory volume never are.
-fn is_fat_logic_error(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::Other
 }

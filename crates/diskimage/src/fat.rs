@@ -376,8 +376,15 @@ pub(crate) fn build(
     let root = fs.root_dir();
     for d in &tree.dirs {
         let path = d.join("/");
-        root.create_dir(&path)
-            .map_err(fat_err(format!("creating directory {path}")))?;
+        root.create_dir(&path).map_err(|e| {
+            if root_full(&e, d.len()) {
+                return Error::FatRootFull {
+                    partition: partition.to_string(),
+                    path: path.clone(),
+                };
+            }
+            fat_err(format!("creating directory {path}"))(e)
+        })?;
     }
     let cluster = u64::from(fs.cluster_size());
     for (comps, file) in &tree.files {
@@ -393,10 +400,23 @@ pub(crate) fn build(
             needed: len,
             free,
         };
+        if len > u64::from(u32::MAX) {
+            return Err(Error::FatFileTooLarge {
+                partition: partition.to_string(),
+                path,
+                size: len,
+            });
+        }
         if len.div_ceil(cluster) * cluster > free {
             return Err(full());
         }
         let mut f = root.create_file(&path).map_err(|e| {
+            if root_full(&e, comps.len()) {
+                return Error::FatRootFull {
+                    partition: partition.to_string(),
+                    path: path.clone(),
+                };
+            }
             no_space(e, &full).unwrap_or_else(|e| fat_err(format!("creating {path}"))(e))
         })?;
         let write_err = |e: std::io::Error| {
@@ -414,6 +434,12 @@ pub(crate) fn build(
         Bpb::read(&mut vol, geo.fat_type).map_err(fat_err("re-reading the boot sector".into()))?;
     fix_dot_entries(&mut vol, &bpb, None, 0).map_err(fat_err("fixing directory entries".into()))?;
     Ok(vol)
+}
+
+/// fatfs runs into the end of a fixed FAT12/16 root directory as a short
+/// write (subdirectories grow instead).
+fn root_full(e: &std::io::Error, depth: usize) -> bool {
+    e.kind() == std::io::ErrorKind::WriteZero && depth == 1
 }
 
 /// fatfs has no error kinds of its own; a full volume is recognisable only
@@ -802,6 +828,38 @@ mod tests {
         ] {
             assert!(components("p", bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_full_root_directory_is_a_format_error() {
+        // FAT16's root holds 512 entries; each name here takes two (LFN + 8.3).
+        let spec = FatSpec {
+            files: (0..300)
+                .map(|i| FatFile {
+                    dest: format!("file-{i}.txt"),
+                    source: Source::Bytes(vec![1]),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let geo = geometry("p", 8 * MIB / SECTOR_SIZE, FatKind::Auto).unwrap();
+        assert_eq!(geo.fat_type, FatType::Fat16);
+        let e = build("p", &spec, geo, 1, 2048, None).err().unwrap();
+        assert!(matches!(e, Error::FatRootFull { .. }), "{e:?}");
+        assert_eq!(e.class(), crate::ErrorClass::Format);
+        // In a subdirectory the same files fit: directories grow.
+        let spec = FatSpec {
+            files: spec
+                .files
+                .into_iter()
+                .map(|f| FatFile {
+                    dest: format!("sub/{}", f.dest),
+                    ..f
+                })
+                .collect(),
+            ..Default::default()
+        };
+        assert!(build("p", &spec, geo, 1, 2048, None).is_ok());
     }
 
     #[test]

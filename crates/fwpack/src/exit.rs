@@ -41,6 +41,12 @@ pub fn classify(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<Classified>() {
             return e.code;
         }
+        if let Some(e) = cause.downcast_ref::<board::Error>() {
+            return match e {
+                board::Error::Read { .. } => IO,
+                _ => FORMAT,
+            };
+        }
         if let Some(e) = cause.downcast_ref::<fwimage::Error>() {
             return match e.class() {
                 fwimage::ErrorClass::Io => IO,

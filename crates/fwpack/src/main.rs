@@ -32,6 +32,8 @@ enum Command {
     Initramfs(cmd::initramfs::InitramfsArgs),
     /// Write a bootable disk image (MBR/GPT, FAT boot, raw slots) from a layout, or --inspect one.
     Disk(cmd::disk::DiskArgs),
+    /// List the board configurations `build` knows.
+    Boards(cmd::boards::BoardsArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions(cmd::docs::CompletionsArgs),
     /// Write man pages (fwpack.1 and one per subcommand) into a directory.
@@ -49,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::CheckElf(a) => cmd::elf::check_elf(a),
         Command::Initramfs(a) => cmd::initramfs::initramfs(a),
         Command::Disk(a) => cmd::disk::disk(a),
+        Command::Boards(a) => cmd::boards::boards(a),
         Command::Completions(a) => cmd::docs::completions(a),
         Command::Man(a) => cmd::docs::man(a),
     };

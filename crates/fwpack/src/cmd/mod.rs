@@ -1,5 +1,6 @@
 //! One module per group of subcommands.
 
+pub mod boards;
 pub mod disk;
 pub mod docs;
 pub mod elf;

@@ -1,0 +1,375 @@
+//! Board configurations: what `fwpack build --board NAME` needs to know
+//! about a board. One YAML file per board in `configs/`; unknown fields are
+//! errors, and every error names the file and line.
+//!
+//! Invariant: a [`Board`] returned by [`Board::load`] has passed
+//! [`Board::validate`], so the build pipeline can rely on its numbers
+//! (sizes non-zero and aligned, slots fitting the disk, names sane).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("unknown board `{name}` (known: {})", .known.join(", "))]
+    UnknownBoard { name: String, known: Vec<String> },
+}
+
+/// A board, as described by `configs/<name>.yaml`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    /// Short name; must match the file name.
+    pub name: String,
+    pub description: String,
+    /// Compatible string written into images; devices refuse other boards'.
+    /// Defaults to `name`.
+    #[serde(default)]
+    pub compatible: Option<String>,
+    pub updater: UpdaterBuild,
+    pub kernel: Kernel,
+    #[serde(default)]
+    pub boot_files: BootFiles,
+    pub console: Console,
+    pub ram: Ram,
+    pub disk: Disk,
+}
+
+/// How the device-side updater is compiled and which ELF policy applies.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdaterBuild {
+    /// Rust target triple, e.g. `aarch64-unknown-linux-musl`.
+    pub rust_target: String,
+    /// Linker for that target (`rust-lld`, `riscv64-linux-gnu-gcc`).
+    #[serde(default)]
+    pub linker: Option<String>,
+    /// Extra rustflags (`-C target-feature=+crt-static` is always added).
+    #[serde(default)]
+    pub rustflags: Vec<String>,
+    /// ELF machine every device binary must have: aarch64, x86_64, riscv64, arm.
+    pub machine: String,
+    /// Size budget for the updater binary, bytes.
+    pub size_budget: u64,
+    #[serde(default = "yes")]
+    pub require_stripped: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kernel {
+    /// File name of the kernel on the boot partition.
+    pub image_name: String,
+    /// How the kernel is started.
+    pub boot: KernelBoot,
+    /// Kernel command line (without `console=`, which comes from `console`).
+    #[serde(default)]
+    pub cmdline: String,
+    /// DTBs to copy to the boot partition, relative to `--dtb-dir`; the
+    /// first one that exists of each alternative list is taken.
+    #[serde(default)]
+    pub dtbs: Vec<Vec<String>>,
+    /// Kernel modules the initramfs loads before looking for the disk.
+    #[serde(default)]
+    pub modules: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelBoot {
+    /// Raspberry Pi GPU firmware reads config.txt and loads kernel +
+    /// initramfs from the FAT partition.
+    RpiFirmware,
+    /// QEMU `-kernel`/`-initrd` (or a bootloader configured elsewhere):
+    /// the boot partition carries the files, the harness passes them.
+    Direct,
+    /// EFI/U-Boot style boards with their own loader (files on FAT).
+    Bootloader,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootFiles {
+    /// Generate config.txt (Raspberry Pi).
+    #[serde(default)]
+    pub config_txt: bool,
+    /// Extra lines appended to config.txt.
+    #[serde(default)]
+    pub config_txt_extra: Vec<String>,
+    /// Generate cmdline.txt (Raspberry Pi).
+    #[serde(default)]
+    pub cmdline_txt: bool,
+    /// Use the Pi firmware's tryboot A/B (`autoboot.txt`, two boot partitions).
+    #[serde(default)]
+    pub tryboot: bool,
+    /// Copy the GPU firmware files from `--firmware-dir`.
+    #[serde(default)]
+    pub firmware: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Console {
+    /// Kernel console device, e.g. `ttyAMA0`, `ttyS0`, `serial0`.
+    pub device: String,
+    pub baud: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ram {
+    /// Physical RAM, MiB.
+    pub total_mib: u64,
+    /// Most the initramfs plus images it carries may take, MiB (the kernel
+    /// unpacks the archive into RAM and the updater streams from it).
+    pub initramfs_budget_mib: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// Partition table: `mbr` or `gpt`.
+    pub table: String,
+    /// Device node of this disk on the running board (the updater's target).
+    pub device: String,
+    /// FAT boot partition size, MiB (two of them with tryboot).
+    pub boot_mib: u64,
+    /// Size of each root slot (A and B), MiB.
+    pub slot_mib: u64,
+    /// Byte offset of the updater's state area (before the first partition).
+    #[serde(default = "default_state_offset")]
+    pub state_offset: u64,
+    /// Boot attempts a new slot gets before falling back.
+    #[serde(default = "default_tries")]
+    pub tries: u8,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_state_offset() -> u64 {
+    512 * 1024
+}
+fn default_tries() -> u8 {
+    3
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Board {
+    /// Loads and validates a board file.
+    pub fn load(path: &Path) -> Result<Board, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Board, Error> {
+        let board: Board = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            Error::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.to_string(),
+            }
+        })?;
+        board.validate().map_err(|message| Error::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+            if stem != board.name {
+                return Err(Error::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("board name `{}` does not match the file name", board.name),
+                });
+            }
+        }
+        Ok(board)
+    }
+
+    /// Finds `configs/<name>.yaml` under `configs_dir`.
+    pub fn find(configs_dir: &Path, name: &str) -> Result<Board, Error> {
+        let known = list(configs_dir)?;
+        if !known.iter().any(|k| k == name) {
+            return Err(Error::UnknownBoard {
+                name: name.to_string(),
+                known,
+            });
+        }
+        Self::load(&configs_dir.join(format!("{name}.yaml")))
+    }
+
+    pub fn compatible(&self) -> &str {
+        self.compatible.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Semantic checks serde cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 32
+                && s.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        };
+        if !name_ok(&self.name) {
+            return Err(format!("name `{}`: use 1-32 of [A-Za-z0-9._-]", self.name));
+        }
+        if !name_ok(self.compatible()) {
+            return Err(format!(
+                "compatible `{}`: use 1-32 of [A-Za-z0-9._-]",
+                self.compatible()
+            ));
+        }
+        if !matches!(
+            self.updater.machine.as_str(),
+            "aarch64" | "x86_64" | "riscv64" | "arm"
+        ) {
+            return Err(format!(
+                "updater.machine `{}`: expected aarch64, x86_64, riscv64 or arm",
+                self.updater.machine
+            ));
+        }
+        if self.updater.rust_target.split('-').count() < 3 {
+            return Err(format!(
+                "updater.rust_target `{}` is not a target triple",
+                self.updater.rust_target
+            ));
+        }
+        if self.updater.size_budget == 0 {
+            return Err("updater.size_budget must be > 0".into());
+        }
+        if self.kernel.image_name.is_empty() || self.kernel.image_name.contains('/') {
+            return Err("kernel.image_name must be a plain file name".into());
+        }
+        for alt in &self.kernel.dtbs {
+            if alt.is_empty() {
+                return Err("kernel.dtbs: empty alternative list".into());
+            }
+            for d in alt {
+                if d.starts_with('/') || d.split('/').any(|c| c == "..") {
+                    return Err(format!("kernel.dtbs: `{d}` must be relative, without `..`"));
+                }
+            }
+        }
+        if !matches!(self.disk.table.as_str(), "mbr" | "gpt") {
+            return Err(format!(
+                "disk.table `{}`: expected mbr or gpt",
+                self.disk.table
+            ));
+        }
+        if self.disk.boot_mib < 16 || self.disk.slot_mib < 8 {
+            return Err("disk.boot_mib must be >= 16 and disk.slot_mib >= 8".into());
+        }
+        if self.disk.state_offset % 4096 != 0
+            || self.disk.state_offset < 64 * 1024
+            || self.disk.state_offset + 64 * 1024 > MIB
+        {
+            return Err(
+                "disk.state_offset must be 4096-aligned and the 64 KiB state area must sit between 64 KiB and 1 MiB (before the first partition)".into(),
+            );
+        }
+        if self.disk.tries == 0 {
+            return Err("disk.tries must be >= 1".into());
+        }
+        if self.ram.initramfs_budget_mib == 0 || self.ram.initramfs_budget_mib >= self.ram.total_mib
+        {
+            return Err("ram.initramfs_budget_mib must be > 0 and below ram.total_mib".into());
+        }
+        if self.boot_files.tryboot && self.kernel.boot != KernelBoot::RpiFirmware {
+            return Err("boot_files.tryboot needs kernel.boot: rpi-firmware".into());
+        }
+        Ok(())
+    }
+}
+
+/// Names of the boards in `configs_dir`, sorted.
+pub fn list(configs_dir: &Path) -> Result<Vec<String>, Error> {
+    let rd = std::fs::read_dir(configs_dir).map_err(|source| Error::Read {
+        path: configs_dir.to_path_buf(),
+        source,
+    })?;
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension().and_then(|x| x.to_str()) == Some("yaml"))
+                .then(|| p.file_stem().and_then(|s| s.to_str()).map(str::to_owned))
+                .flatten()
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
+    }
+
+    #[test]
+    fn shipped_boards_load() {
+        let names = list(&configs()).unwrap();
+        assert_eq!(
+            names,
+            ["qemu-aarch64", "qemu-x86_64", "rpi-zero2w", "visionfive2"]
+        );
+        for n in names {
+            let b = Board::find(&configs(), &n).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(b.name, n);
+        }
+        let pi = Board::find(&configs(), "rpi-zero2w").unwrap();
+        assert_eq!(pi.ram.total_mib, 512);
+        assert_eq!(pi.updater.rust_target, "aarch64-unknown-linux-musl");
+    }
+
+    #[test]
+    fn unknown_field_is_an_error_with_file_and_line() {
+        let text = std::fs::read_to_string(configs().join("qemu-x86_64.yaml"))
+            .unwrap()
+            .replace("  baud: 115200", "  baud: 115200\n  bauds: 9600");
+        let err = Board::parse(&text, Path::new("configs/qemu-x86_64.yaml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("configs/qemu-x86_64.yaml:"), "{msg}");
+        assert!(msg.contains("unknown field `bauds`"), "{msg}");
+        assert!(matches!(err, Error::Parse { line, .. } if line > 1));
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let text = std::fs::read_to_string(configs().join("qemu-x86_64.yaml"))
+            .unwrap()
+            .replace("machine: x86_64", "machine: sparc");
+        let err = Board::parse(&text, Path::new("qemu-x86_64.yaml")).unwrap_err();
+        assert!(err.to_string().contains("updater.machine `sparc`"), "{err}");
+        let err = Board::find(&configs(), "rpi-zero3").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown board `rpi-zero3`"),
+            "{err}"
+        );
+    }
+}
