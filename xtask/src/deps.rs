@@ -87,23 +87,38 @@ fn ensure_debian_packages(sh: &Shell) -> Result<()> {
         return Ok(());
     }
     if !on_path("apt-get") {
-        bail!("missing host tools ({}) and no apt-get to install them", missing.join(" "));
+        bail!(
+            "missing host tools ({}) and no apt-get to install them",
+            missing.join(" ")
+        );
     }
-    let sudo: Vec<&str> = if is_root() { vec![] } else { vec!["sudo", "-n"] };
+    let sudo: Vec<&str> = if is_root() {
+        vec![]
+    } else {
+        vec!["sudo", "-n"]
+    };
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
     let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
-    cmd!(sh, "{sudo...} apt-get update -qq").run().context("apt-get update")?;
+    cmd!(sh, "{sudo...} apt-get update -qq")
+        .run()
+        .context("apt-get update")?;
     // One transaction first; if the resolver balks at the combination
     // (seen with qemu-user-static next to backported qemu-utils), install
     // package by package so one conflict does not block the rest.
-    if cmd!(sh, "{sudo...} apt-get install -y -qq --no-install-recommends {missing...}")
-        .run()
-        .is_err()
+    if cmd!(
+        sh,
+        "{sudo...} apt-get install -y -qq --no-install-recommends {missing...}"
+    )
+    .run()
+    .is_err()
     {
         for pkg in &missing {
-            cmd!(sh, "{sudo...} apt-get install -y -qq --no-install-recommends {pkg}")
-                .run()
-                .with_context(|| format!("apt-get install {pkg}"))?;
+            cmd!(
+                sh,
+                "{sudo...} apt-get install -y -qq --no-install-recommends {pkg}"
+            )
+            .run()
+            .with_context(|| format!("apt-get install {pkg}"))?;
         }
     }
     Ok(())

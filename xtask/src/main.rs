@@ -4,6 +4,7 @@
 //! it installs what the tests need on a fresh Debian machine (only when
 //! missing), then runs format, lint and the whole test suite.
 
+mod bench_initramfs;
 mod deps;
 
 use anyhow::{bail, Result};
@@ -15,6 +16,7 @@ usage: cargo xtask <command>
 commands:
   deps        install the host tools and rustup targets the tests need (idempotent)
   test        deps + cargo fmt --check + clippy -D warnings + cargo test --workspace
+  bench <what> benchmarks against the reference tools (what: initramfs)
 ";
 
 fn main() -> Result<()> {
@@ -24,11 +26,21 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("deps") => deps::ensure(&sh),
         Some("test") => test(&sh),
+        Some("bench") => bench(&sh, args.get(1).map(String::as_str)),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())
         }
         Some(other) => bail!("unknown xtask command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// `cargo xtask bench <what>`: one arm per benchmark module.
+fn bench(sh: &Shell, what: Option<&str>) -> Result<()> {
+    match what {
+        Some("initramfs") => bench_initramfs::run(sh, &project_root()),
+        Some(other) => bail!("unknown benchmark `{other}`\n\n{USAGE}"),
+        None => bail!("which benchmark?\n\n{USAGE}"),
     }
 }
 

@@ -350,15 +350,20 @@ pub(crate) fn make_plan(layout: &DiskLayout) -> Result<Plan, Error> {
         });
     }
 
-    let needed = next_free
-        .checked_add(tail_reserved)
-        .ok_or(Error::TooLargeForMbr { size: u64::MAX })?;
+    let overflow = || Error::TooBigForDisk {
+        partition: parts.last().map(|p| p.name.clone()).unwrap_or_default(),
+        end: u64::MAX,
+        disk_size: u64::MAX,
+    };
+    let needed = next_free.checked_add(tail_reserved).ok_or_else(overflow)?;
     let disk_sectors = match disk_sectors_given {
         Some(d) => d,
-        None => {
-            align_up(needed, SECTORS_PER_ALIGN).ok_or(Error::TooLargeForMbr { size: u64::MAX })?
-        }
+        None => align_up(needed, SECTORS_PER_ALIGN).ok_or_else(overflow)?,
     };
+    // Byte offsets are computed from sectors everywhere after this.
+    if disk_sectors > u64::MAX / SECTOR_SIZE {
+        return Err(overflow());
+    }
     if layout.table == TableKind::Mbr && disk_sectors > u64::from(u32::MAX) {
         return Err(Error::TooLargeForMbr {
             size: disk_sectors.saturating_mul(SECTOR_SIZE),

@@ -688,6 +688,13 @@ fn bad_layouts_give_typed_errors_and_no_file() -> Result<()> {
     });
     assert!(matches!(full, Error::FatFull { .. }), "{full}");
     assert_eq!(full.class(), diskimage::ErrorClass::Format);
+    // Sizes whose byte offsets overflow 64 bits.
+    let huge = with(&|l| {
+        l.table = TableKind::Gpt;
+        l.partitions[1].size_bytes = Some(1 << 63);
+        l.partitions[2].size_bytes = Some(1 << 63);
+    });
+    assert!(matches!(huge, Error::TooBigForDisk { .. }), "{huge}");
     // MBR cannot address more than 2 TiB.
     let big = with(&|l| l.size_bytes = Some(3 << 40));
     assert!(matches!(big, Error::TooLargeForMbr { .. }), "{big}");
@@ -705,5 +712,62 @@ fn failed_build_leaves_an_existing_image_untouched() -> Result<()> {
     assert!(write_image(&l, &img).is_err());
     assert_eq!(std::fs::read(&img)?, b"previous");
     assert_eq!(std::fs::read_dir(out.path())?.count(), 1);
+    Ok(())
+}
+
+#[test]
+fn directories_spanning_many_clusters_stay_clean() -> Result<()> {
+    // 1 KiB clusters on this FAT16: "many/" needs ~20 clusters of entries,
+    // nested directories exercise "." and ".." fix-ups at every depth.
+    let files: Vec<FatFile> = (0..300)
+        .map(|i| FatFile {
+            dest: format!("many/a-long-file-name-{i:03}.txt"),
+            source: Source::Bytes(format!("file {i}\n").into_bytes()),
+        })
+        .chain((0..5).map(|d| FatFile {
+            dest: format!("d{d}/e/f/g/leaf.bin"),
+            source: Source::Bytes(vec![d as u8; 3000]),
+        }))
+        .collect();
+    let layout = DiskLayout {
+        table: TableKind::Mbr,
+        seed: "test/many".into(),
+        size_bytes: None,
+        fat_timestamp: None,
+        partitions: vec![PartitionSpec::new(
+            "boot",
+            8 * MIB,
+            PartKind::Fat(FatSpec {
+                label: "MANY".into(),
+                files,
+                ..Default::default()
+            }),
+        )],
+    };
+    let out = tempfile::tempdir()?;
+    let img = out.path().join("many.img");
+    let r = write_image(&layout, &img)?;
+    let p = &r.partitions[0];
+    assert_eq!(p.filesystem.as_ref().unwrap().kind, "fat16");
+    let part = extract(&img, p.offset_bytes, p.size_bytes)?;
+    let fsck = fsck_clean(part.path())?;
+    assert!(fsck.contains("1024 bytes per cluster"), "{fsck}");
+    let at = format!("{}@@{}", img.display(), p.offset_bytes);
+    let listing = run(tool("mdir").args(["-i", &at, "-b", "-/", "::"]))?;
+    let n = listing
+        .lines()
+        .filter(|l| l.starts_with("::/many/a-long-file-name-"))
+        .count();
+    assert_eq!(n, 300, "{listing}");
+    let dst = out.path().join("leaf");
+    run(tool("mcopy")
+        .args(["-n", "-i", &at, "::/d3/e/f/g/leaf.bin"])
+        .arg(&dst))?;
+    assert_eq!(std::fs::read(&dst)?, vec![3u8; 3000]);
+    let dst = out.path().join("f299");
+    run(tool("mcopy")
+        .args(["-n", "-i", &at, "::/many/a-long-file-name-299.txt"])
+        .arg(&dst))?;
+    assert_eq!(std::fs::read(&dst)?, b"file 299\n");
     Ok(())
 }

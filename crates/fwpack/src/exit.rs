@@ -37,49 +37,69 @@ Exit status:
 /// Picks the exit code for an error by looking for a typed library error
 /// anywhere in its chain; the most specific (first) one wins.
 pub fn classify(err: &anyhow::Error) -> u8 {
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<Classified>() {
-            return e.code;
-        }
-        if let Some(e) = cause.downcast_ref::<board::Error>() {
-            return match e {
-                board::Error::Read { .. } => IO,
-                _ => FORMAT,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<fwimage::Error>() {
-            return match e.class() {
-                fwimage::ErrorClass::Io => IO,
-                fwimage::ErrorClass::Format => FORMAT,
-                fwimage::ErrorClass::Signature => SIGNATURE,
-                fwimage::ErrorClass::Integrity => INTEGRITY,
-                fwimage::ErrorClass::Usage => FAILURE,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<elfcheck::Error>() {
-            return match e {
-                elfcheck::Error::Io { .. } => IO,
-                elfcheck::Error::Malformed { .. } => FORMAT,
-                elfcheck::Error::Rejected { .. } => POLICY,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<initramfs::Error>() {
-            return match e.class() {
-                initramfs::ErrorClass::Io => IO,
-                initramfs::ErrorClass::Input => FORMAT,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<diskimage::Error>() {
-            return match e.class() {
-                diskimage::ErrorClass::Io => IO,
-                diskimage::ErrorClass::Format => FORMAT,
-            };
-        }
-        if cause.downcast_ref::<std::io::Error>().is_some() {
-            return IO;
-        }
+    err.chain().find_map(code_of).unwrap_or(FAILURE)
+}
+
+/// The exit code for one error in a chain, if its type is one we know.
+fn code_of(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
+    if let Some(e) = cause.downcast_ref::<Classified>() {
+        return Some(e.code);
     }
-    FAILURE
+    if let Some(e) = cause.downcast_ref::<pipeline::Error>() {
+        // `#[error(transparent)]` hides the wrapped error from `source()`,
+        // so wrapped library errors are classified here explicitly.
+        return match e {
+            pipeline::Error::MissingInput(_) | pipeline::Error::Io { .. } => Some(IO),
+            pipeline::Error::OverBudget { .. } => Some(POLICY),
+            pipeline::Error::Tool { .. } => Some(FAILURE),
+            pipeline::Error::Elf(e) => code_of(e),
+            pipeline::Error::Image(e) => code_of(e),
+            pipeline::Error::Initramfs(e) => code_of(e),
+            pipeline::Error::Disk(e) => code_of(e),
+            pipeline::Error::State(e) => code_of(e),
+        };
+    }
+    if let Some(e) = cause.downcast_ref::<board::Error>() {
+        return Some(match e {
+            board::Error::Read { .. } => IO,
+            _ => FORMAT,
+        });
+    }
+    if let Some(e) = cause.downcast_ref::<fwimage::Error>() {
+        return Some(match e.class() {
+            fwimage::ErrorClass::Io => IO,
+            fwimage::ErrorClass::Format => FORMAT,
+            fwimage::ErrorClass::Signature => SIGNATURE,
+            fwimage::ErrorClass::Integrity => INTEGRITY,
+            fwimage::ErrorClass::Usage => FAILURE,
+        });
+    }
+    if let Some(e) = cause.downcast_ref::<elfcheck::Error>() {
+        return Some(match e {
+            elfcheck::Error::Io { .. } => IO,
+            elfcheck::Error::Malformed { .. } => FORMAT,
+            elfcheck::Error::Rejected { .. } => POLICY,
+        });
+    }
+    if let Some(e) = cause.downcast_ref::<initramfs::Error>() {
+        return Some(match e.class() {
+            initramfs::ErrorClass::Io => IO,
+            initramfs::ErrorClass::Input => FORMAT,
+        });
+    }
+    if let Some(e) = cause.downcast_ref::<diskimage::Error>() {
+        return Some(match e.class() {
+            diskimage::ErrorClass::Io => IO,
+            diskimage::ErrorClass::Format => FORMAT,
+        });
+    }
+    if let Some(e) = cause.downcast_ref::<updater::Error>() {
+        return Some(updater_code(e));
+    }
+    if cause.downcast_ref::<std::io::Error>().is_some() {
+        return Some(IO);
+    }
+    None
 }
 
 /// An error whose class is decided in the CLI itself (e.g. a policy
@@ -105,4 +125,16 @@ pub fn refuse(code: u8, message: impl Into<String>) -> anyhow::Error {
         message: message.into(),
     }
     .into()
+}
+
+fn updater_code(e: &updater::Error) -> u8 {
+    match e.class() {
+        updater::ErrorClass::Io => IO,
+        updater::ErrorClass::Format => FORMAT,
+        updater::ErrorClass::Signature => SIGNATURE,
+        updater::ErrorClass::Integrity => INTEGRITY,
+        updater::ErrorClass::Policy => POLICY,
+        updater::ErrorClass::Busy => BUSY,
+        updater::ErrorClass::Usage => USAGE,
+    }
 }

@@ -32,6 +32,9 @@ enum Command {
     Initramfs(cmd::initramfs::InitramfsArgs),
     /// Write a bootable disk image (MBR/GPT, FAT boot, raw slots) from a layout, or --inspect one.
     Disk(cmd::disk::DiskArgs),
+    /// Build everything a board needs: checked updater, signed update.fwi,
+    /// initramfs, boot files, sdcard.img and manifest.json.
+    Build(Box<cmd::build::BuildArgs>),
     /// List the board configurations `build` knows.
     Boards(cmd::boards::BoardsArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::CheckElf(a) => cmd::elf::check_elf(a),
         Command::Initramfs(a) => cmd::initramfs::initramfs(a),
         Command::Disk(a) => cmd::disk::disk(a),
+        Command::Build(a) => cmd::build::build(*a),
         Command::Boards(a) => cmd::boards::boards(a),
         Command::Completions(a) => cmd::docs::completions(a),
         Command::Man(a) => cmd::docs::man(a),

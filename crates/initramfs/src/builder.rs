@@ -53,7 +53,8 @@ pub fn parse_epoch(v: &str) -> Result<u32, Error> {
     if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Error::BadEpoch { value: v.into() });
     }
-    t.parse::<u32>().map_err(|_| Error::BadEpoch { value: v.into() })
+    t.parse::<u32>()
+        .map_err(|_| Error::BadEpoch { value: v.into() })
 }
 
 /// Ownership and permission bits of an entry.
@@ -68,7 +69,11 @@ pub struct Meta {
 impl Meta {
     /// Root-owned with the given permission bits.
     pub const fn mode(mode: u32) -> Self {
-        Meta { mode, uid: 0, gid: 0 }
+        Meta {
+            mode,
+            uid: 0,
+            gid: 0,
+        }
     }
 }
 
@@ -160,7 +165,12 @@ impl Builder {
     }
 
     /// Adds a regular file with in-memory content.
-    pub fn add_bytes(&mut self, dst: &str, data: impl Into<Vec<u8>>, meta: Meta) -> Result<(), Error> {
+    pub fn add_bytes(
+        &mut self,
+        dst: &str,
+        data: impl Into<Vec<u8>>,
+        meta: Meta,
+    ) -> Result<(), Error> {
         let data: Vec<u8> = data.into();
         if data.len() as u64 > MAX_FILE_SIZE {
             return Err(Error::FileTooLarge {
@@ -181,7 +191,11 @@ impl Builder {
             return Err(Error::UnsupportedFileType {
                 path: dst.into(),
                 src: src.into(),
-                kind: if md.is_dir() { "directory (use a tree)" } else { file_kind(&md.file_type()) },
+                kind: if md.is_dir() {
+                    "directory (use a tree)"
+                } else {
+                    file_kind(&md.file_type())
+                },
             });
         }
         check_size(dst, src, md.len())?;
@@ -223,7 +237,14 @@ impl Builder {
     }
 
     /// Adds a device node. Only the header is written, so no privileges are needed.
-    pub fn add_device(&mut self, dst: &str, kind: DeviceKind, major: u32, minor: u32, meta: Meta) -> Result<(), Error> {
+    pub fn add_device(
+        &mut self,
+        dst: &str,
+        kind: DeviceKind,
+        major: u32,
+        minor: u32,
+        meta: Meta,
+    ) -> Result<(), Error> {
         self.insert(dst, Kind::Device(kind, major, minor), meta)
     }
 
@@ -255,7 +276,9 @@ impl Builder {
                 let path = e.path().unwrap_or(src).to_owned();
                 Error::Read {
                     path,
-                    source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("directory loop")),
+                    source: e
+                        .into_io_error()
+                        .unwrap_or_else(|| std::io::Error::other("directory loop")),
                 }
             })?;
             let rel = item.path().strip_prefix(src).unwrap_or(item.path());
@@ -263,14 +286,20 @@ impl Builder {
                 dst: item.path().to_string_lossy().into_owned(),
                 reason: "is not valid UTF-8",
             })?;
-            let target = if rel.is_empty() { dst.to_owned() } else { format!("{dst}/{rel}") };
+            let target = if rel.is_empty() {
+                dst.to_owned()
+            } else {
+                format!("{dst}/{rel}")
+            };
             if rel.is_empty() && ArchivePath::new(dst).is_err() {
                 // Tree at the archive root: the root itself is not an entry.
                 continue;
             }
             let md = item.metadata().map_err(|e| Error::Read {
                 path: item.path().into(),
-                source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("metadata")),
+                source: e
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("metadata")),
             })?;
             let ft = md.file_type();
             let meta = Meta::mode(md.mode() & 0o7777);
@@ -304,7 +333,11 @@ impl Builder {
                 })?;
                 self.add_symlink(&target, t)?;
             } else if ft.is_char_device() || ft.is_block_device() {
-                let kind = if ft.is_char_device() { DeviceKind::Char } else { DeviceKind::Block };
+                let kind = if ft.is_char_device() {
+                    DeviceKind::Char
+                } else {
+                    DeviceKind::Block
+                };
                 let (major, minor) = split_dev(md.rdev());
                 self.add_device(&target, kind, major, minor, meta)?;
             } else if ft.is_fifo() {
@@ -336,7 +369,11 @@ impl Builder {
                 Some((Kind::File(_), _)) => return Err(not_ok("is not executable")),
                 Some((Kind::HardLink(t), _)) => path = t.clone(),
                 Some((Kind::Symlink(t), _)) => {
-                    let base = if t.starts_with('/') { None } else { path.parent() };
+                    let base = if t.starts_with('/') {
+                        None
+                    } else {
+                        path.parent()
+                    };
                     path = match base {
                         Some(b) => b.join(t)?,
                         None => ArchivePath::new(t)?,
@@ -443,7 +480,11 @@ impl Builder {
     }
 
     /// Writes the archive, compressed, into `w`.
-    pub fn write_to<W: Write>(&self, w: W, compression: Compression) -> Result<(W, Summary), Error> {
+    pub fn write_to<W: Write>(
+        &self,
+        w: W,
+        compression: Compression,
+    ) -> Result<(W, Summary), Error> {
         let counter = Counter { inner: w, n: 0 };
         let enc = compression.encoder(counter).map_err(Error::Write)?;
         let (enc, mut summary) = self.write_newc(enc)?;
@@ -464,7 +505,10 @@ impl Builder {
             .prefix(".fwpack-initramfs-")
             .tempfile_in(dir)
             .map_err(Error::Write)?;
-        let (buf, summary) = self.write_to(BufWriter::with_capacity(1 << 20, tmp.as_file()), compression)?;
+        let (buf, summary) = self.write_to(
+            BufWriter::with_capacity(1 << 20, tmp.as_file()),
+            compression,
+        )?;
         buf.into_inner().map_err(|e| Error::Write(e.into_error()))?;
         tmp.as_file()
             .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
@@ -481,7 +525,10 @@ impl Builder {
         for (path, node) in &self.nodes {
             if let Kind::HardLink(target) = &node.kind {
                 match self.nodes.get(target).map(|n| &n.kind) {
-                    Some(Kind::File(_)) => groups.entry(target).or_insert_with(|| vec![target]).push(path),
+                    Some(Kind::File(_)) => groups
+                        .entry(target)
+                        .or_insert_with(|| vec![target])
+                        .push(path),
                     _ => {
                         return Err(Error::BadHardLink {
                             path: path.to_string(),
@@ -620,8 +667,20 @@ fn same_node(path: &ArchivePath, old: &Node, new: &Node) -> Result<(), Error> {
     };
     let same_kind = match (&old.kind, &new.kind) {
         (Kind::Dir, Kind::Dir) | (Kind::Fifo, Kind::Fifo) => true,
-        (Kind::Symlink(a), Kind::Symlink(b)) => return if a == b { Ok(()) } else { dup("symlink targets") },
-        (Kind::HardLink(a), Kind::HardLink(b)) => return if a == b { Ok(()) } else { dup("hard link targets") },
+        (Kind::Symlink(a), Kind::Symlink(b)) => {
+            return if a == b {
+                Ok(())
+            } else {
+                dup("symlink targets")
+            }
+        }
+        (Kind::HardLink(a), Kind::HardLink(b)) => {
+            return if a == b {
+                Ok(())
+            } else {
+                dup("hard link targets")
+            }
+        }
         (Kind::Device(k1, a1, b1), Kind::Device(k2, a2, b2)) => {
             if (k1, a1, b1) != (k2, a2, b2) {
                 return dup("device numbers");
@@ -778,7 +837,8 @@ mod tests {
     #[test]
     fn parents_first_and_implicit_dirs() {
         let mut b = Builder::default();
-        b.add_bytes("/usr/bin/tool", "x", Meta::mode(0o755)).unwrap();
+        b.add_bytes("/usr/bin/tool", "x", Meta::mode(0o755))
+            .unwrap();
         b.add_dir("/usr", Meta::mode(0o700)).unwrap();
         b.add_bytes("/a", "", Meta::mode(0o600)).unwrap();
         let l = list(&b);
@@ -799,7 +859,9 @@ mod tests {
         b.add_hardlink("/a-link", "/m-file").unwrap();
         let l = list(&b);
         assert_eq!(l.len(), 3);
-        assert!(l.iter().all(|e| e.2 == 1 && e.3 == 3 && e.1 == mode::S_IFREG | 0o640));
+        assert!(l
+            .iter()
+            .all(|e| e.2 == 1 && e.3 == 3 && e.1 == mode::S_IFREG | 0o640));
         let sizes: Vec<u32> = l.iter().map(|e| e.4).collect();
         assert_eq!(sizes, [0, 0, 4]);
     }
@@ -809,10 +871,16 @@ mod tests {
         let mut b = Builder::default();
         b.add_dir("/d", DIR_MODE).unwrap();
         b.add_hardlink("/l", "/d").unwrap();
-        assert!(matches!(b.write_newc(Vec::new()), Err(Error::BadHardLink { .. })));
+        assert!(matches!(
+            b.write_newc(Vec::new()),
+            Err(Error::BadHardLink { .. })
+        ));
         let mut b = Builder::default();
         b.add_hardlink("/l", "/nowhere").unwrap();
-        assert!(matches!(b.write_newc(Vec::new()), Err(Error::BadHardLink { .. })));
+        assert!(matches!(
+            b.write_newc(Vec::new()),
+            Err(Error::BadHardLink { .. })
+        ));
     }
 
     #[test]
@@ -822,19 +890,31 @@ mod tests {
         b.add_bytes("f", "same", Meta::mode(0o644)).unwrap();
         assert!(matches!(
             b.add_bytes("/f", "diff", Meta::mode(0o644)),
-            Err(Error::Duplicate { what: "content", .. })
+            Err(Error::Duplicate {
+                what: "content",
+                ..
+            })
         ));
         assert!(matches!(
             b.add_bytes("/f", "same", Meta::mode(0o600)),
-            Err(Error::Duplicate { what: "mode or owner", .. })
+            Err(Error::Duplicate {
+                what: "mode or owner",
+                ..
+            })
         ));
-        assert!(matches!(b.add_dir("/f", DIR_MODE), Err(Error::Duplicate { .. })));
+        assert!(matches!(
+            b.add_dir("/f", DIR_MODE),
+            Err(Error::Duplicate { .. })
+        ));
         assert!(matches!(
             b.add_bytes("/f/g", "", DIR_MODE),
             Err(Error::ParentNotDirectory { .. })
         ));
         b.add_bytes("/d/x", "", DIR_MODE).unwrap();
-        assert!(matches!(b.add_symlink("/d", "/x"), Err(Error::Duplicate { .. })));
+        assert!(matches!(
+            b.add_symlink("/d", "/x"),
+            Err(Error::Duplicate { .. })
+        ));
         b.add_dir("/d", DIR_MODE).unwrap();
         b.add_dir("/d", DIR_MODE).unwrap();
         assert!(matches!(
@@ -850,7 +930,10 @@ mod tests {
             b.add_bytes("/f", "", Meta::mode(0o100644)),
             Err(Error::BadMode { .. })
         ));
-        assert!(matches!(b.add_symlink("/l", ""), Err(Error::InvalidLinkTarget { .. })));
+        assert!(matches!(
+            b.add_symlink("/l", ""),
+            Err(Error::InvalidLinkTarget { .. })
+        ));
         assert!(matches!(
             b.add_symlink("/l", &"x".repeat(PATH_MAX)),
             Err(Error::InvalidLinkTarget { .. })
@@ -863,7 +946,11 @@ mod tests {
         assert!(b.check_init().is_err());
         b.add_bytes("/bin/app", "", Meta::mode(0o644)).unwrap();
         b.add_symlink("/init", "bin/app").unwrap();
-        assert!(b.check_init().unwrap_err().to_string().contains("not executable"));
+        assert!(b
+            .check_init()
+            .unwrap_err()
+            .to_string()
+            .contains("not executable"));
         let mut b = Builder::default();
         b.add_bytes("/bin/app", "", Meta::mode(0o755)).unwrap();
         b.add_symlink("/init", "/bin/app").unwrap();

@@ -31,7 +31,9 @@ impl Codec {
         ];
         for (magic, codec) in known {
             if head.starts_with(magic) {
-                return codec.map_err(|name| format!("archive is {name}-compressed; only gzip and zstd are decoded here"));
+                return codec.map_err(|name| {
+                    format!("archive is {name}-compressed; only gzip and zstd are decoded here")
+                });
             }
         }
         if head.is_empty() {
@@ -172,7 +174,10 @@ mod tests {
 
     #[test]
     fn levels_are_validated() {
-        assert_eq!(Compression::from_name("gzip", None), Ok(Compression::Gzip { level: 9 }));
+        assert_eq!(
+            Compression::from_name("gzip", None),
+            Ok(Compression::Gzip { level: 9 })
+        );
         assert!(Compression::from_name("gzip", Some(10)).is_err());
         assert!(Compression::from_name("zstd", Some(22)).is_err());
         assert!(Compression::from_name("none", Some(1)).is_err());

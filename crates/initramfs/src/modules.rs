@@ -79,7 +79,9 @@ pub fn resolve(dir: &Path, release: Option<&str>, names: &[String]) -> Result<Mo
             .file_name()
             .and_then(|n| n.to_str())
             .map(str::to_owned)
-            .ok_or_else(|| err("cannot tell the kernel release from the directory name; give it".into()))?,
+            .ok_or_else(|| {
+                err("cannot tell the kernel release from the directory name; give it".into())
+            })?,
     };
     if release.contains('/') || release == ".." || release == "." {
         return Err(err(format!("invalid kernel release {release:?}")));
@@ -141,7 +143,9 @@ fn visit(
         } else {
             format!(" (needed by {})", stack.join(" -> "))
         };
-        err(format!("module `{name}` not found{via}: not in the tree and not built in"))
+        err(format!(
+            "module `{name}` not found{via}: not in the tree and not built in"
+        ))
     })?;
     state.insert(name.to_owned(), Visit::InProgress);
     stack.push(name.to_owned());
@@ -203,16 +207,22 @@ impl Index {
                 for item in walkdir::WalkDir::new(dir).sort_by_file_name() {
                     let item = item.map_err(|e| Error::Read {
                         path: e.path().unwrap_or(dir).to_owned(),
-                        source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("directory loop")),
+                        source: e
+                            .into_io_error()
+                            .unwrap_or_else(|| std::io::Error::other("directory loop")),
                     })?;
                     if !item.file_type().is_file() {
                         continue;
                     }
-                    let Ok(rel) = item.path().strip_prefix(dir) else { continue };
+                    let Ok(rel) = item.path().strip_prefix(dir) else {
+                        continue;
+                    };
                     let Some(rel) = rel.to_str() else { continue };
                     if let Some(stem) = module_stem(rel) {
                         // First in sorted order wins, like depmod's default search.
-                        paths.entry(canonical_name(stem)).or_insert_with(|| rel.to_owned());
+                        paths
+                            .entry(canonical_name(stem))
+                            .or_insert_with(|| rel.to_owned());
                     }
                 }
                 None
@@ -256,10 +266,12 @@ impl Index {
 }
 
 fn module_name(dir: &Path, path: &str) -> Result<String, Error> {
-    module_stem(path.trim()).map(canonical_name).ok_or_else(|| Error::Module {
-        dir: dir.to_owned(),
-        message: format!("modules.dep names {path:?}, which is not a module file"),
-    })
+    module_stem(path.trim())
+        .map(canonical_name)
+        .ok_or_else(|| Error::Module {
+            dir: dir.to_owned(),
+            message: format!("modules.dep names {path:?}, which is not a module file"),
+        })
 }
 
 /// Reads a module file, decompressing `.gz`/`.zst`.
@@ -289,7 +301,8 @@ fn read_module(dir: &Path, rel: &str) -> Result<Vec<u8>, Error> {
 
 /// The `key=value` strings of an ELF module's `.modinfo` section.
 pub fn modinfo(elf: &[u8]) -> Result<Vec<String>, String> {
-    let parsed = goblin::elf::Elf::parse(elf).map_err(|e| format!("not a valid ELF module: {e}"))?;
+    let parsed =
+        goblin::elf::Elf::parse(elf).map_err(|e| format!("not a valid ELF module: {e}"))?;
     let section = parsed
         .section_headers
         .iter()
@@ -320,11 +333,16 @@ impl ModuleSet {
     /// Adds the modules, a matching `modules.dep` and [`LOAD_LIST`].
     pub fn add_to(&self, b: &mut Builder) -> Result<(), Error> {
         let base = format!("/lib/modules/{}", self.release);
-        let by_name: HashMap<&str, &Module> = self.modules.iter().map(|m| (m.name.as_str(), m)).collect();
+        let by_name: HashMap<&str, &Module> =
+            self.modules.iter().map(|m| (m.name.as_str(), m)).collect();
         let mut dep_lines = String::new();
         for m in &self.modules {
             let data = read_module(&self.dir, &m.rel_path)?;
-            b.add_bytes(&format!("{base}/{}", m.stored_path), data, Meta::mode(0o644))?;
+            b.add_bytes(
+                &format!("{base}/{}", m.stored_path),
+                data,
+                Meta::mode(0o644),
+            )?;
             // depmod's convention: the full closure, the last entry loaded first.
             let closure = self.closure(&m.name);
             let mut line = format!("{}:", m.stored_path);
@@ -376,7 +394,11 @@ mod tests {
             fs::write(&p, m.as_bytes()).unwrap();
         }
         fs::write(root.join("modules.dep"), dep).unwrap();
-        fs::write(root.join("modules.builtin"), "kernel/drivers/nvme/host/nvme.ko\n").unwrap();
+        fs::write(
+            root.join("modules.builtin"),
+            "kernel/drivers/nvme/host/nvme.ko\n",
+        )
+        .unwrap();
         t
     }
 
@@ -392,11 +414,25 @@ kernel/drivers/virtio/virtio_pci-modern.ko: kernel/drivers/virtio/virtio_ring.ko
     fn closure_in_load_order() {
         let t = fake_tree(DEP);
         let dir = t.path().join("6.1.0-test");
-        let set = resolve(&dir, None, &["virtio-blk".into(), "nvme".into(), "virtio_pci".into()]).unwrap();
+        let set = resolve(
+            &dir,
+            None,
+            &["virtio-blk".into(), "nvme".into(), "virtio_pci".into()],
+        )
+        .unwrap();
         assert_eq!(set.release, "6.1.0-test");
         assert_eq!(set.builtin, ["nvme"]);
         let names: Vec<&str> = set.modules.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["virtio_ring", "virtio", "virtio_blk", "virtio_pci_modern", "virtio_pci"]);
+        assert_eq!(
+            names,
+            [
+                "virtio_ring",
+                "virtio",
+                "virtio_blk",
+                "virtio_pci_modern",
+                "virtio_pci"
+            ]
+        );
         let mut b = Builder::default();
         set.add_to(&mut b).unwrap();
         assert!(b.contains("/lib/modules/6.1.0-test/kernel/drivers/virtio/virtio_pci-modern.ko"));

@@ -92,12 +92,18 @@ impl<W: Write> Writer<W> {
     /// Appends a record whose data is exactly `header.size` bytes read from
     /// `data`. `src` names the data's origin in errors. A source that ends
     /// early or has bytes left over is an error ([`Error::SourceChanged`]).
-    pub fn append(&mut self, header: &Header, mut data: impl Read, src: &Path) -> Result<(), Error> {
+    pub fn append(
+        &mut self,
+        header: &Header,
+        mut data: impl Read,
+        src: &Path,
+    ) -> Result<(), Error> {
         let size = check_header(header, src)?;
         let mut out = cpio_builder(header).write(&mut self.inner, size);
         let mut remaining = header.size;
         while remaining > 0 {
-            let want = usize::try_from(remaining.min(self.buf.len() as u64)).unwrap_or(self.buf.len());
+            let want =
+                usize::try_from(remaining.min(self.buf.len() as u64)).unwrap_or(self.buf.len());
             let chunk = self.buf.get_mut(..want).unwrap_or_default();
             let n = match data.read(chunk) {
                 Ok(0) => {
@@ -239,7 +245,10 @@ mod tests {
         let e = w
             .append(&header("f", 10), &b"short"[..], Path::new("/src/f"))
             .unwrap_err();
-        assert!(matches!(e, Error::SourceChanged { expected: 10, .. }), "{e}");
+        assert!(
+            matches!(e, Error::SourceChanged { expected: 10, .. }),
+            "{e}"
+        );
         let mut w = Writer::new(Vec::new());
         let e = w
             .append(&header("f", 2), &b"longer"[..], Path::new("/src/f"))
@@ -251,7 +260,11 @@ mod tests {
     fn size_and_name_limits() {
         let mut w = Writer::new(io::sink());
         let e = w
-            .append(&header("big", MAX_FILE_SIZE + 1), io::empty(), Path::new("big"))
+            .append(
+                &header("big", MAX_FILE_SIZE + 1),
+                io::empty(),
+                Path::new("big"),
+            )
             .unwrap_err();
         assert!(matches!(e, Error::FileTooLarge { .. }), "{e}");
         let e = w

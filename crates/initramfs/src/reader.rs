@@ -69,7 +69,8 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Opens an archive, detecting gzip/zstd compression from its first bytes.
     pub fn new(input: impl Read + 'a) -> Result<Self, Error> {
-        let mut inner: Box<dyn BufRead + 'a> = Box::new(BufReader::with_capacity(256 * 1024, input));
+        let mut inner: Box<dyn BufRead + 'a> =
+            Box::new(BufReader::with_capacity(256 * 1024, input));
         let codec = sniff(&mut inner)?;
         inner = wrap(inner, codec)?;
         Ok(Self {
@@ -102,11 +103,15 @@ impl<'a> Reader<'a> {
             let h = parse_header(&raw, start)?;
             let name_size = h.namesize;
             if name_size == 0 || name_size as usize > PATH_MAX {
-                return Err(fmt_err(start, format!("name size {name_size} is outside 1..={PATH_MAX}")));
+                return Err(fmt_err(
+                    start,
+                    format!("name size {name_size} is outside 1..={PATH_MAX}"),
+                ));
             }
             let mut name = vec![0u8; name_size as usize];
             self.read_exact(&mut name, "record name")?;
-            let name_pad = align4(HEADER_LEN + u64::from(name_size)) - HEADER_LEN - u64::from(name_size);
+            let name_pad =
+                align4(HEADER_LEN + u64::from(name_size)) - HEADER_LEN - u64::from(name_size);
             self.skip(name_pad, "name padding")?;
             if name.pop() != Some(0) {
                 return Err(fmt_err(start, "record name is not NUL-terminated".into()));
@@ -143,7 +148,10 @@ impl<'a> Reader<'a> {
                 if h.size as usize >= PATH_MAX {
                     return Err(fmt_err(
                         start,
-                        format!("symlink `{}` has a {}-byte target, more than PATH_MAX", entry.name, h.size),
+                        format!(
+                            "symlink `{}` has a {}-byte target, more than PATH_MAX",
+                            entry.name, h.size
+                        ),
                     ));
                 }
                 let mut target = Vec::new();
@@ -249,7 +257,9 @@ impl<'a> Reader<'a> {
     /// problem, not an I/O one.
     fn io_err(&self, e: io::Error) -> Error {
         match e.kind() {
-            io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
+            io::ErrorKind::InvalidData
+            | io::ErrorKind::InvalidInput
+            | io::ErrorKind::UnexpectedEof => {
                 fmt_err(self.offset, format!("corrupt compressed stream: {e}"))
             }
             _ => Error::Read {
@@ -281,7 +291,8 @@ fn wrap<'a>(inner: Box<dyn BufRead + 'a>, codec: Codec) -> Result<Box<dyn BufRea
         )),
         Codec::Zstd => Box::new(BufReader::with_capacity(
             256 * 1024,
-            zstd::stream::read::Decoder::with_buffer(inner).map_err(|e| fmt_err(0, format!("zstd: {e}")))?,
+            zstd::stream::read::Decoder::with_buffer(inner)
+                .map_err(|e| fmt_err(0, format!("zstd: {e}")))?,
         )),
     })
 }
@@ -313,8 +324,19 @@ fn parse_header(raw: &[u8; HEADER_LEN as usize], offset: u64) -> Result<RawHeade
         ));
     }
     const FIELDS: [&str; 13] = [
-        "ino", "mode", "uid", "gid", "nlink", "mtime", "filesize", "devmajor", "devminor", "rdevmajor",
-        "rdevminor", "namesize", "check",
+        "ino",
+        "mode",
+        "uid",
+        "gid",
+        "nlink",
+        "mtime",
+        "filesize",
+        "devmajor",
+        "devminor",
+        "rdevmajor",
+        "rdevminor",
+        "namesize",
+        "check",
     ];
     let mut v = [0u32; 13];
     for (i, (slot, field)) in v.iter_mut().zip(FIELDS).enumerate() {
@@ -323,11 +345,15 @@ fn parse_header(raw: &[u8; HEADER_LEN as usize], offset: u64) -> Result<RawHeade
         *slot = parse_hex(digits).ok_or_else(|| {
             fmt_err(
                 offset + at as u64,
-                format!("field {field} is {:?}, not 8 hex digits", String::from_utf8_lossy(digits)),
+                format!(
+                    "field {field} is {:?}, not 8 hex digits",
+                    String::from_utf8_lossy(digits)
+                ),
             )
         })?;
     }
-    let [ino, mode, uid, gid, nlink, mtime, size, dev_major, dev_minor, rdev_major, rdev_minor, namesize, _check] = v;
+    let [ino, mode, uid, gid, nlink, mtime, size, dev_major, dev_minor, rdev_major, rdev_minor, namesize, _check] =
+        v;
     Ok(RawHeader {
         ino,
         mode,
@@ -467,7 +493,10 @@ mod tests {
         let l = r.next_entry().unwrap().unwrap();
         assert_eq!(l.link_target.as_deref(), Some("file"));
         assert!(r.next_entry().unwrap().is_none());
-        assert_eq!(ls_line(&l), "lrwxrwxrwx   1     0     0          4          0 /dir/link -> file");
+        assert_eq!(
+            ls_line(&l),
+            "lrwxrwxrwx   1     0     0          4          0 /dir/link -> file"
+        );
     }
 
     #[test]

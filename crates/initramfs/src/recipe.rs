@@ -70,7 +70,9 @@ impl Vars {
             .split_once('=')
             .ok_or_else(|| format!("{assignment:?} is not NAME=VALUE"))?;
         if !valid_var_name(name) {
-            return Err(format!("{name:?} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+            return Err(format!(
+                "{name:?} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"
+            ));
         }
         Ok(self.set(name, value))
     }
@@ -93,7 +95,9 @@ pub fn expand(s: &str, vars: &Vars) -> Result<String, String> {
             out.push('$');
             rest = r;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| format!("unterminated `${{` in {s:?}"))?;
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unterminated `${{` in {s:?}"))?;
             let inner = body.get(..end).unwrap_or_default();
             let (name, default) = match inner.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
@@ -105,7 +109,11 @@ pub fn expand(s: &str, vars: &Vars) -> Result<String, String> {
             match (vars.get(name), default) {
                 (Some(v), _) => out.push_str(v),
                 (None, Some(d)) => out.push_str(d),
-                (None, None) => return Err(format!("undefined variable ${{{name}}} (pass it with --var {name}=...)")),
+                (None, None) => {
+                    return Err(format!(
+                        "undefined variable ${{{name}}} (pass it with --var {name}=...)"
+                    ))
+                }
             }
             rest = body.get(end + 1..).unwrap_or_default();
         } else {
@@ -133,7 +141,9 @@ impl<'de> Deserialize<'de> for Mode {
                 let digits = v.strip_prefix("0o").unwrap_or(v);
                 match u32::from_str_radix(digits, 8) {
                     Ok(m) if m <= 0o7777 && !digits.is_empty() => Ok(Mode(m)),
-                    _ => Err(E::custom(format!("mode {v:?} is not an octal number up to 7777"))),
+                    _ => Err(E::custom(format!(
+                        "mode {v:?} is not an octal number up to 7777"
+                    ))),
                 }
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Mode, E> {
@@ -391,7 +401,8 @@ impl Recipe {
         for (i, d) in raw.dirs.iter().enumerate() {
             let d = &d.0;
             let path = self.expand(&format!("dirs[{i}]"), &d.path, vars)?;
-            self.steps.push(Step::Dir(path, meta(d.mode, 0o755, d.uid, d.gid)));
+            self.steps
+                .push(Step::Dir(path, meta(d.mode, 0o755, d.uid, d.gid)));
         }
         for (i, t) in raw.trees.iter().enumerate() {
             let src = self.expand(&format!("trees[{i}].src"), &t.src, vars)?;
@@ -403,7 +414,8 @@ impl Recipe {
             let src = self.expand(&format!("files[{i}].src"), &f.src, vars)?;
             let dst = self.expand(&format!("files[{i}].dst"), &f.dst, vars)?;
             self.nonempty(&format!("files[{i}].src"), &src)?;
-            let m = (f.mode.is_some() || f.uid.is_some() || f.gid.is_some()).then(|| meta(f.mode, 0o644, f.uid, f.gid));
+            let m = (f.mode.is_some() || f.uid.is_some() || f.gid.is_some())
+                .then(|| meta(f.mode, 0o644, f.uid, f.gid));
             self.steps.push(Step::File(dst, self.src_path(&src), m));
         }
         for (i, img) in raw.images.iter().enumerate() {
@@ -415,11 +427,17 @@ impl Recipe {
                     let name = Path::new(&src)
                         .file_name()
                         .and_then(|n| n.to_str())
-                        .ok_or_else(|| self.err(format!("images[{i}].src {src:?} has no file name")))?;
+                        .ok_or_else(|| {
+                            self.err(format!("images[{i}].src {src:?} has no file name"))
+                        })?;
                     format!("{IMAGE_DIR}/{name}")
                 }
             };
-            self.steps.push(Step::File(dst, self.src_path(&src), Some(Meta::mode(0o644))));
+            self.steps.push(Step::File(
+                dst,
+                self.src_path(&src),
+                Some(Meta::mode(0o644)),
+            ));
         }
         for (i, l) in raw.symlinks.iter().enumerate() {
             let path = self.expand(&format!("symlinks[{i}].path"), &l.path, vars)?;
@@ -437,13 +455,23 @@ impl Recipe {
                 DevType::Char => DeviceKind::Char,
                 DevType::Block => DeviceKind::Block,
             };
-            self.steps.push(Step::Device(path, kind, d.major, d.minor, meta(d.mode, 0o600, d.uid, d.gid)));
+            self.steps.push(Step::Device(
+                path,
+                kind,
+                d.major,
+                d.minor,
+                meta(d.mode, 0o600, d.uid, d.gid),
+            ));
         }
         if let Some(m) = &raw.modules {
             let mut names = Vec::new();
             for (i, n) in m.names.iter().enumerate() {
                 let v = self.expand(&format!("modules.names[{i}]"), n, vars)?;
-                names.extend(v.split([' ', '\t', '\n', ',']).filter(|s| !s.is_empty()).map(str::to_owned));
+                names.extend(
+                    v.split([' ', '\t', '\n', ','])
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned),
+                );
             }
             let dir = match &m.dir {
                 Some(d) => self.expand("modules.dir", d, vars)?,
@@ -482,7 +510,9 @@ impl Recipe {
     pub fn module_set(&self) -> Result<Option<modules::ModuleSet>, Error> {
         match &self.modules {
             None => Ok(None),
-            Some((dir, release, names)) => modules::resolve(dir, release.as_deref(), names).map(Some),
+            Some((dir, release, names)) => {
+                modules::resolve(dir, release.as_deref(), names).map(Some)
+            }
         }
     }
 
@@ -530,7 +560,9 @@ mod tests {
         assert_eq!(expand("${B:-dflt}", &v).unwrap(), "dflt");
         assert_eq!(expand("${EMPTY:-dflt}", &v).unwrap(), "");
         assert_eq!(expand("$$A $x", &v).unwrap(), "$A $x");
-        assert!(expand("${B}", &v).unwrap_err().contains("undefined variable ${B}"));
+        assert!(expand("${B}", &v)
+            .unwrap_err()
+            .contains("undefined variable ${B}"));
         assert!(expand("${A", &v).is_err());
         assert!(expand("${1A}", &v).is_err());
     }
@@ -539,7 +571,9 @@ mod tests {
     fn unknown_field_has_location() {
         let text = "dirs: [/proc]\nfiles:\n  - src: a\n    dst: /init\n    mdoe: \"0755\"\n";
         let e = Recipe::parse(text, Path::new("r.yaml"), &Vars::new()).unwrap_err();
-        let Error::Recipe { line, message, .. } = &e else { panic!("{e}") };
+        let Error::Recipe { line, message, .. } = &e else {
+            panic!("{e}")
+        };
         assert_eq!(*line, Some(5));
         assert!(message.contains("unknown field `mdoe`"), "{message}");
         assert!(e.to_string().starts_with("r.yaml:5:"), "{e}");
@@ -562,7 +596,11 @@ mod tests {
     fn undefined_variable_points_at_line() {
         let text = "dirs: [/proc]\nfiles:\n  - {src: \"${UPDATER}\", dst: /init}\n";
         let e = Recipe::parse(text, Path::new("r.yaml"), &Vars::new()).unwrap_err();
-        assert!(e.to_string().starts_with("r.yaml:3: files[0].src: undefined variable ${UPDATER}"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("r.yaml:3: files[0].src: undefined variable ${UPDATER}"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -572,9 +610,19 @@ mod tests {
         assert!(matches!(&r.steps[1], Step::Dir(p, m) if p == "/tmp" && m.mode == 0o1777));
         assert!(matches!(&r.steps[2], Step::File(_, src, None) if src == Path::new("/r/sub/x")));
         assert!(r.modules.is_none());
-        let e = Recipe::parse(text, Path::new("/r/recipe.yaml"), &vars(&[("M", "virtio_blk")])).unwrap_err();
+        let e = Recipe::parse(
+            text,
+            Path::new("/r/recipe.yaml"),
+            &vars(&[("M", "virtio_blk")]),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("modules.dir is empty"), "{e}");
-        let e = Recipe::parse("dirs: [{path: /x, mod: \"1\"}]", Path::new("r"), &Vars::new()).unwrap_err();
+        let e = Recipe::parse(
+            "dirs: [{path: /x, mod: \"1\"}]",
+            Path::new("r"),
+            &Vars::new(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("unknown field `mod`"), "{e}");
     }
 }

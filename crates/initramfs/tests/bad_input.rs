@@ -18,12 +18,21 @@ fn recipe_err(dir: &Path, text: &str) -> Error {
 #[test]
 fn missing_source_names_entry_and_file() {
     let d = tempfile::tempdir().unwrap();
-    let e = recipe_err(d.path(), "files: [{src: no-such-updater, dst: /init, mode: \"0755\"}]");
+    let e = recipe_err(
+        d.path(),
+        "files: [{src: no-such-updater, dst: /init, mode: \"0755\"}]",
+    );
     assert!(matches!(e, Error::MissingSource { .. }), "{e:?}");
     assert_eq!(e.class(), ErrorClass::Io);
     let msg = e.to_string();
-    assert!(msg.contains("`/init`") && msg.contains("no-such-updater"), "{msg}");
-    let e = recipe_err(d.path(), "require_init: false\ntrees: [{src: no-such-dir, dst: /}]");
+    assert!(
+        msg.contains("`/init`") && msg.contains("no-such-updater"),
+        "{msg}"
+    );
+    let e = recipe_err(
+        d.path(),
+        "require_init: false\ntrees: [{src: no-such-dir, dst: /}]",
+    );
     assert!(matches!(e, Error::MissingSource { .. }), "{e:?}");
 }
 
@@ -32,16 +41,26 @@ fn destinations_cannot_escape_the_root() {
     let d = tempfile::tempdir().unwrap();
     fs::write(d.path().join("f"), "x").unwrap();
     for dst in ["../../etc/passwd", "/a/../../x", "./../x"] {
-        let e = recipe_err(d.path(), &format!("require_init: false\nfiles: [{{src: f, dst: \"{dst}\"}}]"));
-        assert!(matches!(&e, Error::EscapesRoot { dst: d } if d == dst), "{dst}: {e:?}");
+        let e = recipe_err(
+            d.path(),
+            &format!("require_init: false\nfiles: [{{src: f, dst: \"{dst}\"}}]"),
+        );
+        assert!(
+            matches!(&e, Error::EscapesRoot { dst: d } if d == dst),
+            "{dst}: {e:?}"
+        );
         assert!(e.to_string().contains(dst));
     }
-    let e = recipe_err(d.path(), "require_init: false\nsymlinks: [{path: ../evil, target: /etc}]");
+    let e = recipe_err(
+        d.path(),
+        "require_init: false\nsymlinks: [{path: ../evil, target: /etc}]",
+    );
     assert!(matches!(e, Error::EscapesRoot { .. }), "{e:?}");
     // Absolute and redundant forms are normalised, not refused; absolute
     // symlink targets are fine (they resolve inside the booted system).
     let mut b = Builder::default();
-    b.add_bytes("//usr/./bin//x", "", Meta::mode(0o755)).unwrap();
+    b.add_bytes("//usr/./bin//x", "", Meta::mode(0o755))
+        .unwrap();
     b.add_symlink("/lib", "/usr/lib").unwrap();
     assert!(b.contains("usr/bin/x"));
 }
@@ -62,18 +81,36 @@ fn duplicates_identical_ok_different_refused() {
         .unwrap()
         .build(Options::default())
         .unwrap();
-    let e = recipe_err(d.path(), "require_init: false\nfiles: [{src: a, dst: /x}, {src: c, dst: /x}]");
-    assert!(matches!(&e, Error::Duplicate { path, what: "content" } if path == "/x"), "{e:?}");
+    let e = recipe_err(
+        d.path(),
+        "require_init: false\nfiles: [{src: a, dst: /x}, {src: c, dst: /x}]",
+    );
+    assert!(
+        matches!(&e, Error::Duplicate { path, what: "content" } if path == "/x"),
+        "{e:?}"
+    );
     let e = recipe_err(
         d.path(),
         "require_init: false\nfiles: [{src: a, dst: /x}]\nsymlinks: [{path: /x, target: a}]",
     );
-    assert!(matches!(&e, Error::Duplicate { path, .. } if path == "/x"), "{e:?}");
+    assert!(
+        matches!(&e, Error::Duplicate { path, .. } if path == "/x"),
+        "{e:?}"
+    );
     let e = recipe_err(
         d.path(),
         "require_init: false\nfiles: [{src: a, dst: /x, mode: \"0644\"}, {src: b, dst: /x, mode: \"0755\"}]",
     );
-    assert!(matches!(&e, Error::Duplicate { what: "mode or owner", .. }), "{e:?}");
+    assert!(
+        matches!(
+            &e,
+            Error::Duplicate {
+                what: "mode or owner",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -101,9 +138,23 @@ fn over_long_names() {
     let long = format!("/{}", vec!["d".repeat(200); 21].join("/"));
     assert!(long.len() > PATH_MAX);
     let e = b.add_bytes(&long, "", Meta::mode(0o644)).unwrap_err();
-    assert!(matches!(e, Error::NameTooLong { what: "path", .. }), "{e:?}");
-    let e = b.add_bytes(&format!("/{}", "n".repeat(256)), "", Meta::mode(0o644)).unwrap_err();
-    assert!(matches!(e, Error::NameTooLong { what: "component", .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::NameTooLong { what: "path", .. }),
+        "{e:?}"
+    );
+    let e = b
+        .add_bytes(&format!("/{}", "n".repeat(256)), "", Meta::mode(0o644))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NameTooLong {
+                what: "component",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     let e = b.add_symlink("/l", &"t".repeat(PATH_MAX)).unwrap_err();
     assert!(matches!(e, Error::InvalidLinkTarget { .. }), "{e:?}");
 }
@@ -134,7 +185,9 @@ fn failed_writes_leave_the_output_path_alone() {
     // The source shrinks between planning and packing.
     fs::write(&vanishing, vec![7u8; 10]).unwrap();
     for target in [&existing, &fresh] {
-        let e = b.write_file(target, Compression::Gzip { level: 6 }).unwrap_err();
+        let e = b
+            .write_file(target, Compression::Gzip { level: 6 })
+            .unwrap_err();
         assert!(
             matches!(&e, Error::SourceChanged { path, expected: 100_000, .. } if path == "/data/vanishing"),
             "{e:?}"
@@ -145,9 +198,16 @@ fn failed_writes_leave_the_output_path_alone() {
     let e = b.write_file(&existing, Compression::None).unwrap_err();
     assert!(matches!(e, Error::Read { .. }), "{e:?}");
 
-    assert_eq!(fs::read_to_string(&existing).unwrap(), "previous good archive");
+    assert_eq!(
+        fs::read_to_string(&existing).unwrap(),
+        "previous good archive"
+    );
     assert!(!fresh.exists());
-    assert_eq!(dir_entries(out.path()), ["old.cpio.gz"], "no temporary files left behind");
+    assert_eq!(
+        dir_entries(out.path()),
+        ["old.cpio.gz"],
+        "no temporary files left behind"
+    );
 
     // Unwritable destination directory: an error, not a panic.
     let e = b
@@ -159,12 +219,21 @@ fn failed_writes_leave_the_output_path_alone() {
 #[test]
 fn recipe_errors_carry_file_and_line() {
     let d = tempfile::tempdir().unwrap();
-    let e = recipe_err(d.path(), "files:\n  - src: a\n    dst: /init\n    owner: root\n");
+    let e = recipe_err(
+        d.path(),
+        "files:\n  - src: a\n    dst: /init\n    owner: root\n",
+    );
     let msg = e.to_string();
-    assert!(msg.contains("r.yaml:4:") && msg.contains("unknown field `owner`"), "{msg}");
+    assert!(
+        msg.contains("r.yaml:4:") && msg.contains("unknown field `owner`"),
+        "{msg}"
+    );
     let e = recipe_err(d.path(), "file: []\n");
     assert!(e.to_string().contains("r.yaml:1:"), "{e}");
-    let e = recipe_err(d.path(), "devices: [{path: /dev/x, type: pipe, major: 1, minor: 1}]");
+    let e = recipe_err(
+        d.path(),
+        "devices: [{path: /dev/x, type: pipe, major: 1, minor: 1}]",
+    );
     assert!(e.to_string().contains("unknown variant `pipe`"), "{e}");
 }
 
@@ -173,14 +242,22 @@ fn init_must_be_an_executable_file() {
     let d = tempfile::tempdir().unwrap();
     fs::write(d.path().join("u"), "x").unwrap();
     let e = recipe_err(d.path(), "dirs: [/proc]");
-    assert!(e.to_string().contains("/init") && e.to_string().contains("missing"), "{e}");
+    assert!(
+        e.to_string().contains("/init") && e.to_string().contains("missing"),
+        "{e}"
+    );
     let e = recipe_err(d.path(), "files: [{src: u, dst: /init, mode: \"0644\"}]");
     assert!(e.to_string().contains("not executable"), "{e}");
 }
 
 #[test]
 fn reader_rejects_garbage_with_typed_errors() {
-    for junk in [&b""[..], b"hello world", b"070701zzzzzzzz", b"\x1f\x8b\x08\0\0\0\0\0\0\x03garbage"] {
+    for junk in [
+        &b""[..],
+        b"hello world",
+        b"070701zzzzzzzz",
+        b"\x1f\x8b\x08\0\0\0\0\0\0\x03garbage",
+    ] {
         match initramfs::Reader::new(junk).and_then(initramfs::Reader::entries) {
             Err(Error::Format { .. }) => {}
             other => panic!("{junk:?}: {other:?}"),
@@ -188,8 +265,11 @@ fn reader_rejects_garbage_with_typed_errors() {
     }
     // A valid gzip archive cut short.
     let mut b = Builder::default();
-    b.add_bytes("/f", vec![1u8; 50_000], Meta::mode(0o644)).unwrap();
-    let (gz, _) = b.write_to(Vec::new(), Compression::Gzip { level: 1 }).unwrap();
+    b.add_bytes("/f", vec![1u8; 50_000], Meta::mode(0o644))
+        .unwrap();
+    let (gz, _) = b
+        .write_to(Vec::new(), Compression::Gzip { level: 1 })
+        .unwrap();
     let e = initramfs::Reader::new(&gz[..gz.len() / 2])
         .and_then(initramfs::Reader::entries)
         .unwrap_err();

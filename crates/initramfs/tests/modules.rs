@@ -14,7 +14,9 @@ use initramfs::{Builder, Options};
 use testkit::kernels::{self, Kernel};
 
 fn tools() -> bool {
-    ["depmod", "apt-get", "dpkg-deb"].iter().all(|t| testkit::tools::require(t))
+    ["depmod", "apt-get", "dpkg-deb"]
+        .iter()
+        .all(|t| testkit::tools::require(t))
 }
 
 /// Copies `k`'s module tree as hard links (cheap) under a temp base dir and
@@ -38,7 +40,11 @@ fn depmod_copy(k: &Kernel) -> (tempfile::TempDir, std::path::PathBuf) {
         .arg(&k.release)
         .output()
         .unwrap();
-    assert!(out.status.success(), "depmod: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "depmod: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(dst.join("modules.dep").is_file());
     (base, dst)
 }
@@ -69,15 +75,27 @@ fn check(k: &Kernel, names: &[&str], want_builtin: &[&str]) {
 
     let (_keep, dep_dir) = depmod_copy(k);
     let via_dep = modules::resolve(&dep_dir, Some(&k.release), &names).unwrap();
-    let set = |s: &modules::ModuleSet| s.modules.iter().map(|m| m.name.clone()).collect::<BTreeSet<_>>();
-    assert_eq!(set(&ours), set(&via_dep), "modinfo closure vs modules.dep closure");
+    let set = |s: &modules::ModuleSet| {
+        s.modules
+            .iter()
+            .map(|m| m.name.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        set(&ours),
+        set(&via_dep),
+        "modinfo closure vs modules.dep closure"
+    );
 
     // depmod's own view: our load order has every dependency first, and
     // nothing depmod says is needed is missing.
     let deps = depmod_deps(&dep_dir);
     let order: Vec<&str> = ours.modules.iter().map(|m| m.name.as_str()).collect();
     for (i, m) in order.iter().enumerate() {
-        for d in deps.get(*m).unwrap_or_else(|| panic!("depmod does not know {m}")) {
+        for d in deps
+            .get(*m)
+            .unwrap_or_else(|| panic!("depmod does not know {m}"))
+        {
             let pos = order.iter().position(|o| o == d);
             assert!(
                 matches!(pos, Some(p) if p < i),
@@ -105,9 +123,18 @@ fn check(k: &Kernel, names: &[&str], want_builtin: &[&str]) {
     let listed: Vec<&str> = load.lines().collect();
     assert_eq!(listed.len(), order.len());
     for (path, m) in listed.iter().zip(&ours.modules) {
-        assert!(files.contains(*path), "{path} listed but not in the archive");
-        assert!(path.starts_with(&format!("/lib/modules/{}/kernel/", k.release)), "{path}");
-        assert_eq!(canonical_name(path.rsplit('/').next().unwrap().trim_end_matches(".ko")), m.name);
+        assert!(
+            files.contains(*path),
+            "{path} listed but not in the archive"
+        );
+        assert!(
+            path.starts_with(&format!("/lib/modules/{}/kernel/", k.release)),
+            "{path}"
+        );
+        assert_eq!(
+            canonical_name(path.rsplit('/').next().unwrap().trim_end_matches(".ko")),
+            m.name
+        );
     }
     assert!(files.contains(&format!("/lib/modules/{}/modules.dep", k.release)));
 }
@@ -122,7 +149,18 @@ fn amd64_cloud_modules_match_depmod() {
     // with a dash on disk.
     check(
         &k,
-        &["virtio_blk", "virtio-pci", "virtio_net", "btrfs", "xfs", "overlay", "nvme", "ext4", "vfat", "dm_verity"],
+        &[
+            "virtio_blk",
+            "virtio-pci",
+            "virtio_net",
+            "btrfs",
+            "xfs",
+            "overlay",
+            "nvme",
+            "ext4",
+            "vfat",
+            "dm_verity",
+        ],
         &["nvme", "ext4"],
     );
 }
@@ -135,5 +173,16 @@ fn arm64_modules_match_depmod() {
     let k = kernels::arm64().unwrap();
     // What a Zero 2 W / qemu virt initramfs needs before the disk shows up;
     // mmc_block is built in.
-    check(&k, &["virtio_blk", "virtio_pci", "virtio_mmio", "sdhci_iproc", "bcm2835", "mmc_block"], &["mmc_block"]);
+    check(
+        &k,
+        &[
+            "virtio_blk",
+            "virtio_pci",
+            "virtio_mmio",
+            "sdhci_iproc",
+            "bcm2835",
+            "mmc_block",
+        ],
+        &["mmc_block"],
+    );
 }

@@ -63,7 +63,14 @@ fn parse_listing(text: &str) -> Vec<Row> {
         .collect()
 }
 
-fn row(mode: &str, nlink: u32, ids: (u32, u32), size: &str, name: &str, target: Option<&str>) -> Row {
+fn row(
+    mode: &str,
+    nlink: u32,
+    ids: (u32, u32),
+    size: &str,
+    name: &str,
+    target: Option<&str>,
+) -> Row {
     (
         mode.into(),
         nlink,
@@ -80,20 +87,39 @@ fn gnu_cpio_and_bsdtar_list_what_we_meant() {
     if !tools_present() {
         return;
     }
-    let mut b = Builder::new(Options { mtime: 1_000_000_000 });
-    b.add_bytes("/bin/tool", "hello world\n", Meta::mode(0o4755)).unwrap();
-    b.add_bytes("/a/file", "twelve bytes", Meta { mode: 0o640, uid: 1000, gid: 100 })
+    let mut b = Builder::new(Options {
+        mtime: 1_000_000_000,
+    });
+    b.add_bytes("/bin/tool", "hello world\n", Meta::mode(0o4755))
         .unwrap();
+    b.add_bytes(
+        "/a/file",
+        "twelve bytes",
+        Meta {
+            mode: 0o640,
+            uid: 1000,
+            gid: 100,
+        },
+    )
+    .unwrap();
     b.add_hardlink("/z/hard", "/a/file").unwrap();
     b.add_hardlink("/a/hard2", "/a/file").unwrap();
     b.add_symlink("/lnk", "/bin/tool").unwrap();
     b.add_symlink("/a/rel", "file").unwrap();
     b.add_dir("/secret", Meta::mode(0o700)).unwrap();
     b.add_dir("/tmp", Meta::mode(0o1777)).unwrap();
-    b.add_device("/dev/console", DeviceKind::Char, 5, 1, Meta::mode(0o600)).unwrap();
-    b.add_device("/dev/null", DeviceKind::Char, 1, 3, Meta::mode(0o666)).unwrap();
-    b.add_device("/dev/nvme0n1p1", DeviceKind::Block, 259, 70000, Meta::mode(0o660))
+    b.add_device("/dev/console", DeviceKind::Char, 5, 1, Meta::mode(0o600))
         .unwrap();
+    b.add_device("/dev/null", DeviceKind::Char, 1, 3, Meta::mode(0o666))
+        .unwrap();
+    b.add_device(
+        "/dev/nvme0n1p1",
+        DeviceKind::Block,
+        259,
+        70000,
+        Meta::mode(0o660),
+    )
+    .unwrap();
     b.add_fifo("/run/fifo", Meta::mode(0o644)).unwrap();
     b.add_bytes("/empty", "", Meta::mode(0o644)).unwrap();
 
@@ -128,23 +154,38 @@ fn gnu_cpio_and_bsdtar_list_what_we_meant() {
     ];
 
     let f = || fs::File::open(&archive).unwrap();
-    let cpio = run(Command::new("cpio").args(["-itv", "--numeric-uid-gid", "--quiet"]).stdin(f()));
+    let cpio = run(Command::new("cpio")
+        .args(["-itv", "--numeric-uid-gid", "--quiet"])
+        .stdin(f()));
     assert_eq!(parse_listing(&cpio), want, "GNU cpio:\n{cpio}");
     // Dates: GNU cpio renders mtime 1000000000 as Sep 9 2001 (UTC).
     assert!(cpio.lines().all(|l| l.contains("Sep  9  2001")), "{cpio}");
 
-    let bsd = run(Command::new("bsdtar").args(["-tvf"]).arg(&archive).arg("--numeric-owner"));
+    let bsd = run(Command::new("bsdtar")
+        .args(["-tvf"])
+        .arg(&archive)
+        .arg("--numeric-owner"));
     assert_eq!(parse_listing(&bsd), want, "bsdtar:\n{bsd}");
     // libarchive pairs the later links with the first one.
-    assert!(bsd.contains("a/hard2 link to a/file") && bsd.contains("z/hard link to a/file"), "{bsd}");
+    assert!(
+        bsd.contains("a/hard2 link to a/file") && bsd.contains("z/hard link to a/file"),
+        "{bsd}"
+    );
 
     // Same listing through gzip, decoded by the tools themselves.
     let gz = dir.path().join("x.cpio.gz");
     b.write_file(&gz, Compression::Gzip { level: 9 }).unwrap();
-    let bsd_gz = run(Command::new("bsdtar").args(["-tvf"]).arg(&gz).arg("--numeric-owner"));
+    let bsd_gz = run(Command::new("bsdtar")
+        .args(["-tvf"])
+        .arg(&gz)
+        .arg("--numeric-owner"));
     assert_eq!(bsd_gz, bsd);
     let plain = run(Command::new("gzip").arg("-dc").arg(&gz));
-    assert_eq!(plain.as_bytes(), &bytes[..], "gzip -d must give back the plain archive");
+    assert_eq!(
+        plain.as_bytes(),
+        &bytes[..],
+        "gzip -d must give back the plain archive"
+    );
 }
 
 /// A source tree with every kind of entry a tree can hold.
@@ -188,7 +229,10 @@ fn make_tree(root: &Path) {
     std::os::unix::fs::symlink("tool", root.join("usr/bin/alias")).unwrap();
     std::os::unix::fs::symlink("/usr/bin/tool", root.join("etc/abs")).unwrap();
     std::os::unix::fs::symlink("../nowhere", root.join("etc/dangling")).unwrap();
-    run(Command::new("mkfifo").arg("-m").arg("0640").arg(root.join("run/fifo")));
+    run(Command::new("mkfifo")
+        .arg("-m")
+        .arg("0640")
+        .arg(root.join("run/fifo")));
 }
 
 #[derive(Debug, PartialEq)]
@@ -207,7 +251,13 @@ fn snapshot(root: &Path) -> (BTreeMap<String, Node>, Vec<Vec<String>>) {
     let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let e = e.unwrap();
-        let rel = e.path().strip_prefix(root).unwrap().to_str().unwrap().to_string();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         let md = e.path().symlink_metadata().unwrap();
         let perm = md.mode() & 0o7777;
         let node = if md.is_dir() {
@@ -245,9 +295,16 @@ fn assert_same_tree(got: &Snapshot, want: &Snapshot, tool: &str) {
         diffs.push(format!("unexpected {k}"));
     }
     if got.1 != want.1 {
-        diffs.push(format!("hard-link groups: got {:?}, want {:?}", got.1, want.1));
+        diffs.push(format!(
+            "hard-link groups: got {:?}, want {:?}",
+            got.1, want.1
+        ));
     }
-    assert!(diffs.is_empty(), "{tool} extraction differs from the source tree:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{tool} extraction differs from the source tree:\n{}",
+        diffs.join("\n")
+    );
 }
 
 #[test]
@@ -261,7 +318,8 @@ fn cpio_and_bsdtar_extract_the_source_tree_back() {
     let mut b = Builder::new(Options::default());
     b.add_tree("/", &src).unwrap();
     let archive = work.path().join("tree.cpio.gz");
-    b.write_file(&archive, Compression::Gzip { level: 6 }).unwrap();
+    b.write_file(&archive, Compression::Gzip { level: 6 })
+        .unwrap();
 
     let want = snapshot(&src);
     assert_eq!(want.1.len(), 2, "the fixture has two hard-link pairs");
@@ -272,11 +330,17 @@ fn cpio_and_bsdtar_extract_the_source_tree_back() {
         "gzip -dc '{}' | cpio -idm --no-absolute-filenames --quiet",
         archive.display()
     );
-    run(Command::new("sh").arg("-c").arg(script).current_dir(&cpio_out));
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(&cpio_out));
     assert_same_tree(&snapshot(&cpio_out), &want, "GNU cpio");
 
     let bsd_out = work.path().join("bsdtar");
     fs::create_dir(&bsd_out).unwrap();
-    run(Command::new("bsdtar").arg("-xpf").arg(&archive).current_dir(&bsd_out));
+    run(Command::new("bsdtar")
+        .arg("-xpf")
+        .arg(&archive)
+        .current_dir(&bsd_out));
     assert_same_tree(&snapshot(&bsd_out), &want, "bsdtar");
 }

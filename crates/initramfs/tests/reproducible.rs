@@ -91,9 +91,17 @@ fn byte_identical_across_mtimes_and_creation_order() {
     ] {
         let x = build(a.path(), compression, 0);
         let y = build(b.path(), compression, 0);
-        assert!(x == y, "{compression:?}: builds differ ({} vs {} bytes)", x.len(), y.len());
+        assert!(
+            x == y,
+            "{compression:?}: builds differ ({} vs {} bytes)",
+            x.len(),
+            y.len()
+        );
         // And a rebuild of the same tree is identical too.
-        assert!(build(a.path(), compression, 0) == x, "{compression:?}: rebuild differs");
+        assert!(
+            build(a.path(), compression, 0) == x,
+            "{compression:?}: rebuild differs"
+        );
     }
 }
 
@@ -114,8 +122,13 @@ fn source_date_epoch_sets_every_mtime() {
     let a = tempfile::tempdir().unwrap();
     populate(a.path(), RECIPE, &[0, 1, 2, 3, 4, 5], SystemTime::now());
     let bytes = build(a.path(), Compression::Gzip { level: 6 }, 1_700_000_000);
-    let entries = initramfs::Reader::new(&bytes[..]).unwrap().entries().unwrap();
+    let entries = initramfs::Reader::new(&bytes[..])
+        .unwrap()
+        .entries()
+        .unwrap();
     assert!(entries.len() > 10);
-    assert!(entries.iter().all(|e| e.mtime == 1_700_000_000 && e.uid == 0 && e.gid == 0));
+    assert!(entries
+        .iter()
+        .all(|e| e.mtime == 1_700_000_000 && e.uid == 0 && e.gid == 0));
     assert_eq!(initramfs::parse_epoch("1700000000").unwrap(), 1_700_000_000);
 }

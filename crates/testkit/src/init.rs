@@ -181,7 +181,9 @@ fn main() {{
         let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
         let version = run(Command::new(&rustc).arg("-V")).unwrap_or_default();
         let key = fnv1a(&[src.as_bytes(), target.as_bytes(), version.as_bytes()]);
-        let dir = cache_dir().join("init").join(format!("{target}-{key:016x}"));
+        let dir = cache_dir()
+            .join("init")
+            .join(format!("{target}-{key:016x}"));
         let bin = dir.join("init");
         if bin.is_file() {
             return Ok(bin);
@@ -196,7 +198,14 @@ fn main() {{
         let tmp = dir.join("init.partial");
         let mut cmd = Command::new(&rustc);
         cmd.args(["--edition", "2021", "-O", "--target", target])
-            .args(["-C", "target-feature=+crt-static", "-C", "panic=abort", "-C", "strip=symbols"])
+            .args([
+                "-C",
+                "target-feature=+crt-static",
+                "-C",
+                "panic=abort",
+                "-C",
+                "strip=symbols",
+            ])
             .arg("-o")
             .arg(&tmp)
             .arg(&src_path);

@@ -123,7 +123,12 @@ impl AptConfig {
         let AptConfig::Private { dir, .. } = self else {
             return Ok(());
         };
-        for sub in ["lists/partial", "cache/archives/partial", "sources.list.d", "preferences.d"] {
+        for sub in [
+            "lists/partial",
+            "cache/archives/partial",
+            "sources.list.d",
+            "preferences.d",
+        ] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
@@ -191,7 +196,10 @@ fn resolve(f: &Flavour) -> Result<String> {
     f.apt.prepare()?;
     let lists_empty = match &f.apt {
         AptConfig::Private { dir, .. } => fs::read_dir(dir.join("lists"))
-            .map(|rd| !rd.flatten().any(|e| e.file_name().to_string_lossy().ends_with("_Packages")))
+            .map(|rd| {
+                !rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+            })
             .unwrap_or(true),
         AptConfig::Host => false,
     };
@@ -215,7 +223,8 @@ fn resolve(f: &Flavour) -> Result<String> {
         return Ok(p);
     }
     f.apt.update()?;
-    query()?.ok_or_else(|| Error::Other(format!("apt knows no {} even after apt-get update", f.meta)))
+    query()?
+        .ok_or_else(|| Error::Other(format!("apt knows no {} even after apt-get update", f.meta)))
 }
 
 fn newest_cached(kernels: &Path, suffix: &str) -> Option<String> {
@@ -227,8 +236,11 @@ fn newest_cached(kernels: &Path, suffix: &str) -> Option<String> {
         .filter(|n| n.starts_with("linux-image-") && n.ends_with(suffix))
         .filter(|n| {
             // "-arm64" must not pick up "-cloud-arm64" and the like.
-            let abi = n.trim_start_matches("linux-image-").trim_end_matches(suffix);
-            abi.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+            let abi = n
+                .trim_start_matches("linux-image-")
+                .trim_end_matches(suffix);
+            abi.chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
         })
         .map(|n| {
             let key = n
@@ -246,7 +258,13 @@ fn download_and_unpack(f: &Flavour, package: &str, kernels: &Path, root: &Path) 
     let dl = kernels.join("downloads");
     fs::create_dir_all(&dl).map_err(io_err(&dl))?;
     eprintln!("testkit: downloading {package}");
-    let attempt = |dl: &Path| run(f.apt.command("apt-get").args(["download", "-qq", package]).current_dir(dl));
+    let attempt = |dl: &Path| {
+        run(f
+            .apt
+            .command("apt-get")
+            .args(["download", "-qq", package])
+            .current_dir(dl))
+    };
     if attempt(&dl).is_err() {
         // The index may be stale (the archive moved on); refresh once.
         f.apt.update()?;
@@ -261,7 +279,12 @@ fn download_and_unpack(f: &Flavour, package: &str, kernels: &Path, root: &Path) 
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
         })
-        .ok_or_else(|| Error::Other(format!("apt-get download left no {package}_*.deb in {}", dl.display())))?;
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "apt-get download left no {package}_*.deb in {}",
+                dl.display()
+            ))
+        })?;
     let tmp = kernels.join(format!(".{package}.partial"));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
@@ -284,7 +307,12 @@ fn describe(arch: Arch, package: &str, root: &Path) -> Result<Kernel> {
         .flatten()
         .filter_map(|e| e.file_name().to_str().map(str::to_owned))
         .find(|r| package.ends_with(r.as_str()))
-        .ok_or_else(|| Error::Other(format!("{}: no lib/modules/<release> matching {package}", root.display())))?;
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "{}: no lib/modules/<release> matching {package}",
+                root.display()
+            ))
+        })?;
     let k = Kernel {
         arch,
         package: package.to_owned(),
@@ -319,7 +347,10 @@ mod tests {
                 fs::write(t.join(n).join(".complete"), n).unwrap();
             }
         }
-        assert_eq!(newest_cached(&t, "-arm64").as_deref(), Some("linux-image-6.1.0-56-arm64"));
+        assert_eq!(
+            newest_cached(&t, "-arm64").as_deref(),
+            Some("linux-image-6.1.0-56-arm64")
+        );
         assert_eq!(newest_cached(&t, "-cloud-amd64"), None);
         fs::remove_dir_all(&t).unwrap();
     }

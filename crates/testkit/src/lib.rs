@@ -99,9 +99,11 @@ impl CacheLock {
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| Error::Io {
-            path,
-            source: e.into(),
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            Error::Io {
+                path,
+                source: e.into(),
+            }
         })?;
         Ok(CacheLock { _file: file })
     }

@@ -79,7 +79,9 @@ impl Console {
         let mut log_file = File::create(&log).map_err(io_err(&log))?;
         let _ = writeln!(log_file, "$ {cmd:?}");
         let log_file = Arc::new(Mutex::new(log_file));
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| crate::Error::Command {
             command: format!("{cmd:?}"),
             message: e.to_string(),
@@ -140,7 +142,12 @@ impl Console {
         let deadline = Instant::now() + timeout;
         let mut st = self.shared.lock();
         loop {
-            if let Some(i) = st.lines.iter().skip(self.cursor).position(|l| l.contains(pattern)) {
+            if let Some(i) = st
+                .lines
+                .iter()
+                .skip(self.cursor)
+                .position(|l| l.contains(pattern))
+            {
                 let idx = self.cursor + i;
                 self.cursor = idx + 1;
                 return Ok(st.lines.get(idx).cloned().unwrap_or_default());
@@ -371,7 +378,15 @@ impl Qemu {
         let mut c = Command::new(self.binary());
         // TCG explicitly: results must not depend on /dev/kvm being there.
         c.args(["-accel", "tcg", "-nodefaults", "-no-user-config"]);
-        c.args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"]);
+        c.args([
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ]);
         c.arg("-m").arg(self.memory_mib.to_string());
         c.arg("-smp").arg(self.smp.to_string());
         let machine = self.machine.clone().unwrap_or_else(|| match self.arch {
@@ -424,13 +439,22 @@ mod tests {
     #[test]
     fn waits_for_lines_in_order() {
         let mut c = sh("echo one; echo 'two marker'; sleep 0.2; printf 'three\\r\\n'; sleep 30");
-        assert_eq!(c.wait_for("marker", Duration::from_secs(10)).unwrap(), "two marker");
+        assert_eq!(
+            c.wait_for("marker", Duration::from_secs(10)).unwrap(),
+            "two marker"
+        );
         // "one" was before the cursor: not found again.
-        assert_eq!(c.wait_for("three", Duration::from_secs(10)).unwrap(), "three");
+        assert_eq!(
+            c.wait_for("three", Duration::from_secs(10)).unwrap(),
+            "three"
+        );
         let e = c.wait_for("one", Duration::from_millis(200)).unwrap_err();
         assert!(matches!(e, WaitError::Timeout { .. }));
         let msg = e.to_string();
-        assert!(msg.contains(&c.log_path().display().to_string()) && msg.contains("two marker"), "{msg}");
+        assert!(
+            msg.contains(&c.log_path().display().to_string()) && msg.contains("two marker"),
+            "{msg}"
+        );
         let log = std::fs::read_to_string(c.log_path()).unwrap();
         assert!(log.contains("two marker"));
     }
@@ -441,7 +465,9 @@ mod tests {
         let e = c.wait_for("never", Duration::from_secs(10)).unwrap_err();
         assert!(matches!(e, WaitError::Exited { .. }), "{e}");
         assert!(e.to_string().contains("exit status: 3"), "{e}");
-        assert!(std::fs::read_to_string(c.log_path()).unwrap().contains("[stderr] oops"));
+        assert!(std::fs::read_to_string(c.log_path())
+            .unwrap()
+            .contains("[stderr] oops"));
     }
 
     #[test]
@@ -456,12 +482,28 @@ mod tests {
 
     #[test]
     fn command_line_is_tcg_and_serial() {
-        let q = Qemu::new(Arch::Aarch64, "/k").initrd("/i").drive("/d.img").append("quiet");
-        let args: Vec<String> = q.command().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let q = Qemu::new(Arch::Aarch64, "/k")
+            .initrd("/i")
+            .drive("/d.img")
+            .append("quiet");
+        let args: Vec<String> = q
+            .command()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         let joined = args.join(" ");
-        assert!(joined.contains("-accel tcg") && !joined.contains("kvm"), "{joined}");
+        assert!(
+            joined.contains("-accel tcg") && !joined.contains("kvm"),
+            "{joined}"
+        );
         assert!(joined.contains("-M virt -cpu cortex-a53"), "{joined}");
-        assert!(joined.contains("console=ttyAMA0 panic=-1 quiet"), "{joined}");
-        assert!(joined.contains("file=/d.img,format=raw,if=virtio"), "{joined}");
+        assert!(
+            joined.contains("console=ttyAMA0 panic=-1 quiet"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("file=/d.img,format=raw,if=virtio"),
+            "{joined}"
+        );
     }
 }

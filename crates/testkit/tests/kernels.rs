@@ -14,7 +14,12 @@ fn amd64_cloud_kernel() {
     assert_eq!(k.package, format!("linux-image-{}", k.release));
     let head = std::fs::read(&k.vmlinuz).unwrap();
     // bzImage: "HdrS" setup header magic at 0x202.
-    assert_eq!(head.get(0x202..0x206), Some(&b"HdrS"[..]), "{}", k.vmlinuz.display());
+    assert_eq!(
+        head.get(0x202..0x206),
+        Some(&b"HdrS"[..]),
+        "{}",
+        k.vmlinuz.display()
+    );
     assert!(k.config_builtin("BLK_DEV_INITRD").unwrap());
     assert!(k.config_builtin("RD_GZIP").unwrap());
     assert!(k.modules_dir.join("kernel").is_dir());
@@ -33,7 +38,16 @@ fn arm64_kernel() {
     let head = std::fs::read(&k.vmlinuz).unwrap();
     // arm64 Image header: "ARM\x64" magic at offset 56.
     assert_eq!(head.get(56..60), Some(&b"ARM\x64"[..]));
-    assert!(k.dtbs_dir.join("broadcom/bcm2837-rpi-zero-2-w.dtb").is_file());
-    assert!(k.modules_dir.join("kernel/drivers/block/virtio_blk.ko").is_file());
-    assert!(!k.config_builtin("VIRTIO_BLK").unwrap(), "virtio_blk is expected to be a module");
+    assert!(k
+        .dtbs_dir
+        .join("broadcom/bcm2837-rpi-zero-2-w.dtb")
+        .is_file());
+    assert!(k
+        .modules_dir
+        .join("kernel/drivers/block/virtio_blk.ko")
+        .is_file());
+    assert!(
+        !k.config_builtin("VIRTIO_BLK").unwrap(),
+        "virtio_blk is expected to be a module"
+    );
 }

@@ -62,8 +62,13 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             if let Ok(v) = u8::try_from(v) {
                 out.push(v);
                 i += 4;
@@ -105,8 +110,10 @@ pub fn check(rdev: u64, ranges: &[Range<u64>], exclusive_failed: bool) -> io::Re
     if sys.exists() {
         nodes.extend(partitions(&sys));
     } else {
-        out.notes
-            .push(format!("{} has no sysfs entry; partitions and holders not checked", sys.display()));
+        out.notes.push(format!(
+            "{} has no sysfs entry; partitions and holders not checked",
+            sys.display()
+        ));
     }
     for n in &mut nodes {
         for m in &mounts {
@@ -131,10 +138,12 @@ pub fn check(rdev: u64, ranges: &[Range<u64>], exclusive_failed: bool) -> io::Re
         let uses = n.uses.join(", ");
         match &n.range {
             None => out.reasons.push(format!("{} is {uses}", n.name)),
-            Some(r) if ranges.iter().any(|w| w.start < r.end && r.start < w.end) => out.reasons.push(format!(
-                "partition {} (bytes {}..{}) is {uses} and overlaps what would be written",
-                n.name, r.start, r.end
-            )),
+            Some(r) if ranges.iter().any(|w| w.start < r.end && r.start < w.end) => {
+                out.reasons.push(format!(
+                    "partition {} (bytes {}..{}) is {uses} and overlaps what would be written",
+                    n.name, r.start, r.end
+                ))
+            }
             Some(r) => out.notes.push(format!(
                 "partition {} (bytes {}..{}) is {uses}, outside the ranges being written",
                 n.name, r.start, r.end
@@ -218,11 +227,10 @@ fn partitions(sys: &Path) -> Vec<Node> {
         if !d.join("partition").exists() {
             continue;
         }
-        let dev = read_trim(&d.join("dev"))
-            .and_then(|s| {
-                let (a, b) = s.split_once(':')?;
-                Some((a.parse().ok()?, b.parse().ok()?))
-            });
+        let dev = read_trim(&d.join("dev")).and_then(|s| {
+            let (a, b) = s.split_once(':')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        });
         let sectors = |f: &str| read_trim(&d.join(f)).and_then(|s| s.parse::<u64>().ok());
         let (Some(dev), Some(start), Some(size)) = (dev, sectors("start"), sectors("size")) else {
             continue;

@@ -62,7 +62,8 @@ impl FileStorage {
                 reason: "neither a block device nor a regular file".into(),
             });
         };
-        let want_excl = access == Access::ReadWrite && matches!(kind, TargetKind::BlockDevice { .. });
+        let want_excl =
+            access == Access::ReadWrite && matches!(kind, TargetKind::BlockDevice { .. });
         let mut warning = None;
         let mut direct = true;
         let mut exclusive = want_excl.then_some(true);
@@ -186,7 +187,11 @@ impl Storage for FileStorage {
         if end.is_none_or(|e| e > self.size) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("write of {} bytes at {offset} beyond the target's {} bytes", buf.len(), self.size),
+                format!(
+                    "write of {} bytes at {offset} beyond the target's {} bytes",
+                    buf.len(),
+                    self.size
+                ),
             ));
         }
         match self.file.write_all_at(buf, offset) {
@@ -201,7 +206,9 @@ impl Storage for FileStorage {
 
     fn busy(&mut self, ranges: &[Range<u64>]) -> io::Result<BusyCheck> {
         match self.kind {
-            TargetKind::BlockDevice { rdev } => busy::check(rdev, ranges, self.exclusive == Some(false)),
+            TargetKind::BlockDevice { rdev } => {
+                busy::check(rdev, ranges, self.exclusive == Some(false))
+            }
             TargetKind::File => Ok(BusyCheck::default()),
         }
     }
@@ -225,7 +232,11 @@ impl Storage for FileStorage {
                     self.size,
                     self.geometry.logical,
                     self.geometry.physical,
-                    if self.exclusive == Some(true) { ", exclusive" } else { "" }
+                    if self.exclusive == Some(true) {
+                        ", exclusive"
+                    } else {
+                        ""
+                    }
                 )
             }
             TargetKind::File => format!("file {}, {} bytes, {io}", self.path.display(), self.size),

@@ -137,8 +137,7 @@ pub fn decode(block: &[u8], kind: Kind) -> Result<Copy<'_>, Invalid> {
         return Err(Invalid::BadLength(len));
     }
     let end = RECORD_HEADER_LEN + len as usize;
-    if b[24..RECORD_HEADER_LEN].iter().any(|&x| x != 0) || b[end..CRC_AT].iter().any(|&x| x != 0)
-    {
+    if b[24..RECORD_HEADER_LEN].iter().any(|&x| x != 0) || b[end..CRC_AT].iter().any(|&x| x != 0) {
         return Err(Invalid::NonZeroPadding);
     }
     Ok(Copy {
@@ -175,8 +174,17 @@ mod tests {
         let c = decode(&b, Kind::Boot).unwrap();
         assert_eq!((c.seq, c.payload), (7, &b"hello"[..]));
         assert_eq!(decode(&b, Kind::Journal), Err(Invalid::WrongKind(2)));
-        assert_eq!(decode(&vec![0; RECORD_LEN], Kind::Boot), Err(Invalid::Blank));
-        assert!(encode(Kind::Boot, 1, &[0; MAX_PAYLOAD + 1], &mut vec![0; RECORD_LEN]).is_err());
+        assert_eq!(
+            decode(&vec![0; RECORD_LEN], Kind::Boot),
+            Err(Invalid::Blank)
+        );
+        assert!(encode(
+            Kind::Boot,
+            1,
+            &[0; MAX_PAYLOAD + 1],
+            &mut vec![0; RECORD_LEN]
+        )
+        .is_err());
     }
 
     #[test]
@@ -188,7 +196,11 @@ mod tests {
         for cut in (512..RECORD_LEN).step_by(512) {
             let mut torn = new[..cut].to_vec();
             torn.extend_from_slice(&old[cut..]);
-            assert_eq!(decode(&torn, Kind::Journal), Err(Invalid::BadCrc), "cut {cut}");
+            assert_eq!(
+                decode(&torn, Kind::Journal),
+                Err(Invalid::BadCrc),
+                "cut {cut}"
+            );
         }
     }
 

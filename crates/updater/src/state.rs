@@ -183,14 +183,19 @@ impl Layout {
                 self.board
             ));
         }
-        if self.state_offset % SLOT_ALIGN != 0 || self.state_offset.checked_add(STATE_AREA_LEN).is_none() {
+        if !self.state_offset.is_multiple_of(SLOT_ALIGN)
+            || self.state_offset.checked_add(STATE_AREA_LEN).is_none()
+        {
             return bad(format!(
                 "state area offset {} is not a multiple of {SLOT_ALIGN}",
                 self.state_offset
             ));
         }
         if self.groups.is_empty() || self.groups.len() > MAX_GROUPS {
-            return bad(format!("need 1..={MAX_GROUPS} slot groups, got {}", self.groups.len()));
+            return bad(format!(
+                "need 1..={MAX_GROUPS} slot groups, got {}",
+                self.groups.len()
+            ));
         }
         let mut ranges: Vec<(String, Range<u64>)> = vec![("state area".into(), self.state_range())];
         for (i, g) in self.groups.iter().enumerate() {
@@ -284,8 +289,7 @@ impl Layout {
 fn check_name(s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= GROUP_NAME_LEN
-        && s
-            .bytes()
+        && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'+'));
     if ok {
         Ok(())
@@ -686,7 +690,7 @@ fn check_area_fits(storage: &dyn Storage, offset: u64) -> Result<()> {
             reason: "sectors larger than 4096 bytes are not supported".into(),
         });
     }
-    if offset % SLOT_ALIGN != 0 {
+    if !offset.is_multiple_of(SLOT_ALIGN) {
         return Err(Error::InvalidInput {
             what: "state area offset",
             value: offset.to_string(),
@@ -704,7 +708,9 @@ impl StateArea {
     /// has no valid copy; a missing journal just means "no apply running".
     pub fn read(storage: &mut dyn Storage, offset: u64) -> Result<StateArea> {
         let (blocks, health) = read_blocks(storage, offset)?;
-        let copy = |k: Kind, c: usize| &blocks[(block_of(k, c) as usize) * RECORD_LEN..][..RECORD_LEN];
+        let copy = |k: Kind, c: usize| {
+            &blocks.as_slice()[(block_of(k, c) as usize) * RECORD_LEN..][..RECORD_LEN]
+        };
         let mut tracked = [Tracked {
             seq: 0,
             newest: None,
@@ -728,8 +734,12 @@ impl StateArea {
             None => {
                 return Err(Error::BadStateArea(format!(
                     "no valid layout record copy ({}; {})",
-                    health[0].copies[0].err().map_or(String::new(), |e| e.to_string()),
-                    health[0].copies[1].err().map_or(String::new(), |e| e.to_string()),
+                    health[0].copies[0]
+                        .err()
+                        .map_or(String::new(), |e| e.to_string()),
+                    health[0].copies[1]
+                        .err()
+                        .map_or(String::new(), |e| e.to_string()),
                 )))
             }
         };
@@ -741,7 +751,11 @@ impl StateArea {
         }
         let boot = match payloads[1] {
             Some(p) => BootState::decode(p)?,
-            None => return Err(Error::BadStateArea("no valid boot-state record copy".into())),
+            None => {
+                return Err(Error::BadStateArea(
+                    "no valid boot-state record copy".into(),
+                ))
+            }
         };
         // A journal that does not decode is only lost progress: the next
         // apply starts from zero. Never a reason to refuse to boot.
@@ -838,7 +852,12 @@ impl StateArea {
         self.update_boot(storage, |b| b.set_pending(slot, tries))
     }
 
-    fn write_record(&mut self, storage: &mut dyn Storage, kind: Kind, payload: &[u8]) -> Result<()> {
+    fn write_record(
+        &mut self,
+        storage: &mut dyn Storage,
+        kind: Kind,
+        payload: &[u8],
+    ) -> Result<()> {
         let t = self.tracked[kind_index(kind)];
         // Never the copy holding the newest valid version: if this write
         // is torn or lost, that version is still there.

@@ -178,7 +178,10 @@ impl MemStorage {
 }
 
 fn out_of_range() -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, "access beyond the end of the target")
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "access beyond the end of the target",
+    )
 }
 
 impl Storage for MemStorage {

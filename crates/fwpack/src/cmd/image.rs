@@ -65,11 +65,11 @@ pub struct SignerArgs {
 }
 
 impl SignerArgs {
-    fn is_set(&self) -> bool {
+    pub fn is_set(&self) -> bool {
         self.key.is_some() || self.signer_cmd.is_some() || self.signature_file.is_some()
     }
 
-    fn signer(&self) -> Result<Box<dyn Signer>> {
+    pub fn signer(&self) -> Result<Box<dyn Signer>> {
         if let Some(key) = &self.key {
             return Ok(Box::new(crate::cmd::keys::load_signing_key(key)?));
         }

@@ -1,6 +1,7 @@
 //! One module per group of subcommands.
 
 pub mod boards;
+pub mod build;
 pub mod disk;
 pub mod docs;
 pub mod elf;

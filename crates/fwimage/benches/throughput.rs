@@ -1,0 +1,140 @@
+//! In-process throughput of the container's hot paths: the CRC32C chain,
+//! SHA-256, and a whole stamp / verify of one segment held in memory (no
+//! file system, no process start-up). `cargo xtask bench fwimage` runs this
+//! next to the CLI timings so a miss can be split into "our CPU work" and
+//! "I/O around it".
+//!
+//! `cargo bench -p fwimage --bench throughput [-- MIB]` prints one
+//! `FWBENCH <key> <value>` line per figure (the xtask parses them). Under
+//! `cargo test --all-targets` cargo runs this without `--bench`: then it does
+//! a 1 MiB pass and checks the figures are self-consistent (the chain's last
+//! entry equals one CRC over the whole buffer; the stamped segment's hash
+//! equals a direct SHA-256), so the suite catches a bench gone stale.
+
+use std::hint::black_box;
+use std::io::{Cursor, Seek, SeekFrom};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use fwimage::{
+    crc_chain, insert_signature, Compression, CrcChain, ImageBuilder, ImageHead, SegmentSpec,
+    TrustedKeys, BLOCK_SIZE,
+};
+use sha2::{Digest, Sha256};
+
+const MIB: usize = 1 << 20;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let mib: usize = args
+        .iter()
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(if bench { 256 } else { 1 });
+    let runs = if bench { 3 } else { 1 };
+    let data = pseudo_random(mib * MIB);
+
+    // The chain as the writer and verifier run it: one call per 4 KiB block.
+    let (t, entries) = best_of(runs, || crc_chain(0, &data));
+    report("crc_chain_gbps", gbps(data.len(), t));
+    report("crc_chain_blocks", entries.len() as f64);
+
+    // The same loop without the table's Vec, to show whether pushing the
+    // entries costs anything.
+    let (t, last) = best_of(runs, || {
+        let mut c = CrcChain::default();
+        data.chunks(BLOCK_SIZE).fold(0, |_, b| c.push(b))
+    });
+    report("crc_push_gbps", gbps(data.len(), t));
+
+    // The crc32c crate over the whole buffer in one call: the ceiling for
+    // this crate, so (this / chain) is the per-4-KiB-call overhead.
+    let (t, whole) = best_of(runs, || crc32c::crc32c(black_box(&data)));
+    report("crc32c_one_call_gbps", gbps(data.len(), t));
+    assert_eq!(
+        whole, last,
+        "a chained CRC must equal the CRC of the prefix"
+    );
+    assert_eq!(entries.last().copied(), Some(whole));
+
+    let (t, digest) = best_of(runs, || {
+        let mut h = Sha256::new();
+        for c in data.chunks(MIB) {
+            h.update(c);
+        }
+        <[u8; 32]>::from(h.finalize())
+    });
+    report("sha256_gbps", gbps(data.len(), t));
+
+    // Stamp + sign and verify, all in memory: the floor for the CLI.
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let mut trusted = TrustedKeys::new();
+    trusted.add(key.verifying_key());
+    let mut image = Vec::with_capacity(data.len() + 2 * MIB);
+    let (t, ()) = best_of(runs, || {
+        image.clear();
+        let mut out = Cursor::new(&mut image);
+        let mut b = ImageBuilder::new("bench", 1).expect("builder");
+        let spec = SegmentSpec {
+            name: "rootfs".into(),
+            target: "rootfs".into(),
+            target_offset: 0,
+            compression: Compression::None,
+            level: None,
+        };
+        b.add_segment(spec, data.len() as u64, &data[..])
+            .expect("segment");
+        b.write(&mut out, &mut |_| {}).expect("write");
+        out.seek(SeekFrom::Start(0)).expect("seek");
+        insert_signature(&mut out, &key).expect("sign");
+    });
+    report("stamp_mem_s", t.as_secs_f64());
+    report("stamp_mem_gbps", gbps(data.len(), t));
+
+    let (t, raw) = best_of(runs, || {
+        let head = ImageHead::parse(&image).expect("head");
+        head.verify(&trusted, Cursor::new(&image), &mut |_| {})
+            .expect("verify")
+            .raw_bytes
+    });
+    report("verify_mem_s", t.as_secs_f64());
+    report("verify_mem_gbps", gbps(data.len(), t));
+    assert_eq!(raw, data.len() as u64);
+    let head = ImageHead::parse(&image).expect("head");
+    assert_eq!(head.segments.first().map(|s| s.sha256), Some(digest));
+}
+
+fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut best = Duration::MAX;
+    let mut out = None;
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let v = black_box(f());
+        best = best.min(t0.elapsed());
+        out = Some(v);
+    }
+    (best, out.expect("at least one run"))
+}
+
+fn gbps(bytes: usize, t: Duration) -> f64 {
+    bytes as f64 / t.as_secs_f64() / 1e9
+}
+
+fn report(key: &str, value: f64) {
+    println!("FWBENCH {key} {value:.4}");
+}
+
+/// Incompressible, deterministic bytes (splitmix64), so runs are comparable.
+fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x5eed_f00d;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        v.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}

@@ -1,0 +1,129 @@
+//! `fwpack build`: the main job.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use board::Board;
+use clap::Args;
+
+use crate::cmd::boards::default_configs_dir;
+use crate::cmd::image::SignerArgs;
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Board name (see `fwpack boards`).
+    #[arg(long, default_value = "rpi-zero2w", conflicts_with = "config")]
+    board: String,
+    /// A board config file instead of a shipped board.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output directory; replaced as a whole only when the build succeeds.
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+    /// Kernel image for the board (Debian's vmlinuz, Buildroot's Image).
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Directory holding the board's DTBs (e.g. usr/lib/linux-image-<release>).
+    #[arg(long)]
+    dtb_dir: Option<PathBuf>,
+    /// Raspberry Pi GPU firmware (bootcode.bin, start.elf, fixup.dat).
+    #[arg(long)]
+    firmware_dir: Option<PathBuf>,
+    /// lib/modules/<release> of the kernel, for boards that load modules.
+    #[arg(long)]
+    modules_dir: Option<PathBuf>,
+    /// Root filesystem image: slot A of sdcard.img and the payload of update.fwi.
+    #[arg(long)]
+    rootfs: Option<PathBuf>,
+    /// Use this static updater binary instead of building one.
+    #[arg(long)]
+    updater: Option<PathBuf>,
+    /// Initramfs recipe.
+    #[arg(long, default_value_os_t = default_recipe())]
+    recipe: PathBuf,
+    /// Payload version (anti-rollback counter) of update.fwi and slot A.
+    #[arg(long = "version", default_value_t = 1)]
+    payload_version: u64,
+    /// Human-readable version label.
+    #[arg(long, default_value = "")]
+    label: String,
+    #[command(flatten)]
+    signer: SignerArgs,
+    /// One JSON object per line (progress, warnings, result) on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn default_recipe() -> PathBuf {
+    workspace_dir().join("recipes/updater-initramfs.yaml")
+}
+
+pub fn build(args: BuildArgs) -> Result<()> {
+    let board = match &args.config {
+        Some(path) => Board::load(path)?,
+        None => Board::find(&default_configs_dir(), &args.board)?,
+    };
+    if !args.signer.is_set() {
+        anyhow::bail!(
+            "no signing key: pass --key KEY.pem (make one with `fwpack keygen`) or --signer-cmd/--pubkey"
+        );
+    }
+    let inputs = pipeline::Inputs {
+        out_dir: args.out.clone(),
+        workspace: workspace_dir(),
+        recipe: args.recipe.clone(),
+        kernel: args.kernel.clone(),
+        dtb_dir: args.dtb_dir.clone(),
+        firmware_dir: args.firmware_dir.clone(),
+        modules_dir: args.modules_dir.clone(),
+        rootfs: args.rootfs.clone(),
+        updater: args.updater.clone(),
+        signer: args.signer.signer()?,
+        payload_version: args.payload_version,
+        version_label: args.label.clone(),
+    };
+    let started = std::time::Instant::now();
+    let json = args.json;
+    let mut on = |e: pipeline::Event| {
+        if json {
+            if let Ok(line) = serde_json::to_string(&e) {
+                println!("{line}");
+            }
+            return;
+        }
+        match e {
+            pipeline::Event::Step { step, detail } => eprintln!("==> {step:<11} {detail}"),
+            pipeline::Event::Warning { message } => eprintln!("warning: {message}"),
+        }
+    };
+    let manifest = pipeline::build(&board, &inputs, &mut on)
+        .with_context(|| format!("building {} for {}", args.out.display(), board.name))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "result", "result": "ok", "manifest": manifest})
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "built {} for {} in {:.1}s (version {}, key {}):",
+        args.out.display(),
+        board.name,
+        started.elapsed().as_secs_f64(),
+        manifest.version,
+        &manifest.key_id[..16]
+    );
+    for a in &manifest.artifacts {
+        println!(
+            "  {:<40} {:>12} bytes  sha256 {}",
+            a.path,
+            a.size,
+            &a.sha256[..16]
+        );
+    }
+    Ok(())
+}

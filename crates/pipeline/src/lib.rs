@@ -1,0 +1,569 @@
+//! `fwpack build`: from a board config and its inputs to bootable,
+//! reproducible artifacts.
+//!
+//! Order matters and is the point of this crate: everything that can be
+//! refused (bad config, missing kernel, a dynamic binary, an initramfs over
+//! the RAM budget) is checked before the first artifact is written, and
+//! artifacts are assembled in a staging directory that replaces the output
+//! directory's contents only when all of them exist. A failed build never
+//! leaves a complete-looking `sdcard.img` or `manifest.json` behind.
+
+mod bootfiles;
+mod updater_build;
+
+use std::path::{Path, PathBuf};
+
+use board::Board;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use bootfiles::{autoboot_txt, cmdline, config_txt};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{tool} failed: {message}")]
+    Tool { tool: String, message: String },
+    #[error("missing input: {0}")]
+    MissingInput(String),
+    #[error("ELF check failed: {0}")]
+    Elf(#[from] elfcheck::Error),
+    #[error(transparent)]
+    Image(#[from] fwimage::Error),
+    #[error(transparent)]
+    Initramfs(#[from] initramfs::Error),
+    #[error(transparent)]
+    Disk(#[from] diskimage::Error),
+    #[error(transparent)]
+    State(#[from] updater::Error),
+    #[error("initramfs is {size} bytes unpacked, over the board's RAM budget of {budget} bytes ({board})")]
+    OverBudget {
+        board: String,
+        size: u64,
+        budget: u64,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Progress for the CLI to render (human lines or JSON).
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Step { step: &'static str, detail: String },
+    Warning { message: String },
+}
+
+/// One file in `manifest.json`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Artifact {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+pub fn sha256_file(path: &Path) -> Result<(u64, String), Error> {
+    let mut f = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut h = Sha256::new();
+    let size = std::io::copy(&mut f, &mut h).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((size, hex::encode(h.finalize())))
+}
+
+/// Builds (or reuses, with `prebuilt`) the updater and checks it against
+/// the board's ELF policy. Nothing is emitted when a check fails.
+pub fn checked_updater(
+    board: &Board,
+    workspace: &Path,
+    prebuilt: Option<&Path>,
+    on: &mut dyn FnMut(Event),
+) -> Result<PathBuf, Error> {
+    let bin = match prebuilt {
+        Some(p) => p.to_path_buf(),
+        None => updater_build::build(board, workspace, on)?,
+    };
+    check_elves(board, &[bin.clone()], on)?;
+    Ok(bin)
+}
+
+/// Checks every device binary against the board's policy; all findings of
+/// all files end up in the one error.
+pub fn check_elves(
+    board: &Board,
+    files: &[PathBuf],
+    on: &mut dyn FnMut(Event),
+) -> Result<(), Error> {
+    let policy = elfcheck::Policy {
+        machine: Some(board.updater.machine.parse().map_err(
+            |e: elfcheck::ParseMachineError| Error::Tool {
+                tool: "board config".into(),
+                message: e.0,
+            },
+        )?),
+        size_budget: Some(board.updater.size_budget),
+        require_stripped: board.updater.require_stripped,
+        require_static: true,
+    };
+    on(Event::Step {
+        step: "check-elf",
+        detail: format!(
+            "{} file(s) against {} policy",
+            files.len(),
+            board.updater.machine
+        ),
+    });
+    let reports = elfcheck::check_files(files, &policy)?;
+    for r in &reports {
+        for w in r.warnings() {
+            on(Event::Warning {
+                message: format!("{}: {}", r.display_name(), w.message),
+            });
+        }
+    }
+    elfcheck::require_pass(&reports)?;
+    Ok(())
+}
+
+/// Everything `build` needs besides the board.
+pub struct Inputs {
+    pub out_dir: PathBuf,
+    /// fwpack source tree (for building the updater and finding recipes).
+    pub workspace: PathBuf,
+    pub recipe: PathBuf,
+    pub kernel: PathBuf,
+    pub dtb_dir: Option<PathBuf>,
+    pub firmware_dir: Option<PathBuf>,
+    /// `lib/modules/<release>` of the kernel, when the board loads modules.
+    pub modules_dir: Option<PathBuf>,
+    /// Root filesystem image: slot A of `sdcard.img` and `update.fwi`.
+    pub rootfs: Option<PathBuf>,
+    /// A prebuilt static updater instead of building one.
+    pub updater: Option<PathBuf>,
+    pub signer: Box<dyn fwimage::Signer>,
+    pub payload_version: u64,
+    pub version_label: String,
+}
+
+/// What `build` produced (also written as `manifest.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Manifest {
+    pub board: String,
+    pub compatible: String,
+    pub version: u64,
+    pub label: String,
+    pub key_id: String,
+    pub artifacts: Vec<Artifact>,
+}
+
+pub const INITRAMFS_NAME: &str = "initramfs.cpio.gz";
+
+/// Runs the whole pipeline. See the crate docs for the ordering rules.
+pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Result<Manifest, Error> {
+    let plan = preflight(board, inputs)?;
+    let updater = checked_updater(board, &inputs.workspace, inputs.updater.as_deref(), on)?;
+
+    let parent = match inputs.out_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|source| Error::Io {
+        path: parent.clone(),
+        source,
+    })?;
+    let staging = tempfile::Builder::new()
+        .prefix(".fwpack-build-")
+        .tempdir_in(&parent)
+        .map_err(|source| Error::Io {
+            path: parent.clone(),
+            source,
+        })?;
+    let stage = staging.path();
+    let boot_dir = stage.join("boot");
+    mkdir(&boot_dir)?;
+
+    let public = inputs.signer.public_key();
+    let key_id = fwimage::KeyId::of(&public);
+
+    // 1. The signed update image.
+    if let Some(rootfs) = &inputs.rootfs {
+        on(Event::Step {
+            step: "stamp",
+            detail: format!("{} -> update.fwi (system)", rootfs.display()),
+        });
+        stamp(board, inputs, rootfs, &stage.join("update.fwi"))?;
+    } else {
+        on(Event::Warning {
+            message: "no --rootfs: sdcard.img gets empty slots and no update.fwi is written".into(),
+        });
+    }
+
+    // 2. The initramfs, then every ELF in it is checked as it will land.
+    on(Event::Step {
+        step: "initramfs",
+        detail: inputs.recipe.display().to_string(),
+    });
+    let initramfs_path = boot_dir.join(INITRAMFS_NAME);
+    let summary = pack_initramfs(board, inputs, &updater, &public, &initramfs_path)?;
+    let budget = board.ram.initramfs_budget_mib * 1024 * 1024;
+    if summary.uncompressed_bytes > budget {
+        return Err(Error::OverBudget {
+            board: board.name.clone(),
+            size: summary.uncompressed_bytes,
+            budget,
+        });
+    }
+    check_archive_elves(board, &initramfs_path, stage, on)?;
+
+    // 3. Boot files.
+    on(Event::Step {
+        step: "boot-files",
+        detail: format!("{}", boot_dir.display()),
+    });
+    copy(&inputs.kernel, &boot_dir.join(&board.kernel.image_name))?;
+    for (src, name) in &plan.dtbs {
+        copy(src, &boot_dir.join(name))?;
+    }
+    for src in &plan.firmware {
+        if let Some(name) = src.file_name() {
+            copy(src, &boot_dir.join(name))?;
+        }
+    }
+    let first_dtb = plan.dtbs.first().map(|(_, n)| n.as_str());
+    if bootfiles::wants_config_txt(board) {
+        write(
+            &boot_dir.join("config.txt"),
+            config_txt(board, INITRAMFS_NAME, first_dtb).as_bytes(),
+        )?;
+    }
+    if board.boot_files.cmdline_txt {
+        write(
+            &boot_dir.join("cmdline.txt"),
+            (cmdline(board) + "\n").as_bytes(),
+        )?;
+    }
+    if board.boot_files.tryboot {
+        write(&boot_dir.join("autoboot.txt"), autoboot_txt().as_bytes())?;
+    }
+
+    // 4. The disk image.
+    on(Event::Step {
+        step: "disk",
+        detail: "sdcard.img".into(),
+    });
+    disk::write(board, inputs, &boot_dir, &stage.join("sdcard.img"))?;
+
+    // 5. Manifest, then the staged directory replaces the output.
+    let mut artifacts = Vec::new();
+    collect_artifacts(stage, stage, &mut artifacts)?;
+    artifacts.sort_by(|a, b| a.path.cmp(&b.path));
+    let manifest = Manifest {
+        board: board.name.clone(),
+        compatible: board.compatible().to_string(),
+        version: inputs.payload_version,
+        label: inputs.version_label.clone(),
+        key_id: key_id.full(),
+        artifacts,
+    };
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Tool {
+        tool: "manifest".into(),
+        message: e.to_string(),
+    })?;
+    write(&stage.join("manifest.json"), &json)?;
+    publish(staging, &inputs.out_dir)?;
+    Ok(manifest)
+}
+
+struct Plan {
+    dtbs: Vec<(PathBuf, String)>,
+    firmware: Vec<PathBuf>,
+}
+
+/// Every input is checked before anything is built or written.
+fn preflight(board: &Board, inputs: &Inputs) -> Result<Plan, Error> {
+    let must_exist = |p: &Path, what: &str| {
+        if p.is_file() {
+            Ok(())
+        } else {
+            Err(Error::MissingInput(format!(
+                "{what} {} does not exist",
+                p.display()
+            )))
+        }
+    };
+    must_exist(&inputs.kernel, "kernel")?;
+    must_exist(&inputs.recipe, "recipe")?;
+    if let Some(r) = &inputs.rootfs {
+        must_exist(r, "rootfs")?;
+    }
+    if let Some(u) = &inputs.updater {
+        must_exist(u, "updater")?;
+    }
+    if !board.kernel.modules.is_empty() {
+        match &inputs.modules_dir {
+            Some(d) if d.join("modules.dep").is_file() => {}
+            Some(d) => {
+                return Err(Error::MissingInput(format!(
+                    "{} has no modules.dep (expected lib/modules/<release>)",
+                    d.display()
+                )))
+            }
+            None => {
+                return Err(Error::MissingInput(format!(
+                    "board {} loads kernel modules ({}): pass --modules-dir",
+                    board.name,
+                    board.kernel.modules.join(", ")
+                )))
+            }
+        }
+    }
+    let mut dtbs = Vec::new();
+    for alternatives in &board.kernel.dtbs {
+        let dir = inputs.dtb_dir.as_ref().ok_or_else(|| {
+            Error::MissingInput(format!("board {} needs a DTB: pass --dtb-dir", board.name))
+        })?;
+        let found = alternatives
+            .iter()
+            .map(|d| dir.join(d))
+            .find(|p| p.is_file());
+        match found {
+            Some(p) => {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                dtbs.push((p, name));
+            }
+            None => {
+                return Err(Error::MissingInput(format!(
+                    "none of the DTBs {} under {}",
+                    alternatives.join(", "),
+                    dir.display()
+                )))
+            }
+        }
+    }
+    let mut firmware = Vec::new();
+    if !board.boot_files.firmware.is_empty() {
+        let dir = inputs.firmware_dir.as_ref().ok_or_else(|| {
+            Error::MissingInput(format!(
+                "board {} boots through GPU firmware ({}): pass --firmware-dir",
+                board.name,
+                board.boot_files.firmware.join(", ")
+            ))
+        })?;
+        for f in &board.boot_files.firmware {
+            let p = dir.join(f);
+            must_exist(&p, "firmware file")?;
+            firmware.push(p);
+        }
+    }
+    Ok(Plan { dtbs, firmware })
+}
+
+fn stamp(board: &Board, inputs: &Inputs, rootfs: &Path, out: &Path) -> Result<(), Error> {
+    let f = std::fs::File::open(rootfs).map_err(|source| Error::Io {
+        path: rootfs.to_path_buf(),
+        source,
+    })?;
+    let len = f
+        .metadata()
+        .map_err(|source| Error::Io {
+            path: rootfs.to_path_buf(),
+            source,
+        })?
+        .len();
+    let mut b = fwimage::ImageBuilder::new(board.compatible(), inputs.payload_version)?
+        .version_label(&inputs.version_label)?;
+    b.add_segment(
+        fwimage::SegmentSpec {
+            name: "rootfs".into(),
+            target: SYSTEM_GROUP.into(),
+            target_offset: 0,
+            compression: fwimage::Compression::Zstd,
+            level: None,
+        },
+        len,
+        std::io::BufReader::with_capacity(1 << 20, f),
+    )?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(|source| Error::Io {
+            path: out.to_path_buf(),
+            source,
+        })?;
+    b.write(&mut file, &mut |_| {})?;
+    fwimage::insert_signature(&mut file, inputs.signer.as_ref())?;
+    Ok(())
+}
+
+/// The slot group the root filesystem goes to, in images and on disk.
+pub const SYSTEM_GROUP: &str = "system";
+
+fn pack_initramfs(
+    board: &Board,
+    inputs: &Inputs,
+    updater: &Path,
+    public: &ed25519_dalek::VerifyingKey,
+    out: &Path,
+) -> Result<initramfs::Summary, Error> {
+    use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePublicKey};
+    let mut vars = initramfs::Vars::new();
+    vars.set("UPDATER", updater.display().to_string());
+    vars.set("MODULES", board.kernel.modules.join(" "));
+    if let Some(d) = &inputs.modules_dir {
+        vars.set("KERNEL_MODULES", d.display().to_string());
+    }
+    let recipe = initramfs::Recipe::load(&inputs.recipe, &vars)?;
+    let options = initramfs::Options::from_env()?;
+    let (mut builder, _modules) = recipe.build(options)?;
+    let meta = initramfs::Meta::mode(0o644);
+    builder.add_bytes("/etc/fwpack/updater.conf", updater_conf(board), meta)?;
+    let pem = public
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| Error::Tool {
+            tool: "public key".into(),
+            message: e.to_string(),
+        })?;
+    builder.add_bytes("/etc/fwpack/keys/release.pub.pem", pem.into_bytes(), meta)?;
+    Ok(builder.write_file(out, initramfs::Compression::Gzip { level: 9 })?)
+}
+
+/// The updater's configuration file (format in docs/FORMAT.md).
+pub fn updater_conf(board: &Board) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("# Generated by fwpack build for {}\n", board.name));
+    s.push_str(&format!("board = {}\n", board.compatible()));
+    s.push_str(&format!("target = {}\n", board.disk.device));
+    s.push_str(&format!("state_offset = {}\n", board.disk.state_offset));
+    s.push_str("keys = /etc/fwpack/keys\n");
+    s.push_str("images = /images\n");
+    if !board.kernel.modules.is_empty() {
+        s.push_str("modules = /etc/fwpack/modules.load\n");
+    }
+    s.push_str(&format!("tries = {}\n", board.disk.tries));
+    s.push_str("root_fstype = ext4\n");
+    s.push_str(&format!("console = /dev/{}\n", board.console.device));
+    s
+}
+
+/// Checks every executable ELF inside the archive, as written: a dynamic
+/// binary slipped into a recipe stops the build here. Kernel modules
+/// (ELF relocatables) are the kernel's business, not this policy's.
+fn check_archive_elves(
+    board: &Board,
+    archive: &Path,
+    scratch: &Path,
+    on: &mut dyn FnMut(Event),
+) -> Result<(), Error> {
+    let f = std::fs::File::open(archive).map_err(|source| Error::Io {
+        path: archive.to_path_buf(),
+        source,
+    })?;
+    let mut reader = initramfs::Reader::new(std::io::BufReader::new(f))?;
+    let dir = scratch.join(".elfcheck");
+    mkdir(&dir)?;
+    let mut files = Vec::new();
+    while let Some(entry) = reader.next_entry()? {
+        if !entry.is_file() {
+            continue;
+        }
+        let mut data = Vec::new();
+        reader.read_data(&mut data)?;
+        let is_exec_elf = data.len() > 18 && data[..4] == *b"\x7fELF" && data[16] != 1;
+        if is_exec_elf {
+            let p = dir.join(entry.name.trim_start_matches('/').replace('/', "__"));
+            write(&p, &data)?;
+            files.push(p);
+        }
+    }
+    let result = check_elves(board, &files, on);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+mod disk;
+
+fn collect_artifacts(root: &Path, dir: &Path, out: &mut Vec<Artifact>) -> Result<(), Error> {
+    let rd = std::fs::read_dir(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for e in rd {
+        let e = e.map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let p = e.path();
+        if p.is_dir() {
+            collect_artifacts(root, &p, out)?;
+        } else {
+            let (size, sha256) = sha256_file(&p)?;
+            let rel = p
+                .strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            out.push(Artifact {
+                path: rel,
+                size,
+                sha256,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Moves the staged build into place: the old output directory is renamed
+/// away first, so at every moment `out` is either the old complete build,
+/// absent, or the new complete build.
+fn publish(staging: tempfile::TempDir, out: &Path) -> Result<(), Error> {
+    let io = |source| Error::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    let old = out.with_extension("old-fwpack");
+    if out.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(out, &old).map_err(io)?;
+    }
+    let path = staging.keep();
+    std::fs::rename(&path, out).map_err(io)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+fn mkdir(p: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(p).map_err(|source| Error::Io {
+        path: p.to_path_buf(),
+        source,
+    })
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), Error> {
+    if let Some(parent) = to.parent() {
+        mkdir(parent)?;
+    }
+    std::fs::copy(from, to)
+        .map(drop)
+        .map_err(|source| Error::Io {
+            path: from.to_path_buf(),
+            source,
+        })
+}
+
+fn write(p: &Path, data: &[u8]) -> Result<(), Error> {
+    std::fs::write(p, data).map_err(|source| Error::Io {
+        path: p.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,524 @@
+//! `/etc/fwpack/updater.conf`: line-based `key = value` (format in
+//! docs/FORMAT.md, "Updater configuration"). Parsed by hand: the device
+//! binary carries no YAML or serde.
+//!
+//! Unknown keys are warnings, not errors (a PID 1 that refuses to boot
+//! over a typo'd optional key helps nobody); a malformed value of a known
+//! key, a duplicate key or a missing `target` is an error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_PATH: &str = "/etc/fwpack/updater.conf";
+
+/// A block device named by path or by an identifier resolved at boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Path(PathBuf),
+    /// GPT partition GUID or MBR `SSSSSSSS-PP`, compared case-insensitively.
+    PartUuid(String),
+    /// GPT partition name.
+    PartLabel(String),
+    /// Filesystem label (ext2/3/4, FAT).
+    Label(String),
+}
+
+impl DeviceSpec {
+    pub fn parse(v: &str) -> Result<DeviceSpec, String> {
+        let nonempty = |s: &str, what: &str| {
+            if s.is_empty() {
+                Err(format!("{what}= needs a value"))
+            } else {
+                Ok(s.to_string())
+            }
+        };
+        if let Some(u) = v.strip_prefix("PARTUUID=") {
+            Ok(DeviceSpec::PartUuid(nonempty(u, "PARTUUID")?.to_ascii_lowercase()))
+        } else if let Some(l) = v.strip_prefix("PARTLABEL=") {
+            Ok(DeviceSpec::PartLabel(nonempty(l, "PARTLABEL")?))
+        } else if let Some(l) = v.strip_prefix("LABEL=") {
+            Ok(DeviceSpec::Label(nonempty(l, "LABEL")?))
+        } else if v.starts_with("/dev/") && v.len() > 5 {
+            Ok(DeviceSpec::Path(PathBuf::from(v)))
+        } else {
+            Err(format!(
+                "`{v}` is not a device: use /dev/NAME, PARTUUID=…, PARTLABEL=… or LABEL=…"
+            ))
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Path(p) => write!(f, "{}", p.display()),
+            DeviceSpec::PartUuid(u) => write!(f, "PARTUUID={u}"),
+            DeviceSpec::PartLabel(l) => write!(f, "PARTLABEL={l}"),
+            DeviceSpec::Label(l) => write!(f, "LABEL={l}"),
+        }
+    }
+}
+
+/// What PID 1 does when it cannot go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Reboot,
+    Halt,
+    PowerOff,
+}
+
+impl Action {
+    pub fn parse(v: &str) -> Result<Action, String> {
+        match v {
+            "reboot" => Ok(Action::Reboot),
+            "halt" => Ok(Action::Halt),
+            "poweroff" => Ok(Action::PowerOff),
+            _ => Err(format!("`{v}`: expected reboot, halt or poweroff")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Reboot => "reboot",
+            Action::Halt => "halt",
+            Action::PowerOff => "poweroff",
+        }
+    }
+}
+
+/// Where update images come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Images {
+    /// A directory (normally inside the initramfs): every `*.fwi` in it.
+    Dir(PathBuf),
+    /// A directory on a partition, mounted read-only for the check.
+    Partition {
+        device: DeviceSpec,
+        fstype: String,
+        dir: String,
+    },
+}
+
+impl Images {
+    fn parse(v: &str) -> Result<Images, String> {
+        if v.starts_with('/') {
+            return Ok(Images::Dir(PathBuf::from(v)));
+        }
+        // partition:<device>:<dir>[:<fstype>]
+        let rest = v
+            .strip_prefix("partition:")
+            .ok_or_else(|| format!("`{v}`: expected /DIR or partition:DEVICE:/DIR[:FSTYPE]"))?;
+        let mut parts = rest.splitn(2, ":/");
+        let dev = parts.next().unwrap_or_default();
+        let tail = parts
+            .next()
+            .ok_or_else(|| format!("`{v}`: expected partition:DEVICE:/DIR[:FSTYPE]"))?;
+        let (dir, fstype) = match tail.rsplit_once(':') {
+            Some((d, f)) if !f.is_empty() && !f.contains('/') => (format!("/{d}"), f.to_string()),
+            _ => (format!("/{tail}"), "ext4".to_string()),
+        };
+        Ok(Images::Partition {
+            device: DeviceSpec::parse(dev)?,
+            fstype,
+            dir,
+        })
+    }
+}
+
+/// How a slot's byte range becomes a mountable block device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotDevice {
+    /// The partition covering exactly that range if there is one, else a loop device.
+    Auto,
+    Partition,
+    Loop,
+}
+
+/// Raspberry Pi firmware A/B (autoboot.txt + tryboot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tryboot {
+    /// The FAT partition holding autoboot.txt.
+    pub autoboot: DeviceSpec,
+    pub fstype: String,
+    /// Boot partition numbers of slot A and slot B.
+    pub partitions: [u32; 2],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub target: DeviceSpec,
+    pub state_offset: u64,
+    /// Load-order file: absolute module paths, one per line.
+    pub modules: Option<PathBuf>,
+    pub keys: PathBuf,
+    pub images: Option<Images>,
+    pub device_timeout: Duration,
+    pub on_failure: Action,
+    /// Slot group holding the root filesystem.
+    pub root_group: String,
+    pub root_fstype: String,
+    /// Filesystem-specific mount data (`-o` minus the generic flags).
+    pub root_flags: String,
+    pub init: String,
+    pub console: PathBuf,
+    pub tries: u8,
+    pub slot_device: SlotDevice,
+    pub verify_writes: bool,
+    /// Expected board (checked against the layout record and images).
+    pub board: Option<String>,
+    pub tryboot: Option<Tryboot>,
+}
+
+/// Every key the parser knows (for the unknown-key warning).
+const KEYS: &[&str] = &[
+    "target",
+    "state_offset",
+    "modules",
+    "keys",
+    "images",
+    "device_timeout",
+    "on_failure",
+    "root_group",
+    "root_fstype",
+    "root_flags",
+    "init",
+    "console",
+    "tries",
+    "slot_device",
+    "verify_writes",
+    "board",
+    "tryboot",
+    "tryboot_fstype",
+    "tryboot_partitions",
+];
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "yes" | "true" | "1" | "on" => Ok(true),
+        "no" | "false" | "0" | "off" => Ok(false),
+        _ => Err(format!("`{v}`: expected yes or no")),
+    }
+}
+
+/// A size or offset: decimal bytes, optional K/M/G (binary) suffix.
+pub fn parse_size(v: &str) -> Result<u64, String> {
+    let (num, mul) = match v.as_bytes().last() {
+        Some(b'K' | b'k') => (&v[..v.len() - 1], 1u64 << 10),
+        Some(b'M' | b'm') => (&v[..v.len() - 1], 1 << 20),
+        Some(b'G' | b'g') => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| format!("`{v}`: expected a byte count like 524288 or 512K"))
+}
+
+fn parse_seconds(v: &str) -> Result<Duration, String> {
+    let s = v.strip_suffix('s').unwrap_or(v);
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 && n <= 3600 => Ok(Duration::from_secs(u64::from(n))),
+        _ => Err(format!("`{v}`: expected seconds, 1..=3600")),
+    }
+}
+
+/// Parsed `key = value` pairs with their line numbers, duplicates refused.
+fn pairs(text: &str) -> Result<Vec<(usize, String, String)>, String> {
+    let mut out: Vec<(usize, String, String)> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {n}: expected `key = value`, got `{line}`"))?;
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty() || !k.bytes().all(|c| c.is_ascii_lowercase() || c == b'_' || c.is_ascii_digit()) {
+            return Err(format!("line {n}: `{k}` is not a key (lower case, digits, _)"));
+        }
+        if let Some((first, ..)) = out.iter().find(|(_, ok, _)| ok == k) {
+            return Err(format!("line {n}: `{k}` already set on line {first}"));
+        }
+        out.push((n, k.to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Parses the file's text; returns the config and warnings.
+    pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
+        let mut c = Config {
+            target: DeviceSpec::Path(PathBuf::new()),
+            state_offset: updater::DEFAULT_STATE_OFFSET,
+            modules: None,
+            keys: PathBuf::from("/etc/fwpack/keys"),
+            images: None,
+            device_timeout: Duration::from_secs(30),
+            on_failure: Action::Reboot,
+            root_group: "system".into(),
+            root_fstype: "ext4".into(),
+            root_flags: String::new(),
+            init: "/sbin/init".into(),
+            console: PathBuf::from("/dev/console"),
+            tries: 3,
+            slot_device: SlotDevice::Auto,
+            verify_writes: true,
+            board: None,
+            tryboot: None,
+        };
+        let mut warnings = Vec::new();
+        let mut have_target = false;
+        let mut tryboot_dev = None;
+        let mut tryboot_fstype = "vfat".to_string();
+        let mut tryboot_parts = None;
+        for (n, k, v) in pairs(text)? {
+            let at = |e: String| format!("line {n}: {k}: {e}");
+            match k.as_str() {
+                "target" => {
+                    c.target = DeviceSpec::parse(&v).map_err(at)?;
+                    have_target = true;
+                }
+                "tryboot" => {
+                    if v != "off" {
+                        tryboot_dev = Some(DeviceSpec::parse(&v).map_err(at)?);
+                    }
+                }
+                "tryboot_fstype" => tryboot_fstype = v,
+                "tryboot_partitions" => {
+                    let nums: Vec<u32> = v
+                        .split(|c: char| c == ',' || c.is_whitespace())
+                        .filter(|s| !s.is_empty())
+                        .map(|s| s.parse::<u32>().map_err(|_| format!("`{s}` is not a partition number")))
+                        .collect::<Result<_, _>>()
+                        .map_err(at)?;
+                    match nums[..] {
+                        [a, b] if a != b && (1..=63).contains(&a) && (1..=63).contains(&b) => tryboot_parts = Some([a, b]),
+                        _ => return Err(at("expected two different partition numbers (slot A, slot B)".into())),
+                    }
+                }
+                _ => c.set(&k, &v).map_err(at)?,
+            }
+            if !KEYS.contains(&k.as_str()) {
+                warnings.push(format!("line {n}: unknown key `{k}` ignored"));
+            }
+        }
+        if !have_target {
+            return Err("no `target` (the disk holding the state area and the slots)".into());
+        }
+        c.tryboot = match (tryboot_dev, tryboot_parts) {
+            (Some(autoboot), Some(partitions)) => Some(Tryboot {
+                autoboot,
+                fstype: tryboot_fstype,
+                partitions,
+            }),
+            (None, None) => None,
+            (Some(_), None) => return Err("tryboot needs tryboot_partitions (boot partitions of slots A and B)".into()),
+            (None, Some(_)) => return Err("tryboot_partitions without tryboot (the autoboot.txt partition)".into()),
+        };
+        Ok((c, warnings))
+    }
+
+    /// Sets one key from its text value (shared by the file and `fwpack.KEY=` overrides).
+    fn set(&mut self, k: &str, v: &str) -> Result<(), String> {
+        let path = |v: &str| {
+            if v.starts_with('/') {
+                Ok(PathBuf::from(v))
+            } else {
+                Err(format!("`{v}` is not an absolute path"))
+            }
+        };
+        let word = |v: &str| {
+            if !v.is_empty() && v.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.+".contains(&c)) {
+                Ok(v.to_string())
+            } else {
+                Err(format!("`{v}`: expected a name (letters, digits, - _ . +)"))
+            }
+        };
+        match k {
+            "target" => self.target = DeviceSpec::parse(v)?,
+            "state_offset" => self.state_offset = parse_size(v)?,
+            "modules" => self.modules = if v.is_empty() { None } else { Some(path(v)?) },
+            "keys" => self.keys = path(v)?,
+            "images" => self.images = if v.is_empty() || v == "none" { None } else { Some(Images::parse(v)?) },
+            "device_timeout" => self.device_timeout = parse_seconds(v)?,
+            "on_failure" => self.on_failure = Action::parse(v)?,
+            "root_group" => self.root_group = word(v)?,
+            "root_fstype" => self.root_fstype = word(v)?,
+            "root_flags" => {
+                if v.contains(char::is_whitespace) {
+                    return Err(format!("`{v}`: mount options are comma-separated, without spaces"));
+                }
+                self.root_flags = v.to_string();
+            }
+            "init" => self.init = path(v)?.to_string_lossy().into_owned(),
+            "console" => self.console = path(v)?,
+            "tries" => {
+                self.tries = match v.parse::<u8>() {
+                    Ok(t) if t >= 1 => t,
+                    _ => return Err(format!("`{v}`: expected 1..=255")),
+                }
+            }
+            "slot_device" => {
+                self.slot_device = match v {
+                    "auto" => SlotDevice::Auto,
+                    "partition" => SlotDevice::Partition,
+                    "loop" => SlotDevice::Loop,
+                    _ => return Err(format!("`{v}`: expected auto, partition or loop")),
+                }
+            }
+            "verify_writes" => self.verify_writes = parse_bool(v)?,
+            "board" => self.board = Some(word(v)?),
+            // Unknown keys are reported by the caller.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Applies `fwpack.KEY=VALUE` words of the kernel command line (for
+    /// debugging a board without rebuilding its initramfs). Returns what
+    /// was changed, for the log.
+    pub fn apply_cmdline(&mut self, cmdline: &str) -> Result<Vec<String>, String> {
+        let mut changed = Vec::new();
+        for word in cmdline.split_whitespace() {
+            let Some((k, v)) = word.strip_prefix("fwpack.").and_then(|w| w.split_once('=')) else {
+                continue;
+            };
+            if !KEYS.contains(&k) || k.starts_with("tryboot") {
+                return Err(format!("kernel command line: `fwpack.{k}` is not a setting that can be overridden"));
+            }
+            self.set(k, v).map_err(|e| format!("kernel command line: fwpack.{k}: {e}"))?;
+            changed.push(format!("{k}={v}"));
+        }
+        Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = "\
+# generated by fwpack build for qemu-x86_64
+target = /dev/nvme0n1
+state_offset = 512K
+modules = /etc/fwpack/modules.load
+keys = /etc/fwpack/keys
+images = /images
+device_timeout = 20
+on_failure = halt
+root_group = system
+root_fstype = ext4
+root_flags = noload
+init = /sbin/init
+tries = 2
+slot_device = loop
+verify_writes = no
+board = qemu-x86_64
+";
+
+    #[test]
+    fn full_file() {
+        let (c, w) = Config::parse(FULL).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.target, DeviceSpec::Path("/dev/nvme0n1".into()));
+        assert_eq!(c.state_offset, 524288);
+        assert_eq!(c.modules.as_deref(), Some(std::path::Path::new("/etc/fwpack/modules.load")));
+        assert_eq!(c.images, Some(Images::Dir("/images".into())));
+        assert_eq!(c.device_timeout, Duration::from_secs(20));
+        assert_eq!(c.on_failure, Action::Halt);
+        assert_eq!(c.root_flags, "noload");
+        assert_eq!((c.tries, c.slot_device, c.verify_writes), (2, SlotDevice::Loop, false));
+        assert_eq!(c.board.as_deref(), Some("qemu-x86_64"));
+        assert!(c.tryboot.is_none());
+    }
+
+    #[test]
+    fn defaults_and_minimal() {
+        let (c, _) = Config::parse("target=PARTUUID=ABCD-01\n").unwrap();
+        assert_eq!(c.target, DeviceSpec::PartUuid("abcd-01".into()));
+        assert_eq!((c.tries, c.on_failure, c.init.as_str()), (3, Action::Reboot, "/sbin/init"));
+        assert_eq!(c.state_offset, updater::DEFAULT_STATE_OFFSET);
+        assert!(c.images.is_none() && c.modules.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        for (text, want) in [
+            ("target = /dev/vda\ntries = 0\n", "line 2: tries"),
+            ("target = /dev/vda\ntarget = /dev/vdb\n", "already set on line 1"),
+            ("target = vda\n", "not a device"),
+            ("images = /i\n", "no `target`"),
+            ("target = /dev/vda\non_failure = explode\n", "line 2"),
+            ("target = /dev/vda\njust words\n", "expected `key = value`"),
+            ("target = /dev/vda\ndevice_timeout = 0\n", "device_timeout"),
+            ("target = /dev/vda\ntryboot = /dev/mmcblk0p1\n", "tryboot_partitions"),
+            ("target = /dev/vda\ntryboot = LABEL=AB\ntryboot_partitions = 2 2\n", "two different"),
+            ("target = /dev/vda\nroot_flags = a b\n", "comma-separated"),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_warn() {
+        let (_, w) = Config::parse("target = /dev/vda\nfuture_knob = 1\n").unwrap();
+        assert_eq!(w, vec!["line 2: unknown key `future_knob` ignored".to_string()]);
+    }
+
+    #[test]
+    fn tryboot_and_partition_images() {
+        let (c, _) = Config::parse(
+            "target = /dev/mmcblk0\ntryboot = /dev/mmcblk0p1\ntryboot_partitions = 2,3\nimages = partition:LABEL=data:/updates:vfat\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tryboot,
+            Some(Tryboot {
+                autoboot: DeviceSpec::Path("/dev/mmcblk0p1".into()),
+                fstype: "vfat".into(),
+                partitions: [2, 3]
+            })
+        );
+        assert_eq!(
+            c.images,
+            Some(Images::Partition {
+                device: DeviceSpec::Label("data".into()),
+                fstype: "vfat".into(),
+                dir: "/updates".into()
+            })
+        );
+        let (c, _) = Config::parse("target = /dev/vda\nimages = partition:/dev/vda3:/fw\n").unwrap();
+        assert_eq!(
+            c.images,
+            Some(Images::Partition {
+                device: DeviceSpec::Path("/dev/vda3".into()),
+                fstype: "ext4".into(),
+                dir: "/fw".into()
+            })
+        );
+    }
+
+    #[test]
+    fn cmdline_overrides() {
+        let (mut c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        let changed = c
+            .apply_cmdline("console=ttyS0 fwpack.tries=1 quiet fwpack.on_failure=poweroff root=/dev/x")
+            .unwrap();
+        assert_eq!(changed, vec!["tries=1", "on_failure=poweroff"]);
+        assert_eq!((c.tries, c.on_failure), (1, Action::PowerOff));
+        assert!(c.apply_cmdline("fwpack.bogus=1").is_err());
+        assert!(c.apply_cmdline("fwpack.tries=x").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("99999999999G").is_err());
+        assert!(parse_size("x").is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! `/run/fwpack/boot.conf`: what the PID-1 updater decided, left for the
+//! booted system (the tmpfs /run is moved into the new root). With it,
+//! `fwpack-updater status` and `mark-good` need no arguments. The PID-1
+//! updater also leaves a copy of itself at `/run/fwpack/fwpack-updater`,
+//! so a root filesystem without the binary can still confirm itself.
+//!
+//! Same `key = value` syntax as updater.conf.
+
+use std::path::{Path, PathBuf};
+
+use updater::Slot;
+
+pub const DIR: &str = "/run/fwpack";
+pub const FILE: &str = "/run/fwpack/boot.conf";
+pub const BINARY: &str = "/run/fwpack/fwpack-updater";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunInfo {
+    pub target: PathBuf,
+    pub state_offset: u64,
+    pub slot: Slot,
+    /// This boot is a trial of a pending slot.
+    pub trial: bool,
+    /// Tryboot: the autoboot.txt partition and the boot partitions of A and B.
+    pub tryboot: Option<(PathBuf, String, [u32; 2])>,
+}
+
+impl RunInfo {
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "# written by the fwpack-updater PID 1 before switching root\ntarget = {}\nstate_offset = {}\nslot = {}\ntrial = {}\n",
+            self.target.display(),
+            self.state_offset,
+            self.slot,
+            if self.trial { "yes" } else { "no" }
+        );
+        if let Some((dev, fstype, [a, b])) = &self.tryboot {
+            s.push_str(&format!(
+                "tryboot = {}\ntryboot_fstype = {fstype}\ntryboot_partitions = {a} {b}\n",
+                dev.display()
+            ));
+        }
+        s
+    }
+
+    pub fn parse(text: &str) -> Result<RunInfo, String> {
+        let mut target = None;
+        let mut state_offset = None;
+        let mut slot = None;
+        let mut trial = false;
+        let (mut tb_dev, mut tb_fs, mut tb_parts) = (None, "vfat".to_string(), None);
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (k, v) = line.split_once('=').ok_or_else(|| format!("bad line `{line}`"))?;
+            let v = v.trim();
+            match k.trim() {
+                "target" => target = Some(PathBuf::from(v)),
+                "state_offset" => state_offset = Some(v.parse::<u64>().map_err(|_| format!("bad state_offset `{v}`"))?),
+                "slot" => slot = Some(v.parse::<Slot>().map_err(|e| e.to_string())?),
+                "trial" => trial = v == "yes",
+                "tryboot" => tb_dev = Some(PathBuf::from(v)),
+                "tryboot_fstype" => tb_fs = v.to_string(),
+                "tryboot_partitions" => {
+                    let n: Vec<u32> = v.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                    if let [a, b] = n[..] {
+                        tb_parts = Some([a, b]);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(RunInfo {
+            target: target.ok_or("no target")?,
+            state_offset: state_offset.ok_or("no state_offset")?,
+            slot: slot.ok_or("no slot")?,
+            trial,
+            tryboot: match (tb_dev, tb_parts) {
+                (Some(d), Some(p)) => Some((d, tb_fs, p)),
+                _ => None,
+            },
+        })
+    }
+
+    /// Reads [`FILE`]; `None` if it is not there (not booted by fwpack).
+    pub fn load() -> Option<Result<RunInfo, String>> {
+        let text = std::fs::read_to_string(FILE).ok()?;
+        Some(RunInfo::parse(&text).map_err(|e| format!("{FILE}: {e}")))
+    }
+
+    /// Writes [`FILE`] and copies the running binary next to it.
+    pub fn save(&self) -> Result<(), String> {
+        std::fs::create_dir_all(DIR).map_err(|e| format!("{DIR}: {e}"))?;
+        std::fs::write(FILE, self.to_text()).map_err(|e| format!("{FILE}: {e}"))?;
+        let me = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/init"));
+        if Path::new(&me) != Path::new(BINARY) {
+            std::fs::copy(&me, BINARY).map_err(|e| format!("copying {} to {BINARY}: {e}", me.display()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip() {
+        for tryboot in [None, Some((PathBuf::from("/dev/mmcblk0p1"), "vfat".to_string(), [2, 3]))] {
+            let r = RunInfo {
+                target: "/dev/nvme0n1".into(),
+                state_offset: 524288,
+                slot: Slot::B,
+                trial: true,
+                tryboot,
+            };
+            assert_eq!(RunInfo::parse(&r.to_text()).unwrap(), r);
+        }
+        assert!(RunInfo::parse("target = /dev/x\n").is_err());
+    }
+}

@@ -1,0 +1,236 @@
+//! The update check PID 1 runs before choosing a slot: is there a signed
+//! image, newer than the running system, not yet tried? Then apply it to
+//! the inactive slot and make that slot pending.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use fwimage::{ImageHead, TrustedKeys};
+use updater::{Access, ApplyOptions, Event, FileStorage, Phase, SlotState, StateArea};
+
+use crate::config::{Config, Images};
+use crate::pid1::Signals;
+use crate::{devwait, log};
+
+/// Loads every `*.pem` (SubjectPublicKeyInfo) and `*.pub` (32 raw bytes)
+/// key in `dir`.
+pub fn trusted_keys(dir: &Path) -> Result<TrustedKeys, String> {
+    let mut keys = TrustedKeys::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("trusted keys {}: {e}", dir.display()))?;
+    let mut paths: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("pem" | "pub")))
+        .collect();
+    paths.sort();
+    for p in paths {
+        let data = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        match keys.add_encoded(&data) {
+            Ok(id) => log!("trusted key {id} from {}", p.display()),
+            Err(e) => log!("ignoring {}: {e}", p.display()),
+        }
+    }
+    if keys.is_empty() {
+        return Err(format!("no usable public key in {}", dir.display()));
+    }
+    Ok(keys)
+}
+
+/// The `*.fwi` files of a directory, in name order.
+fn images_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "fwi")).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A candidate that passed the cheap checks (head, signature, board, version).
+struct Candidate {
+    path: PathBuf,
+    version: u64,
+    label: String,
+}
+
+pub enum Outcome {
+    Nothing,
+    Applied { slot: updater::Slot, tries: u8 },
+}
+
+/// Where images on a partition are mounted for the check.
+const IMAGES_MNT: &str = "/mnt/images";
+
+pub fn check_and_apply(cfg: &Config, disk: &Path, signals: &mut Signals) -> Result<Outcome, String> {
+    let Some(images) = &cfg.images else {
+        return Ok(Outcome::Nothing);
+    };
+    let (dir, mounted) = match images {
+        Images::Dir(d) => (d.clone(), false),
+        Images::Partition { device, fstype, dir } => {
+            let dev = devwait::wait(device, cfg.device_timeout, signals)?;
+            let _ = std::fs::create_dir_all(IMAGES_MNT);
+            rustix::mount::mount(&dev, IMAGES_MNT, fstype.as_str(), rustix::mount::MountFlags::RDONLY, c"")
+                .map_err(|e| format!("mounting {} ({fstype}) for update images: {e}", dev.display()))?;
+            (Path::new(IMAGES_MNT).join(dir.trim_start_matches('/')), true)
+        }
+    };
+    let r = check_dir(cfg, disk, &dir);
+    if mounted {
+        let _ = rustix::mount::unmount(IMAGES_MNT, rustix::mount::UnmountFlags::DETACH);
+    }
+    r
+}
+
+fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
+    let files = images_in(dir);
+    if files.is_empty() {
+        log!("no update images in {}", dir.display());
+        return Ok(Outcome::Nothing);
+    }
+    let keys = trusted_keys(&cfg.keys)?;
+    let mut storage = FileStorage::open(disk, Access::ReadWrite).map_err(|e| e.to_string())?;
+    let area = StateArea::read(&mut storage, cfg.state_offset).map_err(|e| format!("state area of {}: {e}", disk.display()))?;
+    let boot = area.boot().clone();
+    let board = area.layout().board.clone();
+    let active = boot.slot(boot.active);
+    let inactive_slot = boot.inactive();
+    let inactive = boot.slot(inactive_slot);
+
+    let mut best: Option<Candidate> = None;
+    for path in files {
+        let name = path.display().to_string();
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                log!("update {name} refused: {e}");
+                continue;
+            }
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let head = match ImageHead::read(&file, len) {
+            Ok(h) => h,
+            Err(e) => {
+                log!("update {name} refused: {e}");
+                continue;
+            }
+        };
+        if let Err(e) = head.verify_signature(&keys) {
+            log!("update {name} refused: {e}");
+            continue;
+        }
+        let h = &head.header;
+        if h.board != board {
+            log!("update {name} refused: it is for board `{}`, this device is `{board}`", h.board);
+            continue;
+        }
+        let id = updater::image_id(&head);
+        if id == active.image_id || h.payload_version <= active.version {
+            log!(
+                "update {name} (version {}) is not newer than the running slot {} (version {})",
+                h.payload_version,
+                boot.active,
+                active.version
+            );
+            continue;
+        }
+        if id == inactive.image_id && inactive.state == SlotState::Complete {
+            if boot.pending == Some(inactive_slot) {
+                log!("update {name} is already in slot {inactive_slot}, pending");
+            } else {
+                // It was tried and not confirmed (fallback): never loop on it.
+                log!("update {name} was already installed in slot {inactive_slot} and did not confirm; not applying it again");
+            }
+            continue;
+        }
+        if best.as_ref().is_none_or(|b| h.payload_version > b.version) {
+            best = Some(Candidate {
+                path: path.clone(),
+                version: h.payload_version,
+                label: h.version_label.clone(),
+            });
+        }
+    }
+    let Some(c) = best else { return Ok(Outcome::Nothing) };
+    drop(area);
+
+    let name = c.path.display().to_string();
+    log!("applying update {name} (version {} {}) to slot {inactive_slot}", c.version, c.label);
+    let file = File::open(&c.path).map_err(|e| format!("{name}: {e}"))?;
+    let len = file.metadata().map(|m| m.len()).map_err(|e| format!("{name}: {e}"))?;
+    // Tryboot boards get one try: the firmware's flag is one-shot anyway.
+    let tries = if cfg.tryboot.is_some() { 1 } else { cfg.tries };
+    let opts = ApplyOptions {
+        slot: Some(inactive_slot),
+        state_offset: cfg.state_offset,
+        verify_writes: cfg.verify_writes,
+        activate: true,
+        tries,
+        ..ApplyOptions::default()
+    };
+    let mut progress = Progress::default();
+    let report = updater::apply(std::io::BufReader::new(file), len, &mut storage, &keys, &opts, &mut |e| progress.event(e))
+        .map_err(|e| format!("update {name} refused: {e}"))?;
+    log!(
+        "applied {name} to slot {}: version {}, {} bytes written{}{}",
+        report.slot,
+        report.version,
+        report.bytes_written,
+        if report.bytes_read_back > 0 { format!(", {} bytes read back and verified", report.bytes_read_back) } else { String::new() },
+        if report.already_complete { " (slot already held it)" } else { "" },
+    );
+    Ok(Outcome::Applied {
+        slot: report.slot,
+        tries,
+    })
+}
+
+/// Event lines for the console: phases, decisions, and progress every 25%.
+#[derive(Default)]
+pub struct Progress {
+    last_quarter: Option<(Phase, u64)>,
+}
+
+impl Progress {
+    pub fn event(&mut self, e: &Event) {
+        match e {
+            Event::Target { description } => log!("target: {description}"),
+            Event::Phase(p) => {
+                self.last_quarter = None;
+                match p {
+                    Phase::Check => log!("checking image"),
+                    Phase::Verify => log!("signature ok; verifying every block of the image"),
+                    Phase::Write => log!("image verified; writing"),
+                    Phase::Commit => log!("data written and synced; committing"),
+                }
+            }
+            Event::ImageAccepted {
+                board,
+                version,
+                label,
+                key_id,
+                segments,
+                raw_bytes,
+                slot,
+            } => log!(
+                "image accepted: board {board}, version {version} {label}, signed by {key_id}, {segments} segment(s), {raw_bytes} bytes for slot {slot}"
+            ),
+            Event::Progress { phase, done, total } => {
+                let q = if *total == 0 { 4 } else { done.saturating_mul(4) / total };
+                if self.last_quarter != Some((*phase, q)) && q > 0 {
+                    self.last_quarter = Some((*phase, q));
+                    log!("{}: {}% ({done}/{total} bytes)", phase.name(), q * 25);
+                }
+            }
+            Event::Warning(w) => log!("warning: {w}"),
+            Event::Resume { segment, offset, skipped } => {
+                log!("resuming an interrupted apply at segment {segment} offset {offset} ({skipped} bytes already done)")
+            }
+            Event::Restart { reason } => log!("starting over: {reason}"),
+            Event::AlreadyComplete { slot } => log!("slot {slot} already holds this image, complete and read back"),
+            Event::Checkpoint { .. } => {}
+            Event::SlotState { slot, state } => log!("slot {slot} is now {}", state.name()),
+            Event::Pending { slot, tries } => log!("slot {slot} is pending with {tries} tries"),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The device side of fwpack: applying a signed image to the inactive A/B
+//! slot of a disk (a block device, or a plain file on a build host) so that
+//! a power cut at any moment leaves the device bootable, and the A/B boot
+//! state that decides which slot boots.
+//!
+//! - [`apply()`]: the engine (checks, full verification, streaming writes
+//!   with checkpoints, commit); progress through [`Event`]s.
+//! - [`state`]: the state area (layout, boot state, journal records, each
+//!   in two copies with sequence numbers and CRC32C) and the boot-state
+//!   operations a PID-1 updater calls (`boot_attempt`, `confirm`, …).
+//! - [`Storage`]: the I/O boundary. [`FileStorage`] is a block device or
+//!   file with O_DIRECT, sector sizes from the kernel, busy detection and
+//!   an exclusive open; [`MemStorage`] is a disk in memory.
+//!
+//! Invariants:
+//! - Nothing is written to the target before the image's signature,
+//!   board, version, fit and every CRC block and SHA-256 have been checked.
+//! - The active slot is never written; a slot is never pending unless it is
+//!   complete; it is marked complete only after its data is durable.
+//! - Memory use is constant in image size (two I/O chunks plus one for
+//!   read-back), and the library neither prints nor exits.
+
+pub mod apply;
+pub mod busy;
+pub mod device;
+mod error;
+pub mod event;
+pub mod record;
+pub mod state;
+pub mod storage;
+
+pub use apply::{apply, image_id, ApplyOptions, ApplyReport};
+pub use device::{Access, FileStorage};
+pub use error::{Error, ErrorClass};
+pub use event::{Event, Phase};
+pub use state::{
+    format_state_area, init_state_area, BootDecision, BootState, Journal, Layout, Slot, SlotGroup,
+    SlotInfo, SlotRange, SlotState, StateArea, DEFAULT_STATE_OFFSET, STATE_AREA_LEN,
+};
+pub use storage::{AlignedBuf, BusyCheck, Geometry, MemStorage, Storage};
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
