@@ -30,7 +30,10 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("softhsm2-util", "softhsm2"),
     ("pkcs11-tool", "opensc"),
     ("shellcheck", "shellcheck"),
+    ("git", "git"),
+    ("python3", "python3"),
     ("depmod", "kmod"),
+    ("zstd", "zstd"),
 ];
 
 /// Packages that provide files rather than commands.
@@ -47,7 +50,51 @@ pub const RUST_TARGETS: &[&str] = &[
 
 pub fn ensure(sh: &Shell) -> Result<()> {
     ensure_rust_targets(sh)?;
-    ensure_debian_packages(sh)
+    ensure_debian_packages(sh)?;
+    ensure_python_venv(sh)
+}
+
+/// Pinned PyPI packages (PyKCS11 for the PKCS#11 signer, flake8 and
+/// oelint-adv for the Buildroot/Yocto trees) in `<cache>/venv`; the
+/// release_* tests use them from there. Redone only when the pins change.
+fn ensure_python_venv(sh: &Shell) -> Result<()> {
+    let requirements = "buildroot-external/utils/requirements.txt";
+    let pins = sh.read_file(requirements).context(requirements)?;
+    let cache = match std::env::var_os("FWPACK_CACHE") {
+        Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
+        _ => std::env::var_os("CARGO_TARGET_DIR")
+            .filter(|d| !d.is_empty())
+            .map_or_else(|| sh.current_dir().join("target"), std::path::PathBuf::from)
+            .join("fwpack-cache"),
+    };
+    let venv = cache.join("venv");
+    let stamp = venv.join(".fwpack-requirements");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(pins.as_str()) {
+        return Ok(());
+    }
+    // Debian's python3 has no venv/ensurepip without python3-venv.
+    if cmd!(sh, "python3 -m venv --clear {venv}").run().is_err() && on_path("apt-get") {
+        let (prog, apt): (&str, &[&str]) = if is_root() {
+            ("apt-get", &[])
+        } else {
+            ("sudo", &["-n", "apt-get"])
+        };
+        cmd!(
+            sh,
+            "{prog} {apt...} install -y -qq --no-install-recommends python3-venv"
+        )
+        .run()?;
+        cmd!(sh, "python3 -m venv --clear {venv}").run()?;
+    }
+    let pip = venv.join("bin/pip");
+    cmd!(
+        sh,
+        "{pip} install -q --disable-pip-version-check --only-binary :all: -r {requirements}"
+    )
+    .run()
+    .context("pip install into the test venv")?;
+    sh.write_file(&stamp, pins)?;
+    Ok(())
 }
 
 fn ensure_rust_targets(sh: &Shell) -> Result<()> {
@@ -92,14 +139,17 @@ fn ensure_debian_packages(sh: &Shell) -> Result<()> {
             missing.join(" ")
         );
     }
-    let sudo: Vec<&str> = if is_root() {
-        vec![]
+    // xshell cannot splat the program name, so sudo (when needed) is the
+    // program and apt-get its first argument.
+    let (prog, apt): (&str, &[&str]) = if is_root() {
+        ("apt-get", &[])
     } else {
-        vec!["sudo", "-n"]
+        ("sudo", &["-n", "apt-get"])
     };
+    let all: &[&str] = &missing;
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
     let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
-    cmd!(sh, "{sudo...} apt-get update -qq")
+    cmd!(sh, "{prog} {apt...} update -qq")
         .run()
         .context("apt-get update")?;
     // One transaction first; if the resolver balks at the combination
@@ -107,7 +157,7 @@ fn ensure_debian_packages(sh: &Shell) -> Result<()> {
     // package by package so one conflict does not block the rest.
     if cmd!(
         sh,
-        "{sudo...} apt-get install -y -qq --no-install-recommends {missing...}"
+        "{prog} {apt...} install -y -qq --no-install-recommends {all...}"
     )
     .run()
     .is_err()
@@ -115,7 +165,7 @@ fn ensure_debian_packages(sh: &Shell) -> Result<()> {
         for pkg in &missing {
             cmd!(
                 sh,
-                "{sudo...} apt-get install -y -qq --no-install-recommends {pkg}"
+                "{prog} {apt...} install -y -qq --no-install-recommends {pkg}"
             )
             .run()
             .with_context(|| format!("apt-get install {pkg}"))?;

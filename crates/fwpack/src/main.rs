@@ -41,6 +41,14 @@ enum Command {
     Completions(cmd::docs::CompletionsArgs),
     /// Write man pages (fwpack.1 and one per subcommand) into a directory.
     Man(cmd::docs::ManArgs),
+    /// Apply a signed image to the inactive A/B slot of a disk, safely and resumably.
+    Apply(cmd::apply::ApplyArgs),
+    /// Show a disk's slot layout, A/B boot state and apply journal.
+    Status(cmd::apply::StatusArgs),
+    /// Confirm the running slot as good (a pending slot becomes active).
+    MarkGood(cmd::apply::MarkGoodArgs),
+    /// Manage a disk's state area (`state init`).
+    State(cmd::apply::StateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +66,10 @@ fn main() -> std::process::ExitCode {
         Command::Boards(a) => cmd::boards::boards(a),
         Command::Completions(a) => cmd::docs::completions(a),
         Command::Man(a) => cmd::docs::man(a),
+        Command::Apply(a) => cmd::apply::apply(a),
+        Command::Status(a) => cmd::apply::status(a),
+        Command::MarkGood(a) => cmd::apply::mark_good(a),
+        Command::State(a) => cmd::apply::state(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::from(exit::OK),

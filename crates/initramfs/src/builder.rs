@@ -967,12 +967,15 @@ mod tests {
 
     #[test]
     fn dev_split() {
-        // makedev(259, 70000) on Linux
-        let dev: u64 = ((259u64 & 0xfff) << 8)
-            | ((259u64 & !0xfff) << 32)
-            | (70000u64 & 0xff)
-            | ((70000u64 & !0xff) << 12);
-        assert_eq!(split_dev(dev), (259, 70000));
+        // glibc's makedev() for Linux.
+        fn makedev(major: u64, minor: u64) -> u64 {
+            ((major & 0xfff) << 8)
+                | ((major & !0xfff) << 32)
+                | (minor & 0xff)
+                | ((minor & !0xff) << 12)
+        }
+        assert_eq!(split_dev(makedev(259, 70000)), (259, 70000));
+        assert_eq!(split_dev(makedev(4095, 1 << 20)), (4095, 1 << 20));
         assert_eq!(split_dev((5 << 8) | 1), (5, 1));
     }
 }

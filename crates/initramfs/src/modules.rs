@@ -337,12 +337,17 @@ impl ModuleSet {
             self.modules.iter().map(|m| (m.name.as_str(), m)).collect();
         let mut dep_lines = String::new();
         for m in &self.modules {
-            let data = read_module(&self.dir, &m.rel_path)?;
-            b.add_bytes(
-                &format!("{base}/{}", m.stored_path),
-                data,
-                Meta::mode(0o644),
-            )?;
+            let dst = format!("{base}/{}", m.stored_path);
+            if m.rel_path == m.stored_path {
+                // Uncompressed: streamed from disk at write time.
+                b.add_file(&dst, &self.dir.join(&m.rel_path), Some(Meta::mode(0o644)))?;
+            } else {
+                b.add_bytes(
+                    &dst,
+                    read_module(&self.dir, &m.rel_path)?,
+                    Meta::mode(0o644),
+                )?;
+            }
             // depmod's convention: the full closure, the last entry loaded first.
             let closure = self.closure(&m.name);
             let mut line = format!("{}:", m.stored_path);

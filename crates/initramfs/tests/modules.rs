@@ -186,3 +186,59 @@ fn arm64_modules_match_depmod() {
         &["mmc_block"],
     );
 }
+
+/// Compressed modules (as other distributions ship them) are read through
+/// for `.modinfo` and stored decompressed; `.ko.xz` is refused by name.
+#[test]
+fn compressed_modules_are_stored_decompressed() {
+    if !tools() || !testkit::tools::require("zstd") || !testkit::tools::require("gzip") {
+        return;
+    }
+    let k = kernels::amd64_cloud().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join(&k.release);
+    let src = |m: &str| k.modules_dir.join(format!("kernel/drivers/{m}.ko"));
+    let put = |m: &str, tool: Option<(&str, &str)>| {
+        let to = dir.join(format!("kernel/drivers/{m}.ko"));
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::copy(src(m), &to).unwrap();
+        if let Some((cmd, ext)) = tool {
+            let st = Command::new(cmd).arg("-q").arg(&to).status().unwrap();
+            assert!(st.success());
+            assert!(to.with_extension(format!("ko.{ext}")).is_file());
+        }
+    };
+    put("block/virtio_blk", Some(("zstd", "zst")));
+    put("virtio/virtio", Some(("gzip", "gz")));
+    put("virtio/virtio_ring", None);
+    // zstd keeps the input; remove it so only the compressed file is there.
+    let _ = fs::remove_file(dir.join("kernel/drivers/block/virtio_blk.ko"));
+
+    let set = modules::resolve(&dir, None, &["virtio_blk".to_string()]).unwrap();
+    let names: Vec<&str> = set.modules.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["virtio_ring", "virtio", "virtio_blk"]);
+    let mut b = Builder::new(Options::default());
+    set.add_to(&mut b).unwrap();
+    let (bytes, _) = b.write_newc(Vec::new()).unwrap();
+    let mut r = initramfs::Reader::new(&bytes[..]).unwrap();
+    let mut seen = 0;
+    while let Some(e) = r.next_entry().unwrap() {
+        for m in ["block/virtio_blk", "virtio/virtio", "virtio/virtio_ring"] {
+            if e.name.ends_with(&format!("kernel/drivers/{m}.ko")) {
+                let mut data = Vec::new();
+                r.read_data(&mut data).unwrap();
+                assert!(
+                    data == fs::read(src(m)).unwrap(),
+                    "{m}: stored bytes differ from the original .ko"
+                );
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(seen, 3);
+
+    fs::write(dir.join("kernel/drivers/virtio/virtio_ring.ko.xz"), "xz").unwrap();
+    fs::remove_file(dir.join("kernel/drivers/virtio/virtio_ring.ko")).unwrap();
+    let e = modules::resolve(&dir, None, &["virtio_blk".to_string()]).unwrap_err();
+    assert!(e.to_string().contains("xz"), "{e}");
+}

@@ -11,8 +11,9 @@
 //! `APT::Architecture=arm64`), so there is no `dpkg --add-architecture`
 //! and no change to the machine's apt sources.
 //!
-//! Offline: if resolving fails but a kernel of that flavour is already
-//! unpacked in the cache, the newest one is used.
+//! A resolution is remembered for six hours (reading apt's lists takes
+//! seconds). Offline: if resolving fails but a kernel of that flavour is
+//! already unpacked in the cache, the newest one is used.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -174,8 +175,26 @@ fn fetch(f: Flavour) -> Result<Kernel> {
     let _lock = CacheLock::acquire("kernels")?;
     let kernels = cache_dir().join("kernels");
     fs::create_dir_all(&kernels).map_err(io_err(&kernels))?;
+    // Resolving reads apt's package lists (seconds for the arm64 ones);
+    // within a few hours the answer is the same, so remember it.
+    let memo = kernels.join(format!("{}.resolved", f.meta));
+    let fresh = fs::metadata(&memo)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < std::time::Duration::from_secs(6 * 3600));
+    let remembered = fs::read_to_string(&memo)
+        .ok()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| fresh && kernels.join(p).join(".complete").exists());
+    if let Some(p) = remembered {
+        return describe(f.arch, &p, &kernels.join(&p));
+    }
     let package = match resolve(&f) {
-        Ok(p) => p,
+        Ok(p) => {
+            let _ = fs::write(&memo, &p);
+            p
+        }
         Err(e) => match newest_cached(&kernels, f.suffix) {
             Some(p) => {
                 eprintln!("testkit: cannot resolve {} ({e}); using cached {p}", f.meta);

@@ -14,6 +14,7 @@
 
 pub mod init;
 pub mod kernels;
+pub mod program;
 pub mod qemu;
 pub mod tools;
 

@@ -73,6 +73,7 @@ impl Console {
     pub fn spawn(mut cmd: Command, name: &str) -> crate::Result<Console> {
         let dir = log_dir();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        prune_old_logs(&dir);
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = dir.join(format!("{name}-{}-{n}.log", std::process::id()));
@@ -238,6 +239,26 @@ impl Drop for Console {
         if self.status.is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// Logs are evidence for the run that made them; a day later they are
+/// clutter. Best effort: a log another process is writing is never that old.
+fn prune_old_logs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let day = Duration::from_secs(24 * 3600);
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if old && e.path().extension().is_some_and(|x| x == "log") {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

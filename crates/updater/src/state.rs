@@ -967,3 +967,213 @@ fn get_u32(b: &[u8], at: usize) -> Option<u32> {
 fn get_u64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    const MIB: u64 = 1 << 20;
+
+    fn layout() -> Layout {
+        Layout::new(
+            "test-board",
+            DEFAULT_STATE_OFFSET,
+            vec![SlotGroup {
+                name: "system".into(),
+                slots: [
+                    SlotRange {
+                        offset: MIB,
+                        size: 4 * MIB,
+                    },
+                    SlotRange {
+                        offset: 5 * MIB,
+                        size: 4 * MIB,
+                    },
+                ],
+            }],
+        )
+        .unwrap()
+    }
+
+    fn disk() -> MemStorage {
+        let mut m = MemStorage::new(vec![0; 9 * MIB as usize]);
+        init_state_area(&mut m, &layout(), &BootState::initial(Slot::A, 7, "v7").unwrap()).unwrap();
+        m
+    }
+
+    fn complete(b: &mut BootState, s: Slot, version: u64) {
+        *b.slot_mut(s) = SlotInfo {
+            state: SlotState::Complete,
+            version,
+            image_id: [1; 32],
+            label: String::new(),
+        };
+    }
+
+    #[test]
+    fn layout_rules() {
+        let mut l = layout();
+        assert_eq!(l.min_disk_size(), 9 * MIB);
+        l.groups[0].slots[1].offset = 3 * MIB;
+        assert!(matches!(l.validate(), Err(Error::BadLayout(m)) if m.contains("overlaps")));
+        let mut l = layout();
+        l.groups[0].slots[0].offset = DEFAULT_STATE_OFFSET + 4096;
+        assert!(l.validate().is_err(), "slot over the state area");
+        let mut l = layout();
+        l.groups[0].slots[0].size = 1000;
+        assert!(l.validate().is_err(), "unaligned size");
+        let mut l = layout();
+        l.groups.push(l.groups[0].clone());
+        assert!(l.validate().is_err(), "duplicate group");
+        let mut l = layout();
+        l.groups[0].name = "bad name".into();
+        assert!(l.validate().is_err());
+    }
+
+    #[test]
+    fn state_area_roundtrip_and_copy_alternation() {
+        let mut m = disk();
+        let mut area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+        assert_eq!(area.layout(), &layout());
+        assert_eq!(area.boot().active, Slot::A);
+        assert_eq!(area.boot().slot(Slot::A).version, 7);
+        assert!(area.journal().is_none());
+        // Both copies written at init (seq 1); copy 0 wins the tie, so the
+        // first change goes to copy 1, the next to copy 0.
+        for (i, expect_copy) in [(0u8, 1usize), (1, 0), (2, 1)] {
+            let mut b = area.boot().clone();
+            b.tries_left = i;
+            area.write_boot(&mut m, b).unwrap();
+            assert_eq!(area.health()[1].newest, Some(expect_copy));
+            let again = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+            assert_eq!(again.boot().tries_left, i);
+        }
+    }
+
+    #[test]
+    fn a_damaged_copy_falls_back_to_the_other() {
+        let mut m = disk();
+        let mut area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+        let mut b = area.boot().clone();
+        b.rollback_floor = 9;
+        area.write_boot(&mut m, b).unwrap(); // copy 1, seq 2
+        // Tear copy 1: the previous state (copy 0, seq 1) comes back.
+        let at = (DEFAULT_STATE_OFFSET + 3 * 4096 + 1024) as usize;
+        m.data[at..at + 512].fill(0xEE);
+        let again = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+        assert_eq!(again.boot().rollback_floor, 7);
+        assert_eq!(again.health()[1].copies[1], Err(Invalid::BadCrc));
+        // Both layout copies gone: a clear error, not a guess.
+        for blk in 0..2 {
+            let at = (DEFAULT_STATE_OFFSET + blk * 4096 + 100) as usize;
+            m.data[at] ^= 1;
+        }
+        assert!(matches!(
+            StateArea::read(&mut m, DEFAULT_STATE_OFFSET),
+            Err(Error::BadStateArea(_))
+        ));
+        let blank = &mut MemStorage::new(vec![0; 2 * MIB as usize]);
+        assert!(matches!(
+            StateArea::read(blank, DEFAULT_STATE_OFFSET),
+            Err(Error::NoStateArea { .. })
+        ));
+    }
+
+    #[test]
+    fn pending_slot_boots_its_tries_then_falls_back() {
+        let mut b = BootState::initial(Slot::A, 1, "").unwrap();
+        assert!(matches!(
+            b.set_pending(Slot::B, 2),
+            Err(Error::NotComplete { .. })
+        ));
+        complete(&mut b, Slot::B, 2);
+        assert!(matches!(b.set_pending(Slot::A, 2), Err(Error::ActiveSlot('A'))));
+        b.set_pending(Slot::B, 2).unwrap();
+        let d1 = b.boot_attempt();
+        let d2 = b.boot_attempt();
+        let d3 = b.boot_attempt();
+        assert_eq!((d1.slot, d1.trial), (Slot::B, true));
+        assert_eq!((d2.slot, d2.trial), (Slot::B, true));
+        assert_eq!(d3.slot, Slot::A);
+        assert_eq!(d3.fell_back_from, Some(Slot::B));
+        assert_eq!(b.pending, None);
+        assert_eq!(b.boot_attempt().slot, Slot::A);
+        assert_eq!(b.active, Slot::A);
+    }
+
+    #[test]
+    fn confirm_promotes_the_pending_slot_and_raises_the_floor() {
+        let mut b = BootState::initial(Slot::A, 1, "").unwrap();
+        complete(&mut b, Slot::B, 5);
+        b.set_pending(Slot::B, 3).unwrap();
+        assert_eq!(b.boot_attempt().slot, Slot::B);
+        b.confirm(Slot::B).unwrap();
+        assert_eq!((b.active, b.pending, b.rollback_floor), (Slot::B, None, 5));
+        assert_eq!(b.boot_attempt().slot, Slot::B);
+        // A slot that is neither active nor pending cannot confirm.
+        assert!(matches!(b.confirm(Slot::A), Err(Error::NotBooted('A'))));
+    }
+
+    #[test]
+    fn updating_slot_is_never_booted() {
+        let mut b = BootState::initial(Slot::A, 1, "").unwrap();
+        complete(&mut b, Slot::B, 2);
+        b.set_pending(Slot::B, 3).unwrap();
+        b.mark_updating(Slot::B, 3, [2; 32], "");
+        assert_eq!(b.pending, None);
+        // Even a record claiming otherwise (written by something else).
+        b.pending = Some(Slot::B);
+        b.tries_left = 3;
+        let d = b.boot_attempt();
+        assert_eq!((d.slot, d.fell_back_from), (Slot::A, Some(Slot::B)));
+    }
+
+    #[test]
+    fn boot_ops_persist() {
+        let mut m = disk();
+        let mut area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+        area.update_boot(&mut m, |b| {
+            complete(b, Slot::B, 8);
+            Ok(())
+        })
+        .unwrap();
+        area.set_pending(&mut m, Slot::B, 1).unwrap();
+        assert_eq!(area.boot_attempt(&mut m).unwrap().slot, Slot::B);
+        let mut again = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+        assert_eq!(again.boot().tries_left, 0);
+        again.confirm(&mut m, Slot::B).unwrap();
+        let again = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+        assert_eq!(again.boot().active, Slot::B);
+        assert_eq!(again.boot().rollback_floor, 8);
+    }
+
+    #[test]
+    fn decoders_are_total() {
+        // Random payloads behind a valid record envelope never panic.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for len in 0..400 {
+            let p: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 24) as u8
+                })
+                .collect();
+            let _ = Layout::decode(&p);
+            let _ = BootState::decode(&p);
+            let _ = Journal::decode(&p);
+        }
+        let j = Journal {
+            image_id: [3; 32],
+            slot: Slot::B,
+            segment: 2,
+            offset: 4096,
+            verified: true,
+            done_bytes: 99,
+        };
+        assert_eq!(Journal::decode(&Journal::encode(Some(&j))).unwrap(), Some(j));
+        assert_eq!(Journal::decode(&Journal::encode(None)).unwrap(), None);
+    }
+}

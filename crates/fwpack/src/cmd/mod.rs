@@ -1,5 +1,6 @@
 //! One module per group of subcommands.
 
+pub mod apply;
 pub mod boards;
 pub mod build;
 pub mod disk;

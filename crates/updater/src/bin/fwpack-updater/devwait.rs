@@ -33,7 +33,8 @@ fn drain(fd: &OwnedFd) -> usize {
     let mut block = 0;
     loop {
         match rustix::net::recv(fd, &mut buf[..], RecvFlags::DONTWAIT) {
-            Ok((msg, _)) => {
+            Ok((n, _)) => {
+                let msg = buf.get(..n).unwrap_or_default();
                 if msg.split(|&b| b == 0).any(|f| f == b"SUBSYSTEM=block") {
                     block += 1;
                 }

@@ -18,7 +18,7 @@ pub enum Attached {
     Partition(PathBuf),
     /// `/dev/loopN`; auto-clears when its last user goes away, so the
     /// descriptor is held until the mount has its own reference.
-    Loop(PathBuf, OwnedFd),
+    Loop(PathBuf, #[allow(dead_code)] OwnedFd),
 }
 
 impl Attached {

@@ -190,7 +190,7 @@ pub fn supports_tryboot_a_b(caps: Option<u32>) -> Option<bool> {
 }
 
 /// What to do with the boot state given what the firmware booted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Boot `slot`; nothing special.
     Boot(Slot),

@@ -10,12 +10,11 @@ use updater::{Access, ApplyOptions, Event, FileStorage, Phase, SlotState, StateA
 
 use crate::config::{Config, Images};
 use crate::pid1::Signals;
-use crate::{devwait, log};
+use crate::devwait;
 
-/// Loads every `*.pem` (SubjectPublicKeyInfo) and `*.pub` (32 raw bytes)
-/// key in `dir`.
-pub fn trusted_keys(dir: &Path) -> Result<TrustedKeys, String> {
-    let mut keys = TrustedKeys::new();
+/// Adds every `*.pem` (SubjectPublicKeyInfo) and `*.pub` (32 raw bytes)
+/// key in `dir` to `keys`; returns how many were added.
+pub fn add_keys_from(keys: &mut TrustedKeys, dir: &Path) -> Result<usize, String> {
     let rd = std::fs::read_dir(dir).map_err(|e| format!("trusted keys {}: {e}", dir.display()))?;
     let mut paths: Vec<PathBuf> = rd
         .flatten()
@@ -23,14 +22,24 @@ pub fn trusted_keys(dir: &Path) -> Result<TrustedKeys, String> {
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("pem" | "pub")))
         .collect();
     paths.sort();
+    let mut n = 0;
     for p in paths {
         let data = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         match keys.add_encoded(&data) {
-            Ok(id) => log!("trusted key {id} from {}", p.display()),
+            Ok(id) => {
+                n += 1;
+                log!("trusted key {id} from {}", p.display());
+            }
             Err(e) => log!("ignoring {}: {e}", p.display()),
         }
     }
-    if keys.is_empty() {
+    Ok(n)
+}
+
+/// The trusted keys of a directory; an error if there are none.
+pub fn trusted_keys(dir: &Path) -> Result<TrustedKeys, String> {
+    let mut keys = TrustedKeys::new();
+    if add_keys_from(&mut keys, dir)? == 0 {
         return Err(format!("no usable public key in {}", dir.display()));
     }
     Ok(keys)
@@ -134,7 +143,7 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
             continue;
         }
         if id == inactive.image_id && inactive.state == SlotState::Complete {
-            if boot.pending == Some(inactive_slot) {
+            if boot.pending == Some(inactive_slot) && boot.tries_left > 0 {
                 log!("update {name} is already in slot {inactive_slot}, pending");
             } else {
                 // It was tried and not confirmed (fallback): never loop on it.

@@ -1,0 +1,66 @@
+################################################################################
+#
+# fwpack
+#
+################################################################################
+
+# A commit of the fwpack repository. By default it is cloned from the
+# checkout this br2-external tree lives in, so the source archive (and its
+# hash in fwpack.hash) is defined by the commit alone and the download
+# needs no release server. Pointing FWPACK_SITE at a public clone of the
+# repository gives the same archive, hence the same hash. To build your
+# working tree instead, use FWPACK_OVERRIDE_SRCDIR (see the README).
+FWPACK_VERSION = d183585f5c2b83941e94994a5a6ba13caade17da
+FWPACK_SITE = $(BR2_EXTERNAL_FWPACK_PATH)/..
+FWPACK_SITE_METHOD = git
+FWPACK_LICENSE = Apache-2.0 or MIT
+
+# The repository is a virtual Cargo workspace: build its members. The
+# target package is the device-side updater only; the host package is
+# the fwpack command that the post-image script runs.
+FWPACK_SUBDIR = crates/updater
+HOST_FWPACK_SUBDIR = crates/fwpack
+FWPACK_CARGO_BUILD_OPTS = --bin fwpack-updater
+# fwpack-updater runs as PID 1 in the initramfs: a panic must abort (the
+# kernel then reboots into the old slot), never unwind into a half state.
+FWPACK_CARGO_ENV = CARGO_PROFILE_RELEASE_PANIC=abort
+
+# With FWPACK_OVERRIDE_SRCDIR there is no download step, hence no cargo
+# vendoring: do it before configuring, as the download post-process would
+# have, so that the --offline build finds every crate. The rsync must not
+# copy the checkout's own build tree.
+FWPACK_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = --exclude=/target --exclude=/VENDOR
+HOST_FWPACK_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = $(FWPACK_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS)
+
+define FWPACK_VENDOR_OVERRIDDEN_SOURCE
+	mkdir -p $(@D)/.cargo $(BR_CARGO_HOME)
+	cd $(@D) && $(HOST_MAKE_ENV) CARGO_HOME=$(BR_CARGO_HOME) \
+		cargo vendor --locked VENDOR > $(@D)/.cargo/config.toml
+endef
+
+ifneq ($(FWPACK_OVERRIDE_SRCDIR),)
+FWPACK_PRE_CONFIGURE_HOOKS += FWPACK_VENDOR_OVERRIDDEN_SOURCE
+HOST_FWPACK_PRE_CONFIGURE_HOOKS += FWPACK_VENDOR_OVERRIDDEN_SOURCE
+endif
+
+# `fwpack build` reads board configs and the initramfs recipe at run
+# time: install them next to the tool (post-image.sh points
+# FWPACK_CONFIGS and --recipe here) rather than relying on the build
+# directory staying around.
+define HOST_FWPACK_INSTALL_DATA
+	mkdir -p $(HOST_DIR)/share/fwpack
+	rm -rf $(HOST_DIR)/share/fwpack/configs $(HOST_DIR)/share/fwpack/recipes
+	cp -R $(@D)/configs $(@D)/recipes $(HOST_DIR)/share/fwpack/
+endef
+HOST_FWPACK_POST_INSTALL_HOOKS += HOST_FWPACK_INSTALL_DATA
+
+# The infrastructure's `cargo install --bins` would install every binary
+# of the crate and build it all again: install the one we built.
+define FWPACK_INSTALL_TARGET_CMDS
+	$(INSTALL) -D -m 0755 \
+		$(@D)/target/$(RUSTC_TARGET_NAME)/$(if $(BR2_ENABLE_DEBUG),debug,release)/fwpack-updater \
+		$(TARGET_DIR)/usr/bin/fwpack-updater
+endef
+
+$(eval $(cargo-package))
+$(eval $(host-cargo-package))

@@ -1,0 +1,646 @@
+//! `fwpack apply | status | state init | mark-good`: the updater's engine
+//! and A/B state on a block device, a loop device or a plain disk image.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use fwimage::TrustedKeys;
+use serde_json::{json, Value};
+use updater::state::{Layout, RecordHealth, SlotGroup, SlotRange};
+use updater::{
+    Access, ApplyOptions, ApplyReport, BootState, Event, FileStorage, Phase, Slot, SlotInfo,
+    StateArea, Storage,
+};
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    diskimage::ByteSize::parse(s)
+}
+
+fn parse_slot(s: &str) -> Result<Slot, String> {
+    s.parse().map_err(|e: updater::Error| e.to_string())
+}
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    /// Signed image (.fwi) to apply.
+    image: PathBuf,
+    /// Disk to write: a block device, a loop device, or a disk image file
+    /// that carries a fwpack state area.
+    #[arg(long)]
+    target: PathBuf,
+    /// Trusted public key (PEM or 32 raw bytes). Repeat to trust several.
+    #[arg(long = "key", short = 'k', required = true)]
+    keys: Vec<PathBuf>,
+    /// Slot to write (A or B); default: the inactive one. The active slot
+    /// is always refused.
+    #[arg(long, value_parser = parse_slot)]
+    slot: Option<Slot>,
+    /// Read everything written back from the target and check it against
+    /// the image's CRC chain before recording it as done.
+    #[arg(long)]
+    verify_writes: bool,
+    /// Read the target first and write only blocks that differ (re-flashes
+    /// of mostly unchanged images; saves flash wear).
+    #[arg(long)]
+    minimize_writes: bool,
+    /// Write even if the target is mounted, held or opened exclusively.
+    #[arg(long)]
+    force: bool,
+    /// Accept an image without a segment for every slot group.
+    #[arg(long)]
+    allow_partial: bool,
+    /// Mark the slot complete but do not make it pending.
+    #[arg(long)]
+    no_activate: bool,
+    /// Trial boots of the new slot before the device falls back.
+    #[arg(long, default_value_t = 3)]
+    tries: u8,
+    /// Byte offset of the state area on the target.
+    #[arg(long, value_parser = parse_size, default_value = "512KiB")]
+    state_offset: u64,
+    /// Bytes per write (a multiple of 4 KiB).
+    #[arg(long, value_parser = parse_size, default_value = "1MiB")]
+    chunk_size: u64,
+    /// Bytes between durable checkpoints in the resume journal.
+    #[arg(long, value_parser = parse_size, default_value = "32MiB")]
+    checkpoint_interval: u64,
+    /// One JSON object per line on stdout (events, then the result).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Disk to describe (block device or disk image file).
+    #[arg(long)]
+    target: PathBuf,
+    #[arg(long, value_parser = parse_size, default_value = "512KiB")]
+    state_offset: u64,
+    /// One JSON object on stdout instead of human lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct MarkGoodArgs {
+    /// Disk whose boot state to change.
+    #[arg(long)]
+    target: PathBuf,
+    /// The slot the running system booted from; default: the pending slot
+    /// if there is one, else the active slot.
+    #[arg(long, value_parser = parse_slot)]
+    slot: Option<Slot>,
+    #[arg(long, value_parser = parse_size, default_value = "512KiB")]
+    state_offset: u64,
+}
+
+#[derive(Args)]
+pub struct StateArgs {
+    #[command(subcommand)]
+    command: StateCommand,
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Write a fresh state area (layout + boot state) onto a disk.
+    Init(StateInitArgs),
+}
+
+#[derive(Args)]
+pub struct StateInitArgs {
+    /// Disk to initialise; a file is created or grown to --size.
+    #[arg(long)]
+    target: PathBuf,
+    /// Board name; images for other boards are refused.
+    #[arg(long)]
+    board: String,
+    /// A slot group: `NAME:A=OFFSET+SIZE,B=OFFSET+SIZE` (sizes like 64MiB).
+    /// Repeat for several groups.
+    #[arg(long = "group", short = 'g', required = true)]
+    groups: Vec<String>,
+    #[arg(long, value_parser = parse_size, default_value = "512KiB")]
+    state_offset: u64,
+    /// Size of a file target (created sparse, or grown; never shrunk).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
+    /// Slot that holds the running (factory) firmware.
+    #[arg(long, value_parser = parse_slot, default_value = "A")]
+    active: Slot,
+    /// Payload version of that firmware (the rollback floor).
+    #[arg(long, default_value_t = 0)]
+    active_version: u64,
+    #[arg(long, default_value = "")]
+    active_label: String,
+    /// Overwrite an existing state area (its boot state is lost), or write
+    /// to a busy device.
+    #[arg(long)]
+    force: bool,
+}
+
+fn trusted_keys(paths: &[PathBuf]) -> Result<TrustedKeys> {
+    let mut t = TrustedKeys::new();
+    for k in paths {
+        t.add(crate::cmd::keys::load_public_key(k)?);
+    }
+    Ok(t)
+}
+
+fn open(target: &Path, access: Access) -> Result<FileStorage> {
+    FileStorage::open(target, access).with_context(|| format!("target {}", target.display()))
+}
+
+pub fn apply(args: ApplyArgs) -> Result<()> {
+    let json_mode = args.json;
+    let result = run_apply(&args);
+    match &result {
+        Ok(r) => print_report(&args, r),
+        Err(e) if json_mode => {
+            let code = crate::exit::classify(e);
+            println!(
+                "{}",
+                json!({"event": "error", "exit_code": code, "message": format!("{e:#}")})
+            );
+        }
+        Err(_) => {}
+    }
+    result.map(|_| ())
+}
+
+fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
+    let trusted = trusted_keys(&args.keys)?;
+    let file =
+        File::open(&args.image).with_context(|| format!("opening {}", args.image.display()))?;
+    let len = file.metadata()?.len();
+    let mut storage = open(&args.target, Access::ReadWrite)?;
+    let opts = ApplyOptions {
+        slot: args.slot,
+        state_offset: args.state_offset,
+        verify_writes: args.verify_writes,
+        minimize_writes: args.minimize_writes,
+        force: args.force,
+        allow_partial: args.allow_partial,
+        activate: !args.no_activate,
+        tries: args.tries,
+        chunk_size: usize::try_from(args.chunk_size).context("--chunk-size")?,
+        checkpoint_interval: args.checkpoint_interval,
+    };
+    let mut out = EventPrinter::new(args.json);
+    // Reads of a plain segment are as large as the chunk and bypass this
+    // buffer; decompressors read in small pieces and need it.
+    let image = BufReader::with_capacity(256 << 10, file);
+    let report = updater::apply(image, len, &mut storage, &trusted, &opts, &mut |e| {
+        out.event(e)
+    })
+    .with_context(|| {
+        format!(
+            "applying {} to {}",
+            args.image.display(),
+            args.target.display()
+        )
+    });
+    out.finish();
+    report
+}
+
+/// Turns engine events into JSON lines or human lines (+ a progress bar
+/// on a terminal).
+struct EventPrinter {
+    json: bool,
+    bar: Option<indicatif::ProgressBar>,
+    last_percent: Option<(Phase, u64)>,
+}
+
+impl EventPrinter {
+    fn new(json: bool) -> Self {
+        EventPrinter {
+            json,
+            bar: None,
+            last_percent: None,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+
+    fn event(&mut self, e: &Event) {
+        if self.json {
+            if let Some(v) = self.event_json(e) {
+                println!("{v}");
+            }
+            return;
+        }
+        match e {
+            Event::Target { description } => eprintln!("target: {description}"),
+            Event::Phase(p) => {
+                self.finish();
+                if matches!(p, Phase::Verify | Phase::Write) {
+                    self.bar = Some(crate::cmd::progress_bar(0, p.name()));
+                }
+            }
+            Event::ImageAccepted {
+                board,
+                version,
+                label,
+                key_id,
+                segments,
+                raw_bytes,
+                slot,
+            } => eprintln!(
+                "image: board {board}, version {version}{}, {segments} segment(s), {raw_bytes} bytes, signed by {key_id}; writing slot {slot}",
+                if label.is_empty() { String::new() } else { format!(" ({label})") }
+            ),
+            Event::Progress { done, total, .. } => {
+                if let Some(b) = &self.bar {
+                    if b.length() != Some(*total) {
+                        b.set_length(*total);
+                    }
+                    b.set_position(*done);
+                }
+            }
+            Event::Warning(w) => {
+                self.suspend(|| eprintln!("warning: {w}"));
+            }
+            Event::Resume {
+                segment,
+                offset,
+                skipped,
+            } => eprintln!(
+                "resuming an interrupted apply at segment {segment} offset {offset}: {skipped} bytes already on the target"
+            ),
+            Event::Restart { reason } => eprintln!("starting over: {reason}"),
+            Event::AlreadyComplete { slot } => {
+                eprintln!("slot {slot} already holds this image, complete")
+            }
+            Event::SlotState { slot, state } => {
+                self.suspend(|| eprintln!("slot {slot}: {}", state.name()));
+            }
+            Event::Pending { slot, tries } => {
+                eprintln!("slot {slot} is pending: it boots next ({tries} tries)")
+            }
+            Event::Checkpoint { .. } => {}
+            _ => {}
+        }
+    }
+
+    fn suspend(&self, f: impl FnOnce()) {
+        match &self.bar {
+            Some(b) => b.suspend(f),
+            None => f(),
+        }
+    }
+
+    fn event_json(&mut self, e: &Event) -> Option<Value> {
+        Some(match e {
+            Event::Target { description } => json!({"event": "target", "description": description}),
+            Event::Phase(p) => json!({"event": "phase", "phase": p.name()}),
+            Event::ImageAccepted {
+                board,
+                version,
+                label,
+                key_id,
+                segments,
+                raw_bytes,
+                slot,
+            } => json!({
+                "event": "image", "board": board, "version": version, "label": label,
+                "key_id": key_id.full(), "segments": segments, "raw_bytes": raw_bytes,
+                "slot": slot.to_string(),
+            }),
+            Event::Progress { phase, done, total } => {
+                // One line per percent is plenty for a log or a UI.
+                let pct = done.saturating_mul(100) / (*total).max(1);
+                if self.last_percent == Some((*phase, pct)) && done != total {
+                    return None;
+                }
+                self.last_percent = Some((*phase, pct));
+                json!({"event": "progress", "phase": phase.name(), "done": done, "total": total})
+            }
+            Event::Warning(w) => json!({"event": "warning", "message": w}),
+            Event::Resume {
+                segment,
+                offset,
+                skipped,
+            } => {
+                json!({"event": "resume", "segment": segment, "offset": offset, "skipped": skipped})
+            }
+            Event::Restart { reason } => json!({"event": "restart", "reason": reason}),
+            Event::AlreadyComplete { slot } => {
+                json!({"event": "already_complete", "slot": slot.to_string()})
+            }
+            Event::Checkpoint {
+                segment,
+                offset,
+                done,
+                verified,
+            } => json!({
+                "event": "checkpoint", "segment": segment, "offset": offset,
+                "done": done, "verified": verified,
+            }),
+            Event::SlotState { slot, state } => {
+                json!({"event": "slot_state", "slot": slot.to_string(), "state": state.name()})
+            }
+            Event::Pending { slot, tries } => {
+                json!({"event": "pending", "slot": slot.to_string(), "tries": tries})
+            }
+            _ => return None,
+        })
+    }
+}
+
+fn print_report(args: &ApplyArgs, r: &ApplyReport) {
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "event": "result", "result": "ok",
+                "image": args.image, "target": args.target,
+                "slot": r.slot.to_string(), "image_id": hex::encode(r.image_id),
+                "board": r.board, "version": r.version, "label": r.label,
+                "key_id": r.key_id.full(), "segments": r.segments,
+                "raw_bytes": r.raw_bytes, "bytes_written": r.bytes_written,
+                "skipped_resume": r.skipped_resume, "skipped_unchanged": r.skipped_unchanged,
+                "bytes_read_back": r.bytes_read_back, "checkpoints": r.checkpoints,
+                "resumed_from": r.resumed_from.map(|(s, o)| json!({"segment": s, "offset": o})),
+                "already_complete": r.already_complete, "pending": r.pending,
+                "direct_io": r.direct_io,
+            })
+        );
+        return;
+    }
+    let mut extra = Vec::new();
+    if r.skipped_resume > 0 {
+        extra.push(format!("{} resumed", r.skipped_resume));
+    }
+    if r.skipped_unchanged > 0 {
+        extra.push(format!("{} unchanged", r.skipped_unchanged));
+    }
+    if r.bytes_read_back > 0 {
+        extra.push(format!("{} read back", r.bytes_read_back));
+    }
+    println!(
+        "OK: {} → slot {} of {}: {} bytes written{}{}",
+        args.image.display(),
+        r.slot,
+        args.target.display(),
+        r.bytes_written,
+        if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", extra.join(", "))
+        },
+        if r.pending {
+            format!("; slot {} boots next on trial", r.slot)
+        } else {
+            "; slot marked complete, not activated".into()
+        }
+    );
+}
+
+pub fn status(args: StatusArgs) -> Result<()> {
+    let mut st = open(&args.target, Access::ReadOnly)?;
+    let area = match StateArea::read(&mut st, args.state_offset) {
+        Ok(a) => a,
+        Err(e) => {
+            if let Ok(h) = StateArea::diagnose(&mut st, args.state_offset) {
+                if args.json {
+                    println!(
+                        "{}",
+                        json!({"target": args.target, "error": e.to_string(), "records": health_json(&h)})
+                    );
+                } else {
+                    for r in &h {
+                        eprintln!("{}", health_line(r));
+                    }
+                }
+            }
+            return Err(e).with_context(|| format!("state area of {}", args.target.display()));
+        }
+    };
+    let l = area.layout();
+    let b = area.boot();
+    if args.json {
+        let slot = |s: &SlotInfo| {
+            json!({"state": s.state.name(), "version": s.version, "label": s.label,
+                   "image_id": hex::encode(s.image_id)})
+        };
+        let groups: Vec<Value> = l
+            .groups
+            .iter()
+            .map(|g| {
+                json!({"name": g.name,
+                   "A": {"offset": g.slots[0].offset, "size": g.slots[0].size},
+                   "B": {"offset": g.slots[1].offset, "size": g.slots[1].size}})
+            })
+            .collect();
+        let journal = area.journal().map(|j| {
+            json!({"image_id": hex::encode(j.image_id), "slot": j.slot.to_string(),
+                   "segment": j.segment, "offset": j.offset, "verified": j.verified,
+                   "done_bytes": j.done_bytes})
+        });
+        println!(
+            "{}",
+            json!({
+                "target": args.target, "describe": st.describe(),
+                "board": l.board, "state_offset": l.state_offset, "groups": groups,
+                "active": b.active.to_string(), "pending": b.pending.map(|s| s.to_string()),
+                "tries_left": b.tries_left, "confirmed": b.confirmed,
+                "rollback_floor": b.rollback_floor,
+                "slots": {"A": slot(b.slot(Slot::A)), "B": slot(b.slot(Slot::B))},
+                "journal": journal, "records": health_json(area.health()),
+            })
+        );
+        return Ok(());
+    }
+    println!("target       {}", st.describe());
+    println!("board        {}", l.board);
+    println!(
+        "state area   at {} ({} bytes)",
+        l.state_offset,
+        updater::STATE_AREA_LEN
+    );
+    for g in &l.groups {
+        println!(
+            "group        {:<12} A {}+{}  B {}+{}",
+            g.name, g.slots[0].offset, g.slots[0].size, g.slots[1].offset, g.slots[1].size
+        );
+    }
+    println!(
+        "active       {}{}",
+        b.active,
+        if b.confirmed { " (confirmed)" } else { "" }
+    );
+    match b.pending {
+        Some(p) => println!("pending      {p} ({} tries left)", b.tries_left),
+        None => println!("pending      none"),
+    }
+    println!(
+        "rollback     images older than version {} are refused",
+        b.rollback_floor
+    );
+    for s in [Slot::A, Slot::B] {
+        let i = b.slot(s);
+        println!(
+            "slot {s}       {:<9} version {}{}",
+            i.state.name(),
+            i.version,
+            if i.label.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", i.label)
+            }
+        );
+    }
+    match area.journal() {
+        Some(j) => println!(
+            "journal      apply to slot {} in progress: segment {} offset {} ({} bytes done{})",
+            j.slot,
+            j.segment,
+            j.offset,
+            j.done_bytes,
+            if j.verified { ", read back" } else { "" }
+        ),
+        None => println!("journal      idle"),
+    }
+    for r in area.health() {
+        println!("{}", health_line(r));
+    }
+    Ok(())
+}
+
+fn health_line(r: &RecordHealth) -> String {
+    let copy = |c: &Result<u64, updater::record::Invalid>| match c {
+        Ok(seq) => format!("seq {seq}"),
+        Err(e) => e.to_string(),
+    };
+    format!(
+        "record       {:<11} copy 0: {}, copy 1: {}",
+        r.kind.name(),
+        copy(&r.copies[0]),
+        copy(&r.copies[1])
+    )
+}
+
+fn health_json(h: &[RecordHealth]) -> Value {
+    let copy = |c: &Result<u64, updater::record::Invalid>| match c {
+        Ok(seq) => json!({"valid": true, "seq": seq}),
+        Err(e) => json!({"valid": false, "reason": e.to_string()}),
+    };
+    Value::Array(
+        h.iter()
+            .map(|r| {
+                json!({"kind": r.kind.name(), "copies": [copy(&r.copies[0]), copy(&r.copies[1])],
+                       "newest": r.newest})
+            })
+            .collect(),
+    )
+}
+
+pub fn mark_good(args: MarkGoodArgs) -> Result<()> {
+    let mut st = open(&args.target, Access::ReadWrite)?;
+    let mut area = StateArea::read(&mut st, args.state_offset)
+        .with_context(|| format!("state area of {}", args.target.display()))?;
+    let b = area.boot();
+    let slot = args.slot.or(b.pending).unwrap_or(b.active);
+    area.confirm(&mut st, slot)?;
+    println!(
+        "slot {slot} confirmed good; active slot is {}, rollback floor {}",
+        area.boot().active,
+        area.boot().rollback_floor
+    );
+    Ok(())
+}
+
+pub fn state(args: StateArgs) -> Result<()> {
+    match args.command {
+        StateCommand::Init(a) => state_init(a),
+    }
+}
+
+/// `NAME:A=OFF+SIZE,B=OFF+SIZE`
+fn parse_group(s: &str) -> Result<SlotGroup> {
+    let (name, rest) = s
+        .split_once(':')
+        .with_context(|| format!("group `{s}`: expected NAME:A=OFFSET+SIZE,B=OFFSET+SIZE"))?;
+    let mut slots = [None, None];
+    for part in rest.split(',') {
+        let (which, range) = part
+            .split_once('=')
+            .with_context(|| format!("group `{name}`: `{part}` is not A=OFFSET+SIZE"))?;
+        let slot: Slot = which.trim().parse()?;
+        let (off, size) = range
+            .split_once('+')
+            .with_context(|| format!("group `{name}`: `{range}` is not OFFSET+SIZE"))?;
+        let r = SlotRange {
+            offset: parse_size(off).map_err(anyhow::Error::msg)?,
+            size: parse_size(size).map_err(anyhow::Error::msg)?,
+        };
+        if slots[slot.index()].replace(r).is_some() {
+            bail!("group `{name}`: slot {slot} given twice");
+        }
+    }
+    match slots {
+        [Some(a), Some(b)] => Ok(SlotGroup {
+            name: name.to_string(),
+            slots: [a, b],
+        }),
+        _ => bail!("group `{name}`: needs both A= and B="),
+    }
+}
+
+fn state_init(args: StateInitArgs) -> Result<()> {
+    let groups = args
+        .groups
+        .iter()
+        .map(|g| parse_group(g))
+        .collect::<Result<Vec<_>>>()?;
+    let layout = Layout::new(&args.board, args.state_offset, groups)?;
+    let boot = BootState::initial(args.active, args.active_version, &args.active_label)?;
+    if let Some(size) = args.size {
+        let is_file = std::fs::metadata(&args.target).map_or(true, |m| m.is_file());
+        if is_file {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&args.target)
+                .with_context(|| format!("creating {}", args.target.display()))?;
+            if f.metadata()?.len() < size {
+                f.set_len(size)?;
+            }
+        }
+    }
+    let mut st = open(&args.target, Access::ReadWrite)?;
+    if !args.force {
+        if let Ok(existing) = StateArea::read(&mut st, args.state_offset) {
+            bail!(
+                "{} already has a state area (board {}, active slot {}); --force replaces it and loses its boot state",
+                args.target.display(),
+                existing.layout().board,
+                existing.boot().active
+            );
+        }
+        let busy = st.busy(&[layout.state_range()])?;
+        if !busy.reasons.is_empty() {
+            return Err(updater::Error::Busy {
+                reasons: busy.reasons,
+            }
+            .into());
+        }
+    }
+    updater::init_state_area(&mut st, &layout, &boot)?;
+    println!(
+        "initialised the state area of {} at {} (board {}, {} slot group(s), active slot {})",
+        args.target.display(),
+        args.state_offset,
+        layout.board,
+        layout.groups.len(),
+        args.active
+    );
+    Ok(())
+}

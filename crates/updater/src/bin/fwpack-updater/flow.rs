@@ -1,0 +1,235 @@
+//! PID 1 from start to `exec`: set up, load modules, wait for the disk,
+//! apply a pending update (then reboot into it), choose the slot with the
+//! boot state, mount it and switch root. Every error ends in the
+//! configured failure action; nothing here returns.
+
+use std::convert::Infallible;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use updater::{Access, BootDecision, FileStorage, Slot, StateArea};
+
+use crate::config::{Action, Config, DeviceSpec, DEFAULT_PATH};
+use crate::pid1::{self, Signals};
+use crate::runinfo::RunInfo;
+use crate::{devwait, kmod, slotdev, switchroot, tryboot, update};
+
+pub fn run(args: Vec<OsString>) -> ! {
+    let (mut signals, problems) = pid1::setup("/dev/console");
+    log!("fwpack-updater {} starting as PID 1", env!("CARGO_PKG_VERSION"));
+    for p in problems {
+        log!("{p}");
+    }
+    let cfg = match load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            log!("configuration: {e}");
+            pid1::finish(Action::Reboot)
+        }
+    };
+    pid1::set_panic_action(cfg.on_failure);
+    // The kernel passes unknown command-line words on to init; so do we.
+    let init_args: Vec<OsString> = args.into_iter().skip(1).collect();
+    match boot(&cfg, &mut signals, &init_args) {
+        Ok(never) => match never {},
+        Err(e) => {
+            log!("{e}");
+            log!("cannot continue; on_failure = {}", cfg.on_failure.name());
+            pid1::finish(cfg.on_failure)
+        }
+    }
+}
+
+fn load_config() -> Result<Config, String> {
+    let text = std::fs::read_to_string(DEFAULT_PATH).map_err(|e| format!("{DEFAULT_PATH}: {e}"))?;
+    let (mut cfg, warnings) = Config::parse(&text).map_err(|e| format!("{DEFAULT_PATH}: {e}"))?;
+    for w in warnings {
+        log!("{DEFAULT_PATH}: {w}");
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    for c in cfg.apply_cmdline(&cmdline)? {
+        log!("kernel command line overrides {c}");
+    }
+    Ok(cfg)
+}
+
+fn open_disk(disk: &Path) -> Result<FileStorage, String> {
+    FileStorage::open(disk, Access::ReadWrite).map_err(|e| e.to_string())
+}
+
+fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<Infallible, String> {
+    if let Some(list) = &cfg.modules {
+        match kmod::load_all(list) {
+            Ok((ok, 0)) => log!("{ok} kernel modules ready"),
+            Ok((ok, failed)) => log!("{ok} kernel modules ready, {failed} failed"),
+            Err(e) => log!("{e}"),
+        }
+    }
+    signals.act_on_request();
+    let disk = devwait::wait(&cfg.target, cfg.device_timeout, signals)?;
+
+    match update::check_and_apply(cfg, &disk, signals) {
+        Ok(update::Outcome::Nothing) => {}
+        Ok(update::Outcome::Applied { slot, tries }) => {
+            if let Some(tb) = &cfg.tryboot {
+                prepare_tryboot(cfg, tb, slot, signals)?;
+                log!("slot {slot} is pending; rebooting into it once with the firmware's tryboot flag");
+                pid1::reboot_with_arg(c"0 tryboot");
+            }
+            log!("slot {slot} is pending ({tries} tries); rebooting into it");
+            pid1::finish(Action::Reboot);
+        }
+        // The running slot is untouched by a refused update: boot it.
+        Err(e) => log!("{e}; booting the current slot"),
+    }
+    signals.act_on_request();
+
+    let mut storage = open_disk(&disk)?;
+    let mut area = StateArea::read(&mut storage, cfg.state_offset)
+        .map_err(|e| format!("state area of {}: {e}", disk.display()))?;
+    let decision = match &cfg.tryboot {
+        Some(tb) => tryboot_decision(tb, &mut area, &mut storage)?,
+        None => area.boot_attempt(&mut storage).map_err(|e| e.to_string())?,
+    };
+    if let Some(from) = decision.fell_back_from {
+        log!("slot {from} was tried and never confirmed; falling back to slot {}", decision.slot);
+    }
+    let info = area.boot().slot(decision.slot).clone();
+    log!(
+        "booting slot {} (version {} {}){}",
+        decision.slot,
+        info.version,
+        info.label,
+        if decision.trial {
+            format!(", trial: {} tries left after this one", area.boot().tries_left)
+        } else {
+            String::new()
+        }
+    );
+    let layout = area.layout().clone();
+    let group = layout
+        .group(&cfg.root_group)
+        .ok_or_else(|| format!("the layout has no slot group `{}` (root_group)", cfg.root_group))?
+        .clone();
+    // The disk must not be held open (exclusively) while a partition of it
+    // is mounted.
+    drop(storage);
+
+    let mut slot = decision.slot;
+    let mut trial = decision.trial;
+    if let Err(e) = mount_slot(cfg, &disk, &group, slot) {
+        if !trial {
+            return Err(e);
+        }
+        log!("{e}");
+        log!("slot {slot} cannot be booted; falling back to slot {}", slot.other());
+        let mut storage = open_disk(&disk)?;
+        area.fallback(&mut storage).map_err(|e| e.to_string())?;
+        drop(storage);
+        slot = area.boot().active;
+        trial = false;
+        mount_slot(cfg, &disk, &group, slot)?;
+    }
+
+    let info = RunInfo {
+        target: disk.clone(),
+        state_offset: cfg.state_offset,
+        slot,
+        trial,
+        tryboot: cfg.tryboot.as_ref().map(|t| {
+            let dev = match &t.autoboot {
+                DeviceSpec::Path(p) => p.clone(),
+                other => crate::blkid::resolve(other).unwrap_or_else(|| PathBuf::from(other.to_string())),
+            };
+            (dev, t.fstype.clone(), t.partitions)
+        }),
+    };
+    if let Err(e) = info.save() {
+        // Booting matters more than the convenience of mark-good defaults.
+        log!("{e} (`fwpack-updater mark-good` will need --target and --slot)");
+    }
+    signals.act_on_request();
+    log!("switching root to slot {slot}, running {}", cfg.init);
+    switchroot::switch_root(&cfg.init, init_args)
+}
+
+fn mount_slot(cfg: &Config, disk: &Path, group: &updater::SlotGroup, slot: Slot) -> Result<(), String> {
+    let r = group.slot(slot);
+    let dev = slotdev::attach(disk, r.offset, r.size, cfg.slot_device)?;
+    log!("slot {slot} ({} bytes at {}) is {dev}", r.size, r.offset);
+    switchroot::mount_root(dev.node(), &cfg.root_fstype, &cfg.root_flags)?;
+    drop(dev);
+    if let Err(e) = switchroot::check_init(&cfg.init) {
+        switchroot::unmount_root();
+        return Err(format!("slot {slot}: {e}"));
+    }
+    Ok(())
+}
+
+/// Where the autoboot.txt partition is mounted while it is read or changed.
+const AUTOBOOT_MNT: &str = "/mnt/autoboot";
+
+/// Runs `f` on the mounted autoboot.txt partition.
+pub fn with_autoboot<T>(dev: &Path, fstype: &str, f: impl FnOnce(&Path) -> Result<T, String>) -> Result<T, String> {
+    let mnt = Path::new(if Path::new("/mnt").is_dir() { AUTOBOOT_MNT } else { "/run/fwpack/autoboot" });
+    std::fs::create_dir_all(mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
+    rustix::mount::mount(dev, mnt, fstype, rustix::mount::MountFlags::NOATIME, c"")
+        .map_err(|e| format!("mounting {} ({fstype}): {e}", dev.display()))?;
+    let r = f(mnt);
+    rustix::fs::sync();
+    if let Err(e) = rustix::mount::unmount(mnt, rustix::mount::UnmountFlags::empty()) {
+        log!("unmounting {}: {e}", mnt.display());
+    }
+    r
+}
+
+/// Before the tryboot reboot: autoboot.txt must send a tryboot to the new
+/// slot's boot partition and a normal boot to the current one.
+fn prepare_tryboot(cfg: &Config, tb: &crate::config::Tryboot, new: Slot, signals: &mut Signals) -> Result<(), String> {
+    let dev = devwait::wait(&tb.autoboot, cfg.device_timeout, signals)?;
+    let (cur, next) = (tb.partitions[new.other().index()], tb.partitions[new.index()]);
+    with_autoboot(&dev, &tb.fstype, |dir| {
+        let path = dir.join("autoboot.txt");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let a = tryboot::parse(&text);
+        if a.default == Some(cur) && a.tryboot == Some(next) && a.tryboot_a_b {
+            return Ok(());
+        }
+        log!("autoboot.txt: default partition {cur}, tryboot partition {next}");
+        tryboot::write_atomically(dir, &tryboot::rewrite(&text, cur, next)?)
+    })
+}
+
+/// Slot choice on a tryboot board: the firmware already chose the boot
+/// partition, so the root slot must match it.
+fn tryboot_decision(tb: &crate::config::Tryboot, area: &mut StateArea, storage: &mut FileStorage) -> Result<BootDecision, String> {
+    let Some(fw) = tryboot::firmware_boot() else {
+        log!("no /proc/device-tree/chosen/bootloader (not booted by Raspberry Pi firmware?); using the boot-state record alone");
+        return area.boot_attempt(storage).map_err(|e| e.to_string());
+    };
+    if tryboot::supports_tryboot_a_b(fw.capabilities) == Some(false) {
+        log!("warning: this bootloader does not report the TRYBOOT_A_B capability");
+    }
+    let booted = tryboot::slot_of(tb.partitions, fw.partition).ok_or_else(|| {
+        format!(
+            "the firmware booted partition {}, which is neither slot's boot partition ({} / {})",
+            fw.partition, tb.partitions[0], tb.partitions[1]
+        )
+    })?;
+    log!("firmware booted partition {} (slot {booted}){}", fw.partition, if fw.tryboot { " with the tryboot flag" } else { "" });
+    let err = |e: updater::Error| e.to_string();
+    match tryboot::decide(area.boot(), booted, fw.tryboot) {
+        tryboot::Decision::Boot(s) => Ok(BootDecision { slot: s, trial: false, fell_back_from: None }),
+        tryboot::Decision::Trial(_) => area.boot_attempt(storage).map_err(err),
+        tryboot::Decision::FellBack { from, boot } => {
+            area.fallback(storage).map_err(err)?;
+            Ok(BootDecision { slot: boot, trial: false, fell_back_from: Some(from) })
+        }
+        tryboot::Decision::FinishCommit(s) => {
+            log!("autoboot.txt already makes slot {s} the default; completing its confirmation");
+            area.confirm(storage, s).map_err(err)?;
+            Ok(BootDecision { slot: s, trial: false, fell_back_from: None })
+        }
+        tryboot::Decision::Refuse(why) => Err(why),
+    }
+}

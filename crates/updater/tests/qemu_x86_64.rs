@@ -1,0 +1,185 @@
+//! fwpack-updater as PID 1 under QEMU (TCG) with Debian's cloud-amd64
+//! kernel and an NVMe disk (driver built in; `loop` loaded from the
+//! initramfs, since the slots are byte ranges of an unpartitioned disk).
+//!
+//! - an update in the initramfs is applied to slot B, the guest reboots,
+//!   B boots, confirms itself, and becomes the active slot;
+//! - a corrupted update is refused before slot B is touched, the console
+//!   says why, slot A boots;
+//! - a new slot that never confirms boots once (tries = 1), then slot A
+//!   boots again and the update is not re-applied in a loop.
+
+mod qemu_support;
+
+use std::time::{Duration, Instant};
+
+use qemu_support::*;
+use testkit::kernels::{self, Arch};
+
+const ARCH: Arch = Arch::X86_64;
+const WAIT: Duration = Duration::from_secs(90);
+
+fn config(tries: u8) -> String {
+    format!(
+        "# fwpack-updater test configuration\n\
+         target = /dev/nvme0n1\n\
+         modules = /etc/fwpack/modules.load\n\
+         keys = /etc/fwpack/keys\n\
+         images = /images\n\
+         device_timeout = 30\n\
+         on_failure = poweroff\n\
+         root_group = system\n\
+         root_fstype = ext4\n\
+         tries = {tries}\n\
+         verify_writes = yes\n"
+    )
+}
+
+struct Setup {
+    work: tempfile::TempDir,
+    kernel: kernels::Kernel,
+    disk: std::path::PathBuf,
+    initrd: std::path::PathBuf,
+}
+
+fn setup(b_image: impl FnOnce(&[u8]) -> Vec<u8>, b_confirms: bool, tries: u8) -> Option<Setup> {
+    if !tools_present(ARCH) {
+        return None;
+    }
+    let kernel = kernels::amd64_cloud().expect("Debian cloud kernel");
+    let work = tempfile::tempdir().unwrap();
+    let a = image(&rootfs(work.path(), ARCH, "root-a", 1, true), 1);
+    let b = b_image(&image(&rootfs(work.path(), ARCH, "root-b", 2, b_confirms), 2));
+    let disk = disk(work.path(), false, &a);
+    let initrd = initramfs(
+        work.path(),
+        ARCH,
+        &config(tries),
+        &[("update-v2.fwi", &b)],
+        Some((&kernel, &["loop"])),
+    );
+    Some(Setup { work, kernel, disk, initrd })
+}
+
+#[test]
+fn update_is_applied_then_slot_b_boots_and_confirms() {
+    let Some(s) = setup(|b| b.to_vec(), true, 3) else { return };
+    let t = Instant::now();
+    let mut c = boot(ARCH, &s.kernel, &s.initrd, &s.disk, "x86-update-1");
+    expect(
+        &mut c,
+        &[
+            "fwpack-updater: fwpack-updater",
+            "module /lib/modules/",
+            "found /dev/nvme0n1",
+            "applying update /images/update-v2.fwi (version 2 v2) to slot B",
+            "signature ok; verifying every block",
+            "image verified; writing",
+            "slot B is now complete",
+            "slot B is pending with 3 tries",
+            "applied /images/update-v2.fwi to slot B",
+            "rebooting into it",
+        ],
+        WAIT,
+    );
+    expect_exit(&mut c, WAIT);
+    let first = t.elapsed();
+    let mut c = boot(ARCH, &s.kernel, &s.initrd, &s.disk, "x86-update-2");
+    let lines = expect(
+        &mut c,
+        &[
+            "is already in slot B, pending",
+            "booting slot B (version 2 v2), trial: 2 tries left",
+            "is loop device /dev/loop",
+            "switching root to slot B",
+            "FWPACK-TEST booted slot B version 2 pid 1",
+            "FWPACK-TEST root mount:",
+            "slot B (version 2) confirmed: it is now the active slot",
+            "FWPACK-TEST mark-good: Ok(Some(0))",
+            "FWPACK-TEST status",
+        ],
+        WAIT,
+    );
+    assert!(lines[5].contains(" ro"), "root must be mounted read-only: {}", lines[5]);
+    assert!(lines[8].contains("\"active\":\"B\"") && lines[8].contains("\"pending\":null"), "{}", lines[8]);
+    expect_exit(&mut c, WAIT);
+    eprintln!(
+        "x86_64: apply boot {:.1} s, boot into B {:.1} s",
+        first.as_secs_f64(),
+        (t.elapsed() - first).as_secs_f64()
+    );
+    // The host reads the same state back from the disk file.
+    let st = status_json(&s.disk);
+    assert!(st.contains("\"active\":\"B\"") && st.contains("\"confirmed\":true"), "{st}");
+    assert!(st.contains("\"rollback_floor\":2"), "{st}");
+    drop(s.work);
+}
+
+#[test]
+fn corrupted_update_is_refused_and_slot_a_boots() {
+    // Flip one byte in the middle of the last (compressed rootfs) bytes:
+    // the head and signature stay valid, the segment's SHA-256 does not.
+    let corrupt = |b: &[u8]| {
+        let mut v = b.to_vec();
+        let at = v.len() - 100;
+        v[at] ^= 0x40;
+        v
+    };
+    let Some(s) = setup(corrupt, true, 3) else { return };
+    let mut c = boot(ARCH, &s.kernel, &s.initrd, &s.disk, "x86-corrupt");
+    let lines = expect(
+        &mut c,
+        &[
+            "applying update /images/update-v2.fwi",
+            "update /images/update-v2.fwi refused:",
+            "booting slot A (version 1 v1)",
+            "FWPACK-TEST booted slot A version 1",
+        ],
+        WAIT,
+    );
+    let why = &lines[1];
+    assert!(
+        why.contains("SHA-256") || why.contains("CRC") || why.contains("integrity") || why.contains("mismatch"),
+        "the console must say why: {why}"
+    );
+    expect_exit(&mut c, WAIT);
+    let st = status_json(&s.disk);
+    // Refused before the first byte reached slot B: still empty, nothing pending.
+    assert!(st.contains("\"active\":\"A\"") && st.contains("\"pending\":null"), "{st}");
+    assert!(st.contains("{\"slot\":\"B\",\"state\":\"empty\""), "{st}");
+}
+
+#[test]
+fn unconfirmed_slot_falls_back_to_a() {
+    let Some(s) = setup(|b| b.to_vec(), false, 1) else { return };
+    let mut c = boot(ARCH, &s.kernel, &s.initrd, &s.disk, "x86-noconfirm-1");
+    expect(&mut c, &["slot B is pending with 1 tries", "rebooting into it"], WAIT);
+    expect_exit(&mut c, WAIT);
+
+    let mut c = boot(ARCH, &s.kernel, &s.initrd, &s.disk, "x86-noconfirm-2");
+    expect(
+        &mut c,
+        &[
+            "booting slot B (version 2 v2), trial: 0 tries left",
+            "FWPACK-TEST booted slot B version 2",
+            "FWPACK-TEST not confirming this slot",
+        ],
+        WAIT,
+    );
+    expect_exit(&mut c, WAIT);
+
+    let mut c = boot(ARCH, &s.kernel, &s.initrd, &s.disk, "x86-noconfirm-3");
+    expect(
+        &mut c,
+        &[
+            "was already installed in slot B and did not confirm; not applying it again",
+            "slot B was tried and never confirmed; falling back to slot A",
+            "booting slot A (version 1 v1)",
+            "FWPACK-TEST booted slot A version 1",
+        ],
+        WAIT,
+    );
+    expect_exit(&mut c, WAIT);
+    let st = status_json(&s.disk);
+    assert!(st.contains("\"active\":\"A\"") && st.contains("\"pending\":null"), "{st}");
+}
