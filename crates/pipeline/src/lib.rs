@@ -307,10 +307,10 @@ fn preflight(board: &Board, inputs: &Inputs) -> Result<Plan, Error> {
     }
     if !board.kernel.modules.is_empty() {
         match &inputs.modules_dir {
-            Some(d) if d.join("modules.dep").is_file() => {}
+            Some(d) if d.join("kernel").is_dir() => {}
             Some(d) => {
                 return Err(Error::MissingInput(format!(
-                    "{} has no modules.dep (expected lib/modules/<release>)",
+                    "{} has no kernel/ directory (expected lib/modules/<release>)",
                     d.display()
                 )))
             }

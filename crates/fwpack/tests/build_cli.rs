@@ -1,0 +1,387 @@
+//! `fwpack build` end to end on the qemu-x86_64 board with Debian's real
+//! kernel, checked by the real peers (sfdisk, fsck.vfat, mtools, GNU cpio).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const EPOCH: &str = "1700000000";
+
+fn fwpack(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fwpack"))
+        .args(args)
+        .current_dir(dir)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .output()
+        .expect("run fwpack")
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+struct Inputs {
+    dir: PathBuf,
+    kernel: PathBuf,
+    /// Built by the first `fwpack build` (which compiles it for the board);
+    /// later builds reuse it through `--updater` to keep the suite fast.
+    updater: PathBuf,
+}
+
+fn inputs() -> &'static Inputs {
+    static INPUTS: OnceLock<Inputs> = OnceLock::new();
+    INPUTS.get_or_init(|| {
+        let dir = testkit::target_dir().join("build-cli-inputs");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let kernel = testkit::kernels::amd64_cloud()
+            .expect("Debian cloud kernel")
+            .vmlinuz;
+        // Content is irrelevant to these tests; a deterministic pattern
+        // keeps the image small and the hashes stable.
+        let rootfs: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.join("rootfs.img"), rootfs).unwrap();
+        let out = fwpack(&["keygen", "-o", "release.pem"], &dir);
+        assert!(out.status.success(), "{}", show(&out));
+        let out = build(&dir, &kernel, "first", &[]);
+        assert!(out.status.success(), "first build: {}", show(&out));
+        let updater = testkit::target_dir().join("x86_64-unknown-linux-musl/device/fwpack-updater");
+        assert!(
+            updater.is_file(),
+            "the build compiled {}",
+            updater.display()
+        );
+        Inputs {
+            dir,
+            kernel,
+            updater,
+        }
+    })
+}
+
+fn build(dir: &Path, kernel: &Path, out: &str, extra: &[&str]) -> Output {
+    let kernel = kernel.to_string_lossy();
+    let mut args = vec![
+        "build",
+        "--board",
+        "qemu-x86_64",
+        "--out",
+        out,
+        "--kernel",
+        &kernel,
+        "--rootfs",
+        "rootfs.img",
+        "--key",
+        "release.pem",
+        "--version",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    fwpack(&args, dir)
+}
+
+fn build_with_updater(out: &str, extra: &[&str]) -> Output {
+    let i = inputs();
+    let updater = i.updater.to_string_lossy().into_owned();
+    let mut args = vec!["--updater", updater.as_str()];
+    args.extend_from_slice(extra);
+    build(&i.dir, &i.kernel, out, &args)
+}
+
+#[test]
+fn two_builds_are_byte_identical() {
+    let i = inputs();
+    let out = build_with_updater("again", &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    for f in [
+        "sdcard.img",
+        "boot/initramfs.cpio.gz",
+        "manifest.json",
+        "update.fwi",
+    ] {
+        let a = std::fs::read(i.dir.join("first").join(f)).unwrap();
+        let b = std::fs::read(i.dir.join("again").join(f)).unwrap();
+        assert!(a == b, "{f} differs between two builds");
+    }
+}
+
+#[test]
+fn peers_read_the_disk_image_we_meant() {
+    let i = inputs();
+    let out_dir = i.dir.join("first");
+    let img = out_dir.join("sdcard.img");
+    let json = Command::new("sfdisk")
+        .arg("--json")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(json.status.success(), "{}", show(&json));
+    let table: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let parts = table["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(table["partitiontable"]["label"], "dos");
+    assert_eq!(parts.len(), 3, "boot, rootfs-a, rootfs-b");
+    let sector = 512u64;
+    let start = |p: &serde_json::Value| p["start"].as_u64().unwrap() * sector;
+    let size = |p: &serde_json::Value| p["size"].as_u64().unwrap() * sector;
+    // 32 MiB FAT boot partition first, then two 64 MiB slots (configs/qemu-x86_64.yaml).
+    assert_eq!(start(&parts[0]), 1 << 20);
+    assert_eq!(size(&parts[0]), 32 << 20);
+    assert_eq!(parts[0]["bootable"], true);
+    assert_eq!(size(&parts[1]), 64 << 20);
+    assert_eq!(size(&parts[2]), 64 << 20);
+    // `sfdisk -d` (the dump a user would diff) agrees.
+    let dump = Command::new("sfdisk").arg("-d").arg(&img).output().unwrap();
+    assert!(String::from_utf8_lossy(&dump.stdout).contains("label: dos"));
+
+    // fsck.vfat on the boot partition, extracted byte for byte.
+    let data = std::fs::read(&img).unwrap();
+    let boot = &data[start(&parts[0]) as usize..(start(&parts[0]) + size(&parts[0])) as usize];
+    let fat = i.dir.join("boot.vfat");
+    std::fs::write(&fat, boot).unwrap();
+    let fsck = Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(&fat)
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "fsck.vfat: {}", show(&fsck));
+
+    // mtools lists and extracts every boot file byte-equal to what we generated.
+    let spec = format!("{}@@{}", img.display(), start(&parts[0]));
+    let mdir = Command::new("mdir")
+        .args(["-i", &spec, "-b", "::"])
+        .output()
+        .unwrap();
+    assert!(mdir.status.success(), "{}", show(&mdir));
+    let listing = String::from_utf8_lossy(&mdir.stdout);
+    for name in ["vmlinuz", "initramfs.cpio.gz"] {
+        assert!(listing.to_lowercase().contains(name), "{name} in {listing}");
+        let dst = i.dir.join(format!("mcopy-{name}"));
+        let cp = Command::new("mcopy")
+            .args(["-n", "-i", &spec, &format!("::{name}")])
+            .arg(&dst)
+            .output()
+            .unwrap();
+        assert!(cp.status.success(), "{}", show(&cp));
+        assert!(
+            std::fs::read(&dst).unwrap() == std::fs::read(out_dir.join("boot").join(name)).unwrap(),
+            "{name} differs"
+        );
+    }
+
+    // Slot A holds the root filesystem, byte for byte.
+    let rootfs = std::fs::read(i.dir.join("rootfs.img")).unwrap();
+    let a = start(&parts[1]) as usize;
+    assert!(data[a..a + rootfs.len()] == rootfs[..]);
+
+    // GNU cpio reads the initramfs: /init is our updater, config and key present.
+    let listing = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -dc {} | cpio -it --quiet",
+            out_dir.join("boot/initramfs.cpio.gz").display()
+        ))
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&listing.stdout);
+    for want in [
+        "init",
+        "etc/fwpack/updater.conf",
+        "etc/fwpack/keys/release.pub.pem",
+        "dev/console",
+    ] {
+        assert!(
+            names.lines().any(|l| l == want),
+            "{want} missing from initramfs:\n{names}"
+        );
+    }
+
+    // The manifest lists every artifact with its real size and hash.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("manifest.json")).unwrap()).unwrap();
+    let arts = manifest["artifacts"].as_array().unwrap();
+    assert!(arts.len() >= 4);
+    for a in arts {
+        let p = out_dir.join(a["path"].as_str().unwrap());
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(a["size"].as_u64().unwrap(), bytes.len() as u64);
+        use sha2::Digest;
+        assert_eq!(
+            a["sha256"].as_str().unwrap(),
+            hex::encode(sha2::Sha256::digest(&bytes))
+        );
+    }
+
+    // update.fwi verifies with the key the build signed with.
+    let v = fwpack(
+        &[
+            "verify",
+            "first/update.fwi",
+            "-k",
+            "release.pub.pem",
+            "--board",
+            "qemu-x86_64",
+        ],
+        &i.dir,
+    );
+    assert!(v.status.success(), "{}", show(&v));
+}
+
+fn assert_refused(out: &Output, code: i32, needle: &str, out_dir: &Path) {
+    assert_eq!(out.status.code(), Some(code), "{}", show(out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(needle), "expected `{needle}` in:\n{err}");
+    assert!(
+        !out_dir.exists(),
+        "{} left behind after a failed build",
+        out_dir.display()
+    );
+    // Each refusal test builds into its own parent directory, so a staging
+    // directory there can only be this build's.
+    let parent = out_dir.parent().unwrap();
+    let stray: Vec<_> = std::fs::read_dir(parent)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".fwpack-build-")
+        })
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "staging directories left behind: {stray:?}"
+    );
+}
+
+#[test]
+fn bad_board_config_is_refused_with_file_and_line() {
+    let i = inputs();
+    let text = std::fs::read_to_string(testkit::workspace_root().join("configs/qemu-x86_64.yaml"))
+        .unwrap()
+        .replace("  baud: 115200", "  baud: 115200\n  parity: none");
+    std::fs::write(i.dir.join("qemu-x86_64.yaml"), text).unwrap();
+    let updater = i.updater.to_string_lossy();
+    let kernel = i.kernel.to_string_lossy();
+    let out = fwpack(
+        &[
+            "build",
+            "--config",
+            "qemu-x86_64.yaml",
+            "--out",
+            "bad-config/out",
+            "--kernel",
+            &kernel,
+            "--key",
+            "release.pem",
+            "--updater",
+            &updater,
+        ],
+        &i.dir,
+    );
+    assert_refused(&out, 4, "qemu-x86_64.yaml:", &i.dir.join("bad-config/out"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `parity`"));
+}
+
+#[test]
+fn missing_kernel_is_refused() {
+    let i = inputs();
+    let out = fwpack(
+        &[
+            "build",
+            "--board",
+            "qemu-x86_64",
+            "--out",
+            "no-kernel/out",
+            "--kernel",
+            "nope/vmlinuz",
+            "--key",
+            "release.pem",
+        ],
+        &i.dir,
+    );
+    assert_refused(
+        &out,
+        3,
+        "kernel nope/vmlinuz does not exist",
+        &i.dir.join("no-kernel/out"),
+    );
+}
+
+/// A recipe that adds one extra file to the shipped one.
+fn recipe_with(i: &Inputs, name: &str, src: &Path, dst: &str) -> PathBuf {
+    let base =
+        std::fs::read_to_string(testkit::workspace_root().join("recipes/updater-initramfs.yaml"))
+            .unwrap();
+    let extra = format!(
+        "  - src: \"{}\"\n    dst: {dst}\n    mode: \"0755\"\n",
+        src.display()
+    );
+    let text = base.replacen("files:\n", &format!("files:\n{extra}"), 1);
+    let p = i.dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn dynamic_binary_in_the_recipe_is_refused() {
+    let i = inputs();
+    // The host's own tools are dynamically linked against glibc.
+    let recipe = recipe_with(i, "dyn.yaml", Path::new("/usr/bin/env"), "/bin/env");
+    let out = build_with_updater("dyn/out", &["--recipe", recipe.to_str().unwrap()]);
+    assert_refused(&out, 7, "bin__env", &i.dir.join("dyn/out"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("interpreter") || err.contains("needed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn initramfs_over_the_ram_budget_is_refused() {
+    let i = inputs();
+    let big: Vec<u8> = (0..3u32 << 20)
+        .map(|x| (x.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    std::fs::write(i.dir.join("big.bin"), big).unwrap();
+    let recipe = recipe_with(i, "big.yaml", &i.dir.join("big.bin"), "/big.bin");
+    let text = std::fs::read_to_string(testkit::workspace_root().join("configs/qemu-x86_64.yaml"))
+        .unwrap()
+        .replace("initramfs_budget_mib: 384", "initramfs_budget_mib: 2");
+    std::fs::create_dir_all(i.dir.join("small")).unwrap();
+    std::fs::write(i.dir.join("small/qemu-x86_64.yaml"), text).unwrap();
+    let updater = i.updater.to_string_lossy();
+    let kernel = i.kernel.to_string_lossy();
+    let out = fwpack(
+        &[
+            "build",
+            "--config",
+            "small/qemu-x86_64.yaml",
+            "--out",
+            "big/out",
+            "--kernel",
+            &kernel,
+            "--key",
+            "release.pem",
+            "--updater",
+            &updater,
+            "--recipe",
+            recipe.to_str().unwrap(),
+        ],
+        &i.dir,
+    );
+    assert_refused(
+        &out,
+        7,
+        "over the board's RAM budget",
+        &i.dir.join("big/out"),
+    );
+}
