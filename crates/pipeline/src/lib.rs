@@ -147,6 +147,9 @@ pub struct Inputs {
     /// A prebuilt static updater instead of building one.
     pub updater: Option<PathBuf>,
     pub signer: Box<dyn fwimage::Signer>,
+    /// Update images (`.fwi`) carried in the initramfs under `/images`,
+    /// which the updater applies at boot.
+    pub include_images: Vec<PathBuf>,
     pub payload_version: u64,
     pub version_label: String,
 }
@@ -305,6 +308,9 @@ fn preflight(board: &Board, inputs: &Inputs) -> Result<Plan, Error> {
     if let Some(u) = &inputs.updater {
         must_exist(u, "updater")?;
     }
+    for img in &inputs.include_images {
+        must_exist(img, "update image")?;
+    }
     if !board.kernel.modules.is_empty() {
         match &inputs.modules_dir {
             Some(d) if d.join("kernel").is_dir() => {}
@@ -435,6 +441,13 @@ fn pack_initramfs(
             message: e.to_string(),
         })?;
     builder.add_bytes("/etc/fwpack/keys/release.pub.pem", pem.into_bytes(), meta)?;
+    for img in &inputs.include_images {
+        let name = img
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::MissingInput(format!("{} is not a file", img.display())))?;
+        builder.add_file(&format!("/images/{name}"), img, Some(meta))?;
+    }
     Ok(builder.write_file(out, initramfs::Compression::Gzip { level: 9 })?)
 }
 

@@ -35,6 +35,10 @@ pub struct BuildArgs {
     /// Root filesystem image: slot A of sdcard.img and the payload of update.fwi.
     #[arg(long)]
     rootfs: Option<PathBuf>,
+    /// Carry this update image in the initramfs (`/images`); the updater
+    /// applies it at boot. Repeatable.
+    #[arg(long = "include-image", value_name = "FWI")]
+    include_images: Vec<PathBuf>,
     /// Use this static updater binary instead of building one.
     #[arg(long)]
     updater: Option<PathBuf>,
@@ -83,6 +87,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         rootfs: args.rootfs.clone(),
         updater: args.updater.clone(),
         signer: args.signer.signer()?,
+        include_images: args.include_images.clone(),
         payload_version: args.payload_version,
         version_label: args.label.clone(),
     };
