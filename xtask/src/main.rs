@@ -4,6 +4,7 @@
 //! it installs what the tests need on a fresh Debian machine (only when
 //! missing), then runs format, lint and the whole test suite.
 
+mod bench_apply;
 mod bench_fwimage;
 mod bench_initramfs;
 mod deps;
@@ -17,7 +18,7 @@ usage: cargo xtask <command>
 commands:
   deps        install the host tools and rustup targets the tests need (idempotent)
   test        deps + cargo fmt --check + clippy -D warnings + cargo test --workspace
-  bench <what> benchmarks against the reference tools (what: fwimage, initramfs)
+  bench <what> benchmarks against the reference tools (what: fwimage, initramfs, apply)
 ";
 
 fn main() -> Result<()> {
@@ -40,6 +41,10 @@ fn main() -> Result<()> {
 fn bench(sh: &Shell, what: Option<&str>) -> Result<()> {
     match what {
         Some("initramfs") => bench_initramfs::run(sh, &project_root()),
+        Some("apply") => {
+            let rest: Vec<String> = std::env::args().skip(3).collect();
+            bench_apply::run(sh, &project_root(), &rest)
+        }
         Some("fwimage") => {
             let rest: Vec<String> = std::env::args().skip(3).collect();
             bench_fwimage::run(sh, &project_root(), &rest)

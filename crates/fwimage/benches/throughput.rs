@@ -140,8 +140,14 @@ fn thread_cpu() -> Duration {
 
 /// Prints `<key>_gbps` (wall) and `<key>_cpu_gbps` (CPU time).
 fn report_rate(key: &str, bytes: usize, t: &Timing) {
-    report(&format!("{key}_gbps"), bytes as f64 / t.wall.as_secs_f64() / 1e9);
-    report(&format!("{key}_cpu_gbps"), bytes as f64 / t.cpu.as_secs_f64() / 1e9);
+    report(
+        &format!("{key}_gbps"),
+        bytes as f64 / t.wall.as_secs_f64() / 1e9,
+    );
+    report(
+        &format!("{key}_cpu_gbps"),
+        bytes as f64 / t.cpu.as_secs_f64() / 1e9,
+    );
 }
 
 fn report(key: &str, value: f64) {

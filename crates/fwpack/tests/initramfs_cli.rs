@@ -73,6 +73,8 @@ fn shipped_recipe_builds_lists_and_reproduces() {
 
     // GNU cpio's view of the archive.
     let listing = Command::new("sh")
+        // cpio prints local time; the expected date below is UTC.
+        .env("TZ", "UTC")
         .arg("-c")
         .arg(format!(
             "gzip -dc '{}' | cpio -itv --numeric-uid-gid --quiet",

@@ -227,8 +227,9 @@ fn openssl_verifies(t: &Token, image: &str) {
     assert!(String::from_utf8_lossy(&out.stdout).contains("Signature Verified Successfully"));
 }
 
-fn verify(t: &Token, image: &str, key: &str) -> std::process::Output {
-    run(t.fwpack().args([
+fn verify(t: &Token, image: &str, key: &str) -> Command {
+    let mut c = t.fwpack();
+    c.args([
         "verify",
         image,
         "-k",
@@ -237,7 +238,8 @@ fn verify(t: &Token, image: &str, key: &str) -> std::process::Output {
         "rpi-zero2w",
         "--min-version",
         "9",
-    ]))
+    ]);
+    c
 }
 
 #[test]
@@ -251,7 +253,9 @@ fn pkcs11_tool_signs_through_signer_cmd() {
         "pkcs11-tool signs single-part only up to 1 KiB; signed range is {len}"
     );
     assert_eq!(
-        verify(&t, "update.fwi", "release.pub.pem").status.code(),
+        run(&mut verify(&t, "update.fwi", "release.pub.pem"))
+            .status
+            .code(),
         Some(EXIT_SIGNATURE)
     );
 
@@ -264,20 +268,22 @@ fn pkcs11_tool_signs_through_signer_cmd() {
             "--signer-cmd",
         ])
         .arg(t.pkcs11_tool_signer()));
-    ok(verify(&t, "update.fwi", "release.pub.pem"));
+    ok(&mut verify(&t, "update.fwi", "release.pub.pem"));
     openssl_verifies(&t, "update.fwi");
 
     // Public key only on the verifying side: another key is refused, and so
     // is any change to a signed byte.
     ok(t.fwpack().args(["keygen", "-o", "other.pem"]));
     assert_eq!(
-        verify(&t, "update.fwi", "other.pub.pem").status.code(),
+        run(&mut verify(&t, "update.fwi", "other.pub.pem"))
+            .status
+            .code(),
         Some(EXIT_SIGNATURE)
     );
     let mut bytes = std::fs::read(t.dir.join("update.fwi")).unwrap();
     bytes[len - 1] ^= 0x40;
     std::fs::write(t.dir.join("tampered.fwi"), bytes).unwrap();
-    assert!(!verify(&t, "tampered.fwi", "release.pub.pem")
+    assert!(!run(&mut verify(&t, "tampered.fwi", "release.pub.pem"))
         .status
         .success());
 }
@@ -306,12 +312,14 @@ fn pykcs11_signs_a_real_sized_image_and_stamp_signs_in_one_step() {
         ])
         .arg(t.pkcs11_tool_signer()));
     if tool.status.success() {
-        ok(verify(&t, "update.fwi", "release.pub.pem"));
+        ok(&mut verify(&t, "update.fwi", "release.pub.pem"));
         std::fs::write(t.dir.join("update.fwi"), &before).unwrap();
     } else {
         assert_eq!(std::fs::read(t.dir.join("update.fwi")).unwrap(), before);
         assert_eq!(
-            verify(&t, "update.fwi", "release.pub.pem").status.code(),
+            run(&mut verify(&t, "update.fwi", "release.pub.pem"))
+                .status
+                .code(),
             Some(EXIT_SIGNATURE)
         );
     }
@@ -325,7 +333,7 @@ fn pykcs11_signs_a_real_sized_image_and_stamp_signs_in_one_step() {
             "--signer-cmd",
         ])
         .arg(t.pykcs11_signer(&venv)));
-    ok(verify(&t, "update.fwi", "release.pub.pem"));
+    ok(&mut verify(&t, "update.fwi", "release.pub.pem"));
     openssl_verifies(&t, "update.fwi");
 
     // Stamping and signing in one command gives the same signed bytes
@@ -346,7 +354,7 @@ fn pykcs11_signs_a_real_sized_image_and_stamp_signs_in_one_step() {
             "--signer-cmd",
         ])
         .arg(t.pykcs11_signer(&venv)));
-    ok(verify(&t, "stamped.fwi", "release.pub.pem"));
+    ok(&mut verify(&t, "stamped.fwi", "release.pub.pem"));
     assert_eq!(
         std::fs::read(t.dir.join("stamped.fwi")).unwrap(),
         std::fs::read(t.dir.join("update.fwi")).unwrap()
@@ -394,6 +402,6 @@ fn offline_flow_export_message_then_signature_file() {
         "--pubkey",
         "release.pub.pem",
     ]));
-    ok(verify(&t, "update.fwi", "release.pub.pem"));
+    ok(&mut verify(&t, "update.fwi", "release.pub.pem"));
     openssl_verifies(&t, "update.fwi");
 }

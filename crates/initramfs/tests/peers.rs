@@ -155,6 +155,7 @@ fn gnu_cpio_and_bsdtar_list_what_we_meant() {
 
     let f = || fs::File::open(&archive).unwrap();
     let cpio = run(Command::new("cpio")
+        .env("TZ", "UTC")
         .args(["-itv", "--numeric-uid-gid", "--quiet"])
         .stdin(f()));
     assert_eq!(parse_listing(&cpio), want, "GNU cpio:\n{cpio}");

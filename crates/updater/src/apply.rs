@@ -30,6 +30,9 @@ use crate::storage::{AlignedBuf, Storage};
 use crate::{Error, Result};
 
 const BLOCK: u64 = BLOCK_SIZE as u64;
+/// Read-back and compare granularity: smaller than a write chunk, since
+/// it only costs a few more (sequential) reads and keeps memory down.
+const READBACK_LEN: usize = 256 << 10;
 
 /// How to apply.
 #[derive(Clone, Debug)]
@@ -143,6 +146,10 @@ pub fn apply<R: Read + Seek + Send>(
     check_options(opts, mem_align)?;
 
     events(&Event::Phase(Phase::Check));
+    // First the whole device (before even reading the state area, which a
+    // mounted filesystem may not have); partitions once the written
+    // ranges are known.
+    check_busy(storage, &[], opts.force, false, events)?;
     image
         .seek(SeekFrom::Start(0))
         .map_err(Error::io("reading the image"))?;
@@ -204,24 +211,7 @@ pub fn apply<R: Read + Seek + Send>(
         .map(|g| g.slot(slot).range())
         .collect();
     ranges.push(layout.state_range());
-    let busy = storage
-        .busy(&ranges)
-        .map_err(Error::io("checking whether the target is in use"))?;
-    for n in busy.notes {
-        events(&Event::Warning(n));
-    }
-    if !busy.reasons.is_empty() {
-        if !opts.force {
-            return Err(Error::Busy {
-                reasons: busy.reasons,
-            });
-        }
-        for r in busy.reasons {
-            events(&Event::Warning(format!(
-                "--force: ignoring that the target is busy: {r}"
-            )));
-        }
-    }
+    check_busy(storage, &ranges, opts.force, true, events)?;
 
     events(&Event::Phase(Phase::Verify));
     let mut verified = 0u64;
@@ -342,6 +332,41 @@ pub fn apply<R: Read + Seek + Send>(
     Ok(e.report)
 }
 
+/// Refuses a busy target unless forced. With `notes`, also reports what
+/// is in use but no reason to refuse.
+fn check_busy(
+    storage: &mut dyn Storage,
+    ranges: &[Range<u64>],
+    force: bool,
+    notes: bool,
+    events: &mut dyn FnMut(&Event),
+) -> Result<()> {
+    let busy = storage
+        .busy(ranges)
+        .map_err(Error::io("checking whether the target is in use"))?;
+    if notes {
+        for n in busy.notes {
+            events(&Event::Warning(n));
+        }
+    }
+    if busy.reasons.is_empty() {
+        return Ok(());
+    }
+    if !force {
+        return Err(Error::Busy {
+            reasons: busy.reasons,
+        });
+    }
+    if notes {
+        for r in busy.reasons {
+            events(&Event::Warning(format!(
+                "--force: ignoring that the target is busy: {r}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_options(opts: &ApplyOptions, mem_align: usize) -> Result<()> {
     let bad = |what, value: String, reason: &str| {
         Err(Error::InvalidInput {
@@ -455,9 +480,10 @@ struct Engine<'a> {
 
 impl Engine<'_> {
     fn readback_buf(&mut self) -> AlignedBuf {
+        let len = READBACK_LEN.min(self.opts.chunk_size);
         self.readback
             .take()
-            .unwrap_or_else(|| AlignedBuf::new(self.opts.chunk_size, self.mem_align))
+            .unwrap_or_else(|| AlignedBuf::new(len, self.mem_align))
     }
 
     /// Reads raw bytes `[from, to)` of segment `seg` back from the device
@@ -506,6 +532,8 @@ impl Engine<'_> {
         if !self.opts.verify_writes {
             return Ok(());
         }
+        // A second verification pass, over the device this time.
+        events(&Event::Phase(Phase::Verify));
         let mut done = 0;
         for seg in 0..self.plans.len() {
             let len = self.plans[seg].raw_len;
@@ -762,30 +790,37 @@ impl Engine<'_> {
     fn write_changed(&mut self, dev_off: u64, data: &[u8], raw: usize) -> Result<()> {
         let mut rb = self.readback_buf();
         let res = (|| {
-            let cur = &mut rb.as_mut_slice()[..data.len()];
-            self.storage
-                .read_at(dev_off, cur)
-                .map_err(Error::io("reading the target (minimize writes)"))?;
-            self.report.bytes_read_back += data.len() as u64;
-            let blocks = data.len().div_ceil(BLOCK_SIZE);
-            let mut run: Option<usize> = None;
-            for b in 0..=blocks {
-                let o = (b * BLOCK_SIZE).min(data.len());
-                let raw_end = (o + BLOCK_SIZE).min(raw);
-                let differs = b < blocks && o < raw_end && data[o..raw_end] != cur[o..raw_end];
-                if differs {
-                    run.get_or_insert(o);
-                    continue;
+            let mut p = 0;
+            while p < data.len() {
+                let end = (p + rb.len()).min(data.len());
+                let (d, cur) = (&data[p..end], &mut rb.as_mut_slice()[..end - p]);
+                let raw_here = raw.saturating_sub(p).min(d.len());
+                let at = dev_off + p as u64;
+                self.storage
+                    .read_at(at, cur)
+                    .map_err(Error::io("reading the target (minimize writes)"))?;
+                self.report.bytes_read_back += d.len() as u64;
+                let blocks = d.len().div_ceil(BLOCK_SIZE);
+                let mut run: Option<usize> = None;
+                for b in 0..=blocks {
+                    let o = (b * BLOCK_SIZE).min(d.len());
+                    let raw_end = (o + BLOCK_SIZE).min(raw_here);
+                    let differs = b < blocks && o < raw_end && d[o..raw_end] != cur[o..raw_end];
+                    if differs {
+                        run.get_or_insert(o);
+                        continue;
+                    }
+                    if b < blocks {
+                        self.report.skipped_unchanged += raw_end.saturating_sub(o) as u64;
+                    }
+                    if let Some(s) = run.take() {
+                        self.storage
+                            .write_at(at + s as u64, &d[s..o])
+                            .map_err(Error::io("writing the target"))?;
+                        self.report.bytes_written += (o - s) as u64;
+                    }
                 }
-                if b < blocks {
-                    self.report.skipped_unchanged += raw_end.saturating_sub(o) as u64;
-                }
-                if let Some(s) = run.take() {
-                    self.storage
-                        .write_at(dev_off + s as u64, &data[s..o])
-                        .map_err(Error::io("writing the target"))?;
-                    self.report.bytes_written += (o - s) as u64;
-                }
+                p = end;
             }
             Ok(())
         })();

@@ -11,7 +11,9 @@ use crate::state::{Slot, SlotState};
 pub enum Phase {
     /// Image head, signature, board, version, layout, busy check.
     Check,
-    /// Full pass over the image: every CRC block and SHA-256.
+    /// Full pass over the image: every CRC block and SHA-256. Announced
+    /// a second time when a slot that already holds the image is read back
+    /// (`verify_writes`); progress restarts from zero then.
     Verify,
     /// Streaming the data into the slot.
     Write,

@@ -998,7 +998,12 @@ mod tests {
 
     fn disk() -> MemStorage {
         let mut m = MemStorage::new(vec![0; 9 * MIB as usize]);
-        init_state_area(&mut m, &layout(), &BootState::initial(Slot::A, 7, "v7").unwrap()).unwrap();
+        init_state_area(
+            &mut m,
+            &layout(),
+            &BootState::initial(Slot::A, 7, "v7").unwrap(),
+        )
+        .unwrap();
         m
     }
 
@@ -1058,7 +1063,7 @@ mod tests {
         let mut b = area.boot().clone();
         b.rollback_floor = 9;
         area.write_boot(&mut m, b).unwrap(); // copy 1, seq 2
-        // Tear copy 1: the previous state (copy 0, seq 1) comes back.
+                                             // Tear copy 1: the previous state (copy 0, seq 1) comes back.
         let at = (DEFAULT_STATE_OFFSET + 3 * 4096 + 1024) as usize;
         m.data[at..at + 512].fill(0xEE);
         let again = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
@@ -1088,7 +1093,10 @@ mod tests {
             Err(Error::NotComplete { .. })
         ));
         complete(&mut b, Slot::B, 2);
-        assert!(matches!(b.set_pending(Slot::A, 2), Err(Error::ActiveSlot('A'))));
+        assert!(matches!(
+            b.set_pending(Slot::A, 2),
+            Err(Error::ActiveSlot('A'))
+        ));
         b.set_pending(Slot::B, 2).unwrap();
         let d1 = b.boot_attempt();
         let d2 = b.boot_attempt();
@@ -1173,7 +1181,10 @@ mod tests {
             verified: true,
             done_bytes: 99,
         };
-        assert_eq!(Journal::decode(&Journal::encode(Some(&j))).unwrap(), Some(j));
+        assert_eq!(
+            Journal::decode(&Journal::encode(Some(&j))).unwrap(),
+            Some(j)
+        );
         assert_eq!(Journal::decode(&Journal::encode(None)).unwrap(), None);
     }
 }

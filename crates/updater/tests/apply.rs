@@ -18,11 +18,23 @@ fn run(
     k: &ed25519_dalek::SigningKey,
     opts: &ApplyOptions,
 ) -> updater::Result<ApplyReport> {
-    apply(Cursor::new(img), img.len() as u64, st, &trusted(k), opts, &mut |_| {})
+    apply(
+        Cursor::new(img),
+        img.len() as u64,
+        st,
+        &trusted(k),
+        opts,
+        &mut |_| {},
+    )
 }
 
 /// Applies and expects a refusal of `class` with not a single write.
-fn refused(img: &[u8], k: &ed25519_dalek::SigningKey, opts: &ApplyOptions, class: ErrorClass) -> String {
+fn refused(
+    img: &[u8],
+    k: &ed25519_dalek::SigningKey,
+    opts: &ApplyOptions,
+    class: ErrorClass,
+) -> String {
     let before = disk();
     let mut m = MemStorage::new(before.clone());
     let err = run(img, &mut m, k, opts).expect_err("must be refused");
@@ -34,12 +46,20 @@ fn refused(img: &[u8], k: &ed25519_dalek::SigningKey, opts: &ApplyOptions, class
 
 fn payloads() -> (Vec<u8>, Vec<u8>) {
     let mut rng = Rng(3);
-    (rng.bytes(300 * KIB as usize + 17), rng.bytes(64 * KIB as usize))
+    (
+        rng.bytes(300 * KIB as usize + 17),
+        rng.bytes(64 * KIB as usize),
+    )
 }
 
 fn good_image(version: u64, board: &str, k: &ed25519_dalek::SigningKey) -> Vec<u8> {
     let (sys, boot) = payloads();
-    image(board, version, &[seg("rootfs", "system", &sys), seg("kernel", "boot", &boot)], k)
+    image(
+        board,
+        version,
+        &[seg("rootfs", "system", &sys), seg("kernel", "boot", &boot)],
+        k,
+    )
 }
 
 #[test]
@@ -59,7 +79,12 @@ fn refusals_write_nothing() {
 
     let m = refused(&img, &key(2), &o, ErrorClass::Signature);
     assert!(m.contains("untrusted"), "{m}");
-    let m = refused(&good_image(2, "other-board", &k), &k, &o, ErrorClass::Policy);
+    let m = refused(
+        &good_image(2, "other-board", &k),
+        &k,
+        &o,
+        ErrorClass::Policy,
+    );
     assert!(m.contains("other-board"), "{m}");
     // The disk runs version 1; version 0 is a rollback.
     let m = refused(&good_image(0, BOARD, &k), &k, &o, ErrorClass::Policy);
@@ -73,7 +98,12 @@ fn refusals_write_nothing() {
 
     let big = vec![7u8; 2 * MIB as usize + 4096];
     let (_, boot) = payloads();
-    let too_big = image(BOARD, 2, &[seg("rootfs", "system", &big), seg("k", "boot", &boot)], &k);
+    let too_big = image(
+        BOARD,
+        2,
+        &[seg("rootfs", "system", &big), seg("k", "boot", &boot)],
+        &k,
+    );
     let m = refused(&too_big, &k, &o, ErrorClass::Policy);
     assert!(m.contains("needs"), "{m}");
     let unknown = image(BOARD, 2, &[seg("rootfs", "data", &boot)], &k);
@@ -124,9 +154,21 @@ fn applies_and_reapplies() {
     assert_eq!(r.raw_bytes, (sys.len() + boot.len()) as u64);
     // Only the tail sector is padding.
     assert_eq!(r.bytes_written, r.raw_bytes.div_ceil(512) * 512);
-    assert!(slot_holds(&m.data, Slot::B, &[seg("rootfs", "system", &sys), seg("k", "boot", &boot)]));
-    assert!(events.iter().any(|e| matches!(e, Event::ImageAccepted { version: 2, .. })));
-    assert!(events.iter().any(|e| matches!(e, Event::Pending { slot: Slot::B, tries: 3 })));
+    assert!(slot_holds(
+        &m.data,
+        Slot::B,
+        &[seg("rootfs", "system", &sys), seg("k", "boot", &boot)]
+    ));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::ImageAccepted { version: 2, .. })));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Pending {
+            slot: Slot::B,
+            tries: 3
+        }
+    )));
     let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
     let b = area.boot();
     assert_eq!(b.slot(Slot::B).state, SlotState::Complete);
@@ -152,7 +194,11 @@ fn applies_and_reapplies() {
     )
     .unwrap();
     assert!(!r3.already_complete);
-    assert!(slot_holds(&m.data, Slot::B, &[seg("rootfs", "system", &sys)]));
+    assert!(slot_holds(
+        &m.data,
+        Slot::B,
+        &[seg("rootfs", "system", &sys)]
+    ));
 }
 
 #[test]
@@ -212,14 +258,31 @@ fn resume_writes_only_the_remainder() {
     assert_eq!(Some(r.skipped_resume), resumed_event);
     assert!(r.skipped_resume > 0);
     // Exactly the rest: raw bytes after the checkpoint (plus tail padding).
-    assert_eq!(r.skipped_resume + (r.bytes_written - (whole.bytes_written - whole.raw_bytes)), r.raw_bytes);
-    assert!(r.bytes_written < whole.bytes_written / 2, "{} of {}", r.bytes_written, whole.bytes_written);
-    assert!(slot_holds(&m.data, Slot::B, &[seg("rootfs", "system", &sys), seg("k", "boot", &boot)]));
+    assert_eq!(
+        r.skipped_resume + (r.bytes_written - (whole.bytes_written - whole.raw_bytes)),
+        r.raw_bytes
+    );
+    assert!(
+        r.bytes_written < whole.bytes_written / 2,
+        "{} of {}",
+        r.bytes_written,
+        whole.bytes_written
+    );
+    assert!(slot_holds(
+        &m.data,
+        Slot::B,
+        &[seg("rootfs", "system", &sys), seg("k", "boot", &boot)]
+    ));
 
     // A journal for another image is not trusted: that run starts over.
     let mut st = CrashStorage::new(disk(), Some(total_ops * 2 / 3));
     assert!(run(&img, &mut st, &k, &opts).is_err());
-    let other = image(BOARD, 6, &[seg("rootfs", "system", &sys), seg("kernel", "boot", &boot)], &k);
+    let other = image(
+        BOARD,
+        6,
+        &[seg("rootfs", "system", &sys), seg("kernel", "boot", &boot)],
+        &k,
+    );
     let mut m = MemStorage::new(st.after_crash(Tear::KeepAll));
     let r = run(&other, &mut m, &k, &opts).unwrap();
     assert_eq!(r.resumed_from, None);
@@ -244,7 +307,11 @@ fn resume_writes_only_the_remainder() {
     )
     .unwrap();
     assert!(restarted && r.resumed_from.is_none());
-    assert!(slot_holds(&m.data, Slot::B, &[seg("rootfs", "system", &sys)]));
+    assert!(slot_holds(
+        &m.data,
+        Slot::B,
+        &[seg("rootfs", "system", &sys)]
+    ));
 }
 
 #[test]
@@ -253,7 +320,12 @@ fn minimize_writes_skips_unchanged_blocks() {
     let mut rng = Rng(5);
     let sys = rng.bytes(MIB as usize + 1000);
     let boot = rng.bytes(32 * KIB as usize);
-    let v2 = image(BOARD, 2, &[seg("rootfs", "system", &sys), seg("k", "boot", &boot)], &k);
+    let v2 = image(
+        BOARD,
+        2,
+        &[seg("rootfs", "system", &sys), seg("k", "boot", &boot)],
+        &k,
+    );
     let mut m = MemStorage::new(disk());
     run(&v2, &mut m, &k, &ApplyOptions::default()).unwrap();
 
@@ -262,7 +334,12 @@ fn minimize_writes_skips_unchanged_blocks() {
     for at in [0usize, 300 * 1024 + 5, 700 * 1024 + 4095, sys.len() - 1] {
         sys3[at] ^= 0x5a;
     }
-    let v3 = image(BOARD, 3, &[seg("rootfs", "system", &sys3), seg("k", "boot", &boot)], &k);
+    let v3 = image(
+        BOARD,
+        3,
+        &[seg("rootfs", "system", &sys3), seg("k", "boot", &boot)],
+        &k,
+    );
     let before = m.bytes_written;
     let min = ApplyOptions {
         minimize_writes: true,
@@ -270,14 +347,22 @@ fn minimize_writes_skips_unchanged_blocks() {
         ..ApplyOptions::default()
     };
     let r = run(&v3, &mut m, &k, &min).unwrap();
-    assert_eq!(r.slot, Slot::B, "v2 was only pending, so B is still the inactive slot");
+    assert_eq!(
+        r.slot,
+        Slot::B,
+        "v2 was only pending, so B is still the inactive slot"
+    );
     // Four blocks; the tail block is 1000 bytes padded to 1024.
     assert_eq!(r.bytes_written, 3 * 4096 + 1024);
     // Everything else written is state records (one block each).
     let records = m.bytes_written - before - r.bytes_written;
-    assert!(records % 4096 == 0 && records / 4096 <= 8, "{records}");
+    assert!(records.is_multiple_of(4096) && records / 4096 <= 8, "{records}");
     assert_eq!(r.skipped_unchanged, r.raw_bytes - 3 * 4096 - 1000);
-    assert!(slot_holds(&m.data, Slot::B, &[seg("rootfs", "system", &sys3), seg("k", "boot", &boot)]));
+    assert!(slot_holds(
+        &m.data,
+        Slot::B,
+        &[seg("rootfs", "system", &sys3), seg("k", "boot", &boot)]
+    ));
 }
 
 /// An image file that changes once it has been read through (i.e. after
@@ -308,7 +393,11 @@ impl Seek for ChangesAfterFirstPass {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
         match to {
             SeekFrom::Start(p) => self.pos = p as usize,
-            _ => return Err(std::io::Error::other("test reader seeks from the start only")),
+            _ => {
+                return Err(std::io::Error::other(
+                    "test reader seeks from the start only",
+                ))
+            }
         }
         Ok(self.pos as u64)
     }
@@ -327,7 +416,15 @@ fn image_changed_after_verification_is_never_committed() {
         read_total: 0,
     };
     let mut m = MemStorage::new(disk());
-    let e = apply(src, img.len() as u64, &mut m, &trusted(&k), &ApplyOptions::default(), &mut |_| {}).unwrap_err();
+    let e = apply(
+        src,
+        img.len() as u64,
+        &mut m,
+        &trusted(&k),
+        &ApplyOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert_eq!(e.class(), ErrorClass::Integrity, "{e}");
     let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
     assert_eq!(area.boot().slot(Slot::B).state, SlotState::Updating);
@@ -368,7 +465,11 @@ fn real_file_target_with_direct_io() {
     drop(st);
     let d = std::fs::read(&path).unwrap();
     let (sys, boot) = payloads();
-    assert!(slot_holds(&d, Slot::B, &[seg("rootfs", "system", &sys), seg("k", "boot", &boot)]));
+    assert!(slot_holds(
+        &d,
+        Slot::B,
+        &[seg("rootfs", "system", &sys), seg("k", "boot", &boot)]
+    ));
     assert_eq!(d.len(), DISK_LEN, "a file target must not grow");
     let mut ro = FileStorage::open(&path, Access::ReadOnly).unwrap();
     let area = StateArea::read(&mut ro, DEFAULT_STATE_OFFSET).unwrap();

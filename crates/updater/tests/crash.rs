@@ -30,7 +30,13 @@ impl Fixture {
         let rootfs = rng.bytes(3 * MIB as usize / 2 + 5000);
         // Compressible but not trivial, so zstd really decodes something.
         let boot: Vec<u8> = (0..MIB as usize / 2 + 1234)
-            .map(|i| if i % 97 < 60 { (i / 4096) as u8 } else { (rng.next() & 0xff) as u8 })
+            .map(|i| {
+                if i % 97 < 60 {
+                    (i / 4096) as u8
+                } else {
+                    (rng.next() & 0xff) as u8
+                }
+            })
             .collect();
         let env = rng.bytes(8 * KIB as usize + 100);
         let k = key(1);
@@ -63,7 +69,11 @@ impl Fixture {
         Fixture::segs_of(&self.rootfs, &self.boot, &self.env)
     }
 
-    fn apply(&self, st: &mut dyn updater::Storage, opts: &ApplyOptions) -> updater::Result<ApplyReport> {
+    fn apply(
+        &self,
+        st: &mut dyn updater::Storage,
+        opts: &ApplyOptions,
+    ) -> updater::Result<ApplyReport> {
         apply(
             Cursor::new(&self.img),
             self.img.len() as u64,
@@ -83,22 +93,40 @@ impl Fixture {
         let b = area.boot().clone();
         assert_eq!(b.active, Slot::A, "{what}: active slot changed");
         let a = b.slot(Slot::A);
-        assert_eq!((a.state, a.version), (SlotState::Complete, 1), "{what}: slot A metadata");
+        assert_eq!(
+            (a.state, a.version),
+            (SlotState::Complete, 1),
+            "{what}: slot A metadata"
+        );
         for r in slot_ranges(Slot::A) {
-            assert!(m.data[r.clone()] == self.old[r.clone()], "{what}: slot A bytes changed in {r:?}");
+            assert!(
+                m.data[r.clone()] == self.old[r.clone()],
+                "{what}: slot A bytes changed in {r:?}"
+            );
         }
         let bi = b.slot(Slot::B);
         let holds = slot_holds(&m.data, Slot::B, &self.segs());
         if bi.state == SlotState::Complete {
-            assert!(holds, "{what}: slot B complete but its bytes are not the image");
+            assert!(
+                holds,
+                "{what}: slot B complete but its bytes are not the image"
+            );
             assert_eq!(bi.version, 2, "{what}");
         }
         if b.pending == Some(Slot::B) {
-            assert_eq!(bi.state, SlotState::Complete, "{what}: slot B pending but {:?}", bi.state);
+            assert_eq!(
+                bi.state,
+                SlotState::Complete,
+                "{what}: slot B pending but {:?}",
+                bi.state
+            );
         }
         let d = area.boot_attempt(&mut m).unwrap();
         if d.slot == Slot::B {
-            assert!(holds && bi.state == SlotState::Complete, "{what}: booted an unfinished slot B");
+            assert!(
+                holds && bi.state == SlotState::Complete,
+                "{what}: booted an unfinished slot B"
+            );
         }
         m.data
     }
@@ -111,7 +139,10 @@ impl Fixture {
         assert_eq!(b.pending, Some(Slot::B), "{what}");
         assert_eq!(b.slot(Slot::B).state, SlotState::Complete, "{what}");
         assert!(area.journal().is_none(), "{what}: journal not cleared");
-        assert!(slot_holds(d, Slot::B, &self.segs()), "{what}: slot B content");
+        assert!(
+            slot_holds(d, Slot::B, &self.segs()),
+            "{what}: slot B content"
+        );
         for r in slot_ranges(Slot::A) {
             assert!(d[r.clone()] == self.old[r.clone()], "{what}: slot A");
         }
@@ -172,7 +203,10 @@ fn enumerate(opts: &ApplyOptions, second_level_every: u64) -> Stats {
             stats.resume_bytes += r.bytes_written;
             stats.scenarios += 1;
             // Cut again while recovering: the recovery must be as safe.
-            if second_level_every > 0 && cut % second_level_every == 0 && tear == Tear::Sectors(cut * 13 + 5) {
+            if second_level_every > 0
+                && cut % second_level_every == 0
+                && tear == Tear::Sectors(cut * 13 + 5)
+            {
                 for cut2 in 0..again.ops {
                     let mut st2 = CrashStorage::new(d.clone(), Some(cut2));
                     assert!(fx.apply(&mut st2, opts).is_err());
@@ -207,9 +241,17 @@ fn report(name: &str, s: &Stats) {
 fn power_cut_at_every_write_and_sync() {
     let s = enumerate(&options(false, false), 16);
     report("plain", &s);
-    assert!(s.cut_points >= 80, "too few cut points ({}) for a realistic apply", s.cut_points);
+    assert!(
+        s.cut_points >= 80,
+        "too few cut points ({}) for a realistic apply",
+        s.cut_points
+    );
     // Resume must actually save work, not just start over safely.
-    assert!(s.resumed > s.cut_points, "only {} recoveries resumed", s.resumed);
+    assert!(
+        s.resumed > s.cut_points,
+        "only {} recoveries resumed",
+        s.resumed
+    );
     assert!(s.resume_bytes / (s.cut_points * 4) < s.full_bytes * 3 / 4);
 }
 

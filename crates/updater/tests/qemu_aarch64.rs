@@ -47,7 +47,10 @@ fn update_is_applied_then_slot_b_boots_from_its_partition() {
         ARCH,
         CONFIG,
         &[("update-v2.fwi", &b)],
-        Some((&kernel, &["virtio_pci", "virtio_blk", "ext4", "crc32c_generic"])),
+        Some((
+            &kernel,
+            &["virtio_pci", "virtio_blk", "ext4", "crc32c_generic"],
+        )),
     );
 
     let t = Instant::now();
@@ -88,5 +91,8 @@ fn update_is_applied_then_slot_b_boots_from_its_partition() {
         (t.elapsed() - first).as_secs_f64()
     );
     let st = status_json(&disk);
-    assert!(st.contains("\"active\":\"B\"") && st.contains("\"confirmed\":true"), "{st}");
+    assert!(
+        st.contains("\"active\":\"B\"") && st.contains("\"confirmed\":true"),
+        "{st}"
+    );
 }

@@ -49,7 +49,10 @@ fn setup(b_image: impl FnOnce(&[u8]) -> Vec<u8>, b_confirms: bool, tries: u8) ->
     let kernel = kernels::amd64_cloud().expect("Debian cloud kernel");
     let work = tempfile::tempdir().unwrap();
     let a = image(&rootfs(work.path(), ARCH, "root-a", 1, true), 1);
-    let b = b_image(&image(&rootfs(work.path(), ARCH, "root-b", 2, b_confirms), 2));
+    let b = b_image(&image(
+        &rootfs(work.path(), ARCH, "root-b", 2, b_confirms),
+        2,
+    ));
     let disk = disk(work.path(), false, &a);
     let initrd = initramfs(
         work.path(),
@@ -58,12 +61,19 @@ fn setup(b_image: impl FnOnce(&[u8]) -> Vec<u8>, b_confirms: bool, tries: u8) ->
         &[("update-v2.fwi", &b)],
         Some((&kernel, &["loop"])),
     );
-    Some(Setup { work, kernel, disk, initrd })
+    Some(Setup {
+        work,
+        kernel,
+        disk,
+        initrd,
+    })
 }
 
 #[test]
 fn update_is_applied_then_slot_b_boots_and_confirms() {
-    let Some(s) = setup(|b| b.to_vec(), true, 3) else { return };
+    let Some(s) = setup(|b| b.to_vec(), true, 3) else {
+        return;
+    };
     let t = Instant::now();
     let mut c = boot(ARCH, &s.kernel, &s.initrd, &s.disk, "x86-update-1");
     expect(
@@ -100,8 +110,16 @@ fn update_is_applied_then_slot_b_boots_and_confirms() {
         ],
         WAIT,
     );
-    assert!(lines[5].contains(" ro"), "root must be mounted read-only: {}", lines[5]);
-    assert!(lines[8].contains("\"active\":\"B\"") && lines[8].contains("\"pending\":null"), "{}", lines[8]);
+    assert!(
+        lines[5].contains(" ro"),
+        "root must be mounted read-only: {}",
+        lines[5]
+    );
+    assert!(
+        lines[8].contains("\"active\":\"B\"") && lines[8].contains("\"pending\":null"),
+        "{}",
+        lines[8]
+    );
     expect_exit(&mut c, WAIT);
     eprintln!(
         "x86_64: apply boot {:.1} s, boot into B {:.1} s",
@@ -110,7 +128,10 @@ fn update_is_applied_then_slot_b_boots_and_confirms() {
     );
     // The host reads the same state back from the disk file.
     let st = status_json(&s.disk);
-    assert!(st.contains("\"active\":\"B\"") && st.contains("\"confirmed\":true"), "{st}");
+    assert!(
+        st.contains("\"active\":\"B\"") && st.contains("\"confirmed\":true"),
+        "{st}"
+    );
     assert!(st.contains("\"rollback_floor\":2"), "{st}");
     drop(s.work);
 }
@@ -125,7 +146,9 @@ fn corrupted_update_is_refused_and_slot_a_boots() {
         v[at] ^= 0x40;
         v
     };
-    let Some(s) = setup(corrupt, true, 3) else { return };
+    let Some(s) = setup(corrupt, true, 3) else {
+        return;
+    };
     let mut c = boot(ARCH, &s.kernel, &s.initrd, &s.disk, "x86-corrupt");
     let lines = expect(
         &mut c,
@@ -139,21 +162,33 @@ fn corrupted_update_is_refused_and_slot_a_boots() {
     );
     let why = &lines[1];
     assert!(
-        why.contains("SHA-256") || why.contains("CRC") || why.contains("integrity") || why.contains("mismatch"),
+        why.contains("SHA-256")
+            || why.contains("CRC")
+            || why.contains("integrity")
+            || why.contains("mismatch"),
         "the console must say why: {why}"
     );
     expect_exit(&mut c, WAIT);
     let st = status_json(&s.disk);
     // Refused before the first byte reached slot B: still empty, nothing pending.
-    assert!(st.contains("\"active\":\"A\"") && st.contains("\"pending\":null"), "{st}");
+    assert!(
+        st.contains("\"active\":\"A\"") && st.contains("\"pending\":null"),
+        "{st}"
+    );
     assert!(st.contains("{\"slot\":\"B\",\"state\":\"empty\""), "{st}");
 }
 
 #[test]
 fn unconfirmed_slot_falls_back_to_a() {
-    let Some(s) = setup(|b| b.to_vec(), false, 1) else { return };
+    let Some(s) = setup(|b| b.to_vec(), false, 1) else {
+        return;
+    };
     let mut c = boot(ARCH, &s.kernel, &s.initrd, &s.disk, "x86-noconfirm-1");
-    expect(&mut c, &["slot B is pending with 1 tries", "rebooting into it"], WAIT);
+    expect(
+        &mut c,
+        &["slot B is pending with 1 tries", "rebooting into it"],
+        WAIT,
+    );
     expect_exit(&mut c, WAIT);
 
     let mut c = boot(ARCH, &s.kernel, &s.initrd, &s.disk, "x86-noconfirm-2");
@@ -181,5 +216,48 @@ fn unconfirmed_slot_falls_back_to_a() {
     );
     expect_exit(&mut c, WAIT);
     let st = status_json(&s.disk);
-    assert!(st.contains("\"active\":\"A\"") && st.contains("\"pending\":null"), "{st}");
+    assert!(
+        st.contains("\"active\":\"A\"") && st.contains("\"pending\":null"),
+        "{st}"
+    );
+}
+
+/// PID 1 never exits: with no disk it logs why and does what
+/// `on_failure` says (here: power off), and the kernel never panics.
+#[test]
+fn missing_disk_ends_in_the_configured_action() {
+    if !tools_present(ARCH) {
+        return;
+    }
+    let kernel = kernels::amd64_cloud().expect("Debian cloud kernel");
+    let work = tempfile::tempdir().unwrap();
+    let conf = "target = PARTUUID=0f3a7e57-02\ndevice_timeout = 2\non_failure = poweroff\n";
+    let initrd = initramfs(work.path(), ARCH, conf, &[], None);
+    let mut c = testkit::qemu::Qemu::new(ARCH, &kernel.vmlinuz)
+        .initrd(&initrd)
+        .memory(256)
+        .name("x86-no-disk")
+        .spawn()
+        .unwrap();
+    let lines = expect(
+        &mut c,
+        &[
+            "PARTUUID=0f3a7e57-02 did not appear within 2 s",
+            "cannot continue; on_failure = poweroff",
+            "fwpack-updater: poweroff",
+        ],
+        WAIT,
+    );
+    assert!(
+        lines[0].contains("is its driver in the module list?"),
+        "{}",
+        lines[0]
+    );
+    expect_exit(&mut c, WAIT);
+    let log = std::fs::read_to_string(c.log_path()).unwrap();
+    assert!(
+        !log.contains("Kernel panic"),
+        "console log: {}",
+        c.log_path().display()
+    );
 }

@@ -190,7 +190,7 @@ fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
     let mut out = EventPrinter::new(args.json);
     // Reads of a plain segment are as large as the chunk and bypass this
     // buffer; decompressors read in small pieces and need it.
-    let image = BufReader::with_capacity(256 << 10, file);
+    let image = BufReader::with_capacity(64 << 10, file);
     let report = updater::apply(image, len, &mut storage, &trusted, &opts, &mut |e| {
         out.event(e)
     })
@@ -237,12 +237,7 @@ impl EventPrinter {
         }
         match e {
             Event::Target { description } => eprintln!("target: {description}"),
-            Event::Phase(p) => {
-                self.finish();
-                if matches!(p, Phase::Verify | Phase::Write) {
-                    self.bar = Some(crate::cmd::progress_bar(0, p.name()));
-                }
-            }
+            Event::Phase(_) => self.finish(),
             Event::ImageAccepted {
                 board,
                 version,
@@ -255,13 +250,11 @@ impl EventPrinter {
                 "image: board {board}, version {version}{}, {segments} segment(s), {raw_bytes} bytes, signed by {key_id}; writing slot {slot}",
                 if label.is_empty() { String::new() } else { format!(" ({label})") }
             ),
-            Event::Progress { done, total, .. } => {
-                if let Some(b) = &self.bar {
-                    if b.length() != Some(*total) {
-                        b.set_length(*total);
-                    }
-                    b.set_position(*done);
-                }
+            Event::Progress { phase, done, total } => {
+                let b = self
+                    .bar
+                    .get_or_insert_with(|| crate::cmd::progress_bar(*total, phase.name()));
+                b.set_position(*done);
             }
             Event::Warning(w) => {
                 self.suspend(|| eprintln!("warning: {w}"));

@@ -28,7 +28,9 @@ pub struct InitramfsArgs {
         required_unless_present = "list"
     )]
     output: Option<PathBuf>,
-    /// Recipe variable (repeatable), e.g. `--var UPDATER=target/.../updater`.
+    /// Recipe variable (repeatable), substituted verbatim for `${NAME}`; a
+    /// relative `src` resolves against the recipe's directory, so pass
+    /// absolute paths, e.g. `--var UPDATER=$PWD/target/.../updater`.
     #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
     /// Compression of the archive; the kernel needs the matching CONFIG_RD_*.

@@ -97,10 +97,7 @@ pub fn image(board: &str, version: u64, segs: &[Seg], k: &SigningKey) -> Vec<u8>
 pub fn layout() -> Layout {
     let pair = |name: &str, a: u64, b: u64, size: u64| SlotGroup {
         name: name.into(),
-        slots: [
-            SlotRange { offset: a, size },
-            SlotRange { offset: b, size },
-        ],
+        slots: [SlotRange { offset: a, size }, SlotRange { offset: b, size }],
     };
     Layout::new(
         BOARD,
@@ -121,7 +118,12 @@ pub fn disk() -> Vec<u8> {
     let mut rng = Rng(42);
     let mut d = rng.bytes(DISK_LEN);
     let mut m = MemStorage::new(std::mem::take(&mut d));
-    init_state_area(&mut m, &layout(), &BootState::initial(Slot::A, 1, "v1").unwrap()).unwrap();
+    init_state_area(
+        &mut m,
+        &layout(),
+        &BootState::initial(Slot::A, 1, "v1").unwrap(),
+    )
+    .unwrap();
     m.data
 }
 
@@ -258,7 +260,12 @@ impl Storage for CrashStorage {
         let cut = self.tick()?;
         let at = offset as usize;
         assert_eq!(at % SECTOR, 0, "unaligned write offset {at}");
-        assert_eq!(buf.len() % SECTOR, 0, "unaligned write length {}", buf.len());
+        assert_eq!(
+            buf.len() % SECTOR,
+            0,
+            "unaligned write length {}",
+            buf.len()
+        );
         assert_eq!(buf.as_ptr() as usize % 4096, 0, "unaligned buffer");
         self.view[at..at + buf.len()].copy_from_slice(buf);
         self.unsynced.push((at, buf.to_vec()));

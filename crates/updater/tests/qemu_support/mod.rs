@@ -21,8 +21,14 @@ use updater::{Access, BootState, FileStorage, Layout, Slot, SlotGroup, SlotInfo,
 
 pub const BOARD: &str = "fwpack-qemu-test";
 pub const MIB: u64 = 1 << 20;
-pub const SLOT_A: SlotRange = SlotRange { offset: MIB, size: 16 * MIB };
-pub const SLOT_B: SlotRange = SlotRange { offset: 17 * MIB, size: 16 * MIB };
+pub const SLOT_A: SlotRange = SlotRange {
+    offset: MIB,
+    size: 16 * MIB,
+};
+pub const SLOT_B: SlotRange = SlotRange {
+    offset: 17 * MIB,
+    size: 16 * MIB,
+};
 pub const DISK_SIZE: u64 = 34 * MIB;
 pub const ROOTFS_SIZE: u64 = 8 * MIB;
 
@@ -52,7 +58,17 @@ pub fn updater_binary(arch: Arch) -> PathBuf {
     let target = triple(arch);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["build", "-p", "updater", "--bin", "fwpack-updater", "--profile", "device", "--target", target])
+        .args([
+            "build",
+            "-p",
+            "updater",
+            "--bin",
+            "fwpack-updater",
+            "--profile",
+            "device",
+            "--target",
+            target,
+        ])
         .current_dir(testkit::workspace_root())
         .output()
         .expect("running cargo");
@@ -61,7 +77,10 @@ pub fn updater_binary(arch: Arch) -> PathBuf {
         "building fwpack-updater for {target} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let bin = testkit::target_dir().join(target).join("device").join("fwpack-updater");
+    let bin = testkit::target_dir()
+        .join(target)
+        .join("device")
+        .join("fwpack-updater");
     assert!(bin.is_file(), "{} missing after the build", bin.display());
     bin
 }
@@ -114,14 +133,23 @@ fn main() {
 "#;
 
 pub fn test_init(arch: Arch) -> PathBuf {
-    testkit::program::build_static("fwpack-test-init", TEST_INIT, arch).expect("building the test init")
+    testkit::program::build_static("fwpack-test-init", TEST_INIT, arch)
+        .expect("building the test init")
 }
 
 /// An ext4 image whose init reports `version`, and confirms itself when
 /// `mark_good`.
 pub fn rootfs(work: &Path, arch: Arch, name: &str, version: u64, mark_good: bool) -> PathBuf {
     let tree = work.join(format!("{name}-tree"));
-    for d in ["sbin", "etc/fwpack-test", "dev", "proc", "sys", "run", "tmp"] {
+    for d in [
+        "sbin",
+        "etc/fwpack-test",
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+    ] {
         fs::create_dir_all(tree.join(d)).unwrap();
     }
     fs::copy(test_init(arch), tree.join("sbin/init")).unwrap();
@@ -137,7 +165,11 @@ pub fn rootfs(work: &Path, arch: Arch, name: &str, version: u64, mark_good: bool
         .arg(&img)
         .output()
         .unwrap();
-    assert!(out.status.success(), "mkfs.ext4: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mkfs.ext4: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     img
 }
 
@@ -255,29 +287,57 @@ pub fn disk(work: &Path, partitions: bool, image_a: &[u8]) -> PathBuf {
             .arg(&key)
             .arg("--verify-writes"),
     );
-    run_ok(Command::new(&host).args(["mark-good", "--slot", "A", "--target"]).arg(&path));
+    run_ok(
+        Command::new(&host)
+            .args(["mark-good", "--slot", "A", "--target"])
+            .arg(&path),
+    );
     path
 }
 
 /// `fwpack-updater status --json` of a disk file, on the host.
 pub fn status_json(disk: &Path) -> String {
-    run_ok(Command::new(host_updater()).args(["status", "--json", "--target"]).arg(disk))
+    run_ok(
+        Command::new(host_updater())
+            .args(["status", "--json", "--target"])
+            .arg(disk),
+    )
 }
 
 /// The updater initramfs: `/init`, config, trusted key, update images and
 /// kernel modules (with their load order).
-pub fn initramfs(work: &Path, arch: Arch, config: &str, images: &[(&str, &[u8])], modules: Option<(&Kernel, &[&str])>) -> PathBuf {
+pub fn initramfs(
+    work: &Path,
+    arch: Arch,
+    config: &str,
+    images: &[(&str, &[u8])],
+    modules: Option<(&Kernel, &[&str])>,
+) -> PathBuf {
     let mut b = Builder::new(Options::default());
-    b.add_file("/init", &updater_binary(arch), Some(Meta::mode(0o755))).unwrap();
-    b.add_device("/dev/console", DeviceKind::Char, 5, 1, Meta::mode(0o600)).unwrap();
-    b.add_device("/dev/null", DeviceKind::Char, 1, 3, Meta::mode(0o666)).unwrap();
+    b.add_file("/init", &updater_binary(arch), Some(Meta::mode(0o755)))
+        .unwrap();
+    b.add_device("/dev/console", DeviceKind::Char, 5, 1, Meta::mode(0o600))
+        .unwrap();
+    b.add_device("/dev/null", DeviceKind::Char, 1, 3, Meta::mode(0o666))
+        .unwrap();
     for d in ["/proc", "/sys", "/dev", "/run", "/mnt", "/images"] {
         b.add_dir(d, Meta::mode(0o755)).unwrap();
     }
-    b.add_bytes("/etc/fwpack/updater.conf", config.as_bytes().to_vec(), Meta::mode(0o644)).unwrap();
-    b.add_bytes("/etc/fwpack/keys/test.pem", public_pem().into_bytes(), Meta::mode(0o644)).unwrap();
+    b.add_bytes(
+        "/etc/fwpack/updater.conf",
+        config.as_bytes().to_vec(),
+        Meta::mode(0o644),
+    )
+    .unwrap();
+    b.add_bytes(
+        "/etc/fwpack/keys/test.pem",
+        public_pem().into_bytes(),
+        Meta::mode(0o644),
+    )
+    .unwrap();
     for (name, data) in images {
-        b.add_bytes(&format!("/images/{name}"), data.to_vec(), Meta::mode(0o644)).unwrap();
+        b.add_bytes(&format!("/images/{name}"), data.to_vec(), Meta::mode(0o644))
+            .unwrap();
     }
     if let Some((k, names)) = modules {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
@@ -285,13 +345,17 @@ pub fn initramfs(work: &Path, arch: Arch, config: &str, images: &[(&str, &[u8])]
         set.add_to(&mut b).unwrap();
     }
     let out = work.join("initramfs.cpio.gz");
-    b.write_file(&out, initramfs::Compression::Gzip { level: 1 }).unwrap();
+    b.write_file(&out, initramfs::Compression::Gzip { level: 1 })
+        .unwrap();
     out
 }
 
 /// A QEMU boot of `initrd` with `disk` attached the way the board does it.
 pub fn boot(arch: Arch, k: &Kernel, initrd: &Path, disk: &Path, name: &str) -> Console {
-    let mut q = Qemu::new(arch, &k.vmlinuz).initrd(initrd).memory(512).name(name);
+    let mut q = Qemu::new(arch, &k.vmlinuz)
+        .initrd(initrd)
+        .memory(512)
+        .name(name);
     match arch {
         // NVMe, built into the cloud kernel.
         Arch::X86_64 => {

@@ -68,7 +68,10 @@ fn guid_text(g: &[u8]) -> Option<String> {
 /// Reads the partition table of a disk through `read(offset, len)`.
 /// GPT when the MBR is protective (type 0xEE) and the primary header's
 /// CRC holds; else the MBR's primary partitions.
-pub fn partitions(read: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>, sector: u64) -> Option<Vec<Part>> {
+pub fn partitions(
+    read: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>,
+    sector: u64,
+) -> Option<Vec<Part>> {
     let mbr = read(0, 512)?;
     if mbr.get(510..512)? != [0x55, 0xAA] {
         return None;
@@ -112,7 +115,11 @@ fn gpt(read: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>, sector: u64) -> Opti
     if crc32(&h) != le32(&hdr, 16)? {
         return None;
     }
-    let (entries_lba, count, size) = (le64(&hdr, 72)?, le32(&hdr, 80)? as usize, le32(&hdr, 84)? as usize);
+    let (entries_lba, count, size) = (
+        le64(&hdr, 72)?,
+        le32(&hdr, 80)? as usize,
+        le32(&hdr, 84)? as usize,
+    );
     if !(128..=4096).contains(&size) || count > 1024 {
         return None;
     }
@@ -182,7 +189,9 @@ impl BlockDev {
 }
 
 fn read_trim(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Every block device in /sys/class/block.
@@ -196,12 +205,16 @@ pub fn block_devices() -> Vec<BlockDev> {
         let dir = e.path();
         let partition = read_trim(&dir.join("partition")).and_then(|s| s.parse().ok());
         // A partition's sysfs directory sits inside its disk's.
-        let parent = partition.and(
-            std::fs::canonicalize(&dir)
-                .ok()
-                .and_then(|p| p.parent().and_then(|q| q.file_name()).map(|n| n.to_string_lossy().into_owned())),
-        );
-        out.push(BlockDev { name, partition, parent });
+        let parent = partition.and(std::fs::canonicalize(&dir).ok().and_then(|p| {
+            p.parent()
+                .and_then(|q| q.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        }));
+        out.push(BlockDev {
+            name,
+            partition,
+            parent,
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
@@ -216,10 +229,14 @@ fn reader(node: &Path) -> Option<impl FnMut(u64, usize) -> Option<Vec<u8>>> {
 }
 
 fn logical_sector(disk: &str) -> u64 {
-    read_trim(&Path::new("/sys/class/block").join(disk).join("queue/logical_block_size"))
-        .and_then(|s| s.parse().ok())
-        .filter(|&s: &u64| s.is_power_of_two() && (512..=4096).contains(&s))
-        .unwrap_or(512)
+    read_trim(
+        &Path::new("/sys/class/block")
+            .join(disk)
+            .join("queue/logical_block_size"),
+    )
+    .and_then(|s| s.parse().ok())
+    .filter(|&s: &u64| s.is_power_of_two() && (512..=4096).contains(&s))
+    .unwrap_or(512)
 }
 
 /// Resolves a device spec against the devices present now. `Ok(None)`:
@@ -236,7 +253,9 @@ pub fn resolve(spec: &DeviceSpec) -> Option<PathBuf> {
             let by_uuid = matches!(spec, DeviceSpec::PartUuid(_));
             let devs = block_devices();
             for disk in devs.iter().filter(|d| d.partition.is_none()) {
-                let Some(mut read) = reader(&disk.node()) else { continue };
+                let Some(mut read) = reader(&disk.node()) else {
+                    continue;
+                };
                 let Some(parts) = partitions(&mut read, logical_sector(&disk.name)) else {
                     continue;
                 };
@@ -250,7 +269,9 @@ pub fn resolve(spec: &DeviceSpec) -> Option<PathBuf> {
                 if let Some(p) = hit {
                     return devs
                         .iter()
-                        .find(|d| d.parent.as_deref() == Some(&disk.name) && d.partition == Some(p.number))
+                        .find(|d| {
+                            d.parent.as_deref() == Some(&disk.name) && d.partition == Some(p.number)
+                        })
                         .map(BlockDev::node)
                         .filter(|n| n.exists());
                 }
@@ -272,7 +293,8 @@ pub fn partition_for_range(disk: &Path, offset: u64, size: u64) -> Option<PathBu
     let dir = Path::new("/sys/class/block").join(disk_name);
     for e in std::fs::read_dir(&dir).ok()?.flatten() {
         let p = e.path();
-        let (Some(start), Some(len)) = (read_trim(&p.join("start")), read_trim(&p.join("size"))) else {
+        let (Some(start), Some(len)) = (read_trim(&p.join("start")), read_trim(&p.join("size")))
+        else {
             continue;
         };
         // sysfs counts in 512-byte units whatever the sector size.
@@ -295,7 +317,9 @@ mod tests {
     use std::process::{Command, Stdio};
 
     fn tool(name: &str) -> bool {
-        let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().any(|d| Path::new(d).join(name).exists());
+        let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(name).exists());
         if !found {
             eprintln!("SKIPPED: {name} is not installed (`cargo xtask deps` installs it)");
         }
@@ -318,7 +342,11 @@ mod tests {
             .spawn()
             .unwrap();
         use std::io::Write;
-        c.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
         assert!(c.wait().unwrap().success());
     }
 
@@ -340,12 +368,26 @@ mod tests {
         let parts = partitions(&mut read, 512).unwrap();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0].uuid, "0fc63daf-8483-4772-8e79-3d69d8477de4");
-        assert_eq!((parts[0].name.as_str(), parts[0].start_lba, parts[0].sectors), ("bootA", 2048, 4096));
+        assert_eq!(
+            (parts[0].name.as_str(), parts[0].start_lba, parts[0].sectors),
+            ("bootA", 2048, 4096)
+        );
         assert_eq!((parts[1].number, parts[1].name.as_str()), (2, "root B"));
         // Cross-check against sfdisk's own reading of the table.
-        let dump = String::from_utf8(Command::new("sfdisk").arg("-d").arg(&img).output().unwrap().stdout).unwrap();
+        let dump = String::from_utf8(
+            Command::new("sfdisk")
+                .arg("-d")
+                .arg(&img)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
         for p in &parts {
-            assert!(dump.to_lowercase().contains(&format!("uuid={}", p.uuid)), "{dump}");
+            assert!(
+                dump.to_lowercase().contains(&format!("uuid={}", p.uuid)),
+                "{dump}"
+            );
         }
         // A damaged header CRC means "no GPT", never a guess.
         let mut bytes = std::fs::read(&img).unwrap();
@@ -364,7 +406,10 @@ mod tests {
         sfdisk(&img, "label: dos\nlabel-id: 0x1234abcd\nstart=2048, size=2048, type=c\nstart=4096, size=4096, type=83\n");
         let parts = partitions(&mut mem_reader(std::fs::read(&img).unwrap()), 512).unwrap();
         assert_eq!(
-            parts.iter().map(|p| (p.number, p.uuid.as_str(), p.start_lba)).collect::<Vec<_>>(),
+            parts
+                .iter()
+                .map(|p| (p.number, p.uuid.as_str(), p.start_lba))
+                .collect::<Vec<_>>(),
             vec![(1, "1234abcd-01", 2048), (2, "1234abcd-02", 4096)]
         );
     }
@@ -375,7 +420,12 @@ mod tests {
         if tool("mkfs.ext4") {
             let img = dir.path().join("ext4.img");
             File::create(&img).unwrap().set_len(4 << 20).unwrap();
-            assert!(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "rootfs-a"]).arg(&img).status().unwrap().success());
+            assert!(Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-L", "rootfs-a"])
+                .arg(&img)
+                .status()
+                .unwrap()
+                .success());
             let head = std::fs::read(&img).unwrap();
             assert_eq!(fs_label(&head[..2048]).as_deref(), Some("rootfs-a"));
         }
@@ -420,8 +470,14 @@ mod tests {
 
     #[test]
     fn guid_format() {
-        let g = [0xAF, 0x3D, 0xC6, 0x0F, 0x83, 0x84, 0x72, 0x47, 0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47, 0x7D, 0xE4];
-        assert_eq!(guid_text(&g).unwrap(), "0fc63daf-8483-4772-8e79-3d69d8477de4");
+        let g = [
+            0xAF, 0x3D, 0xC6, 0x0F, 0x83, 0x84, 0x72, 0x47, 0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47,
+            0x7D, 0xE4,
+        ];
+        assert_eq!(
+            guid_text(&g).unwrap(),
+            "0fc63daf-8483-4772-8e79-3d69d8477de4"
+        );
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
 }

@@ -39,7 +39,10 @@ impl From<updater::Error> for Fail {
             ErrorClass::Busy => 8,
             ErrorClass::Usage => 2,
         };
-        Fail { msg: e.to_string(), code }
+        Fail {
+            msg: e.to_string(),
+            code,
+        }
     }
 }
 
@@ -89,19 +92,35 @@ fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
     let mut o = Opts::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| usage(format!("{name} needs a value")));
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| usage(format!("{name} needs a value")))
+        };
         match a.as_str() {
             "--json" => o.json = true,
             "--target" => o.target = Some(PathBuf::from(value("--target")?)),
             "--state-offset" => {
-                o.state_offset = Some(crate::config::parse_size(&value("--state-offset")?).map_err(usage)?)
+                o.state_offset =
+                    Some(crate::config::parse_size(&value("--state-offset")?).map_err(usage)?)
             }
-            "--slot" => o.slot = Some(value("--slot")?.parse::<Slot>().map_err(|e| usage(e.to_string()))?),
+            "--slot" => {
+                o.slot = Some(
+                    value("--slot")?
+                        .parse::<Slot>()
+                        .map_err(|e| usage(e.to_string()))?,
+                )
+            }
             "--key" => o.keys.push(PathBuf::from(value("--key")?)),
             "--keys" => o.key_dirs.push(PathBuf::from(value("--keys")?)),
             "--tries" => {
                 let v = value("--tries")?;
-                o.tries = Some(v.parse().ok().filter(|&t: &u8| t > 0).ok_or_else(|| usage(format!("--tries {v}: 1..=255")))?)
+                o.tries = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|&t: &u8| t > 0)
+                        .ok_or_else(|| usage(format!("--tries {v}: 1..=255")))?,
+                )
             }
             "--no-activate" => o.no_activate = true,
             "--verify-writes" => o.verify_writes = true,
@@ -124,7 +143,11 @@ fn whereabouts(o: &Opts) -> Result<(PathBuf, u64, Option<Slot>, Option<RunInfo>)
     let target = match (&o.target, &run) {
         (Some(t), _) => t.clone(),
         (None, Some(r)) => r.target.clone(),
-        (None, None) => return Err(usage("no --target, and no /run/fwpack/boot.conf (not booted by the fwpack updater)")),
+        (None, None) => {
+            return Err(usage(
+                "no --target, and no /run/fwpack/boot.conf (not booted by the fwpack updater)",
+            ))
+        }
     };
     // The run info describes one disk; with another --target it does not apply.
     let run = run.filter(|r| r.target == target);
@@ -137,7 +160,11 @@ fn whereabouts(o: &Opts) -> Result<(PathBuf, u64, Option<Slot>, Option<RunInfo>)
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
-    let args: Vec<String> = args.into_iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = args
+        .into_iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let Some((cmd, rest)) = args.split_first() else {
         eprintln!("{HELP}");
         return USAGE_CODE;
@@ -170,16 +197,17 @@ fn status(o: &Opts) -> Result<(), Fail> {
     let mut st = FileStorage::open(&target, Access::ReadOnly)?;
     let area = StateArea::read(&mut st, offset)?;
     let b = area.boot();
-    let slot_json = |s: Slot| {
-        let i = b.slot(s);
-        format!(
+    let slot_json =
+        |s: Slot| {
+            let i = b.slot(s);
+            format!(
             "{{\"slot\":\"{s}\",\"state\":\"{}\",\"version\":{},\"label\":{},\"image_id\":\"{}\"}}",
             i.state.name(),
             i.version,
             json_str(&i.label),
             i.image_id.iter().map(|x| format!("{x:02x}")).collect::<String>()
         )
-    };
+        };
     if o.json {
         println!(
             "{{\"target\":{},\"board\":{},\"active\":\"{}\",\"pending\":{},\"tries_left\":{},\"confirmed\":{},\"rollback_floor\":{},\"booted\":{},\"slots\":[{},{}]}}",
@@ -195,11 +223,19 @@ fn status(o: &Opts) -> Result<(), Fail> {
             slot_json(Slot::B)
         );
     } else {
-        println!("target:   {} (board {})", target.display(), area.layout().board);
+        println!(
+            "target:   {} (board {})",
+            target.display(),
+            area.layout().board
+        );
         println!(
             "active:   {}{}",
             b.active,
-            if b.confirmed { " (confirmed)" } else { " (not confirmed)" }
+            if b.confirmed {
+                " (confirmed)"
+            } else {
+                " (not confirmed)"
+            }
         );
         match b.pending {
             Some(p) => println!("pending:  {p} ({} tries left)", b.tries_left),
@@ -211,10 +247,18 @@ fn status(o: &Opts) -> Result<(), Fail> {
         println!("rollback floor: version {}", b.rollback_floor);
         for s in [Slot::A, Slot::B] {
             let i = b.slot(s);
-            println!("slot {s}:   {} version {} {}", i.state.name(), i.version, i.label);
+            println!(
+                "slot {s}:   {} version {} {}",
+                i.state.name(),
+                i.version,
+                i.label
+            );
         }
         if let Some(j) = area.journal() {
-            println!("journal:  apply to slot {} interrupted at segment {} offset {}", j.slot, j.segment, j.offset);
+            println!(
+                "journal:  apply to slot {} interrupted at segment {} offset {}",
+                j.slot, j.segment, j.offset
+            );
         }
     }
     Ok(())
@@ -232,7 +276,11 @@ fn mark_good(o: &Opts) -> Result<(), Fail> {
         let fw = tryboot::firmware_boot();
         let (new, old) = (parts[slot.index()], parts[slot.other().index()]);
         if fw.is_some_and(|f| !f.tryboot && f.partition != new) {
-            return Err(format!("the firmware booted partition {}, not slot {slot}'s ({new})", fw.map_or(0, |f| f.partition)).into());
+            return Err(format!(
+                "the firmware booted partition {}, not slot {slot}'s ({new})",
+                fw.map_or(0, |f| f.partition)
+            )
+            .into());
         }
         flow::with_autoboot(&dev, &fstype, |dir| {
             let text = std::fs::read_to_string(dir.join("autoboot.txt")).unwrap_or_default();
@@ -261,17 +309,23 @@ fn apply(o: &Opts) -> Result<(), Fail> {
     let [image] = &o.positional[..] else {
         return Err(usage("apply needs exactly one IMAGE"));
     };
-    let target = o.target.clone().ok_or_else(|| usage("apply needs --target"))?;
+    let target = o
+        .target
+        .clone()
+        .ok_or_else(|| usage("apply needs --target"))?;
     let mut keys = fwimage::TrustedKeys::new();
     for k in &o.keys {
         let data = std::fs::read(k).map_err(|e| format!("{}: {e}", k.display()))?;
-        keys.add_encoded(&data).map_err(|e| Fail::from(updater::Error::from(e)))?;
+        keys.add_encoded(&data)
+            .map_err(|e| Fail::from(updater::Error::from(e)))?;
     }
     for d in &o.key_dirs {
         add_keys_from(&mut keys, d)?;
     }
     if keys.is_empty() {
-        return Err(usage("apply needs at least one trusted key (--key or --keys)"));
+        return Err(usage(
+            "apply needs at least one trusted key (--key or --keys)",
+        ));
     }
     let file = File::open(image).map_err(|e| format!("{image}: {e}"))?;
     let len = file.metadata().map_err(|e| format!("{image}: {e}"))?.len();
@@ -287,13 +341,20 @@ fn apply(o: &Opts) -> Result<(), Fail> {
     };
     let mut human = Progress::default();
     let json = o.json;
-    let report = updater::apply(std::io::BufReader::new(file), len, &mut st, &keys, &opts, &mut |e| {
-        if json {
-            println!("{}", event_json(e));
-        } else {
-            human.event(e);
-        }
-    })?;
+    let report = updater::apply(
+        std::io::BufReader::new(file),
+        len,
+        &mut st,
+        &keys,
+        &opts,
+        &mut |e| {
+            if json {
+                println!("{}", event_json(e));
+            } else {
+                human.event(e);
+            }
+        },
+    )?;
     if json {
         println!(
             "{{\"result\":\"ok\",\"slot\":\"{}\",\"version\":{},\"bytes_written\":{},\"bytes_read_back\":{},\"pending\":{}}}",
@@ -316,13 +377,24 @@ fn event_json(e: &updater::Event) -> String {
     match e {
         Event::Phase(p) => format!("{{\"event\":\"phase\",\"phase\":\"{}\"}}", p.name()),
         Event::Progress { phase, done, total } => {
-            format!("{{\"event\":\"progress\",\"phase\":\"{}\",\"done\":{done},\"total\":{total}}}", phase.name())
+            format!(
+                "{{\"event\":\"progress\",\"phase\":\"{}\",\"done\":{done},\"total\":{total}}}",
+                phase.name()
+            )
         }
         Event::Warning(w) => format!("{{\"event\":\"warning\",\"message\":{}}}", json_str(w)),
         Event::SlotState { slot, state } => {
-            format!("{{\"event\":\"slot_state\",\"slot\":\"{slot}\",\"state\":\"{}\"}}", state.name())
+            format!(
+                "{{\"event\":\"slot_state\",\"slot\":\"{slot}\",\"state\":\"{}\"}}",
+                state.name()
+            )
         }
-        Event::Pending { slot, tries } => format!("{{\"event\":\"pending\",\"slot\":\"{slot}\",\"tries\":{tries}}}"),
-        other => format!("{{\"event\":\"info\",\"message\":{}}}", json_str(&format!("{other:?}"))),
+        Event::Pending { slot, tries } => {
+            format!("{{\"event\":\"pending\",\"slot\":\"{slot}\",\"tries\":{tries}}}")
+        }
+        other => format!(
+            "{{\"event\":\"info\",\"message\":{}}}",
+            json_str(&format!("{other:?}"))
+        ),
     }
 }

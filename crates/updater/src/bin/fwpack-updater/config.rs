@@ -33,7 +33,9 @@ impl DeviceSpec {
             }
         };
         if let Some(u) = v.strip_prefix("PARTUUID=") {
-            Ok(DeviceSpec::PartUuid(nonempty(u, "PARTUUID")?.to_ascii_lowercase()))
+            Ok(DeviceSpec::PartUuid(
+                nonempty(u, "PARTUUID")?.to_ascii_lowercase(),
+            ))
         } else if let Some(l) = v.strip_prefix("PARTLABEL=") {
             Ok(DeviceSpec::PartLabel(nonempty(l, "PARTLABEL")?))
         } else if let Some(l) = v.strip_prefix("LABEL=") {
@@ -236,8 +238,14 @@ fn pairs(text: &str) -> Result<Vec<(usize, String, String)>, String> {
             .split_once('=')
             .ok_or_else(|| format!("line {n}: expected `key = value`, got `{line}`"))?;
         let (k, v) = (k.trim(), v.trim());
-        if k.is_empty() || !k.bytes().all(|c| c.is_ascii_lowercase() || c == b'_' || c.is_ascii_digit()) {
-            return Err(format!("line {n}: `{k}` is not a key (lower case, digits, _)"));
+        if k.is_empty()
+            || !k
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c == b'_' || c.is_ascii_digit())
+        {
+            return Err(format!(
+                "line {n}: `{k}` is not a key (lower case, digits, _)"
+            ));
         }
         if let Some((first, ..)) = out.iter().find(|(_, ok, _)| ok == k) {
             return Err(format!("line {n}: `{k}` already set on line {first}"));
@@ -291,12 +299,21 @@ impl Config {
                     let nums: Vec<u32> = v
                         .split(|c: char| c == ',' || c.is_whitespace())
                         .filter(|s| !s.is_empty())
-                        .map(|s| s.parse::<u32>().map_err(|_| format!("`{s}` is not a partition number")))
+                        .map(|s| {
+                            s.parse::<u32>()
+                                .map_err(|_| format!("`{s}` is not a partition number"))
+                        })
                         .collect::<Result<_, _>>()
                         .map_err(at)?;
                     match nums[..] {
-                        [a, b] if a != b && (1..=63).contains(&a) && (1..=63).contains(&b) => tryboot_parts = Some([a, b]),
-                        _ => return Err(at("expected two different partition numbers (slot A, slot B)".into())),
+                        [a, b] if a != b && (1..=63).contains(&a) && (1..=63).contains(&b) => {
+                            tryboot_parts = Some([a, b])
+                        }
+                        _ => {
+                            return Err(at(
+                                "expected two different partition numbers (slot A, slot B)".into(),
+                            ))
+                        }
                     }
                 }
                 _ => c.set(&k, &v).map_err(at)?,
@@ -315,8 +332,16 @@ impl Config {
                 partitions,
             }),
             (None, None) => None,
-            (Some(_), None) => return Err("tryboot needs tryboot_partitions (boot partitions of slots A and B)".into()),
-            (None, Some(_)) => return Err("tryboot_partitions without tryboot (the autoboot.txt partition)".into()),
+            (Some(_), None) => {
+                return Err(
+                    "tryboot needs tryboot_partitions (boot partitions of slots A and B)".into(),
+                )
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "tryboot_partitions without tryboot (the autoboot.txt partition)".into(),
+                )
+            }
         };
         Ok((c, warnings))
     }
@@ -331,7 +356,10 @@ impl Config {
             }
         };
         let word = |v: &str| {
-            if !v.is_empty() && v.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.+".contains(&c)) {
+            if !v.is_empty()
+                && v.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.+".contains(&c))
+            {
                 Ok(v.to_string())
             } else {
                 Err(format!("`{v}`: expected a name (letters, digits, - _ . +)"))
@@ -342,14 +370,22 @@ impl Config {
             "state_offset" => self.state_offset = parse_size(v)?,
             "modules" => self.modules = if v.is_empty() { None } else { Some(path(v)?) },
             "keys" => self.keys = path(v)?,
-            "images" => self.images = if v.is_empty() || v == "none" { None } else { Some(Images::parse(v)?) },
+            "images" => {
+                self.images = if v.is_empty() || v == "none" {
+                    None
+                } else {
+                    Some(Images::parse(v)?)
+                }
+            }
             "device_timeout" => self.device_timeout = parse_seconds(v)?,
             "on_failure" => self.on_failure = Action::parse(v)?,
             "root_group" => self.root_group = word(v)?,
             "root_fstype" => self.root_fstype = word(v)?,
             "root_flags" => {
                 if v.contains(char::is_whitespace) {
-                    return Err(format!("`{v}`: mount options are comma-separated, without spaces"));
+                    return Err(format!(
+                        "`{v}`: mount options are comma-separated, without spaces"
+                    ));
                 }
                 self.root_flags = v.to_string();
             }
@@ -370,7 +406,15 @@ impl Config {
                 }
             }
             "verify_writes" => self.verify_writes = parse_bool(v)?,
-            "board" => self.board = Some(word(v)?),
+            "board" => {
+                if v.is_empty()
+                    || v.len() > 64
+                    || v.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(format!("`{v}`: expected the board's compatible string (1..=64 characters, no spaces)"));
+                }
+                self.board = Some(v.to_string());
+            }
             // Unknown keys are reported by the caller.
             _ => {}
         }
@@ -387,9 +431,12 @@ impl Config {
                 continue;
             };
             if !KEYS.contains(&k) || k.starts_with("tryboot") {
-                return Err(format!("kernel command line: `fwpack.{k}` is not a setting that can be overridden"));
+                return Err(format!(
+                    "kernel command line: `fwpack.{k}` is not a setting that can be overridden"
+                ));
             }
-            self.set(k, v).map_err(|e| format!("kernel command line: fwpack.{k}: {e}"))?;
+            self.set(k, v)
+                .map_err(|e| format!("kernel command line: fwpack.{k}: {e}"))?;
             changed.push(format!("{k}={v}"));
         }
         Ok(changed)
@@ -425,12 +472,18 @@ board = qemu-x86_64
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(c.target, DeviceSpec::Path("/dev/nvme0n1".into()));
         assert_eq!(c.state_offset, 524288);
-        assert_eq!(c.modules.as_deref(), Some(std::path::Path::new("/etc/fwpack/modules.load")));
+        assert_eq!(
+            c.modules.as_deref(),
+            Some(std::path::Path::new("/etc/fwpack/modules.load"))
+        );
         assert_eq!(c.images, Some(Images::Dir("/images".into())));
         assert_eq!(c.device_timeout, Duration::from_secs(20));
         assert_eq!(c.on_failure, Action::Halt);
         assert_eq!(c.root_flags, "noload");
-        assert_eq!((c.tries, c.slot_device, c.verify_writes), (2, SlotDevice::Loop, false));
+        assert_eq!(
+            (c.tries, c.slot_device, c.verify_writes),
+            (2, SlotDevice::Loop, false)
+        );
         assert_eq!(c.board.as_deref(), Some("qemu-x86_64"));
         assert!(c.tryboot.is_none());
     }
@@ -439,7 +492,10 @@ board = qemu-x86_64
     fn defaults_and_minimal() {
         let (c, _) = Config::parse("target=PARTUUID=ABCD-01\n").unwrap();
         assert_eq!(c.target, DeviceSpec::PartUuid("abcd-01".into()));
-        assert_eq!((c.tries, c.on_failure, c.init.as_str()), (3, Action::Reboot, "/sbin/init"));
+        assert_eq!(
+            (c.tries, c.on_failure, c.init.as_str()),
+            (3, Action::Reboot, "/sbin/init")
+        );
         assert_eq!(c.state_offset, updater::DEFAULT_STATE_OFFSET);
         assert!(c.images.is_none() && c.modules.is_none());
     }
@@ -448,14 +504,23 @@ board = qemu-x86_64
     fn errors_name_the_line() {
         for (text, want) in [
             ("target = /dev/vda\ntries = 0\n", "line 2: tries"),
-            ("target = /dev/vda\ntarget = /dev/vdb\n", "already set on line 1"),
+            (
+                "target = /dev/vda\ntarget = /dev/vdb\n",
+                "already set on line 1",
+            ),
             ("target = vda\n", "not a device"),
             ("images = /i\n", "no `target`"),
             ("target = /dev/vda\non_failure = explode\n", "line 2"),
             ("target = /dev/vda\njust words\n", "expected `key = value`"),
             ("target = /dev/vda\ndevice_timeout = 0\n", "device_timeout"),
-            ("target = /dev/vda\ntryboot = /dev/mmcblk0p1\n", "tryboot_partitions"),
-            ("target = /dev/vda\ntryboot = LABEL=AB\ntryboot_partitions = 2 2\n", "two different"),
+            (
+                "target = /dev/vda\ntryboot = /dev/mmcblk0p1\n",
+                "tryboot_partitions",
+            ),
+            (
+                "target = /dev/vda\ntryboot = LABEL=AB\ntryboot_partitions = 2 2\n",
+                "two different",
+            ),
             ("target = /dev/vda\nroot_flags = a b\n", "comma-separated"),
         ] {
             let e = Config::parse(text).unwrap_err();
@@ -466,7 +531,10 @@ board = qemu-x86_64
     #[test]
     fn unknown_keys_warn() {
         let (_, w) = Config::parse("target = /dev/vda\nfuture_knob = 1\n").unwrap();
-        assert_eq!(w, vec!["line 2: unknown key `future_knob` ignored".to_string()]);
+        assert_eq!(
+            w,
+            vec!["line 2: unknown key `future_knob` ignored".to_string()]
+        );
     }
 
     #[test]
@@ -491,7 +559,8 @@ board = qemu-x86_64
                 dir: "/updates".into()
             })
         );
-        let (c, _) = Config::parse("target = /dev/vda\nimages = partition:/dev/vda3:/fw\n").unwrap();
+        let (c, _) =
+            Config::parse("target = /dev/vda\nimages = partition:/dev/vda3:/fw\n").unwrap();
         assert_eq!(
             c.images,
             Some(Images::Partition {
@@ -506,7 +575,9 @@ board = qemu-x86_64
     fn cmdline_overrides() {
         let (mut c, _) = Config::parse("target = /dev/vda\n").unwrap();
         let changed = c
-            .apply_cmdline("console=ttyS0 fwpack.tries=1 quiet fwpack.on_failure=poweroff root=/dev/x")
+            .apply_cmdline(
+                "console=ttyS0 fwpack.tries=1 quiet fwpack.on_failure=poweroff root=/dev/x",
+            )
             .unwrap();
         assert_eq!(changed, vec!["tries=1", "on_failure=poweroff"]);
         assert_eq!((c.tries, c.on_failure), (1, Action::PowerOff));

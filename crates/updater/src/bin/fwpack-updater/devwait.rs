@@ -47,7 +47,20 @@ fn drain(fd: &OwnedFd) -> usize {
 }
 
 /// Waits up to `timeout` for `spec` to resolve to a device node.
-pub fn wait(spec: &DeviceSpec, timeout: Duration, signals: &mut Signals) -> Result<PathBuf, String> {
+pub fn wait(
+    spec: &DeviceSpec,
+    timeout: Duration,
+    signals: &mut Signals,
+) -> Result<PathBuf, String> {
+    wait_counting(spec, timeout, signals).map(|(p, _)| p)
+}
+
+/// [`wait`], also returning how many block uevents woke it.
+fn wait_counting(
+    spec: &DeviceSpec,
+    timeout: Duration,
+    signals: &mut Signals,
+) -> Result<(PathBuf, usize), String> {
     let start = Instant::now();
     let sock = match uevent_socket() {
         Ok(s) => Some(s),
@@ -64,7 +77,7 @@ pub fn wait(spec: &DeviceSpec, timeout: Duration, signals: &mut Signals) -> Resu
                 p.display(),
                 start.elapsed().as_millis()
             );
-            return Ok(p);
+            return Ok((p, events));
         }
         signals.act_on_request();
         let left = timeout.saturating_sub(start.elapsed());
@@ -101,5 +114,82 @@ pub fn wait(spec: &DeviceSpec, timeout: Duration, signals: &mut Signals) -> Resu
         if let Some(s) = &sock {
             events += drain(s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn losetup() -> Option<std::path::PathBuf> {
+        ["/usr/sbin/losetup", "/sbin/losetup"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.exists())
+    }
+
+    /// A device that appears while we wait is found through its uevent.
+    /// Needs root and loop devices (CI runs as root); skips otherwise.
+    #[test]
+    fn finds_a_device_that_appears_while_waiting() {
+        let mkfs = std::path::Path::new("/usr/sbin/mkfs.ext4");
+        let (Some(losetup), true, true) = (
+            losetup(),
+            rustix::process::geteuid().is_root(),
+            std::path::Path::new("/dev/loop-control").exists() && mkfs.exists(),
+        ) else {
+            eprintln!("SKIPPED: needs root, /dev/loop-control, losetup and mkfs.ext4");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("fs.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(4 << 20)
+            .unwrap();
+        let label = format!("fwpk{}", std::process::id() % 1_000_000);
+        assert!(Command::new(mkfs)
+            .args(["-q", "-F", "-L", &label])
+            .arg(&img)
+            .status()
+            .unwrap()
+            .success());
+        let spec = DeviceSpec::Label(label);
+        assert!(blkid::resolve(&spec).is_none(), "label already present");
+        let attach = std::thread::spawn(move || {
+            // Attach only once the waiter is (very likely) blocked in poll.
+            std::thread::sleep(Duration::from_millis(300));
+            let out = Command::new(losetup)
+                .args(["-f", "--show"])
+                .arg(&img)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        });
+        let r = wait_counting(&spec, Duration::from_secs(20), &mut Signals::none());
+        let dev = attach.join().unwrap();
+        if !dev.is_empty() {
+            let _ = Command::new("losetup").args(["-d", &dev]).status();
+        }
+        if dev.is_empty() {
+            eprintln!("SKIPPED: losetup could not attach a loop device here");
+            return;
+        }
+        let (found, events) = r.unwrap();
+        assert_eq!(found, std::path::PathBuf::from(&dev));
+        assert!(
+            events >= 1,
+            "found without any block uevent: the netlink path was not exercised"
+        );
+    }
+
+    #[test]
+    fn timeout_names_what_is_there() {
+        let spec = DeviceSpec::Label("no-such-label-fwpk".into());
+        let t = std::time::Instant::now();
+        let e = wait(&spec, Duration::from_secs(1), &mut Signals::none()).unwrap_err();
+        assert!(t.elapsed() >= Duration::from_secs(1) && t.elapsed() < Duration::from_secs(10));
+        assert!(e.contains("did not appear within 1 s"), "{e}");
     }
 }

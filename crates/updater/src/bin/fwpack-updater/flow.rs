@@ -16,7 +16,10 @@ use crate::{devwait, kmod, slotdev, switchroot, tryboot, update};
 
 pub fn run(args: Vec<OsString>) -> ! {
     let (mut signals, problems) = pid1::setup("/dev/console");
-    log!("fwpack-updater {} starting as PID 1", env!("CARGO_PKG_VERSION"));
+    log!(
+        "fwpack-updater {} starting as PID 1",
+        env!("CARGO_PKG_VERSION")
+    );
     for p in problems {
         log!("{p}");
     }
@@ -28,6 +31,15 @@ pub fn run(args: Vec<OsString>) -> ! {
         }
     };
     pid1::set_panic_action(cfg.on_failure);
+    if cfg.console != Path::new("/dev/console") {
+        match pid1::attach_console(&cfg.console.to_string_lossy(), false) {
+            Ok(()) => log!("console: {}", cfg.console.display()),
+            Err(e) => log!(
+                "console {}: {e}; staying on /dev/console",
+                cfg.console.display()
+            ),
+        }
+    }
     // The kernel passes unknown command-line words on to init; so do we.
     let init_args: Vec<OsString> = args.into_iter().skip(1).collect();
     match boot(&cfg, &mut signals, &init_args) {
@@ -92,7 +104,10 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
         None => area.boot_attempt(&mut storage).map_err(|e| e.to_string())?,
     };
     if let Some(from) = decision.fell_back_from {
-        log!("slot {from} was tried and never confirmed; falling back to slot {}", decision.slot);
+        log!(
+            "slot {from} was tried and never confirmed; falling back to slot {}",
+            decision.slot
+        );
     }
     let info = area.boot().slot(decision.slot).clone();
     log!(
@@ -101,15 +116,31 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
         info.version,
         info.label,
         if decision.trial {
-            format!(", trial: {} tries left after this one", area.boot().tries_left)
+            format!(
+                ", trial: {} tries left after this one",
+                area.boot().tries_left
+            )
         } else {
             String::new()
         }
     );
     let layout = area.layout().clone();
+    if let Some(b) = cfg.board.as_deref().filter(|b| *b != layout.board) {
+        // Images are checked against the disk's board; this only flags a
+        // mismatched build.
+        log!(
+            "warning: this initramfs was built for board `{b}`, the disk says `{}`",
+            layout.board
+        );
+    }
     let group = layout
         .group(&cfg.root_group)
-        .ok_or_else(|| format!("the layout has no slot group `{}` (root_group)", cfg.root_group))?
+        .ok_or_else(|| {
+            format!(
+                "the layout has no slot group `{}` (root_group)",
+                cfg.root_group
+            )
+        })?
         .clone();
     // The disk must not be held open (exclusively) while a partition of it
     // is mounted.
@@ -122,7 +153,10 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
             return Err(e);
         }
         log!("{e}");
-        log!("slot {slot} cannot be booted; falling back to slot {}", slot.other());
+        log!(
+            "slot {slot} cannot be booted; falling back to slot {}",
+            slot.other()
+        );
         let mut storage = open_disk(&disk)?;
         area.fallback(&mut storage).map_err(|e| e.to_string())?;
         drop(storage);
@@ -139,7 +173,9 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
         tryboot: cfg.tryboot.as_ref().map(|t| {
             let dev = match &t.autoboot {
                 DeviceSpec::Path(p) => p.clone(),
-                other => crate::blkid::resolve(other).unwrap_or_else(|| PathBuf::from(other.to_string())),
+                other => {
+                    crate::blkid::resolve(other).unwrap_or_else(|| PathBuf::from(other.to_string()))
+                }
             };
             (dev, t.fstype.clone(), t.partitions)
         }),
@@ -153,7 +189,12 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     switchroot::switch_root(&cfg.init, init_args)
 }
 
-fn mount_slot(cfg: &Config, disk: &Path, group: &updater::SlotGroup, slot: Slot) -> Result<(), String> {
+fn mount_slot(
+    cfg: &Config,
+    disk: &Path,
+    group: &updater::SlotGroup,
+    slot: Slot,
+) -> Result<(), String> {
     let r = group.slot(slot);
     let dev = slotdev::attach(disk, r.offset, r.size, cfg.slot_device)?;
     log!("slot {slot} ({} bytes at {}) is {dev}", r.size, r.offset);
@@ -170,8 +211,16 @@ fn mount_slot(cfg: &Config, disk: &Path, group: &updater::SlotGroup, slot: Slot)
 const AUTOBOOT_MNT: &str = "/mnt/autoboot";
 
 /// Runs `f` on the mounted autoboot.txt partition.
-pub fn with_autoboot<T>(dev: &Path, fstype: &str, f: impl FnOnce(&Path) -> Result<T, String>) -> Result<T, String> {
-    let mnt = Path::new(if Path::new("/mnt").is_dir() { AUTOBOOT_MNT } else { "/run/fwpack/autoboot" });
+pub fn with_autoboot<T>(
+    dev: &Path,
+    fstype: &str,
+    f: impl FnOnce(&Path) -> Result<T, String>,
+) -> Result<T, String> {
+    let mnt = Path::new(if Path::new("/mnt").is_dir() {
+        AUTOBOOT_MNT
+    } else {
+        "/run/fwpack/autoboot"
+    });
     std::fs::create_dir_all(mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
     rustix::mount::mount(dev, mnt, fstype, rustix::mount::MountFlags::NOATIME, c"")
         .map_err(|e| format!("mounting {} ({fstype}): {e}", dev.display()))?;
@@ -185,9 +234,17 @@ pub fn with_autoboot<T>(dev: &Path, fstype: &str, f: impl FnOnce(&Path) -> Resul
 
 /// Before the tryboot reboot: autoboot.txt must send a tryboot to the new
 /// slot's boot partition and a normal boot to the current one.
-fn prepare_tryboot(cfg: &Config, tb: &crate::config::Tryboot, new: Slot, signals: &mut Signals) -> Result<(), String> {
+fn prepare_tryboot(
+    cfg: &Config,
+    tb: &crate::config::Tryboot,
+    new: Slot,
+    signals: &mut Signals,
+) -> Result<(), String> {
     let dev = devwait::wait(&tb.autoboot, cfg.device_timeout, signals)?;
-    let (cur, next) = (tb.partitions[new.other().index()], tb.partitions[new.index()]);
+    let (cur, next) = (
+        tb.partitions[new.other().index()],
+        tb.partitions[new.index()],
+    );
     with_autoboot(&dev, &tb.fstype, |dir| {
         let path = dir.join("autoboot.txt");
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -202,7 +259,11 @@ fn prepare_tryboot(cfg: &Config, tb: &crate::config::Tryboot, new: Slot, signals
 
 /// Slot choice on a tryboot board: the firmware already chose the boot
 /// partition, so the root slot must match it.
-fn tryboot_decision(tb: &crate::config::Tryboot, area: &mut StateArea, storage: &mut FileStorage) -> Result<BootDecision, String> {
+fn tryboot_decision(
+    tb: &crate::config::Tryboot,
+    area: &mut StateArea,
+    storage: &mut FileStorage,
+) -> Result<BootDecision, String> {
     let Some(fw) = tryboot::firmware_boot() else {
         log!("no /proc/device-tree/chosen/bootloader (not booted by Raspberry Pi firmware?); using the boot-state record alone");
         return area.boot_attempt(storage).map_err(|e| e.to_string());
@@ -216,19 +277,39 @@ fn tryboot_decision(tb: &crate::config::Tryboot, area: &mut StateArea, storage: 
             fw.partition, tb.partitions[0], tb.partitions[1]
         )
     })?;
-    log!("firmware booted partition {} (slot {booted}){}", fw.partition, if fw.tryboot { " with the tryboot flag" } else { "" });
+    log!(
+        "firmware booted partition {} (slot {booted}){}",
+        fw.partition,
+        if fw.tryboot {
+            " with the tryboot flag"
+        } else {
+            ""
+        }
+    );
     let err = |e: updater::Error| e.to_string();
     match tryboot::decide(area.boot(), booted, fw.tryboot) {
-        tryboot::Decision::Boot(s) => Ok(BootDecision { slot: s, trial: false, fell_back_from: None }),
+        tryboot::Decision::Boot(s) => Ok(BootDecision {
+            slot: s,
+            trial: false,
+            fell_back_from: None,
+        }),
         tryboot::Decision::Trial(_) => area.boot_attempt(storage).map_err(err),
         tryboot::Decision::FellBack { from, boot } => {
             area.fallback(storage).map_err(err)?;
-            Ok(BootDecision { slot: boot, trial: false, fell_back_from: Some(from) })
+            Ok(BootDecision {
+                slot: boot,
+                trial: false,
+                fell_back_from: Some(from),
+            })
         }
         tryboot::Decision::FinishCommit(s) => {
             log!("autoboot.txt already makes slot {s} the default; completing its confirmation");
             area.confirm(storage, s).map_err(err)?;
-            Ok(BootDecision { slot: s, trial: false, fell_back_from: None })
+            Ok(BootDecision {
+                slot: s,
+                trial: false,
+                fell_back_from: None,
+            })
         }
         tryboot::Decision::Refuse(why) => Err(why),
     }

@@ -38,7 +38,8 @@ pub fn load(path: &str) -> Outcome {
 /// reported and loading goes on: the device wait that follows says
 /// whether what mattered arrived.
 pub fn load_all(list: &Path) -> Result<(usize, usize), String> {
-    let text = std::fs::read_to_string(list).map_err(|e| format!("module list {}: {e}", list.display()))?;
+    let text = std::fs::read_to_string(list)
+        .map_err(|e| format!("module list {}: {e}", list.display()))?;
     let (mut ok, mut failed) = (0, 0);
     for m in parse_list(&text) {
         match load(m) {
@@ -63,11 +64,20 @@ mod tests {
     #[test]
     fn list_parsing() {
         let t = "# load order\n/lib/modules/6.1/kernel/a.ko\n\n  /lib/modules/6.1/kernel/b.ko  \n";
-        assert_eq!(parse_list(t), vec!["/lib/modules/6.1/kernel/a.ko", "/lib/modules/6.1/kernel/b.ko"]);
+        assert_eq!(
+            parse_list(t),
+            vec![
+                "/lib/modules/6.1/kernel/a.ko",
+                "/lib/modules/6.1/kernel/b.ko"
+            ]
+        );
     }
 
     #[test]
     fn missing_module_is_a_failure_not_a_panic() {
-        assert!(matches!(load("/definitely/not/here.ko"), Outcome::Failed(_)));
+        assert!(matches!(
+            load("/definitely/not/here.ko"),
+            Outcome::Failed(_)
+        ));
     }
 }

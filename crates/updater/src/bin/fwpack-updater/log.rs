@@ -25,7 +25,11 @@ pub fn init() {
     let kmsg = OpenOptions::new().write(true).open("/dev/kmsg").ok();
     let console_level = std::fs::read_to_string("/proc/sys/kernel/printk")
         .ok()
-        .and_then(|t| t.split_whitespace().next().and_then(|v| v.parse::<u8>().ok()))
+        .and_then(|t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u8>().ok())
+        })
         .unwrap_or(7);
     let level = if console_level > 6 { 7 } else { 6 };
     if let Ok(mut s) = SINKS.lock() {
@@ -39,7 +43,11 @@ pub fn line(msg: &str) {
     let msg = msg.replace('\n', " / ");
     let _ = writeln!(std::io::stderr().lock(), "fwpack-updater: {msg}");
     if let Ok(mut s) = SINKS.lock() {
-        if let Some(Sinks { kmsg: Some(k), level }) = s.as_mut() {
+        if let Some(Sinks {
+            kmsg: Some(k),
+            level,
+        }) = s.as_mut()
+        {
             // One write per record: kmsg takes each write(2) as one line.
             let rec = format!("<{level}>fwpack-updater: {msg}\n");
             let _ = k.write_all(rec.as_bytes());

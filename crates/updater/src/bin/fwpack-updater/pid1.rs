@@ -42,7 +42,13 @@ fn mkdir(path: &str) {
     let _ = rustix::fs::mkdir(path, Mode::from_raw_mode(0o755));
 }
 
-fn mount(src: &str, target: &str, fstype: &str, flags: MountFlags, data: &std::ffi::CStr) -> Result<(), String> {
+fn mount(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: MountFlags,
+    data: &std::ffi::CStr,
+) -> Result<(), String> {
     mkdir(target);
     match rustix::mount::mount(src, target, fstype, flags, data) {
         Ok(()) => Ok(()),
@@ -52,13 +58,18 @@ fn mount(src: &str, target: &str, fstype: &str, flags: MountFlags, data: &std::f
     }
 }
 
-/// Opens the console (or /dev/null) onto fds 0, 1 and 2. The kernel
-/// already did this if the initramfs has /dev/console; doing it again
-/// after devtmpfs is mounted covers initramfs images without the node.
-fn attach_console(console: &str) -> Result<(), String> {
-    let fd: OwnedFd = rustix::fs::open(console, OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())
-        .or_else(|_| rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()))
-        .map_err(|e| format!("opening {console} and /dev/null: {e}"))?;
+/// Opens `console` onto fds 0, 1 and 2 (with `or_null`, /dev/null if the
+/// console cannot be opened, so that later files never land on fds 0–2).
+/// The kernel already did this if the initramfs has /dev/console; doing
+/// it again after devtmpfs is mounted covers images without the node.
+pub fn attach_console(console: &str, or_null: bool) -> Result<(), String> {
+    let flags = OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd: OwnedFd = match rustix::fs::open(console, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) if !or_null => return Err(format!("opening {console}: {e}")),
+        Err(_) => rustix::fs::open("/dev/null", flags, Mode::empty())
+            .map_err(|e| format!("opening {console} and /dev/null: {e}"))?,
+    };
     rustix::stdio::dup2_stdin(fd.as_fd()).map_err(|e| e.to_string())?;
     rustix::stdio::dup2_stdout(fd.as_fd()).map_err(|e| e.to_string())?;
     rustix::stdio::dup2_stderr(fd.as_fd()).map_err(|e| e.to_string())?;
@@ -73,6 +84,15 @@ pub struct Signals {
 }
 
 impl Signals {
+    /// No signal handling (a command, or a test on the host).
+    #[cfg(test)]
+    pub fn none() -> Signals {
+        Signals {
+            fd: None,
+            requested: None,
+        }
+    }
+
     pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.fd.as_ref().map(|f| f.as_fd())
     }
@@ -132,13 +152,19 @@ pub fn setup(console: &str) -> (Signals, Vec<String>) {
         ("devtmpfs", "/dev", "devtmpfs", nosuid, c"mode=0755"),
         ("proc", "/proc", "proc", quiet, c""),
         ("sysfs", "/sys", "sysfs", quiet, c""),
-        ("tmpfs", "/run", "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, c"mode=0755"),
+        (
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            c"mode=0755",
+        ),
     ] {
         if let Err(e) = mount(src, target, fstype, flags, data) {
             problems.push(e);
         }
     }
-    if let Err(e) = attach_console(console) {
+    if let Err(e) = attach_console(console, true) {
         problems.push(format!("no console: {e}"));
     }
     let _ = rustix::process::chdir("/");
@@ -150,14 +176,22 @@ pub fn setup(console: &str) -> (Signals, Vec<String>) {
     let fd = match sys::block_and_signalfd() {
         Ok(fd) => Some(fd),
         Err(e) => {
-            problems.push(format!("signalfd: {e}; signals keep their default (ignored for PID 1)"));
+            problems.push(format!(
+                "signalfd: {e}; signals keep their default (ignored for PID 1)"
+            ));
             None
         }
     };
     // Ctrl-Alt-Del becomes SIGINT to us (an orderly reboot) instead of an
     // immediate restart.
     let _ = rustix::system::reboot(rustix::system::RebootCommand::CadOff);
-    (Signals { fd, requested: None }, problems)
+    (
+        Signals {
+            fd,
+            requested: None,
+        },
+        problems,
+    )
 }
 
 /// The only way PID 1 ends: sync, then reboot / halt / power off. If the
@@ -189,5 +223,37 @@ fn park() -> ! {
     loop {
         reap();
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Signals queue on the signalfd and map to the sysvinit/busybox
+    /// conventions; SIGCHLD only reaps.
+    #[test]
+    fn signals_become_requests() {
+        let fd = sys::block_and_signalfd().unwrap();
+        let mut s = Signals {
+            fd: Some(fd),
+            requested: None,
+        };
+        assert_eq!(s.poll(), None);
+        // SAFETY: raise() on our own thread, where the signal is blocked.
+        unsafe { libc::raise(libc::SIGCHLD) };
+        assert_eq!(s.poll(), None);
+        unsafe { libc::raise(libc::SIGPWR) };
+        assert_eq!(s.poll(), Some(Action::PowerOff));
+        // The first request wins and stays pending.
+        unsafe { libc::raise(libc::SIGTERM) };
+        assert_eq!(s.poll(), Some(Action::PowerOff));
+        let mut s = Signals {
+            fd: s.fd.take(),
+            requested: None,
+        };
+        unsafe { libc::raise(libc::SIGUSR1) };
+        assert_eq!(s.poll(), Some(Action::Halt));
+        sys::unblock_all();
     }
 }

@@ -49,18 +49,32 @@ impl RunInfo {
         let mut slot = None;
         let mut trial = false;
         let (mut tb_dev, mut tb_fs, mut tb_parts) = (None, "vfat".to_string(), None);
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let (k, v) = line.split_once('=').ok_or_else(|| format!("bad line `{line}`"))?;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| format!("bad line `{line}`"))?;
             let v = v.trim();
             match k.trim() {
                 "target" => target = Some(PathBuf::from(v)),
-                "state_offset" => state_offset = Some(v.parse::<u64>().map_err(|_| format!("bad state_offset `{v}`"))?),
+                "state_offset" => {
+                    state_offset = Some(
+                        v.parse::<u64>()
+                            .map_err(|_| format!("bad state_offset `{v}`"))?,
+                    )
+                }
                 "slot" => slot = Some(v.parse::<Slot>().map_err(|e| e.to_string())?),
                 "trial" => trial = v == "yes",
                 "tryboot" => tb_dev = Some(PathBuf::from(v)),
                 "tryboot_fstype" => tb_fs = v.to_string(),
                 "tryboot_partitions" => {
-                    let n: Vec<u32> = v.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                    let n: Vec<u32> = v
+                        .split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect();
                     if let [a, b] = n[..] {
                         tb_parts = Some([a, b]);
                     }
@@ -92,7 +106,8 @@ impl RunInfo {
         std::fs::write(FILE, self.to_text()).map_err(|e| format!("{FILE}: {e}"))?;
         let me = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/init"));
         if Path::new(&me) != Path::new(BINARY) {
-            std::fs::copy(&me, BINARY).map_err(|e| format!("copying {} to {BINARY}: {e}", me.display()))?;
+            std::fs::copy(&me, BINARY)
+                .map_err(|e| format!("copying {} to {BINARY}: {e}", me.display()))?;
         }
         Ok(())
     }
@@ -104,7 +119,10 @@ mod tests {
 
     #[test]
     fn roundtrip() {
-        for tryboot in [None, Some((PathBuf::from("/dev/mmcblk0p1"), "vfat".to_string(), [2, 3]))] {
+        for tryboot in [
+            None,
+            Some((PathBuf::from("/dev/mmcblk0p1"), "vfat".to_string(), [2, 3])),
+        ] {
             let r = RunInfo {
                 target: "/dev/nvme0n1".into(),
                 state_offset: 524288,

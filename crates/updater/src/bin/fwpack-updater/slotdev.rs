@@ -18,13 +18,16 @@ pub enum Attached {
     Partition(PathBuf),
     /// `/dev/loopN`; auto-clears when its last user goes away, so the
     /// descriptor is held until the mount has its own reference.
-    Loop(PathBuf, #[allow(dead_code)] OwnedFd),
+    Loop {
+        node: PathBuf,
+        _hold: OwnedFd,
+    },
 }
 
 impl Attached {
     pub fn node(&self) -> &Path {
         match self {
-            Attached::Partition(p) | Attached::Loop(p, _) => p,
+            Attached::Partition(p) | Attached::Loop { node: p, .. } => p,
         }
     }
 }
@@ -33,7 +36,7 @@ impl std::fmt::Display for Attached {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Attached::Partition(p) => write!(f, "partition {}", p.display()),
-            Attached::Loop(p, _) => write!(f, "loop device {}", p.display()),
+            Attached::Loop { node: p, .. } => write!(f, "loop device {}", p.display()),
         }
     }
 }
@@ -51,7 +54,7 @@ pub fn attach(disk: &Path, offset: u64, size: u64, how: SlotDevice) -> Result<At
             ));
         }
     }
-    attach_loop(disk, offset, size).map(|(p, fd)| Attached::Loop(p, fd))
+    attach_loop(disk, offset, size).map(|(node, fd)| Attached::Loop { node, _hold: fd })
 }
 
 fn attach_loop(backing: &Path, offset: u64, size: u64) -> Result<(PathBuf, OwnedFd), String> {
@@ -60,12 +63,17 @@ fn attach_loop(backing: &Path, offset: u64, size: u64) -> Result<(PathBuf, Owned
     })?;
     let backing_fd = rustix::fs::open(backing, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| format!("opening {}: {e}", backing.display()))?;
-    let info = sys::LoopInfo64::new(offset, size, sys::LO_FLAGS_READ_ONLY | sys::LO_FLAGS_AUTOCLEAR);
+    let info = sys::LoopInfo64::new(
+        offset,
+        size,
+        sys::LO_FLAGS_READ_ONLY | sys::LO_FLAGS_AUTOCLEAR,
+    );
     // Another process may grab the free device between GET_FREE and the
     // configure call (EBUSY): ask again.
     let mut last = String::new();
     for _ in 0..8 {
-        let n = sys::loop_get_free(control.as_fd()).map_err(|e| format!("LOOP_CTL_GET_FREE: {e}"))?;
+        let n =
+            sys::loop_get_free(control.as_fd()).map_err(|e| format!("LOOP_CTL_GET_FREE: {e}"))?;
         let node = PathBuf::from(format!("/dev/loop{n}"));
         let dev = rustix::fs::open(&node, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| format!("opening {}: {e}", node.display()))?;
@@ -79,7 +87,13 @@ fn attach_loop(backing: &Path, offset: u64, size: u64) -> Result<(PathBuf, Owned
         match r {
             Ok(()) => return Ok((node, dev)),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = e.to_string(),
-            Err(e) => return Err(format!("attaching {} to {}: {e}", backing.display(), node.display())),
+            Err(e) => {
+                return Err(format!(
+                    "attaching {} to {}: {e}",
+                    backing.display(),
+                    node.display()
+                ))
+            }
         }
     }
     Err(format!("no free loop device stayed free: {last}"))

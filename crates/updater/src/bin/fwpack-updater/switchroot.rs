@@ -44,10 +44,20 @@ pub fn unmount_root() {
 /// resolving symlinks (often absolute, e.g. to /lib/systemd/systemd)
 /// relative to the new root, not to the initramfs.
 pub fn check_init(init: &str) -> Result<(), String> {
-    let root = rustix::fs::open(NEW_ROOT, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| format!("{NEW_ROOT}: {e}"))?;
+    let root = rustix::fs::open(
+        NEW_ROOT,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("{NEW_ROOT}: {e}"))?;
     let rel = init.trim_start_matches('/');
-    let fd = match rustix::fs::openat2(&root, rel, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT) {
+    let fd = match rustix::fs::openat2(
+        &root,
+        rel,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT,
+    ) {
         Ok(fd) => fd,
         // Before Linux 5.6 there is no openat2: the exec will tell.
         Err(rustix::io::Errno::NOSYS) => return Ok(()),
@@ -64,10 +74,14 @@ pub fn check_init(init: &str) -> Result<(), String> {
 /// Removes everything on the initramfs (the filesystem of `dir`),
 /// without crossing into other mounts.
 fn delete_tree(dir: &Path, dev: u64) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
-        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if m.dev() != dev {
             continue;
         }
@@ -85,11 +99,17 @@ fn delete_tree(dir: &Path, dev: u64) {
 /// log and reboot.
 pub fn switch_root(init: &str, args: &[std::ffi::OsString]) -> Result<Infallible, String> {
     let root_dev = std::fs::metadata("/").map_err(|e| format!("/: {e}"))?.dev();
-    let new_dev = std::fs::metadata(NEW_ROOT).map_err(|e| format!("{NEW_ROOT}: {e}"))?.dev();
+    let new_dev = std::fs::metadata(NEW_ROOT)
+        .map_err(|e| format!("{NEW_ROOT}: {e}"))?
+        .dev();
     if root_dev == new_dev {
         return Err(format!("nothing is mounted on {NEW_ROOT}"));
     }
-    let fs_type = rustix::fs::statfs("/").map(|s| s.f_type as i64).unwrap_or(0);
+    // `f_type`'s integer type differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let fs_type = rustix::fs::statfs("/")
+        .map(|s| s.f_type as i64)
+        .unwrap_or(0);
     let is_initramfs = fs_type == RAMFS_MAGIC || fs_type == TMPFS_MAGIC;
 
     for m in ["/dev", "/proc", "/sys", "/run"] {
@@ -109,6 +129,9 @@ pub fn switch_root(init: &str, args: &[std::ffi::OsString]) -> Result<Infallible
     rustix::process::chroot(".").map_err(|e| format!("chroot: {e}"))?;
     rustix::process::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     sys::unblock_all();
-    let err = std::process::Command::new(init).arg0(init).args(args).exec();
+    let err = std::process::Command::new(init)
+        .arg0(init)
+        .args(args)
+        .exec();
     Err(format!("executing {init}: {err}"))
 }

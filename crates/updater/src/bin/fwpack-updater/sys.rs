@@ -165,7 +165,11 @@ pub fn loop_get_free(control: BorrowedFd<'_>) -> io::Result<u32> {
 }
 
 /// Attaches `backing` to the loop device in one step (LOOP_CONFIGURE).
-pub fn loop_configure(dev: BorrowedFd<'_>, backing: BorrowedFd<'_>, info: &LoopInfo64) -> io::Result<()> {
+pub fn loop_configure(
+    dev: BorrowedFd<'_>,
+    backing: BorrowedFd<'_>,
+    info: &LoopInfo64,
+) -> io::Result<()> {
     let cfg = LoopConfig {
         fd: backing.as_raw_fd() as u32,
         block_size: 0,
@@ -173,16 +177,38 @@ pub fn loop_configure(dev: BorrowedFd<'_>, backing: BorrowedFd<'_>, info: &LoopI
         reserved: [0; 8],
     };
     // SAFETY: `cfg` is a fully initialised loop_config the kernel only reads.
-    check(unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE as _, &cfg as *const LoopConfig) })?;
+    check(unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            LOOP_CONFIGURE as _,
+            &cfg as *const LoopConfig,
+        )
+    })?;
     Ok(())
 }
 
 /// The pre-5.8 way: LOOP_SET_FD, then LOOP_SET_STATUS64 (undone on failure).
-pub fn loop_set_fd_and_status(dev: BorrowedFd<'_>, backing: BorrowedFd<'_>, info: &LoopInfo64) -> io::Result<()> {
+pub fn loop_set_fd_and_status(
+    dev: BorrowedFd<'_>,
+    backing: BorrowedFd<'_>,
+    info: &LoopInfo64,
+) -> io::Result<()> {
     // SAFETY: LOOP_SET_FD takes the backing descriptor by value.
-    check(unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD as _, backing.as_raw_fd() as libc::c_ulong) })?;
+    check(unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            LOOP_SET_FD as _,
+            backing.as_raw_fd() as libc::c_ulong,
+        )
+    })?;
     // SAFETY: `info` is a fully initialised loop_info64 the kernel only reads.
-    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_STATUS64 as _, info as *const LoopInfo64) };
+    let rc = unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            LOOP_SET_STATUS64 as _,
+            info as *const LoopInfo64,
+        )
+    };
     if rc < 0 {
         let e = io::Error::last_os_error();
         // SAFETY: LOOP_CLR_FD takes no argument.

@@ -66,7 +66,9 @@ pub fn parse(text: &str) -> Autoboot {
             sec = s;
             continue;
         }
-        let Some((k, v)) = key_value(line) else { continue };
+        let Some((k, v)) = key_value(line) else {
+            continue;
+        };
         match (sec, k) {
             (Section::All, "boot_partition") => {
                 let n = v.parse().ok();
@@ -146,10 +148,12 @@ pub fn write_atomically(dir: &Path, text: &str) -> Result<(), String> {
     let err = |what: &str, e: std::io::Error| format!("{what} {}: {e}", tmp.display());
     {
         let mut f = File::create(&tmp).map_err(|e| err("creating", e))?;
-        f.write_all(text.as_bytes()).map_err(|e| err("writing", e))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| err("writing", e))?;
         f.sync_all().map_err(|e| err("syncing", e))?;
     }
-    fs::rename(&tmp, &dst).map_err(|e| format!("renaming {} to {}: {e}", tmp.display(), dst.display()))?;
+    fs::rename(&tmp, &dst)
+        .map_err(|e| format!("renaming {} to {}: {e}", tmp.display(), dst.display()))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("syncing directory {}: {e}", dir.display()))
@@ -217,7 +221,10 @@ pub fn decide(state: &BootState, booted: Slot, tryboot: bool) -> Decision {
     match state.pending {
         Some(p) if p == booted && tryboot => Decision::Trial(p),
         Some(p) if p == booted => Decision::FinishCommit(p),
-        Some(p) => Decision::FellBack { from: p, boot: booted },
+        Some(p) => Decision::FellBack {
+            from: p,
+            boot: booted,
+        },
         None => Decision::Boot(booted),
     }
 }
@@ -237,7 +244,8 @@ pub fn slot_of(partitions: [u32; 2], partition: u32) -> Option<Slot> {
 mod tests {
     use super::*;
 
-    const DOC_EXAMPLE: &str = "[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n";
+    const DOC_EXAMPLE: &str =
+        "[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n";
 
     #[test]
     fn parses_the_documented_example() {
@@ -262,17 +270,29 @@ mod tests {
         let out = rewrite(src, 3, 2).unwrap();
         assert_eq!(out, "# A/B\n[all]\ntryboot_a_b=1\nboot_partition=3\n[pi5]\nfoo=bar\n[tryboot]\nboot_partition=2\n");
         let p = parse(&out);
-        assert_eq!((p.default, p.tryboot, p.tryboot_a_b), (Some(3), Some(2), true));
+        assert_eq!(
+            (p.default, p.tryboot, p.tryboot_a_b),
+            (Some(3), Some(2), true)
+        );
         // And back.
         assert_eq!(rewrite(&out, 2, 3).unwrap(), src);
     }
 
     #[test]
     fn rewrite_completes_a_partial_file() {
-        for src in ["", "boot_partition=2\n", "[tryboot]\nboot_partition=7\n", "[all]\n[tryboot]\n"] {
+        for src in [
+            "",
+            "boot_partition=2\n",
+            "[tryboot]\nboot_partition=7\n",
+            "[all]\n[tryboot]\n",
+        ] {
             let out = rewrite(src, 2, 3).unwrap();
             let p = parse(&out);
-            assert_eq!((p.default, p.tryboot, p.tryboot_a_b), (Some(2), Some(3), true), "{src:?} -> {out:?}");
+            assert_eq!(
+                (p.default, p.tryboot, p.tryboot_a_b),
+                (Some(2), Some(3), true),
+                "{src:?} -> {out:?}"
+            );
         }
     }
 
@@ -288,12 +308,18 @@ mod tests {
         fs::write(dir.path().join("autoboot.txt"), DOC_EXAMPLE).unwrap();
         let new = rewrite(DOC_EXAMPLE, 3, 2).unwrap();
         write_atomically(dir.path(), &new).unwrap();
-        assert_eq!(fs::read_to_string(dir.path().join("autoboot.txt")).unwrap(), new);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("autoboot.txt")).unwrap(),
+            new
+        );
         assert!(!dir.path().join("autoboot.tmp").exists());
         // A leftover temporary from an interrupted commit is simply replaced.
         fs::write(dir.path().join("autoboot.tmp"), "junk").unwrap();
         write_atomically(dir.path(), DOC_EXAMPLE).unwrap();
-        assert_eq!(fs::read_to_string(dir.path().join("autoboot.txt")).unwrap(), DOC_EXAMPLE);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("autoboot.txt")).unwrap(),
+            DOC_EXAMPLE
+        );
     }
 
     #[test]
@@ -320,7 +346,13 @@ mod tests {
         st.slot_mut(Slot::B).state = updater::SlotState::Complete;
         st.set_pending(Slot::B, 1).unwrap();
         assert_eq!(decide(&st, Slot::B, true), Decision::Trial(Slot::B));
-        assert_eq!(decide(&st, Slot::A, false), Decision::FellBack { from: Slot::B, boot: Slot::A });
+        assert_eq!(
+            decide(&st, Slot::A, false),
+            Decision::FellBack {
+                from: Slot::B,
+                boot: Slot::A
+            }
+        );
         assert_eq!(decide(&st, Slot::B, false), Decision::FinishCommit(Slot::B));
         assert_eq!(slot_of([2, 3], 3), Some(Slot::B));
         assert_eq!(slot_of([2, 3], 1), None);

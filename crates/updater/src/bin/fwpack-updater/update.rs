@@ -9,8 +9,8 @@ use fwimage::{ImageHead, TrustedKeys};
 use updater::{Access, ApplyOptions, Event, FileStorage, Phase, SlotState, StateArea};
 
 use crate::config::{Config, Images};
-use crate::pid1::Signals;
 use crate::devwait;
+use crate::pid1::Signals;
 
 /// Adds every `*.pem` (SubjectPublicKeyInfo) and `*.pub` (32 raw bytes)
 /// key in `dir` to `keys`; returns how many were added.
@@ -48,7 +48,12 @@ pub fn trusted_keys(dir: &Path) -> Result<TrustedKeys, String> {
 /// The `*.fwi` files of a directory, in name order.
 fn images_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "fwi")).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "fwi"))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -69,18 +74,40 @@ pub enum Outcome {
 /// Where images on a partition are mounted for the check.
 const IMAGES_MNT: &str = "/mnt/images";
 
-pub fn check_and_apply(cfg: &Config, disk: &Path, signals: &mut Signals) -> Result<Outcome, String> {
+pub fn check_and_apply(
+    cfg: &Config,
+    disk: &Path,
+    signals: &mut Signals,
+) -> Result<Outcome, String> {
     let Some(images) = &cfg.images else {
         return Ok(Outcome::Nothing);
     };
     let (dir, mounted) = match images {
         Images::Dir(d) => (d.clone(), false),
-        Images::Partition { device, fstype, dir } => {
+        Images::Partition {
+            device,
+            fstype,
+            dir,
+        } => {
             let dev = devwait::wait(device, cfg.device_timeout, signals)?;
             let _ = std::fs::create_dir_all(IMAGES_MNT);
-            rustix::mount::mount(&dev, IMAGES_MNT, fstype.as_str(), rustix::mount::MountFlags::RDONLY, c"")
-                .map_err(|e| format!("mounting {} ({fstype}) for update images: {e}", dev.display()))?;
-            (Path::new(IMAGES_MNT).join(dir.trim_start_matches('/')), true)
+            rustix::mount::mount(
+                &dev,
+                IMAGES_MNT,
+                fstype.as_str(),
+                rustix::mount::MountFlags::RDONLY,
+                c"",
+            )
+            .map_err(|e| {
+                format!(
+                    "mounting {} ({fstype}) for update images: {e}",
+                    dev.display()
+                )
+            })?;
+            (
+                Path::new(IMAGES_MNT).join(dir.trim_start_matches('/')),
+                true,
+            )
         }
     };
     let r = check_dir(cfg, disk, &dir);
@@ -98,7 +125,8 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
     }
     let keys = trusted_keys(&cfg.keys)?;
     let mut storage = FileStorage::open(disk, Access::ReadWrite).map_err(|e| e.to_string())?;
-    let area = StateArea::read(&mut storage, cfg.state_offset).map_err(|e| format!("state area of {}: {e}", disk.display()))?;
+    let area = StateArea::read(&mut storage, cfg.state_offset)
+        .map_err(|e| format!("state area of {}: {e}", disk.display()))?;
     let boot = area.boot().clone();
     let board = area.layout().board.clone();
     let active = boot.slot(boot.active);
@@ -129,7 +157,10 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
         }
         let h = &head.header;
         if h.board != board {
-            log!("update {name} refused: it is for board `{}`, this device is `{board}`", h.board);
+            log!(
+                "update {name} refused: it is for board `{}`, this device is `{board}`",
+                h.board
+            );
             continue;
         }
         let id = updater::image_id(&head);
@@ -159,13 +190,22 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
             });
         }
     }
-    let Some(c) = best else { return Ok(Outcome::Nothing) };
+    let Some(c) = best else {
+        return Ok(Outcome::Nothing);
+    };
     drop(area);
 
     let name = c.path.display().to_string();
-    log!("applying update {name} (version {} {}) to slot {inactive_slot}", c.version, c.label);
+    log!(
+        "applying update {name} (version {} {}) to slot {inactive_slot}",
+        c.version,
+        c.label
+    );
     let file = File::open(&c.path).map_err(|e| format!("{name}: {e}"))?;
-    let len = file.metadata().map(|m| m.len()).map_err(|e| format!("{name}: {e}"))?;
+    let len = file
+        .metadata()
+        .map(|m| m.len())
+        .map_err(|e| format!("{name}: {e}"))?;
     // Tryboot boards get one try: the firmware's flag is one-shot anyway.
     let tries = if cfg.tryboot.is_some() { 1 } else { cfg.tries };
     let opts = ApplyOptions {
@@ -177,15 +217,30 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
         ..ApplyOptions::default()
     };
     let mut progress = Progress::default();
-    let report = updater::apply(std::io::BufReader::new(file), len, &mut storage, &keys, &opts, &mut |e| progress.event(e))
-        .map_err(|e| format!("update {name} refused: {e}"))?;
+    let report = updater::apply(
+        std::io::BufReader::new(file),
+        len,
+        &mut storage,
+        &keys,
+        &opts,
+        &mut |e| progress.event(e),
+    )
+    .map_err(|e| format!("update {name} refused: {e}"))?;
     log!(
         "applied {name} to slot {}: version {}, {} bytes written{}{}",
         report.slot,
         report.version,
         report.bytes_written,
-        if report.bytes_read_back > 0 { format!(", {} bytes read back and verified", report.bytes_read_back) } else { String::new() },
-        if report.already_complete { " (slot already held it)" } else { "" },
+        if report.bytes_read_back > 0 {
+            format!(", {} bytes read back and verified", report.bytes_read_back)
+        } else {
+            String::new()
+        },
+        if report.already_complete {
+            " (slot already held it)"
+        } else {
+            ""
+        },
     );
     Ok(Outcome::Applied {
         slot: report.slot,

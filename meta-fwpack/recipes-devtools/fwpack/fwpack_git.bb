@@ -1,0 +1,63 @@
+SUMMARY = "Build, sign and apply firmware images for embedded Linux boards"
+DESCRIPTION = "fwpack-native is the build-time tool (signed .fwi images, \
+               updater initramfs, boot files, disk images). The target \
+               package is fwpack-updater, the static device-side updater \
+               that applies signed images to A/B slots; it is deployed for \
+               the image_types_fwpack class to put into the initramfs."
+HOMEPAGE = "https://example.invalid/fwpack"
+SECTION = "devel"
+CVE_PRODUCT = "fwpack"
+LICENSE = "Apache-2.0 | MIT"
+# The workspace declares its licence in Cargo.toml (there is no separate
+# licence file yet).
+LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=11;endline=11;md5=b62ec12929096a5479d83e0aae7a4fe2"
+
+# Cloned from the checkout this layer is part of, at the same commit as
+# the Buildroot package: no release server needed. Point FWPACK_REPO_DIR
+# (or SRC_URI) at a public clone once there is one; SRCREV stays.
+FWPACK_REPO_DIR ?= "${@os.path.abspath(os.path.join(d.getVar('FILE_DIRNAME'), '../../..'))}"
+PV = "0.1.0+git"
+SRC_URI = "git://${FWPACK_REPO_DIR};protocol=file;branch=main"
+SRCREV = "d183585f5c2b83941e94994a5a6ba13caade17da"
+
+inherit cargo cargo-update-recipe-crates deploy
+
+# Generated from Cargo.lock at SRCREV by meta-fwpack/scripts/fwpack-crates-inc.py
+require ${BPN}-crates.inc
+
+# A virtual workspace: build one member per variant, with the lock file
+# of the workspace root.
+CARGO_LOCK_PATH = "${S}/Cargo.lock"
+CARGO_SRC_DIR = "crates/updater"
+CARGO_SRC_DIR:class-native = "crates/fwpack"
+
+# The updater runs as PID 1 from the initramfs: static (no loader, no
+# libc.so in the initramfs), and a panic aborts instead of unwinding.
+CARGO_BUILD_FLAGS:append:class-target = " --bin fwpack-updater"
+RUSTFLAGS:append:class-target = " -C target-feature=+crt-static"
+export CARGO_PROFILE_RELEASE_PANIC = "abort"
+CARGO_PROFILE_RELEASE_PANIC:class-native = "unwind"
+# The workspace profile strips; leave that to do_package so -dbg packages
+# get the symbols (do_deploy strips its copy itself).
+export CARGO_PROFILE_RELEASE_STRIP = "false"
+
+# fwpack reads board configs and initramfs recipes at run time; the
+# fwpack-image class points FWPACK_CONFIGS and --recipe here.
+do_install:append:class-native() {
+    install -d ${D}${datadir}/fwpack/configs ${D}${datadir}/fwpack/recipes
+    install -m 0644 ${S}/configs/*.yaml ${D}${datadir}/fwpack/configs/
+    install -m 0644 ${S}/recipes/*.yaml ${D}${datadir}/fwpack/recipes/
+}
+
+# The deployed copy goes into the initramfs: stripped, for the size budget
+# `fwpack` checks.
+do_deploy() {
+    install -d ${DEPLOYDIR}
+    ${STRIP} -o ${DEPLOYDIR}/fwpack-updater ${D}${bindir}/fwpack-updater
+}
+do_deploy:class-native() {
+    :
+}
+addtask deploy after do_install before do_build
+
+BBCLASSEXTEND = "native"
