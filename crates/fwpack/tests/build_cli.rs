@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 const EPOCH: &str = "1700000000";
+const ROOTFS_MARKER: &str = "FWPACK-BUILD-TEST slot A init";
 
 fn fwpack(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fwpack"))
@@ -42,10 +43,25 @@ fn inputs() -> &'static Inputs {
         let kernel = testkit::kernels::amd64_cloud()
             .expect("Debian cloud kernel")
             .vmlinuz;
-        // Content is irrelevant to these tests; a deterministic pattern
-        // keeps the image small and the hashes stable.
-        let rootfs: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
-        std::fs::write(dir.join("rootfs.img"), rootfs).unwrap();
+        // A real ext4 root filesystem whose init announces itself, so the
+        // boot test can see the built image run all the way into slot A.
+        let init = testkit::init::InitProgram::new(ROOTFS_MARKER)
+            .build(testkit::kernels::Arch::X86_64)
+            .expect("static test init");
+        let tree = dir.join("rootfs");
+        std::fs::create_dir_all(tree.join("sbin")).unwrap();
+        std::fs::copy(&init, tree.join("sbin/init")).unwrap();
+        for d in ["dev", "proc", "sys", "run"] {
+            std::fs::create_dir_all(tree.join(d)).unwrap();
+        }
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&tree)
+            .arg(dir.join("rootfs.img"))
+            .arg("8M")
+            .output()
+            .expect("mkfs.ext4 (e2fsprogs)");
+        assert!(mkfs.status.success(), "{}", show(&mkfs));
         let out = fwpack(&["keygen", "-o", "release.pem"], &dir);
         assert!(out.status.success(), "{}", show(&out));
         let out = build(&dir, &kernel, "first", &[]);
@@ -384,4 +400,44 @@ fn initramfs_over_the_ram_budget_is_refused() {
         "over the board's RAM budget",
         &i.dir.join("big/out"),
     );
+}
+
+/// The built sdcard.img boots under QEMU: our kernel + initramfs from the
+/// boot partition, the updater as PID 1 finds the NVMe disk, reads the
+/// state area the build wrote, and switches root into slot A.
+#[test]
+fn built_image_boots_into_the_updater_and_slot_a() {
+    if !testkit::tools::require("qemu-system-x86_64") {
+        return;
+    }
+    let i = inputs();
+    let out = i.dir.join("first");
+    let mut q = testkit::qemu::Qemu::new(testkit::kernels::Arch::X86_64, out.join("boot/vmlinuz"))
+        .initrd(out.join("boot/initramfs.cpio.gz"))
+        .memory(512)
+        .name("build-x86_64-boot");
+    // A copy, so the boot (which counts attempts) leaves the artifact alone.
+    let disk = i.dir.join("boot-test.img");
+    std::fs::copy(out.join("sdcard.img"), &disk).unwrap();
+    q.extra_args = vec![
+        "-drive".into(),
+        format!("if=none,id=d,file={},format=raw", disk.display()),
+        "-device".into(),
+        "nvme,drive=d,serial=fwpack".into(),
+    ];
+    let mut c = q.spawn().expect("qemu");
+    let wait = std::time::Duration::from_secs(120);
+    for line in [
+        "fwpack-updater: fwpack-updater",
+        "found /dev/nvme0n1",
+        "switching root to slot A",
+        ROOTFS_MARKER,
+    ] {
+        if let Err(e) = c.wait_for(line, wait) {
+            panic!(
+                "waiting for `{line}`: {e}; console log: {}",
+                c.log_path().display()
+            );
+        }
+    }
 }
