@@ -282,7 +282,7 @@ impl Board {
         if self.disk.boot_mib < 16 || self.disk.slot_mib < 8 {
             return Err("disk.boot_mib must be >= 16 and disk.slot_mib >= 8".into());
         }
-        if self.disk.state_offset % 4096 != 0
+        if !self.disk.state_offset.is_multiple_of(4096)
             || self.disk.state_offset < 64 * 1024
             || self.disk.state_offset + 64 * 1024 > MIB
         {

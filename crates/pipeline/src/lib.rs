@@ -89,7 +89,7 @@ pub fn checked_updater(
         Some(p) => p.to_path_buf(),
         None => updater_build::build(board, workspace, on)?,
     };
-    check_elves(board, &[bin.clone()], on)?;
+    check_elves(board, std::slice::from_ref(&bin), on)?;
     Ok(bin)
 }
 
