@@ -1,0 +1,190 @@
+//! `fwpack build` for the arm64 boards with Debian's arm64 kernel: the
+//! qemu-aarch64 image boots (virtio and ext4 loaded from the initramfs as
+//! modules) into slot A, and the rpi-zero2w boot partition carries what the
+//! Pi firmware needs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const MARKER: &str = "FWPACK-BUILD-TEST aarch64 slot A init";
+
+fn fwpack(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fwpack"))
+        .args(args)
+        .current_dir(dir)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .expect("run fwpack")
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn rootfs(dir: &Path) -> PathBuf {
+    let init = testkit::init::InitProgram::new(MARKER)
+        .build(testkit::kernels::Arch::Aarch64)
+        .expect("static test init");
+    let tree = dir.join("rootfs");
+    std::fs::create_dir_all(tree.join("sbin")).unwrap();
+    std::fs::copy(&init, tree.join("sbin/init")).unwrap();
+    for d in ["dev", "proc", "sys", "run"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    let img = dir.join("rootfs.img");
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
+        .arg(&img)
+        .arg("8M")
+        .output()
+        .expect("mkfs.ext4 (e2fsprogs)");
+    assert!(mkfs.status.success(), "{}", show(&mkfs));
+    img
+}
+
+#[test]
+fn qemu_aarch64_image_boots_into_slot_a() {
+    if !testkit::tools::require("qemu-system-aarch64") {
+        return;
+    }
+    let kernel = testkit::kernels::arm64().expect("Debian arm64 kernel");
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    rootfs(dir);
+    assert!(fwpack(&["keygen", "-o", "k.pem"], dir).status.success());
+    let out = fwpack(
+        &[
+            "build",
+            "--board",
+            "qemu-aarch64",
+            "--out",
+            "out",
+            "--kernel",
+            kernel.vmlinuz.to_str().unwrap(),
+            "--modules-dir",
+            kernel.modules_dir.to_str().unwrap(),
+            "--rootfs",
+            "rootfs.img",
+            "--key",
+            "k.pem",
+        ],
+        dir,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let out_dir = dir.join("out");
+    let mut c =
+        testkit::qemu::Qemu::new(testkit::kernels::Arch::Aarch64, out_dir.join("boot/Image"))
+            .initrd(out_dir.join("boot/initramfs.cpio.gz"))
+            .memory(512)
+            .drive(out_dir.join("sdcard.img"))
+            .name("build-aarch64-boot")
+            .spawn()
+            .expect("qemu");
+    let wait = std::time::Duration::from_secs(180);
+    for line in [
+        "fwpack-updater: fwpack-updater",
+        "kernel modules ready",
+        "found /dev/vda",
+        "switching root to slot A",
+        MARKER,
+    ] {
+        if let Err(e) = c.wait_for(line, wait) {
+            panic!(
+                "waiting for `{line}`: {e}; console log: {}",
+                c.log_path().display()
+            );
+        }
+    }
+}
+
+#[test]
+fn rpi_zero2w_boot_partition_has_what_the_firmware_needs() {
+    let kernel = testkit::kernels::arm64().expect("Debian arm64 kernel");
+    let Ok(firmware) = testkit::kernels::raspi_firmware() else {
+        panic!("Raspberry Pi firmware from Debian's raspi-firmware package");
+    };
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    rootfs(dir);
+    assert!(fwpack(&["keygen", "-o", "k.pem"], dir).status.success());
+    let out = fwpack(
+        &[
+            "build",
+            "--out",
+            "out",
+            "--kernel",
+            kernel.vmlinuz.to_str().unwrap(),
+            "--modules-dir",
+            kernel.modules_dir.to_str().unwrap(),
+            "--dtb-dir",
+            kernel.dtbs_dir.to_str().unwrap(),
+            "--firmware-dir",
+            firmware.to_str().unwrap(),
+            "--rootfs",
+            "rootfs.img",
+            "--key",
+            "k.pem",
+        ],
+        dir,
+    );
+    assert!(
+        out.status.success(),
+        "default board is rpi-zero2w: {}",
+        show(&out)
+    );
+    let boot = dir.join("out/boot");
+    let config = std::fs::read_to_string(boot.join("config.txt")).unwrap();
+    for line in [
+        "arm_64bit=1",
+        "kernel=kernel8.img",
+        "initramfs initramfs.cpio.gz followkernel",
+        "enable_uart=1",
+        "device_tree=bcm2837-rpi-zero-2-w.dtb",
+    ] {
+        assert!(
+            config.lines().any(|l| l == line),
+            "config.txt lacks `{line}`:\n{config}"
+        );
+    }
+    let cmdline = std::fs::read_to_string(boot.join("cmdline.txt")).unwrap();
+    assert!(cmdline.starts_with("console=ttyS1,115200 "), "{cmdline}");
+    for f in [
+        "kernel8.img",
+        "bcm2837-rpi-zero-2-w.dtb",
+        "bootcode.bin",
+        "start.elf",
+        "fixup.dat",
+    ] {
+        assert!(
+            boot.join(f).is_file(),
+            "{f} missing from the boot partition"
+        );
+    }
+    // The DTB is Debian's Zero 2 W tree, byte for byte.
+    assert_eq!(
+        std::fs::read(boot.join("bcm2837-rpi-zero-2-w.dtb")).unwrap(),
+        std::fs::read(kernel.dtbs_dir.join("broadcom/bcm2837-rpi-zero-2-w.dtb")).unwrap()
+    );
+    // The updater inside is the aarch64 build and passed the 1 MiB budget.
+    let listing = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -dc {} | cpio -itv --quiet init",
+            boot.join("initramfs.cpio.gz").display()
+        ))
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&listing.stdout).to_string();
+    let size: u64 = line
+        .split_whitespace()
+        .nth(4)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(size > 0 && size <= 1 << 20, "{line}");
+}
