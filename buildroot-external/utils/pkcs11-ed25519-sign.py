@@ -1,13 +1,12 @@
 #!/usr/bin/env python3
 """Sign with an Ed25519 key on a PKCS#11 token, for `fwpack --signer-cmd`.
 
-fwpack signs the first sig_offset bytes of an image with pure Ed25519
-(RFC 8032). Tokens do that in a single C_Sign call: pure EdDSA cannot be
-computed incrementally, so SoftHSM (and the PKCS#11 specification) offer
-CKM_EDDSA as single-part only. `pkcs11-tool --sign` switches to
-C_SignUpdate for inputs over 1 KiB and then fails on every real image
-(CKR_OPERATION_NOT_INITIALIZED with SoftHSM 2.6, OpenSC 0.23). This script
-makes the one C_Sign call, with PyKCS11 (pip install PyKCS11).
+fwpack signs a 40-byte message ("FWPKSIG1" and the SHA-256 of the image
+head) with pure Ed25519 (RFC 8032). Tokens do that in a single C_Sign
+call: pure EdDSA cannot be computed incrementally, so SoftHSM (and the
+PKCS#11 specification) offer CKM_EDDSA as single-part only. This script
+makes that one C_Sign call explicitly, with PyKCS11 (pip install PyKCS11),
+for tokens whose own tools split the input.
 
 The message is read from $FWPACK_SIGN_INPUT (set by fwpack), else stdin;
 the raw 64-byte signature goes to stdout. The PIN comes from the

@@ -105,6 +105,19 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
         })
         .collect();
 
+    let fwup = find_fwup();
+    match &fwup {
+        Some(f) => {
+            let version = Command::new(f)
+                .arg("--version")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            println!("fwup {version}: {}", f.display());
+        }
+        None => println!("fwup not found: skipping comparison (set FWUP=/path/to/fwup)"),
+    }
+
     let t_payloads = Instant::now();
     let payloads = [
         ("random", random_payload(&work, opts.size_mib)?),
@@ -118,7 +131,8 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
         t_payloads.elapsed().as_secs_f64()
     );
 
-    let out_dir = output_dir(&work, opts.size_mib)?;
+    let out_guard = output_dir(&work, opts.size_mib)?;
+    let out_dir = out_guard.0.clone();
     let disk_dir = work.join("out");
     fs::create_dir_all(&disk_dir)?;
     let key = work.join("bench.pem");
@@ -175,11 +189,10 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
     })?;
     fs::remove_file(&disk_out)?;
 
-    let fwup = find_fwup();
     if let Some(fwup) = &fwup {
         rows.extend(run_fwup(&opts, fwup, &work, &out_dir, &payloads)?);
     }
-    fs::remove_dir_all(&out_dir).ok();
+    drop(out_guard);
 
     print_inproc(&inproc, opts.size_mib);
     print_rows(&rows, opts.size_mib);
@@ -501,9 +514,19 @@ fn warm(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The outputs' directory, removed when dropped: a failed run must not
+/// leave hundreds of MiB behind in tmpfs (RAM).
+struct OutDir(PathBuf);
+
+impl Drop for OutDir {
+    fn drop(&mut self) {
+        fs::remove_dir_all(&self.0).ok();
+    }
+}
+
 /// tmpfs if it can hold the two largest outputs at once, else the work
 /// directory.
-fn output_dir(work: &Path, size_mib: u64) -> Result<PathBuf> {
+fn output_dir(work: &Path, size_mib: u64) -> Result<OutDir> {
     let shm = Path::new("/dev/shm");
     let need = 3 * size_mib * MIB;
     let dir = if shm.is_dir() && free_bytes(shm).is_some_and(|f| f > need) {
@@ -513,7 +536,7 @@ fn output_dir(work: &Path, size_mib: u64) -> Result<PathBuf> {
     };
     fs::create_dir_all(&dir)?;
     println!("outputs in {}", dir.display());
-    Ok(dir)
+    Ok(OutDir(dir))
 }
 
 fn free_bytes(p: &Path) -> Option<u64> {
@@ -574,6 +597,7 @@ fn print_inproc(m: &BTreeMap<String, f64>, size_mib: u64) {
     for (label, key) in [
         ("CRC32C chain, CrcChain per 4 KiB block", "crc_chain"),
         ("CRC32C chain, push only (no table Vec)", "crc_push"),
+        ("CRC32C chain, 1 MiB in cache, repeated", "crc_chain_hot"),
         (
             "crc32c::crc32c, one call over the buffer",
             "crc32c_one_call",
@@ -675,32 +699,44 @@ fn print_comparison(rows: &[Row]) {
 }
 
 fn print_targets(inproc: &BTreeMap<String, f64>, rows: &[Row], disk: &Sample, size_mib: u64) {
-    let mark = |ok: bool| if ok { "MET " } else { "MISS" };
-    println!("\n-- targets (DESIGN.md), judged on wall time; CPU time in brackets --");
+    // Each target is judged twice: on wall time (what DESIGN.md means, on
+    // an idle machine) and on CPU time (what the work costs; it holds up
+    // when other jobs share the cores, as on the machines this runs on).
+    let both = |wall_ok: bool, cpu_ok: bool| {
+        let m = |ok: bool| if ok { "MET " } else { "MISS" };
+        format!("wall {} cpu {}", m(wall_ok), m(cpu_ok))
+    };
+    println!(
+        "
+-- targets (DESIGN.md): wall figure, CPU figure in brackets --"
+    );
     let crc = inproc.get("crc_chain_gbps").copied().unwrap_or(0.0);
     let crc_cpu = inproc.get("crc_chain_cpu_gbps").copied().unwrap_or(0.0);
     println!(
         "[{}] CRC32C chain >= 8 GB/s: {crc:.2} GB/s [{crc_cpu:.2}]",
-        mark(crc >= 8.0)
+        both(crc >= 8.0, crc_cpu >= 8.0)
     );
     // The absolute targets are for 256 MiB; scale them for other sizes.
     let scale = size_mib as f64 / 256.0;
+    let secs = |d: Duration| d.as_secs_f64();
     for payload in ["random", "ext4"] {
         if let Some(r) = find(rows, payload, "fwpack none") {
-            let w = r.stamp.wall.as_secs_f64();
+            let (w, c) = (secs(r.stamp.wall), secs(r.stamp.cpu));
             println!(
-                "[{}] stamp+sign {payload} none <= {:.2} s (tmpfs): {w:.3} s [{:.3}]",
-                mark(w <= 0.5 * scale),
+                "[{}] stamp+sign {payload} none <= {:.2} s (tmpfs): {w:.3} s [{c:.3}]",
+                both(w <= 0.5 * scale, c <= 0.5 * scale),
                 0.5 * scale,
-                r.stamp.cpu.as_secs_f64()
             );
-            if let Some(t) = find(rows, payload, "fwup -1 signed") {
-                let x = t.stamp.wall.as_secs_f64() / w;
-                println!(
-                    "[{}] stamp+sign {payload} none >= 10x faster than fwup (its fastest, -1): {x:.1}x [{:.1}x]",
-                    mark(x >= 10.0),
-                    t.stamp.cpu.as_secs_f64() / r.stamp.cpu.as_secs_f64()
-                );
+            // fwup cannot store uncompressed: its default (-9) is "fwup
+            // creating the same image"; -1 is the strictest opponent.
+            for theirs in ["fwup -9 signed", "fwup -1 signed"] {
+                if let Some(t) = find(rows, payload, theirs) {
+                    let (xw, xc) = (secs(t.stamp.wall) / w, secs(t.stamp.cpu) / c);
+                    println!(
+                        "[{}] stamp+sign {payload} none >= 10x faster than {theirs}: {xw:.1}x [{xc:.1}x]",
+                        both(xw >= 10.0, xc >= 10.0),
+                    );
+                }
             }
         }
         for comp in ["zstd", "gzip"] {
@@ -710,36 +746,36 @@ fn print_targets(inproc: &BTreeMap<String, f64>, rows: &[Row], disk: &Sample, si
             ) else {
                 continue;
             };
-            let x = t.stamp.wall.as_secs_f64() / o.stamp.wall.as_secs_f64();
+            let xw = secs(t.stamp.wall) / secs(o.stamp.wall);
+            let xc = secs(t.stamp.cpu) / secs(o.stamp.cpu);
+            let small = o.size <= t.size;
             // Nothing shrinks random bytes, and our CRC table (4 bytes per
             // 4 KiB) outweighs deflate's stored-block framing, so "no
             // larger" cannot hold there: the compressible payload decides.
             let verdict = if payload == "random" {
-                "n/a "
+                "n/a (incompressible)".to_string()
             } else {
-                mark(x >= 3.0 && o.size <= t.size)
+                both(xw >= 3.0 && small, xc >= 3.0 && small)
             };
             println!(
-                "[{verdict}] stamp+sign {payload} {comp} >= 3x faster than fwup default at no larger output: {x:.1}x [{:.1}x], size {} vs {}",
-                t.stamp.cpu.as_secs_f64() / o.stamp.cpu.as_secs_f64(),
+                "[{verdict}] stamp+sign {payload} {comp} >= 3x faster than fwup -9 signed at no larger output: {xw:.1}x [{xc:.1}x], size {} vs {}",
                 o.size,
                 t.size
             );
         }
         if let Some(v) = find(rows, payload, "fwpack none").and_then(|r| r.verify) {
-            let w = v.wall.as_secs_f64();
+            let (w, c) = (secs(v.wall), secs(v.cpu));
             println!(
-                "[{}] verify {payload} none <= {:.2} s: {w:.3} s [{:.3}]",
-                mark(w <= 0.3 * scale),
+                "[{}] verify {payload} none <= {:.2} s: {w:.3} s [{c:.3}]",
+                both(w <= 0.3 * scale, c <= 0.3 * scale),
                 0.3 * scale,
-                v.cpu.as_secs_f64()
             );
         }
     }
     println!(
         "[info] stamp+sign random none to disk incl. fsync: {:.3} s [{:.3}]",
-        disk.wall.as_secs_f64(),
-        disk.cpu.as_secs_f64()
+        secs(disk.wall),
+        secs(disk.cpu)
     );
     let rss = rows
         .iter()

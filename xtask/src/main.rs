@@ -7,7 +7,10 @@
 mod bench_apply;
 mod bench_fwimage;
 mod bench_initramfs;
+mod demo;
 mod deps;
+mod e2e;
+mod inputs;
 
 use anyhow::{bail, Result};
 use xshell::{cmd, Shell};
@@ -19,6 +22,9 @@ commands:
   deps        install the host tools and rustup targets the tests need (idempotent)
   test        deps + cargo fmt --check + clippy -D warnings + cargo test --workspace
   bench <what> benchmarks against the reference tools (what: fwimage, initramfs, apply)
+  inputs [--board B]  fetch the boards' kernels, DTBs, modules, Pi firmware from Debian into the cache
+  demo        the main job on rpi-zero2w, then an A/B update of the same updater in QEMU aarch64
+  e2e [--full] update, fallback and power cuts in QEMU (--full: both qemu boards, >= 20 cuts)
 ";
 
 fn main() -> Result<()> {
@@ -29,6 +35,9 @@ fn main() -> Result<()> {
         Some("deps") => deps::ensure(&sh),
         Some("test") => test(&sh),
         Some("bench") => bench(&sh, args.get(1).map(String::as_str)),
+        Some("inputs") => inputs::run(args.get(1..).unwrap_or_default()),
+        Some("demo") => demo::run(&sh),
+        Some("e2e") => e2e::run(&sh, args.get(1..).unwrap_or_default()),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())
@@ -60,6 +69,8 @@ fn test(sh: &Shell) -> Result<()> {
     cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
     cmd!(sh, "cargo test --workspace --all-targets").run()?;
     cmd!(sh, "cargo test --workspace --doc").run()?;
+    // The short end-to-end run: qemu-x86_64, update + fallback + 3 power cuts.
+    e2e::run(sh, &[])?;
     Ok(())
 }
 

@@ -40,11 +40,11 @@ die() {
 # initramfs loads when it is not built in. Exactly one release is expected.
 MODULES_DIR=
 for d in "${TARGET_DIR}"/lib/modules/*; do
-	[ -f "${d}/modules.dep" ] || continue
+	[ -d "${d}/kernel" ] || continue
 	[ -z "${MODULES_DIR}" ] || die "several kernels in ${TARGET_DIR}/lib/modules"
 	MODULES_DIR="${d}"
 done
-[ -n "${MODULES_DIR}" ] || die "no lib/modules/<release>/modules.dep in ${TARGET_DIR}"
+[ -n "${MODULES_DIR}" ] || die "no lib/modules/<release>/kernel in ${TARGET_DIR}"
 
 if [ -n "${FWPACK_SIGNER_CMD:-}" ]; then
 	[ -n "${FWPACK_PUBKEY:-}" ] || die "FWPACK_SIGNER_CMD needs FWPACK_PUBKEY"

@@ -122,14 +122,14 @@ impl Error {
             | TargetOverlap { .. }
             | DuplicateSegment(_)
             | NonZeroPadding(_) => ErrorClass::Format,
-            Unsigned | UntrustedKey { .. } | BadSignature { .. } => ErrorClass::Signature,
+            Unsigned | UntrustedKey { .. } | BadSignature { .. } | Signer(_) => {
+                ErrorClass::Signature
+            }
             CrcMismatch { .. }
             | HashMismatch { .. }
             | LengthMismatch { .. }
             | Decompress { .. } => ErrorClass::Integrity,
-            InvalidInput { .. } | InputChanged { .. } | Key(_) | Signer(_) | NoFreeSlot(_) => {
-                ErrorClass::Usage
-            }
+            InvalidInput { .. } | InputChanged { .. } | Key(_) | NoFreeSlot(_) => ErrorClass::Usage,
         }
     }
 }

@@ -94,7 +94,7 @@ pub fn parse_public_key(data: &[u8]) -> Result<VerifyingKey> {
 
 impl ImageHead {
     /// Checks that at least one signature slot holds a valid signature by a
-    /// trusted key over the signed range. Returns that key's id.
+    /// trusted key over [`ImageHead::signing_message`]. Returns that key's id.
     ///
     /// A slot whose key is trusted but whose signature is wrong fails the
     /// whole check even if another slot would pass: a head that no longer
@@ -110,7 +110,7 @@ impl ImageHead {
                 continue;
             };
             let sig = Signature::from_bytes(&slot.signature);
-            key.verify_strict(self.signed_bytes(), &sig)
+            key.verify_strict(&self.signing_message(), &sig)
                 .map_err(|_| Error::BadSignature {
                     key_id: KeyId(slot.key_id).short(),
                 })?;

@@ -29,7 +29,7 @@ pub use layout::{
     Compression, Header, Segment, SigSlot, COMPAT_REPRODUCIBLE, FORMAT_VERSION, HEADER_LEN,
     INCOMPAT_COMPRESSED, MAGIC, MAX_SIG_SLOTS, NAME_LEN, SEGMENT_ENTRY_LEN, SIG_SLOT_LEN,
 };
-pub use read::ImageHead;
+pub use read::{Crcs, ImageHead, SIGNING_DOMAIN, SIGNING_MESSAGE_LEN};
 pub use verify::{SegmentReader, VerifyReport};
 #[cfg(feature = "write")]
 pub use write::{

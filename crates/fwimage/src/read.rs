@@ -13,9 +13,42 @@ pub struct ImageHead {
     pub header: Header,
     pub segments: Vec<Segment>,
     pub slots: Vec<Option<SigSlot>>,
-    crc_table: Vec<u32>,
-    /// Bytes `[0, sig_offset)`: exactly what the signature covers.
+    /// Bytes `[0, sig_offset)`: exactly what the signature covers. The CRC
+    /// table is read from here rather than copied, so the head costs one
+    /// byte of memory per byte of head (the table is 1/1024 of the image).
     signed: Vec<u8>,
+}
+
+/// Domain tag that starts every signing message, so an fwpack signature
+/// can never be mistaken for one over some other 40-byte message.
+pub const SIGNING_DOMAIN: &[u8; 8] = b"FWPKSIG1";
+pub const SIGNING_MESSAGE_LEN: usize = 40;
+
+/// A run of CRC chain entries, read in place from the signed head bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Crcs<'a>(&'a [u8]);
+
+impl<'a> Crcs<'a> {
+    pub fn len(&self) -> usize {
+        self.0.len() / 4
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<u32> {
+        let at = i.checked_mul(4)?;
+        self.0.get(at..at + 4).map(|b| get_u32_le(b, 0))
+    }
+
+    pub fn last(&self) -> Option<u32> {
+        self.len().checked_sub(1).and_then(|i| self.get(i))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u32> + 'a {
+        self.0.chunks_exact(4).map(|c| get_u32_le(c, 0))
+    }
 }
 
 impl ImageHead {
@@ -68,15 +101,13 @@ impl ImageHead {
 
         let crc_at = header.crc_offset() as usize;
         let sig_at = header.sig_offset() as usize;
-        let crc_bytes = head.get(crc_at..sig_at).ok_or(Error::Truncated {
-            what: "CRC table",
-            needed: sig_at as u64,
-            available: head.len() as u64,
-        })?;
-        let crc_table: Vec<u32> = crc_bytes
-            .chunks_exact(4)
-            .map(|c| get_u32_le(c, 0))
-            .collect();
+        if head.len() < sig_at || crc_at > sig_at {
+            return Err(Error::Truncated {
+                what: "CRC table",
+                needed: sig_at as u64,
+                available: head.len() as u64,
+            });
+        }
 
         let mut slots = Vec::with_capacity(header.sig_slot_count as usize);
         for i in 0..header.sig_slot_count as usize {
@@ -100,18 +131,32 @@ impl ImageHead {
             header,
             segments,
             slots,
-            crc_table,
             signed: head,
         })
     }
 
-    /// The exact bytes the signature covers (`[0, sig_offset)`).
+    /// The image head `[0, sig_offset)`: header, segment table, CRC table.
     pub fn signed_bytes(&self) -> &[u8] {
         &self.signed
     }
 
-    pub fn crc_table(&self) -> &[u32] {
-        &self.crc_table
+    /// The message an Ed25519 signature signs: a domain tag and the
+    /// SHA-256 of the head (FORMAT.md, "Signature slots"). Fixed-size, so
+    /// any HSM or KMS can sign it whatever the image size (AWS KMS caps raw
+    /// messages at 4 KiB, OpenSC's pkcs11-tool cannot sign pure Ed25519 in
+    /// parts), while every head byte stays covered.
+    pub fn signing_message(&self) -> [u8; SIGNING_MESSAGE_LEN] {
+        use sha2::{Digest, Sha256};
+        let mut m = [0u8; SIGNING_MESSAGE_LEN];
+        m[..8].copy_from_slice(SIGNING_DOMAIN);
+        m[8..].copy_from_slice(&Sha256::digest(&self.signed));
+        m
+    }
+
+    /// The whole CRC table.
+    pub fn crc_table(&self) -> Crcs<'_> {
+        let from = self.header.crc_offset() as usize;
+        Crcs(self.signed.get(from..).unwrap_or(&[]))
     }
 
     /// The chain value preceding segment `idx`'s first block (0 at the very
@@ -120,19 +165,18 @@ impl ImageHead {
         self.segments
             .get(idx)
             .and_then(|s| s.first_crc.checked_sub(1))
-            .and_then(|i| self.crc_table.get(i as usize).copied())
+            .and_then(|i| self.crc_table().get(i as usize))
             .unwrap_or(0)
     }
 
     /// CRC entries of segment `idx`, one per 4 KiB block of raw data.
-    pub fn segment_crcs(&self, idx: usize) -> &[u32] {
-        self.segments
-            .get(idx)
-            .and_then(|s| {
-                let start = s.first_crc as usize;
-                self.crc_table.get(start..start + s.crc_blocks as usize)
-            })
-            .unwrap_or(&[])
+    pub fn segment_crcs(&self, idx: usize) -> Crcs<'_> {
+        let table = self.crc_table().0;
+        let bytes = self.segments.get(idx).and_then(|s| {
+            let start = s.first_crc as usize * 4;
+            table.get(start..start + s.crc_blocks as usize * 4)
+        });
+        Crcs(bytes.unwrap_or(&[]))
     }
 
     pub fn segment_index(&self, name: &str) -> Option<usize> {

@@ -156,7 +156,7 @@ impl<'h, R: Read + Seek> SegmentReader<'h, R> {
         }
         let crcs = self.head.segment_crcs(self.idx);
         for block in buf[..got].chunks(BLOCK_SIZE) {
-            let expected = crcs.get(self.block as usize).copied();
+            let expected = crcs.get(self.block as usize);
             if Some(self.chain.push(block)) != expected {
                 return Err(Error::CrcMismatch {
                     segment: seg.name.clone(),

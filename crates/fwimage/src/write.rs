@@ -424,9 +424,10 @@ impl Signer for ed25519_dalek::SigningKey {
     }
 }
 
-/// The bytes a signer must sign for the image in `src`: `[0, sig_offset)`.
+/// The bytes a signer must sign for the image in `src`
+/// ([`ImageHead::signing_message`]).
 pub fn signed_message<R: Read>(src: R, file_len: u64) -> Result<Vec<u8>> {
-    Ok(ImageHead::read(src, file_len)?.signed_bytes().to_vec())
+    Ok(ImageHead::read(src, file_len)?.signing_message().to_vec())
 }
 
 /// Signs the image in `file` in place: the signature goes into the slot that
@@ -442,8 +443,9 @@ pub fn insert_signature<F: Read + Write + Seek>(
     let head = ImageHead::read(&mut *file, len)?;
     let key = signer.public_key();
     let key_id = KeyId::of(&key);
-    let sig = signer.sign(head.signed_bytes())?;
-    key.verify_strict(head.signed_bytes(), &Signature::from_bytes(&sig))
+    let message = head.signing_message();
+    let sig = signer.sign(&message)?;
+    key.verify_strict(&message, &Signature::from_bytes(&sig))
         .map_err(|_| {
             Error::Signer(format!(
                 "returned a signature that does not verify with key {key_id}"

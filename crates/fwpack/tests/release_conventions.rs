@@ -299,12 +299,22 @@ fn buildroot_package_follows_buildroot_coding_style() {
         "fwpack.mk must start with Buildroot's package header"
     );
     let mut in_define = false;
+    let mut continued = false;
     for (n, line) in mk.lines().enumerate() {
         let at = format!("fwpack.mk:{}", n + 1);
         assert!(
             !line.ends_with(' ') && !line.ends_with('\t'),
             "{at}: trailing whitespace"
         );
+        // Continuation lines of a multi-line value: one tab, as upstream.
+        let was_continued = std::mem::replace(&mut continued, line.ends_with('\\'));
+        if was_continued && !in_define {
+            assert!(
+                line.starts_with('\t') && !line[1..].starts_with([' ', '\t']),
+                "{at}: continuation needs one tab"
+            );
+            continue;
+        }
         if let Some(name) = line.strip_prefix("define ") {
             assert!(
                 name.starts_with("FWPACK_") || name.starts_with("HOST_FWPACK_"),

@@ -21,6 +21,11 @@ use std::process::Command;
 
 use crate::{cache_dir, io_err, run, CacheLock, Error, Result};
 
+// The Raspberry Pi GPU firmware comes through the same private arm64 apt
+// configuration (component non-free-firmware).
+mod firmware;
+pub use firmware::raspi_firmware;
+
 /// Architecture of a kernel (and of the QEMU that boots it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Arch {
@@ -140,7 +145,7 @@ impl AptConfig {
         let suite = host_codename().unwrap_or_else(|| "bookworm".into());
         let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
         let sources = format!(
-            "deb [signed-by={keyring}] http://deb.debian.org/debian {suite} main\n\
+            "deb [signed-by={keyring}] http://deb.debian.org/debian {suite} main non-free-firmware\n\
              deb [signed-by={keyring}] http://deb.debian.org/debian-security {suite}-security main\n"
         );
         let list = dir.join("sources.list");

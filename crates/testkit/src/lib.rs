@@ -14,8 +14,10 @@
 
 pub mod init;
 pub mod kernels;
+pub mod machine;
 pub mod program;
 pub mod qemu;
+pub mod rootfs;
 pub mod tools;
 
 use std::path::PathBuf;

@@ -495,7 +495,7 @@ impl Engine<'_> {
         let first = from / BLOCK;
         let mut chain = CrcChain::resume(match first.checked_sub(1) {
             None => self.head.crc_seed(seg),
-            Some(i) => crcs.get(i as usize).copied().unwrap_or(0),
+            Some(i) => crcs.get(i as usize).unwrap_or(0),
         });
         let mut buf = self.readback_buf();
         let mut pos = from;
@@ -511,7 +511,7 @@ impl Engine<'_> {
                 self.report.bytes_read_back += dev_len as u64;
                 for (i, block) in b[..n as usize].chunks(BLOCK_SIZE).enumerate() {
                     let idx = pos / BLOCK + i as u64;
-                    if Some(chain.push(block)) != crcs.get(idx as usize).copied() {
+                    if Some(chain.push(block)) != crcs.get(idx as usize) {
                         return Err(Error::ReadBack {
                             segment: plan.name.clone(),
                             block: idx,
@@ -591,7 +591,7 @@ impl Engine<'_> {
             Some((seg, off - BLOCK, off))
         } else if seg > 0 {
             let len = self.plans[seg - 1].raw_len;
-            let last = (len - 1) / BLOCK * BLOCK;
+            let last = len.saturating_sub(1) / BLOCK * BLOCK;
             Some((seg - 1, last, len))
         } else {
             None

@@ -356,7 +356,10 @@ fn minimize_writes_skips_unchanged_blocks() {
     assert_eq!(r.bytes_written, 3 * 4096 + 1024);
     // Everything else written is state records (one block each).
     let records = m.bytes_written - before - r.bytes_written;
-    assert!(records.is_multiple_of(4096) && records / 4096 <= 8, "{records}");
+    assert!(
+        records.is_multiple_of(4096) && records / 4096 <= 8,
+        "{records}"
+    );
     assert_eq!(r.skipped_unchanged, r.raw_bytes - 3 * 4096 - 1000);
     assert!(slot_holds(
         &m.data,

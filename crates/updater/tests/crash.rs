@@ -159,6 +159,9 @@ fn options(verify: bool, minimize: bool) -> ApplyOptions {
     }
 }
 
+/// Tear patterns tried at every cut point.
+const TEARS: u64 = 6;
+
 struct Stats {
     cut_points: u64,
     scenarios: u64,
@@ -189,6 +192,8 @@ fn enumerate(opts: &ApplyOptions, second_level_every: u64) -> Stats {
             Tear::KeepAll,
             Tear::Prefix(cut * 7 + 1),
             Tear::Sectors(cut * 13 + 5),
+            Tear::InOrder(cut * 17 + 3),
+            Tear::Newest(cut * 19 + 11),
         ] {
             let what = format!("cut {cut}/{n} {tear:?}");
             let d = fx.check_after_cut(st.after_crash(tear), &what);
@@ -233,13 +238,13 @@ fn report(name: &str, s: &Stats) {
         s.scenarios,
         s.resumed,
         s.full_bytes,
-        s.resume_bytes / (s.cut_points * 4).max(1)
+        s.resume_bytes / (s.cut_points * TEARS).max(1)
     );
 }
 
 #[test]
 fn power_cut_at_every_write_and_sync() {
-    let s = enumerate(&options(false, false), 16);
+    let s = enumerate(&options(false, false), 24);
     report("plain", &s);
     assert!(
         s.cut_points >= 80,
@@ -252,7 +257,7 @@ fn power_cut_at_every_write_and_sync() {
         "only {} recoveries resumed",
         s.resumed
     );
-    assert!(s.resume_bytes / (s.cut_points * 4) < s.full_bytes * 3 / 4);
+    assert!(s.resume_bytes / (s.cut_points * TEARS) < s.full_bytes * 3 / 4);
 }
 
 #[test]

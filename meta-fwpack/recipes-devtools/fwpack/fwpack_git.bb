@@ -18,7 +18,7 @@ LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=11;endline=11;md5=b62ec12929096a
 FWPACK_REPO_DIR ?= "${@os.path.abspath(os.path.join(d.getVar('FILE_DIRNAME'), '../../..'))}"
 PV = "0.1.0+git"
 SRC_URI = "git://${FWPACK_REPO_DIR};protocol=file;branch=main"
-SRCREV = "d183585f5c2b83941e94994a5a6ba13caade17da"
+SRCREV = "6da787956707011092559379381e042bd7348f1b"
 
 inherit cargo cargo-update-recipe-crates deploy
 
@@ -37,6 +37,13 @@ CARGO_BUILD_FLAGS:append:class-target = " --bin fwpack-updater"
 RUSTFLAGS:append:class-target = " -C target-feature=+crt-static"
 export CARGO_PROFILE_RELEASE_PANIC = "abort"
 CARGO_PROFILE_RELEASE_PANIC:class-native = "unwind"
+# The workspace's "device" profile, for the updater's 1 MiB size budget.
+export CARGO_PROFILE_RELEASE_OPT_LEVEL = "z"
+CARGO_PROFILE_RELEASE_OPT_LEVEL:class-native = "3"
+export CARGO_PROFILE_RELEASE_LTO = "fat"
+CARGO_PROFILE_RELEASE_LTO:class-native = "thin"
+export CARGO_PROFILE_RELEASE_CODEGEN_UNITS = "1"
+CARGO_PROFILE_RELEASE_CODEGEN_UNITS:class-native = "4"
 # The workspace profile strips; leave that to do_package so -dbg packages
 # get the symbols (do_deploy strips its copy itself).
 export CARGO_PROFILE_RELEASE_STRIP = "false"

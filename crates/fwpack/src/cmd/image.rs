@@ -101,8 +101,9 @@ pub struct SignArgs {
     image: PathBuf,
     #[command(flatten)]
     signer: SignerArgs,
-    /// Write the exact bytes a signer must sign to this file and exit,
-    /// for offline signing flows.
+    /// Write the exact bytes a signer must sign (40 bytes: "FWPKSIG1" and
+    /// the SHA-256 of the image head) to this file and exit, for offline
+    /// signing flows.
     #[arg(long, conflicts_with_all = ["key", "signer_cmd", "signature_file"])]
     export_message: Option<PathBuf>,
 }
@@ -232,10 +233,10 @@ pub fn stamp(args: StampArgs) -> Result<()> {
 pub fn sign(args: SignArgs) -> Result<()> {
     if let Some(out) = &args.export_message {
         let (head, _) = read_head(&args.image)?;
-        crate::cmd::write_atomic(out, head.signed_bytes())?;
+        crate::cmd::write_atomic(out, &head.signing_message())?;
         eprintln!(
             "wrote {} bytes to sign to {}",
-            head.signed_bytes().len(),
+            fwimage::SIGNING_MESSAGE_LEN,
             out.display()
         );
         return Ok(());

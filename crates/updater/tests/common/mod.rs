@@ -161,6 +161,13 @@ pub enum Tear {
     /// Each 512-byte sector of each write independently kept or lost
     /// (a cache that reorders).
     Sectors(u64),
+    /// The first k writes reached the medium, the next one torn at a
+    /// 512-byte boundary, the rest lost (an in-order cache).
+    InOrder(u64),
+    /// Only the newest k writes reached the medium (a cache that flushed
+    /// the most recent data first): the adversary for any "data, then the
+    /// record that vouches for it" sequence without a sync in between.
+    Newest(u64),
 }
 
 pub const SECTOR: usize = 512;
@@ -212,12 +219,21 @@ impl CrashStorage {
     pub fn after_crash(&self, tear: Tear) -> Vec<u8> {
         let mut d = self.durable.clone();
         let mut rng = Rng(match tear {
-            Tear::Prefix(s) | Tear::Sectors(s) => s | 1,
+            Tear::Prefix(s) | Tear::Sectors(s) | Tear::InOrder(s) | Tear::Newest(s) => s | 1,
             _ => 1,
         });
-        for (at, data) in &self.unsynced {
+        let n = self.unsynced.len() as u64;
+        let k = rng.below(n + 1) as usize;
+        for (i, (at, data)) in self.unsynced.iter().enumerate() {
             let sectors = data.len().div_ceil(SECTOR);
             let keep: Vec<bool> = match tear {
+                Tear::InOrder(_) if i < k => vec![true; sectors],
+                Tear::InOrder(_) if i == k => {
+                    let cut = rng.below(sectors as u64) as usize;
+                    (0..sectors).map(|j| j < cut).collect()
+                }
+                Tear::InOrder(_) => vec![false; sectors],
+                Tear::Newest(_) => vec![i + k >= n as usize && n > 0; sectors],
                 Tear::LoseAll => vec![false; sectors],
                 Tear::KeepAll => vec![true; sectors],
                 Tear::Prefix(_) => {
