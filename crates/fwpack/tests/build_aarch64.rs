@@ -3,49 +3,16 @@
 //! modules) into slot A, and the rpi-zero2w boot partition carries what the
 //! Pi firmware needs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+mod build_common;
+
+use build_common::{expect_lines, ext4_rootfs, fwpack, show};
 
 const MARKER: &str = "FWPACK-BUILD-TEST aarch64 slot A init";
 
-fn fwpack(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fwpack"))
-        .args(args)
-        .current_dir(dir)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .expect("run fwpack")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn rootfs(dir: &Path) -> PathBuf {
-    let init = testkit::init::InitProgram::new(MARKER)
-        .build(testkit::kernels::Arch::Aarch64)
-        .expect("static test init");
-    let tree = dir.join("rootfs");
-    std::fs::create_dir_all(tree.join("sbin")).unwrap();
-    std::fs::copy(&init, tree.join("sbin/init")).unwrap();
-    for d in ["dev", "proc", "sys", "run"] {
-        std::fs::create_dir_all(tree.join(d)).unwrap();
-    }
-    let img = dir.join("rootfs.img");
-    let mkfs = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&img)
-        .arg("8M")
-        .output()
-        .expect("mkfs.ext4 (e2fsprogs)");
-    assert!(mkfs.status.success(), "{}", show(&mkfs));
-    img
+fn rootfs(dir: &std::path::Path) {
+    ext4_rootfs(dir, testkit::kernels::Arch::Aarch64, MARKER);
 }
 
 #[test]
@@ -86,21 +53,17 @@ fn qemu_aarch64_image_boots_into_slot_a() {
             .name("build-aarch64-boot")
             .spawn()
             .expect("qemu");
-    let wait = std::time::Duration::from_secs(180);
-    for line in [
-        "fwpack-updater: fwpack-updater",
-        "kernel modules ready",
-        "found /dev/vda",
-        "switching root to slot A",
-        MARKER,
-    ] {
-        if let Err(e) = c.wait_for(line, wait) {
-            panic!(
-                "waiting for `{line}`: {e}; console log: {}",
-                c.log_path().display()
-            );
-        }
-    }
+    expect_lines(
+        &mut c,
+        &[
+            "fwpack-updater: fwpack-updater",
+            "kernel modules ready",
+            "found /dev/vda",
+            "switching root to slot A",
+            MARKER,
+        ],
+        180,
+    );
 }
 
 #[test]

@@ -5,26 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-const EPOCH: &str = "1700000000";
+mod build_common;
+
+use build_common::{expect_lines, ext4_rootfs, fwpack, show};
+
 const ROOTFS_MARKER: &str = "FWPACK-BUILD-TEST slot A init";
-
-fn fwpack(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fwpack"))
-        .args(args)
-        .current_dir(dir)
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .output()
-        .expect("run fwpack")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 struct Inputs {
     dir: PathBuf,
@@ -43,25 +28,7 @@ fn inputs() -> &'static Inputs {
         let kernel = testkit::kernels::amd64_cloud()
             .expect("Debian cloud kernel")
             .vmlinuz;
-        // A real ext4 root filesystem whose init announces itself, so the
-        // boot test can see the built image run all the way into slot A.
-        let init = testkit::init::InitProgram::new(ROOTFS_MARKER)
-            .build(testkit::kernels::Arch::X86_64)
-            .expect("static test init");
-        let tree = dir.join("rootfs");
-        std::fs::create_dir_all(tree.join("sbin")).unwrap();
-        std::fs::copy(&init, tree.join("sbin/init")).unwrap();
-        for d in ["dev", "proc", "sys", "run"] {
-            std::fs::create_dir_all(tree.join(d)).unwrap();
-        }
-        let mkfs = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-d"])
-            .arg(&tree)
-            .arg(dir.join("rootfs.img"))
-            .arg("8M")
-            .output()
-            .expect("mkfs.ext4 (e2fsprogs)");
-        assert!(mkfs.status.success(), "{}", show(&mkfs));
+        ext4_rootfs(&dir, testkit::kernels::Arch::X86_64, ROOTFS_MARKER);
         let out = fwpack(&["keygen", "-o", "release.pem"], &dir);
         assert!(out.status.success(), "{}", show(&out));
         let out = build(&dir, &kernel, "first", &[]);
@@ -426,18 +393,14 @@ fn built_image_boots_into_the_updater_and_slot_a() {
         "nvme,drive=d,serial=fwpack".into(),
     ];
     let mut c = q.spawn().expect("qemu");
-    let wait = std::time::Duration::from_secs(120);
-    for line in [
-        "fwpack-updater: fwpack-updater",
-        "found /dev/nvme0n1",
-        "switching root to slot A",
-        ROOTFS_MARKER,
-    ] {
-        if let Err(e) = c.wait_for(line, wait) {
-            panic!(
-                "waiting for `{line}`: {e}; console log: {}",
-                c.log_path().display()
-            );
-        }
-    }
+    expect_lines(
+        &mut c,
+        &[
+            "fwpack-updater: fwpack-updater",
+            "found /dev/nvme0n1",
+            "switching root to slot A",
+            ROOTFS_MARKER,
+        ],
+        120,
+    );
 }

@@ -9,12 +9,10 @@
 //!
 //! Binaries are cached by a hash of their source and target.
 
-use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
 
 use crate::kernels::Arch;
-use crate::{cache_dir, fnv1a, io_err, run, CacheLock, Error, Result};
+use crate::Result;
 
 /// What the test `/init` does, in this order: print the marker, load the
 /// kernel modules listed in a file, mount filesystems, print the probes,
@@ -173,61 +171,15 @@ fn main() {{
 
     /// Builds (or reuses from the cache) the static binary for `arch`.
     pub fn build(&self, arch: Arch) -> Result<PathBuf> {
-        let target = match arch {
-            Arch::X86_64 => "x86_64-unknown-linux-musl",
-            Arch::Aarch64 => "aarch64-unknown-linux-musl",
-        };
-        let src = self.source();
-        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-        let version = run(Command::new(&rustc).arg("-V")).unwrap_or_default();
-        let key = fnv1a(&[src.as_bytes(), target.as_bytes(), version.as_bytes()]);
-        let dir = cache_dir()
-            .join("init")
-            .join(format!("{target}-{key:016x}"));
-        let bin = dir.join("init");
-        if bin.is_file() {
-            return Ok(bin);
-        }
-        let _lock = CacheLock::acquire("init")?;
-        if bin.is_file() {
-            return Ok(bin);
-        }
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let src_path = dir.join("init.rs");
-        fs::write(&src_path, &src).map_err(io_err(&src_path))?;
-        let tmp = dir.join("init.partial");
-        let mut cmd = Command::new(&rustc);
-        cmd.args(["--edition", "2021", "-O", "--target", target])
-            .args([
-                "-C",
-                "target-feature=+crt-static",
-                "-C",
-                "panic=abort",
-                "-C",
-                "strip=symbols",
-            ])
-            .arg("-o")
-            .arg(&tmp)
-            .arg(&src_path);
-        if arch == Arch::Aarch64 {
-            // No cross gcc needed: rust-lld links musl's self-contained objects.
-            cmd.args(["-C", "linker=rust-lld"]);
-        }
-        run(&mut cmd).map_err(|e| match e {
-            Error::Command { command, message } => Error::Command {
-                command,
-                message: format!("{message}\n(is the rustup target {target} installed? `cargo xtask deps` adds it)"),
-            },
-            other => other,
-        })?;
-        fs::rename(&tmp, &bin).map_err(io_err(&bin))?;
-        Ok(bin)
+        crate::program::build_static("init", &self.source(), arch)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::process::Command;
 
     /// Builds the x86_64 init and runs it on the host (where it is not PID 1,
     /// so it prints and exits instead of powering off).

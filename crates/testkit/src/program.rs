@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use crate::kernels::Arch;
-use crate::{cache_dir, fnv1a, io_err, run, CacheLock, Result};
+use crate::{cache_dir, fnv1a, io_err, run, CacheLock, Error, Result};
 
 /// Compiles `source` (a complete `main.rs` using only `std` and musl's
 /// libc symbols) into a static, stripped binary for `arch`.
@@ -55,9 +55,18 @@ pub fn build_static(name: &str, source: &str, arch: Arch) -> Result<PathBuf> {
         .arg(&tmp)
         .arg(&src);
     if arch == Arch::Aarch64 {
+        // No cross gcc needed: rust-lld links musl's self-contained objects.
         cmd.args(["-C", "linker=rust-lld"]);
     }
-    run(&mut cmd)?;
+    run(&mut cmd).map_err(|e| match e {
+        Error::Command { command, message } => Error::Command {
+            command,
+            message: format!(
+                "{message}\n(is the rustup target {target} installed? `cargo xtask deps` adds it)"
+            ),
+        },
+        other => other,
+    })?;
     fs::rename(&tmp, &bin).map_err(io_err(&bin))?;
     Ok(bin)
 }
