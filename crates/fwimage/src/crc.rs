@@ -9,6 +9,28 @@
 /// data inside the file.
 pub const BLOCK_SIZE: usize = 4096;
 
+/// A zeroed buffer of `len` bytes starting on a 4096-byte boundary.
+/// `read(2)` into a buffer that starts a few bytes into a page is several
+/// times slower on the machines we measured (docs/BENCHMARKS.md), and
+/// reading the image is most of what stamp and verify do.
+pub(crate) struct PageBuf {
+    store: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl PageBuf {
+    pub(crate) fn new(len: usize) -> Self {
+        let store = vec![0u8; len + BLOCK_SIZE];
+        let off = store.as_ptr().align_offset(BLOCK_SIZE).min(BLOCK_SIZE);
+        PageBuf { store, off, len }
+    }
+
+    pub(crate) fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.store[self.off..self.off + self.len]
+    }
+}
+
 /// Running state of a CRC chain.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CrcChain {

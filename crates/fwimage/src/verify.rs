@@ -262,12 +262,13 @@ impl ImageHead {
     ) -> Result<VerifyReport> {
         let key_id = self.verify_signature(trusted)?;
         self.check_padding(&mut src)?;
-        let mut buf = vec![0u8; IO_CHUNK];
+        let mut page = crate::crc::PageBuf::new(IO_CHUNK);
+        let buf = page.as_mut();
         let mut raw_bytes = 0;
         for idx in 0..self.segments.len() {
             let mut rd = SegmentReader::new(self, idx, &mut src)?;
             loop {
-                let n = rd.next_chunk(&mut buf)?;
+                let n = rd.next_chunk(buf)?;
                 if n == 0 {
                     break;
                 }

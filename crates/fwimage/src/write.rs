@@ -309,7 +309,8 @@ fn write_segment(
             Box::new(e)
         }
     };
-    let mut buf = vec![0u8; IO_CHUNK];
+    let mut page = crate::crc::PageBuf::new(IO_CHUNK);
+    let buf = page.as_mut();
     let mut left = raw_len;
     while left > 0 {
         let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
