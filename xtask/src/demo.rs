@@ -1,13 +1,17 @@
 //! `cargo xtask demo`: the main job, end to end, on a fresh Debian machine
 //! with only rustup and cargo.
 //!
-//! 1. host tools (`deps`), 2. the board inputs from Debian (arm64 kernel
-//! with its modules and DTBs, Raspberry Pi GPU firmware), 3. a development
-//! signing key and a tiny root filesystem, 4. `fwpack build --board
-//! rpi-zero2w` → `target/fwpack-demo/rpi-zero2w/` (sdcard.img to write to
-//! a card), 5. the same updater doing an A/B update in QEMU on the
-//! qemu-aarch64 board: v1 disk, v2's update.fwi in the initramfs, apply →
-//! reboot → slot B boots → mark-good. Artifact paths at the end.
+//! 1. host tools (`deps`);
+//! 2. the board inputs from Debian (arm64 kernel with its modules and DTBs,
+//!    Raspberry Pi GPU firmware);
+//! 3. a development signing key and a tiny root filesystem;
+//! 4. `fwpack build --board rpi-zero2w` → `target/fwpack-demo/rpi-zero2w/`
+//!    (sdcard.img to write to a card);
+//! 5. the same updater doing an A/B update in QEMU on the qemu-aarch64
+//!    board: v1 disk, v2's update.fwi in the initramfs, apply → reboot →
+//!    slot B boots → mark-good.
+//!
+//! Artifact paths at the end.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -37,7 +41,10 @@ pub fn run(sh: &Shell) -> Result<()> {
     let fwpack = inputs::fwpack_binary()?;
     println!("fwpack: {}", fwpack.display());
 
-    step(2, "board inputs from Debian (private apt config; the machine's sources are untouched)");
+    step(
+        2,
+        "board inputs from Debian (private apt config; the machine's sources are untouched)",
+    );
     let rpi = inputs::fetch("rpi-zero2w")?;
     if let Some(k) = &rpi.kernel {
         println!("kernel        {} ({})", k.vmlinuz.display(), k.package);
@@ -86,7 +93,10 @@ pub fn run(sh: &Shell) -> Result<()> {
     println!("$ {}", shown(&b.command()));
     b.run_visible()?;
 
-    step(5, "the same updater doing an A/B update in QEMU (qemu-aarch64, TCG)");
+    step(
+        5,
+        "the same updater doing an A/B update in QEMU (qemu-aarch64, TCG)",
+    );
     let qa = inputs::fetch("qemu-aarch64")?;
     let fs_v2 = rootfs::build(
         &rootfs::Spec {
@@ -166,8 +176,13 @@ pub fn run(sh: &Shell) -> Result<()> {
         bail!("fwpack status failed");
     }
 
-    println!("\n\x1b[1m==> done in {:.0} s. Artifacts:\x1b[0m", t0.elapsed().as_secs_f64());
-    println!("rpi-zero2w (write sdcard.img to a micro-SD card: dd if=… of=/dev/sdX bs=4M conv=fsync):");
+    println!(
+        "\n\x1b[1m==> done in {:.0} s. Artifacts:\x1b[0m",
+        t0.elapsed().as_secs_f64()
+    );
+    println!(
+        "rpi-zero2w (write sdcard.img to a micro-SD card: dd if=… of=/dev/sdX bs=4M conv=fsync):"
+    );
     for name in ["sdcard.img", "update.fwi", "manifest.json", "boot"] {
         let p = rpi_out.join(name);
         let size = dir_size(&p);
@@ -196,7 +211,9 @@ fn follow(c: &mut Console) -> Result<Vec<String>> {
                         continue;
                     }
                     if m.contains("kernel modules ready") {
-                        println!("  [{t:5.1}s] updater | {m} ({modules} loaded from the initramfs)");
+                        println!(
+                            "  [{t:5.1}s] updater | {m} ({modules} loaded from the initramfs)"
+                        );
                         continue;
                     }
                     println!("  [{t:5.1}s] updater | {m}");

@@ -18,11 +18,11 @@
 //! second disk, wait for the apply to start on the console, wait a delay
 //! drawn from a seeded PRNG within the apply's duration measured in step 1
 //! (the injected fault, not a wait for something), SIGKILL QEMU. Every
-//! third run is cut twice (the second cut lands in the resumed apply).
+//! third run is cut twice (the second cut lands in the next boot's apply).
 //! Then the host reads the state area (`fwpack status --json`) and checks
-//! the invariants, and the disk boots again: alternately with the update
-//! still there (it must resume or restart and complete, then B boots and
-//! confirms) and without it (the old slot must boot). A slot the state
+//! the invariants, and the disk boots again: in two runs of three with the
+//! update still there (it must resume or restart and complete, then B boots
+//! and confirms), in the third without it (the old slot must boot). A slot the state
 //! area calls complete must hold exactly its image's bytes, slot A must be
 //! untouched v1 throughout, and the booted system must read its whole data
 //! blob back with the right fold.
@@ -112,8 +112,9 @@ impl Opts {
             None if full => vec![X86, AARCH64],
             None => vec![X86],
         };
-        // --full: >= 20 cuts over both boards; short: a handful on one.
-        let cuts = cuts.unwrap_or(if full { 12 } else { 3 });
+        // --full: >= 20 cuts over both boards (split evenly); short: a
+        // handful on one.
+        let cuts = cuts.unwrap_or(if full { 24 } else { 3 });
         // The root filesystem is about blob * 9/8 + 6 MiB; slots are 64 MiB.
         if !(1..=50).contains(&blob) {
             bail!("--blob-mib must be 1..=50 (the slots are 64 MiB)");
@@ -224,9 +225,12 @@ struct BoardRun<'a> {
     v1: Rootfs,
     v2: Rootfs,
     v3: Rootfs,
-    /// Apply duration from "applying update" to "pending", measured in
-    /// the story (the window the cuts are drawn from).
-    apply_window: Duration,
+    /// From "applying update" to "image verified; writing" (check and
+    /// verify: nothing is written yet), measured in story step 1.
+    verify_window: Duration,
+    /// From "image verified; writing" to "pending" (write, sync, read
+    /// back, commit), measured in story step 1.
+    write_window: Duration,
     /// Console logs of the current run (copied away if it fails).
     logs: Vec<PathBuf>,
     failures: Vec<String>,
@@ -248,7 +252,10 @@ impl<'a> BoardRun<'a> {
         let work = root.join(def.name);
         let _ = fs::remove_dir_all(&work);
         fs::create_dir_all(&work)?;
-        say(def.name, "fetching inputs, building root filesystems v1, v2, v3");
+        say(
+            def.name,
+            "fetching inputs, building root filesystems v1, v2, v3",
+        );
         let inputs = inputs::fetch(def.name)?;
         let spec = |name: &str, version: u64, confirm: bool, blob: u64| rootfs::Spec {
             name: name.into(),
@@ -280,10 +287,7 @@ impl<'a> BoardRun<'a> {
             .run_quiet()?;
             say(
                 def.name,
-                &format!(
-                    "fwpack build {out}: {:.1} s",
-                    t.elapsed().as_secs_f64()
-                ),
+                &format!("fwpack build {out}: {:.1} s", t.elapsed().as_secs_f64()),
             );
             Ok::<_, anyhow::Error>(work.join(out))
         };
@@ -315,7 +319,8 @@ impl<'a> BoardRun<'a> {
             v1,
             v2,
             v3,
-            apply_window: Duration::ZERO,
+            verify_window: Duration::ZERO,
+            write_window: Duration::ZERO,
             logs: Vec::new(),
             failures: Vec::new(),
             work,
@@ -430,7 +435,10 @@ impl<'a> BoardRun<'a> {
             let active = st["active"] == slot;
             let pending = st["pending"] == slot;
             if (active || pending) && state != "complete" {
-                bail!("slot {slot} is {} but {state}: {st}", if active { "active" } else { "pending" });
+                bail!(
+                    "slot {slot} is {} but {state}: {st}",
+                    if active { "active" } else { "pending" }
+                );
             }
             if state == "complete" {
                 let image = match version {
@@ -440,11 +448,27 @@ impl<'a> BoardRun<'a> {
                     v => bail!("slot {slot} claims version {v}"),
                 };
                 let off = g[slot]["offset"].as_u64().unwrap_or(0);
-                if let Some(at) = first_difference(disk, off, &image.path)? {
+                if let Some(at) = first_difference(disk, off, &image.path, u64::MAX)? {
                     bail!(
                         "MIXED SLOT: slot {slot} is complete with version {version} but differs from its image at byte {at}"
                     );
                 }
+            }
+        }
+        // The journal's claim is what a resume trusts: every byte before
+        // its offset must already be the new image's (v2 is one segment).
+        let j = &st["journal"];
+        if !j.is_null() {
+            let slot = j["slot"].as_str().unwrap_or("?");
+            let done = j["offset"].as_u64().unwrap_or(0);
+            if slot != "B" || j["segment"].as_u64() != Some(0) {
+                bail!("unexpected journal (only v2 goes to B in these runs): {j}");
+            }
+            let off = g["B"]["offset"].as_u64().unwrap_or(0);
+            if let Some(at) = first_difference(disk, off, &self.v2.path, done)? {
+                bail!(
+                    "the journal claims {done} bytes of slot B are done, but byte {at} is not v2's"
+                );
             }
         }
         Ok(st)
@@ -465,7 +489,9 @@ impl<'a> BoardRun<'a> {
         let mut steps = Vec::new();
         let disk = self.fresh_disk("story.img")?;
 
-        self.say("story 1/4: slot A boots; v2 is on a second disk; the updater writes it to slot B");
+        self.say(
+            "story 1/4: slot A boots; v2 is on a second disk; the updater writes it to slot B",
+        );
         let t = Instant::now();
         let mut c = self.boot_with_v2("story-apply", &disk)?;
         let l = expect(
@@ -485,18 +511,22 @@ impl<'a> BoardRun<'a> {
         let (applying, verifying, writing, committing, pending) =
             (l[2].1, l[3].1, l[4].1, l[5].1, l[6].1);
         exit(&mut c)?;
-        self.apply_window = pending - applying;
+        self.verify_window = writing - applying;
+        self.write_window = pending - writing;
         self.say(&format!(
             "  apply of a {} MiB root filesystem: verify {:.1} s, write {:.1} s, whole apply {:.1} s ({})",
             self.v2.path.metadata()?.len() >> 20,
             (writing - verifying).as_secs_f64(),
             (committing - writing).as_secs_f64(),
-            self.apply_window.as_secs_f64(),
+            (pending - applying).as_secs_f64(),
             line_tail(&l[7].0),
         ));
         let st = self.check_invariants(&disk)?;
         want(&st, "pending", "B")?;
-        steps.push(("apply v2 (second disk) -> reboot".into(), t.elapsed().as_secs_f64()));
+        steps.push((
+            "apply v2 (second disk) -> reboot".into(),
+            t.elapsed().as_secs_f64(),
+        ));
 
         self.say("story 2/4: slot B boots on trial, reads its data back, confirms");
         let t = Instant::now();
@@ -536,7 +566,10 @@ impl<'a> BoardRun<'a> {
         let st = self.check_invariants(&disk)?;
         want(&st, "pending", "A")?;
         let tries = st["tries_left"].as_u64().unwrap_or(0);
-        steps.push(("apply v3 (initramfs) -> reboot".into(), t.elapsed().as_secs_f64()));
+        steps.push((
+            "apply v3 (initramfs) -> reboot".into(),
+            t.elapsed().as_secs_f64(),
+        ));
 
         self.say(&format!(
             "story 4/4: v3 boots {tries} time(s) without confirming, then the updater falls back to B"
@@ -589,9 +622,11 @@ impl<'a> BoardRun<'a> {
         // a generous number of misses rather than loop forever.
         while landed < n && run < 3 * n + 3 {
             run += 1;
-            // Every third run is cut twice: the second cut hits the resumed apply.
+            // Runs cycle through: one cut then the update still there; one
+            // cut then the update gone; two cuts (the second in the next
+            // boot's apply, often a resumed one) then the update still there.
             let times = if run % 3 == 0 && landed + 1 < n { 2 } else { 1 };
-            let with_update = run % 2 == 1;
+            let with_update = run % 3 != 2;
             self.logs.clear();
             match self.cut_run(run, times, with_update, rng) {
                 Ok(mut r) => {
@@ -636,17 +671,43 @@ impl<'a> BoardRun<'a> {
         rows: &mut Vec<CutRow>,
     ) -> Result<()> {
         let disk = self.fresh_disk(&format!("cut-{run}.img"))?;
-        let window_ms = self.apply_window.as_millis().max(1) as u64;
         for nth in 1..=times {
-            let delay = Duration::from_millis(rng.below(window_ms));
+            // Three cuts in four land in the write phase (where a cut can
+            // do harm), one in the check/verify phase (nothing written yet).
+            // Write-phase cuts are anchored on a random quarter's progress
+            // line, then delayed within a quarter's duration, so they spread
+            // over the whole write even when this boot runs slower or faster
+            // than the measured one. A resumed apply prints only the
+            // quarters after its resume point: it is anchored at its start.
+            let quarter = if rng.below(4) == 0 {
+                None
+            } else if nth == 1 {
+                Some(rng.below(4) as usize)
+            } else {
+                Some(0)
+            };
+            let window = match quarter {
+                None => self.verify_window,
+                Some(_) if nth > 1 => self.write_window / 2,
+                Some(_) => self.write_window / 4,
+            };
+            let delay = Duration::from_millis(rng.below(window.as_millis().max(1) as u64));
             let mut c = self.boot_with_v2(&format!("cut-{run}-{nth}"), &disk)?;
-            expect(&mut c, &[&format!("applying update {V2}")])?;
-            let anchor = Instant::now();
-            // The injected fault: power goes away `delay` into the apply.
+            let applying = expect(&mut c, &[&format!("applying update {V2}")])?[0].1;
+            if let Some(q) = quarter {
+                let anchors = [
+                    "image verified; writing",
+                    "write: 25%",
+                    "write: 50%",
+                    "write: 75%",
+                ];
+                expect(&mut c, &[anchors[q]])?;
+            }
+            // The injected fault: power goes away `delay` after the anchor.
             std::thread::sleep(delay);
             let lines = c.lines();
             drop(c); // SIGKILL: the guest's RAM, caches and queued I/O are gone
-            let cut_at = anchor.elapsed().as_secs_f64();
+            let cut_at = applying.elapsed().as_secs_f64();
             let upd: Vec<&String> = lines
                 .iter()
                 .filter(|l| l.starts_with("fwpack-updater: "))
@@ -657,9 +718,9 @@ impl<'a> BoardRun<'a> {
                 .unwrap_or_default();
             let written_seen = upd
                 .iter()
+                .rev()
                 .filter_map(|l| l.strip_prefix("fwpack-updater: write: "))
-                .filter_map(|l| progress_done(l))
-                .last()
+                .find_map(progress_done)
                 .unwrap_or(0);
             let finished = lines.iter().any(|l| l.contains("rebooting into it"));
             let st = self.check_invariants(&disk)?;
@@ -683,7 +744,8 @@ impl<'a> BoardRun<'a> {
                 cut_at,
                 row.phase,
                 row.b_state,
-                row.journal_done.map_or("idle".into(), |d| format!("{d} bytes durable")),
+                row.journal_done
+                    .map_or("idle".into(), |d| format!("{d} bytes durable")),
             ));
             let pending_b = st["pending"] == "B";
             // Complete but not pending: the cut fell between the two
@@ -692,7 +754,7 @@ impl<'a> BoardRun<'a> {
             // lost, so the row says so.
             let stranded = !pending_b && row.b_state == "complete";
             if nth < times && !pending_b && !stranded && !finished {
-                row.outcome = "cut again while resuming".into();
+                row.outcome = "cut again during the next apply".into();
                 rows.push(row);
                 continue;
             }
@@ -729,7 +791,9 @@ impl<'a> BoardRun<'a> {
                     row.rewritten = bytes_written(&applied[0].0);
                     row.outcome = match row.resumed_at {
                         Some(s) if s > 0 => "resumed, completed".into(),
-                        _ if row.b_state == "empty" => "started over (nothing written), completed".into(),
+                        _ if row.b_state == "empty" => {
+                            "started over (nothing written), completed".into()
+                        }
                         _ => "restarted from 0, completed".into(),
                     };
                     expect(&mut c, &["rebooting into it"])?;
@@ -778,6 +842,7 @@ impl<'a> BoardRun<'a> {
             if finished {
                 row.outcome = "late: the apply finished before the cut".into();
             }
+            self.say(&format!("run {run}: {}", row.outcome));
             rows.push(row);
         }
         let _ = fs::remove_file(&disk);
@@ -816,8 +881,9 @@ fn want_bool(st: &Value, key: &str, v: bool) -> Result<()> {
     Ok(())
 }
 
-/// First byte at which the disk (from `offset`) differs from `image`.
-fn first_difference(disk: &Path, offset: u64, image: &Path) -> Result<Option<u64>> {
+/// First byte at which the disk (from `offset`) differs from `image`,
+/// looking at no more than `limit` bytes.
+fn first_difference(disk: &Path, offset: u64, image: &Path, limit: u64) -> Result<Option<u64>> {
     use std::io::{Seek, SeekFrom};
     let mut d = fs::File::open(disk)?;
     d.seek(SeekFrom::Start(offset))?;
@@ -825,7 +891,8 @@ fn first_difference(disk: &Path, offset: u64, image: &Path) -> Result<Option<u64
     let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     let mut pos = 0u64;
     loop {
-        let n = read_full(&mut i, &mut a)?;
+        let want = (limit - pos).min(a.len() as u64) as usize;
+        let n = read_full(&mut i, &mut a[..want])?;
         if n == 0 {
             return Ok(None);
         }
@@ -871,17 +938,24 @@ fn bytes_written(line: &str) -> Option<u64> {
 }
 
 fn line_tail(l: &str) -> String {
-    l.split_once(": version").map_or(l.to_string(), |(_, t)| format!("version{t}"))
+    l.split_once(": version")
+        .map_or(l.to_string(), |(_, t)| format!("version{t}"))
 }
 
 fn shorten(s: &str) -> String {
     let s = s
-        .replace("signature ok; verifying every block of the image", "verify start")
+        .replace(
+            "signature ok; verifying every block of the image",
+            "verify start",
+        )
         .replace("image verified; writing", "write start")
         .replace("data written and synced; committing", "committing");
     let s = s.split(" (").next().unwrap_or(&s).to_string();
     if s.len() > 44 {
-        format!("{}…", &s[..s.char_indices().nth(43).map_or(s.len(), |(i, _)| i)])
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(43).map_or(s.len(), |(i, _)| i)]
+        )
     } else {
         s
     }
@@ -897,7 +971,11 @@ fn mib(b: u64) -> String {
 
 fn summary(reports: &[BoardReport], total: f64, opts: &Opts) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "\n=== fwpack e2e summary (seed {:#x}, blob {} MiB) ===", opts.seed, opts.blob_mib);
+    let _ = writeln!(
+        s,
+        "\n=== fwpack e2e summary (seed {:#x}, blob {} MiB) ===",
+        opts.seed, opts.blob_mib
+    );
     for r in reports {
         let _ = writeln!(s, "\n{} ({:.0} s)", r.name, r.secs);
         for (step, secs) in &r.story {
@@ -907,7 +985,16 @@ fn summary(reports: &[BoardReport], total: f64, opts: &Opts) -> String {
     let _ = writeln!(
         s,
         "\n{:<13} {:>3} {:>3} {:>7}  {:<30} {:>8} {:>8} {:>9} {:>8} {:>9}  outcome",
-        "board", "run", "cut", "cut s", "landed at", "seen MiB", "jrnl MiB", "B state", "skip MiB", "rewr MiB"
+        "board",
+        "run",
+        "cut",
+        "cut s",
+        "landed at",
+        "seen MiB",
+        "jrnl MiB",
+        "B state",
+        "skip MiB",
+        "rewr MiB"
     );
     let opt = |v: Option<u64>| v.map_or("-".to_string(), mib);
     for row in reports.iter().flat_map(|r| &r.rows) {
@@ -928,14 +1015,20 @@ fn summary(reports: &[BoardReport], total: f64, opts: &Opts) -> String {
         );
     }
     let rows: Vec<&CutRow> = reports.iter().flat_map(|r| &r.rows).collect();
-    let cuts = rows.iter().filter(|r| !r.outcome.starts_with("late")).count();
+    let cuts = rows
+        .iter()
+        .filter(|r| !r.outcome.starts_with("late"))
+        .count();
     let count = |p: &str| rows.iter().filter(|r| r.outcome.starts_with(p)).count();
     let bricked = rows.iter().filter(|r| !r.ok).count()
-        + reports.iter().filter(|r| !r.failures.is_empty() && r.rows.is_empty()).count();
+        + reports
+            .iter()
+            .filter(|r| !r.failures.is_empty() && r.rows.is_empty())
+            .count();
     let _ = writeln!(
         s,
         "\ncuts: {cuts} (late, apply already done: {}); recovered by resuming: {}, by restarting: {}, \
-         apply had completed: {}, old slot booted (update gone): {}, cut again while resuming: {}, \
+         apply had completed: {}, old slot booted (update gone): {}, cut again during the next apply: {}, \
          B complete but not pending: {}; bricked or mixed: {bricked}; total {:.0} s",
         count("late"),
         count("resumed"),

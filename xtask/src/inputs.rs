@@ -68,10 +68,7 @@ pub fn fetch(board: &str) -> Result<BoardInputs> {
         ),
         "qemu-aarch64" => (Some(arm64()?), None, false, true),
         "qemu-x86_64" => (
-            Some(
-                kernels::amd64_cloud()
-                    .context("Debian cloud kernel (linux-image-cloud-amd64)")?,
-            ),
+            Some(kernels::amd64_cloud().context("Debian cloud kernel (linux-image-cloud-amd64)")?),
             None,
             false,
             false,
@@ -189,9 +186,14 @@ impl Build<'_> {
         for i in &self.include_images {
             c.arg("--include-image").arg(i);
         }
-        c.args(["--version", &self.version.to_string(), "--label", &self.label])
-            .arg("--key")
-            .arg(self.key);
+        c.args([
+            "--version",
+            &self.version.to_string(),
+            "--label",
+            &self.label,
+        ])
+        .arg("--key")
+        .arg(self.key);
         c
     }
 

@@ -117,7 +117,9 @@ mod tests {
         let a = args(&m);
         assert_eq!(a.matches("-device nvme,").count(), 1, "{a}");
         assert!(
-            a.contains("file=/sd.img,format=raw,cache=none -device nvme-ns,drive=disk0,bus=nvme0,nsid=1"),
+            a.contains(
+                "file=/sd.img,format=raw,cache=none -device nvme-ns,drive=disk0,bus=nvme0,nsid=1"
+            ),
             "{a}"
         );
         assert!(a.contains("drive=disk1,bus=nvme0,nsid=2"), "{a}");

@@ -13,11 +13,7 @@ fn raspi_firmware_holds_the_videocore_boot_files() {
         return;
     }
     let dir = testkit::kernels::raspi_firmware().unwrap();
-    assert!(
-        dir.ends_with("usr/lib/raspi-firmware"),
-        "{}",
-        dir.display()
-    );
+    assert!(dir.ends_with("usr/lib/raspi-firmware"), "{}", dir.display());
     for (name, min) in [
         ("bootcode.bin", 16 << 10),
         ("start.elf", 1 << 20),

@@ -85,7 +85,9 @@ fn dir_name(version: &str) -> String {
 fn resolve(f: &Flavour) -> Result<String> {
     f.apt.prepare()?;
     let AptConfig::Private { dir, .. } = &f.apt else {
-        return Err(Error::Other("raspi-firmware needs the private apt config".into()));
+        return Err(Error::Other(
+            "raspi-firmware needs the private apt config".into(),
+        ));
     };
     // Lists fetched before the component was added lack it.
     let has_component = fs::read_dir(dir.join("lists"))
