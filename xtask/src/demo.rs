@@ -27,8 +27,18 @@ use crate::inputs::{self, Build};
 
 const WAIT: Duration = Duration::from_secs(300);
 
+/// Bold on a terminal, plain in a log.
+fn bold(text: &str) -> String {
+    // SAFETY: isatty only inspects the file descriptor.
+    if unsafe { libc::isatty(1) } == 1 {
+        format!("\x1b[1m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
 fn step(n: u32, what: &str) {
-    println!("\n\x1b[1m==> [{n}/5] {what}\x1b[0m");
+    println!("\n{}", bold(&format!("==> [{n}/5] {what}")));
 }
 
 pub fn run(sh: &Shell) -> Result<()> {
@@ -176,10 +186,11 @@ pub fn run(sh: &Shell) -> Result<()> {
         bail!("fwpack status failed");
     }
 
-    println!(
-        "\n\x1b[1m==> done in {:.0} s. Artifacts:\x1b[0m",
+    let done = format!(
+        "==> done in {:.0} s. Artifacts:",
         t0.elapsed().as_secs_f64()
     );
+    println!("\n{}", bold(&done));
     println!(
         "rpi-zero2w (write sdcard.img to a micro-SD card: dd if=… of=/dev/sdX bs=4M conv=fsync):"
     );

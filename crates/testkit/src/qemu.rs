@@ -66,6 +66,9 @@ pub struct Console {
     cursor: usize,
     log: PathBuf,
     status: Option<ExitStatus>,
+    /// Joined once the process has exited, so its last stderr lines are in
+    /// the log before an error names the log.
+    stderr_pump: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Console {
@@ -95,7 +98,7 @@ impl Console {
             let (s, l) = (shared.clone(), log_file.clone());
             std::thread::spawn(move || pump_stdout(out, &s, &l));
         }
-        if let Some(err) = child.stderr.take() {
+        let stderr_pump = child.stderr.take().map(|err| {
             let l = log_file.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -103,8 +106,8 @@ impl Console {
                         let _ = writeln!(f, "[stderr] {line}");
                     }
                 }
-            });
-        }
+            })
+        });
         let stdin = child.stdin.take();
         Ok(Console {
             child,
@@ -113,6 +116,7 @@ impl Console {
             cursor: 0,
             log,
             status: None,
+            stderr_pump,
         })
     }
 
@@ -157,6 +161,9 @@ impl Console {
             if st.eof {
                 drop(st);
                 let status = self.reap(Duration::from_secs(5));
+                if let Some(pump) = self.stderr_pump.take() {
+                    let _ = pump.join();
+                }
                 return Err(WaitError::Exited {
                     pattern: pattern.into(),
                     status,
