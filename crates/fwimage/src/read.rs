@@ -13,7 +13,7 @@ pub struct ImageHead {
     pub header: Header,
     pub segments: Vec<Segment>,
     pub slots: Vec<Option<SigSlot>>,
-    /// Bytes `[0, sig_offset)`: exactly what the signature covers. The CRC
+    /// Bytes `[0, sig_offset)`: the image head, which the signature covers through its SHA-256. The CRC
     /// table is read from here rather than copied, so the head costs one
     /// byte of memory per byte of head (the table is 1/1024 of the image).
     signed: Vec<u8>,
