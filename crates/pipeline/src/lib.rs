@@ -25,7 +25,7 @@ pub enum Error {
     Tool { tool: String, message: String },
     #[error("missing input: {0}")]
     MissingInput(String),
-    #[error("ELF check failed: {0}")]
+    #[error("ELF check failed")]
     Elf(#[from] elfcheck::Error),
     #[error(transparent)]
     Image(#[from] fwimage::Error),
@@ -100,7 +100,14 @@ pub fn check_elves(
     files: &[PathBuf],
     on: &mut dyn FnMut(Event),
 ) -> Result<(), Error> {
-    let policy = elfcheck::Policy {
+    let policy = elf_policy(board)?;
+    announce_elf_check(board, files.len(), on);
+    let reports = elfcheck::check_files(files, &policy)?;
+    pass_or_refuse(&reports, on)
+}
+
+fn elf_policy(board: &Board) -> Result<elfcheck::Policy, Error> {
+    Ok(elfcheck::Policy {
         machine: Some(board.updater.machine.parse().map_err(
             |e: elfcheck::ParseMachineError| Error::Tool {
                 tool: "board config".into(),
@@ -110,24 +117,26 @@ pub fn check_elves(
         size_budget: Some(board.updater.size_budget),
         require_stripped: board.updater.require_stripped,
         require_static: true,
-    };
+    })
+}
+
+fn announce_elf_check(board: &Board, count: usize, on: &mut dyn FnMut(Event)) {
     on(Event::Step {
         step: "check-elf",
-        detail: format!(
-            "{} file(s) against {} policy",
-            files.len(),
-            board.updater.machine
-        ),
+        detail: format!("{count} file(s) against {} policy", board.updater.machine),
     });
-    let reports = elfcheck::check_files(files, &policy)?;
-    for r in &reports {
+}
+
+/// Warnings become events; any error refuses the whole batch.
+fn pass_or_refuse(reports: &[elfcheck::Report], on: &mut dyn FnMut(Event)) -> Result<(), Error> {
+    for r in reports {
         for w in r.warnings() {
             on(Event::Warning {
                 message: format!("{}: {}", r.display_name(), w.message),
             });
         }
     }
-    elfcheck::require_pass(&reports)?;
+    elfcheck::require_pass(reports)?;
     Ok(())
 }
 
@@ -222,7 +231,7 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
             budget,
         });
     }
-    check_archive_elves(board, &initramfs_path, stage, on)?;
+    check_archive_elves(board, &initramfs_path, on)?;
 
     // 3. Boot files.
     on(Event::Step {
@@ -472,20 +481,19 @@ pub fn updater_conf(board: &Board) -> String {
 /// Checks every executable ELF inside the archive, as written: a dynamic
 /// binary slipped into a recipe stops the build here. Kernel modules
 /// (ELF relocatables) are the kernel's business, not this policy's.
+/// Entries are checked in memory and reported under their archive path.
 fn check_archive_elves(
     board: &Board,
     archive: &Path,
-    scratch: &Path,
     on: &mut dyn FnMut(Event),
 ) -> Result<(), Error> {
+    let policy = elf_policy(board)?;
     let f = std::fs::File::open(archive).map_err(|source| Error::Io {
         path: archive.to_path_buf(),
         source,
     })?;
     let mut reader = initramfs::Reader::new(std::io::BufReader::new(f))?;
-    let dir = scratch.join(".elfcheck");
-    mkdir(&dir)?;
-    let mut files = Vec::new();
+    let mut reports = Vec::new();
     while let Some(entry) = reader.next_entry()? {
         if !entry.is_file() {
             continue;
@@ -494,14 +502,13 @@ fn check_archive_elves(
         reader.read_data(&mut data)?;
         let is_exec_elf = data.len() > 18 && data[..4] == *b"\x7fELF" && data[16] != 1;
         if is_exec_elf {
-            let p = dir.join(entry.name.trim_start_matches('/').replace('/', "__"));
-            write(&p, &data)?;
-            files.push(p);
+            let mut report = elfcheck::check_bytes(&data, &policy);
+            report.path = Some(Path::new("/").join(entry.name.trim_start_matches('/')));
+            reports.push(report);
         }
     }
-    let result = check_elves(board, &files, on);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    announce_elf_check(board, reports.len(), on);
+    pass_or_refuse(&reports, on)
 }
 
 mod disk;
