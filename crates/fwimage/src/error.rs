@@ -34,7 +34,7 @@ pub enum Error {
     },
     #[error("image has {extra} bytes after its declared end")]
     TrailingData { extra: u64 },
-    #[error("format version {0} is not supported (this reader knows version 1)")]
+    #[error("{}", unsupported_version(*.0))]
     UnsupportedVersion(u16),
     #[error(
         "image requires features this reader does not understand (must-understand flags {0:#010x})"
@@ -62,6 +62,8 @@ pub enum Error {
     DuplicateSegment(String),
     #[error("non-zero bytes in {0}, which must be zero")]
     NonZeroPadding(&'static str),
+    #[error("invalid chunk entry {index}: {reason}")]
+    BadChunk { index: u64, reason: String },
 
     #[error("image is not signed")]
     Unsigned,
@@ -72,8 +74,10 @@ pub enum Error {
 
     #[error("segment `{segment}`: CRC mismatch in block {block} (data corrupt)")]
     CrcMismatch { segment: String, block: u64 },
-    #[error("segment `{segment}`: SHA-256 mismatch (data corrupt or tampered)")]
-    HashMismatch { segment: String },
+    #[error("index page {page}: SHA-256 does not match the signed head (index corrupt or tampered)")]
+    IndexPageMismatch { page: u64 },
+    #[error("segment `{segment}` chunk {chunk}: SHA-256 of the stored bytes does not match the signed index (data corrupt or tampered)")]
+    ChunkHashMismatch { segment: String, chunk: u64 },
     #[error("segment `{segment}`: decompressed to {actual} bytes, expected {expected}")]
     LengthMismatch {
         segment: String,
@@ -121,15 +125,25 @@ impl Error {
             | SegmentOverlap { .. }
             | TargetOverlap { .. }
             | DuplicateSegment(_)
-            | NonZeroPadding(_) => ErrorClass::Format,
+            | NonZeroPadding(_)
+            | BadChunk { .. } => ErrorClass::Format,
             Unsigned | UntrustedKey { .. } | BadSignature { .. } | Signer(_) => {
                 ErrorClass::Signature
             }
             CrcMismatch { .. }
-            | HashMismatch { .. }
+            | IndexPageMismatch { .. }
+            | ChunkHashMismatch { .. }
             | LengthMismatch { .. }
             | Decompress { .. } => ErrorClass::Integrity,
             InvalidInput { .. } | InputChanged { .. } | Key(_) | NoFreeSlot(_) => ErrorClass::Usage,
         }
+    }
+}
+
+fn unsupported_version(v: u16) -> String {
+    if v == 1 {
+        "format version 1 is no longer supported: re-stamp the payload with this fwpack (format 2 authenticates every chunk before it is written)".into()
+    } else {
+        format!("format version {v} is not supported (this reader knows version 2)")
     }
 }

@@ -4,7 +4,7 @@
 use crate::{Error, Result, BLOCK_SIZE};
 
 pub const MAGIC: [u8; 8] = *b"FWPKIMG\0";
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 pub const HEADER_LEN: usize = 256;
 pub const SEGMENT_ENTRY_LEN: usize = 160;
 pub const SIG_SLOT_LEN: usize = 128;
@@ -12,6 +12,23 @@ pub const NAME_LEN: usize = 32;
 pub const BOARD_LEN: usize = 64;
 pub const LABEL_LEN: usize = 64;
 pub const MAX_SIG_SLOTS: u32 = 8;
+/// Segments per image: enough for every partition of any board, small
+/// enough that the table checks are trivially cheap.
+pub const MAX_SEGMENTS: u32 = 256;
+/// Upper bound of the signed head a reader holds in memory.
+pub const MAX_SIGNED_HEAD: u64 = 1 << 20;
+
+/// Index pages are this long; each one's SHA-256 is in the signed head.
+pub const PAGE_LEN: usize = 4096;
+pub const CHUNK_ENTRY_LEN: usize = 80;
+/// Chunk entries per index page (51 × 80 = 4080; 16 bytes of zero).
+pub const ENTRIES_PER_PAGE: u64 = 51;
+/// CRC entries per index page.
+pub const CRCS_PER_PAGE: u64 = 1024;
+pub const MIN_CHUNK_SHIFT: u8 = 16;
+pub const MAX_CHUNK_SHIFT: u8 = 20;
+/// 256 KiB: see docs/BENCHMARKS.md ("chunk size") for the measurement.
+pub const DEFAULT_CHUNK_SHIFT: u8 = 18;
 
 pub const HASH_SHA256: u8 = 1;
 pub const CRC_CRC32C_CHAIN: u8 = 1;
@@ -83,8 +100,12 @@ pub struct Header {
     pub payload_version: u64,
     pub created: u64,
     pub segment_count: u32,
-    pub crc_count: u64,
+    pub chunk_shift: u8,
     pub sig_slot_count: u32,
+    pub chunk_count: u64,
+    pub crc_count: u64,
+    pub page_count: u64,
+    pub index_offset: u64,
     pub data_offset: u64,
     pub image_len: u64,
     pub board: String,
@@ -92,18 +113,31 @@ pub struct Header {
 }
 
 impl Header {
+    pub fn chunk_size(&self) -> u64 {
+        1u64 << self.chunk_shift
+    }
     pub fn table_offset(&self) -> u64 {
         HEADER_LEN as u64
     }
-    pub fn crc_offset(&self) -> u64 {
+    pub fn page_hash_offset(&self) -> u64 {
         HEADER_LEN as u64 + u64::from(self.segment_count) * SEGMENT_ENTRY_LEN as u64
     }
-    /// End of the signed range: everything before the signature slots.
+    /// End of the signed head: everything before the signature slots.
     pub fn sig_offset(&self) -> u64 {
-        self.crc_offset() + self.crc_count * 4
+        self.page_hash_offset() + self.page_count * 32
     }
     pub fn sig_end(&self) -> u64 {
         self.sig_offset() + u64::from(self.sig_slot_count) * SIG_SLOT_LEN as u64
+    }
+    /// Index pages holding chunk entries; the CRC pages follow them.
+    pub fn chunk_pages(&self) -> u64 {
+        self.chunk_count.div_ceil(ENTRIES_PER_PAGE)
+    }
+    pub fn crc_pages(&self) -> u64 {
+        self.crc_count.div_ceil(CRCS_PER_PAGE)
+    }
+    pub fn page_offset(&self, page: u64) -> u64 {
+        self.index_offset + page * PAGE_LEN as u64
     }
 
     pub fn encode(&self) -> [u8; HEADER_LEN] {
@@ -121,15 +155,16 @@ impl Header {
         put64(&mut b, 32, self.created);
         put32(&mut b, 40, self.segment_count);
         put32(&mut b, 44, SEGMENT_ENTRY_LEN as u32);
-        put64(&mut b, 48, self.crc_offset());
-        put64(&mut b, 56, self.crc_count);
-        put64(&mut b, 64, self.sig_offset());
-        put32(&mut b, 72, self.sig_slot_count);
-        put32(&mut b, 76, SIG_SLOT_LEN as u32);
-        put64(&mut b, 80, self.data_offset);
-        put64(&mut b, 88, self.image_len);
-        put_str(&mut b[96..96 + BOARD_LEN], &self.board);
-        put_str(&mut b[160..160 + LABEL_LEN], &self.version_label);
+        b[48] = self.chunk_shift;
+        put32(&mut b, 52, self.sig_slot_count);
+        put64(&mut b, 56, self.chunk_count);
+        put64(&mut b, 64, self.crc_count);
+        put64(&mut b, 72, self.index_offset);
+        put64(&mut b, 80, self.page_count);
+        put64(&mut b, 88, self.data_offset);
+        put64(&mut b, 96, self.image_len);
+        put_str(&mut b[104..104 + BOARD_LEN], &self.board);
+        put_str(&mut b[168..168 + LABEL_LEN], &self.version_label);
         let crc = crc32c::crc32c(&b[..HEADER_CRC_OFFSET]);
         put32(&mut b, HEADER_CRC_OFFSET, crc);
         b
@@ -179,8 +214,8 @@ impl Header {
             u64::from(get32(b, 44)),
             SEGMENT_ENTRY_LEN as u64,
         )?;
-        expect_eq("sig_slot_len", u64::from(get32(b, 76)), SIG_SLOT_LEN as u64)?;
-        if b[224..HEADER_CRC_OFFSET].iter().any(|&x| x != 0) {
+        if b[49..52].iter().any(|&x| x != 0) || b[232..HEADER_CRC_OFFSET].iter().any(|&x| x != 0)
+        {
             return Err(Error::NonZeroPadding("header reserved bytes"));
         }
 
@@ -191,18 +226,34 @@ impl Header {
             payload_version: get64(b, 24),
             created: get64(b, 32),
             segment_count: get32(b, 40),
-            crc_count: get64(b, 56),
-            sig_slot_count: get32(b, 72),
-            data_offset: get64(b, 80),
-            image_len: get64(b, 88),
-            board: get_str(&b[96..96 + BOARD_LEN], "board")?,
-            version_label: get_str(&b[160..160 + LABEL_LEN], "version_label")?,
+            chunk_shift: b[48],
+            sig_slot_count: get32(b, 52),
+            chunk_count: get64(b, 56),
+            crc_count: get64(b, 64),
+            index_offset: get64(b, 72),
+            page_count: get64(b, 80),
+            data_offset: get64(b, 88),
+            image_len: get64(b, 96),
+            board: get_str(&b[104..104 + BOARD_LEN], "board")?,
+            version_label: get_str(&b[168..168 + LABEL_LEN], "version_label")?,
         };
         if h.board.is_empty() {
             return Err(bad("board", "empty"));
         }
-        if h.segment_count == 0 {
-            return Err(bad("segment_count", "image has no segments"));
+        if !(MIN_CHUNK_SHIFT..=MAX_CHUNK_SHIFT).contains(&h.chunk_shift) {
+            return Err(bad(
+                "chunk_shift",
+                format!(
+                    "{} (must be {MIN_CHUNK_SHIFT}..={MAX_CHUNK_SHIFT})",
+                    h.chunk_shift
+                ),
+            ));
+        }
+        if h.segment_count == 0 || h.segment_count > MAX_SEGMENTS {
+            return Err(bad(
+                "segment_count",
+                format!("{} (must be 1..={MAX_SEGMENTS})", h.segment_count),
+            ));
         }
         if h.sig_slot_count == 0 || h.sig_slot_count > MAX_SIG_SLOTS {
             return Err(bad(
@@ -222,10 +273,10 @@ impl Header {
                 }
             });
         }
-        if u64::from(h.segment_count) > file_len / SEGMENT_ENTRY_LEN as u64 {
+        if h.chunk_count > file_len / CHUNK_ENTRY_LEN as u64 {
             return Err(truncated(
-                "segment table",
-                u64::from(h.segment_count).saturating_mul(SEGMENT_ENTRY_LEN as u64),
+                "chunk index",
+                h.chunk_count.saturating_mul(CHUNK_ENTRY_LEN as u64),
                 file_len,
             ));
         }
@@ -236,9 +287,22 @@ impl Header {
                 file_len,
             ));
         }
-        expect_eq("crc_offset", get64(b, 48), h.crc_offset())?;
-        expect_eq("sig_offset", get64(b, 64), h.sig_offset())?;
-        expect_eq("data_offset", h.data_offset, align_up(h.sig_end()))?;
+        expect_eq("page_count", h.page_count, h.chunk_pages() + h.crc_pages())?;
+        if h.sig_offset() > MAX_SIGNED_HEAD {
+            return Err(bad(
+                "page_count",
+                format!(
+                    "the signed head would be {} bytes (at most {MAX_SIGNED_HEAD})",
+                    h.sig_offset()
+                ),
+            ));
+        }
+        expect_eq("index_offset", h.index_offset, align_up(h.sig_end()))?;
+        expect_eq(
+            "data_offset",
+            h.data_offset,
+            h.index_offset + h.page_count * PAGE_LEN as u64,
+        )?;
         if h.data_offset > file_len {
             return Err(truncated("image head", h.data_offset, file_len));
         }
@@ -254,7 +318,7 @@ pub struct Segment {
     pub target: String,
     /// Byte offset inside the target at which the raw bytes land.
     pub target_offset: u64,
-    /// Absolute file offset of the stored bytes (multiple of 4096).
+    /// Absolute file offset of the first stored chunk (multiple of 4096).
     pub data_offset: u64,
     pub stored_len: u64,
     /// Length after decompression: what lands on the device.
@@ -264,8 +328,9 @@ pub struct Segment {
     pub crc_blocks: u32,
     pub compression: Compression,
     pub flags: u32,
-    /// SHA-256 of the stored bytes.
-    pub sha256: [u8; 32],
+    /// Index of this segment's first chunk entry.
+    pub first_chunk: u32,
+    pub chunks: u32,
 }
 
 impl Segment {
@@ -281,11 +346,13 @@ impl Segment {
         put32(&mut b, 100, self.crc_blocks);
         b[104] = self.compression.id();
         put32(&mut b, 108, self.flags);
-        b[112..144].copy_from_slice(&self.sha256);
+        put32(&mut b, 112, self.first_chunk);
+        put32(&mut b, 116, self.chunks);
         b
     }
 
-    pub fn decode(b: &[u8], index: usize) -> Result<Self> {
+    /// Decodes one entry; `chunk_size` comes from the (checked) header.
+    pub fn decode(b: &[u8], index: usize, chunk_size: u64) -> Result<Self> {
         let bad = |reason: String| Error::BadSegment { index, reason };
         if b.len() < SEGMENT_ENTRY_LEN {
             return Err(bad("entry truncated".into()));
@@ -296,11 +363,9 @@ impl Segment {
             what: "compression",
             id: b[104],
         })?;
-        if b[105..108].iter().any(|&x| x != 0) || b[144..160].iter().any(|&x| x != 0) {
+        if b[105..108].iter().any(|&x| x != 0) || b[120..160].iter().any(|&x| x != 0) {
             return Err(Error::NonZeroPadding("segment entry reserved bytes"));
         }
-        let mut sha256 = [0u8; 32];
-        sha256.copy_from_slice(&b[112..144]);
         let seg = Segment {
             name,
             target,
@@ -312,7 +377,8 @@ impl Segment {
             crc_blocks: get32(b, 100),
             compression,
             flags: get32(b, 108),
-            sha256,
+            first_chunk: get32(b, 112),
+            chunks: get32(b, 116),
         };
         validate_name("segment name", &seg.name).map_err(|e| bad(e.to_string()))?;
         validate_name("segment target", &seg.target).map_err(|e| bad(e.to_string()))?;
@@ -331,8 +397,17 @@ impl Segment {
                 seg.crc_blocks, seg.raw_len
             )));
         }
+        if u64::from(seg.chunks) != seg.raw_len.div_ceil(chunk_size) {
+            return Err(bad(format!(
+                "chunks {} does not match raw length {}",
+                seg.chunks, seg.raw_len
+            )));
+        }
         if seg.compression == Compression::None && seg.stored_len != seg.raw_len {
             return Err(bad("uncompressed segment with stored != raw length".into()));
+        }
+        if seg.stored_len < u64::from(seg.chunks) {
+            return Err(bad("stored length shorter than one byte per chunk".into()));
         }
         if !seg.data_offset.is_multiple_of(BLOCK_SIZE as u64) {
             return Err(bad("data offset not 4096-aligned".into()));
@@ -348,6 +423,63 @@ impl Segment {
 
     pub fn data_end(&self) -> Option<u64> {
         self.data_offset.checked_add(self.stored_len)
+    }
+
+    /// Raw length of chunk `i` of this segment.
+    pub fn chunk_raw_len(&self, i: u64, chunk_size: u64) -> u64 {
+        self.raw_len
+            .saturating_sub(i.saturating_mul(chunk_size))
+            .min(chunk_size)
+    }
+}
+
+/// Largest stored length a chunk of `raw` bytes may have: what zstd or
+/// deflate need for incompressible input, with room to spare.
+pub fn max_stored_len(raw: u64) -> u64 {
+    raw + raw / 64 + 1024
+}
+
+/// One chunk's entry in the index (80 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkEntry {
+    pub stored_sha256: [u8; 32],
+    pub raw_sha256: [u8; 32],
+    pub stored_offset: u64,
+    pub stored_len: u32,
+}
+
+impl ChunkEntry {
+    pub fn encode(&self) -> [u8; CHUNK_ENTRY_LEN] {
+        let mut b = [0u8; CHUNK_ENTRY_LEN];
+        b[0..32].copy_from_slice(&self.stored_sha256);
+        b[32..64].copy_from_slice(&self.raw_sha256);
+        put64(&mut b, 64, self.stored_offset);
+        put32(&mut b, 72, self.stored_len);
+        b
+    }
+
+    /// Decodes an entry of an authenticated index page. Field rules that
+    /// need the segment are checked by the caller.
+    pub fn decode(b: &[u8], index: u64) -> Result<Self> {
+        if b.len() < CHUNK_ENTRY_LEN {
+            return Err(Error::BadChunk {
+                index,
+                reason: "entry truncated".into(),
+            });
+        }
+        if b[76..80].iter().any(|&x| x != 0) {
+            return Err(Error::NonZeroPadding("chunk entry reserved bytes"));
+        }
+        let mut stored_sha256 = [0u8; 32];
+        stored_sha256.copy_from_slice(&b[0..32]);
+        let mut raw_sha256 = [0u8; 32];
+        raw_sha256.copy_from_slice(&b[32..64]);
+        Ok(ChunkEntry {
+            stored_sha256,
+            raw_sha256,
+            stored_offset: get64(b, 64),
+            stored_len: get32(b, 72),
+        })
     }
 }
 

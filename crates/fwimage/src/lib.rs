@@ -5,19 +5,28 @@
 //! Invariants this crate upholds:
 //! - Parsing is total: any input gives `Ok` or a typed [`Error`], never a
 //!   panic, and never allocates more than the input's length.
-//! - Nothing in a segment is trusted before the signature over the image
-//!   head (header + segment table + CRC table) has been checked, and no
-//!   compressed byte reaches a decompressor before its segment's SHA-256
-//!   matched the signed table.
-//! - Every byte of a valid image is covered: header, table and CRC table by
-//!   the signature; data by the CRC chain and SHA-256; padding and reserved
-//!   fields must be zero.
+//! - Nothing below the head is used before the signature over it was
+//!   checked ([`Verified`] is the proof the readers take); every index page
+//!   is checked against its signed SHA-256 each time it is read, and every
+//!   stored chunk against its entry's SHA-256 before it is decompressed or
+//!   handed out.
+//! - Nothing is read from a source twice: a chunk is read once into our own
+//!   buffer, authenticated, then used from there ([`ChunkReader`]).
+//! - Every byte of a valid image is covered: the head by the signature, the
+//!   index by the page hashes, data by the chunk hashes (and the CRC chain);
+//!   padding and reserved fields must be zero.
+//! - Memory is constant in the image size: the signed head (≤ 1 MiB, about
+//!   1/128 of the index), one index page of each kind, one chunk.
 
 mod crc;
+mod decode;
 mod error;
+mod index;
 mod keys;
 mod layout;
 mod read;
+mod source;
+mod stream;
 mod verify;
 #[cfg(feature = "write")]
 mod write;
@@ -25,12 +34,17 @@ mod write;
 pub use crc::{crc_chain, CrcChain, BLOCK_SIZE};
 pub use error::{Error, ErrorClass};
 pub use keys::{parse_public_key, KeyId, TrustedKeys};
+pub use index::{check_entry, Index, Verified};
 pub use layout::{
-    Compression, Header, Segment, SigSlot, COMPAT_REPRODUCIBLE, FORMAT_VERSION, HEADER_LEN,
-    INCOMPAT_COMPRESSED, MAGIC, MAX_SIG_SLOTS, NAME_LEN, SEGMENT_ENTRY_LEN, SIG_SLOT_LEN,
+    max_stored_len, ChunkEntry, Compression, Header, Segment, SigSlot, CHUNK_ENTRY_LEN,
+    COMPAT_REPRODUCIBLE, CRCS_PER_PAGE, DEFAULT_CHUNK_SHIFT, ENTRIES_PER_PAGE, FORMAT_VERSION,
+    HEADER_LEN, INCOMPAT_COMPRESSED, MAGIC, MAX_CHUNK_SHIFT, MAX_SEGMENTS, MAX_SIGNED_HEAD,
+    MAX_SIG_SLOTS, MIN_CHUNK_SHIFT, NAME_LEN, PAGE_LEN, SEGMENT_ENTRY_LEN, SIG_SLOT_LEN,
 };
-pub use read::{Crcs, ImageHead, SIGNING_DOMAIN, SIGNING_MESSAGE_LEN};
-pub use verify::{SegmentReader, VerifyReport};
+pub use read::{ImageHead, SIGNING_DOMAIN, SIGNING_MESSAGE_LEN};
+pub use source::{CountingSource, ImageSource, MemSource, SeekSource};
+pub use stream::{ChunkInfo, ChunkReader};
+pub use verify::VerifyReport;
 #[cfg(feature = "write")]
 pub use write::{
     insert_signature, signed_message, ImageBuilder, SegmentSpec, Signer, WriteSummary,

@@ -1,20 +1,20 @@
-//! Writing images (host side). One pass over each input; the head is
-//! written last, once the CRC table and hashes are known, by seeking back.
+//! Writing images (host side). One pass over each input, chunk by chunk;
+//! the head and the index are written last, once every hash is known, by
+//! seeking back.
 
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::layout::{
-    align_up, blocks_for, validate_name, Compression, Header, Segment, SigSlot, BOARD_LEN,
-    COMPAT_REPRODUCIBLE, FORMAT_VERSION, HEADER_LEN, INCOMPAT_COMPRESSED, LABEL_LEN, MAX_SIG_SLOTS,
-    SEGMENT_ENTRY_LEN, SIG_SLOT_LEN,
+    align_up, blocks_for, max_stored_len, validate_name, ChunkEntry, Compression, Header, Segment,
+    SigSlot, BOARD_LEN, COMPAT_REPRODUCIBLE, CRCS_PER_PAGE, DEFAULT_CHUNK_SHIFT, ENTRIES_PER_PAGE,
+    FORMAT_VERSION, INCOMPAT_COMPRESSED, LABEL_LEN, MAX_CHUNK_SHIFT, MAX_SEGMENTS,
+    MAX_SIGNED_HEAD, MAX_SIG_SLOTS, MIN_CHUNK_SHIFT, PAGE_LEN, SIG_SLOT_LEN,
 };
 use crate::read::read_full;
 use crate::{CrcChain, Error, ImageHead, KeyId, Result, BLOCK_SIZE};
-
-const IO_CHUNK: usize = 1 << 20;
 
 /// What goes into one segment.
 #[derive(Clone, Debug)]
@@ -41,6 +41,7 @@ pub struct ImageBuilder<'a> {
     created: u64,
     reproducible: bool,
     sig_slots: u32,
+    chunk_shift: u8,
     segments: Vec<Pending<'a>>,
 }
 
@@ -49,6 +50,10 @@ pub struct ImageBuilder<'a> {
 pub struct WriteSummary {
     pub image_len: u64,
     pub signed_len: u64,
+    pub chunk_size: u64,
+    pub chunks: u64,
+    /// Bytes of head, index and padding: the format's overhead.
+    pub overhead: u64,
     pub segments: Vec<Segment>,
 }
 
@@ -81,6 +86,7 @@ impl<'a> ImageBuilder<'a> {
             created,
             reproducible,
             sig_slots: 2,
+            chunk_shift: DEFAULT_CHUNK_SHIFT,
             segments: Vec::new(),
         })
     }
@@ -102,6 +108,26 @@ impl<'a> ImageBuilder<'a> {
             });
         }
         self.sig_slots = n;
+        Ok(self)
+    }
+
+    /// Raw bytes per chunk: a power of two from 64 KiB to 1 MiB
+    /// (default 256 KiB).
+    pub fn chunk_size(mut self, bytes: u64) -> Result<Self> {
+        let ok = bytes.is_power_of_two()
+            && (MIN_CHUNK_SHIFT..=MAX_CHUNK_SHIFT).contains(&(bytes.trailing_zeros() as u8));
+        if !ok {
+            return Err(Error::InvalidInput {
+                what: "chunk size",
+                value: bytes.to_string(),
+                reason: format!(
+                    "must be a power of two from {} to {} bytes",
+                    1u64 << MIN_CHUNK_SHIFT,
+                    1u64 << MAX_CHUNK_SHIFT
+                ),
+            });
+        }
+        self.chunk_shift = bytes.trailing_zeros() as u8;
         Ok(self)
     }
 
@@ -132,6 +158,9 @@ impl<'a> ImageBuilder<'a> {
         if blocks_for(raw_len) > u64::from(u32::MAX) {
             return Err(bad("payload too large"));
         }
+        if self.segments.len() >= MAX_SEGMENTS as usize {
+            return Err(bad("too many segments"));
+        }
         if self.segments.iter().any(|p| p.spec.name == spec.name) {
             return Err(Error::DuplicateSegment(spec.name));
         }
@@ -154,27 +183,26 @@ impl<'a> ImageBuilder<'a> {
         Ok(())
     }
 
-    /// Streams every segment into `out` and writes the head last.
-    /// `progress` receives raw bytes consumed.
+    /// Streams every segment into `out` and writes the head and index
+    /// last. `progress` receives raw bytes consumed.
     pub fn write<W: Write + Seek>(
         self,
         mut out: W,
         progress: &mut dyn FnMut(u64),
     ) -> Result<WriteSummary> {
+        let too_big = |reason: &str| Error::InvalidInput {
+            what: "image",
+            value: String::new(),
+            reason: reason.into(),
+        };
         if self.segments.is_empty() {
-            return Err(Error::InvalidInput {
-                what: "image",
-                value: String::new(),
-                reason: "no segments".into(),
-            });
+            return Err(too_big("no segments"));
         }
+        let cs = 1u64 << self.chunk_shift;
         let crc_count: u64 = self.segments.iter().map(|p| blocks_for(p.raw_len)).sum();
-        if crc_count > u64::from(u32::MAX) {
-            return Err(Error::InvalidInput {
-                what: "image",
-                value: String::new(),
-                reason: "too many blocks".into(),
-            });
+        let chunk_count: u64 = self.segments.iter().map(|p| p.raw_len.div_ceil(cs)).sum();
+        if crc_count > u64::from(u32::MAX) || chunk_count > u64::from(u32::MAX) {
+            return Err(too_big("too many blocks"));
         }
         let mut header = Header {
             format_version: FORMAT_VERSION,
@@ -187,14 +215,25 @@ impl<'a> ImageBuilder<'a> {
             payload_version: self.payload_version,
             created: self.created,
             segment_count: self.segments.len() as u32,
-            crc_count,
+            chunk_shift: self.chunk_shift,
             sig_slot_count: self.sig_slots,
+            chunk_count,
+            crc_count,
+            page_count: 0,
+            index_offset: 0,
             data_offset: 0,
             image_len: 0,
             board: self.board,
             version_label: self.version_label,
         };
-        header.data_offset = align_up(header.sig_end());
+        header.page_count = header.chunk_pages() + header.crc_pages();
+        if header.sig_offset() > MAX_SIGNED_HEAD {
+            return Err(too_big(
+                "the index needs a signed head over 1 MiB: use a larger chunk size or split the payload",
+            ));
+        }
+        header.index_offset = align_up(header.sig_end());
+        header.data_offset = header.index_offset + header.page_count * PAGE_LEN as u64;
         if self
             .segments
             .iter()
@@ -204,190 +243,181 @@ impl<'a> ImageBuilder<'a> {
         }
 
         let mut crc_table: Vec<u32> = Vec::with_capacity(crc_count as usize);
+        let mut entries: Vec<ChunkEntry> = Vec::with_capacity(chunk_count as usize);
         let mut chain = CrcChain::default();
         let mut segments = Vec::with_capacity(self.segments.len());
         let mut pos = header.data_offset;
         out.seek(SeekFrom::Start(pos))?;
+        let mut enc = Encoder::default();
+        let mut page = crate::crc::PageBuf::new(cs as usize);
+        let raw = page.as_mut();
         for p in self.segments {
             let aligned = align_up(pos);
             out.write_all(&vec![0u8; (aligned - pos) as usize])?;
             pos = aligned;
-            let first_crc = crc_table.len() as u32;
-            let mut counting = HashingWriter {
-                inner: &mut out,
-                sha: Sha256::new(),
-                written: 0,
-            };
+            let (first_crc, first_chunk) = (crc_table.len() as u32, entries.len() as u32);
             let Pending {
                 spec,
                 raw_len,
-                input,
+                mut input,
             } = p;
-            write_segment(
-                &spec,
-                raw_len,
-                input,
-                &mut counting,
-                &mut chain,
-                &mut crc_table,
-                progress,
-            )?;
-            let (sha256, stored_len) = (counting.sha.finalize().into(), counting.written);
+            let start = pos;
+            let mut left = raw_len;
+            while left > 0 {
+                let want = left.min(cs) as usize;
+                let got = read_full(&mut input, &mut raw[..want])?;
+                if got < want {
+                    return Err(Error::InputChanged {
+                        segment: spec.name.clone(),
+                        expected: raw_len,
+                        actual: raw_len - left + got as u64,
+                    });
+                }
+                let chunk = &raw[..want];
+                for block in chunk.chunks(BLOCK_SIZE) {
+                    crc_table.push(chain.push(block));
+                }
+                let raw_sha: [u8; 32] = Sha256::digest(chunk).into();
+                let stored = enc.encode(&spec, chunk, self.chunk_shift)?;
+                let stored_sha = if spec.compression == Compression::None {
+                    raw_sha
+                } else {
+                    Sha256::digest(stored).into()
+                };
+                if stored.len() as u64 > max_stored_len(want as u64) {
+                    return Err(too_big("a chunk did not compress within the format's bound"));
+                }
+                out.write_all(stored)?;
+                entries.push(ChunkEntry {
+                    stored_sha256: stored_sha,
+                    raw_sha256: raw_sha,
+                    stored_offset: pos,
+                    stored_len: stored.len() as u32,
+                });
+                pos += stored.len() as u64;
+                left -= want as u64;
+                progress(want as u64);
+            }
+            // An input that grew while being read would silently lose its tail.
+            if read_full(&mut input, &mut raw[..1])? != 0 {
+                return Err(Error::InputChanged {
+                    segment: spec.name.clone(),
+                    expected: raw_len,
+                    actual: raw_len + 1,
+                });
+            }
             segments.push(Segment {
                 name: spec.name,
                 target: spec.target,
                 target_offset: spec.target_offset,
-                data_offset: pos,
-                stored_len,
+                data_offset: start,
+                stored_len: pos - start,
                 raw_len,
                 first_crc,
                 crc_blocks: blocks_for(raw_len) as u32,
                 compression: spec.compression,
                 flags: 0,
-                sha256,
+                first_chunk,
+                chunks: raw_len.div_ceil(cs) as u32,
             });
-            pos += stored_len;
         }
         header.image_len = pos;
 
-        let mut head = Vec::with_capacity(header.data_offset as usize);
+        let index = index_pages(&entries, &crc_table);
+        debug_assert_eq!(index.len() as u64, header.page_count * PAGE_LEN as u64);
+        let mut head = Vec::with_capacity(header.index_offset as usize);
         head.extend_from_slice(&header.encode());
         for s in &segments {
             head.extend_from_slice(&s.encode());
         }
-        for c in &crc_table {
-            head.extend_from_slice(&c.to_le_bytes());
+        for page in index.chunks(PAGE_LEN) {
+            head.extend_from_slice(&Sha256::digest(page));
         }
         for _ in 0..header.sig_slot_count {
             head.extend_from_slice(&SigSlot::encode(None));
         }
-        head.resize(header.data_offset as usize, 0);
-        debug_assert_eq!(
-            head.len(),
-            HEADER_LEN
-                + segments.len() * SEGMENT_ENTRY_LEN
-                + crc_table.len() * 4
-                + header.sig_slot_count as usize * SIG_SLOT_LEN
-                + (header.data_offset - header.sig_end()) as usize
-        );
+        head.resize(header.index_offset as usize, 0);
+        head.extend_from_slice(&index);
         out.seek(SeekFrom::Start(0))?;
         out.write_all(&head)?;
         out.flush()?;
+        let stored: u64 = segments.iter().map(|s| s.stored_len).sum();
         Ok(WriteSummary {
             image_len: header.image_len,
             signed_len: header.sig_offset(),
+            chunk_size: cs,
+            chunks: chunk_count,
+            overhead: header.image_len - stored,
             segments,
         })
     }
 }
 
-fn write_segment(
-    spec: &SegmentSpec,
-    raw_len: u64,
-    input: Box<dyn Read + '_>,
-    out: &mut dyn Write,
-    chain: &mut CrcChain,
-    crc_table: &mut Vec<u32>,
-    progress: &mut dyn FnMut(u64),
-) -> Result<()> {
-    let mut input = input;
-    let mut enc: Box<dyn WriteFinish + '_> = match spec.compression {
-        Compression::None => Box::new(Plain(out)),
-        Compression::Gzip => Box::new(flate2::GzBuilder::new().write(
-            out,
-            flate2::Compression::new(spec.level.unwrap_or(6).clamp(0, 9) as u32),
-        )),
-        Compression::Zstd => {
-            let mut e = zstd::stream::write::Encoder::new(out, spec.level.unwrap_or(3))?;
-            // Bounds the device-side decoder's window (and so its RAM) to
-            // 1 MiB regardless of level: the Zero 2 W has 512 MB for
-            // everything.
-            e.window_log(20)?;
-            e.include_checksum(false)?;
-            e.include_contentsize(true)?;
-            e.set_pledged_src_size(Some(raw_len))?;
-            Box::new(e)
+/// The index region: chunk pages, then CRC pages (FORMAT.md).
+fn index_pages(entries: &[ChunkEntry], crcs: &[u32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for page in entries.chunks(ENTRIES_PER_PAGE as usize) {
+        let start = out.len();
+        for e in page {
+            out.extend_from_slice(&e.encode());
         }
-    };
-    let mut page = crate::crc::PageBuf::new(IO_CHUNK);
-    let buf = page.as_mut();
-    let mut left = raw_len;
-    while left > 0 {
-        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-        let got = read_full(&mut input, &mut buf[..want])?;
-        if got < want {
-            return Err(Error::InputChanged {
-                segment: spec.name.clone(),
-                expected: raw_len,
-                actual: raw_len - left + got as u64,
-            });
+        out.resize(start + PAGE_LEN, 0);
+    }
+    for page in crcs.chunks(CRCS_PER_PAGE as usize) {
+        let start = out.len();
+        for c in page {
+            out.extend_from_slice(&c.to_le_bytes());
         }
-        for block in buf[..got].chunks(BLOCK_SIZE) {
-            crc_table.push(chain.push(block));
+        out.resize(start + PAGE_LEN, 0);
+    }
+    out
+}
+
+/// Per-chunk encoders, reused across chunks.
+#[derive(Default)]
+struct Encoder {
+    zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
+    buf: Vec<u8>,
+}
+
+impl Encoder {
+    /// The stored form of one chunk: the raw bytes, one gzip member, or
+    /// one zstd frame with content size and checksum and a window no
+    /// larger than the chunk.
+    fn encode<'b>(&'b mut self, spec: &SegmentSpec, raw: &'b [u8], shift: u8) -> Result<&'b [u8]> {
+        match spec.compression {
+            Compression::None => Ok(raw),
+            Compression::Gzip => {
+                self.buf.clear();
+                let level = spec.level.unwrap_or(6).clamp(0, 9) as u32;
+                let mut e = flate2::GzBuilder::new()
+                    .write(std::mem::take(&mut self.buf), flate2::Compression::new(level));
+                e.write_all(raw)?;
+                self.buf = e.finish()?;
+                Ok(&self.buf)
+            }
+            Compression::Zstd => {
+                let level = spec.level.unwrap_or(3);
+                if self.zstd.as_ref().is_none_or(|(l, _)| *l != level) {
+                    let mut c = zstd::bulk::Compressor::new(level)?;
+                    c.include_checksum(true)?;
+                    c.include_contentsize(true)?;
+                    c.window_log(u32::from(shift))?;
+                    self.zstd = Some((level, c));
+                }
+                let Some((_, c)) = self.zstd.as_mut() else {
+                    return Err(Error::InvalidInput {
+                        what: "zstd",
+                        value: String::new(),
+                        reason: "encoder unavailable".into(),
+                    });
+                };
+                self.buf.clear();
+                self.buf.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+                c.compress_to_buffer(raw, &mut self.buf)?;
+                Ok(&self.buf)
+            }
         }
-        enc.write_all(&buf[..got])?;
-        left -= got as u64;
-        progress(got as u64);
-    }
-    // An input that grew while being read would silently lose its tail.
-    if read_full(&mut input, &mut buf[..1])? != 0 {
-        return Err(Error::InputChanged {
-            segment: spec.name.clone(),
-            expected: raw_len,
-            actual: raw_len + 1,
-        });
-    }
-    enc.finish_stream()?;
-    Ok(())
-}
-
-trait WriteFinish: Write {
-    fn finish_stream(self: Box<Self>) -> io::Result<()>;
-}
-
-struct Plain<W>(W);
-impl<W: Write> Write for Plain<W> {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.write(b)
-    }
-    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
-        self.0.write_all(b)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
-}
-impl<W: Write> WriteFinish for Plain<W> {
-    fn finish_stream(mut self: Box<Self>) -> io::Result<()> {
-        self.0.flush()
-    }
-}
-impl<W: Write> WriteFinish for flate2::write::GzEncoder<W> {
-    fn finish_stream(self: Box<Self>) -> io::Result<()> {
-        (*self).finish().map(drop)
-    }
-}
-impl<W: Write> WriteFinish for zstd::stream::write::Encoder<'_, W> {
-    fn finish_stream(self: Box<Self>) -> io::Result<()> {
-        (*self).finish().map(drop)
-    }
-}
-
-struct HashingWriter<W> {
-    inner: W,
-    sha: Sha256,
-    written: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(b)?;
-        self.sha.update(&b[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 

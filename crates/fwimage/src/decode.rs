@@ -1,0 +1,212 @@
+//! Decoding one authenticated compressed chunk, with the limits of
+//! docs/FORMAT.md enforced even though the bytes are signed: a decoder's
+//! memory is bounded by the chunk size whatever the signer did.
+
+use std::io::Read;
+
+use crate::Compression;
+
+const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+
+/// What the frame header of a zstd chunk declares (RFC 8878 §3.1.1.1).
+#[derive(Debug, PartialEq, Eq)]
+struct ZstdFrame {
+    window: u64,
+    content_size: Option<u64>,
+    checksum: bool,
+    dictionary: bool,
+}
+
+fn zstd_frame_header(b: &[u8]) -> Result<ZstdFrame, String> {
+    let short = || "frame header truncated".to_string();
+    let magic = u32::from_le_bytes(b.get(0..4).ok_or_else(short)?.try_into().map_err(|_| short())?);
+    if magic != ZSTD_MAGIC {
+        return Err(format!("not a zstd frame (magic {magic:#010x})"));
+    }
+    let fhd = *b.get(4).ok_or_else(short)?;
+    if fhd & 0x08 != 0 {
+        return Err("reserved bit set in the frame header".into());
+    }
+    let fcs_flag = fhd >> 6;
+    let single = fhd & 0x20 != 0;
+    let checksum = fhd & 0x04 != 0;
+    let did_len = [0usize, 1, 2, 4][usize::from(fhd & 3)];
+    let mut at = 5;
+    let mut window = None;
+    if !single {
+        let wd = *b.get(at).ok_or_else(short)?;
+        at += 1;
+        let log = 10 + u64::from(wd >> 3);
+        let base = 1u64 << log;
+        window = Some(base + (base / 8) * u64::from(wd & 7));
+    }
+    let dictionary = b
+        .get(at..at + did_len)
+        .ok_or_else(short)?
+        .iter()
+        .any(|&x| x != 0);
+    at += did_len;
+    let fcs_len = match (fcs_flag, single) {
+        (0, false) => 0,
+        (0, true) => 1,
+        (1, _) => 2,
+        (2, _) => 4,
+        _ => 8,
+    };
+    let fcs = b.get(at..at + fcs_len).ok_or_else(short)?;
+    let mut v = [0u8; 8];
+    v[..fcs_len].copy_from_slice(fcs);
+    let content_size = match fcs_len {
+        0 => None,
+        2 => Some(u64::from_le_bytes(v) + 256),
+        _ => Some(u64::from_le_bytes(v)),
+    };
+    let window = match window {
+        Some(w) => w,
+        None => content_size.unwrap_or(0),
+    };
+    Ok(ZstdFrame {
+        window,
+        content_size,
+        checksum,
+        dictionary,
+    })
+}
+
+/// A reusable decoder: one zstd frame decoder for the whole image.
+#[derive(Default)]
+pub(crate) struct ChunkDecoder {
+    zstd: Option<ruzstd::decoding::FrameDecoder>,
+}
+
+impl ChunkDecoder {
+    /// Decodes `stored` (one chunk, already authenticated) into `out`,
+    /// whose length is the chunk's raw length. Any deviation from the
+    /// format's rules is an error message.
+    pub(crate) fn decode(
+        &mut self,
+        compression: Compression,
+        stored: &[u8],
+        out: &mut [u8],
+        chunk_size: u64,
+    ) -> Result<(), String> {
+        match compression {
+            Compression::None => {
+                if stored.len() != out.len() {
+                    return Err("stored length differs from raw length".into());
+                }
+                out.copy_from_slice(stored);
+                Ok(())
+            }
+            Compression::Gzip => decode_gzip(stored, out),
+            Compression::Zstd => self.decode_zstd(stored, out, chunk_size),
+        }
+    }
+
+    fn decode_zstd(&mut self, stored: &[u8], out: &mut [u8], chunk_size: u64) -> Result<(), String> {
+        let f = zstd_frame_header(stored)?;
+        if f.dictionary {
+            return Err("zstd frame needs a dictionary".into());
+        }
+        if f.window > chunk_size {
+            return Err(format!(
+                "zstd frame declares a {} byte window, more than the {chunk_size} byte chunk",
+                f.window
+            ));
+        }
+        match f.content_size {
+            Some(n) if n == out.len() as u64 => {}
+            Some(n) => {
+                return Err(format!(
+                    "zstd frame declares {n} bytes of content, the chunk has {}",
+                    out.len()
+                ))
+            }
+            None => return Err("zstd frame does not declare its content size".into()),
+        }
+        if !f.checksum {
+            return Err("zstd frame has no content checksum".into());
+        }
+        let dec = self.zstd.get_or_insert_with(ruzstd::decoding::FrameDecoder::new);
+        let mut input = stored;
+        dec.reset(&mut input).map_err(|e| e.to_string())?;
+        let mut pos = 0;
+        loop {
+            let finished = dec
+                .decode_blocks(
+                    &mut input,
+                    ruzstd::decoding::BlockDecodingStrategy::UptoBytes(128 << 10),
+                )
+                .map_err(|e| e.to_string())?;
+            loop {
+                let n = dec.read(&mut out[pos..]).map_err(|e| e.to_string())?;
+                pos += n;
+                if n == 0 {
+                    break;
+                }
+            }
+            if dec.can_collect() != 0 {
+                return Err("zstd frame decodes to more than the chunk's raw length".into());
+            }
+            if finished {
+                break;
+            }
+        }
+        if pos != out.len() {
+            return Err(format!(
+                "zstd frame decodes to {pos} bytes, the chunk has {}",
+                out.len()
+            ));
+        }
+        if !input.is_empty() {
+            return Err(format!("{} bytes after the zstd frame", input.len()));
+        }
+        match (dec.get_checksum_from_data(), dec.get_calculated_checksum()) {
+            (Some(a), Some(b)) if a == b => Ok(()),
+            _ => Err("zstd content checksum mismatch".into()),
+        }
+    }
+}
+
+fn decode_gzip(stored: &[u8], out: &mut [u8]) -> Result<(), String> {
+    let mut d = flate2::bufread::GzDecoder::new(stored);
+    let n = crate::read::read_full(&mut d, out).map_err(|e| e.to_string())?;
+    if n != out.len() {
+        return Err(format!("gzip member decodes to {n} bytes, the chunk has {}", out.len()));
+    }
+    let mut probe = [0u8; 1];
+    // Reading to the end also checks the member's CRC32 and ISIZE.
+    if d.read(&mut probe).map_err(|e| e.to_string())? != 0 {
+        return Err("gzip member decodes to more than the chunk's raw length".into());
+    }
+    let rest = d.into_inner();
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the gzip member", rest.len()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_header_fields() {
+        // Single segment, checksum, 1-byte content size 100.
+        let f = zstd_frame_header(&[0x28, 0xB5, 0x2F, 0xFD, 0x24, 100]).unwrap();
+        assert_eq!(
+            f,
+            ZstdFrame {
+                window: 100,
+                content_size: Some(100),
+                checksum: true,
+                dictionary: false
+            }
+        );
+        // Window descriptor: exponent 21 → 2 GiB window.
+        let f = zstd_frame_header(&[0x28, 0xB5, 0x2F, 0xFD, 0x84, 21 << 3, 0, 0, 0, 1]).unwrap();
+        assert_eq!(f.window, 1 << 31);
+        assert!(zstd_frame_header(&[0x28, 0xB5, 0x2F]).is_err());
+        assert!(zstd_frame_header(&[0, 0, 0, 0, 0, 0]).is_err());
+    }
+}

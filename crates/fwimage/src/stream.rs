@@ -1,0 +1,231 @@
+//! One pass over the chunks of an authenticated image: each stored chunk
+//! is read once into our own buffer, checked against its signed hash, and
+//! only then decoded and handed out. This is what a device writes from.
+
+use sha2::{Digest, Sha256};
+
+use crate::decode::ChunkDecoder;
+use crate::index::{check_entry, Index, Verified};
+use crate::layout::{max_stored_len, Compression};
+use crate::{CrcChain, Error, ImageHead, ImageSource, Result, BLOCK_SIZE};
+
+/// Where one chunk handed out by [`ChunkReader::next_chunk`] belongs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkInfo {
+    pub segment: usize,
+    /// Chunk number inside the segment.
+    pub chunk: u64,
+    /// Offset of its first raw byte inside the segment.
+    pub raw_offset: u64,
+    pub raw_len: usize,
+    /// The signed SHA-256 of its raw bytes (for read-back checks).
+    pub raw_sha256: [u8; 32],
+}
+
+/// Streams authenticated raw chunks in file order.
+pub struct ChunkReader<'h, S> {
+    head: &'h ImageHead,
+    src: S,
+    index: Index<'h>,
+    seg: usize,
+    chunk: u64,
+    /// Where the next chunk's stored bytes must start.
+    stored_pos: u64,
+    /// End of the bytes already checked in file order, when reading
+    /// sequentially from a segment start (for the zero-padding rule).
+    file_pos: Option<u64>,
+    chain: CrcChain,
+    stored: Vec<u8>,
+    decoder: ChunkDecoder,
+    /// Also hash decoded bytes against `raw_sha256` (full verification).
+    check_raw: bool,
+    /// Stored and padding bytes read from the source.
+    pub data_bytes_read: u64,
+}
+
+impl<'h, S: ImageSource> ChunkReader<'h, S> {
+    /// A reader from the first chunk of the image.
+    pub fn new(v: &Verified<'h>, src: S) -> Result<Self> {
+        Self::start_at(v, src, 0, 0)
+    }
+
+    /// A reader starting at raw offset `raw_offset` of segment `seg`, which
+    /// must be a chunk boundary (or the segment's end).
+    pub fn start_at(v: &Verified<'h>, mut src: S, seg: usize, raw_offset: u64) -> Result<Self> {
+        let head = v.head;
+        let cs = head.header.chunk_size();
+        let mut index = Index::new(v);
+        let (mut seg, mut chunk) = (seg, raw_offset / cs);
+        let bad_start = || Error::InvalidInput {
+            what: "start position",
+            value: format!("segment {seg}, offset {raw_offset}"),
+            reason: "not a chunk boundary of the image".into(),
+        };
+        let s = head.segments.get(seg).ok_or_else(bad_start)?;
+        if raw_offset > s.raw_len || (raw_offset % cs != 0 && raw_offset != s.raw_len) {
+            return Err(bad_start());
+        }
+        if raw_offset == s.raw_len {
+            seg += 1;
+            chunk = 0;
+        }
+        let (stored_pos, file_pos, chain) = match head.segments.get(seg) {
+            None => (head.header.image_len, None, CrcChain::default()),
+            Some(s) if chunk == 0 && seg == 0 => {
+                (s.data_offset, Some(head.header.data_offset), CrcChain::default())
+            }
+            Some(s) => {
+                let pos = if chunk == 0 {
+                    s.data_offset
+                } else {
+                    let k = u64::from(s.first_chunk) + chunk;
+                    let e = index.chunk(&mut src, k)?;
+                    check_entry(head, seg, chunk, &e, None)?;
+                    e.stored_offset
+                };
+                let seed = index.crc_before(&mut src, seg, chunk * cs / BLOCK_SIZE as u64)?;
+                (pos, None, CrcChain::resume(seed))
+            }
+        };
+        let max_stored = max_stored_len(cs) as usize;
+        Ok(ChunkReader {
+            head,
+            src,
+            index,
+            seg,
+            chunk,
+            stored_pos,
+            file_pos,
+            chain,
+            stored: vec![0u8; max_stored],
+            decoder: ChunkDecoder::default(),
+            check_raw: false,
+            data_bytes_read: 0,
+        })
+    }
+
+    /// Also check every decoded chunk against its raw SHA-256 (a second
+    /// hash over compressed segments; `fwpack verify` wants it, a device
+    /// relies on the CRC chain for the decoder's output).
+    pub fn check_raw_hashes(mut self, yes: bool) -> Self {
+        self.check_raw = yes;
+        self
+    }
+
+    /// Index bytes read so far.
+    pub fn index_bytes_read(&self) -> u64 {
+        self.index.bytes_read
+    }
+
+    pub fn source_mut(&mut self) -> &mut S {
+        &mut self.src
+    }
+
+    /// Authenticates and decodes the next chunk into `out[..raw_len]`
+    /// (`out` must hold a whole chunk). `None` once every chunk was handed
+    /// out and the padding after the last was checked.
+    pub fn next_chunk(&mut self, out: &mut [u8]) -> Result<Option<ChunkInfo>> {
+        let head = self.head;
+        let cs = head.header.chunk_size();
+        let Some(s) = head.segments.get(self.seg) else {
+            return Ok(None);
+        };
+        if self.chunk == 0 {
+            self.check_gap(s.data_offset)?;
+        }
+        let i = self.chunk;
+        let k = u64::from(s.first_chunk) + i;
+        let e = self.index.chunk(&mut self.src, k)?;
+        check_entry(head, self.seg, i, &e, Some(self.stored_pos))?;
+        let raw_len = s.chunk_raw_len(i, cs) as usize;
+        if out.len() < raw_len {
+            return Err(Error::InvalidInput {
+                what: "buffer length",
+                value: out.len().to_string(),
+                reason: format!("must hold a whole chunk ({cs} bytes)"),
+            });
+        }
+        let out = &mut out[..raw_len];
+        let stored_len = e.stored_len as usize;
+        // Uncompressed chunks are read straight into `out`; compressed ones
+        // into our buffer. Either way these bytes are the only copy: they
+        // are hashed, then used, and never read from the source again.
+        let stored: &mut [u8] = if s.compression == Compression::None {
+            &mut out[..]
+        } else {
+            &mut self.stored[..stored_len]
+        };
+        self.src.read_at(e.stored_offset, stored)?;
+        self.data_bytes_read += stored_len as u64;
+        if <[u8; 32]>::from(Sha256::digest(&*stored)) != e.stored_sha256 {
+            return Err(Error::ChunkHashMismatch {
+                segment: s.name.clone(),
+                chunk: i,
+            });
+        }
+        if s.compression != Compression::None {
+            self.decoder
+                .decode(s.compression, &self.stored[..stored_len], out, cs)
+                .map_err(|reason| Error::Decompress {
+                    segment: s.name.clone(),
+                    reason: format!("chunk {i}: {reason}"),
+                })?;
+            if self.check_raw && <[u8; 32]>::from(Sha256::digest(&*out)) != e.raw_sha256 {
+                return Err(Error::ChunkHashMismatch {
+                    segment: s.name.clone(),
+                    chunk: i,
+                });
+            }
+        }
+        let first_block = i * cs / BLOCK_SIZE as u64;
+        for (b, block) in out.chunks(BLOCK_SIZE).enumerate() {
+            let idx = u64::from(s.first_crc) + first_block + b as u64;
+            if self.chain.push(block) != self.index.crc(&mut self.src, idx)? {
+                return Err(Error::CrcMismatch {
+                    segment: s.name.clone(),
+                    block: first_block + b as u64,
+                });
+            }
+        }
+        let info = ChunkInfo {
+            segment: self.seg,
+            chunk: i,
+            raw_offset: i * cs,
+            raw_len,
+            raw_sha256: e.raw_sha256,
+        };
+        self.stored_pos = e.stored_offset + e.stored_len as u64;
+        self.chunk += 1;
+        if self.chunk == u64::from(s.chunks) {
+            self.seg += 1;
+            self.chunk = 0;
+            self.file_pos = Some(self.stored_pos);
+            if let Some(next) = head.segments.get(self.seg) {
+                self.stored_pos = next.data_offset;
+            }
+        }
+        Ok(Some(info))
+    }
+
+    /// Bytes between what was checked and `to` must be zero padding.
+    fn check_gap(&mut self, to: u64) -> Result<()> {
+        let Some(from) = self.file_pos else {
+            return Ok(());
+        };
+        if to > from {
+            let mut buf = [0u8; BLOCK_SIZE];
+            let mut at = from;
+            while at < to {
+                let n = ((to - at) as usize).min(BLOCK_SIZE);
+                self.src.read_at(at, &mut buf[..n])?;
+                self.data_bytes_read += n as u64;
+                if buf[..n].iter().any(|&b| b != 0) {
+                    return Err(Error::NonZeroPadding("padding between segments"));
+                }
+                at += n as u64;
+            }
+        }
+        self.file_pos = Some(to);
+        Ok(())
+    }
+}
