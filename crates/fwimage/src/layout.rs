@@ -626,9 +626,13 @@ fn get_str(field: &[u8], what: &'static str) -> Result<String> {
     if field[end..].iter().any(|&c| c != 0) {
         return Err(Error::NonZeroPadding("string padding"));
     }
-    std::str::from_utf8(&field[..end])
-        .map(str::to_owned)
-        .map_err(|_| bad(what, "not UTF-8"))
+    let s = std::str::from_utf8(&field[..end]).map_err(|_| bad(what, "not UTF-8"))?;
+    // Strings end up on consoles and in logs: refuse what could drive a
+    // terminal rather than print it.
+    if s.chars().any(char::is_control) {
+        return Err(bad(what, "contains control characters"));
+    }
+    Ok(s.to_owned())
 }
 
 /// Callers validate lengths first; a longer string would be truncated here.

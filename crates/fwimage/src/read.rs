@@ -49,6 +49,19 @@ impl ImageHead {
         Self::from_head_bytes(header, head)
     }
 
+    /// Reads the head through positioned reads (what the device engine
+    /// uses, so that the head, like everything else, is read exactly once).
+    pub fn read_from<S: crate::ImageSource + ?Sized>(src: &mut S, file_len: u64) -> Result<Self> {
+        let mut hbuf = [0u8; HEADER_LEN];
+        let n = (HEADER_LEN as u64).min(file_len) as usize;
+        src.read_at(0, &mut hbuf[..n])?;
+        let header = Header::decode(&hbuf[..n], file_len)?;
+        let mut head = vec![0u8; header.index_offset as usize];
+        head[..HEADER_LEN].copy_from_slice(&hbuf);
+        src.read_at(HEADER_LEN as u64, &mut head[HEADER_LEN..])?;
+        Self::from_head_bytes(header, head)
+    }
+
     /// Parses the head of an image held entirely in memory (tests, fuzzing).
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         Self::read(bytes, bytes.len() as u64)

@@ -117,6 +117,12 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
         self.index.bytes_read
     }
 
+    /// The next chunk to be handed out: (segment, chunk in segment); the
+    /// segment is past the last one at the end.
+    pub fn position(&self) -> (usize, u64) {
+        (self.seg, self.chunk)
+    }
+
     pub fn source_mut(&mut self) -> &mut S {
         &mut self.src
     }

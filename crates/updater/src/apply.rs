@@ -1,27 +1,31 @@
 //! The apply engine: a signed image onto the inactive slot of a target,
-//! in an order that survives a power cut at any point.
+//! in one pass, in an order that survives a power cut at any point.
 //!
 //! 1. Check, before any write: signature, board, anti-rollback version,
-//!    every segment fits its slot, nothing in use (busy), then a full
-//!    verification pass over the image (every CRC block, every SHA-256).
+//!    every segment fits its slot, nothing in use (busy).
 //! 2. Mark the slot `updating` (it stops being pending) — sync.
-//! 3. Stream the data (re-verified as it is read, so an image that changes
-//!    after step 1 is still caught), with checkpoints: fdatasync the data,
-//!    optionally read it back against the CRC chain, then record the
-//!    position in the journal — sync.
+//! 3. Stream the chunks: each is read from the image once, checked against
+//!    its signed SHA-256, only then decompressed and written. Checkpoints:
+//!    fdatasync the data, optionally read it back against the chunk
+//!    hashes, then record the position in the journal — sync. A chunk that
+//!    fails stops the apply with the slot `updating`.
 //! 4. Mark the slot `complete` — sync; make it pending with N tries —
 //!    sync; clear the journal — sync.
 //!
 //! The active slot is never written. A cut anywhere leaves it active and
 //! intact, and the new slot either complete (and pending, or one re-run
 //! away from it) or `updating`, which is never booted. A re-run with the
-//! same image continues from the last checkpoint.
+//! same image continues from the last checkpoint, after every chunk before
+//! it was read back from the slot and matched its signed raw SHA-256: the
+//! journal is a hint, never proof, and a CRC never stands in for a hash.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::sync::mpsc;
 
-use fwimage::{CrcChain, ImageHead, KeyId, SegmentReader, TrustedKeys, BLOCK_SIZE};
+use fwimage::{
+    ChunkInfo, ChunkReader, ImageHead, ImageSource, Index, KeyId, TrustedKeys, Verified,
+    BLOCK_SIZE,
+};
 use sha2::{Digest, Sha256};
 
 use crate::event::{Event, Phase};
@@ -29,10 +33,6 @@ use crate::state::{Journal, Slot, SlotState, StateArea, DEFAULT_STATE_OFFSET};
 use crate::storage::{AlignedBuf, Storage};
 use crate::{Error, Result};
 
-const BLOCK: u64 = BLOCK_SIZE as u64;
-/// Read-back and compare granularity: smaller than a write chunk, since
-/// it only costs a few more (sequential) reads and keeps memory down.
-const READBACK_LEN: usize = 256 << 10;
 
 /// How to apply.
 #[derive(Clone, Debug)]
@@ -41,8 +41,8 @@ pub struct ApplyOptions {
     pub slot: Option<Slot>,
     /// Where the state area is on the target.
     pub state_offset: u64,
-    /// Read every written range back and check it against the CRC chain
-    /// before the journal records it.
+    /// Read every written range back and check it against the signed
+    /// chunk hashes before the journal records it.
     pub verify_writes: bool,
     /// Read the target first and write only blocks that differ.
     pub minimize_writes: bool,
@@ -54,7 +54,8 @@ pub struct ApplyOptions {
     pub activate: bool,
     /// Trial boots of the new slot before falling back.
     pub tries: u8,
-    /// Bytes per device write; a multiple of 4096.
+    /// Bytes per device write; a multiple of 4096 (rounded up to whole
+    /// chunks of the image).
     pub chunk_size: usize,
     /// Raw bytes between journal checkpoints (rounded up to chunks).
     pub checkpoint_interval: u64,
@@ -101,6 +102,8 @@ pub struct ApplyReport {
     pub skipped_unchanged: u64,
     /// Bytes read back from the target and checked.
     pub bytes_read_back: u64,
+    /// Bytes read from the image (each at most once).
+    pub image_bytes_read: u64,
     pub checkpoints: u64,
     /// Where an interrupted run was continued from.
     pub resumed_from: Option<(u32, u64)>,
@@ -126,8 +129,8 @@ struct SegPlan {
 
 /// Applies the image read from `image` (`image_len` bytes) to `storage`.
 /// See the module documentation for the order of operations.
-pub fn apply<R: Read + Seek + Send>(
-    mut image: R,
+pub fn apply<S: ImageSource + Send>(
+    mut image: S,
     image_len: u64,
     storage: &mut dyn Storage,
     trusted: &TrustedKeys,
@@ -150,11 +153,9 @@ pub fn apply<R: Read + Seek + Send>(
     // mounted filesystem may not have); partitions once the written
     // ranges are known.
     check_busy(storage, &[], opts.force, false, events)?;
-    image
-        .seek(SeekFrom::Start(0))
-        .map_err(Error::io("reading the image"))?;
-    let head = ImageHead::read(&mut image, image_len)?;
-    let key_id = head.verify_signature(trusted)?;
+    let head = ImageHead::read_from(&mut image, image_len)?;
+    let v = head.authenticate(trusted)?;
+    let key_id = v.key_id;
     let mut area = StateArea::read(storage, opts.state_offset)?;
     let layout = area.layout().clone();
     let boot = area.boot().clone();
@@ -213,21 +214,11 @@ pub fn apply<R: Read + Seek + Send>(
     ranges.push(layout.state_range());
     check_busy(storage, &ranges, opts.force, true, events)?;
 
-    events(&Event::Phase(Phase::Verify));
-    let mut verified = 0u64;
-    head.verify(trusted, &mut image, &mut |n| {
-        verified += n;
-        events(&Event::Progress {
-            phase: Phase::Verify,
-            done: verified,
-            total: raw_total,
-        });
-    })?;
-
     let id = image_id(&head);
     let mut e = Engine {
         storage,
-        head: &head,
+        v: &v,
+        index: Index::new(&v),
         plans: &plans,
         opts,
         io_align,
@@ -246,6 +237,7 @@ pub fn apply<R: Read + Seek + Send>(
             skipped_resume: 0,
             skipped_unchanged: 0,
             bytes_read_back: 0,
+            image_bytes_read: h.index_offset,
             checkpoints: 0,
             resumed_from: None,
             already_complete: false,
@@ -257,20 +249,20 @@ pub fn apply<R: Read + Seek + Send>(
     let info = boot.slot(slot);
     let mut start = None;
     if info.state == SlotState::Complete && info.image_id == id {
-        match e.check_complete_slot(events) {
-            Ok(()) => {
+        match e.check_complete_slot(&mut image, events)? {
+            None => {
                 e.report.already_complete = true;
                 events(&Event::AlreadyComplete { slot });
             }
-            Err(Error::ReadBack { segment, block, .. }) => events(&Event::Restart {
+            Some((seg, chunk)) => events(&Event::Restart {
                 reason: format!(
-                    "slot {slot} was marked complete with this image but segment `{segment}` block {block} reads back wrong; rewriting it"
+                    "slot {slot} was marked complete with this image but segment `{}` chunk {chunk} does not read back as signed; rewriting it",
+                    plans[seg].name
                 ),
             }),
-            Err(other) => return Err(other),
         }
     } else if info.state == SlotState::Updating && info.image_id == id {
-        start = e.resume_point(area.journal(), slot, events)?;
+        start = e.resume_point(&mut image, area.journal(), slot, events)?;
     }
 
     if !e.report.already_complete {
@@ -287,19 +279,19 @@ pub fn apply<R: Read + Seek + Send>(
                 state: SlotState::Updating,
             });
         }
-        let (seg, off, prefix_verified) = match start {
+        let (seg, off) = match start {
             Some(s) => s,
             None => {
                 if area.journal().is_some() {
                     area.write_journal(e.storage, None)?;
                 }
-                (0, 0, true)
+                (0, 0)
             }
         };
         if start.is_some() {
             e.report.resumed_from = Some((seg, off));
         }
-        e.write_data(&mut image, &mut area, seg, off, prefix_verified, events)?;
+        e.write_data(&mut image, &mut area, seg, off, events)?;
 
         events(&Event::Phase(Phase::Commit));
         area.update_boot(e.storage, |b| {
@@ -329,6 +321,7 @@ pub fn apply<R: Read + Seek + Send>(
         events(&Event::Warning(w));
     }
     e.report.direct_io = e.storage.direct_io();
+    e.report.image_bytes_read += e.index.bytes_read;
     Ok(e.report)
 }
 
@@ -455,20 +448,28 @@ fn round_up(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
 }
 
-/// A chunk of verified raw bytes on its way from the reader thread.
+/// A run of authenticated raw chunks of one segment on its way from the
+/// reader thread to the device.
 enum Msg {
-    Chunk {
+    Batch {
         seg: usize,
+        /// Raw offset of the first byte in the segment.
         pos: u64,
         len: usize,
         buf: AlignedBuf,
+        chunks: Vec<ChunkInfo>,
     },
     Failed(fwimage::Error),
+    /// Image bytes the reader read (sent once, at the end).
+    Done { bytes_read: u64 },
 }
 
 struct Engine<'a> {
     storage: &'a mut dyn Storage,
-    head: &'a ImageHead,
+    v: &'a Verified<'a>,
+    /// Index pages for read-back checks outside the stream (resume,
+    /// already-complete slots).
+    index: Index<'a>,
     plans: &'a [SegPlan],
     opts: &'a ApplyOptions,
     io_align: u64,
@@ -479,83 +480,105 @@ struct Engine<'a> {
 }
 
 impl Engine<'_> {
+    fn head(&self) -> &ImageHead {
+        self.v.head
+    }
+
+    fn chunk_size(&self) -> u64 {
+        self.head().header.chunk_size()
+    }
+
     fn readback_buf(&mut self) -> AlignedBuf {
-        let len = READBACK_LEN.min(self.opts.chunk_size);
+        let len = round_up(self.chunk_size(), self.io_align.max(self.mem_align as u64)) as usize;
         self.readback
             .take()
             .unwrap_or_else(|| AlignedBuf::new(len, self.mem_align))
     }
 
-    /// Reads raw bytes `[from, to)` of segment `seg` back from the device
-    /// and checks them against the signed CRC chain. `from` is a multiple
-    /// of 4096.
-    fn verify_range(&mut self, seg: usize, from: u64, to: u64) -> Result<()> {
+    /// Reads one chunk back from the slot and compares it with its signed
+    /// raw SHA-256.
+    fn chunk_on_device(&mut self, seg: usize, raw_offset: u64, len: u64, want: &[u8; 32]) -> Result<bool> {
         let plan = &self.plans[seg];
-        let crcs = self.head.segment_crcs(seg);
-        let first = from / BLOCK;
-        let mut chain = CrcChain::resume(match first.checked_sub(1) {
-            None => self.head.crc_seed(seg),
-            Some(i) => crcs.get(i as usize).unwrap_or(0),
-        });
+        let (base, name) = (plan.base, plan.name.clone());
+        let dev_len = round_up(len, self.io_align) as usize;
         let mut buf = self.readback_buf();
-        let mut pos = from;
-        let res = (|| {
-            while pos < to {
-                let n = (to - pos).min(buf.len() as u64);
-                let dev_len = round_up(n, self.io_align) as usize;
-                let dev_off = plan.base + pos;
-                let b = &mut buf.as_mut_slice()[..dev_len];
-                self.storage
-                    .read_at(dev_off, b)
-                    .map_err(Error::io(format!("reading back segment `{}`", plan.name)))?;
-                self.report.bytes_read_back += dev_len as u64;
-                for (i, block) in b[..n as usize].chunks(BLOCK_SIZE).enumerate() {
-                    let idx = pos / BLOCK + i as u64;
-                    if Some(chain.push(block)) != crcs.get(idx as usize) {
-                        return Err(Error::ReadBack {
-                            segment: plan.name.clone(),
-                            block: idx,
-                            offset: plan.base + idx * BLOCK,
-                        });
-                    }
-                }
-                pos += n;
-            }
-            Ok(())
-        })();
+        let res = self
+            .storage
+            .read_at(base + raw_offset, &mut buf.as_mut_slice()[..dev_len])
+            .map_err(Error::io(format!("reading back segment `{name}`")));
+        let same = res.map(|()| {
+            <[u8; 32]>::from(Sha256::digest(&buf.as_slice()[..len as usize])) == *want
+        });
         self.readback = Some(buf);
-        res
+        self.report.bytes_read_back += dev_len as u64;
+        same
     }
 
-    /// The slot claims to hold this image. With `verify_writes`, prove it.
-    fn check_complete_slot(&mut self, events: &mut dyn FnMut(&Event)) -> Result<()> {
-        if !self.opts.verify_writes {
-            return Ok(());
-        }
-        // A second verification pass, over the device this time.
-        events(&Event::Phase(Phase::Verify));
+    /// Checks chunks of the slot in order, from the start up to (but not
+    /// including) chunk `upto` of segment `seg`, against the signed index.
+    /// Returns the first that does not match.
+    fn first_bad_chunk(
+        &mut self,
+        src: &mut dyn ImageSource,
+        (end_seg, end_chunk): (usize, u64),
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<Option<(usize, u64)>> {
+        let head = self.v.head;
+        let cs = self.chunk_size();
+        let total: u64 = (0..end_seg.min(self.plans.len()))
+            .map(|s| self.plans[s].raw_len)
+            .sum::<u64>()
+            + end_chunk * cs;
         let mut done = 0;
-        for seg in 0..self.plans.len() {
-            let len = self.plans[seg].raw_len;
-            self.verify_range(seg, 0, len)?;
-            done += len;
-            events(&Event::Progress {
-                phase: Phase::Verify,
-                done,
-                total: self.report.raw_bytes,
-            });
+        for seg in 0..=end_seg.min(self.plans.len().saturating_sub(1)) {
+            let s = &head.segments[seg];
+            let chunks = if seg == end_seg {
+                end_chunk
+            } else {
+                u64::from(s.chunks)
+            };
+            for i in 0..chunks {
+                let e = self.index.chunk(src, u64::from(s.first_chunk) + i)?;
+                let len = s.chunk_raw_len(i, cs);
+                if !self.chunk_on_device(seg, i * cs, len, &e.raw_sha256)? {
+                    return Ok(Some((seg, i)));
+                }
+                done += len;
+                events(&Event::Progress {
+                    phase: Phase::Verify,
+                    done: done.min(total),
+                    total,
+                });
+            }
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// The slot claims to hold this image. With `verify_writes`, prove it;
+    /// returns the first chunk that does not match.
+    fn check_complete_slot(
+        &mut self,
+        src: &mut dyn ImageSource,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<Option<(usize, u64)>> {
+        if !self.opts.verify_writes {
+            return Ok(None);
+        }
+        events(&Event::Phase(Phase::Verify));
+        self.first_bad_chunk(src, (self.plans.len(), 0), events)
     }
 
     /// Decides where an interrupted apply of this image continues:
-    /// `(segment, offset, prefix_verified)`, or `None` for from scratch.
+    /// `(segment, raw offset)`, or `None` for from scratch. Every chunk
+    /// before that point is read back from the slot and must match its
+    /// signed raw hash; the first that does not is where writing resumes.
     fn resume_point(
         &mut self,
+        src: &mut dyn ImageSource,
         journal: Option<&Journal>,
         slot: Slot,
         events: &mut dyn FnMut(&Event),
-    ) -> Result<Option<(u32, u64, bool)>> {
+    ) -> Result<Option<(u32, u64)>> {
         let Some(j) = journal else {
             return Ok(None);
         };
@@ -566,6 +589,7 @@ impl Engine<'_> {
         if j.image_id != self.report.image_id || j.slot != slot {
             return restart("the journal belongs to another image or slot".into());
         }
+        let cs = self.chunk_size();
         let (mut seg, mut off) = (j.segment as usize, j.offset);
         let Some(plan) = self.plans.get(seg) else {
             return restart(format!(
@@ -573,52 +597,26 @@ impl Engine<'_> {
                 self.plans.len()
             ));
         };
-        if off > plan.raw_len
-            || (off < plan.raw_len && (off % BLOCK != 0 || off % self.io_align != 0))
-        {
+        if off > plan.raw_len || (off < plan.raw_len && off % cs != 0) {
             return restart(format!(
-                "journal offset {off} is not a block boundary of segment {seg}"
+                "journal offset {off} is not a chunk boundary of segment {seg}"
             ));
         }
         if off == plan.raw_len {
             seg += 1;
             off = 0;
         }
-        // The block just before the checkpoint must read back as the image
-        // says: a device that lost or reordered "durable" writes, or that
-        // someone else wrote to, is caught here instead of trusted.
-        let boundary = if off > 0 {
-            Some((seg, off - BLOCK, off))
-        } else if seg > 0 {
-            let len = self.plans[seg - 1].raw_len;
-            let last = len.saturating_sub(1) / BLOCK * BLOCK;
-            Some((seg - 1, last, len))
-        } else {
-            None
-        };
-        let mut prefix_verified = j.verified;
-        let check = if self.opts.verify_writes && !j.verified {
-            // Asked to verify, but the interrupted run did not read its
-            // writes back: check the whole prefix now (read only).
-            let mut ranges: Vec<(usize, u64, u64)> =
-                (0..seg).map(|s| (s, 0, self.plans[s].raw_len)).collect();
-            if off > 0 {
-                ranges.push((seg, 0, off));
-            }
-            prefix_verified = true;
-            ranges
-        } else {
-            boundary.into_iter().collect()
-        };
-        for (bs, from, to) in check {
-            match self.verify_range(bs, from, to) {
-                Ok(()) => {}
-                Err(Error::ReadBack { segment, block, .. }) => {
-                    return restart(format!(
-                        "segment `{segment}` block {block}, before the checkpoint, does not read back as the image"
-                    ))
-                }
-                Err(other) => return Err(other),
+        events(&Event::Phase(Phase::Verify));
+        if let Some((bs, bc)) = self.first_bad_chunk(src, (seg, off / cs), events)? {
+            events(&Event::Restart {
+                reason: format!(
+                    "segment `{}` chunk {bc}, before the checkpoint, does not read back as signed; writing from there",
+                    self.plans[bs].name
+                ),
+            });
+            (seg, off) = (bs, bc * cs);
+            if (seg, off) == (0, 0) {
+                return Ok(None);
             }
         }
         let skipped = self.plans[..seg].iter().map(|p| p.raw_len).sum::<u64>() + off;
@@ -627,22 +625,22 @@ impl Engine<'_> {
             offset: off,
             skipped,
         });
-        Ok(Some((seg as u32, off, prefix_verified)))
+        Ok(Some((seg as u32, off)))
     }
 
     /// Streams segments from (`start_seg`, `start_off`) into the slot.
-    fn write_data<R: Read + Seek + Send>(
+    fn write_data<S: ImageSource + Send>(
         &mut self,
-        image: &mut R,
+        image: &mut S,
         area: &mut StateArea,
         start_seg: u32,
         start_off: u64,
-        prefix_verified: bool,
         events: &mut dyn FnMut(&Event),
     ) -> Result<()> {
         let start_seg = start_seg as usize;
-        let head = self.head;
-        let chunk = self.opts.chunk_size;
+        let v = self.v;
+        let cs = self.chunk_size();
+        let batch = round_up((self.opts.chunk_size as u64).max(cs), cs) as usize;
         let mem_align = self.mem_align;
         let done_before: u64 = self.plans[..start_seg.min(self.plans.len())]
             .iter()
@@ -653,99 +651,101 @@ impl Engine<'_> {
             return Ok(());
         }
         std::thread::scope(|scope| {
-            // Two buffers: one being filled (read, CRC, SHA-256) while the
-            // other is written. Memory stays constant in image size.
+            // Two buffers: one being filled (read, hash, decompress) while
+            // the other is written. Memory stays constant in image size.
             let (full_tx, full_rx) = mpsc::sync_channel::<Msg>(1);
             let (free_tx, free_rx) = mpsc::channel::<AlignedBuf>();
             for _ in 0..2 {
-                let _ = free_tx.send(AlignedBuf::new(chunk, mem_align));
+                let _ = free_tx.send(AlignedBuf::new(batch, mem_align));
             }
             let reader = std::thread::Builder::new()
                 .name("fwpack-read".into())
                 .spawn_scoped(scope, move || {
-                    produce(head, image, start_seg, free_rx, full_tx)
+                    produce(v, image, (start_seg, start_off), batch, free_rx, full_tx)
                 })
                 .map_err(Error::io("starting the image reader thread"))?;
-            let res = self.consume(
-                area,
-                full_rx,
-                free_tx,
-                (start_seg, start_off),
-                prefix_verified,
-                done_before,
-                events,
-            );
+            let res = self.consume(area, full_rx, free_tx, (start_seg, start_off), done_before, events);
             // Dropping the channels (inside consume) unblocks the reader.
             let _ = reader.join();
             res
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn consume(
         &mut self,
         area: &mut StateArea,
         full_rx: mpsc::Receiver<Msg>,
         free_tx: mpsc::Sender<AlignedBuf>,
         (start_seg, start_off): (usize, u64),
-        prefix_verified: bool,
         done_before: u64,
         events: &mut dyn FnMut(&Event),
     ) -> Result<()> {
         let slot = self.report.slot;
-        let interval = round_up(self.opts.checkpoint_interval, self.opts.chunk_size as u64);
-        // What the journal may claim: every byte before its position was
-        // read back (now, or by the interrupted run).
-        let verified = prefix_verified && self.opts.verify_writes;
+        let interval = round_up(self.opts.checkpoint_interval, self.chunk_size());
         let mut done = done_before;
         let mut last_ckpt = start_off;
-        let mut dirty = false;
         let mut cur_seg = start_seg;
+        // Chunks written since the last checkpoint, for the read-back.
+        let mut unproven: Vec<ChunkInfo> = Vec::new();
         while let Ok(msg) = full_rx.recv() {
-            let (seg, pos, len, mut buf) = match msg {
-                Msg::Chunk { seg, pos, len, buf } => (seg, pos, len, buf),
+            let (seg, pos, len, mut buf, chunks) = match msg {
+                Msg::Batch {
+                    seg,
+                    pos,
+                    len,
+                    buf,
+                    chunks,
+                } => (seg, pos, len, buf, chunks),
                 Msg::Failed(e) => return Err(e.into()),
+                Msg::Done { bytes_read } => {
+                    self.report.image_bytes_read += bytes_read;
+                    continue;
+                }
             };
             if seg != cur_seg {
                 cur_seg = seg;
                 last_ckpt = 0;
             }
             let plan = &self.plans[seg];
-            let skip_to = if seg == start_seg { start_off } else { 0 };
             let end = pos + len as u64;
-            if end > skip_to {
-                // Zero the sector padding after a segment's last byte: it
-                // is written whole (no read-modify-write), never stale.
-                let dev_len = round_up(len as u64, self.io_align) as usize;
-                buf.as_mut_slice()[len..dev_len].fill(0);
-                let from = skip_to.saturating_sub(pos) as usize;
-                let data = &buf.as_slice()[from..dev_len];
-                let dev_off = plan.base + pos + from as u64;
-                if self.opts.minimize_writes {
-                    self.write_changed(dev_off, data, len - from)?;
-                } else {
-                    self.storage
-                        .write_at(dev_off, data)
-                        .map_err(Error::io(format!("writing segment `{}`", plan.name)))?;
-                    self.report.bytes_written += data.len() as u64;
-                }
-                dirty = true;
+            // Zero the sector padding after a segment's last byte: it is
+            // written whole (no read-modify-write), never stale.
+            let dev_len = round_up(len as u64, self.io_align) as usize;
+            buf.as_mut_slice()[len..dev_len].fill(0);
+            let dev_off = plan.base + pos;
+            if self.opts.minimize_writes {
+                self.write_changed(dev_off, &buf.as_slice()[..dev_len], len)?;
+            } else {
+                self.storage
+                    .write_at(dev_off, &buf.as_slice()[..dev_len])
+                    .map_err(Error::io(format!("writing segment `{}`", plan.name)))?;
+                self.report.bytes_written += dev_len as u64;
             }
             done += len as u64;
             let _ = free_tx.send(buf);
+            if self.opts.verify_writes {
+                unproven.extend(chunks);
+            }
             events(&Event::Progress {
                 phase: Phase::Write,
                 done,
                 total: self.report.raw_bytes,
             });
-            if dirty && (end - last_ckpt >= interval || end == plan.raw_len) {
-                // Data durable first, then (optionally) proven, and only
-                // then claimed by the journal.
+            if end - last_ckpt >= interval || end == plan.raw_len {
+                // Data durable first, then (optionally) proven against the
+                // signed hashes, and only then claimed by the journal.
                 self.storage
                     .sync()
                     .map_err(Error::io("syncing the target"))?;
-                if self.opts.verify_writes {
-                    self.verify_range(seg, last_ckpt, end)?;
+                for c in unproven.drain(..) {
+                    if !self.chunk_on_device(c.segment, c.raw_offset, c.raw_len as u64, &c.raw_sha256)? {
+                        let plan = &self.plans[c.segment];
+                        return Err(Error::ReadBack {
+                            segment: plan.name.clone(),
+                            block: c.chunk,
+                            offset: plan.base + c.raw_offset,
+                        });
+                    }
                 }
                 area.write_journal(
                     self.storage,
@@ -754,7 +754,7 @@ impl Engine<'_> {
                         slot,
                         segment: seg as u32,
                         offset: end,
-                        verified,
+                        verified: self.opts.verify_writes,
                         done_bytes: done,
                     }),
                 )?;
@@ -763,13 +763,12 @@ impl Engine<'_> {
                     segment: seg as u32,
                     offset: end,
                     done,
-                    verified,
+                    verified: self.opts.verify_writes,
                 });
                 if let Some(w) = self.storage.take_warning() {
                     events(&Event::Warning(w));
                 }
                 last_ckpt = end;
-                dirty = false;
             }
         }
         drop(free_tx);
@@ -829,48 +828,62 @@ impl Engine<'_> {
     }
 }
 
-/// The reader thread: verified raw chunks of every segment from
-/// `start_seg` on. Stops quietly when the consumer hangs up.
-fn produce<R: Read + Seek>(
-    head: &ImageHead,
-    image: &mut R,
-    start_seg: usize,
+/// The reader thread: authenticated raw chunks of every segment from
+/// `start` on, batched per segment. Stops quietly when the consumer hangs
+/// up.
+fn produce<S: ImageSource>(
+    v: &Verified<'_>,
+    image: &mut S,
+    (seg, off): (usize, u64),
+    batch: usize,
     free: mpsc::Receiver<AlignedBuf>,
     full: mpsc::SyncSender<Msg>,
 ) {
-    let mut spare: Option<AlignedBuf> = None;
-    for seg in start_seg..head.segments.len() {
-        let mut rd = match SegmentReader::new(head, seg, &mut *image) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = full.send(Msg::Failed(e));
-                return;
-            }
+    let mut rd = match ChunkReader::start_at(v, &mut *image, seg, off) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = full.send(Msg::Failed(e));
+            return;
+        }
+    };
+    let cs = v.head.header.chunk_size() as usize;
+    loop {
+        let (seg, chunk) = rd.position();
+        if seg >= v.head.segments.len() {
+            break;
+        }
+        let Ok(mut buf) = free.recv() else {
+            return;
         };
-        loop {
-            let mut buf = match spare.take() {
-                Some(b) => b,
-                None => match free.recv() {
-                    Ok(b) => b,
-                    Err(_) => return,
-                },
-            };
-            let pos = rd.position();
-            match rd.next_chunk(buf.as_mut_slice()) {
-                Ok(0) => {
-                    spare = Some(buf);
-                    break;
+        let mut chunks = Vec::with_capacity(batch / cs);
+        let mut len = 0;
+        while len + cs <= batch && rd.position().0 == seg {
+            match rd.next_chunk(&mut buf.as_mut_slice()[len..len + cs]) {
+                Ok(Some(c)) => {
+                    len += c.raw_len;
+                    chunks.push(c);
                 }
-                Ok(len) => {
-                    if full.send(Msg::Chunk { seg, pos, len, buf }).is_err() {
-                        return;
-                    }
-                }
+                Ok(None) => break,
                 Err(e) => {
                     let _ = full.send(Msg::Failed(e));
                     return;
                 }
             }
         }
+        let pos = chunk * cs as u64;
+        if full
+            .send(Msg::Batch {
+                seg,
+                pos,
+                len,
+                buf,
+                chunks,
+            })
+            .is_err()
+        {
+            return;
+        }
     }
+    let bytes_read = rd.index_bytes_read() + rd.data_bytes_read;
+    let _ = full.send(Msg::Done { bytes_read });
 }

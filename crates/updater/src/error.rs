@@ -83,7 +83,7 @@ pub enum Error {
     #[error("slot {0} is neither the active nor the pending slot")]
     NotBooted(char),
 
-    #[error("read-back of segment `{segment}` differs from the image at block {block} (device offset {offset}): the target did not store what was written")]
+    #[error("read-back of segment `{segment}` differs from the signed image at chunk {block} (device offset {offset}): the target did not store what was written")]
     ReadBack {
         segment: String,
         block: u64,

@@ -2,7 +2,6 @@
 //! and A/B state on a block device, a loop device or a plain disk image.
 
 use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -15,7 +14,7 @@ use updater::{
     StateArea, Storage,
 };
 
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     diskimage::ByteSize::parse(s)
 }
 
@@ -188,10 +187,8 @@ fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
         checkpoint_interval: args.checkpoint_interval,
     };
     let mut out = EventPrinter::new(args.json);
-    // Reads of a plain segment are as large as the chunk and bypass this
-    // buffer; decompressors read in small pieces and need it.
-    let image = BufReader::with_capacity(64 << 10, file);
-    let report = updater::apply(image, len, &mut storage, &trusted, &opts, &mut |e| {
+    // Positioned reads of whole chunks: no buffering wanted.
+    let report = updater::apply(file, len, &mut storage, &trusted, &opts, &mut |e| {
         out.event(e)
     })
     .with_context(|| {

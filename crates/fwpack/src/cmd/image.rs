@@ -39,6 +39,11 @@ pub struct StampArgs {
     /// Signature slots to reserve (1-8).
     #[arg(long, default_value_t = 2)]
     sig_slots: u32,
+    /// Raw bytes per chunk, the unit that is hashed, compressed and
+    /// authenticated on its own (a power of two, 64K to 1M). Smaller
+    /// chunks make delta fetches finer; larger ones compress better.
+    #[arg(long, default_value = "256K", value_parser = super::apply::parse_size)]
+    chunk_size: u64,
     #[command(flatten)]
     signer: SignerArgs,
 }
@@ -199,7 +204,8 @@ pub fn stamp(args: StampArgs) -> Result<()> {
     };
     let mut builder = ImageBuilder::new(&args.board, args.payload_version)?
         .version_label(&args.label)?
-        .signature_slots(args.sig_slots)?;
+        .signature_slots(args.sig_slots)?
+        .chunk_size(args.chunk_size)?;
     let mut total = 0;
     for s in segs {
         let f = File::open(&s.file).with_context(|| format!("opening {}", s.file.display()))?;
@@ -279,11 +285,7 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
         }
     }
     let bar = progress_bar(head.segments.iter().map(|s| s.raw_len).sum(), "verifying");
-    let report = head.verify(
-        &trusted,
-        BufReader::with_capacity(1 << 20, file),
-        &mut |n| bar.inc(n),
-    )?;
+    let report = head.verify(&trusted, file, &mut |n| bar.inc(n))?;
     bar.finish_and_clear();
     if args.json {
         println!(
@@ -295,7 +297,9 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
                 "version": head.header.payload_version,
                 "key_id": report.key_id.full(),
                 "segments": report.segments,
+                "chunks": report.chunks,
                 "raw_bytes": report.raw_bytes,
+                "bytes_read": report.bytes_read,
             })
         );
     } else {
@@ -330,7 +334,7 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
                     "data_offset": s.data_offset, "stored_len": s.stored_len,
                     "raw_len": s.raw_len, "compression": s.compression.name(),
                     "first_crc": s.first_crc, "crc_blocks": s.crc_blocks,
-                    "sha256": hex::encode(s.sha256),
+                    "first_chunk": s.first_chunk, "chunks": s.chunks,
                 })
             })
             .collect();
@@ -348,6 +352,10 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
                 "image_len": h.image_len,
                 "signed_range": [0, h.sig_offset()],
                 "crc_blocks": h.crc_count,
+                "chunk_size": h.chunk_size(),
+                "chunks": h.chunk_count,
+                "index_range": [h.index_offset, h.data_offset],
+                "index_pages": h.page_count,
                 "signature_slots": h.sig_slot_count,
                 "signatures": sigs.iter().map(KeyId::full).collect::<Vec<_>>(),
                 "segments": segments,
@@ -381,6 +389,14 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         h.sig_offset()
     );
     println!(
+        "chunks       {} of {} KiB, index {} page(s) at {}..{}",
+        h.chunk_count,
+        h.chunk_size() >> 10,
+        h.page_count,
+        h.index_offset,
+        h.data_offset
+    );
+    println!(
         "signatures   {}/{} slot(s){}",
         sigs.len(),
         h.sig_slot_count,
@@ -389,14 +405,14 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
     println!("segments     {}", head.segments.len());
     for s in &head.segments {
         println!(
-            "  {:<16} -> {}@{}  {} bytes ({} stored, {})  sha256 {}",
+            "  {:<16} -> {}@{}  {} bytes ({} stored, {}), {} chunk(s)",
             s.name,
             s.target,
             s.target_offset,
             s.raw_len,
             s.stored_len,
             s.compression.name(),
-            &hex::encode(s.sha256)[..16]
+            s.chunks
         );
     }
     Ok(())

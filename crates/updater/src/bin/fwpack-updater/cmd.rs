@@ -342,7 +342,7 @@ fn apply(o: &Opts) -> Result<(), Fail> {
     let mut human = Progress::default();
     let json = o.json;
     let report = updater::apply(
-        std::io::BufReader::new(file),
+        file,
         len,
         &mut st,
         &keys,

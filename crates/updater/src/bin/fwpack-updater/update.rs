@@ -218,7 +218,7 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
     };
     let mut progress = Progress::default();
     let report = updater::apply(
-        std::io::BufReader::new(file),
+        file,
         len,
         &mut storage,
         &keys,
