@@ -32,10 +32,10 @@ static A: Counting = Counting;
 #[test]
 fn parsing_never_allocates_more_than_the_input() {
     let (img, _) = small_image(&key(1));
-    for field in [40usize, 56, 72, 80, 88] {
-        for value in [u64::MAX, u64::MAX / 2, 1 << 40, 1 << 33, 1 << 20] {
+    for field in [40usize, 52, 56, 64, 72, 80, 88, 96] {
+        for value in [u64::MAX, u64::MAX / 2, 1 << 40, 1 << 33, 1 << 20, 200, 4096] {
             let mut bad = img.clone();
-            let width = if field == 40 || field == 72 { 4 } else { 8 };
+            let width = if field == 40 || field == 52 { 4 } else { 8 };
             bad[field..field + width].copy_from_slice(&value.to_le_bytes()[..width]);
             let crc = crc32c::crc32c(&bad[..252]);
             bad[252..256].copy_from_slice(&crc.to_le_bytes());

@@ -51,17 +51,34 @@ pub fn build(segments: &[(SegmentSpec, Vec<u8>)], signer: Option<&SigningKey>) -
     out.into_inner()
 }
 
-/// A small image with an uncompressed and a compressed segment.
+/// A small image with an uncompressed, a gzip and a zstd segment.
 pub fn small_image(signer: &SigningKey) -> (Vec<u8>, Vec<Vec<u8>>) {
     let a = noise(9000, 1);
     let mut b = noise(6000, 2);
     b.extend(std::iter::repeat_n(0u8, 6000));
+    let mut c = noise(3000, 5);
+    c.extend(std::iter::repeat_n(7u8, 5000));
     let img = build(
         &[
             (spec("rootfs", "system", Compression::None), a.clone()),
             (spec("boot", "boot", Compression::Gzip), b.clone()),
+            (spec("extra", "data", Compression::Zstd), c.clone()),
         ],
         Some(signer),
     );
-    (img, vec![a, b])
+    (img, vec![a, b, c])
+}
+
+/// Every segment's raw bytes, through the one-pass reader.
+pub fn read_all(img: &[u8], trusted: &fwimage::TrustedKeys) -> fwimage::Result<Vec<Vec<u8>>> {
+    let head = fwimage::ImageHead::parse(img)?;
+    let v = head.authenticate(trusted)?;
+    let mut rd = fwimage::ChunkReader::new(&v, fwimage::MemSource(img))?;
+    let mut out = vec![Vec::new(); head.segments.len()];
+    let mut buf = vec![0u8; head.header.chunk_size() as usize];
+    while let Some(c) = rd.next_chunk(&mut buf)? {
+        assert_eq!(out[c.segment].len() as u64, c.raw_offset);
+        out[c.segment].extend_from_slice(&buf[..c.raw_len]);
+    }
+    Ok(out)
 }

@@ -3,14 +3,13 @@
 
 mod common;
 
-use std::io::Cursor;
 
 use common::*;
 use fwimage::{Error, ErrorClass, ImageHead, TrustedKeys};
 
 fn verify(img: &[u8], trusted: &TrustedKeys) -> fwimage::Result<()> {
     let head = ImageHead::parse(img)?;
-    head.verify(trusted, Cursor::new(img), &mut |_| {})?;
+    head.verify(trusted, fwimage::MemSource(img), &mut |_| {})?;
     Ok(())
 }
 
@@ -30,6 +29,7 @@ fn every_single_bit_flip_is_caught_with_the_right_class() {
     let header_end = fwimage::HEADER_LEN as u64;
     let sig_offset = head.header.sig_offset();
     let sig_end = sig_offset + u64::from(head.header.sig_slot_count) * fwimage::SIG_SLOT_LEN as u64;
+    let (index_offset, data_offset) = (head.header.index_offset, head.header.data_offset);
     let in_data = |pos: u64| {
         head.segments
             .iter()
@@ -61,6 +61,11 @@ fn every_single_bit_flip_is_caught_with_the_right_class() {
                     "signature slots",
                     &[ErrorClass::Format, ErrorClass::Signature],
                 )
+            } else if p < index_offset {
+                ("head padding", &[ErrorClass::Format])
+            } else if p < data_offset {
+                // Chunk entries and CRC table: the page hash trips.
+                ("index", &[ErrorClass::Integrity])
             } else if in_data(p) {
                 ("data", &[ErrorClass::Integrity])
             } else {
@@ -75,7 +80,7 @@ fn every_single_bit_flip_is_caught_with_the_right_class() {
         }
     }
     eprintln!("bit flips per region: {counts:?}");
-    assert!(counts.len() == 5, "every region was exercised: {counts:?}");
+    assert!(counts.len() == 7, "every region was exercised: {counts:?}");
 }
 
 #[test]
@@ -140,11 +145,16 @@ fn unknown_must_understand_flag_is_refused_but_may_ignore_is_not() {
 #[test]
 fn newer_format_version_is_refused() {
     let (mut img, _) = small_image(&key(1));
-    patch_header(&mut img, |h| h[8..10].copy_from_slice(&2u16.to_le_bytes()));
+    let mut v1 = img.clone();
+    patch_header(&mut img, |h| h[8..10].copy_from_slice(&3u16.to_le_bytes()));
     assert!(matches!(
         ImageHead::parse(&img),
-        Err(Error::UnsupportedVersion(2))
+        Err(Error::UnsupportedVersion(3))
     ));
+    // Format 1 is refused with a message that says what to do.
+    patch_header(&mut v1, |h| h[8..10].copy_from_slice(&1u16.to_le_bytes()));
+    let err = ImageHead::parse(&v1).unwrap_err();
+    assert!(err.to_string().contains("re-stamp"), "{err}");
 }
 
 #[test]
@@ -153,10 +163,15 @@ fn absurd_counts_and_lengths_are_bounded_by_the_file() {
     // (field, offset, width, value)
     let cases = [
         ("segment_count", 40, 4, u64::from(u32::MAX)),
-        ("crc_count", 56, 8, u64::MAX / 3),
-        ("image_len", 88, 8, u64::MAX),
-        ("data_offset", 80, 8, u64::MAX - 4095),
-        ("sig_slot_count", 72, 4, u64::from(u32::MAX)),
+        ("segment_count", 40, 4, 257),
+        ("chunk_shift", 48, 1, 30),
+        ("chunk_count", 56, 8, u64::MAX / 3),
+        ("crc_count", 64, 8, u64::MAX / 3),
+        ("index_offset", 72, 8, u64::MAX - 4095),
+        ("page_count", 80, 8, 1 << 40),
+        ("data_offset", 88, 8, u64::MAX - 4095),
+        ("image_len", 96, 8, u64::MAX),
+        ("sig_slot_count", 52, 4, u64::from(u32::MAX)),
     ];
     for (what, at, width, value) in cases {
         let mut bad = img.clone();

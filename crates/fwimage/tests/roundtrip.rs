@@ -3,7 +3,7 @@ mod common;
 use std::io::Cursor;
 
 use common::*;
-use fwimage::{Compression, Error, ImageHead, SegmentReader, TrustedKeys};
+use fwimage::{Compression, Error, ImageHead, Index, MemSource, TrustedKeys};
 
 fn trusted(keys: &[&ed25519_dalek::SigningKey]) -> TrustedKeys {
     let mut t = TrustedKeys::new();
@@ -11,19 +11,6 @@ fn trusted(keys: &[&ed25519_dalek::SigningKey]) -> TrustedKeys {
         t.add(k.verifying_key());
     }
     t
-}
-
-fn read_segment(head: &ImageHead, img: &[u8], idx: usize) -> fwimage::Result<Vec<u8>> {
-    let mut rd = SegmentReader::new(head, idx, Cursor::new(img))?;
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    loop {
-        let n = rd.next_chunk(&mut buf)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
 }
 
 #[test]
@@ -46,16 +33,23 @@ fn every_compression_round_trips() {
     assert_eq!(head.header.board, "test-board");
     assert_eq!(head.header.payload_version, 7);
     assert_eq!(head.header.version_label, "1.2.3");
-    let report = head
-        .verify(&trusted(&[&k]), Cursor::new(&img), &mut |_| {})
-        .unwrap();
+    let t = trusted(&[&k]);
+    let report = head.verify(&t, MemSource(&img), &mut |_| {}).unwrap();
     assert_eq!(report.segments, 3);
+    // One pass: every byte of the file read exactly once.
+    assert_eq!(report.bytes_read, img.len() as u64);
+    let got = read_all(&img, &t).unwrap();
+    let v = head.authenticate(&t).unwrap();
+    let mut index = Index::new(&v);
+    let mut src = MemSource(&img);
     for (i, p) in payloads.iter().enumerate() {
-        assert_eq!(&read_segment(&head, &img, i).unwrap(), p, "segment {i}");
-        assert_eq!(
-            head.segment_crcs(i).iter().collect::<Vec<_>>(),
-            fwimage::crc_chain(head.crc_seed(i), p)
-        );
+        assert_eq!(&got[i], p, "segment {i}");
+        let s = &head.segments[i];
+        let seed = index.crc_before(&mut src, i, 0).unwrap();
+        let crcs: Vec<u32> = (0..u64::from(s.crc_blocks))
+            .map(|b| index.crc(&mut src, u64::from(s.first_crc) + b).unwrap())
+            .collect();
+        assert_eq!(crcs, fwimage::crc_chain(seed, p));
     }
     // Compression actually happened.
     assert!(head.segments[1].stored_len < 1000);
@@ -80,7 +74,11 @@ fn crc_chain_runs_across_segments() {
     // Entry for the last block equals the CRC32C of both payloads' blocks
     // concatenated: the chain is global, so segments can't be swapped.
     let all = [a, b].concat();
-    assert_eq!(head.crc_table().last().unwrap(), crc32c::crc32c(&all));
+    let t = trusted(&[&k]);
+    let v = head.authenticate(&t).unwrap();
+    let last = head.header.crc_count - 1;
+    let got = Index::new(&v).crc(&mut MemSource(&img), last).unwrap();
+    assert_eq!(got, crc32c::crc32c(&all));
 }
 
 #[test]
@@ -134,9 +132,11 @@ fn compressed_segment_is_hashed_before_decompression() {
     // must report the hash mismatch first and never decompress.
     let at = (gz.data_offset + gz.stored_len / 2) as usize;
     img[at] ^= 0xff;
-    match SegmentReader::new(&head, 1, Cursor::new(&img)) {
-        Err(Error::HashMismatch { segment }) => assert_eq!(segment, "boot"),
-        other => panic!("expected HashMismatch, got {:?}", other.err()),
+    match read_all(&img, &trusted(&[&k])) {
+        Err(Error::ChunkHashMismatch { segment, chunk }) => {
+            assert_eq!((segment.as_str(), chunk), ("boot", 0))
+        }
+        other => panic!("expected ChunkHashMismatch, got {:?}", other.err()),
     }
 }
 
