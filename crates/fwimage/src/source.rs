@@ -84,3 +84,9 @@ impl<S: ImageSource> ImageSource for CountingSource<S> {
         Ok(())
     }
 }
+
+impl<T: AsRef<[u8]>> ImageSource for std::io::Cursor<T> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        MemSource(self.get_ref().as_ref()).read_at(offset, buf)
+    }
+}

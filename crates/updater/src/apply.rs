@@ -682,7 +682,7 @@ impl Engine<'_> {
     ) -> Result<()> {
         let slot = self.report.slot;
         let interval = round_up(self.opts.checkpoint_interval, self.chunk_size());
-        let mut done = done_before;
+        let mut done = done_before + start_off;
         let mut last_ckpt = start_off;
         let mut cur_seg = start_seg;
         // Chunks written since the last checkpoint, for the read-back.

@@ -71,6 +71,10 @@ pub fn image(board: &str, version: u64, segs: &[Seg], k: &SigningKey) -> Vec<u8>
     let mut b = ImageBuilder::new(board, version)
         .unwrap()
         .version_label(&format!("v{version}"))
+        .unwrap()
+        // The smallest chunks: more chunk boundaries, checkpoints and cut
+        // points per byte of fixture.
+        .chunk_size(64 * 1024)
         .unwrap();
     for s in segs {
         b.add_segment(
