@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sign with an Ed25519 key on a PKCS#11 token, for `fwpack --signer-cmd`.
 
-fwpack signs a 40-byte message ("FWPKSIG1" and the SHA-256 of the image
+fwpack signs a 40-byte message ("FWPKSIG2" and the SHA-256 of the image
 head) with pure Ed25519 (RFC 8032). Tokens do that in a single C_Sign
 call: pure EdDSA cannot be computed incrementally, so SoftHSM (and the
 PKCS#11 specification) offer CKM_EDDSA as single-part only. This script

@@ -84,14 +84,14 @@ fn openssl_verifies_our_signature_over_the_documented_range() {
     ok(stamp(&f.dir, "img.fwi", &["--key", "release.pem"]));
     let img = std::fs::read(f.dir.join("img.fwi")).unwrap();
     let n = signed_len(&f.dir, "img.fwi");
-    // FORMAT.md: the signed message is "FWPKSIG1" followed by the SHA-256
+    // FORMAT.md: the signed message is "FWPKSIG2" followed by the SHA-256
     // of bytes [0, sig_offset); slot 0 holds alg(1), 7 reserved bytes, key
     // id (32) and the signature (64). The message is built with openssl
     // from the documented range, not by us.
     std::fs::write(f.dir.join("head.bin"), &img[..n]).unwrap();
     let digest = openssl(&["dgst", "-sha256", "-binary", "head.bin"], &f.dir).stdout;
     assert_eq!(digest.len(), 32);
-    let msg = [b"FWPKSIG1".as_slice(), &digest].concat();
+    let msg = [b"FWPKSIG2".as_slice(), &digest].concat();
     std::fs::write(f.dir.join("msg.bin"), &msg).unwrap();
     assert_eq!(img[n], 1, "slot 0 is an Ed25519 signature");
     std::fs::write(f.dir.join("sig.bin"), &img[n + 40..n + 104]).unwrap();

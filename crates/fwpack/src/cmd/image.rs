@@ -106,7 +106,7 @@ pub struct SignArgs {
     image: PathBuf,
     #[command(flatten)]
     signer: SignerArgs,
-    /// Write the exact bytes a signer must sign (40 bytes: "FWPKSIG1" and
+    /// Write the exact bytes a signer must sign (40 bytes: "FWPKSIG2" and
     /// the SHA-256 of the image head) to this file and exit, for offline
     /// signing flows.
     #[arg(long, conflicts_with_all = ["key", "signer_cmd", "signature_file"])]
