@@ -305,11 +305,11 @@ fn pkcs11_tool_signs_through_signer_cmd() {
 fn pykcs11_signs_a_real_sized_image_and_stamp_signs_in_one_step() {
     let Some(t) = token() else { return };
     let Some(venv) = common::venv() else { return };
-    // 8 MiB: 2048 CRC blocks, 32 chunks; the signed head (header, table,
-    // page hashes) is over 1 KiB, more than pkcs11-tool signs in one part.
+    // 8 MiB: 2048 CRC blocks, 32 chunks, 3 index pages; whatever the
+    // head's size, the signer sees only the 40-byte message.
     payload(&t, "rootfs.img", 8 << 20);
     stamp_unsigned(&t, "rootfs.img", "update.fwi");
-    assert!(signed_len(&t, "update.fwi") > 1024);
+    assert!(signed_len(&t, "update.fwi") > 256);
 
     // pkcs11-tool splits inputs over 1 KiB into a multi-part sign that
     // pure EdDSA cannot do; fwpack's fixed 40-byte message (FORMAT.md) is
