@@ -10,9 +10,9 @@
 //!
 //! Names and symlink targets are read as the Linux kernel's unpacker
 //! (init/initramfs.c) reads them: the last byte of `namesize` must be a NUL
-//! (kernels with the late-2024 fix "initramfs: avoid filename buffer
-//! overrun" abort with "malformed archive" otherwise; here it is a format
-//! error), and the name is then used as a C string,
+//! (kernels with the late-2024 fix for a filename buffer overrun, lore
+//! 20241030035509.20194-2-ddiss@suse.de, abort with "malformed archive"
+//! otherwise; here it is a format error), and the name is then used as a C string,
 //! i.e. it ends at its *first* NUL. `bin/sh\0hidden\0` creates `bin/sh`,
 //! and `TRAILER!!!\0x\0` ends the archive. GNU cpio 2.13 (`-t` and `-i`)
 //! does the same. Both are strings from an untrusted file: print them
