@@ -44,10 +44,18 @@ pub const TOOLS: &[(&str, &str)] = &[
 ];
 
 /// Packages that provide files rather than commands.
-const FILES: &[(&str, &str)] = &[(
-    "/usr/riscv64-linux-gnu/lib/libc.a",
-    "libc6-dev-riscv64-cross",
-)];
+const FILES: &[(&str, &str)] = &[
+    (
+        "/usr/riscv64-linux-gnu/lib/libc.a",
+        "libc6-dev-riscv64-cross",
+    ),
+    // Headers and libc for aarch64-linux-gnu-gcc (a Recommends of
+    // gcc-aarch64-linux-gnu): check-elf's dynamic fixture is built with it.
+    (
+        "/usr/aarch64-linux-gnu/include/stdio.h",
+        "libc6-dev-arm64-cross",
+    ),
+];
 
 pub const RUST_TARGETS: &[&str] = &[
     "aarch64-unknown-linux-musl",

@@ -314,18 +314,20 @@ fn check_identity(facts: &ElfFacts, policy: &Policy, out: &mut Findings) {
 fn check_budget(facts: &ElfFacts, policy: &Policy, out: &mut Findings) {
     if let Some(budget) = policy.size_budget {
         if facts.file_size > budget {
-            out.error(
-                FindingKind::OverBudget {
-                    size: facts.file_size,
-                    budget,
-                },
-                format!(
-                    "{} bytes, over the budget of {budget} bytes by {}",
-                    facts.file_size,
-                    facts.file_size - budget
-                ),
-            );
+            out.0.push(over_budget(facts.file_size, budget));
         }
+    }
+}
+
+/// Also used for files too large to be read at all.
+pub(crate) fn over_budget(size: u64, budget: u64) -> Finding {
+    Finding {
+        severity: Severity::Error,
+        kind: FindingKind::OverBudget { size, budget },
+        message: format!(
+            "{size} bytes, over the budget of {budget} bytes by {}",
+            size.saturating_sub(budget)
+        ),
     }
 }
 

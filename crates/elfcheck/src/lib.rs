@@ -155,6 +155,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Not a regular file (a directory, FIFO, socket or device): refused
+    /// before reading, since a FIFO can block forever and a device such as
+    /// /dev/zero never ends.
+    #[error("{} is {kind}, not a regular file", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
     /// At least one file is not a parseable ELF.
     #[error("{} of {total} file(s) are not valid ELF executables: {}", failed.len(), summary(failed))]
     Malformed {
@@ -188,21 +193,103 @@ pub fn check_bytes(bytes: &[u8], policy: &Policy) -> Report {
     }
 }
 
-/// Reads and checks one file. Only reading can fail; everything about the
-/// contents is in the report.
+/// Files larger than this are not read when the policy sets no budget:
+/// device binaries and host tools are far smaller, and the cap keeps a
+/// mistaken path (a disk image, /proc/kcore) from exhausting memory.
+pub const READ_LIMIT: u64 = 1 << 30;
+
+/// Reads and checks one regular file. Only reading can fail (including
+/// [`Error::NotRegular`]); everything about the contents is in the report.
+///
+/// At most the size budget (or [`READ_LIMIT`]) plus one byte is read. A
+/// larger file gets a single [`FindingKind::OverBudget`] error and is not
+/// parsed, so its report has no facts.
 pub fn check_file(path: impl AsRef<Path>, policy: &Policy) -> Result<Report, Error> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut report = check_bytes(&bytes, policy);
+    let limit = policy.size_budget.unwrap_or(READ_LIMIT);
+    let mut report = match read_bounded(path, limit)? {
+        Ok(bytes) => check_bytes(&bytes, policy),
+        Err(size) => {
+            let mut finding = inspect::over_budget(size, limit);
+            if policy.size_budget.is_none() {
+                finding.message =
+                    format!("{size} bytes, more than the {READ_LIMIT} bytes an ELF check reads");
+            }
+            Report {
+                path: None,
+                findings: vec![finding],
+                facts: None,
+            }
+        }
+    };
     report.path = Some(path.to_path_buf());
     Ok(report)
 }
 
+/// The whole file if it has at most `limit` bytes, else `Err(size)` with
+/// its length (or `limit + 1` if it grew, or claims a smaller length).
+fn read_bounded(path: &Path, limit: u64) -> Result<Result<Vec<u8>, u64>, Error> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    // stat first: opening a socket fails with a baffling ENXIO, and a FIFO
+    // or device need not be opened at all.
+    require_regular(path, &std::fs::metadata(path).map_err(io)?)?;
+    // Non-blocking, so a path swapped for a FIFO after the stat cannot
+    // block the open; the fstat below then refuses it. For a regular file
+    // O_NONBLOCK changes nothing.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    require_regular(path, &meta)?;
+    if meta.len() > limit {
+        return Ok(Err(meta.len()));
+    }
+    // The length is only a hint (it can change under us, and /proc files
+    // report 0): the read itself is what is bounded.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Ok(Err(meta.len().max(bytes.len() as u64)));
+    }
+    Ok(Ok(bytes))
+}
+
+fn require_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_file() {
+        return Ok(());
+    }
+    let kind = if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "not a file"
+    };
+    Err(Error::NotRegular {
+        path: path.to_path_buf(),
+        kind,
+    })
+}
+
 /// Checks every file, so one run shows every problem rather than the first.
-/// Stops only when a file cannot be read.
+/// Stops only when a file cannot be read or is not a regular file.
 pub fn check_files<I, P>(paths: I, policy: &Policy) -> Result<Vec<Report>, Error>
 where
     I: IntoIterator<Item = P>,

@@ -604,6 +604,62 @@ fn budget() {
 }
 
 #[test]
+fn check_file_reads_no_more_than_the_budget() {
+    let d = tempfile::tempdir().unwrap();
+    let b = Synth::exe().build();
+    let f = d.path().join("exe");
+    std::fs::write(&f, &b).unwrap();
+    let n = b.len() as u64;
+    let at = |budget| Policy {
+        size_budget: Some(budget),
+        ..x86()
+    };
+    assert!(check_file(&f, &at(n)).unwrap().passed());
+    // Over: refused by policy from the length alone, not parsed.
+    let r = check_file(&f, &at(n - 1)).unwrap();
+    assert_eq!(r.verdict(), Verdict::Rejected);
+    assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+    assert!(has(&r, |k| *k
+        == FindingKind::OverBudget {
+            size: n,
+            budget: n - 1
+        }));
+    assert!(r.facts.is_none());
+    // A regular file whose length lies (procfs says 0): the read itself
+    // stops after budget + 1 bytes.
+    let r = check_file("/proc/self/maps", &at(10)).unwrap();
+    assert!(has(&r, |k| *k
+        == FindingKind::OverBudget {
+            size: 11,
+            budget: 10
+        }));
+}
+
+#[test]
+fn check_file_refuses_what_is_not_a_regular_file() {
+    let d = tempfile::tempdir().unwrap();
+    for (path, kind) in [
+        (d.path(), "a directory"),
+        (Path::new("/dev/zero"), "a character device"),
+    ] {
+        match check_file(path, &Policy::default()) {
+            Err(Error::NotRegular { path: p, kind: k }) => {
+                assert_eq!((p.as_path(), k), (path, kind));
+            }
+            other => panic!("{}: {other:?}", path.display()),
+        }
+    }
+    // A socket cannot even be opened (ENXIO); it is named for what it is.
+    let sock = d.path().join("sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let e = check_file(&sock, &Policy::default()).unwrap_err();
+    assert!(
+        e.to_string().ends_with("is a socket, not a regular file"),
+        "{e}"
+    );
+}
+
+#[test]
 fn require_pass_prefers_malformed_and_lists_failures() {
     let good = check_bytes(&Synth::exe().build(), &x86());
     let mut s = Synth::exe();

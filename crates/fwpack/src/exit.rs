@@ -76,7 +76,9 @@ fn code_of(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     }
     if let Some(e) = cause.downcast_ref::<elfcheck::Error>() {
         return Some(match e {
-            elfcheck::Error::Io { .. } => IO,
+            // Not a regular file: refused instead of read; a directory
+            // was already an I/O error (EISDIR) before the check existed.
+            elfcheck::Error::Io { .. } | elfcheck::Error::NotRegular { .. } => IO,
             elfcheck::Error::Malformed { .. } => FORMAT,
             elfcheck::Error::Rejected { .. } => POLICY,
         });

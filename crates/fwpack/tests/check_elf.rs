@@ -197,3 +197,114 @@ fn json_is_one_object_per_file() {
     assert_eq!(lines[2]["findings"][0]["kind"], "not_elf");
     assert!(lines[2]["facts"].is_null());
 }
+
+/// Runs check-elf under a guard: a run that does not end within two
+/// minutes (a FIFO open or read blocking, /dev/zero read without end) is
+/// killed and fails the test instead of hanging the suite. `ulimit -v`
+/// turns a read that grows without bound into a failed allocation rather
+/// than gigabytes taken from the machine.
+fn fwpack_guarded(args: &[&str], files: &[&Path]) -> Output {
+    use std::time::{Duration, Instant};
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 1048576 && exec \"$0\" check-elf \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_fwpack"))
+        .args(args)
+        .args(files)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("check-elf {args:?} {files:?} did not finish: it blocks");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Outputs are a few lines: they fit in the pipe buffers while waiting.
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn non_regular_files_are_refused_promptly_with_exit_3() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let sock = d.path().join("sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    for (path, kind) in [
+        (fifo.as_path(), "a FIFO"),
+        (Path::new("/dev/zero"), "a character device"),
+        (d.path(), "a directory"),
+        (sock.as_path(), "a socket"),
+    ] {
+        let o = fwpack_guarded(&["--budget", "1M"], &[path]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(code(&o), 3, "{}: {err}", path.display());
+        assert!(
+            err.contains(&format!("{} is {kind}, not a regular file", path.display())),
+            "{err}"
+        );
+        // Without a budget too (the bound must not depend on one).
+        assert_eq!(code(&fwpack_guarded(&[], &[path])), 3);
+    }
+}
+
+#[test]
+fn large_files_are_refused_without_being_read() {
+    // Sparse: 8 GiB of length, no blocks. Reading it whole would need
+    // 8 GiB of memory; ulimit -v in the guard makes that fail loudly.
+    let d = tempfile::tempdir().unwrap();
+    let big = d.path().join("big");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(8 << 30)
+        .unwrap();
+    let o = fwpack_guarded(&["--budget", "1M", "--json"], &[&big]);
+    assert_eq!(code(&o), 7, "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["verdict"], "rejected");
+    assert_eq!(v["findings"][0]["kind"], "over_budget");
+    assert_eq!(v["findings"][0]["size"], 8u64 << 30);
+    assert!(v["facts"].is_null());
+    // No budget: the 1 GiB read limit applies.
+    let o = fwpack_guarded(&[], &[&big]);
+    assert_eq!(code(&o), 7, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout(&o).contains("more than the 1073741824 bytes"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn hostile_paths_and_strings_are_escaped() {
+    // A file name with an ESC sequence and a newline (as a listing of an
+    // unpacked hostile archive would pass), and an interpreter path with
+    // one: neither reaches the terminal raw, in the report or the summary.
+    let b = bins();
+    let mut bytes = std::fs::read(&b.dynamic_a64).unwrap();
+    let interp = b"/lib/ld-linux-aarch64.so.1";
+    let at = bytes
+        .windows(interp.len())
+        .position(|w| w == interp)
+        .expect("PT_INTERP string");
+    bytes[at + 5..at + 9].copy_from_slice(b"\x1b[2J");
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("e\x1b]0;t\x07\n");
+    std::fs::write(&f, &bytes).unwrap();
+    let o = fwpack(&[], &[&f]);
+    assert_eq!(code(&o), 7);
+    let (out, err) = (stdout(&o), String::from_utf8_lossy(&o.stderr).into_owned());
+    for text in [&out, &err] {
+        assert!(!text.contains(['\x1b', '\x07']), "{text:?}");
+        assert!(text.contains(r"/e\x1b]0;t\x07\n: "), "{text}");
+    }
+    assert!(out.contains(r"/lib/\u{1b}[2Jinux-aarch64.so.1"), "{out}");
+    assert_eq!(out.lines().filter(|l| !l.starts_with(' ')).count(), 1);
+}

@@ -296,3 +296,148 @@ fn bad_input_exit_codes_and_messages() {
         Some(3)
     );
 }
+
+/// One raw newc record with the name written as given (NULs included), so
+/// that names no writer of ours would produce can be listed.
+fn raw_record(name: &[u8], mode: u32, data: &[u8]) -> Vec<u8> {
+    let fields = [1, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0];
+    let mut r = b"070701".to_vec();
+    for v in fields.into_iter().chain([name.len() as u32, 0]) {
+        r.extend_from_slice(format!("{v:08x}").as_bytes());
+    }
+    r.extend_from_slice(name);
+    r.resize(r.len().next_multiple_of(4), 0);
+    r.extend_from_slice(data);
+    r.resize(r.len().next_multiple_of(4), 0);
+    r
+}
+
+/// Inverse of the escaping documented in `fwpack initramfs --help`.
+fn unescape(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            continue;
+        }
+        match it.next() {
+            Some('\\') => out.push(b'\\'),
+            Some('n') => out.push(b'\n'),
+            Some('r') => out.push(b'\r'),
+            Some('t') => out.push(b'\t'),
+            Some('x') => {
+                let hex: String = it.by_ref().take(2).collect();
+                out.push(u8::from_str_radix(&hex, 16).unwrap());
+            }
+            Some('u') => {
+                assert_eq!(it.next(), Some('{'));
+                let hex: String = it.by_ref().take_while(|&c| c != '}').collect();
+                let c = char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap();
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            }
+            other => panic!("bad escape {other:?} in {s:?}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn hostile_names_are_listed_escaped_and_end_at_nul() {
+    const REG: u32 = 0o100644;
+    // (name as stored, as the kernel and GNU cpio create it, as listed)
+    let cases: [(&[u8], &[u8], &str); 6] = [
+        (
+            b"./evil\x1b]0;pwned\x07\x1b[2J\0",
+            b"./evil\x1b]0;pwned\x07\x1b[2J",
+            r"/evil\x1b]0;pwned\x07\x1b[2J",
+        ),
+        (b"new\nline\0", b"new\nline", r"/new\nline"),
+        (b"bin/sh\0hidden\0", b"bin/sh", "/bin/sh"),
+        (
+            b"bad\xff\xfe\xc2\x9b\0",
+            b"bad\xff\xfe\xc2\x9b",
+            r"/bad\xff\xfe\u{9b}",
+        ),
+        (b"back\\slash\0", b"back\\slash", r"/back\\slash"),
+        (b"lnk\0", b"lnk", "/lnk"),
+    ];
+    let mut archive = Vec::new();
+    for (stored, _, _) in &cases[..5] {
+        archive.extend(raw_record(stored, REG, b""));
+    }
+    archive.extend(raw_record(b"lnk\0", 0o120777, b"t\x1b[31mx\0junk"));
+    archive.extend(raw_record(b"TRAILER!!!\0", 0, b""));
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("hostile.cpio");
+    fs::write(&path, &archive).unwrap();
+    let p = path.to_str().unwrap();
+
+    let text = fwpack(&["initramfs", "--list", p], &[]);
+    let text = ok(&text);
+    assert!(
+        !text.bytes().any(|b| (b < 0x20 && b != b'\n') || b == 0x7f),
+        "raw control bytes in {text:?}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), cases.len(), "{text}");
+    for (line, (_, _, listed)) in lines.iter().zip(&cases) {
+        assert!(line.contains(&format!(" {listed}")), "{line} vs {listed}");
+    }
+    assert!(lines[5].ends_with(r"/lnk -> t\x1b[31mx"), "{}", lines[5]);
+
+    // JSON: valid, and the exact bytes come back through the documented
+    // escapes.
+    let json = ok(&fwpack(&["initramfs", "--list", p, "--json"], &[]));
+    let entries: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), cases.len());
+    for (e, (_, created, listed)) in entries.iter().zip(&cases) {
+        let name = e["name"].as_str().unwrap();
+        assert_eq!(name, *listed);
+        let created = created.strip_prefix(b"./").unwrap_or(created);
+        assert_eq!(unescape(&name[1..]), created);
+    }
+    assert_eq!(
+        unescape(entries[5]["target"].as_str().unwrap()),
+        b"t\x1b[31mx"
+    );
+
+    // GNU cpio reads the same names: it ends each at its first NUL (and
+    // prints them raw, which is what --list does not do).
+    if !testkit::tools::require("cpio") {
+        return;
+    }
+    let t = Command::new("cpio")
+        .args(["-it", "--quiet", "-F", p])
+        .output()
+        .unwrap();
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+    let want: Vec<u8> = cases
+        .iter()
+        .flat_map(|(_, created, _)| created.iter().copied().chain([b'\n']))
+        .collect();
+    assert_eq!(
+        t.stdout,
+        want,
+        "cpio -t: {:?}",
+        String::from_utf8_lossy(&t.stdout)
+    );
+    // And it creates bin/sh, as the kernel would, not "bin/sh\0hidden".
+    let x = d.path().join("x");
+    fs::create_dir(&x).unwrap();
+    let st = Command::new("cpio")
+        .args(["-id", "--quiet", "-F"])
+        .arg(&path)
+        .current_dir(&x)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bin: Vec<_> = fs::read_dir(x.join("bin"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(bin, ["sh"]);
+}

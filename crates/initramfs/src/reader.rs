@@ -7,6 +7,16 @@
 //! by a compressed one). Every length read from the input is bounded before
 //! it is used: names by `PATH_MAX`, symlink bodies by `PATH_MAX`, data is
 //! streamed and never buffered whole.
+//!
+//! Names and symlink targets are read as the Linux kernel's unpacker
+//! (init/initramfs.c) reads them: the last byte of `namesize` must be a NUL
+//! (kernels with the late-2024 fix for a filename buffer overrun, lore
+//! 20241030035509.20194-2-ddiss@suse.de, abort with "malformed archive"
+//! otherwise; here it is a format error), and the name is then used as a C string,
+//! i.e. it ends at its *first* NUL. `bin/sh\0hidden\0` creates `bin/sh`,
+//! and `TRAILER!!!\0x\0` ends the archive. GNU cpio 2.13 (`-t` and `-i`)
+//! does the same. Both are strings from an untrusted file: print them
+//! through [`escape_display`].
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
@@ -18,8 +28,11 @@ use crate::Error;
 /// One record as read from an archive.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
-    /// Name as stored (not normalised). Non-UTF-8 bytes are replaced.
+    /// Name as the kernel sees it (up to the first NUL, not normalised),
+    /// with non-UTF-8 bytes replaced; may hold control characters.
     pub name: String,
+    /// The exact bytes of the name, up to its first NUL.
+    pub name_bytes: Vec<u8>,
     pub ino: u32,
     pub mode: u32,
     pub uid: u32,
@@ -31,8 +44,11 @@ pub struct Entry {
     pub dev_minor: u32,
     pub rdev_major: u32,
     pub rdev_minor: u32,
-    /// For symlinks, the target (the record's data).
+    /// For symlinks, the target (the record's data up to its first NUL, as
+    /// the kernel passes it to symlink(2)), non-UTF-8 bytes replaced.
     pub link_target: Option<String>,
+    /// The exact bytes of the target.
+    pub link_target_bytes: Option<Vec<u8>>,
     /// Offset of the record's header in the (decompressed) stream.
     pub offset: u64,
 }
@@ -113,14 +129,14 @@ impl<'a> Reader<'a> {
             let name_pad =
                 align4(HEADER_LEN + u64::from(name_size)) - HEADER_LEN - u64::from(name_size);
             self.skip(name_pad, "name padding")?;
-            if name.pop() != Some(0) {
+            if name.last() != Some(&0) {
                 return Err(fmt_err(start, "record name is not NUL-terminated".into()));
             }
-            // Some writers (dracut-cpio) pad names with extra NULs.
-            while name.last() == Some(&0) {
-                name.pop();
-            }
-            let name = String::from_utf8_lossy(&name).into_owned();
+            // The kernel uses the name as a C string. This also drops the
+            // extra NUL padding some writers (dracut-cpio) add.
+            truncate_at_nul(&mut name);
+            let name_bytes = name;
+            let name = String::from_utf8_lossy(&name_bytes).into_owned();
             self.pending_data = u64::from(h.size);
             self.pending_pad = align4(u64::from(h.size)) - u64::from(h.size);
             if name == TRAILER {
@@ -130,6 +146,7 @@ impl<'a> Reader<'a> {
             }
             let mut entry = Entry {
                 name,
+                name_bytes,
                 ino: h.ino,
                 mode: h.mode,
                 uid: h.uid,
@@ -142,6 +159,7 @@ impl<'a> Reader<'a> {
                 rdev_major: h.rdev_major,
                 rdev_minor: h.rdev_minor,
                 link_target: None,
+                link_target_bytes: None,
                 offset: start,
             };
             if entry.is_symlink() {
@@ -150,13 +168,16 @@ impl<'a> Reader<'a> {
                         start,
                         format!(
                             "symlink `{}` has a {}-byte target, more than PATH_MAX",
-                            entry.name, h.size
+                            escape_display(&entry.name_bytes),
+                            h.size
                         ),
                     ));
                 }
                 let mut target = Vec::new();
                 self.read_data(&mut target)?;
+                truncate_at_nul(&mut target);
                 entry.link_target = Some(String::from_utf8_lossy(&target).into_owned());
+                entry.link_target_bytes = Some(target);
             }
             return Ok(Some(entry));
         }
@@ -268,6 +289,64 @@ impl<'a> Reader<'a> {
             },
         }
     }
+}
+
+/// Keeps the bytes before the first NUL, as C string functions see them.
+fn truncate_at_nul(bytes: &mut Vec<u8>) {
+    if let Some(nul) = bytes.iter().position(|&b| b == 0) {
+        bytes.truncate(nul);
+    }
+}
+
+/// Renders bytes taken from an untrusted file (archive names, symlink
+/// targets, image strings) so that printing them cannot drive a terminal,
+/// and so that the original bytes can be recovered exactly:
+///
+/// - printable ASCII and printable non-ASCII UTF-8 pass through, except `\`,
+///   which becomes `\\`;
+/// - `\n`, `\r`, `\t` are written as those escapes;
+/// - any other byte that is not part of printable UTF-8 (ASCII controls,
+///   DEL, invalid UTF-8) is written as `\xNN` (two lower-case hex digits);
+/// - a valid but non-printable non-ASCII character (C1 controls such as
+///   U+009B CSI, bidirectional overrides, zero-width characters) is
+///   written as `\u{NNNN}`, its code point in hex.
+///
+/// Plain names come out unchanged. The result is valid UTF-8, so it can go
+/// into JSON as is.
+pub fn escape_display(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                ' '..='~' => out.push(c),
+                '\0'..='\x7f' => {
+                    let _ = write!(out, "\\x{:02x}", u32::from(c));
+                }
+                // std's notion of printable: not Cc/Cf/Zl/Zp/unassigned,
+                // nor a combining mark (which would attach to the previous
+                // character of the line).
+                _ if is_printable(c) => out.push(c),
+                _ => {
+                    let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+                }
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// `char::escape_debug` leaves exactly the printable characters alone.
+fn is_printable(c: char) -> bool {
+    let mut e = c.escape_debug();
+    e.next() == Some(c) && e.next().is_none()
 }
 
 fn fmt_err(offset: u64, reason: String) -> Error {
@@ -388,20 +467,33 @@ pub fn ls_line(e: &Entry) -> String {
         _ => e.size.to_string(),
     };
     let mut line = format!(
-        "{} {:>3} {:>5} {:>5} {:>10} {:>10} /{}",
+        "{} {:>3} {:>5} {:>5} {:>10} {:>10} {}",
         mode_string(e.mode),
         e.nlink,
         e.uid,
         e.gid,
         size,
         e.mtime,
-        e.name.trim_start_matches("./").trim_start_matches('/'),
+        display_path(e),
     );
-    if let Some(t) = &e.link_target {
+    if let Some(t) = &e.link_target_bytes {
         line.push_str(" -> ");
-        line.push_str(t);
+        line.push_str(&escape_display(t));
     }
     line
+}
+
+/// The entry's path as listed: absolute (`./x`, `/x` and `x` are all `/x`
+/// once unpacked), through [`escape_display`].
+pub fn display_path(e: &Entry) -> String {
+    let mut rel = &e.name_bytes[..];
+    while let Some(rest) = rel.strip_prefix(b"./") {
+        rel = rest;
+    }
+    while let Some(rest) = rel.strip_prefix(b"/") {
+        rel = rest;
+    }
+    format!("/{}", escape_display(rel))
 }
 
 /// `drwxr-xr-x`-style rendering of a mode, including setuid/setgid/sticky.
@@ -538,6 +630,95 @@ mod tests {
         bytes[94..102].copy_from_slice(b"ffffffff");
         let e = Reader::new(&bytes[..]).unwrap().entries().unwrap_err();
         assert!(e.to_string().contains("name size"), "{e}");
+    }
+
+    /// One raw newc record: `name` is written as given (its NULs included),
+    /// so names the writer would refuse can be built.
+    fn raw_record(name: &[u8], mode: u32, data: &[u8]) -> Vec<u8> {
+        let fields = [1, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0];
+        let mut r = b"070701".to_vec();
+        for v in fields.into_iter().chain([name.len() as u32, 0]) {
+            r.extend_from_slice(format!("{v:08x}").as_bytes());
+        }
+        r.extend_from_slice(name);
+        r.resize(align4(r.len() as u64) as usize, 0);
+        r.extend_from_slice(data);
+        r.resize(align4(r.len() as u64) as usize, 0);
+        r
+    }
+
+    #[test]
+    fn names_end_at_the_first_nul_like_the_kernel() {
+        let mut a = raw_record(b"bin/sh\0hidden\0", mode::S_IFREG | 0o755, b"#!");
+        a.extend(raw_record(b"l\0", mode::S_IFLNK | 0o777, b"tgt\0rest"));
+        // The kernel's strcmp sees "TRAILER!!!": the archive ends here, so
+        // the listing ends cleanly (it would be "truncated" otherwise).
+        a.extend(raw_record(b"TRAILER!!!\0junk\0", 0, b""));
+        assert_eq!(Reader::new(&a[..]).unwrap().entries().unwrap().len(), 2);
+        let mut r = Reader::new(&a[..]).unwrap();
+        let sh = r.next_entry().unwrap().unwrap();
+        assert_eq!(
+            (sh.name.as_str(), &sh.name_bytes[..]),
+            ("bin/sh", &b"bin/sh"[..])
+        );
+        let l = r.next_entry().unwrap().unwrap();
+        assert_eq!(l.link_target_bytes.as_deref(), Some(&b"tgt"[..]));
+        // Without the final NUL the kernel refuses the archive; so do we.
+        let bad = raw_record(b"x", mode::S_IFREG, b"");
+        let e = Reader::new(&bad[..]).unwrap().entries().unwrap_err();
+        assert!(e.to_string().contains("NUL-terminated"), "{e}");
+    }
+
+    #[test]
+    fn listing_escapes_what_could_drive_a_terminal() {
+        let mut a = raw_record(b"./e\x1b]0;x\x07\x1b[2J\n\\\xff\0", mode::S_IFREG, b"");
+        a.extend(raw_record(
+            b"l\0",
+            mode::S_IFLNK | 0o777,
+            b"\x1b[31mred\xc2\x9b",
+        ));
+        a.extend(raw_record(b"TRAILER!!!\0", 0, b""));
+        let e = Reader::new(&a[..]).unwrap().entries().unwrap();
+        assert_eq!(display_path(&e[0]), r"/e\x1b]0;x\x07\x1b[2J\n\\\xff");
+        assert!(
+            ls_line(&e[1]).ends_with(r" /l -> \x1b[31mred\u{9b}"),
+            "{}",
+            ls_line(&e[1])
+        );
+    }
+
+    #[test]
+    fn escape_display_cases() {
+        let cases: [(&[u8], &str); 10] = [
+            (b"plain/name-1.2_x", "plain/name-1.2_x"),
+            (
+                "caf\u{e9} \u{65e5}\u{672c}".as_bytes(),
+                "caf\u{e9} \u{65e5}\u{672c}",
+            ),
+            (b"a\\b", r"a\\b"),
+            (b"\t\r\n", r"\t\r\n"),
+            (b"\x00\x1b\x7f", r"\x00\x1b\x7f"),
+            (b"\xff\xc3", r"\xff\xc3"),
+            // C1 CSI, as UTF-8: some terminals act on it.
+            ("\u{9b}2J".as_bytes(), r"\u{9b}2J"),
+            // Bidi override, zero-width space, line separator.
+            (
+                "\u{202e}\u{200b}\u{2028}".as_bytes(),
+                r"\u{202e}\u{200b}\u{2028}",
+            ),
+            // A lone combining mark would attach to the previous column.
+            ("\u{301}".as_bytes(), r"\u{301}"),
+            (b"", ""),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(escape_display(raw), want, "{raw:?}");
+        }
+        // Every single byte round-trips unambiguously: distinct inputs,
+        // distinct outputs, and nothing below 0x20 or DEL survives.
+        let all: std::collections::HashSet<String> =
+            (0..=255u8).map(|b| escape_display(&[b])).collect();
+        assert_eq!(all.len(), 256);
+        assert!(all.iter().all(|s| !s.chars().any(|c| c.is_control())));
     }
 
     #[test]

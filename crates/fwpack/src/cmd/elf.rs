@@ -1,17 +1,27 @@
 //! `fwpack check-elf`: the ELF policy checks of the build pipeline, on
 //! demand. Prints every file's findings, then fails with POLICY (7) if any
-//! file was refused or FORMAT (4) if any was not a parseable ELF.
+//! file was refused or FORMAT (4) if any was not a parseable ELF; a path
+//! that cannot be read, or is not a regular file, fails with IO (3).
+//!
+//! Strings from the file (interpreter, libraries, section names) are made
+//! printable by elfcheck itself; the paths, which can come from an archive
+//! or a directory listing, are escaped here.
 
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use elfcheck::{Machine, Policy, Report, Severity};
 
+use super::escape_display;
+
 #[derive(Args)]
 pub struct CheckElfArgs {
     /// ELF files to check (all are checked; the exit status covers all).
+    /// Regular files only: a directory, FIFO, socket or device is refused
+    /// (exit 3) without being read.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
     /// Required machine: aarch64, x86_64, riscv64, arm (32-bit), or an
@@ -19,7 +29,9 @@ pub struct CheckElfArgs {
     #[arg(long, value_name = "M")]
     machine: Option<Machine>,
     /// Largest acceptable file size: bytes, or with a K/M/G (KiB/MiB/GiB)
-    /// suffix.
+    /// suffix. A larger file is refused without being read past the
+    /// budget (and not parsed). Without a budget, files over 1 GiB are
+    /// refused the same way.
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     budget: Option<u64>,
     /// Treat symbol tables and debug sections as errors, not warnings.
@@ -52,8 +64,29 @@ pub fn check_elf(args: CheckElfArgs) -> Result<()> {
         }
     }
     out.flush().context("writing report")?;
-    elfcheck::require_pass(&reports)?;
+    elfcheck::require_pass(&reports).map_err(escape_failures)?;
     Ok(())
+}
+
+/// The failure summary goes to stderr and names each failed file.
+fn escape_failures(e: elfcheck::Error) -> elfcheck::Error {
+    let esc = |failed: Vec<(String, String)>| {
+        failed
+            .into_iter()
+            .map(|(file, why)| (escape_display(file.as_bytes()), why))
+            .collect()
+    };
+    match e {
+        elfcheck::Error::Malformed { failed, total } => elfcheck::Error::Malformed {
+            failed: esc(failed),
+            total,
+        },
+        elfcheck::Error::Rejected { failed, total } => elfcheck::Error::Rejected {
+            failed: esc(failed),
+            total,
+        },
+        other => other,
+    }
 }
 
 fn write_human(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
@@ -62,7 +95,11 @@ fn write_human(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         elfcheck::Verdict::Rejected => "FAIL",
         elfcheck::Verdict::Malformed => "INVALID",
     };
-    write!(out, "{}: {verdict}", r.display_name())?;
+    let name = r.path.as_deref().map_or_else(
+        || r.display_name(),
+        |p| escape_display(p.as_os_str().as_bytes()),
+    );
+    write!(out, "{name}: {verdict}")?;
     if let Some(f) = &r.facts {
         write!(
             out,

@@ -39,7 +39,13 @@ pub struct InitramfsArgs {
     /// Compression level (gzip 0-9, default 9; zstd 1-19, default 19).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     level: Option<i32>,
-    /// List an existing archive (plain, gzip or zstd) instead of building one.
+    /// List an existing archive (plain, gzip or zstd) instead of building
+    /// one. A name ends at its first NUL, as the kernel unpacks it. Names and
+    /// symlink targets are escaped, in text and JSON alike, so the exact
+    /// bytes can be recovered and a hostile archive cannot drive the
+    /// terminal: `\\` for a backslash, `\n` `\r` `\t`, `\xNN` for any other
+    /// control byte, DEL or byte that is not valid UTF-8, `\u{N}` for a
+    /// non-printable Unicode character; everything else is verbatim.
     #[arg(long, value_name = "ARCHIVE", conflicts_with_all = ["recipe", "output", "vars", "level"])]
     list: Option<PathBuf>,
     /// Machine-readable output: one JSON object per entry (with --list) or a summary.
@@ -150,7 +156,7 @@ fn list(archive: &std::path::Path, json: bool) -> Result<()> {
             };
             let dev = matches!(kind, "char" | "block").then(|| [e.rdev_major, e.rdev_minor]);
             let line = serde_json::json!({
-                "name": format!("/{}", e.name.trim_start_matches("./").trim_start_matches('/')),
+                "name": reader::display_path(&e),
                 "type": kind,
                 "mode": format!("{:04o}", e.mode & 0o7777),
                 "uid": e.uid,
@@ -160,7 +166,7 @@ fn list(archive: &std::path::Path, json: bool) -> Result<()> {
                 "size": e.size,
                 "mtime": e.mtime,
                 "rdev": dev,
-                "target": e.link_target,
+                "target": e.link_target_bytes.as_deref().map(reader::escape_display),
             });
             writeln!(out, "{line}")?;
         } else {

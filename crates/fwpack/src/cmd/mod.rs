@@ -10,6 +10,12 @@ pub mod image;
 pub mod initramfs;
 pub mod keys;
 
+/// Renders bytes taken from a file (archive names, image strings, ELF
+/// section names) safely for a terminal, reversibly; see its docs for the
+/// escapes. It lives in the initramfs crate (`initramfs::reader`) so
+/// libraries can use it too.
+pub use ::initramfs::reader::escape_display;
+
 use std::fs::File;
 use std::path::Path;
 
