@@ -6,7 +6,7 @@ images it did not write. Standard library only, plus `openssl` (Ed25519
 signing) and `zstd` (only for compress=zstd segments).
 
     fwi_write.py --board B --version N [--label L] [--chunk-shift 16..20]
-                 [--slots N] [--created SECS] [--key KEY.pem ...]
+                 [--slots N] [--key KEY.pem ...]   (created: $SOURCE_DATE_EPOCH)
                  -s NAME=FILE[,target=T][,offset=BYTES][,compress=none|gzip|zstd] ...
                  -o OUT.fwi
 """
@@ -38,7 +38,7 @@ def compress(raw, comp):
     with tempfile.NamedTemporaryFile() as t:  # a file, so zstd knows the content size
         t.write(raw)
         t.flush()
-        return run(["zstd", "-q", "-c", "-19", t.name])
+        return run(["zstd", "-q", "-c", "-3", t.name])
 
 
 def padded(s, n):
@@ -48,41 +48,26 @@ def padded(s, n):
     return b + bytes(n - len(b))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--board", required=True)
-    ap.add_argument("--version", type=int, required=True)
-    ap.add_argument("--label", default="")
-    ap.add_argument("--chunk-shift", type=int, default=18)
-    ap.add_argument("--slots", type=int, default=2)
-    ap.add_argument("--created", type=int, default=int(os.environ.get("SOURCE_DATE_EPOCH", 0)))
-    ap.add_argument("--key", action="append", default=[], help="Ed25519 private key (PEM)")
-    ap.add_argument("-s", "--segment", action="append", required=True)
-    ap.add_argument("-o", "--output", required=True)
-    a = ap.parse_args()
-    chunk_size = 1 << a.chunk_shift
-
+def build(segments, board, version, label="", chunk_shift=18, slots=2, created=0, keys=(),
+          compat=0, encode=compress):
+    """The image bytes. segments: dicts name, target, raw, comp (0/1/2), toff.
+    encode(raw_chunk, comp) gives a chunk's stored bytes (tests pass broken ones)."""
+    chunk_size = 1 << chunk_shift
     segs = []
-    for spec in a.segment:
-        name, _, rest = spec.partition("=")
-        parts = rest.split(",")
-        opts = dict(p.split("=", 1) for p in parts[1:])
-        comp = {"none": 0, "gzip": 1, "zstd": 2}[opts.get("compress", "none")]
-        raw = open(parts[0], "rb").read()
+    for s in segments:
         chunks = []
-        for i in range(0, len(raw), chunk_size):
-            r = raw[i:i + chunk_size]
-            s = compress(r, comp)
-            chunks.append((s, hashlib.sha256(s).digest(), hashlib.sha256(r).digest()))
-        segs.append(dict(name=name, target=opts.get("target", name), raw=raw, comp=comp,
-                         toff=int(opts.get("offset", 0)), chunks=chunks))
+        for i in range(0, len(s["raw"]), chunk_size):
+            r = s["raw"][i:i + chunk_size]
+            st = encode(r, s["comp"])
+            chunks.append((st, hashlib.sha256(st).digest(), hashlib.sha256(r).digest()))
+        segs.append(dict(s, chunks=chunks))
 
     chunk_count = sum(len(s["chunks"]) for s in segs)
     crc_count = sum(ceil_div(len(s["raw"]), 4096) for s in segs)
     chunk_pages = ceil_div(chunk_count, 51)
     page_count = chunk_pages + ceil_div(crc_count, 1024)
     sig_offset = 256 + 160 * len(segs) + 32 * page_count
-    index_offset = ceil_div(sig_offset + 128 * a.slots, 4096) * 4096
+    index_offset = ceil_div(sig_offset + 128 * slots, 4096) * 4096
     data_offset = index_offset + 4096 * page_count
 
     # Lay out the data: segments in table order, each at a 4096 boundary.
@@ -121,32 +106,56 @@ def main():
                            for i in range(0, len(index), 4096))
 
     incompat = 1 if any(s["comp"] for s in segs) else 0
-    compat = 1 if "SOURCE_DATE_EPOCH" in os.environ else 0
     h = (b"FWPKIMG\0" + struct.pack("<HHIIBBBBQQIIB3xIQQQQQQ", 2, 256, compat, incompat, 1, 1, 1,
-                                    12, a.version, a.created, len(segs), 160, a.chunk_shift,
-                                    a.slots, chunk_count, crc_count, index_offset, page_count,
+                                    12, version, created, len(segs), 160, chunk_shift,
+                                    slots, chunk_count, crc_count, index_offset, page_count,
                                     data_offset, image_len)
-         + padded(a.board, 64) + padded(a.label, 64) + bytes(20))
+         + padded(board, 64) + padded(label, 64) + bytes(20))
     h += struct.pack("<I", crc32c(h))
     head = h + table + page_hashes
     assert len(head) == sig_offset
 
     msg = b"FWPKSIG2" + hashlib.sha256(head).digest()
-    slots = b""
+    slot_b = b""
     with tempfile.TemporaryDirectory() as d:
         m = os.path.join(d, "msg")
         open(m, "wb").write(msg)
-        for key in a.key:
+        for key in keys:
             der = run(["openssl", "pkey", "-in", key, "-pubout", "-outform", "DER"])
             sig = run(["openssl", "pkeyutl", "-sign", "-inkey", key, "-rawin", "-in", m])
             assert len(sig) == 64
-            slots += b"\x01" + bytes(7) + hashlib.sha256(der[-32:]).digest() + sig + bytes(24)
-    if len(a.key) > a.slots:
+            slot_b += b"\x01" + bytes(7) + hashlib.sha256(der[-32:]).digest() + sig + bytes(24)
+    if len(keys) > slots:
         sys.exit("fwi_write: more keys than --slots")
-    slots += bytes(128 * a.slots - len(slots))
+    slot_b += bytes(128 * slots - len(slot_b))
 
-    out = head + slots + bytes(index_offset - sig_offset - len(slots)) + index + bytes(data)
+    out = head + slot_b + bytes(index_offset - sig_offset - len(slot_b)) + index + bytes(data)
     assert len(out) == image_len
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--board", required=True)
+    ap.add_argument("--version", type=int, required=True)
+    ap.add_argument("--label", default="")
+    ap.add_argument("--chunk-shift", type=int, default=18)
+    ap.add_argument("--slots", type=int, default=2)
+    ap.add_argument("--key", action="append", default=[], help="Ed25519 private key (PEM)")
+    ap.add_argument("-s", "--segment", action="append", required=True)
+    ap.add_argument("-o", "--output", required=True)
+    a = ap.parse_args()
+    segs = []
+    for spec in a.segment:
+        name, _, rest = spec.partition("=")
+        parts = rest.split(",")
+        opts = dict(p.split("=", 1) for p in parts[1:])
+        segs.append(dict(name=name, target=opts.get("target", name),
+                         raw=open(parts[0], "rb").read(), toff=int(opts.get("offset", 0)),
+                         comp={"none": 0, "gzip": 1, "zstd": 2}[opts.get("compress", "none")]))
+    sde = os.environ.get("SOURCE_DATE_EPOCH")
+    out = build(segs, a.board, a.version, a.label, a.chunk_shift, a.slots,
+                int(sde) if sde else 0, a.key, 1 if sde else 0)
     tmp = a.output + ".tmp"
     open(tmp, "wb").write(out)
     os.replace(tmp, a.output)

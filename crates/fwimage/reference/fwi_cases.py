@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Test images for format-2 readers, made with fwi_write.py's builder.
+
+    fwi_cases.py OUTDIR --key KEY.pem [--other OTHER.pem] [--check PUB.pem]
+
+Writes OUTDIR/*.fwi and OUTDIR/cases.tsv ("file<TAB>expected"): `ok` for an
+image a reader must accept, else a substring of the check fwi_verify.py
+names when it refuses it. Every refused image is correctly signed by KEY
+(re-signed after the edit), so a reader must refuse it for the rule it
+breaks, not for the signature. --check runs fwi_verify on every case
+(the self-test of the two scripts); the Rust tests run `fwpack verify`.
+"""
+import argparse
+import gzip
+import hashlib
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fwi_verify  # noqa: E402
+from fwi_write import build, compress, run  # noqa: E402
+
+
+def u(b, off, fmt):
+    return struct.unpack_from("<" + fmt, b, off)[0]
+
+
+def resign(img, keys):
+    """Recompute header_crc, page hashes and the signatures of slots 0..len(keys)-1."""
+    b = bytearray(img)
+    b[252:256] = struct.pack("<I", fwi_verify.crc32c(bytes(b[:252])))
+    nseg, index_offset, pages = u(b, 40, "I"), u(b, 72, "Q"), u(b, 80, "Q")
+    pht = 256 + 160 * nseg
+    for p in range(pages):
+        pg = bytes(b[index_offset + 4096 * p:index_offset + 4096 * (p + 1)])
+        b[pht + 32 * p:pht + 32 * (p + 1)] = hashlib.sha256(pg).digest()
+    sig_offset = pht + 32 * pages
+    with tempfile.TemporaryDirectory() as d:
+        m = os.path.join(d, "m")
+        open(m, "wb").write(b"FWPKSIG2" + hashlib.sha256(bytes(b[:sig_offset])).digest())
+        for j, key in enumerate(keys):
+            der = run(["openssl", "pkey", "-in", key, "-pubout", "-outform", "DER"])
+            sig = run(["openssl", "pkeyutl", "-sign", "-inkey", key, "-rawin", "-in", m])
+            s = sig_offset + 128 * j
+            b[s:s + 128] = b"\x01" + bytes(7) + hashlib.sha256(der[-32:]).digest() + sig + bytes(24)
+    return bytes(b)
+
+
+def patched(img, keys, *edits):
+    b = bytearray(img)
+    for off, val in edits:
+        b[off:off + len(val)] = val
+    return resign(b, keys)
+
+
+def flipped(img, off, bit=0x40):
+    return img[:off] + bytes([img[off] ^ bit]) + img[off + 1:]
+
+
+def first_bad(bad):
+    """An encoder that breaks only the first compressed chunk."""
+    state = {"done": False}
+
+    def enc(raw, comp):
+        if comp and not state["done"]:
+            state["done"] = True
+            return bad(raw, comp)
+        return compress(raw, comp)
+    return enc
+
+
+def zstd_stdin(raw, *opts):
+    return run(["zstd", "-q", "-c", "-3", *opts], input=raw)
+
+
+def zstd_with_fcs(raw, wd):
+    """A frame from stdin (no content size, Window_Descriptor present) with a
+    4-byte content size inserted and Window_Descriptor set to `wd`."""
+    f = zstd_stdin(raw)
+    assert f[4] == 0x04, f[4]  # FCS_flag 0, not single segment, checksum
+    return f[:4] + bytes([0x84, wd]) + struct.pack("<I", len(raw)) + f[6:]
+
+
+def payloads():
+    rootfs = bytes((i * 2654435761 >> 13) & 255 for i in range(300_000))
+    boot = b"\x07" * 100_000
+    text = b"".join(b"line %d of a compressible log\n" % i for i in range(12_000))
+    return rootfs, boot, text
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("outdir")
+    ap.add_argument("--key", required=True)
+    ap.add_argument("--other", help="a second, untrusted key (rotation cases)")
+    ap.add_argument("--check", help="trusted public key: run fwi_verify on every case")
+    a = ap.parse_args()
+    os.makedirs(a.outdir, exist_ok=True)
+    rootfs, boot, text = payloads()
+    K = [a.key]
+    cases = []
+
+    def seg(name, raw, comp=0, target=None, toff=0):
+        return dict(name=name, target=target or name, raw=raw, comp=comp, toff=toff)
+
+    def add(name, expected, img):
+        open(os.path.join(a.outdir, name + ".fwi"), "wb").write(img)
+        cases.append((name + ".fwi", expected))
+
+    three = [seg("rootfs", rootfs, 0, "system"), seg("boot", boot, 1), seg("log", text, 2)]
+    base = build(three, "rpi-zero2w", 5, "2026.11", 16, 2, 1700000000, K, 1)
+    add("ok-three", "ok", base)
+    add("ok-gzip-1m", "ok", build([seg("a", text, 1)], "b", 1, "", 20, 1, 0, K))
+    add("ok-zstd-256k", "ok", build([seg("a", text + rootfs, 2)], "b", 1, "", 18, 8, 0, K))
+    # A zstd frame with a Window_Descriptor (not single-segment) of exactly chunk_size.
+    add("ok-zstd-window-descriptor", "ok",
+        build([seg("a", text, 2)], "b", 1, "", 16, 1, 0, K,
+              encode=lambda r, c: zstd_with_fcs(r, 0x30)))
+    # Two chunk pages and two CRC pages; segments sharing a target at offsets.
+    big = (rootfs * 14)[:4_300_000]
+    add("ok-two-pages", "ok", build([seg("x", big, 0, "sys"), seg("y", boot, 1, "sys", 4_300_800)],
+                                    "b", 3, "big", 16, 2, 0, K))
+    if a.other:  # a slot by a key the verifier does not know is ignored
+        add("ok-rotation", "ok", build(three, "b", 1, "", 16, 2, 0, [a.other, a.key]))
+        add("bad-no-trusted-slot", "no slot is signed by a trusted key",
+            build(three, "b", 1, "", 16, 2, 0, [a.other]))
+
+    def enc_case(name, expected, bad, segs=three):
+        add(name, expected, build(segs, "b", 1, "", 16, 2, 0, K, encode=first_bad(bad)))
+
+    enc_case("bad-gzip-trailing", "bytes after the member", lambda r, c: compress(r, 1) + b"\0")
+    enc_case("bad-gzip-two-members", "bytes after the member",
+             lambda r, c: compress(r[:100], 1) + compress(r[100:], 1))
+    enc_case("bad-gzip-isize", "incorrect length check",
+             lambda r, c: compress(r, 1)[:-4] + struct.pack("<I", len(r) + 1))
+    enc_case("bad-gzip-crc", "incorrect data check",
+             lambda r, c: compress(r, 1)[:-8] + bytes(4) + compress(r, 1)[-4:])
+    enc_case("bad-gzip-longer", "decodes to more", lambda r, c: gzip.compress(r + b"!", mtime=0))
+    enc_case("bad-gzip-shorter", "decodes to", lambda r, c: gzip.compress(r[:-1], mtime=0))
+    z = [seg("log", text, 2)]
+    enc_case("bad-zstd-trailing", "bytes after the frame", lambda r, c: compress(r, 2) + b"\0", z)
+    enc_case("bad-zstd-two-frames", "bytes after the frame",
+             lambda r, c: compress(r, 2) + zstd_stdin(b"", "--content-size"), z)
+    enc_case("bad-zstd-skippable", "magic",
+             lambda r, c: b"\x50\x2a\x4d\x18" + struct.pack("<I", 4) + b"skip" + compress(r, 2), z)
+    enc_case("bad-zstd-no-checksum", "no content checksum",
+             lambda r, c: run(["zstd", "-q", "-c", "--no-check", "--stream-size=%d" % len(r)],
+                              input=r), z)
+    enc_case("bad-zstd-no-content-size", "no frame content size", lambda r, c: zstd_stdin(r), z)
+    enc_case("bad-zstd-window", "window", lambda r, c: zstd_with_fcs(r, 0x58), z)  # 2 MiB
+    enc_case("bad-zstd-content-size", "frame content size",
+             lambda r, c: zstd_with_fcs(r, 0x30)[:6] + struct.pack("<I", len(r) - 1)
+             + zstd_with_fcs(r, 0x30)[10:], z)
+    enc_case("bad-zstd-checksum", "zstd -d",
+             lambda r, c: compress(r, 2)[:-1] + bytes([compress(r, 2)[-1] ^ 1]), z)
+    enc_case("bad-zstd-dictionary", "dictionary",
+             lambda r, c: (lambda f: f[:4] + bytes([f[4] | 1]) + f[5:6] + b"\x07" + f[6:])(
+                 zstd_with_fcs(r, 0x30)), z)
+
+    # Head rules, each re-signed so that only the rule is broken.
+    nseg = 3
+    t0 = 256  # segment table
+    add("bad-version-1", "format version 1", patched(base, K, (8, b"\x01\x00")))
+    add("bad-incompat-unknown", "incompat", patched(base, K, (16, b"\x03\x00\x00\x00")))
+    add("bad-incompat-clear", "incompat bit 0", patched(base, K, (16, b"\x00")))
+    add("bad-header-reserved", "reserved", patched(base, K, (240, b"\x01")))
+    add("bad-board-after-nul", "after the first NUL", patched(base, K, (104 + 20, b"x")))
+    add("bad-chunk-shift", "chunk_shift", patched(base, K, (48, b"\x0f")))
+    add("bad-name-alphabet", "outside", patched(base, K, (t0 + 2, b"/")))
+    add("bad-name-duplicate", "duplicate", patched(base, K, (t0 + 160, b"rootfs\0\0")))
+    add("bad-target-empty", "target", patched(base, K, (t0 + 32, bytes(32))))
+    add("bad-target-offset", "multiple of 512", patched(base, K, (t0 + 88, b"\x01")))
+    add("bad-target-overlap", "overlap",
+        patched(base, K, (t0 + 160 + 32, b"system\0\0"), (t0 + 160 + 88, struct.pack("<Q", 512))))
+    add("bad-segment-flags", "flags", patched(base, K, (t0 + 108, b"\x01")))
+    add("bad-segment-reserved", "reserved", patched(base, K, (t0 + 130, b"\x01")))
+    add("bad-compression-id", "compression", patched(base, K, (t0 + 160 + 104, b"\x03")))
+    add("bad-first-crc", "first_crc", patched(base, K, (t0 + 160 + 96, b"\x00")))
+    index_offset, data_offset = u(base, 72, "Q"), u(base, 88, "Q")
+    pages = u(base, 80, "Q")
+    chunk_count, crc_count = u(base, 56, "Q"), u(base, 64, "Q")
+    add("bad-chunk-page-tail", "chunk page", patched(base, K, (index_offset + 4095, b"\x01")))
+    add("bad-chunk-reserved", "reserved", patched(base, K, (index_offset + 76, b"\x01")))
+    add("bad-chunk-offset", "stored_offset",
+        patched(base, K, (index_offset + 64, struct.pack("<Q", data_offset + 4096))))
+    e2 = index_offset + 80 * (chunk_count - 1)  # last chunk: of the zstd segment
+    add("bad-raw-hash", "raw hash", patched(base, K, (e2 + 40, bytes([base[e2 + 40] ^ 1]))))
+    crc0 = index_offset + 4096 * (pages - 1)
+    add("bad-crc-chain", "CRC block 3", patched(base, K, (crc0 + 12, b"\x00\x00\x00\x00")))
+    add("bad-crc-padding", "CRC page", patched(base, K, (crc0 + 4 * crc_count, b"\x01")))
+    # Unsigned bytes that must be zero (no re-signing needed: they are not signed).
+    sig_offset = 256 + 160 * nseg + 32 * pages
+    add("bad-empty-slot", "empty slot", flipped(base, sig_offset + 128 + 100))
+    add("bad-slot-padding", "padding", flipped(base, sig_offset + 256 + 5))
+    add("bad-segment-gap", "padding", flipped(base, u(base, t0 + 160 + 64, "Q") - 1))
+    # Two slots by the trusted key, the second one broken: every trusted slot must verify.
+    s2 = resign(base, K + K)
+    add("bad-second-trusted-slot", "does not verify", flipped(s2, sig_offset + 128 + 50, 1))
+    add("bad-truncated", "truncated", base[:-1])
+    add("bad-trailing", "trailing data", base + b"\0")
+
+    with open(os.path.join(a.outdir, "cases.tsv"), "w") as f:
+        for name, exp in cases:
+            f.write(f"{name}\t{exp}\n")
+    if a.check:
+        keys = [(a.check, fwi_verify.raw_pubkey(a.check))]
+        bad = 0
+        for name, exp in cases:
+            try:
+                got = fwi_verify.verify(os.path.join(a.outdir, name), keys, None)
+                ok = exp == "ok"
+            except fwi_verify.Refused as e:
+                got = f"REFUSED: {e}"
+                ok = exp != "ok" and exp in str(e)
+            bad += not ok
+            print(f"{'pass' if ok else 'FAIL'} {name}: {got}")
+        print(f"{len(cases) - bad}/{len(cases)} cases as expected")
+        sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
