@@ -61,7 +61,14 @@ fn fixture() -> (tempfile::TempDir, PathBuf) {
     ok("keygen", fwpack(&["keygen", "-o", "release.pem"], &dir));
     for args in [
         &["genpkey", "-algorithm", "ed25519", "-out", "other.pem"][..],
-        &["pkey", "-in", "other.pem", "-pubout", "-out", "other.pub.pem"][..],
+        &[
+            "pkey",
+            "-in",
+            "other.pem",
+            "-pubout",
+            "-out",
+            "other.pub.pem",
+        ][..],
     ] {
         let out = Command::new("openssl")
             .args(args)
@@ -143,10 +150,7 @@ fn stamp_and_sign(dir: &Path, out: &str, segments: &[&str], small_chunks: bool) 
     }
     args.extend(["-o", out]);
     ok("stamp", fwpack(&args, dir));
-    ok(
-        "sign",
-        fwpack(&["sign", out, "--key", "release.pem"], dir),
-    );
+    ok("sign", fwpack(&["sign", out, "--key", "release.pem"], dir));
 }
 
 fn py_verify(dir: &Path, image: &str, extra: &[&str]) -> Output {
@@ -230,11 +234,7 @@ fn images_fwpack_stamped_and_signed_verify_with_the_independent_reader() {
         // Wrong board and an untrusted key are refused, by name.
         let out = py_verify(&dir, image, &["--board", "visionfive2"]);
         assert!(text(&out).contains("REFUSED: board"), "{}", text(&out));
-        let out = python(
-            "fwi_verify.py",
-            &[image, "--pubkey", "other.pub.pem"],
-            &dir,
-        );
+        let out = python("fwi_verify.py", &[image, "--pubkey", "other.pub.pem"], &dir);
         assert!(
             text(&out).contains("REFUSED: signature: no slot"),
             "{}",
@@ -262,7 +262,11 @@ fn a_single_byte_changed_in_any_region_is_refused_by_both_readers() {
     let mut regions: Vec<(&str, usize, &[&str])> = vec![
         ("header image_len", 100, &["header"]),
         ("header board", 104, &["header"]),
-        ("segment 0 raw_len", 256 + 80, &["segment table", "signature"]),
+        (
+            "segment 0 raw_len",
+            256 + 80,
+            &["segment table", "signature"],
+        ),
         ("segment 1 name", 256 + 160, &["segment table", "signature"]),
         ("segment 2 target_offset", 256 + 320 + 90, &["signature"]),
         ("page-hash table", l.sig_offset - 32, &["signature"]),
@@ -358,14 +362,27 @@ fn fwpack_accepts_images_the_independent_writer_made() {
         ok(
             "fwpack verify",
             fwpack(
-                &["verify", image, "-k", "release.pub.pem", "--board", "rpi-zero2w"],
+                &[
+                    "verify",
+                    image,
+                    "-k",
+                    "release.pub.pem",
+                    "--board",
+                    "rpi-zero2w",
+                ],
                 &dir,
             ),
         );
         let inspect = ok("fwpack inspect", fwpack(&["inspect", image], &dir));
         let shown = text(&inspect);
-        assert!(shown.contains("rpi-zero2w") && shown.contains("py-1"), "{shown}");
-        let json = ok("inspect --json", fwpack(&["inspect", "--json", image], &dir));
+        assert!(
+            shown.contains("rpi-zero2w") && shown.contains("py-1"),
+            "{shown}"
+        );
+        let json = ok(
+            "inspect --json",
+            fwpack(&["inspect", "--json", image], &dir),
+        );
         let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
         let img = std::fs::read(dir.join(image)).unwrap();
         assert_eq!(
@@ -406,7 +423,11 @@ fn fwpack_verify_refuses_what_the_spec_refuses_and_accepts_the_rest() {
         if accepted != (expected == "ok") {
             disagreements.push(format!(
                 "{file}: spec says {expected:?}, fwpack verify {} (exit {:?}): {}",
-                if accepted { "accepted it" } else { "refused it" },
+                if accepted {
+                    "accepted it"
+                } else {
+                    "refused it"
+                },
                 out.status.code(),
                 text(&out).trim()
             ));
