@@ -18,9 +18,11 @@ import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fwi_verify  # noqa: E402
+from fwi_verify import ceil_div  # noqa: E402
 from fwi_write import build, compress, run  # noqa: E402
 
 
@@ -70,6 +72,24 @@ def first_bad(bad):
             return bad(raw, comp)
         return compress(raw, comp)
     return enc
+
+
+def gz(raw, flags, extra=b"", name=b"", comment=b""):
+    """A gzip member built by hand, with optional FEXTRA/FNAME/FCOMMENT fields."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = c.compress(raw) + c.flush()
+    h = b"\x1f\x8b\x08" + bytes([flags]) + bytes(4) + b"\x00\xff"
+    if flags & 4:
+        h += struct.pack("<H", len(extra)) + extra
+    if flags & 8:
+        h += name + b"\0"
+    if flags & 16:
+        h += comment + b"\0"
+    return h + body + struct.pack("<II", zlib.crc32(raw), len(raw) & 0xFFFFFFFF)
+
+
+def noise(n):
+    return b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(ceil_div(n, 32)))[:n]
 
 
 def zstd_stdin(raw, *opts):
@@ -165,7 +185,7 @@ def main():
     t0 = 256  # segment table
     add("bad-version-1", "format version 1", patched(base, K, (8, b"\x01\x00")))
     add("bad-incompat-unknown", "incompat", patched(base, K, (16, b"\x03\x00\x00\x00")))
-    add("bad-incompat-clear", "incompat bit 0", patched(base, K, (16, b"\x00")))
+    add("bad-incompat-clear", "incompat bit 0 is clear", patched(base, K, (16, b"\x00")))
     add("bad-header-reserved", "reserved", patched(base, K, (240, b"\x01")))
     add("bad-board-after-nul", "after the first NUL", patched(base, K, (104 + 20, b"x")))
     add("bad-chunk-shift", "chunk_shift", patched(base, K, (48, b"\x0f")))
@@ -199,6 +219,42 @@ def main():
     # Two slots by the trusted key, the second one broken: every trusted slot must verify.
     s2 = resign(base, K + K)
     add("bad-second-trusted-slot", "does not verify", flipped(s2, sig_offset + 128 + 50, 1))
+
+    # Edges of the layout: full chunk pages, many segments, a full CRC page,
+    # zero gaps larger than the 4096 alignment, touching target ranges.
+    tiny = [seg("s%d" % i, noise(512), 0, "t", 512 * i) for i in range(51)]
+    add("ok-51-segments", "ok", build(tiny, "b", 1, "", 16, 1, 0, K))
+    many = [seg("s%d" % i, noise(100 + i), i % 3, "t%d" % (i % 7), 512 * (i // 7))
+            for i in range(256)]
+    add("ok-256-segments", "ok", build(many, "b", 1, "", 16, 1, 0, K))
+    add("ok-full-crc-page", "ok", build([seg("z", bytes(4 << 20), 1)], "b", 1, "", 16, 1, 0, K))
+    add("ok-zstd-short-last-chunk", "ok",
+        build([seg("a", text[:65536 + 100], 2)], "b", 1, "", 16, 1, 0, K))
+    gapped = [dict(seg("a", boot), gap=8192), dict(seg("b", rootfs), gap=4096)]
+    add("ok-wider-zero-gaps", "ok", build(gapped, "b", 1, "", 16, 1, 0, K))
+    add("ok-unknown-compat-flags", "ok", patched(base, K, (12, b"\xfe\xff\xff\xff")))
+    add("ok-gzip-header-fields", "ok",
+        build([seg("a", text, 1)], "b", 1, "", 16, 1, 0, K,
+              encode=lambda r, c: gz(r, 4 | 8 | 16, b"xx\x02\x00hi", b"log.img", b"made by hand")))
+    add("ok-zstd-dictionary-id-zero", "ok",
+        build([seg("a", text, 2)], "b", 1, "", 16, 1, 0, K,
+              encode=lambda r, c: (lambda f: f[:4] + bytes([f[4] | 1]) + f[5:6] + b"\0" + f[6:])(
+                  zstd_with_fcs(r, 0x30))))
+    plain = build([seg("a", boot)], "b", 1, "", 16, 2, 0, K)
+    # The spec says only "if any segment is compressed, incompat bit 0 is set".
+    add("ok-incompat-without-compression", "ok", patched(plain, K, (16, b"\x01")))
+    add("bad-label-utf8", "not UTF-8", patched(base, K, (168, b"\xff")))
+    add("bad-uncompressed-raw-hash", "raw_sha256 != stored_sha256",
+        patched(plain, K, (u(plain, 72, "Q") + 33, b"\x00\x01")))
+    add("bad-stored-len-bound", "out of bounds",
+        build([seg("a", noise(65536), 1)], "b", 1, "", 16, 1, 0, K,
+              encode=lambda r, c: gz(r, 4, noise(3000))))
+    s_off = 256 + 160 + 32 * u(plain, 80, "Q")
+    sig_s = int.from_bytes(plain[s_off + 72:s_off + 104], "little") + fwi_verify.L
+    if sig_s < 1 << 256:
+        add("bad-signature-s-not-canonical", "does not verify",
+            plain[:s_off + 72] + sig_s.to_bytes(32, "little") + plain[s_off + 104:])
+    add("bad-slot-alg", "unknown alg", flipped(plain, s_off + 128, 2))
     add("bad-truncated", "truncated", base[:-1])
     add("bad-trailing", "trailing data", base + b"\0")
 

@@ -254,8 +254,10 @@ def verify(path, pubkeys, board):
         need(a["target"] != b["target"] or a["toff"] + a["rlen"] <= b["toff"], "segment table",
              f"segments {a['name']} and {b['name']} overlap in target {a['target']}")
     compressed = any(s["comp"] for s in segs)
-    need(bool(incompat & 1) == compressed, "header",
-         "incompat bit 0 (compressed) disagrees with the segment table")
+    # FORMAT.md states only this direction; bit 0 without a compressed
+    # segment is accepted (as fwpack does).
+    need(incompat & 1 or not compressed, "header",
+         "a segment is compressed but incompat bit 0 is clear")
 
     # --- signature ---
     page_hashes = read_at(256 + 160 * nseg, 32 * page_count)

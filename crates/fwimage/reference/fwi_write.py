@@ -50,7 +50,7 @@ def padded(s, n):
 
 def build(segments, board, version, label="", chunk_shift=18, slots=2, created=0, keys=(),
           compat=0, encode=compress):
-    """The image bytes. segments: dicts name, target, raw, comp (0/1/2), toff.
+    """The image bytes. segments: dicts name, target, raw, comp (0/1/2), toff[, gap].
     encode(raw_chunk, comp) gives a chunk's stored bytes (tests pass broken ones)."""
     chunk_size = 1 << chunk_shift
     segs = []
@@ -75,10 +75,9 @@ def build(segments, board, version, label="", chunk_shift=18, slots=2, created=0
     table = b""
     first_crc = first_chunk = 0
     for n, s in enumerate(segs):
-        if n:
-            pad = -pos % 4096
-            data += bytes(pad)
-            pos += pad
+        pad = -pos % 4096 + s.get("gap", 0)  # gap: extra zero bytes (tests)
+        data += bytes(pad)
+        pos += pad
         doff = pos
         for stored, ssha, rsha in s["chunks"]:
             entries.append(ssha + rsha + struct.pack("<QII", pos, len(stored), 0))
