@@ -255,6 +255,48 @@ def main():
         add("bad-signature-s-not-canonical", "does not verify",
             plain[:s_off + 72] + sig_s.to_bytes(32, "little") + plain[s_off + 104:])
     add("bad-slot-alg", "unknown alg", flipped(plain, s_off + 128, 2))
+
+    # Decoder edges of RFC 1952 / RFC 8878 the spec leaves to the RFCs.
+    def gz_hcrc(r, good=True):
+        m = gz(r, 2)  # FHCRC: CRC16 of the 10 header bytes follows them
+        crc16 = zlib.crc32(m[:10]) & 0xFFFF
+        return m[:10] + struct.pack("<H", crc16 if good else crc16 ^ 1) + m[10:]
+    add("ok-gzip-header-crc", "ok",
+        build([seg("a", text, 1)], "b", 1, "", 16, 1, 0, K, encode=lambda r, c: gz_hcrc(r)))
+    add("bad-gzip-header-crc", "header crc",
+        build([seg("a", text, 1)], "b", 1, "", 16, 1, 0, K,
+              encode=first_bad(lambda r, c: gz_hcrc(r, False))))
+    add("bad-gzip-reserved-flag", "unknown header flags",
+        build([seg("a", text, 1)], "b", 1, "", 16, 1, 0, K,
+              encode=first_bad(lambda r, c: gz(r, 0x20))))
+    add("bad-zstd-reserved-bit", "reserved bit",
+        build([seg("a", text, 2)], "b", 1, "", 16, 1, 0, K,
+              encode=first_bad(lambda r, c: (lambda f: f[:4] + bytes([f[4] | 8]) + f[5:])(
+                  compress(r, 2)))))
+    add("ok-zstd-unused-bit", "ok",  # RFC 8878: a decoder shall not interpret bit 4
+        build([seg("a", text, 2)], "b", 1, "", 16, 1, 0, K,
+              encode=lambda r, c: (lambda f: f[:4] + bytes([f[4] | 16]) + f[5:])(compress(r, 2))))
+
+    # stored_len bound raw + raw/64 + 1024 with integer division: a 100-byte
+    # last chunk may store 1125 bytes, not 1126.
+    def gz_sized(r, c, total):
+        if len(r) != 100:
+            return compress(r, c)
+        return gz(r, 4, bytes(total - len(gz(r, 4))))
+    tail = noise(65536 + 100)
+    add("ok-stored-len-at-bound", "ok", build([seg("a", tail, 1)], "b", 1, "", 16, 1, 0, K,
+                                              encode=lambda r, c: gz_sized(r, c, 1125)))
+    add("bad-stored-len-over-bound", "out of bounds",
+        build([seg("a", tail, 1)], "b", 1, "", 16, 1, 0, K,
+              encode=lambda r, c: gz_sized(r, c, 1126)))
+
+    # Unsigned bytes outside the segments' own range.
+    g = build([dict(seg("a", boot), gap=8192)], "b", 1, "", 16, 1, 0, K)
+    add("bad-gap-before-first-segment", "padding", flipped(g, u(g, 88, "Q") + 100))
+    add("bad-slot-zero-key-id", "key_id is zero", flipped(plain, s_off + 128, 1))
+    if a.other:
+        r2 = build([seg("a", boot)], "b", 1, "", 16, 2, 0, [a.key, a.other])
+        add("bad-untrusted-slot-reserved", "reserved", flipped(r2, s_off + 128 + 110))
     add("bad-truncated", "truncated", base[:-1])
     add("bad-trailing", "trailing data", base + b"\0")
 
