@@ -190,7 +190,7 @@ fn the_reference_reader_and_writer_agree_on_every_case() {
 #[test]
 fn images_fwpack_stamped_and_signed_verify_with_the_independent_reader() {
     let (_tmp, dir) = fixture();
-    let variants: [(&str, &[&str], bool); 5] = [
+    let variants: [(&str, &[&str], bool); 6] = [
         ("plain.fwi", &["rootfs=rootfs.img,target=system"], false),
         ("zstd.fwi", &["log=log.img,compress=zstd"], false),
         ("gzip.fwi", &["log=log.img,compress=gzip"], false),
@@ -212,7 +212,18 @@ fn images_fwpack_stamped_and_signed_verify_with_the_independent_reader() {
             ],
             true,
         ),
+        // More than 51 chunks and 1024 CRC blocks: two chunk pages and two
+        // CRC pages.
+        (
+            "pages.fwi",
+            &["big=big.img,target=system", "log=log.img,compress=zstd"],
+            true,
+        ),
     ];
+    let big: Vec<u8> = (0..4_300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    std::fs::write(dir.join("big.img"), big).unwrap();
     for (image, segments, small) in variants {
         stamp_and_sign(&dir, image, segments, small);
         let out = py_verify(&dir, image, &["--board", "rpi-zero2w"]);
@@ -236,6 +247,15 @@ fn images_fwpack_stamped_and_signed_verify_with_the_independent_reader() {
         );
         if small && chunk_size_flag(&dir).is_some() {
             assert!(summary.contains("chunk_size=65536"), "{summary}");
+        }
+        // Both readers count the same chunks and index pages.
+        assert!(
+            summary.contains(&format!("chunks={} ", v["chunks"])),
+            "{summary} vs {v}"
+        );
+        assert_eq!(v["index_pages"].as_u64(), Some(l.pages as u64));
+        if image == "pages.fwi" {
+            assert!(l.chunk_pages >= 2 && l.pages - l.chunk_pages >= 2, "{v}");
         }
         // Wrong board and an untrusted key are refused, by name.
         let out = py_verify(&dir, image, &["--board", "visionfive2"]);
@@ -395,10 +415,23 @@ fn fwpack_accepts_images_the_independent_writer_made() {
         );
         let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
         let img = std::fs::read(dir.join(image)).unwrap();
-        assert_eq!(
-            v["signed_range"][1].as_u64(),
-            Some(layout(&img).sig_offset as u64)
-        );
+        let l = layout(&img);
+        assert_eq!(v["signed_range"][1].as_u64(), Some(l.sig_offset as u64));
+        assert_eq!(v["index_range"][0].as_u64(), Some(l.index_offset as u64));
+        assert_eq!(v["index_pages"].as_u64(), Some(l.pages as u64));
+        assert_eq!(v["label"].as_str(), Some("py-1"));
+        let names: Vec<&str> = v["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = extra
+            .windows(2)
+            .filter(|w| w[0] == "-s")
+            .map(|w| w[1].split('=').next().unwrap())
+            .collect();
+        assert_eq!(names, want, "{v}");
         // A byte changed in the last stored chunk is refused by fwpack too.
         let mut bad = img.clone();
         let last = bad.len() - 1;
