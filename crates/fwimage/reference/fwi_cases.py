@@ -305,6 +305,13 @@ def main():
             f.write(f"{name}\t{exp}\n")
     if a.check:
         keys = [(a.check, fwi_verify.raw_pubkey(a.check))]
+        # verify_strict: small-order points (identity, order 2, 4 and 8, with
+        # either sign bit) are refused as keys and R values; real keys are not.
+        small = ["01" + "00" * 31, "00" * 32, "ec" + "ff" * 30 + "7f",
+                 "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+                 "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85"]
+        assert all(fwi_verify.small_order_or_invalid(bytes.fromhex(h)) for h in small)
+        assert not fwi_verify.small_order_or_invalid(keys[0][1])
         bad = 0
         for name, exp in cases:
             try:
