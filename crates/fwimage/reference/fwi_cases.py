@@ -3,14 +3,16 @@
 
     fwi_cases.py OUTDIR --key KEY.pem [--other OTHER.pem] [--check PUB.pem]
 
-Writes OUTDIR/*.fwi and OUTDIR/cases.tsv ("file<TAB>expected"): `ok` for an
-image a reader must accept, else a substring of the check fwi_verify.py
-names when it refuses it. Every refused image is correctly signed by KEY
+Writes OUTDIR/*.fwi and OUTDIR/cases.tsv ("file<TAB>expected[<TAB>key]"):
+`ok` for an image a reader must accept, else a substring of the check
+fwi_verify.py names when it refuses it; a third column names the public key
+(PEM, in OUTDIR) to trust instead of the one matching KEY. Every refused image is correctly signed by KEY
 (re-signed after the edit), so a reader must refuse it for the rule it
 breaks, not for the signature. --check runs fwi_verify on every case
 (the self-test of the two scripts); the Rust tests run `fwpack verify`.
 """
 import argparse
+import base64
 import gzip
 import hashlib
 import os
@@ -126,9 +128,9 @@ def main():
     def seg(name, raw, comp=0, target=None, toff=0):
         return dict(name=name, target=target or name, raw=raw, comp=comp, toff=toff)
 
-    def add(name, expected, img):
+    def add(name, expected, img, trust=None):
         open(os.path.join(a.outdir, name + ".fwi"), "wb").write(img)
-        cases.append((name + ".fwi", expected))
+        cases.append((name + ".fwi", expected, trust))
 
     three = [seg("rootfs", rootfs, 0, "system"), seg("boot", boot, 1), seg("log", text, 2)]
     base = build(three, "rpi-zero2w", 5, "2026.11", 16, 2, 1700000000, K, 1)
@@ -297,12 +299,36 @@ def main():
     if a.other:
         r2 = build([seg("a", boot)], "b", 1, "", 16, 2, 0, [a.key, a.other])
         add("bad-untrusted-slot-reserved", "reserved", flipped(r2, s_off + 128 + 110))
+
+    # verify_strict: signatures a cofactorless check (openssl) accepts.
+    # R = identity and S = h*a verifies for the real key A = a*B; a trusted
+    # key that is the identity point verifies R = identity, S = 0 for any
+    # message. Both must be refused.
+    seed = run(["openssl", "pkey", "-in", a.key, "-outform", "DER"])[-32:]
+    d = bytearray(hashlib.sha512(seed).digest()[:32])
+    d[0] &= 248
+    d[31] = (d[31] & 127) | 64
+    a_scalar = int.from_bytes(d, "little")
+    pub = run(["openssl", "pkey", "-in", a.key, "-pubout", "-outform", "DER"])[-32:]
+    ident = (1).to_bytes(32, "little")
+    msg = b"FWPKSIG2" + hashlib.sha256(plain[:s_off]).digest()
+    h = int.from_bytes(hashlib.sha512(ident + pub + msg).digest(), "little") % fwi_verify.L
+    forged = ident + (h * a_scalar % fwi_verify.L).to_bytes(32, "little")
+    add("bad-signature-small-order-r", "does not verify",
+        plain[:s_off + 40] + forged + plain[s_off + 104:])
+    spki = bytes.fromhex("302a300506032b6570032100")
+    pem = "-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n" % (
+        base64.b64encode(spki + ident).decode())
+    open(os.path.join(a.outdir, "small-order.pub.pem"), "w").write(pem)
+    slot = b"\x01" + bytes(7) + hashlib.sha256(ident).digest() + ident + bytes(32) + bytes(24)
+    add("bad-small-order-key", "does not verify",
+        plain[:s_off] + slot + plain[s_off + 128:], "small-order.pub.pem")
     add("bad-truncated", "truncated", base[:-1])
     add("bad-trailing", "trailing data", base + b"\0")
 
     with open(os.path.join(a.outdir, "cases.tsv"), "w") as f:
-        for name, exp in cases:
-            f.write(f"{name}\t{exp}\n")
+        for name, exp, trust in cases:
+            f.write(f"{name}\t{exp}" + (f"\t{trust}\n" if trust else "\n"))
     if a.check:
         keys = [(a.check, fwi_verify.raw_pubkey(a.check))]
         # verify_strict: small-order points (identity, order 2, 4 and 8, with
@@ -313,9 +339,13 @@ def main():
         assert all(fwi_verify.small_order_or_invalid(bytes.fromhex(h)) for h in small)
         assert not fwi_verify.small_order_or_invalid(keys[0][1])
         bad = 0
-        for name, exp in cases:
+        for name, exp, trust in cases:
+            k = keys
+            if trust:
+                pem = os.path.join(a.outdir, trust)
+                k = [(pem, fwi_verify.raw_pubkey(pem))]
             try:
-                got = fwi_verify.verify(os.path.join(a.outdir, name), keys, None)
+                got = fwi_verify.verify(os.path.join(a.outdir, name), k, None)
                 ok = exp == "ok"
             except fwi_verify.Refused as e:
                 got = f"REFUSED: {e}"
