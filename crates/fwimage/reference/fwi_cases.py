@@ -323,6 +323,29 @@ def main():
     slot = b"\x01" + bytes(7) + hashlib.sha256(ident).digest() + ident + bytes(32) + bytes(24)
     add("bad-small-order-key", "does not verify",
         plain[:s_off] + slot + plain[s_off + 128:], "small-order.pub.pem")
+
+    # Counts that would make a reader allocate beyond the file or 1 MiB:
+    # refused from the 256-byte header alone (the files are sparse).
+    def header_case(name, expected, size, **q):
+        h = bytearray(base[:256])
+        for off, v in q.values():
+            h[off:off + 8] = struct.pack("<Q", v)
+        sig = 256 + 160 * u(h, 40, "I") + 32 * u(h, 80, "Q")
+        io = ceil_div(sig + 128 * u(h, 52, "I"), 4096) * 4096
+        h[72:80] = struct.pack("<Q", io)
+        h[88:104] = struct.pack("<QQ", io + 4096 * u(h, 80, "Q"), size)
+        h[252:256] = struct.pack("<I", fwi_verify.crc32c(bytes(h[:252])))
+        with open(os.path.join(a.outdir, name + ".fwi"), "wb") as f:
+            f.write(h)
+            f.truncate(size)
+        cases.append((name + ".fwi", expected, None))
+    cc = 51 * 33000  # chunk pages alone put sig_offset past 1 MiB
+    header_case("bad-head-over-1mib", "> 1 MiB", 80 * cc + 4096, c=(56, cc), r=(64, 16),
+                p=(80, ceil_div(cc, 51) + 1))
+    header_case("bad-chunk-count", "chunk_count larger", 1 << 20, c=(56, (1 << 20) // 80 + 1),
+                r=(64, 16), p=(80, ceil_div((1 << 20) // 80 + 1, 51) + 1))
+    header_case("bad-crc-count", "crc_count larger", 1 << 20, c=(56, 1), r=(64, (1 << 18) + 1),
+                p=(80, 1 + ceil_div((1 << 18) + 1, 1024)))
     add("bad-truncated", "truncated", base[:-1])
     add("bad-trailing", "trailing data", base + b"\0")
 
