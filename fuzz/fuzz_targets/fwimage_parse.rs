@@ -1,51 +1,84 @@
-//! Parses arbitrary bytes as an image and, when the head parses, runs the
-//! signature check and a full verification pass: none of it may panic or
-//! allocate beyond the input.
+//! Arbitrary bytes as an image: parsing, the signature check and the full
+//! one-pass verification must never panic nor allocate beyond the input.
 //!
-//! Random bytes almost never pass the header checksum, which would keep
-//! the fuzzer in front of the first check; so each input is also tried
-//! with magic, version and checksum patched in, to reach the table, slot
-//! and segment-data code.
+//! Random bytes almost never pass the header checksum, nor any signature,
+//! which would keep the fuzzer in front of the first checks. So each input
+//! is also tried *made authentic*: magic, version and header CRC patched
+//! in, every chunk entry's stored hash and every index page hash
+//! recomputed from the (mutated) bytes, and the head signed with a key the
+//! target trusts. That is a hostile signer's image, and reaches the chunk
+//! rules, the CRC chain and the zstd/gzip decoders with their limits.
 #![no_main]
 
+use ed25519_dalek::{Signer, SigningKey};
 use libfuzzer_sys::fuzz_target;
+use sha2::{Digest, Sha256};
 
 const HEADER_LEN: usize = 256;
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[7u8; 32])
+}
 
 fn exercise(data: &[u8]) {
     let Ok(head) = fwimage::ImageHead::parse(data) else {
         return;
     };
     let mut keys = fwimage::TrustedKeys::new();
-    // Any valid point works; the fuzzer will not forge a signature, but
-    // the verifier must walk the slots without panicking.
-    let _ = keys.add_encoded(&[
-        0x3d, 0x40, 0x17, 0xc3, 0xe8, 0x43, 0x89, 0x5a, 0x92, 0xb7, 0x0a, 0xa7, 0x4d, 0x1b, 0x7e,
-        0xbc, 0x9c, 0x98, 0x2c, 0xcf, 0x2e, 0xc4, 0x96, 0x8c, 0xc0, 0xcd, 0x55, 0xf1, 0x2a, 0xf4,
-        0x66, 0x0c,
-    ]);
-    let _ = head.verify_signature(&keys);
-    let _ = head.verify(&keys, std::io::Cursor::new(data), &mut |_| {});
-    for idx in 0..head.segments.len() {
-        if let Ok(mut rd) = fwimage::SegmentReader::new(&head, idx, std::io::Cursor::new(data)) {
-            let mut buf = vec![0u8; 4096];
-            while let Ok(n) = rd.next_chunk(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-            }
+    keys.add(key().verifying_key());
+    let _ = head.verify(&keys, fwimage::MemSource(data), &mut |_| {});
+}
+
+fn get64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
+}
+
+/// Makes `img` authentic where its structure allows; returns None when
+/// the head does not parse (then there is nothing to sign).
+fn make_authentic(mut img: Vec<u8>) -> Option<Vec<u8>> {
+    img[..8].copy_from_slice(&fwimage::MAGIC);
+    img[8..10].copy_from_slice(&2u16.to_le_bytes());
+    let crc = crc32c::crc32c(&img[..HEADER_LEN - 4]);
+    img[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    let head = fwimage::ImageHead::parse(&img).ok()?;
+    let h = &head.header;
+    // Chunk entries: stored hash of whatever bytes they point at.
+    for k in 0..h.chunk_count {
+        let page = k / fwimage::ENTRIES_PER_PAGE;
+        let at = (h.page_offset(page) as usize)
+            + (k % fwimage::ENTRIES_PER_PAGE) as usize * fwimage::CHUNK_ENTRY_LEN;
+        let Some(e) = img.get(at..at + fwimage::CHUNK_ENTRY_LEN) else { break };
+        let off = get64(e, 64) as usize;
+        let len = u32::from_le_bytes(e[72..76].try_into().ok()?) as usize;
+        if let Some(stored) = off.checked_add(len).and_then(|end| img.get(off..end)) {
+            let d: [u8; 32] = Sha256::digest(stored).into();
+            img[at..at + 32].copy_from_slice(&d);
         }
     }
+    for p in 0..h.page_count {
+        let at = h.page_offset(p) as usize;
+        let d: [u8; 32] = Sha256::digest(img.get(at..at + fwimage::PAGE_LEN)?).into();
+        let ph = (h.page_hash_offset() + 32 * p) as usize;
+        img[ph..ph + 32].copy_from_slice(&d);
+    }
+    let sig_at = h.sig_offset() as usize;
+    let mut msg = Vec::with_capacity(40);
+    msg.extend_from_slice(fwimage::SIGNING_DOMAIN);
+    msg.extend_from_slice(&Sha256::digest(&img[..sig_at]));
+    let k = key();
+    let slot = &mut img[sig_at..sig_at + fwimage::SIG_SLOT_LEN];
+    slot.fill(0);
+    slot[0] = 1;
+    slot[8..40].copy_from_slice(&Sha256::digest(k.verifying_key().as_bytes()));
+    slot[40..104].copy_from_slice(&k.sign(&msg).to_bytes());
+    Some(img)
 }
 
 fuzz_target!(|data: &[u8]| {
     exercise(data);
     if data.len() >= HEADER_LEN {
-        let mut fixed = data.to_vec();
-        fixed[..8].copy_from_slice(&fwimage::MAGIC);
-        fixed[8..10].copy_from_slice(&1u16.to_le_bytes());
-        let crc = crc32c::crc32c(&fixed[..HEADER_LEN - 4]);
-        fixed[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
-        exercise(&fixed);
+        if let Some(img) = make_authentic(data.to_vec()) {
+            exercise(&img);
+        }
     }
 });

@@ -19,7 +19,12 @@ struct ZstdFrame {
 
 fn zstd_frame_header(b: &[u8]) -> Result<ZstdFrame, String> {
     let short = || "frame header truncated".to_string();
-    let magic = u32::from_le_bytes(b.get(0..4).ok_or_else(short)?.try_into().map_err(|_| short())?);
+    let magic = u32::from_le_bytes(
+        b.get(0..4)
+            .ok_or_else(short)?
+            .try_into()
+            .map_err(|_| short())?,
+    );
     if magic != ZSTD_MAGIC {
         return Err(format!("not a zstd frame (magic {magic:#010x})"));
     }
@@ -103,7 +108,12 @@ impl ChunkDecoder {
         }
     }
 
-    fn decode_zstd(&mut self, stored: &[u8], out: &mut [u8], chunk_size: u64) -> Result<(), String> {
+    fn decode_zstd(
+        &mut self,
+        stored: &[u8],
+        out: &mut [u8],
+        chunk_size: u64,
+    ) -> Result<(), String> {
         let f = zstd_frame_header(stored)?;
         if f.dictionary {
             return Err("zstd frame needs a dictionary".into());
@@ -127,7 +137,9 @@ impl ChunkDecoder {
         if !f.checksum {
             return Err("zstd frame has no content checksum".into());
         }
-        let dec = self.zstd.get_or_insert_with(ruzstd::decoding::FrameDecoder::new);
+        let dec = self
+            .zstd
+            .get_or_insert_with(ruzstd::decoding::FrameDecoder::new);
         let mut input = stored;
         dec.reset(&mut input).map_err(|e| e.to_string())?;
         let mut pos = 0;
@@ -172,7 +184,10 @@ fn decode_gzip(stored: &[u8], out: &mut [u8]) -> Result<(), String> {
     let mut d = flate2::bufread::GzDecoder::new(stored);
     let n = crate::read::read_full(&mut d, out).map_err(|e| e.to_string())?;
     if n != out.len() {
-        return Err(format!("gzip member decodes to {n} bytes, the chunk has {}", out.len()));
+        return Err(format!(
+            "gzip member decodes to {n} bytes, the chunk has {}",
+            out.len()
+        ));
     }
     let mut probe = [0u8; 1];
     // Reading to the end also checks the member's CRC32 and ISIZE.

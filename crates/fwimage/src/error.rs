@@ -74,10 +74,14 @@ pub enum Error {
 
     #[error("segment `{segment}`: CRC mismatch in block {block} (data corrupt)")]
     CrcMismatch { segment: String, block: u64 },
-    #[error("index page {page}: SHA-256 does not match the signed head (index corrupt or tampered)")]
+    #[error(
+        "index page {page}: SHA-256 does not match the signed head (index corrupt or tampered)"
+    )]
     IndexPageMismatch { page: u64 },
     #[error("segment `{segment}` chunk {chunk}: SHA-256 of the stored bytes does not match the signed index (data corrupt or tampered)")]
     ChunkHashMismatch { segment: String, chunk: u64 },
+    #[error("segment `{segment}` chunk {chunk}: SHA-256 of the decompressed bytes does not match the signed index (the signer's index is inconsistent)")]
+    RawHashMismatch { segment: String, chunk: u64 },
     #[error("segment `{segment}`: decompressed to {actual} bytes, expected {expected}")]
     LengthMismatch {
         segment: String,
@@ -133,6 +137,7 @@ impl Error {
             CrcMismatch { .. }
             | IndexPageMismatch { .. }
             | ChunkHashMismatch { .. }
+            | RawHashMismatch { .. }
             | LengthMismatch { .. }
             | Decompress { .. } => ErrorClass::Integrity,
             InvalidInput { .. } | InputChanged { .. } | Key(_) | NoFreeSlot(_) => ErrorClass::Usage,

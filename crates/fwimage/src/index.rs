@@ -68,7 +68,13 @@ impl<'h> Index<'h> {
         }
         let page = k / ENTRIES_PER_PAGE;
         let at = (k % ENTRIES_PER_PAGE) as usize * CHUNK_ENTRY_LEN;
-        let bytes = load(self.head, &mut self.chunk_page, &mut self.bytes_read, src, page)?;
+        let bytes = load(
+            self.head,
+            &mut self.chunk_page,
+            &mut self.bytes_read,
+            src,
+            page,
+        )?;
         ChunkEntry::decode(&bytes[at..at + CHUNK_ENTRY_LEN], k)
     }
 
@@ -83,7 +89,13 @@ impl<'h> Index<'h> {
         }
         let page = h.chunk_pages() + i / CRCS_PER_PAGE;
         let at = (i % CRCS_PER_PAGE) as usize * 4;
-        let bytes = load(self.head, &mut self.crc_page, &mut self.bytes_read, src, page)?;
+        let bytes = load(
+            self.head,
+            &mut self.crc_page,
+            &mut self.bytes_read,
+            src,
+            page,
+        )?;
         Ok(get_u32_le(&bytes[..], at))
     }
 
@@ -138,7 +150,10 @@ fn load<'p>(
 fn check_page_padding(head: &ImageHead, no: u64, b: &[u8]) -> Result<()> {
     let h = &head.header;
     let used = if no < h.chunk_pages() {
-        let entries = h.chunk_count.saturating_sub(no * ENTRIES_PER_PAGE).min(ENTRIES_PER_PAGE);
+        let entries = h
+            .chunk_count
+            .saturating_sub(no * ENTRIES_PER_PAGE)
+            .min(ENTRIES_PER_PAGE);
         entries as usize * CHUNK_ENTRY_LEN
     } else {
         let first = (no - h.chunk_pages()) * CRCS_PER_PAGE;

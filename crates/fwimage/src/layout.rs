@@ -214,8 +214,7 @@ impl Header {
             u64::from(get32(b, 44)),
             SEGMENT_ENTRY_LEN as u64,
         )?;
-        if b[49..52].iter().any(|&x| x != 0) || b[232..HEADER_CRC_OFFSET].iter().any(|&x| x != 0)
-        {
+        if b[49..52].iter().any(|&x| x != 0) || b[232..HEADER_CRC_OFFSET].iter().any(|&x| x != 0) {
             return Err(Error::NonZeroPadding("header reserved bytes"));
         }
 
@@ -273,18 +272,17 @@ impl Header {
                 }
             });
         }
+        // Their entries are in the file, so the file bounds the counts.
         if h.chunk_count > file_len / CHUNK_ENTRY_LEN as u64 {
-            return Err(truncated(
-                "chunk index",
-                h.chunk_count.saturating_mul(CHUNK_ENTRY_LEN as u64),
-                file_len,
+            return Err(bad(
+                "chunk_count",
+                format!("{} is impossible in a {file_len} byte image", h.chunk_count),
             ));
         }
         if h.crc_count > file_len / 4 {
-            return Err(truncated(
-                "CRC table",
-                h.crc_count.saturating_mul(4),
-                file_len,
+            return Err(bad(
+                "crc_count",
+                format!("{} is impossible in a {file_len} byte image", h.crc_count),
             ));
         }
         expect_eq("page_count", h.page_count, h.chunk_pages() + h.crc_pages())?;

@@ -33,8 +33,8 @@ mod write;
 
 pub use crc::{crc_chain, CrcChain, BLOCK_SIZE};
 pub use error::{Error, ErrorClass};
-pub use keys::{parse_public_key, KeyId, TrustedKeys};
 pub use index::{check_entry, Index, Verified};
+pub use keys::{parse_public_key, KeyId, TrustedKeys};
 pub use layout::{
     max_stored_len, ChunkEntry, Compression, Header, Segment, SigSlot, CHUNK_ENTRY_LEN,
     COMPAT_REPRODUCIBLE, CRCS_PER_PAGE, DEFAULT_CHUNK_SHIFT, ENTRIES_PER_PAGE, FORMAT_VERSION,

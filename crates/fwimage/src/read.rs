@@ -142,9 +142,9 @@ impl ImageHead {
     /// The segment holding global chunk `k`.
     pub fn segment_of_chunk(&self, k: u64) -> Option<usize> {
         // Segments are few (≤ 256) and ordered by first_chunk.
-        self.segments
-            .iter()
-            .position(|s| k >= u64::from(s.first_chunk) && k < u64::from(s.first_chunk) + u64::from(s.chunks))
+        self.segments.iter().position(|s| {
+            k >= u64::from(s.first_chunk) && k < u64::from(s.first_chunk) + u64::from(s.chunks)
+        })
     }
 }
 

@@ -55,7 +55,10 @@ impl<R: Read + Seek> ImageSource for SeekSource<R> {
 }
 
 fn eof() -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the image")
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "read past the end of the image",
+    )
 }
 
 /// Counts what passes through: tests use it to prove one pass.

@@ -62,7 +62,7 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
             reason: "not a chunk boundary of the image".into(),
         };
         let s = head.segments.get(seg).ok_or_else(bad_start)?;
-        if raw_offset > s.raw_len || (raw_offset % cs != 0 && raw_offset != s.raw_len) {
+        if raw_offset > s.raw_len || (!raw_offset.is_multiple_of(cs) && raw_offset != s.raw_len) {
             return Err(bad_start());
         }
         if raw_offset == s.raw_len {
@@ -71,9 +71,11 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
         }
         let (stored_pos, file_pos, chain) = match head.segments.get(seg) {
             None => (head.header.image_len, None, CrcChain::default()),
-            Some(s) if chunk == 0 && seg == 0 => {
-                (s.data_offset, Some(head.header.data_offset), CrcChain::default())
-            }
+            Some(s) if chunk == 0 && seg == 0 => (
+                s.data_offset,
+                Some(head.header.data_offset),
+                CrcChain::default(),
+            ),
             Some(s) => {
                 let pos = if chunk == 0 {
                     s.data_offset
@@ -177,7 +179,7 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
                     reason: format!("chunk {i}: {reason}"),
                 })?;
             if self.check_raw && <[u8; 32]>::from(Sha256::digest(&*out)) != e.raw_sha256 {
-                return Err(Error::ChunkHashMismatch {
+                return Err(Error::RawHashMismatch {
                     segment: s.name.clone(),
                     chunk: i,
                 });

@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use crate::layout::{
     align_up, blocks_for, max_stored_len, validate_name, ChunkEntry, Compression, Header, Segment,
     SigSlot, BOARD_LEN, COMPAT_REPRODUCIBLE, CRCS_PER_PAGE, DEFAULT_CHUNK_SHIFT, ENTRIES_PER_PAGE,
-    FORMAT_VERSION, INCOMPAT_COMPRESSED, LABEL_LEN, MAX_CHUNK_SHIFT, MAX_SEGMENTS,
-    MAX_SIGNED_HEAD, MAX_SIG_SLOTS, MIN_CHUNK_SHIFT, PAGE_LEN, SIG_SLOT_LEN,
+    FORMAT_VERSION, INCOMPAT_COMPRESSED, LABEL_LEN, MAX_CHUNK_SHIFT, MAX_SEGMENTS, MAX_SIGNED_HEAD,
+    MAX_SIG_SLOTS, MIN_CHUNK_SHIFT, PAGE_LEN, SIG_SLOT_LEN,
 };
 use crate::read::read_full;
 use crate::{CrcChain, Error, ImageHead, KeyId, Result, BLOCK_SIZE};
@@ -285,7 +285,9 @@ impl<'a> ImageBuilder<'a> {
                     Sha256::digest(stored).into()
                 };
                 if stored.len() as u64 > max_stored_len(want as u64) {
-                    return Err(too_big("a chunk did not compress within the format's bound"));
+                    return Err(too_big(
+                        "a chunk did not compress within the format's bound",
+                    ));
                 }
                 out.write_all(stored)?;
                 entries.push(ChunkEntry {
@@ -390,8 +392,10 @@ impl Encoder {
             Compression::Gzip => {
                 self.buf.clear();
                 let level = spec.level.unwrap_or(6).clamp(0, 9) as u32;
-                let mut e = flate2::GzBuilder::new()
-                    .write(std::mem::take(&mut self.buf), flate2::Compression::new(level));
+                let mut e = flate2::GzBuilder::new().write(
+                    std::mem::take(&mut self.buf),
+                    flate2::Compression::new(level),
+                );
                 e.write_all(raw)?;
                 self.buf = e.finish()?;
                 Ok(&self.buf)

@@ -23,8 +23,7 @@ use std::ops::Range;
 use std::sync::mpsc;
 
 use fwimage::{
-    ChunkInfo, ChunkReader, ImageHead, ImageSource, Index, KeyId, TrustedKeys, Verified,
-    BLOCK_SIZE,
+    ChunkInfo, ChunkReader, ImageHead, ImageSource, Index, KeyId, TrustedKeys, Verified, BLOCK_SIZE,
 };
 use sha2::{Digest, Sha256};
 
@@ -32,7 +31,6 @@ use crate::event::{Event, Phase};
 use crate::state::{Journal, Slot, SlotState, StateArea, DEFAULT_STATE_OFFSET};
 use crate::storage::{AlignedBuf, Storage};
 use crate::{Error, Result};
-
 
 /// How to apply.
 #[derive(Clone, Debug)]
@@ -461,7 +459,9 @@ enum Msg {
     },
     Failed(fwimage::Error),
     /// Image bytes the reader read (sent once, at the end).
-    Done { bytes_read: u64 },
+    Done {
+        bytes_read: u64,
+    },
 }
 
 struct Engine<'a> {
@@ -497,7 +497,13 @@ impl Engine<'_> {
 
     /// Reads one chunk back from the slot and compares it with its signed
     /// raw SHA-256.
-    fn chunk_on_device(&mut self, seg: usize, raw_offset: u64, len: u64, want: &[u8; 32]) -> Result<bool> {
+    fn chunk_on_device(
+        &mut self,
+        seg: usize,
+        raw_offset: u64,
+        len: u64,
+        want: &[u8; 32],
+    ) -> Result<bool> {
         let plan = &self.plans[seg];
         let (base, name) = (plan.base, plan.name.clone());
         let dev_len = round_up(len, self.io_align) as usize;
@@ -506,9 +512,8 @@ impl Engine<'_> {
             .storage
             .read_at(base + raw_offset, &mut buf.as_mut_slice()[..dev_len])
             .map_err(Error::io(format!("reading back segment `{name}`")));
-        let same = res.map(|()| {
-            <[u8; 32]>::from(Sha256::digest(&buf.as_slice()[..len as usize])) == *want
-        });
+        let same = res
+            .map(|()| <[u8; 32]>::from(Sha256::digest(&buf.as_slice()[..len as usize])) == *want);
         self.readback = Some(buf);
         self.report.bytes_read_back += dev_len as u64;
         same
@@ -664,7 +669,14 @@ impl Engine<'_> {
                     produce(v, image, (start_seg, start_off), batch, free_rx, full_tx)
                 })
                 .map_err(Error::io("starting the image reader thread"))?;
-            let res = self.consume(area, full_rx, free_tx, (start_seg, start_off), done_before, events);
+            let res = self.consume(
+                area,
+                full_rx,
+                free_tx,
+                (start_seg, start_off),
+                done_before,
+                events,
+            );
             // Dropping the channels (inside consume) unblocks the reader.
             let _ = reader.join();
             res
@@ -738,7 +750,12 @@ impl Engine<'_> {
                     .sync()
                     .map_err(Error::io("syncing the target"))?;
                 for c in unproven.drain(..) {
-                    if !self.chunk_on_device(c.segment, c.raw_offset, c.raw_len as u64, &c.raw_sha256)? {
+                    if !self.chunk_on_device(
+                        c.segment,
+                        c.raw_offset,
+                        c.raw_len as u64,
+                        &c.raw_sha256,
+                    )? {
                         let plan = &self.plans[c.segment];
                         return Err(Error::ReadBack {
                             segment: plan.name.clone(),

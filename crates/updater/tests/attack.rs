@@ -32,7 +32,11 @@ fn forge_same_crc(block: &mut [u8]) {
         })
         .collect();
     // Gaussian elimination: find x with XOR of cols[j] for x_j = 1 == target.
-    let mut rows: Vec<(u32, u32)> = cols.iter().enumerate().map(|(j, &c)| (c, 1u32 << j)).collect();
+    let mut rows: Vec<(u32, u32)> = cols
+        .iter()
+        .enumerate()
+        .map(|(j, &c)| (c, 1u32 << j))
+        .collect();
     let mut basis: Vec<(u32, u32)> = Vec::new();
     for (mut v, mut m) in rows.drain(..) {
         for &(bv, bm) in &basis {
@@ -43,7 +47,7 @@ fn forge_same_crc(block: &mut [u8]) {
         }
         if v != 0 {
             basis.push((v, m));
-            basis.sort_by(|a, b| b.0.cmp(&a.0));
+            basis.sort_by_key(|b| std::cmp::Reverse(b.0));
         }
     }
     let (mut v, mut m) = (target, 0u32);
@@ -169,9 +173,21 @@ fn a_source_that_changes_on_a_second_read_gains_nothing() {
     let (bad, _) = forged(&img, 37);
     let mut src = TwoFaced::new(img.clone(), bad);
     let mut m = MemStorage::new(disk());
-    let r = apply(&mut src, img.len() as u64, &mut m, &trusted(&k), &opts(), &mut |_| {}).unwrap();
+    let r = apply(
+        &mut src,
+        img.len() as u64,
+        &mut m,
+        &trusted(&k),
+        &opts(),
+        &mut |_| {},
+    )
+    .unwrap();
     assert!(!src.reread, "the engine read some image byte twice");
-    assert_eq!(r.image_bytes_read, img.len() as u64, "one pass over the image");
+    assert_eq!(
+        r.image_bytes_read,
+        img.len() as u64,
+        "one pass over the image"
+    );
     assert_eq!(&slot_b_system(&m)[..sys.len()], &sys[..]);
     let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
     assert_eq!(area.boot().pending, Some(Slot::B));
@@ -187,8 +203,15 @@ fn a_crc_preserving_forged_block_never_reaches_the_slot_nor_a_commit() {
     let in_slot = at - head.segments[0].data_offset as usize;
     let mut m = MemStorage::new(disk());
     let mut src = TwoFaced::new(bad.clone(), bad.clone());
-    let err = apply(&mut src, img.len() as u64, &mut m, &trusted(&k), &opts(), &mut |_| {})
-        .unwrap_err();
+    let err = apply(
+        &mut src,
+        img.len() as u64,
+        &mut m,
+        &trusted(&k),
+        &opts(),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
     assert!(err.to_string().contains("chunk 2"), "{err}");
     let slot = slot_b_system(&m);
@@ -199,7 +222,10 @@ fn a_crc_preserving_forged_block_never_reaches_the_slot_nor_a_commit() {
     );
     // Chunks before the forged one are written; nothing from chunk 2 on.
     assert_eq!(&slot[..2 * CHUNK as usize], &sys[..2 * CHUNK as usize]);
-    assert_ne!(&slot[2 * CHUNK as usize..3 * CHUNK as usize], &sys[2 * CHUNK as usize..3 * CHUNK as usize]);
+    assert_ne!(
+        &slot[2 * CHUNK as usize..3 * CHUNK as usize],
+        &sys[2 * CHUNK as usize..3 * CHUNK as usize]
+    );
     let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
     assert_eq!(area.boot().slot(Slot::B).state, SlotState::Updating);
     assert_eq!(area.boot().pending, None);
@@ -208,8 +234,15 @@ fn a_crc_preserving_forged_block_never_reaches_the_slot_nor_a_commit() {
 
     // Re-run with the genuine image: resumes after proving chunks 0-1 by
     // their signed hashes, and commits genuine bytes only.
-    let r = apply(Cursor::new(&img), img.len() as u64, &mut m, &trusted(&k), &opts(), &mut |_| {})
-        .unwrap();
+    let r = apply(
+        Cursor::new(&img),
+        img.len() as u64,
+        &mut m,
+        &trusted(&k),
+        &opts(),
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(r.resumed_from, Some((0, 2 * CHUNK)));
     assert_eq!(&slot_b_system(&m)[..sys.len()], &sys[..]);
     let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
@@ -225,8 +258,15 @@ fn resume_after_an_io_error_proves_the_prefix_by_hash_not_crc() {
     // Fail well into segment 0, after several checkpoints.
     let head = ImageHead::parse(&img).unwrap();
     src.fail_after = Some(head.header.data_offset + 5 * CHUNK + 100);
-    let err = apply(&mut src, img.len() as u64, &mut m, &trusted(&k), &opts(), &mut |_| {})
-        .unwrap_err();
+    let err = apply(
+        &mut src,
+        img.len() as u64,
+        &mut m,
+        &trusted(&k),
+        &opts(),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Io, "{err}");
     let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
     let j = area.journal().expect("journal after checkpoints").clone();
@@ -239,11 +279,22 @@ fn resume_after_an_io_error_proves_the_prefix_by_hash_not_crc() {
     let at = r.offset as usize + CHUNK as usize + 3 * 4096;
     forge_same_crc(&mut m.data[at..at + 4096]);
 
-    let rep = apply(Cursor::new(&img), img.len() as u64, &mut m, &trusted(&k), &opts(), &mut |_| {})
-        .unwrap();
+    let rep = apply(
+        Cursor::new(&img),
+        img.len() as u64,
+        &mut m,
+        &trusted(&k),
+        &opts(),
+        &mut |_| {},
+    )
+    .unwrap();
     // Chunk 0 proved, chunk 1 does not match its hash: writing resumes there.
     assert_eq!(rep.resumed_from, Some((0, CHUNK)));
-    assert_eq!(&slot_b_system(&m)[..sys.len()], &sys[..], "slot holds only signed bytes");
+    assert_eq!(
+        &slot_b_system(&m)[..sys.len()],
+        &sys[..],
+        "slot holds only signed bytes"
+    );
     let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
     assert_eq!(area.boot().pending, Some(Slot::B));
 }

@@ -341,20 +341,13 @@ fn apply(o: &Opts) -> Result<(), Fail> {
     };
     let mut human = Progress::default();
     let json = o.json;
-    let report = updater::apply(
-        file,
-        len,
-        &mut st,
-        &keys,
-        &opts,
-        &mut |e| {
-            if json {
-                println!("{}", event_json(e));
-            } else {
-                human.event(e);
-            }
-        },
-    )?;
+    let report = updater::apply(file, len, &mut st, &keys, &opts, &mut |e| {
+        if json {
+            println!("{}", event_json(e));
+        } else {
+            human.event(e);
+        }
+    })?;
     if json {
         println!(
             "{{\"result\":\"ok\",\"slot\":\"{}\",\"version\":{},\"bytes_written\":{},\"bytes_read_back\":{},\"pending\":{}}}",

@@ -217,14 +217,9 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
         ..ApplyOptions::default()
     };
     let mut progress = Progress::default();
-    let report = updater::apply(
-        file,
-        len,
-        &mut storage,
-        &keys,
-        &opts,
-        &mut |e| progress.event(e),
-    )
+    let report = updater::apply(file, len, &mut storage, &keys, &opts, &mut |e| {
+        progress.event(e)
+    })
     .map_err(|e| format!("update {name} refused: {e}"))?;
     log!(
         "applied {name} to slot {}: version {}, {} bytes written{}{}",
