@@ -192,6 +192,7 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
     if let Some(fwup) = &fwup {
         rows.extend(run_fwup(&opts, fwup, &work, &out_dir, &payloads)?);
     }
+    let sweep = chunk_sweep(&opts, &fwpack, &key, &pubkey, &out_dir, &payloads)?;
     drop(out_guard);
 
     print_inproc(&inproc, opts.size_mib);
@@ -207,9 +208,97 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
             "\nfwup not found: skipping comparison (set FWUP=/path/to/fwup or put it on PATH)"
         ),
     }
+    print_sweep(&sweep, opts.size_mib);
     print_targets(&inproc, &rows, &disk_stamp, opts.size_mib);
     println!("\nload average at the end: {}", loadavg());
     Ok(())
+}
+
+/// One chunk size: format overhead on the random payload (uncompressed),
+/// zstd output size on the ext4 payload, and stamp/verify of both.
+struct SweepRow {
+    chunk_kib: u64,
+    overhead: u64,
+    stamp_none: Sample,
+    verify_none: Sample,
+    zstd_size: u64,
+    stamp_zstd: Sample,
+    verify_zstd: Sample,
+}
+
+/// Stamps and verifies at every chunk size the format allows: the data
+/// behind the default (docs/BENCHMARKS.md, "chunk size").
+fn chunk_sweep(
+    opts: &Opts,
+    fwpack: &Path,
+    key: &Path,
+    pubkey: &Path,
+    out_dir: &Path,
+    payloads: &[(&str, PathBuf)],
+) -> Result<Vec<SweepRow>> {
+    let (random, ext4) = (&payloads[0].1, &payloads[1].1);
+    let raw = fs::metadata(random)?.len();
+    let mut rows = Vec::new();
+    for kib in [64u64, 128, 256, 512, 1024] {
+        let one = |payload: &Path, comp: &str| -> Result<(Sample, Sample, u64)> {
+            let out = out_dir.join(format!("sweep-{kib}-{comp}.fwi"));
+            let stamp = measure(opts, || {
+                let mut c = Command::new(fwpack);
+                c.args(["stamp", "--board", "bench", "--version", "1", "-s"])
+                    .arg(format!("rootfs={},compress={comp}", payload.display()))
+                    .arg("--chunk-size")
+                    .arg(format!("{kib}K"))
+                    .arg("-o")
+                    .arg(&out)
+                    .arg("--key")
+                    .arg(key)
+                    .env("SOURCE_DATE_EPOCH", "0");
+                c
+            })?;
+            let size = fs::metadata(&out)?.len();
+            let verify = measure(opts, || {
+                let mut c = Command::new(fwpack);
+                c.arg("verify").arg(&out).arg("-k").arg(pubkey);
+                c
+            })?;
+            fs::remove_file(&out)?;
+            Ok((stamp, verify, size))
+        };
+        let (stamp_none, verify_none, size_none) = one(random, "none")?;
+        let (stamp_zstd, verify_zstd, zstd_size) = one(ext4, "zstd")?;
+        rows.push(SweepRow {
+            chunk_kib: kib,
+            overhead: size_none - raw,
+            stamp_none,
+            verify_none,
+            zstd_size,
+            stamp_zstd,
+            verify_zstd,
+        });
+    }
+    Ok(rows)
+}
+
+fn print_sweep(rows: &[SweepRow], size_mib: u64) {
+    let raw = (size_mib * MIB) as f64;
+    println!("\nchunk size ({size_mib} MiB payloads; overhead = image - payload, uncompressed):");
+    println!(
+        "{:>6} {:>10} {:>8} {:>9} {:>9} {:>12} {:>9} {:>9}",
+        "chunk", "overhead", "%", "stamp s", "verify s", "zstd ext4", "stamp s", "verify s"
+    );
+    for r in rows {
+        println!(
+            "{:>5}K {:>10} {:>7.3}% {:>9.3} {:>9.3} {:>12} {:>9.3} {:>9.3}",
+            r.chunk_kib,
+            r.overhead,
+            r.overhead as f64 * 100.0 / raw,
+            r.stamp_none.wall.as_secs_f64(),
+            r.verify_none.wall.as_secs_f64(),
+            r.zstd_size,
+            r.stamp_zstd.wall.as_secs_f64(),
+            r.verify_zstd.wall.as_secs_f64(),
+        );
+    }
 }
 
 /// Best-of-N figures for one command.

@@ -229,11 +229,11 @@ struct BoardRun<'a> {
     v1: Rootfs,
     v2: Rootfs,
     v3: Rootfs,
-    /// From "applying update" to "image verified; writing" (check and
-    /// verify: nothing is written yet), measured in story step 1.
+    /// From "applying update" to "signature ok; writing" (the checks
+    /// before the first write), measured in story step 1.
     verify_window: Duration,
-    /// From "image verified; writing" to "pending" (write, sync, read
-    /// back, commit), measured in story step 1.
+    /// From "signature ok; writing" to "pending" (the one authenticated
+    /// pass: write, sync, read back, commit), measured in story step 1.
     write_window: Duration,
     /// Console logs of the current run (copied away if it fails).
     logs: Vec<PathBuf>,
@@ -506,8 +506,7 @@ impl<'a> BoardRun<'a> {
                 "found /dev/",
                 &format!("found LABEL={UPDATES_LABEL}"),
                 &format!("applying update {V2} (version 2 v2) to slot B"),
-                "signature ok; verifying every block",
-                "image verified; writing",
+                "signature ok; writing",
                 "data written and synced; committing",
                 "slot B is pending with",
                 &format!("applied {V2} to slot B"),
@@ -704,7 +703,7 @@ impl<'a> BoardRun<'a> {
             let applying = expect(&mut c, &[&format!("applying update {V2}")])?[0].1;
             if let Some(q) = quarter {
                 let anchors = [
-                    "image verified; writing",
+                    "signature ok; writing",
                     "write: 25%",
                     "write: 50%",
                     "write: 75%",
@@ -953,10 +952,9 @@ fn line_tail(l: &str) -> String {
 fn shorten(s: &str) -> String {
     let s = s
         .replace(
-            "signature ok; verifying every block of the image",
-            "verify start",
+            "signature ok; writing, each chunk authenticated first",
+            "write start",
         )
-        .replace("image verified; writing", "write start")
         .replace("data written and synced; committing", "committing");
     let s = s.split(" (").next().unwrap_or(&s).to_string();
     if s.len() > 44 {

@@ -62,7 +62,7 @@ fn update_is_applied_then_slot_b_boots_from_its_partition() {
             "virtio_blk.ko loaded",
             "found /dev/vda",
             "applying update /images/update-v2.fwi (version 2 v2) to slot B",
-            "image verified; writing",
+            "signature ok; writing",
             "slot B is pending with 2 tries",
             "rebooting into it",
         ],

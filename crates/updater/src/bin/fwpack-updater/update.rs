@@ -257,8 +257,10 @@ impl Progress {
                 self.last_quarter = None;
                 match p {
                     Phase::Check => log!("checking image"),
-                    Phase::Verify => log!("signature ok; verifying every block of the image"),
-                    Phase::Write => log!("image verified; writing"),
+                    Phase::Verify => {
+                        log!("checking what the slot holds against the signed chunk hashes")
+                    }
+                    Phase::Write => log!("signature ok; writing, each chunk authenticated first"),
                     Phase::Commit => log!("data written and synced; committing"),
                 }
             }
