@@ -224,4 +224,108 @@ mod tests {
         assert!(zstd_frame_header(&[0x28, 0xB5, 0x2F]).is_err());
         assert!(zstd_frame_header(&[0, 0, 0, 0, 0, 0]).is_err());
     }
+
+    const CHUNK: u64 = 64 << 10;
+
+    fn raw() -> Vec<u8> {
+        (0..40_000u32)
+            .map(|i| (i % 251) as u8 ^ (i / 997) as u8)
+            .collect()
+    }
+
+    /// A frame as fwpack writes it (checksum, content size).
+    fn frame(raw: &[u8]) -> Vec<u8> {
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        c.include_checksum(true).unwrap();
+        c.include_contentsize(true).unwrap();
+        c.compress(raw).unwrap()
+    }
+
+    fn decode(stored: &[u8], len: usize) -> Result<Vec<u8>, String> {
+        let mut out = vec![0u8; len];
+        ChunkDecoder::default()
+            .decode(Compression::Zstd, stored, &mut out, CHUNK)
+            .map(|()| out)
+    }
+
+    /// The same frame re-headed to declare a 2 GiB window (the blocks and
+    /// checksum unchanged): what a hostile signer would ship.
+    fn with_huge_window(f: &[u8], content: u64) -> Vec<u8> {
+        let h = zstd_frame_header(f).unwrap();
+        assert!(f[4] & 0x20 != 0, "fixture frame is single-segment");
+        let fcs_len = [1usize, 2, 4, 8][usize::from(f[4] >> 6)];
+        let rest = &f[5 + fcs_len..];
+        let mut out = f[..4].to_vec();
+        out.push((2 << 6) | if h.checksum { 0x04 } else { 0 });
+        out.push(21 << 3);
+        out.extend_from_slice(&(content as u32).to_le_bytes());
+        out.extend_from_slice(rest);
+        out
+    }
+
+    #[test]
+    fn zstd_chunk_rules() {
+        let raw = raw();
+        let f = frame(&raw);
+        assert_eq!(decode(&f, raw.len()).unwrap(), raw);
+
+        // A declared 2 GiB window is refused before the decoder allocates
+        // it, although the frame is otherwise valid: ruzstd decodes it.
+        let huge = with_huge_window(&f, raw.len() as u64);
+        assert_eq!(zstd_frame_header(&huge).unwrap().window, 1 << 31);
+        let e = decode(&huge, raw.len()).unwrap_err();
+        assert!(e.contains("window"), "{e}");
+        let mut out = Vec::new();
+        ruzstd::decoding::StreamingDecoder::new(&huge[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, raw);
+
+        // Bytes after the frame, a second frame, a wrong checksum, a
+        // content size that disagrees with the chunk, no checksum.
+        let mut trailing = f.clone();
+        trailing.push(0);
+        assert!(decode(&trailing, raw.len()).unwrap_err().contains("after"));
+        let two = [f.clone(), f.clone()].concat();
+        assert!(decode(&two, raw.len()).is_err());
+        let mut bad_sum = f.clone();
+        let n = bad_sum.len();
+        bad_sum[n - 1] ^= 1;
+        assert!(decode(&bad_sum, raw.len())
+            .unwrap_err()
+            .contains("checksum"));
+        assert!(decode(&f, raw.len() - 1).unwrap_err().contains("content"));
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        c.include_checksum(false).unwrap();
+        c.include_contentsize(true).unwrap();
+        let unsummed = c.compress(&raw).unwrap();
+        assert!(decode(&unsummed, raw.len())
+            .unwrap_err()
+            .contains("checksum"));
+    }
+
+    #[test]
+    fn gzip_chunk_rules() {
+        use std::io::Write;
+        let raw = raw();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        e.write_all(&raw).unwrap();
+        let g = e.finish().unwrap();
+        let run = |stored: &[u8], len: usize| {
+            let mut out = vec![0u8; len];
+            ChunkDecoder::default()
+                .decode(Compression::Gzip, stored, &mut out, CHUNK)
+                .map(|()| out)
+        };
+        assert_eq!(run(&g, raw.len()).unwrap(), raw);
+        let two = [g.clone(), g.clone()].concat();
+        assert!(run(&two, raw.len()).unwrap_err().contains("after"));
+        assert!(run(&g, raw.len() + 1).is_err());
+        assert!(run(&g, raw.len() - 1).is_err());
+        let mut bad_crc = g.clone();
+        let n = bad_crc.len();
+        bad_crc[n - 6] ^= 1;
+        assert!(run(&bad_crc, raw.len()).is_err());
+    }
 }
