@@ -67,9 +67,8 @@ impl BoardInputs {
 /// Fetches (or finds in the cache) the inputs of one board.
 pub fn fetch(board: &str) -> Result<BoardInputs> {
     let arm64 = || kernels::arm64().context("Debian arm64 kernel (linux-image-arm64)");
-    let riscv64 = || {
-        kernels::riscv64().context("Debian trixie riscv64 kernel (linux-image-riscv64)")
-    };
+    let riscv64 =
+        || kernels::riscv64().context("Debian trixie riscv64 kernel (linux-image-riscv64)");
     let (kernel, firmware_dir, wants_dtbs, wants_modules) = match board {
         "rpi-zero2w" => (
             Some(arm64()?),

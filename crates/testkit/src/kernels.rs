@@ -182,9 +182,9 @@ impl AptConfig {
         let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
         let sources = match suite {
             // Only `main`: the kernel is all a foreign release is used for.
-            Some(suite) => format!(
-                "deb [signed-by={keyring}] http://deb.debian.org/debian {suite} main\n"
-            ),
+            Some(suite) => {
+                format!("deb [signed-by={keyring}] http://deb.debian.org/debian {suite} main\n")
+            }
             None => {
                 let suite = host_codename().unwrap_or_else(|| "bookworm".into());
                 format!(

@@ -63,7 +63,12 @@ fn riscv64_trixie_kernel() {
     assert!(k.release.ends_with("-riscv64"), "{}", k.release);
     let head = std::fs::read(&k.vmlinuz).unwrap();
     // RISC-V Image header: "RISCV\0\0\0" at 48, "RSC\x05" at 56.
-    assert_eq!(head.get(48..53), Some(&b"RISCV"[..]), "{}", k.vmlinuz.display());
+    assert_eq!(
+        head.get(48..53),
+        Some(&b"RISCV"[..]),
+        "{}",
+        k.vmlinuz.display()
+    );
     assert_eq!(head.get(56..60), Some(&b"RSC\x05"[..]));
     for board in ["v1.2a", "v1.3b"] {
         let dtb = k
