@@ -17,6 +17,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("file", "file"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("qemu-system-aarch64", "qemu-system-arm"),
+    ("qemu-system-riscv64", "qemu-system-misc"),
     ("qemu-riscv64-static", "qemu-user-static"),
     ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
     ("riscv64-linux-gnu-gcc", "gcc-riscv64-linux-gnu"),
@@ -41,6 +42,9 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("depmod", "kmod"),
     ("zstd", "zstd"),
+    // Debian trixie's riscv64 modules are .ko.xz; the kernel cache
+    // decompresses them once.
+    ("xz", "xz-utils"),
 ];
 
 /// Packages that provide files rather than commands.
@@ -54,6 +58,11 @@ const FILES: &[(&str, &str)] = &[
     (
         "/usr/aarch64-linux-gnu/include/stdio.h",
         "libc6-dev-arm64-cross",
+    ),
+    // OpenSBI for qemu-riscv64 (testkit::qemu::OPENSBI_FW_DYNAMIC).
+    (
+        "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin",
+        "opensbi",
     ),
 ];
 

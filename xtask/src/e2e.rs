@@ -1,6 +1,7 @@
 //! `cargo xtask e2e [--full] [--board B] [--cuts N] [--seed S] [--blob-mib M]`:
 //! the product's whole story in QEMU (TCG), on the artifacts `fwpack build`
-//! makes, for the qemu-x86_64 board (and qemu-aarch64 with `--full`).
+//! makes, for the qemu-x86_64 board (and qemu-aarch64 and qemu-riscv64
+//! with `--full`).
 //!
 //! The story, on one disk (a copy of the v1 `sdcard.img`):
 //! 1. v2 (a 48 MiB-blob root filesystem, ~60 MiB) arrives on a second
@@ -72,6 +73,12 @@ pub const AARCH64: BoardDef = BoardDef {
     arch: Arch::Aarch64,
     kernel_name: "Image",
 };
+/// QEMU virt + Debian's OpenSBI, Debian trixie's riscv64 kernel.
+pub const RISCV64: BoardDef = BoardDef {
+    name: "qemu-riscv64",
+    arch: Arch::Riscv64,
+    kernel_name: "Image",
+};
 
 struct Opts {
     boards: Vec<BoardDef>,
@@ -86,7 +93,7 @@ struct Opts {
 }
 
 const USAGE: &str =
-    "usage: cargo xtask e2e [--full] [--board qemu-x86_64|qemu-aarch64] [--cuts N] [--seed S] [--blob-mib M]";
+    "usage: cargo xtask e2e [--full] [--board qemu-x86_64|qemu-aarch64|qemu-riscv64] [--cuts N] [--seed S] [--blob-mib M]";
 
 impl Opts {
     fn parse(args: &[String]) -> Result<Opts> {
@@ -111,8 +118,11 @@ impl Opts {
         let boards = match board.as_deref() {
             Some("qemu-x86_64") => vec![X86],
             Some("qemu-aarch64") => vec![AARCH64],
-            Some(other) => bail!("e2e runs on qemu-x86_64 or qemu-aarch64, not `{other}`"),
-            None if full => vec![X86, AARCH64],
+            Some("qemu-riscv64") => vec![RISCV64],
+            Some(other) => {
+                bail!("e2e runs on qemu-x86_64, qemu-aarch64 or qemu-riscv64, not `{other}`")
+            }
+            None if full => vec![X86, AARCH64, RISCV64],
             None => vec![X86],
         };
         // --full: >= 20 cuts over both boards (split evenly); short: a

@@ -7,7 +7,12 @@
 //!   the DTBs, among them `broadcom/bcm2837-rpi-zero-2-w.dtb`);
 //! - rpi-zero2w: `raspi-firmware` (component non-free-firmware):
 //!   `bootcode.bin`, `start.elf`, `fixup.dat`;
-//! - qemu-x86_64: `linux-image-*-cloud-amd64` (NVMe and ext4 built in).
+//! - qemu-x86_64: `linux-image-*-cloud-amd64` (NVMe and ext4 built in);
+//! - visionfive2, qemu-riscv64: Debian trixie's `linux-image-6.12.*-riscv64`
+//!   through `linux-image-riscv64` (`APT::Architecture=riscv64`, `trixie
+//!   main`): the Image, the modules (decompressed from `.ko.xz` in the
+//!   cache) and the DTBs, among them
+//!   `starfive/jh7110-starfive-visionfive-2-v1.{2a,3b}.dtb`.
 //!
 //! Also the pieces every `fwpack build` here needs besides inputs: the
 //! `fwpack` binary and a development signing key under `target/`.
@@ -19,7 +24,13 @@ use anyhow::{bail, Context, Result};
 use testkit::kernels::{self, Kernel};
 
 /// Boards this repository ships configs for.
-pub const BOARDS: &[&str] = &["rpi-zero2w", "qemu-aarch64", "qemu-x86_64", "visionfive2"];
+pub const BOARDS: &[&str] = &[
+    "rpi-zero2w",
+    "qemu-aarch64",
+    "qemu-x86_64",
+    "visionfive2",
+    "qemu-riscv64",
+];
 
 /// What `fwpack build --board <board>` needs from outside.
 pub struct BoardInputs {
@@ -56,6 +67,8 @@ impl BoardInputs {
 /// Fetches (or finds in the cache) the inputs of one board.
 pub fn fetch(board: &str) -> Result<BoardInputs> {
     let arm64 = || kernels::arm64().context("Debian arm64 kernel (linux-image-arm64)");
+    let riscv64 =
+        || kernels::riscv64().context("Debian trixie riscv64 kernel (linux-image-riscv64)");
     let (kernel, firmware_dir, wants_dtbs, wants_modules) = match board {
         "rpi-zero2w" => (
             Some(arm64()?),
@@ -73,9 +86,8 @@ pub fn fetch(board: &str) -> Result<BoardInputs> {
             false,
             false,
         ),
-        // Debian's riscv64 kernel lacks a JH7110 DTB in bookworm; this board
-        // takes its kernel from Buildroot (buildroot-external/).
-        "visionfive2" => (None, None, true, false),
+        "visionfive2" => (Some(riscv64()?), None, true, true),
+        "qemu-riscv64" => (Some(riscv64()?), None, false, true),
         other => bail!("unknown board `{other}` (boards: {})", BOARDS.join(", ")),
     };
     Ok(BoardInputs {

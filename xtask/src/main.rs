@@ -24,7 +24,7 @@ commands:
   bench <what> benchmarks against the reference tools (what: fwimage, initramfs, apply)
   inputs [--board B]  fetch the boards' kernels, DTBs, modules, Pi firmware from Debian into the cache
   demo        the main job on rpi-zero2w, then an A/B update of the same updater in QEMU aarch64
-  e2e [--full] update, fallback and power cuts in QEMU (--full: both qemu boards, >= 20 cuts)
+  e2e [--full] update, fallback and power cuts in QEMU (--full: all three qemu boards, >= 20 cuts)
 ";
 
 fn main() -> Result<()> {

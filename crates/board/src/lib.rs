@@ -100,6 +100,12 @@ pub enum KernelBoot {
     Direct,
     /// EFI/U-Boot style boards with their own loader (files on FAT).
     Bootloader,
+    /// U-Boot distro boot: `extlinux/extlinux.conf` on the boot partition
+    /// names the kernel, the DTB directory (`fdtdir /dtbs`: U-Boot picks
+    /// `$fdtfile` from it, i.e. the DTB for the board revision it runs
+    /// on), the initramfs and the command line. Every DTB listed in
+    /// `kernel.dtbs` is copied under `dtbs/` with its relative path.
+    Extlinux,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -336,7 +342,13 @@ mod tests {
         let names = list(&configs()).unwrap();
         assert_eq!(
             names,
-            ["qemu-aarch64", "qemu-x86_64", "rpi-zero2w", "visionfive2"]
+            [
+                "qemu-aarch64",
+                "qemu-riscv64",
+                "qemu-x86_64",
+                "rpi-zero2w",
+                "visionfive2"
+            ]
         );
         for n in names {
             let b = Board::find(&configs(), &n).unwrap_or_else(|e| panic!("{e}"));

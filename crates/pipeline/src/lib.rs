@@ -17,7 +17,9 @@ use board::Board;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-pub use bootfiles::{autoboot_txt, cmdline, config_txt};
+pub use bootfiles::{
+    autoboot_txt, cmdline, config_txt, extlinux_conf, EXTLINUX_CONF, EXTLINUX_DTB_DIR,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -263,6 +265,14 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
     if board.boot_files.tryboot {
         write(&boot_dir.join("autoboot.txt"), autoboot_txt().as_bytes())?;
     }
+    if bootfiles::wants_extlinux(board) {
+        let conf = boot_dir.join(EXTLINUX_CONF);
+        if let Some(dir) = conf.parent() {
+            mkdir(dir)?;
+        }
+        let text = extlinux_conf(board, INITRAMFS_NAME, !plan.dtbs.is_empty());
+        write(&conf, text.as_bytes())?;
+    }
 
     // 4. The disk image.
     on(Event::Step {
@@ -345,10 +355,14 @@ fn preflight(board: &Board, inputs: &Inputs) -> Result<Plan, Error> {
         })?;
         let found = alternatives
             .iter()
-            .map(|d| dir.join(d))
-            .find(|p| p.is_file());
+            .map(|d| (dir.join(d), d))
+            .find(|(p, _)| p.is_file());
         match found {
-            Some(p) => {
+            // extlinux's fdtdir needs the vendor/ directory kept.
+            Some((p, rel)) if bootfiles::wants_extlinux(board) => {
+                dtbs.push((p, format!("{EXTLINUX_DTB_DIR}/{rel}")));
+            }
+            Some((p, _)) => {
                 let name = p
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())

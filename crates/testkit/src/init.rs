@@ -79,7 +79,8 @@ extern "C" {{
 const RB_POWER_OFF: i32 = 0x4321fedc;
 #[cfg(target_arch = "x86_64")]
 const SYS_FINIT_MODULE: std::ffi::c_long = 313;
-#[cfg(target_arch = "aarch64")]
+// The generic syscall table (arm64, riscv64).
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
 const SYS_FINIT_MODULE: std::ffi::c_long = 273;
 
 fn load(path: &str) -> std::io::Result<()> {{

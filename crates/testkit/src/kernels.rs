@@ -11,6 +11,11 @@
 //! `APT::Architecture=arm64`), so there is no `dpkg --add-architecture`
 //! and no change to the machine's apt sources.
 //!
+//! riscv64 comes from Debian trixie (the first release with riscv64 as an
+//! official architecture, and the first whose kernel ships the JH7110 /
+//! VisionFive 2 device trees): its private configuration points at
+//! `trixie main` whatever the host runs.
+//!
 //! A resolution is remembered for six hours (reading apt's lists takes
 //! seconds). Offline: if resolving fails but a kernel of that flavour is
 //! already unpacked in the cache, the newest one is used.
@@ -31,6 +36,7 @@ pub use firmware::raspi_firmware;
 pub enum Arch {
     X86_64,
     Aarch64,
+    Riscv64,
 }
 
 /// An unpacked kernel package.
@@ -43,14 +49,16 @@ pub struct Kernel {
     pub release: String,
     /// Where the package was unpacked.
     pub root: PathBuf,
-    /// `boot/vmlinuz-<release>` (bzImage on amd64, a plain `Image` on arm64).
+    /// `boot/vmlinuz-<release>` (bzImage on amd64, a plain `Image` on arm64),
+    /// `boot/vmlinux-<release>` on riscv64 (also a plain `Image`).
     pub vmlinuz: PathBuf,
     /// `boot/config-<release>`.
     pub config: PathBuf,
-    /// `lib/modules/<release>`. Debian ships no `modules.dep` (depmod runs
+    /// `lib/modules/<release>` (`usr/lib/modules/<release>` from trixie on,
+    /// merged /usr). Debian ships no `modules.dep` (depmod runs
     /// at install time); `initramfs::modules` reads `.modinfo` instead.
     pub modules_dir: PathBuf,
-    /// `usr/lib/linux-image-<release>` (device trees; arm64 only).
+    /// `usr/lib/linux-image-<release>` (device trees; arm64 and riscv64).
     pub dtbs_dir: PathBuf,
 }
 
@@ -81,9 +89,33 @@ pub fn arm64() -> Result<Kernel> {
         arch: Arch::Aarch64,
         meta: "linux-image-arm64",
         suffix: "-arm64",
-        apt: AptConfig::Private { dir, arch: "arm64" },
+        apt: AptConfig::Private {
+            dir,
+            arch: "arm64",
+            suite: None,
+        },
     })
 }
+
+/// Debian trixie's riscv64 kernel (6.12: ships
+/// `starfive/jh7110-starfive-visionfive-2-v1.{2a,3b}.dtb`; virtio, MMC and
+/// ext4 drivers as the config says), resolved through `linux-image-riscv64`.
+pub fn riscv64() -> Result<Kernel> {
+    let dir = cache_dir().join("apt-riscv64-trixie");
+    fetch(Flavour {
+        arch: Arch::Riscv64,
+        meta: "linux-image-riscv64",
+        suffix: "-riscv64",
+        apt: AptConfig::Private {
+            dir,
+            arch: "riscv64",
+            suite: Some(RISCV64_SUITE),
+        },
+    })
+}
+
+/// The Debian release riscv64 packages come from.
+pub const RISCV64_SUITE: &str = "trixie";
 
 struct Flavour {
     arch: Arch,
@@ -96,15 +128,20 @@ struct Flavour {
 enum AptConfig {
     /// The machine's own apt configuration (the host architecture).
     Host,
-    /// A private configuration rooted at `dir` for a foreign architecture.
-    Private { dir: PathBuf, arch: &'static str },
+    /// A private configuration rooted at `dir` for a foreign architecture,
+    /// on `suite` (None: the host's release).
+    Private {
+        dir: PathBuf,
+        arch: &'static str,
+        suite: Option<&'static str>,
+    },
 }
 
 impl AptConfig {
     fn options(&self) -> Vec<String> {
         match self {
             AptConfig::Host => Vec::new(),
-            AptConfig::Private { dir, arch } => {
+            AptConfig::Private { dir, arch, .. } => {
                 let d = |p: &str| dir.join(p).display().to_string();
                 vec![
                     format!("APT::Architecture={arch}"),
@@ -126,7 +163,7 @@ impl AptConfig {
     }
 
     fn prepare(&self) -> Result<()> {
-        let AptConfig::Private { dir, .. } = self else {
+        let AptConfig::Private { dir, suite, .. } = self else {
             return Ok(());
         };
         for sub in [
@@ -142,12 +179,20 @@ impl AptConfig {
         if !status.exists() {
             fs::write(&status, "").map_err(io_err(&status))?;
         }
-        let suite = host_codename().unwrap_or_else(|| "bookworm".into());
         let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
-        let sources = format!(
+        let sources = match suite {
+            // Only `main`: the kernel is all a foreign release is used for.
+            Some(suite) => {
+                format!("deb [signed-by={keyring}] http://deb.debian.org/debian {suite} main\n")
+            }
+            None => {
+                let suite = host_codename().unwrap_or_else(|| "bookworm".into());
+                format!(
             "deb [signed-by={keyring}] http://deb.debian.org/debian {suite} main non-free-firmware\n\
              deb [signed-by={keyring}] http://deb.debian.org/debian-security {suite}-security main\n"
-        );
+                )
+            }
+        };
         let list = dir.join("sources.list");
         if fs::read_to_string(&list).ok().as_deref() != Some(sources.as_str()) {
             fs::write(&list, sources).map_err(io_err(&list))?;
@@ -193,7 +238,11 @@ fn fetch(f: Flavour) -> Result<Kernel> {
         .map(|p| p.trim().to_owned())
         .filter(|p| fresh && kernels.join(p).join(".complete").exists());
     if let Some(p) = remembered {
-        return describe(f.arch, &p, &kernels.join(&p));
+        let root = kernels.join(&p);
+        if f.arch == Arch::Riscv64 {
+            plain_modules(&root)?;
+        }
+        return describe(f.arch, &p, &root);
     }
     let package = match resolve(&f) {
         Ok(p) => {
@@ -212,10 +261,50 @@ fn fetch(f: Flavour) -> Result<Kernel> {
     if !root.join(".complete").exists() {
         download_and_unpack(&f, &package, &kernels, &root)?;
     }
+    if f.arch == Arch::Riscv64 {
+        plain_modules(&root)?;
+    }
     describe(f.arch, &package, &root)
 }
 
-/// `linux-image-6.1.0-NN<suffix>` from the metapackage's dependencies.
+/// trixie's kernels ship `.ko.xz` modules. The initramfs builder takes
+/// `.ko`, `.ko.gz` and `.ko.zst`, and the updater loads plain files with
+/// `finit_module(…, 0)`, so the cached tree is decompressed once, in place
+/// (`xz -d`, package xz-utils), and marked done.
+fn plain_modules(root: &Path) -> Result<()> {
+    let done = root.join(".modules-decompressed");
+    if done.exists() {
+        return Ok(());
+    }
+    let mut xz = Vec::new();
+    collect_suffix(root, ".ko.xz", &mut xz)?;
+    eprintln!(
+        "testkit: decompressing {} .ko.xz modules in {}",
+        xz.len(),
+        root.display()
+    );
+    for chunk in xz.chunks(256) {
+        run(Command::new("xz").args(["-d", "-f", "-q"]).args(chunk))?;
+    }
+    fs::write(&done, "").map_err(io_err(&done))?;
+    Ok(())
+}
+
+fn collect_suffix(dir: &Path, suffix: &str, out: &mut Vec<PathBuf>) -> Result<()> {
+    for e in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
+        let p = e.path();
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            collect_suffix(&p, suffix, out)?;
+        } else if t.is_file() && p.to_string_lossy().ends_with(suffix) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// `linux-image-6.1.0-NN<suffix>` (trixie: `linux-image-6.12.NN+deb13<suffix>`)
+/// from the metapackage's dependencies.
 fn resolve(f: &Flavour) -> Result<String> {
     f.apt.prepare()?;
     let lists_empty = match &f.apt {
@@ -264,7 +353,7 @@ fn newest_cached(kernels: &Path, suffix: &str) -> Option<String> {
                 .trim_start_matches("linux-image-")
                 .trim_end_matches(suffix);
             abi.chars()
-                .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+                .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'd' | 'e' | 'b'))
         })
         .map(|n| {
             let key = n
@@ -325,7 +414,12 @@ fn download_and_unpack(f: &Flavour, package: &str, kernels: &Path, root: &Path) 
 }
 
 fn describe(arch: Arch, package: &str, root: &Path) -> Result<Kernel> {
-    let mods = root.join("lib/modules");
+    // trixie's packages are merged-/usr (usr/lib/modules); bookworm's not.
+    let mods = ["lib/modules", "usr/lib/modules"]
+        .iter()
+        .map(|d| root.join(d))
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| root.join("lib/modules"));
     let release = fs::read_dir(&mods)
         .map_err(io_err(&mods))?
         .flatten()
@@ -337,10 +431,15 @@ fn describe(arch: Arch, package: &str, root: &Path) -> Result<Kernel> {
                 root.display()
             ))
         })?;
+    // Debian installs riscv64's (uncompressed) Image as vmlinux-*.
+    let image = match arch {
+        Arch::Riscv64 => "vmlinux",
+        Arch::X86_64 | Arch::Aarch64 => "vmlinuz",
+    };
     let k = Kernel {
         arch,
         package: package.to_owned(),
-        vmlinuz: root.join(format!("boot/vmlinuz-{release}")),
+        vmlinuz: root.join(format!("boot/{image}-{release}")),
         config: root.join(format!("boot/config-{release}")),
         modules_dir: mods.join(&release),
         dtbs_dir: root.join(format!("usr/lib/linux-image-{release}")),

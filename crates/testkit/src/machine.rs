@@ -7,7 +7,8 @@
 //!   extra disk is namespace 2 (`/dev/nvme0n2`). Namespaces of one
 //!   controller are numbered by `nsid`, so the target's name never
 //!   depends on probe order (two controllers could swap).
-//! - qemu-aarch64: virtio-blk disks (`/dev/vda` first, then `/dev/vdb`).
+//! - qemu-aarch64, qemu-riscv64: virtio-blk disks (`/dev/vda` first, then
+//!   `/dev/vdb`); riscv64 boots through Debian's OpenSBI (`-bios`).
 //!
 //! Disks use `cache=none` (O_DIRECT on the host file): a write QEMU reports
 //! complete to the guest is in the host file, not in a QEMU-side buffer,
@@ -78,7 +79,7 @@ impl Machine {
                     args.push(format!("nvme-ns,drive=disk{i},bus=nvme0,nsid={}", i + 1));
                 }
             }
-            Arch::Aarch64 => {
+            Arch::Aarch64 | Arch::Riscv64 => {
                 for d in disks {
                     args.push("-drive".into());
                     args.push(format!(

@@ -11,12 +11,14 @@ use std::process::Command;
 use crate::kernels::Arch;
 use crate::{cache_dir, fnv1a, io_err, run, CacheLock, Error, Result};
 
-/// Compiles `source` (a complete `main.rs` using only `std` and musl's
-/// libc symbols) into a static, stripped binary for `arch`.
+/// Compiles `source` (a complete `main.rs` using only `std` and libc
+/// symbols musl and glibc share) into a static, stripped binary for `arch`.
 pub fn build_static(name: &str, source: &str, arch: Arch) -> Result<PathBuf> {
     let target = match arch {
         Arch::X86_64 => "x86_64-unknown-linux-musl",
         Arch::Aarch64 => "aarch64-unknown-linux-musl",
+        // No riscv64 musl std reaches this machine: glibc, linked static.
+        Arch::Riscv64 => "riscv64gc-unknown-linux-gnu",
     };
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let version = run(Command::new(&rustc).arg("-V")).unwrap_or_default();
@@ -54,9 +56,16 @@ pub fn build_static(name: &str, source: &str, arch: Arch) -> Result<PathBuf> {
         .arg("-o")
         .arg(&tmp)
         .arg(&src);
-    if arch == Arch::Aarch64 {
+    match arch {
         // No cross gcc needed: rust-lld links musl's self-contained objects.
-        cmd.args(["-C", "linker=rust-lld"]);
+        Arch::Aarch64 => {
+            cmd.args(["-C", "linker=rust-lld"]);
+        }
+        // glibc's static libc.a and crt files come with Debian's cross gcc.
+        Arch::Riscv64 => {
+            cmd.args(["-C", "linker=riscv64-linux-gnu-gcc"]);
+        }
+        Arch::X86_64 => {}
     }
     run(&mut cmd).map_err(|e| match e {
         Error::Command { command, message } => Error::Command {

@@ -318,6 +318,20 @@ pub struct Drive {
     pub read_only: bool,
 }
 
+/// OpenSBI for QEMU's riscv64 `virt` machine, from Debian's `opensbi`
+/// package; QEMU's own default (`-bios default`) when that is absent.
+pub fn opensbi_firmware() -> PathBuf {
+    let p = Path::new(OPENSBI_FW_DYNAMIC);
+    if p.is_file() {
+        p.to_path_buf()
+    } else {
+        PathBuf::from("default")
+    }
+}
+
+/// Where Debian's `opensbi` package puts the generic-platform firmware.
+pub const OPENSBI_FW_DYNAMIC: &str = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin";
+
 /// What to boot.
 #[derive(Clone, Debug)]
 pub struct Qemu {
@@ -327,7 +341,7 @@ pub struct Qemu {
     pub append: String,
     pub memory_mib: u32,
     pub smp: u32,
-    /// `-M`; defaults: `pc` (x86_64), `virt` (aarch64).
+    /// `-M`; defaults: `pc` (x86_64), `virt` (aarch64, riscv64).
     pub machine: Option<String>,
     /// `-cpu`; default `cortex-a53` on aarch64, QEMU's default on x86_64.
     pub cpu: Option<String>,
@@ -345,6 +359,8 @@ impl Qemu {
         let console = match arch {
             Arch::X86_64 => "console=ttyS0",
             Arch::Aarch64 => "console=ttyAMA0",
+            // virt's NS16550A UART.
+            Arch::Riscv64 => "console=ttyS0",
         };
         Qemu {
             arch,
@@ -398,6 +414,7 @@ impl Qemu {
         match self.arch {
             Arch::X86_64 => "qemu-system-x86_64",
             Arch::Aarch64 => "qemu-system-aarch64",
+            Arch::Riscv64 => "qemu-system-riscv64",
         }
     }
 
@@ -419,15 +436,20 @@ impl Qemu {
         c.arg("-smp").arg(self.smp.to_string());
         let machine = self.machine.clone().unwrap_or_else(|| match self.arch {
             Arch::X86_64 => "pc".into(),
-            Arch::Aarch64 => "virt".into(),
+            Arch::Aarch64 | Arch::Riscv64 => "virt".into(),
         });
         c.arg("-M").arg(machine);
         let cpu = self.cpu.clone().or_else(|| match self.arch {
-            Arch::X86_64 => None,
+            Arch::X86_64 | Arch::Riscv64 => None,
             Arch::Aarch64 => Some("cortex-a53".into()),
         });
         if let Some(cpu) = cpu {
             c.arg("-cpu").arg(cpu);
+        }
+        if self.arch == Arch::Riscv64 {
+            // M-mode firmware: Debian's OpenSBI (package opensbi), which
+            // jumps to the kernel QEMU loads (fw_dynamic protocol).
+            c.arg("-bios").arg(opensbi_firmware());
         }
         c.arg("-kernel").arg(&self.kernel);
         if let Some(i) = &self.initrd {

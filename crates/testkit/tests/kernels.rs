@@ -51,3 +51,38 @@ fn arm64_kernel() {
         "virtio_blk is expected to be a module"
     );
 }
+
+#[test]
+fn riscv64_trixie_kernel() {
+    if !testkit::tools::require("apt-get") || !testkit::tools::require("dpkg-deb") {
+        return;
+    }
+    let k = kernels::riscv64().unwrap();
+    assert_eq!(k.arch, Arch::Riscv64);
+    assert!(k.release.starts_with("6.12."), "{}", k.release);
+    assert!(k.release.ends_with("-riscv64"), "{}", k.release);
+    let head = std::fs::read(&k.vmlinuz).unwrap();
+    // RISC-V Image header: "RISCV\0\0\0" at 48, "RSC\x05" at 56.
+    assert_eq!(
+        head.get(48..53),
+        Some(&b"RISCV"[..]),
+        "{}",
+        k.vmlinuz.display()
+    );
+    assert_eq!(head.get(56..60), Some(&b"RSC\x05"[..]));
+    for board in ["v1.2a", "v1.3b"] {
+        let dtb = k
+            .dtbs_dir
+            .join(format!("starfive/jh7110-starfive-visionfive-2-{board}.dtb"));
+        assert!(dtb.is_file(), "{}", dtb.display());
+    }
+    // Modules are plain .ko in the cache (the package ships .ko.xz).
+    for m in [
+        "kernel/drivers/block/virtio_blk.ko",
+        "kernel/drivers/mmc/host/dw_mmc-starfive.ko",
+        "kernel/fs/ext4/ext4.ko",
+    ] {
+        assert!(k.modules_dir.join(m).is_file(), "{m}");
+    }
+    assert!(!k.config_builtin("VIRTIO_BLK").unwrap());
+}

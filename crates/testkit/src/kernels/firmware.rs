@@ -32,6 +32,7 @@ pub fn raspi_firmware() -> Result<PathBuf> {
         apt: AptConfig::Private {
             dir: cache_dir().join("apt-arm64"),
             arch: "arm64",
+            suite: None,
         },
     };
     let memo = base.join(format!("{PACKAGE}.resolved"));

@@ -36,6 +36,9 @@ pub fn triple(arch: Arch) -> &'static str {
     match arch {
         Arch::X86_64 => "x86_64-unknown-linux-musl",
         Arch::Aarch64 => "aarch64-unknown-linux-musl",
+        // These QEMU tests cover x86_64 and aarch64; riscv64 (glibc +
+        // crt-static) is exercised by crates/pipeline/tests/visionfive2.rs.
+        Arch::Riscv64 => "riscv64gc-unknown-linux-gnu",
     }
 }
 
@@ -44,6 +47,7 @@ pub fn tools_present(arch: Arch) -> bool {
     let qemu = match arch {
         Arch::X86_64 => "qemu-system-x86_64",
         Arch::Aarch64 => "qemu-system-aarch64",
+        Arch::Riscv64 => "qemu-system-riscv64",
     };
     ["apt-get", "dpkg-deb", qemu, "mkfs.ext4", "sfdisk"]
         .iter()
@@ -366,7 +370,7 @@ pub fn boot(arch: Arch, k: &Kernel, initrd: &Path, disk: &Path, name: &str) -> C
                 "nvme,drive=d,serial=fwpack".into(),
             ];
         }
-        Arch::Aarch64 => q = q.drive(disk),
+        Arch::Aarch64 | Arch::Riscv64 => q = q.drive(disk),
     }
     q.spawn().expect("starting QEMU")
 }
