@@ -26,13 +26,21 @@ impl ImageHead {
     ) -> Result<VerifyReport> {
         let v = self.authenticate(trusted)?;
         let mut rd = ChunkReader::new(&v, src)?.check_raw_hashes(true);
-        let mut page = crate::crc::PageBuf::new(self.header.chunk_size() as usize);
+        // Batches of several chunks: one read each, hashed on two threads.
+        let cs = self.header.chunk_size() as usize;
+        let mut page = crate::crc::PageBuf::new(cs.max(2 << 20));
         let buf = page.as_mut();
         let (mut chunks, mut raw_bytes) = (0u64, 0u64);
-        while let Some(c) = rd.next_chunk(buf)? {
-            chunks += 1;
-            raw_bytes += c.raw_len as u64;
-            progress(c.raw_len as u64);
+        loop {
+            let batch = rd.next_batch(buf)?;
+            if batch.is_empty() {
+                break;
+            }
+            for c in batch {
+                chunks += 1;
+                raw_bytes += c.raw_len as u64;
+                progress(c.raw_len as u64);
+            }
         }
         // Every index page was loaded on the way (all chunks and all CRC
         // entries are used), each once: the chunk and CRC caches are

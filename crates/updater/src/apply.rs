@@ -863,7 +863,7 @@ fn produce<S: ImageSource>(
             return;
         }
     };
-    let cs = v.head.header.chunk_size() as usize;
+    let cs = v.head.header.chunk_size();
     loop {
         let (seg, chunk) = rd.position();
         if seg >= v.head.segments.len() {
@@ -872,22 +872,15 @@ fn produce<S: ImageSource>(
         let Ok(mut buf) = free.recv() else {
             return;
         };
-        let mut chunks = Vec::with_capacity(batch / cs);
-        let mut len = 0;
-        while len + cs <= batch && rd.position().0 == seg {
-            match rd.next_chunk(&mut buf.as_mut_slice()[len..len + cs]) {
-                Ok(Some(c)) => {
-                    len += c.raw_len;
-                    chunks.push(c);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = full.send(Msg::Failed(e));
-                    return;
-                }
+        let chunks = match rd.next_batch(&mut buf.as_mut_slice()[..batch]) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = full.send(Msg::Failed(e));
+                return;
             }
-        }
-        let pos = chunk * cs as u64;
+        };
+        let len = chunks.iter().map(|c| c.raw_len).sum();
+        let pos = chunk * cs;
         if full
             .send(Msg::Batch {
                 seg,

@@ -337,3 +337,46 @@ fn verify_writes_catches_a_device_that_stores_other_bytes() {
     let (_, sys, _) = image_64k(&k);
     assert_eq!(&slot_b_system(&m)[..sys.len()], &sys[..]);
 }
+
+#[test]
+fn batched_reads_hashed_on_two_threads_refuse_the_forged_block_too() {
+    let k = key(1);
+    let (img, sys, _) = image_64k(&k);
+    let (bad, at) = forged(&img, 37);
+    let head = ImageHead::parse(&img).unwrap();
+    let in_slot = at - head.segments[0].data_offset as usize;
+    let big = ApplyOptions {
+        chunk_size: 1 << 20,
+        ..ApplyOptions::default()
+    };
+    let mut m = MemStorage::new(disk());
+    let mut src = TwoFaced::new(bad.clone(), img.clone());
+    let err = apply(
+        &mut src,
+        img.len() as u64,
+        &mut m,
+        &trusted(&k),
+        &big,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
+    assert!(!src.reread, "the engine read some image byte twice");
+    let slot = slot_b_system(&m);
+    assert_ne!(&slot[in_slot..in_slot + 4096], &bad[at..at + 4096]);
+    let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+    assert_eq!(area.boot().slot(Slot::B).state, SlotState::Updating);
+    assert_eq!(area.boot().pending, None);
+    // And the genuine image through the same batched path.
+    let r = apply(
+        Cursor::new(&img),
+        img.len() as u64,
+        &mut m,
+        &trusted(&k),
+        &big,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(r.image_bytes_read, img.len() as u64);
+    assert_eq!(&slot_b_system(&m)[..sys.len()], &sys[..]);
+}
