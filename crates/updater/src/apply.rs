@@ -9,8 +9,8 @@
 //!    after step 1 is still caught), with checkpoints: fdatasync the data,
 //!    optionally read it back against the CRC chain, then record the
 //!    position in the journal — sync.
-//! 4. Mark the slot `complete` — sync; make it pending with N tries —
-//!    sync; clear the journal — sync.
+//! 4. Commit in one state-record write: the slot `complete`, pending
+//!    with N tries, the journal idle — sync.
 //!
 //! The active slot is never written. A cut anywhere leaves it active and
 //! intact, and the new slot either complete (and pending, or one re-run
@@ -25,7 +25,10 @@ use fwimage::{CrcChain, ImageHead, KeyId, SegmentReader, TrustedKeys, BLOCK_SIZE
 use sha2::{Digest, Sha256};
 
 use crate::event::{Event, Phase};
-use crate::state::{Journal, Slot, SlotState, StateArea, DEFAULT_STATE_OFFSET};
+use crate::state::{
+    Journal, Slot, SlotState, StateArea, StateLocation, DEFAULT_STATE_COPY_DISTANCE,
+    DEFAULT_STATE_OFFSET,
+};
 use crate::storage::{AlignedBuf, Storage};
 use crate::{Error, Result};
 
@@ -41,6 +44,8 @@ pub struct ApplyOptions {
     pub slot: Option<Slot>,
     /// Where the state area is on the target.
     pub state_offset: u64,
+    /// Distance from its copy 0 to its copy 1.
+    pub state_copy_distance: u64,
     /// Read every written range back and check it against the CRC chain
     /// before the journal records it.
     pub verify_writes: bool,
@@ -65,6 +70,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             slot: None,
             state_offset: DEFAULT_STATE_OFFSET,
+            state_copy_distance: DEFAULT_STATE_COPY_DISTANCE,
             verify_writes: false,
             minimize_writes: false,
             force: false,
@@ -155,7 +161,10 @@ pub fn apply<R: Read + Seek + Send>(
         .map_err(Error::io("reading the image"))?;
     let head = ImageHead::read(&mut image, image_len)?;
     let key_id = head.verify_signature(trusted)?;
-    let mut area = StateArea::read(storage, opts.state_offset)?;
+    let mut area = StateArea::read(
+        storage,
+        StateLocation::new(opts.state_offset, opts.state_copy_distance),
+    )?;
     let layout = area.layout().clone();
     let boot = area.boot().clone();
     let h = &head.header;
@@ -300,22 +309,17 @@ pub fn apply<R: Read + Seek + Send>(
             e.report.resumed_from = Some((seg, off));
         }
         e.write_data(&mut image, &mut area, seg, off, prefix_verified, events)?;
-
-        events(&Event::Phase(Phase::Commit));
-        area.update_boot(e.storage, |b| {
-            b.slot_mut(slot).state = SlotState::Complete;
-            Ok(())
-        })?;
+    }
+    events(&Event::Phase(Phase::Commit));
+    // One state-record write: complete, pending + tries, journal idle.
+    area.commit(e.storage, slot, opts.activate, opts.tries)?;
+    if !e.report.already_complete {
         events(&Event::SlotState {
             slot,
             state: SlotState::Complete,
         });
-    } else {
-        events(&Event::Phase(Phase::Commit));
     }
-
     if opts.activate {
-        area.set_pending(e.storage, slot, opts.tries)?;
         e.report.pending = true;
         events(&Event::Pending {
             slot,
