@@ -114,6 +114,7 @@ pub fn check(rdev: u64, ranges: &[Range<u64>], exclusive_failed: bool) -> io::Re
         uses: Vec::new(),
     }];
     let mut out = BusyCheck::default();
+    let mut any_use = false;
     if sys.exists() {
         nodes.extend(partitions(&sys));
         let loops = loops_backed_by(Path::new("/sys/block"), |m| {
@@ -128,6 +129,7 @@ pub fn check(rdev: u64, ranges: &[Range<u64>], exclusive_failed: bool) -> io::Re
                 .find(|n| n.dev == d)
                 .map(|n| n.range.as_ref().map_or(0, |r| r.start))
         });
+        any_use |= !loops.is_empty();
         loop_uses(&loops, ranges, &mut out);
     } else {
         out.notes.push(format!(
@@ -149,7 +151,6 @@ pub fn check(rdev: u64, ranges: &[Range<u64>], exclusive_failed: bool) -> io::Re
             n.uses.push(format!("held by {}", holders.join(", ")));
         }
     }
-    let mut any_use = false;
     for n in &nodes {
         if n.uses.is_empty() {
             continue;
@@ -172,8 +173,10 @@ pub fn check(rdev: u64, ranges: &[Range<u64>], exclusive_failed: bool) -> io::Re
     }
     if exclusive_failed {
         if any_use {
-            out.notes
-                .push("exclusive open refused (EBUSY) because of the partition(s) in use".into());
+            out.notes.push(
+                "exclusive open refused (EBUSY) because of the partition(s) or loop device(s) in use"
+                    .into(),
+            );
         } else {
             out.reasons
                 .push("opened exclusively by another process (O_EXCL open: EBUSY)".into());
