@@ -799,16 +799,21 @@ fn encode_state(layout: &Layout, boot: &BootState, journal: Option<&Journal>) ->
 
 type Decoded = (Layout, BootState, Option<Journal>);
 
-fn decode_state(p: &[u8]) -> Result<Decoded> {
+/// With `lenient`, a journal that does not decode reads as idle.
+fn decode_state(p: &[u8], lenient: bool) -> Result<Decoded> {
     if p.len() < LAYOUT_AT + LAYOUT_FIXED_LEN {
         return Err(Error::BadStateArea("state payload too short".into()));
     }
     let layout = Layout::decode(&p[LAYOUT_AT..])?;
     let boot = BootState::decode(&p[BOOT_AT..JOURNAL_AT])?;
-    // A journal that does not decode is only lost progress, but inside
-    // one CRC-valid record it means the record is not what fwpack wrote:
-    // the whole copy is refused and the other one used.
-    let journal = Journal::decode(&p[JOURNAL_AT..LAYOUT_AT])?;
+    // Inside one CRC-valid record, a journal that does not decode means
+    // the record is not what fwpack wrote: the copy is refused and the
+    // other one used. Only when no copy decodes whole is such a journal
+    // taken as idle (lost progress, never a reason not to boot).
+    let journal = match Journal::decode(&p[JOURNAL_AT..LAYOUT_AT]) {
+        Err(_) if lenient => None,
+        j => j?,
+    };
     Ok((layout, boot, journal))
 }
 
@@ -927,16 +932,20 @@ impl StateArea {
         };
         let mut why = Vec::new();
         let mut found = None;
-        for i in order {
-            let Ok(c) = &d[i] else { continue };
-            match decode_state(c.payload).and_then(|st| check_location(st, loc)) {
-                Ok(st) => {
-                    found = Some((i, c.seq, st));
-                    break;
-                }
-                Err(e) => {
-                    health.copies[i] = Err(Invalid::BadPayload);
-                    why.push(format!("copy {i}: {e}"));
+        'passes: for lenient in [false, true] {
+            for i in order {
+                let Ok(c) = &d[i] else { continue };
+                match decode_state(c.payload, lenient).and_then(|st| check_location(st, loc)) {
+                    Ok(st) => {
+                        found = Some((i, c.seq, st));
+                        break 'passes;
+                    }
+                    Err(e) => {
+                        health.copies[i] = Err(Invalid::BadPayload);
+                        if !lenient {
+                            why.push(format!("copy {i}: {e}"));
+                        }
+                    }
                 }
             }
         }
@@ -1450,6 +1459,17 @@ mod tests {
         reseal(&mut m.data[COPY1..COPY1 + RECORD_LEN]);
         let a = StateArea::read(&mut m, LOC).unwrap();
         assert_eq!(a.health().newest, Some(0));
+        // Journals that do not decode in both copies: the newest copy is
+        // used with an idle journal (lost progress, still bootable).
+        let mut m2 = MemStorage::new(m.data.clone());
+        for at in [COPY0, COPY1] {
+            let j = at + record::RECORD_HEADER_LEN + JOURNAL_AT;
+            m2.data[j] = 7;
+            reseal(&mut m2.data[at..at + RECORD_LEN]);
+        }
+        let a = StateArea::read(&mut m2, LOC).unwrap();
+        assert!(a.journal().is_none());
+        assert_eq!(a.health().newest, Some(0));
         // Both undecodable: an error naming both.
         m.data[COPY0 + record::RECORD_HEADER_LEN] = b'Z';
         reseal(&mut m.data[COPY0..COPY0 + RECORD_LEN]);
@@ -1710,7 +1730,8 @@ mod tests {
             let _ = Layout::decode(&p);
             let _ = BootState::decode(&p);
             let _ = Journal::decode(&p);
-            let _ = decode_state(&p);
+            let _ = decode_state(&p, false);
+            let _ = decode_state(&p, true);
         }
         let j = Journal {
             image_id: [3; 32],
@@ -1728,7 +1749,7 @@ mod tests {
             &BootState::initial(Slot::A, 1, "").unwrap(),
             Some(&j),
         );
-        assert_eq!(decode_state(&st).unwrap().2, Some(j));
+        assert_eq!(decode_state(&st, false).unwrap().2, Some(j));
         let mut p = vec![0u8; JOURNAL_PAYLOAD_LEN];
         Journal::encode(None, &mut p);
         assert_eq!(Journal::decode(&p).unwrap(), None);

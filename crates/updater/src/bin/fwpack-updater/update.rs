@@ -174,21 +174,22 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
             continue;
         }
         if id == inactive.image_id && inactive.state == SlotState::Complete {
-            if boot.pending == Some(inactive_slot) {
-                // With tries left it boots next; with none, this boot's
-                // attempt falls back. Re-applying would hand it new tries:
-                // a reboot loop.
+            let pending = boot.pending == Some(inactive_slot);
+            if pending && boot.tries_left > 0 {
                 log!("update {name} is already in slot {inactive_slot}, pending");
                 continue;
             }
-            if inactive.fell_back {
-                // Tried and never confirmed: never loop on it.
-                log!("update {name} was already installed in slot {inactive_slot}, tried, and fell back; not applying it again");
+            // Tried and not confirmed: explicitly marked as fallen back, or
+            // out of tries (this boot's attempt falls back). Re-applying
+            // would hand it new tries: never loop on it.
+            if pending || inactive.fell_back {
+                log!("update {name} was already installed in slot {inactive_slot} and did not confirm; not applying it again");
                 continue;
             }
             // Complete but never activated (`apply --no-activate`, or a
-            // commit written by an older updater in two steps): the apply
-            // below finds the data in place and only commits.
+            // commit an older updater wrote in two steps and was cut
+            // between): the apply below finds the data in place and only
+            // commits.
             log!("update {name} is in slot {inactive_slot} but was never activated; activating it");
         }
         if best.as_ref().is_none_or(|b| h.payload_version > b.version) {
