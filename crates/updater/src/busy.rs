@@ -533,10 +533,12 @@ garbage line
             }]
         );
         let mut out = BusyCheck::default();
-        loop_uses(&loops, &[(11 << 20)..(13 << 20)], &mut out);
+        let written = std::slice::from_ref(&((11 << 20)..(13 << 20)));
+        loop_uses(&loops, written, &mut out);
         assert_eq!(out.reasons.len(), 1, "{out:?}");
         let mut out = BusyCheck::default();
-        loop_uses(&loops, &[(12 << 20)..(13 << 20)], &mut out);
+        let written = std::slice::from_ref(&((12 << 20)..(13 << 20)));
+        loop_uses(&loops, written, &mut out);
         assert!(out.reasons.is_empty() && out.notes.len() == 1, "{out:?}");
         fs::remove_dir_all(&dir).unwrap();
     }
