@@ -157,9 +157,14 @@ pub struct Disk {
     pub boot_mib: u64,
     /// Size of each root slot (A and B), MiB.
     pub slot_mib: u64,
-    /// Byte offset of the updater's state area (before the first partition).
+    /// Byte offset of the updater's state area (its first copy).
     #[serde(default = "default_state_offset")]
     pub state_offset: u64,
+    /// Distance from the state area's first copy to its second: at least
+    /// the medium's erase block, so one erase cannot take both (SD cards
+    /// erase 4 MiB allocation units). Partitions start after the second.
+    #[serde(default = "default_state_copy_distance")]
+    pub state_copy_distance: u64,
     /// Boot attempts a new slot gets before falling back.
     #[serde(default = "default_tries")]
     pub tries: u8,
@@ -170,6 +175,9 @@ fn yes() -> bool {
 }
 fn default_state_offset() -> u64 {
     512 * 1024
+}
+fn default_state_copy_distance() -> u64 {
+    4 * MIB
 }
 fn default_tries() -> u8 {
     3
@@ -290,10 +298,18 @@ impl Board {
         }
         if !self.disk.state_offset.is_multiple_of(4096)
             || self.disk.state_offset < 64 * 1024
-            || self.disk.state_offset + 64 * 1024 > MIB
+            || self.disk.state_offset > 64 * MIB
         {
             return Err(
-                "disk.state_offset must be 4096-aligned and the 64 KiB state area must sit between 64 KiB and 1 MiB (before the first partition)".into(),
+                "disk.state_offset must be 4096-aligned, at least 64 KiB (after the partition table) and at most 64 MiB".into(),
+            );
+        }
+        if !self.disk.state_copy_distance.is_multiple_of(4096)
+            || self.disk.state_copy_distance < MIB
+            || self.disk.state_copy_distance > 64 * MIB
+        {
+            return Err(
+                "disk.state_copy_distance must be 4096-aligned and 1..=64 MiB (at least the medium's erase block; SD cards need 4 MiB, the default)".into(),
             );
         }
         if self.disk.tries == 0 {
@@ -369,6 +385,34 @@ mod tests {
         assert!(msg.starts_with("configs/qemu-x86_64.yaml:"), "{msg}");
         assert!(msg.contains("unknown field `bauds`"), "{msg}");
         assert!(matches!(err, Error::Parse { line, .. } if line > 1));
+    }
+
+    #[test]
+    fn state_area_keys() {
+        let text = std::fs::read_to_string(configs().join("qemu-x86_64.yaml")).unwrap();
+        let b = Board::parse(&text, Path::new("qemu-x86_64.yaml")).unwrap();
+        assert_eq!(
+            (b.disk.state_offset, b.disk.state_copy_distance),
+            (512 << 10, 4 << 20)
+        );
+        for (key, bad) in [
+            ("state_copy_distance", "65536"),
+            ("state_copy_distance", "4194305"),
+            ("state_offset", "4096"),
+        ] {
+            let t = text.replace("  table: mbr", &format!("  table: mbr\n  {key}: {bad}"));
+            let err = Board::parse(&t, Path::new("qemu-x86_64.yaml")).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("disk.{key}")),
+                "{key}={bad}: {err}"
+            );
+        }
+        let t = text.replace(
+            "  table: mbr",
+            "  table: mbr\n  state_copy_distance: 8388608",
+        );
+        let b = Board::parse(&t, Path::new("qemu-x86_64.yaml")).unwrap();
+        assert_eq!(b.disk.state_copy_distance, 8 << 20);
     }
 
     #[test]

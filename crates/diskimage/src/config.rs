@@ -364,6 +364,7 @@ impl LayoutConfig {
             size_bytes: self.size.map(|s| s.0),
             fat_timestamp: None,
             partitions,
+            reserved: Vec::new(),
         })
     }
 }

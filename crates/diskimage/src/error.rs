@@ -37,6 +37,20 @@ pub enum Error {
         value: u64,
         multiple: u64,
     },
+    #[error(
+        "partition {partition:?} (bytes {start}..{end}) overlaps the reserved range {reserved:?} \
+         (bytes {reserved_start}..{reserved_end})"
+    )]
+    ReservedOverlap {
+        partition: String,
+        start: u64,
+        end: u64,
+        reserved: String,
+        reserved_start: u64,
+        reserved_end: u64,
+    },
+    #[error("reserved range {name:?}: {reason}")]
+    InvalidReserved { name: String, reason: String },
     #[error("partition {partition:?} has size 0")]
     ZeroSize { partition: String },
     #[error(

@@ -59,6 +59,22 @@ pub struct DiskLayout {
     pub fat_timestamp: Option<u64>,
     /// In table order: the first is partition 1.
     pub partitions: Vec<PartitionSpec>,
+    /// Byte ranges no partition (nor an MBR's EBR) may overlap, e.g. the
+    /// fwpack updater's state area. Partitions placed automatically skip
+    /// past them; fixed starts inside one are errors. They are left as
+    /// zeros, for the caller to fill after the image is written.
+    pub reserved: Vec<Reserved>,
+}
+
+/// A byte range of the disk kept free of partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserved {
+    /// For messages.
+    pub name: String,
+    /// A multiple of [`SECTOR_SIZE`].
+    pub start_bytes: u64,
+    /// A non-zero multiple of [`SECTOR_SIZE`].
+    pub size_bytes: u64,
 }
 
 /// One partition.
@@ -241,6 +257,9 @@ pub(crate) fn make_plan(layout: &DiskLayout) -> Result<Plan, Error> {
         TableKind::Mbr => 1,
     };
     let use_extended = layout.table == TableKind::Mbr && parts.len() > 4;
+    let reserved = reserved_sectors(layout, first_usable)?;
+    // Sector range overlapping [s, e)?
+    let hit = |s: u64, e: u64| reserved.iter().find(|r| s < r.2 && r.1 < e);
 
     let mut placed = Vec::with_capacity(parts.len());
     let mut next_free = first_usable; // first sector not yet used
@@ -261,9 +280,24 @@ pub(crate) fn make_plan(layout: &DiskLayout) -> Result<Plan, Error> {
                 }
                 s
             }
-            None => align_up(next_free, SECTORS_PER_ALIGN)
-                .and_then(|s| s.checked_add(gap))
-                .ok_or_else(|| too_big(spec, u64::MAX, layout.size_bytes))?,
+            None => {
+                let mut s = align_up(next_free, SECTORS_PER_ALIGN)
+                    .and_then(|s| s.checked_add(gap))
+                    .ok_or_else(|| too_big(spec, u64::MAX, layout.size_bytes))?;
+                // Skip reserved ranges: one that would overlap the partition
+                // (or its EBR) moves it past its end. A filling partition
+                // (no size) goes past every reserved range.
+                let len = match spec.size_bytes {
+                    Some(b) => b / SECTOR_SIZE,
+                    None => u64::MAX,
+                };
+                while let Some(r) = hit(s - gap, s.saturating_add(len)) {
+                    s = align_up(r.2, SECTORS_PER_ALIGN)
+                        .and_then(|x| x.checked_add(gap))
+                        .ok_or_else(|| too_big(spec, u64::MAX, layout.size_bytes))?;
+                }
+                s
+            }
         };
         let ebr = logical.then(|| start - SECTORS_PER_ALIGN);
         if logical && extended_start.is_none() {
@@ -296,6 +330,22 @@ pub(crate) fn make_plan(layout: &DiskLayout) -> Result<Plan, Error> {
         let end = start
             .checked_add(sectors)
             .ok_or_else(|| too_big(spec, u64::MAX, layout.size_bytes))?;
+        // Fixed starts (and filled sizes) are checked, not moved.
+        let first = if logical {
+            start - SECTORS_PER_ALIGN
+        } else {
+            start
+        };
+        if let Some(r) = hit(first, end) {
+            return Err(Error::ReservedOverlap {
+                partition: spec.name.clone(),
+                start: start * SECTOR_SIZE,
+                end: end * SECTOR_SIZE,
+                reserved: r.0.clone(),
+                reserved_start: r.1 * SECTOR_SIZE,
+                reserved_end: r.2 * SECTOR_SIZE,
+            });
+        }
         if let Some(disk) = disk_sectors_given {
             if end > disk.saturating_sub(tail_reserved) {
                 return Err(too_big(
@@ -355,7 +405,24 @@ pub(crate) fn make_plan(layout: &DiskLayout) -> Result<Plan, Error> {
         end: u64::MAX,
         disk_size: u64::MAX,
     };
-    let needed = next_free.checked_add(tail_reserved).ok_or_else(overflow)?;
+    // The disk holds every reserved range too.
+    let used = reserved.iter().map(|r| r.2).fold(next_free, u64::max);
+    let needed = used.checked_add(tail_reserved).ok_or_else(overflow)?;
+    if let Some(d) = disk_sectors_given {
+        if let Some(r) = reserved
+            .iter()
+            .find(|r| r.2 > d.saturating_sub(tail_reserved))
+        {
+            return Err(Error::InvalidReserved {
+                name: r.0.clone(),
+                reason: format!(
+                    "ends at byte {}, past the usable end of the {}-byte disk",
+                    r.2 * SECTOR_SIZE,
+                    d * SECTOR_SIZE
+                ),
+            });
+        }
+    }
     let disk_sectors = match disk_sectors_given {
         Some(d) => d,
         None => align_up(needed, SECTORS_PER_ALIGN).ok_or_else(overflow)?,
@@ -385,6 +452,39 @@ pub(crate) fn make_plan(layout: &DiskLayout) -> Result<Plan, Error> {
         extended,
         parts: placed,
     })
+}
+
+/// Reserved ranges as `(name, first sector, end sector)`: aligned,
+/// non-empty, clear of the partition table at the start of the disk.
+fn reserved_sectors(
+    layout: &DiskLayout,
+    first_usable: u64,
+) -> Result<Vec<(String, u64, u64)>, Error> {
+    let mut out = Vec::with_capacity(layout.reserved.len());
+    for r in &layout.reserved {
+        let bad = |reason: String| Error::InvalidReserved {
+            name: r.name.clone(),
+            reason,
+        };
+        let what = format!("reserved range {:?}", r.name);
+        let s = sectors_of(r.start_bytes, &what)?;
+        let n = sectors_of(r.size_bytes, &what)?;
+        if n == 0 {
+            return Err(bad("size 0".into()));
+        }
+        let e = s
+            .checked_add(n)
+            .ok_or_else(|| bad("start + size overflows".into()))?;
+        if s < first_usable {
+            return Err(bad(format!(
+                "starts at byte {}, inside the partition table (which ends at byte {})",
+                r.start_bytes,
+                first_usable * SECTOR_SIZE
+            )));
+        }
+        out.push((r.name.clone(), s, e));
+    }
+    Ok(out)
 }
 
 fn too_big(spec: &PartitionSpec, end: u64, disk: Option<u64>) -> Error {
@@ -511,5 +611,121 @@ impl Plan {
             partitions,
             warnings: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn layout(table: TableKind, parts: Vec<PartitionSpec>, reserved: Vec<Reserved>) -> DiskLayout {
+        DiskLayout {
+            table,
+            seed: "test".into(),
+            size_bytes: None,
+            fat_timestamp: None,
+            partitions: parts,
+            reserved,
+        }
+    }
+
+    /// The fwpack state area with its defaults: 512 KiB .. 4.5 MiB + 16 KiB.
+    fn state() -> Reserved {
+        Reserved {
+            name: "state".into(),
+            start_bytes: 512 * 1024,
+            size_bytes: 4 * MIB + 16 * 1024,
+        }
+    }
+
+    fn starts(l: &DiskLayout) -> Result<Vec<u64>, Error> {
+        Ok(make_plan(l)?
+            .parts
+            .iter()
+            .map(|p| p.start * SECTOR_SIZE)
+            .collect())
+    }
+
+    #[test]
+    fn automatic_starts_skip_reserved_ranges() {
+        for table in [TableKind::Mbr, TableKind::Gpt] {
+            let p = |n: &str, mib: u64| PartitionSpec::new(n, mib * MIB, PartKind::Empty);
+            let l = layout(table, vec![p("a", 2), p("b", 2)], vec![state()]);
+            // "a" would fit in the gap at 1 MiB, but the whole area is reserved.
+            assert_eq!(starts(&l).unwrap(), vec![5 * MIB, 7 * MIB], "{table:?}");
+            // Without reservations: the old 1 MiB start.
+            let l = layout(table, vec![p("a", 2)], vec![]);
+            assert_eq!(starts(&l).unwrap(), vec![MIB]);
+            // A reserved range between partitions pushes only the later one.
+            let late = Reserved {
+                name: "late".into(),
+                start_bytes: 8 * MIB,
+                size_bytes: 4096,
+            };
+            let l = layout(table, vec![p("a", 2), p("b", 2)], vec![state(), late]);
+            assert_eq!(starts(&l).unwrap(), vec![5 * MIB, 9 * MIB]);
+        }
+        // MBR logical partitions: their EBR (1 MiB before) stays clear too.
+        let parts: Vec<_> = (0..5)
+            .map(|i| PartitionSpec::new(format!("p{i}"), MIB, PartKind::Empty))
+            .collect();
+        let l = layout(TableKind::Mbr, parts, vec![state()]);
+        let plan = make_plan(&l).unwrap();
+        for p in &plan.parts {
+            assert!(p.start * SECTOR_SIZE >= 5 * MIB);
+            if let Some(e) = p.ebr {
+                assert!(e * SECTOR_SIZE >= state().start_bytes + state().size_bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn fixed_starts_in_a_reserved_range_are_refused() {
+        let mut a = PartitionSpec::new("a", 2 * MIB, PartKind::Empty);
+        a.start_bytes = Some(MIB);
+        let l = layout(TableKind::Gpt, vec![a], vec![state()]);
+        assert!(matches!(starts(&l), Err(Error::ReservedOverlap { .. })));
+        // Reserved ranges must be aligned, non-empty, after the table and
+        // inside a given disk size.
+        for r in [
+            Reserved {
+                name: "x".into(),
+                start_bytes: 1000,
+                size_bytes: 512,
+            },
+            Reserved {
+                name: "x".into(),
+                start_bytes: MIB,
+                size_bytes: 0,
+            },
+            Reserved {
+                name: "x".into(),
+                start_bytes: 512,
+                size_bytes: 512,
+            },
+        ] {
+            let l = layout(
+                TableKind::Gpt,
+                vec![PartitionSpec::new("a", MIB, PartKind::Empty)],
+                vec![r.clone()],
+            );
+            assert!(starts(&l).is_err(), "{r:?}");
+        }
+        let mut l = layout(
+            TableKind::Mbr,
+            vec![PartitionSpec::new("a", MIB, PartKind::Empty)],
+            vec![Reserved {
+                name: "far".into(),
+                start_bytes: 60 * MIB,
+                size_bytes: MIB,
+            }],
+        );
+        l.size_bytes = Some(32 * MIB);
+        assert!(matches!(starts(&l), Err(Error::InvalidReserved { .. })));
+        // Without a size, the disk grows to hold the reserved range.
+        l.size_bytes = None;
+        assert_eq!(make_plan(&l).unwrap().disk_sectors * SECTOR_SIZE, 61 * MIB);
     }
 }

@@ -37,8 +37,8 @@ pub use error::{Error, ErrorClass};
 pub use guid::{gpt_types, Guid};
 pub use inspect::{inspect, inspect_reader};
 pub use layout::{
-    DiskLayout, FatFile, FatKind, FatSpec, PartKind, PartitionSpec, Source, TableKind, ALIGNMENT,
-    SECTOR_SIZE,
+    DiskLayout, FatFile, FatKind, FatSpec, PartKind, PartitionSpec, Reserved, Source, TableKind,
+    ALIGNMENT, SECTOR_SIZE,
 };
 pub use report::{Extent, FsReport, ImageReport, PartitionReport};
 pub use write::{plan, write_image};

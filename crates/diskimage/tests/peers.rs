@@ -134,6 +134,7 @@ fn rpi_layout(inp: &Inputs) -> DiskLayout {
         seed: "test/rpi-zero2w".into(),
         size_bytes: None,
         fat_timestamp: Some(1_700_000_000), // 2023-11-14 22:13:20 UTC
+        reserved: Vec::new(),
         partitions: vec![
             boot,
             PartitionSpec::new(
@@ -396,6 +397,7 @@ fn gpt_image_with_fat16_is_read_by_sfdisk_and_fsck() -> Result<()> {
         seed: "test/qemu-aarch64".into(),
         size_bytes: Some(32 * MIB),
         fat_timestamp: Some(1_700_000_000),
+        reserved: Vec::new(),
         partitions: vec![
             esp,
             root,
@@ -487,6 +489,7 @@ fn more_than_four_mbr_partitions_use_logical_partitions() -> Result<()> {
         seed: "test/tryboot".into(),
         size_bytes: None,
         fat_timestamp: Some(1_700_000_000),
+        reserved: Vec::new(),
         partitions: parts,
     };
     let report = write_image(&layout, &img)?;
@@ -734,6 +737,7 @@ fn directories_spanning_many_clusters_stay_clean() -> Result<()> {
         seed: "test/many".into(),
         size_bytes: None,
         fat_timestamp: None,
+        reserved: Vec::new(),
         partitions: vec![PartitionSpec::new(
             "boot",
             8 * MIB,

@@ -13,11 +13,12 @@ use std::process::{Command, Stdio};
 use common::*;
 
 const BOARD: &str = "acme-board";
-// system: A at 1 MiB, B at 9 MiB (8 MiB each); boot: A at 17 MiB, B at 18 MiB.
-const SYS_A: u64 = MIB;
-const SYS_B: u64 = 9 * MIB;
-const BOOT_A: u64 = 17 * MIB;
-const BOOT_B: u64 = 18 * MIB;
+// After the state area (copies at 512 KiB and 4.5 MiB):
+// system: A at 9 MiB, B at 17 MiB (8 MiB each); boot: A at 25 MiB, B at 26 MiB.
+const SYS_A: u64 = 9 * MIB;
+const SYS_B: u64 = 17 * MIB;
+const BOOT_A: u64 = 25 * MIB;
+const BOOT_B: u64 = 26 * MIB;
 
 fn init_disk(dir: &Path, name: &str) {
     ok(fwpack(
@@ -27,13 +28,13 @@ fn init_disk(dir: &Path, name: &str) {
             "--target",
             name,
             "--size",
-            "20MiB",
+            "28MiB",
             "--board",
             BOARD,
             "-g",
-            "system:A=1MiB+8MiB,B=9MiB+8MiB",
+            "system:A=9MiB+8MiB,B=17MiB+8MiB",
             "-g",
-            "boot:A=17MiB+1MiB,B=18MiB+1MiB",
+            "boot:A=25MiB+1MiB,B=26MiB+1MiB",
             "--active-version",
             "10",
             "--active-label",
@@ -163,7 +164,7 @@ fn refusals_leave_the_disk_untouched() {
             "--board",
             BOARD,
             "-g",
-            "system:A=1MiB+8MiB,B=9MiB+8MiB",
+            "system:A=9MiB+8MiB,B=17MiB+8MiB",
         ],
         d,
     );

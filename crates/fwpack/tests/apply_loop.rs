@@ -3,8 +3,10 @@
 //! refused as busy (exit 8); a partitioned disk whose *active* partition is
 //! mounted can still be updated in its other slot, but not once the target
 //! slot's partition is mounted; an unmounted device is written, read back
-//! and verified. Loop devices are detached and mounts undone on every
-//! path, including failures (RAII guards).
+//! and verified. The slot the running system booted from (the PID-1
+//! updater's boot record) is refused even with --force, and a loop device
+//! mapping the slot being written is busy. Loop devices are detached and
+//! mounts undone on every path, including failures (RAII guards).
 
 #[path = "apply_common.rs"]
 mod common;
@@ -53,10 +55,21 @@ struct Loop {
 
 impl Loop {
     fn attach(file: &Path, partitions: bool) -> Loop {
+        Loop::attach_range(file, partitions, None)
+    }
+
+    /// With `range` = (offset, size): a loop device over those bytes only.
+    fn attach_range(file: &Path, partitions: bool, range: Option<(u64, u64)>) -> Loop {
         let mut c = Command::new("losetup");
         c.arg("-f").arg("--show");
         if partitions {
             c.arg("-P");
+        }
+        if let Some((o, n)) = range {
+            c.arg("-o")
+                .arg(o.to_string())
+                .arg("--sizelimit")
+                .arg(n.to_string());
         }
         let dev = sh(c.arg(file));
         Loop {
@@ -173,11 +186,11 @@ fn unmounted_device_is_written_and_verified_unless_held() {
             "--target",
             "disk.img",
             "--size",
-            "12MiB",
+            "16MiB",
             "--board",
             BOARD,
             "-g",
-            "system:A=1MiB+5MiB,B=6MiB+5MiB",
+            "system:A=5MiB+5MiB,B=10MiB+5MiB",
             "--active-version",
             "1",
         ],
@@ -234,7 +247,7 @@ fn unmounted_device_is_written_and_verified_unless_held() {
         &d.join("rootfs.img"),
         0,
         &d.join("disk.img"),
-        6 * MIB,
+        10 * MIB,
         rootfs.len() as u64
     ));
 }
@@ -251,7 +264,8 @@ fn partitions_count_only_where_they_overlap_the_target_slot() {
     stamp(d, "v3.fwi", BOARD, 3, &["rootfs=rootfs.img,target=system"]);
     let disk = d.join("disk.img");
     sparse(&disk, 40 * MIB);
-    // Two partitions that are exactly the slots: A at 1 MiB, B at 17 MiB.
+    // Two partitions that are exactly the slots: A at 5 MiB, B at 21 MiB
+    // (after the state area's two copies at 512 KiB and 4.5 MiB).
     let mut sf = Command::new("sfdisk")
         .args(["--no-reread", "--no-tell-kernel", "--quiet"])
         .arg(&disk)
@@ -262,7 +276,7 @@ fn partitions_count_only_where_they_overlap_the_target_slot() {
     sf.stdin
         .take()
         .unwrap()
-        .write_all(b"label: dos\n2048,32768,L\n34816,32768,L\n")
+        .write_all(b"label: dos\n10240,32768,L\n43008,32768,L\n")
         .unwrap();
     assert!(sf.wait().unwrap().success());
     ok(fwpack(
@@ -274,7 +288,7 @@ fn partitions_count_only_where_they_overlap_the_target_slot() {
             "--board",
             BOARD,
             "-g",
-            "system:A=1MiB+16MiB,B=17MiB+16MiB",
+            "system:A=5MiB+16MiB,B=21MiB+16MiB",
             "--active-version",
             "1",
         ],
@@ -307,4 +321,146 @@ fn partitions_count_only_where_they_overlap_the_target_slot() {
     assert_eq!(code(&out), 8, "{}", show(&out));
     let msg = stderr(&out);
     assert!(msg.contains("p2") && msg.contains("overlaps"), "{msg}");
+}
+
+/// A disk with A active (version 1) and B holding version 2, pending: the
+/// device after an apply, before its reboot. Slots A at 8 MiB, B at 16 MiB.
+fn pending_b_disk(d: &Path) -> PathBuf {
+    std::fs::write(d.join("rootfs.img"), payload(5, 2 * MIB as usize)).unwrap();
+    stamp(d, "v2.fwi", BOARD, 2, &["rootfs=rootfs.img,target=system"]);
+    stamp(d, "v3.fwi", BOARD, 3, &["rootfs=rootfs.img,target=system"]);
+    ok(fwpack(
+        &[
+            "state",
+            "init",
+            "--target",
+            "disk.img",
+            "--size",
+            "24MiB",
+            "--board",
+            BOARD,
+            "-g",
+            "system:A=8MiB+8MiB,B=16MiB+8MiB",
+            "--active-version",
+            "1",
+        ],
+        d,
+    ));
+    d.join("disk.img")
+}
+
+fn sha(path: &Path) -> String {
+    sh(Command::new("sha256sum").arg(path))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn the_running_slot_is_refused_on_a_loop_device() {
+    if !can_use_loop() {
+        return;
+    }
+    let tmp = workdir("apply-loop");
+    let d = tmp.path();
+    let disk = pending_b_disk(d);
+    let lo = Loop::attach(&disk, false);
+    let record = d.join("boot.conf");
+    let apply_env = |image: &str, extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fwpack"));
+        c.args(["apply", image, "--target", &lo.dev, "--key", "k.pub.pem"])
+            .args(extra)
+            .env("FWPACK_BOOT_RECORD", &record)
+            .current_dir(d);
+        c.output().unwrap()
+    };
+    ok(apply_env("v2.fwi", &[]));
+    // The PID-1 updater booted B on trial (A is still the active slot) and
+    // left its boot record naming this loop device.
+    std::fs::write(
+        &record,
+        format!(
+            "target = {}\nstate_offset = 524288\nstate_copy_distance = 4194304\nslot = B\ntrial = yes\n",
+            lo.dev
+        ),
+    )
+    .unwrap();
+    sh(&mut Command::new("sync"));
+    let before = sha(&disk);
+    for extra in [&[][..], &["--slot", "B"], &["--force"]] {
+        let out = apply_env("v3.fwi", extra);
+        assert_eq!(code(&out), 8, "{extra:?}: {}", show(&out));
+        let msg = stderr(&out);
+        assert!(msg.contains("slot B is the running system"), "{msg}");
+        assert!(msg.contains("boot.conf"), "{msg}");
+    }
+    // Not a byte written (through the device, to its backing file).
+    sh(&mut Command::new("sync"));
+    assert_eq!(sha(&disk), before, "a refused apply changed the disk");
+    // The status command says what runs.
+    let out = Command::new(env!("CARGO_BIN_EXE_fwpack"))
+        .args(["status", "--json", "--target", &lo.dev])
+        .env("FWPACK_BOOT_RECORD", &record)
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&ok(out).stdout).unwrap();
+    assert_eq!(st["running"]["slot"], "B");
+    // After mark-good B is active; the update then goes to A.
+    ok(fwpack(
+        &["mark-good", "--target", &lo.dev, "--slot", "B"],
+        d,
+    ));
+    let out = ok(apply_env("v3.fwi", &["--json"]));
+    assert_eq!(result_of(&out)["slot"], "A");
+}
+
+#[test]
+fn a_loop_device_over_the_target_slot_is_busy() {
+    if !can_use_loop() {
+        return;
+    }
+    let tmp = workdir("apply-loop");
+    let d = tmp.path();
+    let disk = pending_b_disk(d);
+    let lo = Loop::attach(&disk, false);
+    // A read-only view of slot B (16 MiB + 8 MiB), as the PID-1 updater's
+    // slot_device = loop makes one: its backing file is the disk device.
+    let b = Loop::attach_range(Path::new(&lo.dev), false, Some((16 * MIB, 8 * MIB)));
+    let before = sha(&disk);
+    let out = apply(d, "v2.fwi", &lo.dev);
+    assert_eq!(code(&out), 8, "{}", show(&out));
+    let msg = stderr(&out);
+    let name = b.dev.trim_start_matches("/dev/");
+    assert!(
+        msg.contains(&format!("loop device {name} maps bytes 16777216..25165824")),
+        "{msg}"
+    );
+    assert!(msg.contains("overlaps"), "{msg}");
+    sh(&mut Command::new("sync"));
+    assert_eq!(sha(&disk), before);
+    drop(b);
+    // Over slot A (the active one, not written): a note, and B is written.
+    let a = Loop::attach_range(Path::new(&lo.dev), false, Some((8 * MIB, 8 * MIB)));
+    let out = ok(apply(d, "v2.fwi", &lo.dev));
+    let name = a.dev.trim_start_matches("/dev/");
+    let warned = json_lines(&out).iter().any(|l| {
+        l["event"] == "warning"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(name) && m.contains("outside"))
+    });
+    assert!(warned, "{}", show(&out));
+    assert_eq!(result_of(&out)["slot"], "B");
+    // A loop device over the disk *file* (not the device) counts too.
+    drop(a);
+    drop(lo);
+    let f = Loop::attach_range(&disk, false, Some((16 * MIB, 4096 * 16)));
+    let out = apply(d, "v3.fwi", path_str(&disk));
+    assert_eq!(code(&out), 8, "{}", show(&out));
+    assert!(
+        stderr(&out).contains(f.dev.trim_start_matches("/dev/")),
+        "{}",
+        show(&out)
+    );
 }

@@ -5,8 +5,8 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 use board::Board;
-use diskimage::{DiskLayout, FatSpec, PartKind, PartitionSpec, Source, TableKind};
-use updater::state::{BootState, Layout, Slot, SlotGroup, SlotRange};
+use diskimage::{DiskLayout, FatSpec, PartKind, PartitionSpec, Reserved, Source, TableKind};
+use updater::state::{BootState, Layout, Slot, SlotGroup, SlotRange, StateLocation};
 
 use crate::{Error, Inputs, SYSTEM_GROUP};
 
@@ -24,6 +24,8 @@ pub fn write(board: &Board, inputs: &Inputs, boot_dir: &Path, out: &Path) -> Res
         Some(r) => PartKind::Raw(Source::Path(r.clone())),
         None => PartKind::Empty,
     };
+    let loc = StateLocation::new(board.disk.state_offset, board.disk.state_copy_distance);
+    let span = loc.span();
     let layout = DiskLayout {
         table: match board.disk.table.as_str() {
             "gpt" => TableKind::Gpt,
@@ -37,6 +39,13 @@ pub fn write(board: &Board, inputs: &Inputs, boot_dir: &Path, out: &Path) -> Res
             PartitionSpec::new("rootfs-a", board.disk.slot_mib * MIB, slot_a),
             PartitionSpec::new("rootfs-b", board.disk.slot_mib * MIB, PartKind::Empty),
         ],
+        // Both copies of the state area and the gap between them: no
+        // partition there, so partitions start after the second copy.
+        reserved: vec![Reserved {
+            name: "fwpack state area".into(),
+            start_bytes: span.start,
+            size_bytes: span.end - span.start,
+        }],
     };
     let report = diskimage::write_image(&layout, out)?;
     let part = |name: &str| {
@@ -55,14 +64,14 @@ pub fn write(board: &Board, inputs: &Inputs, boot_dir: &Path, out: &Path) -> Res
     };
     let state_layout = Layout::new(
         board.compatible(),
-        board.disk.state_offset,
+        loc,
         vec![SlotGroup {
             name: SYSTEM_GROUP.into(),
             slots: [part("rootfs-a")?, part("rootfs-b")?],
         }],
     )?;
     let boot_state = BootState::initial(Slot::A, inputs.payload_version, &inputs.version_label)?;
-    let area = updater::state::format_state_area(&state_layout, &boot_state)?;
+    let halves = updater::state::format_state_area(&state_layout, &boot_state)?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .open(out)
@@ -70,8 +79,12 @@ pub fn write(board: &Board, inputs: &Inputs, boot_dir: &Path, out: &Path) -> Res
             path: out.to_path_buf(),
             source,
         })?;
-    f.seek(SeekFrom::Start(board.disk.state_offset))
-        .and_then(|_| f.write_all(&area))
+    halves
+        .iter()
+        .try_for_each(|(at, bytes)| {
+            f.seek(SeekFrom::Start(*at))?;
+            f.write_all(bytes)
+        })
         .and_then(|()| f.sync_all())
         .map_err(|source| Error::Io {
             path: out.to_path_buf(),

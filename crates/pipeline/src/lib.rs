@@ -481,6 +481,10 @@ pub fn updater_conf(board: &Board) -> String {
     s.push_str(&format!("board = {}\n", board.compatible()));
     s.push_str(&format!("target = {}\n", board.disk.device));
     s.push_str(&format!("state_offset = {}\n", board.disk.state_offset));
+    s.push_str(&format!(
+        "state_copy_distance = {}\n",
+        board.disk.state_copy_distance
+    ));
     s.push_str("keys = /etc/fwpack/keys\n");
     s.push_str("images = /images\n");
     if !board.kernel.modules.is_empty() {

@@ -9,8 +9,8 @@
 //!    fdatasync the data, optionally read it back against the chunk
 //!    hashes, then record the position in the journal — sync. A chunk that
 //!    fails stops the apply with the slot `updating`.
-//! 4. Mark the slot `complete` — sync; make it pending with N tries —
-//!    sync; clear the journal — sync.
+//! 4. Commit in one state-record write: the slot `complete`, pending
+//!    with N tries, the journal idle — sync.
 //!
 //! The active slot is never written. A cut anywhere leaves it active and
 //! intact, and the new slot either complete (and pending, or one re-run
@@ -28,7 +28,10 @@ use fwimage::{
 use sha2::{Digest, Sha256};
 
 use crate::event::{Event, Phase};
-use crate::state::{Journal, Slot, SlotState, StateArea, DEFAULT_STATE_OFFSET};
+use crate::state::{
+    Journal, Slot, SlotState, StateArea, StateLocation, DEFAULT_STATE_COPY_DISTANCE,
+    DEFAULT_STATE_OFFSET,
+};
 use crate::storage::{AlignedBuf, Storage};
 use crate::{Error, Result};
 
@@ -39,6 +42,8 @@ pub struct ApplyOptions {
     pub slot: Option<Slot>,
     /// Where the state area is on the target.
     pub state_offset: u64,
+    /// Distance from its copy 0 to its copy 1.
+    pub state_copy_distance: u64,
     /// Read every written range back and check it against the signed
     /// chunk hashes before the journal records it.
     pub verify_writes: bool,
@@ -64,6 +69,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             slot: None,
             state_offset: DEFAULT_STATE_OFFSET,
+            state_copy_distance: DEFAULT_STATE_COPY_DISTANCE,
             verify_writes: false,
             minimize_writes: false,
             force: false,
@@ -154,7 +160,10 @@ pub fn apply<S: ImageSource + Send>(
     let head = ImageHead::read_from(&mut image, image_len)?;
     let v = head.authenticate(trusted)?;
     let key_id = v.key_id;
-    let mut area = StateArea::read(storage, opts.state_offset)?;
+    let mut area = StateArea::read(
+        storage,
+        StateLocation::new(opts.state_offset, opts.state_copy_distance),
+    )?;
     let layout = area.layout().clone();
     let boot = area.boot().clone();
     let h = &head.header;
@@ -290,22 +299,17 @@ pub fn apply<S: ImageSource + Send>(
             e.report.resumed_from = Some((seg, off));
         }
         e.write_data(&mut image, &mut area, seg, off, events)?;
-
-        events(&Event::Phase(Phase::Commit));
-        area.update_boot(e.storage, |b| {
-            b.slot_mut(slot).state = SlotState::Complete;
-            Ok(())
-        })?;
+    }
+    events(&Event::Phase(Phase::Commit));
+    // One state-record write: complete, pending + tries, journal idle.
+    area.commit(e.storage, slot, opts.activate, opts.tries)?;
+    if !e.report.already_complete {
         events(&Event::SlotState {
             slot,
             state: SlotState::Complete,
         });
-    } else {
-        events(&Event::Phase(Phase::Commit));
     }
-
     if opts.activate {
-        area.set_pending(e.storage, slot, opts.tries)?;
         e.report.pending = true;
         events(&Event::Pending {
             slot,

@@ -1,7 +1,13 @@
 //! Is a block device in use? Mounted (by device number, from
 //! /proc/self/mountinfo, never by name), held by another block device
-//! (`holders/` in sysfs: device-mapper, md, …), active swap, or opened
-//! exclusively by someone else.
+//! (`holders/` in sysfs: device-mapper, md, …), active swap, opened
+//! exclusively by someone else, or the backing store of a loop device
+//! (`/sys/block/loopN/loop/backing_file` + `offset`, over the target or
+//! one of its partitions: a loop device does not show up in `holders/`,
+//! and a root mounted through one would otherwise look unused).
+//!
+//! Also the boot record the PID-1 updater leaves for the booted system
+//! ([`read_boot_record`]): which slot of which disk is running.
 //!
 //! Partitions count only where they overlap the byte ranges an apply will
 //! write: a running system updating its own disk has its active root
@@ -13,6 +19,7 @@ use std::ops::Range;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crate::state::{BootedSlot, Slot};
 use crate::storage::BusyCheck;
 
 /// A device number as `(major, minor)`.
@@ -107,8 +114,23 @@ pub fn check(rdev: u64, ranges: &[Range<u64>], exclusive_failed: bool) -> io::Re
         uses: Vec::new(),
     }];
     let mut out = BusyCheck::default();
+    let mut any_use = false;
     if sys.exists() {
         nodes.extend(partitions(&sys));
+        let loops = loops_backed_by(Path::new("/sys/block"), |m| {
+            if !m.file_type().is_block_device() {
+                return None;
+            }
+            let d = dev_num(m.rdev());
+            // The target itself, or one of its partitions (offsets are
+            // then relative to the partition's start).
+            nodes
+                .iter()
+                .find(|n| n.dev == d)
+                .map(|n| n.range.as_ref().map_or(0, |r| r.start))
+        });
+        any_use |= !loops.is_empty();
+        loop_uses(&loops, ranges, &mut out);
     } else {
         out.notes.push(format!(
             "{} has no sysfs entry; partitions and holders not checked",
@@ -129,7 +151,6 @@ pub fn check(rdev: u64, ranges: &[Range<u64>], exclusive_failed: bool) -> io::Re
             n.uses.push(format!("held by {}", holders.join(", ")));
         }
     }
-    let mut any_use = false;
     for n in &nodes {
         if n.uses.is_empty() {
             continue;
@@ -152,14 +173,172 @@ pub fn check(rdev: u64, ranges: &[Range<u64>], exclusive_failed: bool) -> io::Re
     }
     if exclusive_failed {
         if any_use {
-            out.notes
-                .push("exclusive open refused (EBUSY) because of the partition(s) in use".into());
+            out.notes.push(
+                "exclusive open refused (EBUSY) because of the partition(s) or loop device(s) in use"
+                    .into(),
+            );
         } else {
             out.reasons
                 .push("opened exclusively by another process (O_EXCL open: EBUSY)".into());
         }
     }
     Ok(out)
+}
+
+/// A regular file used as a disk: only loop devices over it can be
+/// told (a file has no partitions, mounts or holders of its own).
+pub fn check_file(dev: u64, ino: u64, ranges: &[Range<u64>]) -> io::Result<BusyCheck> {
+    let loops = loops_backed_by(Path::new("/sys/block"), |m| {
+        (m.file_type().is_file() && m.dev() == dev && m.ino() == ino).then_some(0)
+    });
+    let mut out = BusyCheck::default();
+    loop_uses(&loops, ranges, &mut out);
+    Ok(out)
+}
+
+/// A loop device whose backing store is (part of) the target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoopUse {
+    pub name: String,
+    pub backing: String,
+    /// Bytes of the target it maps.
+    pub range: Range<u64>,
+}
+
+/// Loop devices under `sys_block` (normally /sys/block) whose backing
+/// file `base_of` recognises: it returns the target offset at which that
+/// backing file starts (0 for the target itself, a partition's start).
+/// A loop device's range is `loop/offset` .. + its `size` (sectors of
+/// 512 bytes, already limited by `sizelimit`).
+pub fn loops_backed_by(
+    sys_block: &Path,
+    base_of: impl Fn(&fs::Metadata) -> Option<u64>,
+) -> Vec<LoopUse> {
+    let mut out = Vec::new();
+    for name in list_dir(sys_block) {
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let d = sys_block.join(&name);
+        // Unbound loop devices have no backing_file.
+        let Some(backing) = read_trim(&d.join("loop/backing_file")) else {
+            continue;
+        };
+        // A deleted backing file cannot be the target we just opened.
+        if backing.ends_with("(deleted)") {
+            continue;
+        }
+        let Some(base) = fs::metadata(&backing).ok().as_ref().and_then(&base_of) else {
+            continue;
+        };
+        let num = |f: &str| read_trim(&d.join(f)).and_then(|s| s.parse::<u64>().ok());
+        let (Some(offset), Some(sectors)) = (num("loop/offset"), num("size")) else {
+            continue;
+        };
+        let start = base.saturating_add(offset);
+        out.push(LoopUse {
+            name,
+            backing,
+            range: start..start.saturating_add(sectors.saturating_mul(512)),
+        });
+    }
+    out
+}
+
+/// A loop device over written bytes is a reason to refuse (whatever maps
+/// it, mounted or not, would see the slot change under it); elsewhere on
+/// the disk it is a note.
+fn loop_uses(loops: &[LoopUse], ranges: &[Range<u64>], out: &mut BusyCheck) {
+    for l in loops {
+        let r = &l.range;
+        let overlaps = r.start < r.end && ranges.iter().any(|w| w.start < r.end && r.start < w.end);
+        let what = format!(
+            "loop device {} maps bytes {}..{} of the target (backing file {})",
+            l.name, r.start, r.end, l.backing
+        );
+        if overlaps {
+            out.reasons
+                .push(format!("{what}, which overlaps what would be written"));
+        } else {
+            out.notes
+                .push(format!("{what}, outside the ranges being written"));
+        }
+    }
+}
+
+/// Where the PID-1 updater leaves its boot record, unless
+/// `FWPACK_BOOT_RECORD` names another file (tests; an empty value turns
+/// the check off).
+pub const BOOT_RECORD: &str = "/run/fwpack/boot.conf";
+
+/// The fields of a boot record the library needs (format in
+/// docs/FORMAT.md, "Boot record for the booted system").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootRecord {
+    pub target: PathBuf,
+    pub slot: Slot,
+    pub trial: bool,
+}
+
+pub fn parse_boot_record(text: &str) -> Result<BootRecord, String> {
+    let (mut target, mut slot, mut trial) = (None, None, false);
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("bad line `{line}`"))?;
+        let v = v.trim();
+        match k.trim() {
+            "target" => target = Some(PathBuf::from(v)),
+            "slot" => slot = Some(v.parse::<Slot>().map_err(|e| e.to_string())?),
+            "trial" => trial = v == "yes",
+            _ => {}
+        }
+    }
+    Ok(BootRecord {
+        target: target.ok_or("no target")?,
+        slot: slot.ok_or("no slot")?,
+        trial,
+    })
+}
+
+/// Reads the boot record at `path` and says whether it names the target
+/// `is_target` recognises (by device number or inode, never by name).
+/// No file: `Ok(None)`. A file that does not parse: an error (the caller
+/// cannot tell which slot runs). A target that no longer exists cannot be
+/// this one: `Ok(None)`.
+pub fn read_boot_record(
+    path: &Path,
+    is_target: impl Fn(&fs::Metadata) -> bool,
+) -> io::Result<Option<BootedSlot>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    let r = parse_boot_record(&text).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    match fs::metadata(&r.target) {
+        Ok(m) if is_target(&m) => Ok(Some(BootedSlot {
+            slot: r.slot,
+            trial: r.trial,
+            source: format!(
+                "{} says the system booted slot {}{} of {}",
+                path.display(),
+                r.slot,
+                if r.trial { " on trial" } else { "" },
+                r.target.display()
+            ),
+        })),
+        _ => Ok(None),
+    }
 }
 
 /// btrfs and some others report an anonymous device number in mountinfo;
@@ -273,6 +452,95 @@ garbage line
         assert_eq!(unescape("a\\134b"), "a\\b");
         assert_eq!(unescape("a\\9"), "a\\9");
         assert_eq!(unescape("end\\"), "end\\");
+    }
+
+    #[test]
+    fn boot_record_parsing() {
+        let r = parse_boot_record(
+            "# comment\ntarget = /dev/nvme0n1\nstate_offset = 524288\nslot = B\ntrial = yes\nfuture = x\n",
+        )
+        .unwrap();
+        assert_eq!(r.target, Path::new("/dev/nvme0n1"));
+        assert_eq!((r.slot, r.trial), (Slot::B, true));
+        assert!(parse_boot_record("target = /dev/x\n").is_err());
+        assert!(parse_boot_record("slot = C\ntarget = /dev/x\n").is_err());
+        assert!(parse_boot_record("garbage\n").is_err());
+    }
+
+    #[test]
+    fn boot_record_names_the_target_by_inode() {
+        let dir = std::env::temp_dir().join(format!("fwpack-bootrec-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let disk = dir.join("disk.img");
+        fs::write(&disk, b"x").unwrap();
+        let other = dir.join("other.img");
+        fs::write(&other, b"y").unwrap();
+        let rec = dir.join("boot.conf");
+        let m = fs::metadata(&disk).unwrap();
+        let is_disk = |x: &fs::Metadata| x.dev() == m.dev() && x.ino() == m.ino();
+        assert_eq!(read_boot_record(&rec, is_disk).unwrap(), None, "no file");
+        fs::write(
+            &rec,
+            format!("target = {}\nslot = B\ntrial = yes\n", disk.display()),
+        )
+        .unwrap();
+        let b = read_boot_record(&rec, is_disk).unwrap().unwrap();
+        assert_eq!((b.slot, b.trial), (Slot::B, true));
+        fs::write(&rec, format!("target = {}\nslot = B\n", other.display())).unwrap();
+        assert_eq!(
+            read_boot_record(&rec, is_disk).unwrap(),
+            None,
+            "another disk"
+        );
+        fs::write(&rec, "target = \n").unwrap();
+        assert!(read_boot_record(&rec, is_disk).is_err(), "unparsable");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn loop_devices_from_a_sysfs_tree() {
+        // A fake /sys/block: loop0 over the disk at 8 MiB (4 MiB long),
+        // loop1 over something else, loop2 unbound, loop3 deleted.
+        let dir = std::env::temp_dir().join(format!("fwpack-sysloop-{}", std::process::id()));
+        let disk = dir.join("disk.img");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(&disk, b"d").unwrap();
+        let mk = |name: &str, backing: Option<&str>, offset: u64, sectors: u64| {
+            let d = dir.join("block").join(name);
+            fs::create_dir_all(d.join("loop")).unwrap();
+            fs::write(d.join("size"), format!("{sectors}\n")).unwrap();
+            if let Some(b) = backing {
+                fs::write(d.join("loop/backing_file"), format!("{b}\n")).unwrap();
+                fs::write(d.join("loop/offset"), format!("{offset}\n")).unwrap();
+            }
+        };
+        let disk_s = disk.display().to_string();
+        mk("loop0", Some(&disk_s), 8 << 20, 8192);
+        mk("loop1", Some("/etc/hostname"), 0, 8);
+        mk("loop2", None, 0, 0);
+        mk("loop3", Some(&format!("{disk_s} (deleted)")), 0, 8);
+        mk("sda", Some(&disk_s), 0, 8);
+        let m = fs::metadata(&disk).unwrap();
+        let loops = loops_backed_by(&dir.join("block"), |x| {
+            (x.dev() == m.dev() && x.ino() == m.ino()).then_some(0)
+        });
+        assert_eq!(
+            loops,
+            vec![LoopUse {
+                name: "loop0".into(),
+                backing: disk_s.clone(),
+                range: (8 << 20)..(12 << 20),
+            }]
+        );
+        let mut out = BusyCheck::default();
+        let written = std::slice::from_ref(&((11 << 20)..(13 << 20)));
+        loop_uses(&loops, written, &mut out);
+        assert_eq!(out.reasons.len(), 1, "{out:?}");
+        let mut out = BusyCheck::default();
+        let written = std::slice::from_ref(&((12 << 20)..(13 << 20)));
+        loop_uses(&loops, written, &mut out);
+        assert!(out.reasons.is_empty() && out.notes.len() == 1, "{out:?}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::OFlags;
 
+use crate::state::BootedSlot;
 use crate::storage::{BusyCheck, Geometry, Storage};
 use crate::{busy, Error, Result};
 
@@ -26,7 +27,7 @@ pub enum Access {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TargetKind {
     BlockDevice { rdev: u64 },
-    File,
+    File { dev: u64, ino: u64 },
 }
 
 /// A block device or a regular file used as a disk.
@@ -40,6 +41,17 @@ pub struct FileStorage {
     /// Block devices opened for writing: whether `O_EXCL` succeeded.
     exclusive: Option<bool>,
     warning: Option<String>,
+    /// Where to learn which slot the running system booted from.
+    boot_record: Option<PathBuf>,
+}
+
+/// `$FWPACK_BOOT_RECORD` if set (empty: none), else the PID-1 updater's.
+fn default_boot_record() -> Option<PathBuf> {
+    match std::env::var_os("FWPACK_BOOT_RECORD") {
+        Some(p) if p.is_empty() => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => Some(PathBuf::from(busy::BOOT_RECORD)),
+    }
 }
 
 fn errno(e: &io::Error) -> Option<rustix::io::Errno> {
@@ -54,7 +66,10 @@ impl FileStorage {
         let kind = if ft.is_block_device() {
             TargetKind::BlockDevice { rdev: meta.rdev() }
         } else if ft.is_file() {
-            TargetKind::File
+            TargetKind::File {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }
         } else {
             return Err(Error::InvalidInput {
                 what: "target",
@@ -107,7 +122,7 @@ impl FileStorage {
             }
             // A file has no sectors of its own: 512 is what every
             // filesystem's O_DIRECT accepts at worst; a refusal falls back.
-            TargetKind::File => (
+            TargetKind::File { .. } => (
                 meta.len(),
                 Geometry {
                     logical: 512,
@@ -131,7 +146,14 @@ impl FileStorage {
             direct,
             exclusive,
             warning,
+            boot_record: default_boot_record(),
         })
+    }
+
+    /// Which boot record says what runs (default: [`busy::BOOT_RECORD`],
+    /// or `$FWPACK_BOOT_RECORD`); `None` turns the running-slot check off.
+    pub fn set_boot_record(&mut self, path: Option<PathBuf>) {
+        self.boot_record = path;
     }
 
     pub fn path(&self) -> &Path {
@@ -209,8 +231,19 @@ impl Storage for FileStorage {
             TargetKind::BlockDevice { rdev } => {
                 busy::check(rdev, ranges, self.exclusive == Some(false))
             }
-            TargetKind::File => Ok(BusyCheck::default()),
+            TargetKind::File { dev, ino } => busy::check_file(dev, ino, ranges),
         }
+    }
+
+    fn booted_slot(&mut self) -> io::Result<Option<BootedSlot>> {
+        let Some(rec) = &self.boot_record else {
+            return Ok(None);
+        };
+        let kind = self.kind;
+        busy::read_boot_record(rec, |m| match kind {
+            TargetKind::BlockDevice { rdev } => m.file_type().is_block_device() && m.rdev() == rdev,
+            TargetKind::File { dev, ino } => m.is_file() && m.dev() == dev && m.ino() == ino,
+        })
     }
 
     fn take_warning(&mut self) -> Option<String> {
@@ -239,7 +272,9 @@ impl Storage for FileStorage {
                     }
                 )
             }
-            TargetKind::File => format!("file {}, {} bytes, {io}", self.path.display(), self.size),
+            TargetKind::File { .. } => {
+                format!("file {}, {} bytes, {io}", self.path.display(), self.size)
+            }
         }
     }
 }

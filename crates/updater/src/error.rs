@@ -72,6 +72,12 @@ pub enum Error {
     PartialImage { group: String, slot: char },
     #[error("slot {0} is the active slot; an update must go to the other one")]
     ActiveSlot(char),
+    #[error("slot {slot} is the running system ({evidence}); an update must go to the other slot (confirm it with mark-good first, or reboot into the active slot)")]
+    RunningSlot { slot: char, evidence: String },
+    #[error(
+        "cannot tell which slot the running system booted from ({0}); refusing to write either"
+    )]
+    RunningUnknown(String),
     #[error("segment `{segment}` lands at byte {offset}, not a multiple of the target's {align}-byte sector")]
     Unaligned {
         segment: String,
@@ -111,7 +117,7 @@ impl Error {
             },
             Io { .. } => ErrorClass::Io,
             NoStateArea { .. } | BadStateArea(_) | BadLayout(_) => ErrorClass::Format,
-            Busy { .. } => ErrorClass::Busy,
+            Busy { .. } | RunningSlot { .. } | RunningUnknown(_) => ErrorClass::Busy,
             WrongBoard { .. }
             | Rollback { .. }
             | UnknownTarget { .. }

@@ -5,8 +5,8 @@
 //!
 //! - [`apply()`]: the engine (checks, full verification, streaming writes
 //!   with checkpoints, commit); progress through [`Event`]s.
-//! - [`state`]: the state area (layout, boot state, journal records, each
-//!   in two copies with sequence numbers and CRC32C) and the boot-state
+//! - [`state`]: the state area (layout, boot state and journal in one
+//!   record, two copies far apart, sequence numbers and CRC32C) and the boot-state
 //!   operations a PID-1 updater calls (`boot_attempt`, `confirm`, …).
 //! - [`Storage`]: the I/O boundary. [`FileStorage`] is a block device or
 //!   file with O_DIRECT, sector sizes from the kernel, busy detection and
@@ -34,8 +34,9 @@ pub use device::{Access, FileStorage};
 pub use error::{Error, ErrorClass};
 pub use event::{Event, Phase};
 pub use state::{
-    format_state_area, init_state_area, BootDecision, BootState, Journal, Layout, Slot, SlotGroup,
-    SlotInfo, SlotRange, SlotState, StateArea, DEFAULT_STATE_OFFSET, STATE_AREA_LEN,
+    format_state_area, init_state_area, BootDecision, BootState, BootedSlot, Journal, Layout,
+    Running, Slot, SlotGroup, SlotInfo, SlotRange, SlotState, StateArea, StateLocation,
+    DEFAULT_STATE_COPY_DISTANCE, DEFAULT_STATE_OFFSET, STATE_HALF_LEN,
 };
 pub use storage::{AlignedBuf, BusyCheck, Geometry, MemStorage, Storage};
 

@@ -1,33 +1,38 @@
 //! The redundant record: one 4 KiB block holding a typed, sequenced,
-//! CRC-protected payload. Every record exists in two copies in separate
-//! blocks; readers take the newest valid copy, writers overwrite the other
-//! one (never the only valid copy) and sync. A torn or lost write therefore
-//! damages at most the copy being written and leaves the previous state
-//! readable. Layout in docs/FORMAT.md ("Boot state, journal and state
-//! area").
+//! CRC-protected payload. The record exists in two copies, far apart on
+//! the disk; readers take the newest valid copy, writers overwrite the
+//! other one (never the copy in use) and sync. A torn or lost write
+//! therefore damages at most the copy being written and leaves the
+//! previous state readable. Layout in docs/FORMAT.md ("Boot state,
+//! journal and state area").
+//!
+//! Sequence numbers compare with wrap-around (RFC 1982 style): the copies
+//! of one record are at most a few writes apart, so "newer" is "ahead by
+//! less than 2^63", and a counter at `u64::MAX` simply continues at 0.
 
 pub const RECORD_LEN: usize = 4096;
 pub const RECORD_MAGIC: [u8; 8] = *b"FWPKSTAT";
-pub const RECORD_VERSION: u16 = 1;
+/// Format 2: one combined state record (layout + boot state + journal) in
+/// two halves `copy_distance` apart. Format 1 had three records in six
+/// adjacent blocks.
+pub const RECORD_VERSION: u16 = 2;
 pub const RECORD_HEADER_LEN: usize = 32;
 const CRC_AT: usize = RECORD_LEN - 4;
 pub const MAX_PAYLOAD: usize = CRC_AT - RECORD_HEADER_LEN;
 
 /// What a record holds. The kind is stored in the record so a block
-/// copied to the wrong place is not mistaken for another record.
+/// copied to the wrong place is not mistaken for another record. Kinds
+/// 1–3 (layout, boot state, journal) were format 1's separate records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    Layout = 1,
-    Boot = 2,
-    Journal = 3,
+    /// Layout, boot state and journal in one record (format 2).
+    State = 4,
 }
 
 impl Kind {
     pub fn name(self) -> &'static str {
         match self {
-            Kind::Layout => "layout",
-            Kind::Boot => "boot state",
-            Kind::Journal => "journal",
+            Kind::State => "state",
         }
     }
 }
@@ -75,6 +80,9 @@ pub enum Invalid {
     BadLength(u32),
     BadCrc,
     NonZeroPadding,
+    /// Envelope valid (CRC and all) but the payload does not decode: the
+    /// reader used the other copy.
+    BadPayload,
 }
 
 impl std::fmt::Display for Invalid {
@@ -87,6 +95,7 @@ impl std::fmt::Display for Invalid {
             Invalid::BadLength(l) => write!(f, "payload length {l} out of range"),
             Invalid::BadCrc => f.write_str("CRC mismatch (torn or corrupt)"),
             Invalid::NonZeroPadding => f.write_str("non-zero reserved bytes"),
+            Invalid::BadPayload => f.write_str("CRC valid but the payload does not decode"),
         }
     }
 }
@@ -124,13 +133,15 @@ pub fn decode(block: &[u8], kind: Kind) -> Result<Copy<'_>, Invalid> {
     if u32_at(b, CRC_AT) != crc32c::crc32c(&b[..CRC_AT]) {
         return Err(Invalid::BadCrc);
     }
-    let k = u16_at(b, 8);
-    if k != kind as u16 {
-        return Err(Invalid::WrongKind(k));
-    }
+    // Version before kind: a format-1 block (kinds 1-3) reads as
+    // "version 1", which is what the caller needs to explain.
     let v = u16_at(b, 10);
     if v != RECORD_VERSION {
         return Err(Invalid::UnknownVersion(v));
+    }
+    let k = u16_at(b, 8);
+    if k != kind as u16 {
+        return Err(Invalid::WrongKind(k));
     }
     let len = u32_at(b, 12);
     if len as usize > MAX_PAYLOAD {
@@ -146,12 +157,24 @@ pub fn decode(block: &[u8], kind: Kind) -> Result<Copy<'_>, Invalid> {
     })
 }
 
+/// Is sequence number `a` newer than `b`? With wrap-around: `a` is ahead
+/// of `b` by 1..2^63 (mod 2^64). Equal, or exactly 2^63 apart: no.
+pub fn seq_newer(a: u64, b: u64) -> bool {
+    let d = a.wrapping_sub(b);
+    d != 0 && d < 1 << 63
+}
+
 /// Picks the newest valid copy of two: `(index, copy)`. On equal sequence
-/// numbers (only possible if something other than fwpack wrote them) copy
-/// 0 wins, deterministically.
+/// numbers (`format_state_area` writes both copies with 1) copy 0 wins,
+/// deterministically; so does copy 0 when the two are exactly 2^63 apart
+/// (never written by fwpack).
 pub fn newest<'a>(copies: [&Result<Copy<'a>, Invalid>; 2]) -> Option<(usize, Copy<'a>)> {
     match (copies[0], copies[1]) {
-        (Ok(a), Ok(b)) => Some(if b.seq > a.seq { (1, *b) } else { (0, *a) }),
+        (Ok(a), Ok(b)) => Some(if seq_newer(b.seq, a.seq) {
+            (1, *b)
+        } else {
+            (0, *a)
+        }),
         (Ok(a), Err(_)) => Some((0, *a)),
         (Err(_), Ok(b)) => Some((1, *b)),
         (Err(_), Err(_)) => None,
@@ -170,16 +193,26 @@ mod tests {
 
     #[test]
     fn roundtrip_and_kind_check() {
-        let b = block(Kind::Boot, 7, b"hello");
-        let c = decode(&b, Kind::Boot).unwrap();
+        let b = block(Kind::State, 7, b"hello");
+        let c = decode(&b, Kind::State).unwrap();
         assert_eq!((c.seq, c.payload), (7, &b"hello"[..]));
-        assert_eq!(decode(&b, Kind::Journal), Err(Invalid::WrongKind(2)));
+        let mut other = b.clone();
+        other[8] = 9;
+        let crc = crc32c::crc32c(&other[..CRC_AT]);
+        other[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&other, Kind::State), Err(Invalid::WrongKind(9)));
+        // A format-1 block: kind 1, version 1, valid CRC.
+        let mut v1 = b.clone();
+        v1[8..12].copy_from_slice(&[1, 0, 1, 0]);
+        let crc = crc32c::crc32c(&v1[..CRC_AT]);
+        v1[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&v1, Kind::State), Err(Invalid::UnknownVersion(1)));
         assert_eq!(
-            decode(&vec![0; RECORD_LEN], Kind::Boot),
+            decode(&vec![0; RECORD_LEN], Kind::State),
             Err(Invalid::Blank)
         );
         assert!(encode(
-            Kind::Boot,
+            Kind::State,
             1,
             &[0; MAX_PAYLOAD + 1],
             &mut vec![0; RECORD_LEN]
@@ -191,13 +224,13 @@ mod tests {
     fn every_torn_prefix_is_detected() {
         // A write torn at any 512-byte sector leaves old bytes behind the
         // tear: old and new copy differ, so the CRC must catch every mix.
-        let old = block(Kind::Journal, 1, &[0xAA; 100]);
-        let new = block(Kind::Journal, 2, &[0x55; 100]);
+        let old = block(Kind::State, 1, &[0xAA; 100]);
+        let new = block(Kind::State, 2, &[0x55; 100]);
         for cut in (512..RECORD_LEN).step_by(512) {
             let mut torn = new[..cut].to_vec();
             torn.extend_from_slice(&old[cut..]);
             assert_eq!(
-                decode(&torn, Kind::Journal),
+                decode(&torn, Kind::State),
                 Err(Invalid::BadCrc),
                 "cut {cut}"
             );
@@ -206,24 +239,38 @@ mod tests {
 
     #[test]
     fn every_bit_flip_is_detected() {
-        let b = block(Kind::Layout, 3, b"layout payload");
+        let b = block(Kind::State, 3, b"layout payload");
         for bit in 0..RECORD_LEN * 8 {
             let mut x = b.clone();
             x[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode(&x, Kind::Layout).is_err(), "bit {bit}");
+            assert!(decode(&x, Kind::State).is_err(), "bit {bit}");
         }
     }
 
     #[test]
     fn newest_valid_copy_wins() {
-        let a = block(Kind::Boot, 4, b"a");
-        let b = block(Kind::Boot, 5, b"b");
-        let da = decode(&a, Kind::Boot);
-        let db = decode(&b, Kind::Boot);
+        let a = block(Kind::State, 4, b"a");
+        let b = block(Kind::State, 5, b"b");
+        let da = decode(&a, Kind::State);
+        let db = decode(&b, Kind::State);
         assert_eq!(newest([&da, &db]).unwrap().0, 1);
         assert_eq!(newest([&db, &da]).unwrap().0, 0);
-        let bad = decode(&[1u8; RECORD_LEN], Kind::Boot);
+        let bad = decode(&[1u8; RECORD_LEN], Kind::State);
         assert_eq!(newest([&bad, &da]).unwrap().1.seq, 4);
         assert!(newest([&bad, &bad]).is_none());
+    }
+
+    #[test]
+    fn sequence_wraps_instead_of_running_out() {
+        assert!(seq_newer(0, u64::MAX));
+        assert!(!seq_newer(u64::MAX, 0));
+        assert!(seq_newer(u64::MAX, u64::MAX - 1));
+        assert!(!seq_newer(7, 7));
+        assert!(!seq_newer(1 << 63, 0) && !seq_newer(0, 1 << 63));
+        let max = block(Kind::State, u64::MAX, b"old");
+        let zero = block(Kind::State, 0, b"new");
+        let (dm, dz) = (decode(&max, Kind::State), decode(&zero, Kind::State));
+        assert_eq!(newest([&dm, &dz]).unwrap().1.payload, b"new");
+        assert_eq!(newest([&dz, &dm]).unwrap().1.payload, b"new");
     }
 }

@@ -1,23 +1,32 @@
-//! The state area: a small region of the target disk (by default at
-//! 512 KiB, between the partition table and the first partition) holding
-//! three redundant records: the slot layout, the A/B boot state and the
-//! apply journal. Byte layout in docs/FORMAT.md.
+//! The state area: a small region of the target disk outside every
+//! partition holding one redundant record (format 2): the slot layout,
+//! the A/B boot state and the apply journal together, in two copies
+//! `copy_distance` bytes apart (default 4 MiB: an SD card's allocation
+//! unit, so one erase block never holds both). Byte layout in
+//! docs/FORMAT.md.
 //!
-//! Every change is a whole-record write to the copy that does not hold
-//! the newest valid version, followed by a sync, so after a power cut the
-//! record reads either as before or as after the change.
+//! Every change is one whole-record write to the copy not in use,
+//! followed by a sync, so after a power cut the state reads either as
+//! before or as after the change. Because layout, boot state and journal
+//! share the record, a write can never damage the newest copy of another
+//! record (with separate records in one erase block, a journal write torn
+//! by the card could revert the boot state), and a commit (complete +
+//! pending + tries + journal idle) is a single write.
 
 use std::ops::Range;
 
-use crate::record::{self, Invalid, Kind, RECORD_LEN};
+use crate::record::{self, Invalid, Kind, RECORD_LEN, RECORD_VERSION};
 use crate::storage::{AlignedBuf, Storage};
 use crate::{Error, Result};
 
 /// Where the state area lives unless configured otherwise: after an MBR
-/// or a GPT (which ends at 17 KiB) and before the first partition at 1 MiB.
+/// or a GPT (which ends at 17 KiB).
 pub const DEFAULT_STATE_OFFSET: u64 = 512 * 1024;
-/// Bytes reserved for the state area (8 blocks; 6 used).
-pub const STATE_AREA_LEN: u64 = 8 * RECORD_LEN as u64;
+/// Distance from copy 0 to copy 1 unless configured otherwise: 4 MiB, the
+/// allocation unit of SD cards (and more than eMMC erase groups).
+pub const DEFAULT_STATE_COPY_DISTANCE: u64 = 4 << 20;
+/// Bytes reserved for each half (one 4 KiB record + 3 reserved blocks).
+pub const STATE_HALF_LEN: u64 = 4 * RECORD_LEN as u64;
 /// Maximum number of slot groups in a layout.
 pub const MAX_GROUPS: usize = 16;
 pub const BOARD_LEN: usize = 64;
@@ -27,16 +36,89 @@ pub const LABEL_LEN: usize = 64;
 /// size and the CRC block size divide it).
 pub const SLOT_ALIGN: u64 = 4096;
 
-const RECORDS_USED: usize = 6;
+/// Where a state area is: copy 0 at `offset`, copy 1 at `offset +
+/// copy_distance`. Both are configured, never discovered (a reader that
+/// lost copy 0 must still find copy 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StateLocation {
+    pub offset: u64,
+    pub copy_distance: u64,
+}
 
-/// Block index (within the area) of copy `copy` of record `kind`.
-fn block_of(kind: Kind, copy: usize) -> u64 {
-    let base = match kind {
-        Kind::Layout => 0,
-        Kind::Boot => 2,
-        Kind::Journal => 4,
-    };
-    base + copy as u64
+impl Default for StateLocation {
+    fn default() -> Self {
+        StateLocation {
+            offset: DEFAULT_STATE_OFFSET,
+            copy_distance: DEFAULT_STATE_COPY_DISTANCE,
+        }
+    }
+}
+
+impl StateLocation {
+    pub fn new(offset: u64, copy_distance: u64) -> StateLocation {
+        StateLocation {
+            offset,
+            copy_distance,
+        }
+    }
+
+    /// Byte offset of copy `copy` (0 or 1).
+    pub fn copy_offset(&self, copy: usize) -> u64 {
+        if copy == 0 {
+            self.offset
+        } else {
+            self.offset.saturating_add(self.copy_distance)
+        }
+    }
+
+    /// The two halves.
+    pub fn halves(&self) -> [Range<u64>; 2] {
+        [0, 1].map(|c| {
+            let o = self.copy_offset(c);
+            o..o.saturating_add(STATE_HALF_LEN)
+        })
+    }
+
+    /// Everything from the start of copy 0 to the end of copy 1: what no
+    /// slot or partition may overlap (the gap between the halves is part
+    /// of the area, so a busy check of this one range covers both).
+    pub fn span(&self) -> Range<u64> {
+        self.offset..self.copy_offset(1).saturating_add(STATE_HALF_LEN)
+    }
+
+    /// Alignment, non-overlapping halves, no overflow.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| {
+            Err(Error::InvalidInput {
+                what: "state area location",
+                value: format!(
+                    "offset {} copy distance {}",
+                    self.offset, self.copy_distance
+                ),
+                reason: m,
+            })
+        };
+        if !self.offset.is_multiple_of(SLOT_ALIGN) || !self.copy_distance.is_multiple_of(SLOT_ALIGN)
+        {
+            return bad(format!(
+                "offset and copy distance must be multiples of {SLOT_ALIGN}"
+            ));
+        }
+        if self.copy_distance < STATE_HALF_LEN {
+            return bad(format!(
+                "the copy distance must be at least {STATE_HALF_LEN} (one half); use the medium's erase-block size or more (SD cards: 4 MiB)"
+            ));
+        }
+        if self
+            .offset
+            .checked_add(self.copy_distance)
+            .and_then(|o| o.checked_add(STATE_HALF_LEN))
+            .is_none()
+        {
+            return bad("offset + copy distance overflows".into());
+        }
+        Ok(())
+    }
 }
 
 /// One half of an A/B pair.
@@ -134,20 +216,26 @@ impl SlotGroup {
     }
 }
 
-/// The fixed description of a target disk: board and slot groups.
+/// The fixed description of a target disk: board, where the state area
+/// is, and the slot groups.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     pub board: String,
     pub state_offset: u64,
+    pub copy_distance: u64,
     pub groups: Vec<SlotGroup>,
 }
 
+/// Layout section of the state payload: 88 bytes + 64 per group.
+const LAYOUT_FIXED_LEN: usize = 88;
+
 impl Layout {
     /// Builds and validates a layout.
-    pub fn new(board: &str, state_offset: u64, groups: Vec<SlotGroup>) -> Result<Layout> {
+    pub fn new(board: &str, loc: StateLocation, groups: Vec<SlotGroup>) -> Result<Layout> {
         let l = Layout {
             board: board.to_string(),
-            state_offset,
+            state_offset: loc.offset,
+            copy_distance: loc.copy_distance,
             groups,
         };
         l.validate()?;
@@ -158,8 +246,14 @@ impl Layout {
         self.groups.iter().find(|g| g.name == name)
     }
 
+    pub fn location(&self) -> StateLocation {
+        StateLocation::new(self.state_offset, self.copy_distance)
+    }
+
+    /// The whole state area, both halves and the gap between them
+    /// ([`StateLocation::span`]).
     pub fn state_range(&self) -> Range<u64> {
-        self.state_offset..self.state_offset.saturating_add(STATE_AREA_LEN)
+        self.location().span()
     }
 
     /// The smallest disk that holds the state area and every slot.
@@ -173,8 +267,10 @@ impl Layout {
             .unwrap_or(0)
     }
 
-    /// Rules: a board name; an aligned state area; 1–16 uniquely named
-    /// groups; 4 KiB-aligned, non-empty slots; nothing overlaps anything.
+    /// Rules: a board name; a valid state location; 1–16 uniquely named
+    /// groups; 4 KiB-aligned, non-empty slots; nothing overlaps anything
+    /// (the state area counts from its first half to the end of its
+    /// second).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::BadLayout(m));
         if self.board.is_empty() || self.board.len() > BOARD_LEN || self.board.contains('\0') {
@@ -183,13 +279,8 @@ impl Layout {
                 self.board
             ));
         }
-        if !self.state_offset.is_multiple_of(SLOT_ALIGN)
-            || self.state_offset.checked_add(STATE_AREA_LEN).is_none()
-        {
-            return bad(format!(
-                "state area offset {} is not a multiple of {SLOT_ALIGN}",
-                self.state_offset
-            ));
+        if let Err(e) = self.location().validate() {
+            return bad(e.to_string());
         }
         if self.groups.is_empty() || self.groups.len() > MAX_GROUPS {
             return bad(format!(
@@ -218,44 +309,53 @@ impl Layout {
                 ranges.push((what, r.range()));
             }
         }
+        // At most 33 ranges: sorting is not worth it.
         for (i, (a, ra)) in ranges.iter().enumerate() {
             for (b, rb) in &ranges[..i] {
                 if ra.start < rb.end && rb.start < ra.end {
-                    return bad(format!("{a} overlaps {b}"));
+                    return bad(format!(
+                        "{a} (bytes {}..{}) overlaps {b} (bytes {}..{})",
+                        ra.start, ra.end, rb.start, rb.end
+                    ));
                 }
             }
         }
         Ok(())
     }
 
-    fn encode(&self) -> Vec<u8> {
-        let mut p = vec![0u8; 80 + 64 * self.groups.len()];
+    fn encoded_len(&self) -> usize {
+        LAYOUT_FIXED_LEN + 64 * self.groups.len()
+    }
+
+    fn encode(&self, p: &mut [u8]) {
         put_str(&mut p[0..BOARD_LEN], &self.board);
         p[64..72].copy_from_slice(&self.state_offset.to_le_bytes());
-        p[72..76].copy_from_slice(&(self.groups.len() as u32).to_le_bytes());
+        p[72..80].copy_from_slice(&self.copy_distance.to_le_bytes());
+        p[80..84].copy_from_slice(&(self.groups.len() as u32).to_le_bytes());
         for (i, g) in self.groups.iter().enumerate() {
-            let e = &mut p[80 + 64 * i..80 + 64 * (i + 1)];
+            let at = LAYOUT_FIXED_LEN + 64 * i;
+            let e = &mut p[at..at + 64];
             put_str(&mut e[0..GROUP_NAME_LEN], &g.name);
             e[32..40].copy_from_slice(&g.slots[0].offset.to_le_bytes());
             e[40..48].copy_from_slice(&g.slots[0].size.to_le_bytes());
             e[48..56].copy_from_slice(&g.slots[1].offset.to_le_bytes());
             e[56..64].copy_from_slice(&g.slots[1].size.to_le_bytes());
         }
-        p
     }
 
     fn decode(p: &[u8]) -> Result<Layout> {
-        let bad = |m: &str| Error::BadStateArea(format!("layout record: {m}"));
-        let count = get_u32(p, 72).ok_or_else(|| bad("too short"))? as usize;
+        let bad = |m: &str| Error::BadStateArea(format!("layout: {m}"));
+        let count = get_u32(p, 80).ok_or_else(|| bad("too short"))? as usize;
         if count > MAX_GROUPS {
             return Err(bad("too many slot groups"));
         }
-        if p.len() != 80 + 64 * count {
+        if p.len() != LAYOUT_FIXED_LEN + 64 * count {
             return Err(bad("length does not match its group count"));
         }
         let mut groups = Vec::with_capacity(count);
         for i in 0..count {
-            let e = &p[80 + 64 * i..80 + 64 * (i + 1)];
+            let at = LAYOUT_FIXED_LEN + 64 * i;
+            let e = &p[at..at + 64];
             let at = |o: usize| get_u64(e, o).unwrap_or(0);
             groups.push(SlotGroup {
                 name: get_str(&e[0..GROUP_NAME_LEN]).ok_or_else(|| bad("group name"))?,
@@ -274,14 +374,15 @@ impl Layout {
         let layout = Layout {
             board: get_str(&p[0..BOARD_LEN]).ok_or_else(|| bad("board name"))?,
             state_offset: get_u64(p, 64).unwrap_or(0),
+            copy_distance: get_u64(p, 72).unwrap_or(0),
             groups,
         };
-        if p[76..80].iter().any(|&b| b != 0) {
+        if p[84..88].iter().any(|&b| b != 0) {
             return Err(bad("non-zero reserved bytes"));
         }
         layout
             .validate()
-            .map_err(|e| Error::BadStateArea(format!("layout record: {e}")))?;
+            .map_err(|e| Error::BadStateArea(format!("layout: {e}")))?;
         Ok(layout)
     }
 }
@@ -331,7 +432,16 @@ pub struct SlotInfo {
     /// factory image).
     pub image_id: [u8; 32],
     pub label: String,
+    /// This image was tried (pending) and the device fell back from it
+    /// (tries ran out, or the trial was abandoned). Set by fallback,
+    /// cleared when the slot is written again, committed, scheduled or
+    /// confirmed: the PID-1 updater never re-applies such an image (no
+    /// reboot loop), but does finish an apply that only lacks its commit.
+    pub fell_back: bool,
 }
+
+/// Slot-info flag bit: [`SlotInfo::fell_back`].
+const FLAG_FELL_BACK: u8 = 1;
 
 impl SlotInfo {
     pub fn empty() -> SlotInfo {
@@ -340,6 +450,7 @@ impl SlotInfo {
             version: 0,
             image_id: [0; 32],
             label: String::new(),
+            fell_back: false,
         }
     }
 
@@ -349,6 +460,7 @@ impl SlotInfo {
             SlotState::Updating => 1,
             SlotState::Complete => 2,
         };
+        e[1] = if self.fell_back { FLAG_FELL_BACK } else { 0 };
         e[8..16].copy_from_slice(&self.version.to_le_bytes());
         e[16..48].copy_from_slice(&self.image_id);
         put_str(&mut e[48..48 + LABEL_LEN], &self.label);
@@ -361,7 +473,10 @@ impl SlotInfo {
             2 => SlotState::Complete,
             _ => return None,
         };
-        if e.get(1..8)?.iter().chain(e.get(112..128)?).any(|&b| b != 0) {
+        let flags = *e.get(1)?;
+        if flags & !FLAG_FELL_BACK != 0
+            || e.get(2..8)?.iter().chain(e.get(112..128)?).any(|&b| b != 0)
+        {
             return None;
         }
         Some(SlotInfo {
@@ -369,6 +484,7 @@ impl SlotInfo {
             version: get_u64(e, 8)?,
             image_id: e.get(16..48)?.try_into().ok()?,
             label: get_str(e.get(48..48 + LABEL_LEN)?)?,
+            fell_back: flags & FLAG_FELL_BACK != 0,
         })
     }
 }
@@ -414,6 +530,7 @@ impl BootState {
             version,
             image_id: [0; 32],
             label: label.to_string(),
+            fell_back: false,
         };
         Ok(BootState {
             active,
@@ -450,7 +567,27 @@ impl BootState {
             version,
             image_id,
             label: label.to_string(),
+            fell_back: false,
         };
+    }
+
+    /// The end of an apply, as one change: `slot` (its data durable) is
+    /// complete, no longer marked as fallen back, and with `activate`
+    /// pending with `tries` trial boots. Persisted by
+    /// [`StateArea::commit`] in a single record write together with the
+    /// idle journal, so no power cut can leave a complete slot that lost
+    /// its activation.
+    pub fn commit(&mut self, slot: Slot, activate: bool, tries: u8) -> Result<()> {
+        if slot == self.active {
+            return Err(Error::ActiveSlot(slot.letter()));
+        }
+        let info = self.slot_mut(slot);
+        info.state = SlotState::Complete;
+        info.fell_back = false;
+        if activate {
+            self.set_pending(slot, tries)?;
+        }
+        Ok(())
     }
 
     /// Schedules trial boots of `slot`, which must be complete and not the
@@ -475,6 +612,7 @@ impl BootState {
         }
         self.pending = Some(slot);
         self.tries_left = tries;
+        self.slot_mut(slot).fell_back = false;
         Ok(())
     }
 
@@ -494,6 +632,7 @@ impl BootState {
                     }
                 } else {
                     self.pending = None;
+                    self.slot_mut(p).fell_back = true;
                     BootDecision {
                         slot: active,
                         trial: false,
@@ -506,6 +645,7 @@ impl BootState {
                 // booted, whatever wrote this record.
                 self.pending = None;
                 self.tries_left = 0;
+                self.slot_mut(p).fell_back = true;
                 BootDecision {
                     slot: active,
                     trial: false,
@@ -531,20 +671,23 @@ impl BootState {
         } else if self.active != booted {
             return Err(Error::NotBooted(booted.letter()));
         }
+        self.slot_mut(booted).fell_back = false;
         self.confirmed = true;
         self.rollback_floor = self.rollback_floor.max(self.slot(booted).version);
         Ok(())
     }
 
-    /// Abandons the pending slot (e.g. its health check failed): the
-    /// active slot boots next.
+    /// Abandons the pending slot (e.g. its health check failed, or it
+    /// could not be mounted): the active slot boots next, and the slot is
+    /// marked as fallen back.
     pub fn fallback(&mut self) {
-        self.pending = None;
+        if let Some(p) = self.pending.take() {
+            self.slot_mut(p).fell_back = true;
+        }
         self.tries_left = 0;
     }
 
-    fn encode(&self) -> Vec<u8> {
-        let mut p = vec![0u8; BOOT_PAYLOAD_LEN];
+    fn encode(&self, p: &mut [u8]) {
         p[0] = self.active.to_byte();
         p[1] = self.pending.map_or(0, Slot::to_byte);
         p[2] = self.tries_left;
@@ -552,11 +695,10 @@ impl BootState {
         p[8..16].copy_from_slice(&self.rollback_floor.to_le_bytes());
         self.slots[0].encode(&mut p[16..144]);
         self.slots[1].encode(&mut p[144..272]);
-        p
     }
 
     fn decode(p: &[u8]) -> Result<BootState> {
-        let bad = |m: &str| Error::BadStateArea(format!("boot-state record: {m}"));
+        let bad = |m: &str| Error::BadStateArea(format!("boot state: {m}"));
         if p.len() != BOOT_PAYLOAD_LEN {
             return Err(bad("wrong length"));
         }
@@ -610,8 +752,7 @@ pub struct Journal {
 const JOURNAL_PAYLOAD_LEN: usize = 56;
 
 impl Journal {
-    fn encode(j: Option<&Journal>) -> Vec<u8> {
-        let mut p = vec![0u8; JOURNAL_PAYLOAD_LEN];
+    fn encode(j: Option<&Journal>, p: &mut [u8]) {
         if let Some(j) = j {
             p[0] = 1;
             p[1] = j.slot.to_byte();
@@ -621,11 +762,10 @@ impl Journal {
             p[16..48].copy_from_slice(&j.image_id);
             p[48..56].copy_from_slice(&j.done_bytes.to_le_bytes());
         }
-        p
     }
 
     fn decode(p: &[u8]) -> Result<Option<Journal>> {
-        let bad = |m: &str| Error::BadStateArea(format!("journal record: {m}"));
+        let bad = |m: &str| Error::BadStateArea(format!("journal: {m}"));
         if p.len() != JOURNAL_PAYLOAD_LEN {
             return Err(bad("wrong length"));
         }
@@ -644,7 +784,40 @@ impl Journal {
     }
 }
 
-/// Health of one record's two copies, for `status`.
+/// Offsets of the three sections in the state payload.
+const BOOT_AT: usize = 0;
+const JOURNAL_AT: usize = BOOT_PAYLOAD_LEN;
+const LAYOUT_AT: usize = JOURNAL_AT + JOURNAL_PAYLOAD_LEN;
+
+fn encode_state(layout: &Layout, boot: &BootState, journal: Option<&Journal>) -> Vec<u8> {
+    let mut p = vec![0u8; LAYOUT_AT + layout.encoded_len()];
+    boot.encode(&mut p[BOOT_AT..JOURNAL_AT]);
+    Journal::encode(journal, &mut p[JOURNAL_AT..LAYOUT_AT]);
+    layout.encode(&mut p[LAYOUT_AT..]);
+    p
+}
+
+type Decoded = (Layout, BootState, Option<Journal>);
+
+/// With `lenient`, a journal that does not decode reads as idle.
+fn decode_state(p: &[u8], lenient: bool) -> Result<Decoded> {
+    if p.len() < LAYOUT_AT + LAYOUT_FIXED_LEN {
+        return Err(Error::BadStateArea("state payload too short".into()));
+    }
+    let layout = Layout::decode(&p[LAYOUT_AT..])?;
+    let boot = BootState::decode(&p[BOOT_AT..JOURNAL_AT])?;
+    // Inside one CRC-valid record, a journal that does not decode means
+    // the record is not what fwpack wrote: the copy is refused and the
+    // other one used. Only when no copy decodes whole is such a journal
+    // taken as idle (lost progress, never a reason not to boot).
+    let journal = match Journal::decode(&p[JOURNAL_AT..LAYOUT_AT]) {
+        Err(_) if lenient => None,
+        j => j?,
+    };
+    Ok((layout, boot, journal))
+}
+
+/// Health of the state record's two copies, for `status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordHealth {
     pub kind: Kind,
@@ -654,34 +827,46 @@ pub struct RecordHealth {
     pub newest: Option<usize>,
 }
 
-/// Bookkeeping for one record: the copy holding the newest valid version.
-#[derive(Clone, Copy, Debug)]
-struct Tracked {
-    seq: u64,
-    newest: Option<usize>,
+/// The running system, as far as this target is concerned: which slot it
+/// booted from (`/run/fwpack/boot.conf`, see [`Storage::booted_slot`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Running {
+    /// Not booted from this disk by fwpack (or not a device at all).
+    Elsewhere,
+    /// Booted from `slot` of this disk; `source` names the evidence.
+    Slot { slot: Slot, source: String },
+    /// A boot record exists but cannot be read or understood: no slot may
+    /// be marked for writing, since it might be the running one.
+    Unknown(String),
+}
+
+/// The system booted from a slot of this disk, as a [`Storage`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootedSlot {
+    pub slot: Slot,
+    /// A trial boot of a pending slot.
+    pub trial: bool,
+    /// For messages: where this was learned (the boot record's path).
+    pub source: String,
 }
 
 /// The state area of one target, read into memory. Changes go through
-/// methods that write the other copy and sync before returning.
+/// methods that write the copy not in use and sync before returning.
 #[derive(Clone, Debug)]
 pub struct StateArea {
-    offset: u64,
+    loc: StateLocation,
     layout: Layout,
     boot: BootState,
     journal: Option<Journal>,
-    tracked: [Tracked; 3],
-    health: [RecordHealth; 3],
+    /// Sequence number of the copy in use.
+    seq: u64,
+    /// The copy in use (the one the state was read from or last written).
+    in_use: usize,
+    health: RecordHealth,
+    running: Running,
 }
 
-fn kind_index(k: Kind) -> usize {
-    match k {
-        Kind::Layout => 0,
-        Kind::Boot => 1,
-        Kind::Journal => 2,
-    }
-}
-
-fn check_area_fits(storage: &dyn Storage, offset: u64) -> Result<()> {
+fn check_area_fits(storage: &dyn Storage, loc: StateLocation) -> Result<()> {
     let g = storage.geometry();
     if u64::from(g.logical) > RECORD_LEN as u64 {
         return Err(Error::InvalidInput {
@@ -690,94 +875,115 @@ fn check_area_fits(storage: &dyn Storage, offset: u64) -> Result<()> {
             reason: "sectors larger than 4096 bytes are not supported".into(),
         });
     }
-    if !offset.is_multiple_of(SLOT_ALIGN) {
-        return Err(Error::InvalidInput {
-            what: "state area offset",
-            value: offset.to_string(),
-            reason: format!("must be a multiple of {SLOT_ALIGN}"),
-        });
+    loc.validate()?;
+    if loc.span().end > storage.size() {
+        return Err(Error::NoStateArea { offset: loc.offset });
     }
-    match offset.checked_add(STATE_AREA_LEN) {
-        Some(end) if end <= storage.size() => Ok(()),
-        _ => Err(Error::NoStateArea { offset }),
+    Ok(())
+}
+
+type Blocks = [AlignedBuf; 2];
+
+fn read_blocks(storage: &mut dyn Storage, loc: StateLocation) -> Result<Blocks> {
+    check_area_fits(storage, loc)?;
+    let align = storage.geometry().mem_align();
+    let mut out = [
+        AlignedBuf::new(RECORD_LEN, align),
+        AlignedBuf::new(RECORD_LEN, align),
+    ];
+    for (c, buf) in out.iter_mut().enumerate() {
+        storage
+            .read_at(loc.copy_offset(c), buf.as_mut_slice())
+            .map_err(Error::io(format!("reading state area copy {c}")))?;
+    }
+    Ok(out)
+}
+
+fn health_of(blocks: &Blocks) -> RecordHealth {
+    let d = [0, 1].map(|c| record::decode(blocks[c].as_slice(), Kind::State));
+    RecordHealth {
+        kind: Kind::State,
+        copies: [d[0].map(|c| c.seq), d[1].map(|c| c.seq)],
+        newest: record::newest([&d[0], &d[1]]).map(|(i, _)| i),
     }
 }
 
 impl StateArea {
-    /// Reads the area at `offset`. Fails if the layout or the boot state
-    /// has no valid copy; a missing journal just means "no apply running".
-    pub fn read(storage: &mut dyn Storage, offset: u64) -> Result<StateArea> {
-        let (blocks, health) = read_blocks(storage, offset)?;
-        let copy = |k: Kind, c: usize| {
-            &blocks.as_slice()[(block_of(k, c) as usize) * RECORD_LEN..][..RECORD_LEN]
-        };
-        let mut tracked = [Tracked {
-            seq: 0,
-            newest: None,
-        }; 3];
-        let mut payloads: [Option<&[u8]>; 3] = [None; 3];
-        for k in [Kind::Layout, Kind::Boot, Kind::Journal] {
-            let d = [record::decode(copy(k, 0), k), record::decode(copy(k, 1), k)];
-            if let Some((i, c)) = record::newest([&d[0], &d[1]]) {
-                tracked[kind_index(k)] = Tracked {
-                    seq: c.seq,
-                    newest: Some(i),
-                };
-                payloads[kind_index(k)] = Some(c.payload);
-            }
-        }
-        let layout = match payloads[0] {
-            Some(p) => Layout::decode(p)?,
-            None if health[0].copies.iter().all(|c| *c == Err(Invalid::Blank)) => {
-                return Err(Error::NoStateArea { offset })
-            }
-            None => {
-                return Err(Error::BadStateArea(format!(
-                    "no valid layout record copy ({}; {})",
-                    health[0].copies[0]
-                        .err()
-                        .map_or(String::new(), |e| e.to_string()),
-                    health[0].copies[1]
-                        .err()
-                        .map_or(String::new(), |e| e.to_string()),
-                )))
-            }
-        };
-        if layout.state_offset != offset {
+    /// Reads the area at `loc`. Takes the newest valid copy whose payload
+    /// decodes and matches `loc`, else the other one; fails if neither
+    /// does. Also asks the storage which slot, if any, the running system
+    /// booted from.
+    pub fn read(storage: &mut dyn Storage, loc: StateLocation) -> Result<StateArea> {
+        let blocks = read_blocks(storage, loc)?;
+        let mut health = health_of(&blocks);
+        if let Some(v) = health.copies.iter().find_map(|c| match c {
+            Err(Invalid::UnknownVersion(v)) if *v > RECORD_VERSION => Some(*v),
+            _ => None,
+        }) {
+            // Never fall back past a newer writer's copy to stale state.
             return Err(Error::BadStateArea(format!(
-                "layout record says the area is at {}, but it was read at {offset}",
-                layout.state_offset
+                "a copy has record format {v}, written by a newer fwpack; this one reads format {RECORD_VERSION}"
             )));
         }
-        let boot = match payloads[1] {
-            Some(p) => BootState::decode(p)?,
-            None => {
-                return Err(Error::BadStateArea(
-                    "no valid boot-state record copy".into(),
-                ))
-            }
+        let d = [0, 1].map(|c| record::decode(blocks[c].as_slice(), Kind::State));
+        let order = match health.newest {
+            Some(i) => [i, 1 - i],
+            None => [0, 1],
         };
-        // A journal that does not decode is only lost progress: the next
-        // apply starts from zero. Never a reason to refuse to boot.
-        let journal = payloads[2].and_then(|p| Journal::decode(p).ok()).flatten();
+        let mut why = Vec::new();
+        let mut found = None;
+        'passes: for lenient in [false, true] {
+            for i in order {
+                let Ok(c) = &d[i] else { continue };
+                match decode_state(c.payload, lenient).and_then(|st| check_location(st, loc)) {
+                    Ok(st) => {
+                        found = Some((i, c.seq, st));
+                        break 'passes;
+                    }
+                    Err(e) => {
+                        health.copies[i] = Err(Invalid::BadPayload);
+                        if !lenient {
+                            why.push(format!("copy {i}: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+        let Some((in_use, seq, (layout, boot, journal))) = found else {
+            return Err(no_valid_copy(&health, loc, why));
+        };
+        health.newest = Some(in_use);
+        let running = match storage.booted_slot() {
+            Ok(None) => Running::Elsewhere,
+            Ok(Some(b)) => Running::Slot {
+                slot: b.slot,
+                source: b.source,
+            },
+            Err(e) => Running::Unknown(e.to_string()),
+        };
         Ok(StateArea {
-            offset,
+            loc,
             layout,
             boot,
             journal,
-            tracked,
+            seq,
+            in_use,
             health,
+            running,
         })
     }
 
-    /// Per-copy health of the three records, even when [`Self::read`]
-    /// would fail.
-    pub fn diagnose(storage: &mut dyn Storage, offset: u64) -> Result<[RecordHealth; 3]> {
-        Ok(read_blocks(storage, offset)?.1)
+    /// Health of the two copies, even when [`Self::read`] would fail.
+    pub fn diagnose(storage: &mut dyn Storage, loc: StateLocation) -> Result<RecordHealth> {
+        Ok(health_of(&read_blocks(storage, loc)?))
+    }
+
+    pub fn location(&self) -> StateLocation {
+        self.loc
     }
 
     pub fn offset(&self) -> u64 {
-        self.offset
+        self.loc.offset
     }
 
     pub fn layout(&self) -> &Layout {
@@ -792,26 +998,27 @@ impl StateArea {
         self.journal.as_ref()
     }
 
-    /// Health as found by the last [`Self::read`].
-    pub fn health(&self) -> &[RecordHealth; 3] {
+    /// The slot the running system booted from, as learned at read time.
+    pub fn running(&self) -> &Running {
+        &self.running
+    }
+
+    /// Health as found by the last [`Self::read`] (and kept up to date by
+    /// writes).
+    pub fn health(&self) -> &RecordHealth {
         &self.health
     }
 
     /// Replaces the boot state (durable when this returns).
     pub fn write_boot(&mut self, storage: &mut dyn Storage, boot: BootState) -> Result<()> {
-        for s in &boot.slots {
-            check_label(&s.label)?;
-        }
-        self.write_record(storage, Kind::Boot, &boot.encode())?;
-        self.boot = boot;
-        Ok(())
+        let j = self.journal.clone();
+        self.write_state(storage, boot, j)
     }
 
     /// Replaces the journal; `None` clears it (durable when this returns).
     pub fn write_journal(&mut self, storage: &mut dyn Storage, j: Option<Journal>) -> Result<()> {
-        self.write_record(storage, Kind::Journal, &Journal::encode(j.as_ref()))?;
-        self.journal = j;
-        Ok(())
+        let b = self.boot.clone();
+        self.write_state(storage, b, j)
     }
 
     /// Changes the boot state with `f` and persists it if it changed.
@@ -826,6 +1033,24 @@ impl StateArea {
             self.write_boot(storage, b)?;
         }
         Ok(out)
+    }
+
+    /// Persisted [`BootState::commit`], with the journal cleared in the
+    /// same write: complete, pending and tries change together or not at
+    /// all. Nothing is written if nothing changes.
+    pub fn commit(
+        &mut self,
+        storage: &mut dyn Storage,
+        slot: Slot,
+        activate: bool,
+        tries: u8,
+    ) -> Result<()> {
+        let mut b = self.boot.clone();
+        b.commit(slot, activate, tries)?;
+        if b != self.boot || self.journal.is_some() {
+            self.write_state(storage, b, None)?;
+        }
+        Ok(())
     }
 
     /// Persisted [`BootState::boot_attempt`]: durable before it returns,
@@ -852,86 +1077,118 @@ impl StateArea {
         self.update_boot(storage, |b| b.set_pending(slot, tries))
     }
 
-    fn write_record(
+    /// A slot is about to be written exactly when it becomes (or is newly)
+    /// *updating*: refuse that for the slot the system runs from, and for
+    /// any slot when that cannot be told.
+    fn check_running(&self, new: &BootState) -> Result<()> {
+        for s in [Slot::A, Slot::B] {
+            let n = new.slot(s);
+            if n.state != SlotState::Updating || n == self.boot.slot(s) {
+                continue;
+            }
+            match &self.running {
+                Running::Slot { slot, source } if *slot == s => {
+                    return Err(Error::RunningSlot {
+                        slot: s.letter(),
+                        evidence: source.clone(),
+                    })
+                }
+                Running::Unknown(why) => return Err(Error::RunningUnknown(why.clone())),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn write_state(
         &mut self,
         storage: &mut dyn Storage,
-        kind: Kind,
-        payload: &[u8],
+        boot: BootState,
+        journal: Option<Journal>,
     ) -> Result<()> {
-        let t = self.tracked[kind_index(kind)];
-        // Never the copy holding the newest valid version: if this write
-        // is torn or lost, that version is still there.
-        let copy = t.newest.map_or(0, |i| 1 - i);
-        let seq = t.seq.checked_add(1).ok_or_else(|| {
-            Error::BadStateArea(format!("{} sequence number exhausted", kind.name()))
-        })?;
+        for s in &boot.slots {
+            check_label(&s.label)?;
+        }
+        self.check_running(&boot)?;
+        let payload = encode_state(&self.layout, &boot, journal.as_ref());
+        // Never the copy in use: if this write is torn or lost, the state
+        // it replaces is still there, in another erase block.
+        let copy = 1 - self.in_use;
+        // Wraps at u64::MAX (readers compare with wrap-around).
+        let seq = self.seq.wrapping_add(1);
         let mut buf = AlignedBuf::new(RECORD_LEN, storage.geometry().mem_align());
-        record::encode(kind, seq, payload, buf.as_mut_slice()).map_err(Error::BadStateArea)?;
-        let at = self.offset + block_of(kind, copy) * RECORD_LEN as u64;
-        let what = format!("writing {} record copy {copy}", kind.name());
+        record::encode(Kind::State, seq, &payload, buf.as_mut_slice())
+            .map_err(Error::BadStateArea)?;
+        let what = format!("writing state area copy {copy}");
         storage
-            .write_at(at, buf.as_slice())
+            .write_at(self.loc.copy_offset(copy), buf.as_slice())
             .map_err(Error::io(what.clone()))?;
         storage.sync().map_err(Error::io(what))?;
-        self.tracked[kind_index(kind)] = Tracked {
-            seq,
-            newest: Some(copy),
-        };
-        let h = &mut self.health[kind_index(kind)];
-        h.copies[copy] = Ok(seq);
-        h.newest = Some(copy);
+        self.seq = seq;
+        self.in_use = copy;
+        self.boot = boot;
+        self.journal = journal;
+        self.health.copies[copy] = Ok(seq);
+        self.health.newest = Some(copy);
         Ok(())
     }
 }
 
-type Blocks = (AlignedBuf, [RecordHealth; 3]);
-
-fn read_blocks(storage: &mut dyn Storage, offset: u64) -> Result<Blocks> {
-    check_area_fits(storage, offset)?;
-    let len = RECORDS_USED * RECORD_LEN;
-    let mut buf = AlignedBuf::new(len, storage.geometry().mem_align());
-    storage
-        .read_at(offset, buf.as_mut_slice())
-        .map_err(Error::io("reading the state area"))?;
-    let health = [Kind::Layout, Kind::Boot, Kind::Journal].map(|k| {
-        let d = [0, 1].map(|c| {
-            let at = block_of(k, c) as usize * RECORD_LEN;
-            record::decode(&buf.as_slice()[at..at + RECORD_LEN], k)
-        });
-        RecordHealth {
-            kind: k,
-            copies: [d[0].map(|c| c.seq), d[1].map(|c| c.seq)],
-            newest: record::newest([&d[0], &d[1]]).map(|(i, _)| i),
-        }
-    });
-    Ok((buf, health))
+fn check_location(st: Decoded, loc: StateLocation) -> Result<Decoded> {
+    if st.0.location() != loc {
+        return Err(Error::BadStateArea(format!(
+            "the record says the area is at {} with copies {} apart, but it was read at {} with {}",
+            st.0.state_offset, st.0.copy_distance, loc.offset, loc.copy_distance
+        )));
+    }
+    Ok(st)
 }
 
-/// The bytes of a freshly initialised state area ([`STATE_AREA_LEN`]
-/// long), to be placed at `layout.state_offset` of a disk image. Both
-/// copies of the layout and boot state are written (sequence 1), so a
-/// single bad sector on a new card is already survivable.
-pub fn format_state_area(layout: &Layout, boot: &BootState) -> Result<Vec<u8>> {
+fn no_valid_copy(h: &RecordHealth, loc: StateLocation, why: Vec<String>) -> Error {
+    if h.copies.iter().all(|c| *c == Err(Invalid::Blank)) {
+        return Error::NoStateArea { offset: loc.offset };
+    }
+    if h.copies.contains(&Err(Invalid::UnknownVersion(1))) {
+        return Error::BadStateArea(format!(
+            "the area at {} is in record format 1 (an older fwpack: both copies in one erase block); re-initialise it with `fwpack state init --force` (the boot state is lost) or rebuild the disk image",
+            loc.offset
+        ));
+    }
+    let per_copy: Vec<String> = h
+        .copies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.err().map(|e| format!("copy {i}: {e}")))
+        .chain(why)
+        .collect();
+    Error::BadStateArea(format!("no usable copy ({})", per_copy.join("; ")))
+}
+
+/// The two halves of a freshly initialised state area, as `(disk offset,
+/// bytes)` ([`STATE_HALF_LEN`] each), to be placed into a disk image. Both
+/// copies are written (sequence 1), so a single bad sector on a new card
+/// is already survivable. The gap between the halves is not written.
+pub fn format_state_area(layout: &Layout, boot: &BootState) -> Result<[(u64, Vec<u8>); 2]> {
     layout.validate()?;
     for s in &boot.slots {
         check_label(&s.label)?;
     }
-    let mut area = vec![0u8; STATE_AREA_LEN as usize];
-    for (kind, payload) in [(Kind::Layout, layout.encode()), (Kind::Boot, boot.encode())] {
-        for copy in 0..2 {
-            let at = block_of(kind, copy) as usize * RECORD_LEN;
-            record::encode(kind, 1, &payload, &mut area[at..at + RECORD_LEN])
-                .map_err(Error::BadStateArea)?;
-        }
-    }
-    Ok(area)
+    let payload = encode_state(layout, boot, None);
+    let loc = layout.location();
+    let mut half = vec![0u8; STATE_HALF_LEN as usize];
+    record::encode(Kind::State, 1, &payload, &mut half[..RECORD_LEN])
+        .map_err(Error::BadStateArea)?;
+    Ok([
+        (loc.copy_offset(0), half.clone()),
+        (loc.copy_offset(1), half),
+    ])
 }
 
-/// Writes a fresh state area onto `storage` (at `layout.state_offset`) and
+/// Writes a fresh state area onto `storage` (at `layout`'s location) and
 /// syncs. Refuses a target too small for the layout.
 pub fn init_state_area(storage: &mut dyn Storage, layout: &Layout, boot: &BootState) -> Result<()> {
-    let area = format_state_area(layout, boot)?;
-    check_area_fits(storage, layout.state_offset)?;
+    let halves = format_state_area(layout, boot)?;
+    check_area_fits(storage, layout.location())?;
     let need = layout.min_disk_size();
     if need > storage.size() {
         return Err(Error::BadLayout(format!(
@@ -939,12 +1196,18 @@ pub fn init_state_area(storage: &mut dyn Storage, layout: &Layout, boot: &BootSt
             storage.size()
         )));
     }
-    let mut buf = AlignedBuf::new(area.len(), storage.geometry().mem_align());
-    buf.as_mut_slice().copy_from_slice(&area);
-    storage
-        .write_at(layout.state_offset, buf.as_slice())
-        .map_err(Error::io("writing the state area"))?;
-    storage.sync().map_err(Error::io("syncing the state area"))
+    let mut buf = AlignedBuf::new(STATE_HALF_LEN as usize, storage.geometry().mem_align());
+    for (at, bytes) in halves {
+        buf.as_mut_slice().copy_from_slice(&bytes);
+        storage
+            .write_at(at, buf.as_slice())
+            .map_err(Error::io("writing the state area"))?;
+        // One half durable before the other is touched.
+        storage
+            .sync()
+            .map_err(Error::io("syncing the state area"))?;
+    }
+    Ok(())
 }
 
 fn put_str(field: &mut [u8], s: &str) {
@@ -971,23 +1234,30 @@ fn get_u64(b: &[u8], at: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::MemStorage;
+    use crate::storage::{Geometry, MemStorage};
 
     const MIB: u64 = 1 << 20;
+    const LOC: StateLocation = StateLocation {
+        offset: DEFAULT_STATE_OFFSET,
+        copy_distance: DEFAULT_STATE_COPY_DISTANCE,
+    };
+    /// Copy 1's block on the test disk.
+    const COPY1: usize = (DEFAULT_STATE_OFFSET + DEFAULT_STATE_COPY_DISTANCE) as usize;
+    const COPY0: usize = DEFAULT_STATE_OFFSET as usize;
 
     fn layout() -> Layout {
         Layout::new(
             "test-board",
-            DEFAULT_STATE_OFFSET,
+            LOC,
             vec![SlotGroup {
                 name: "system".into(),
                 slots: [
                     SlotRange {
-                        offset: MIB,
+                        offset: 5 * MIB,
                         size: 4 * MIB,
                     },
                     SlotRange {
-                        offset: 5 * MIB,
+                        offset: 9 * MIB,
                         size: 4 * MIB,
                     },
                 ],
@@ -997,7 +1267,7 @@ mod tests {
     }
 
     fn disk() -> MemStorage {
-        let mut m = MemStorage::new(vec![0; 9 * MIB as usize]);
+        let mut m = MemStorage::new(vec![0; 13 * MIB as usize]);
         init_state_area(
             &mut m,
             &layout(),
@@ -1013,18 +1283,80 @@ mod tests {
             version,
             image_id: [1; 32],
             label: String::new(),
+            fell_back: false,
         };
+    }
+
+    /// A MemStorage that counts writes and says which slot is running.
+    struct Booted {
+        m: MemStorage,
+        writes: usize,
+        booted: std::io::Result<Option<BootedSlot>>,
+    }
+
+    impl Storage for Booted {
+        fn size(&self) -> u64 {
+            self.m.size()
+        }
+        fn geometry(&self) -> Geometry {
+            self.m.geometry()
+        }
+        fn read_at(&mut self, o: u64, b: &mut [u8]) -> std::io::Result<()> {
+            self.m.read_at(o, b)
+        }
+        fn write_at(&mut self, o: u64, b: &[u8]) -> std::io::Result<()> {
+            self.writes += 1;
+            self.m.write_at(o, b)
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            self.m.sync()
+        }
+        fn booted_slot(&mut self) -> std::io::Result<Option<BootedSlot>> {
+            match &self.booted {
+                Ok(b) => Ok(b.clone()),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            }
+        }
+        fn describe(&self) -> String {
+            "test".into()
+        }
+    }
+
+    fn booted(slot: Option<Slot>) -> Booted {
+        Booted {
+            m: disk(),
+            writes: 0,
+            booted: Ok(slot.map(|slot| BootedSlot {
+                slot,
+                trial: true,
+                source: "test boot record".into(),
+            })),
+        }
+    }
+
+    /// Re-signs (re-CRCs) a record block after editing it.
+    fn reseal(block: &mut [u8]) {
+        let crc = crc32c::crc32c(&block[..RECORD_LEN - 4]);
+        block[RECORD_LEN - 4..RECORD_LEN].copy_from_slice(&crc.to_le_bytes());
     }
 
     #[test]
     fn layout_rules() {
         let mut l = layout();
-        assert_eq!(l.min_disk_size(), 9 * MIB);
-        l.groups[0].slots[1].offset = 3 * MIB;
+        assert_eq!(l.min_disk_size(), 13 * MIB);
+        assert_eq!(
+            l.state_range(),
+            LOC.offset..LOC.offset + LOC.copy_distance + STATE_HALF_LEN
+        );
+        l.groups[0].slots[1].offset = 7 * MIB;
         assert!(matches!(l.validate(), Err(Error::BadLayout(m)) if m.contains("overlaps")));
-        let mut l = layout();
-        l.groups[0].slots[0].offset = DEFAULT_STATE_OFFSET + 4096;
-        assert!(l.validate().is_err(), "slot over the state area");
+        // Over either half, or in the gap between them.
+        for at in [DEFAULT_STATE_OFFSET, 2 * MIB, COPY1 as u64] {
+            let mut l = layout();
+            l.groups[0].slots[0].offset = at;
+            l.groups[0].slots[0].size = 4096;
+            assert!(l.validate().is_err(), "slot at {at}");
+        }
         let mut l = layout();
         l.groups[0].slots[0].size = 1000;
         assert!(l.validate().is_err(), "unaligned size");
@@ -1034,12 +1366,26 @@ mod tests {
         let mut l = layout();
         l.groups[0].name = "bad name".into();
         assert!(l.validate().is_err());
+        for d in [0, 4096, 12288, 4 * MIB + 1] {
+            let mut l = layout();
+            l.copy_distance = d;
+            assert!(l.validate().is_err(), "distance {d}");
+        }
+        let mut l = layout();
+        l.state_offset = u64::MAX - 4095;
+        assert!(l.validate().is_err(), "overflow");
     }
 
     #[test]
     fn state_area_roundtrip_and_copy_alternation() {
         let mut m = disk();
-        let mut area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+        // Both halves written, 4 MiB apart; nothing in between.
+        assert_eq!(&m.data[COPY0..COPY0 + 8], b"FWPKSTAT");
+        assert_eq!(&m.data[COPY1..COPY1 + 8], b"FWPKSTAT");
+        assert!(m.data[COPY0 + STATE_HALF_LEN as usize..COPY1]
+            .iter()
+            .all(|&b| b == 0));
+        let mut area = StateArea::read(&mut m, LOC).unwrap();
         assert_eq!(area.layout(), &layout());
         assert_eq!(area.boot().active, Slot::A);
         assert_eq!(area.boot().slot(Slot::A).version, 7);
@@ -1050,39 +1396,251 @@ mod tests {
             let mut b = area.boot().clone();
             b.tries_left = i;
             area.write_boot(&mut m, b).unwrap();
-            assert_eq!(area.health()[1].newest, Some(expect_copy));
-            let again = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+            assert_eq!(area.health().newest, Some(expect_copy));
+            let again = StateArea::read(&mut m, LOC).unwrap();
             assert_eq!(again.boot().tries_left, i);
         }
+        // Read at another distance: refused, not misread.
+        assert!(StateArea::read(&mut m, StateLocation::new(LOC.offset, 2 * MIB)).is_err());
     }
 
     #[test]
     fn a_damaged_copy_falls_back_to_the_other() {
         let mut m = disk();
-        let mut area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+        let mut area = StateArea::read(&mut m, LOC).unwrap();
         let mut b = area.boot().clone();
         b.rollback_floor = 9;
         area.write_boot(&mut m, b).unwrap(); // copy 1, seq 2
                                              // Tear copy 1: the previous state (copy 0, seq 1) comes back.
-        let at = (DEFAULT_STATE_OFFSET + 3 * 4096 + 1024) as usize;
-        m.data[at..at + 512].fill(0xEE);
-        let again = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+        m.data[COPY1 + 1024..COPY1 + 1536].fill(0xEE);
+        let again = StateArea::read(&mut m, LOC).unwrap();
         assert_eq!(again.boot().rollback_floor, 7);
-        assert_eq!(again.health()[1].copies[1], Err(Invalid::BadCrc));
-        // Both layout copies gone: a clear error, not a guess.
-        for blk in 0..2 {
-            let at = (DEFAULT_STATE_OFFSET + blk * 4096 + 100) as usize;
-            m.data[at] ^= 1;
-        }
+        assert_eq!(again.health().copies[1], Err(Invalid::BadCrc));
+        // Both copies gone: a clear error, not a guess.
+        m.data[COPY0 + 100] ^= 1;
         assert!(matches!(
-            StateArea::read(&mut m, DEFAULT_STATE_OFFSET),
+            StateArea::read(&mut m, LOC),
             Err(Error::BadStateArea(_))
         ));
-        let blank = &mut MemStorage::new(vec![0; 2 * MIB as usize]);
+        let blank = &mut MemStorage::new(vec![0; 6 * MIB as usize]);
         assert!(matches!(
-            StateArea::read(blank, DEFAULT_STATE_OFFSET),
+            StateArea::read(blank, LOC),
             Err(Error::NoStateArea { .. })
         ));
+    }
+
+    #[test]
+    fn a_crc_valid_copy_that_does_not_decode_falls_back() {
+        let mut m = disk();
+        let mut area = StateArea::read(&mut m, LOC).unwrap();
+        let mut b = area.boot().clone();
+        b.rollback_floor = 9;
+        area.write_boot(&mut m, b).unwrap(); // copy 1, seq 2: newest
+                                             // Make copy 1's boot state nonsense (active slot 'Z') and reseal
+                                             // its CRC: the envelope is valid, the payload is not.
+        let at = COPY1 + record::RECORD_HEADER_LEN;
+        m.data[at] = b'Z';
+        reseal(&mut m.data[COPY1..COPY1 + RECORD_LEN]);
+        let mut again = StateArea::read(&mut m, LOC).unwrap();
+        assert_eq!(again.boot().rollback_floor, 7, "copy 0 used");
+        assert_eq!(again.health().copies[1], Err(Invalid::BadPayload));
+        assert_eq!(again.health().newest, Some(0));
+        // The next write replaces the bad copy, never the good one.
+        let mut b = again.boot().clone();
+        b.tries_left = 5;
+        again.write_boot(&mut m, b).unwrap();
+        assert_eq!(again.health().newest, Some(1));
+        let third = StateArea::read(&mut m, LOC).unwrap();
+        assert_eq!(third.boot().tries_left, 5);
+        assert_eq!(third.health().copies, [Ok(1), Ok(2)]);
+        // A copy whose layout names another location: also refused.
+        let at = COPY1 + record::RECORD_HEADER_LEN + LAYOUT_AT + 64;
+        m.data[at..at + 8].copy_from_slice(&(1u64 << 20).to_le_bytes());
+        reseal(&mut m.data[COPY1..COPY1 + RECORD_LEN]);
+        let a = StateArea::read(&mut m, LOC).unwrap();
+        assert_eq!(a.health().newest, Some(0));
+        // Journals that do not decode in both copies: the newest copy is
+        // used with an idle journal (lost progress, still bootable).
+        let mut m2 = MemStorage::new(m.data.clone());
+        for at in [COPY0, COPY1] {
+            let j = at + record::RECORD_HEADER_LEN + JOURNAL_AT;
+            m2.data[j] = 7;
+            reseal(&mut m2.data[at..at + RECORD_LEN]);
+        }
+        let a = StateArea::read(&mut m2, LOC).unwrap();
+        assert!(a.journal().is_none());
+        assert_eq!(a.health().newest, Some(0));
+        // Both undecodable: an error naming both.
+        m.data[COPY0 + record::RECORD_HEADER_LEN] = b'Z';
+        reseal(&mut m.data[COPY0..COPY0 + RECORD_LEN]);
+        let e = StateArea::read(&mut m, LOC).unwrap_err().to_string();
+        assert!(e.contains("copy 0") && e.contains("copy 1"), "{e}");
+    }
+
+    #[test]
+    fn sequence_exhaustion_wraps_and_keeps_working() {
+        let mut m = disk();
+        // Both copies at the end of the counter (as a buggy or hostile
+        // writer might leave them), valid otherwise.
+        for (at, seq) in [(COPY0, u64::MAX - 1), (COPY1, u64::MAX)] {
+            m.data[at + 16..at + 24].copy_from_slice(&seq.to_le_bytes());
+            reseal(&mut m.data[at..at + RECORD_LEN]);
+        }
+        let mut area = StateArea::read(&mut m, LOC).unwrap();
+        assert_eq!(area.health().newest, Some(1));
+        for i in 0..5u8 {
+            let mut b = area.boot().clone();
+            b.tries_left = i;
+            area.write_boot(&mut m, b).unwrap();
+            let again = StateArea::read(&mut m, LOC).unwrap();
+            assert_eq!(again.boot().tries_left, i, "write {i} after the wrap");
+        }
+        // MAX (copy 1) → 0 (copy 0) → 1 → 2 → 3 → 4 (copy 0).
+        assert_eq!(
+            StateArea::read(&mut m, LOC).unwrap().health().copies,
+            [Ok(4), Ok(3)]
+        );
+    }
+
+    #[test]
+    fn other_record_formats_are_named_not_misread() {
+        // A format-1 area (kind 1, version 1 in block 0): what older fwpack wrote.
+        let mut m = MemStorage::new(vec![0; 13 * MIB as usize]);
+        let blk = &mut m.data[COPY0..COPY0 + RECORD_LEN];
+        record::encode(Kind::State, 1, b"x", blk).unwrap();
+        blk[8..12].copy_from_slice(&[1, 0, 1, 0]);
+        reseal(blk);
+        let e = StateArea::read(&mut m, LOC).unwrap_err().to_string();
+        assert!(e.contains("record format 1"), "{e}");
+        // A newer format in either copy: refused, even if the other copy
+        // would read (it may be stale).
+        let mut m = disk();
+        m.data[COPY1 + 10] = 3;
+        reseal(&mut m.data[COPY1..COPY1 + RECORD_LEN]);
+        let e = StateArea::read(&mut m, LOC).unwrap_err().to_string();
+        assert!(e.contains("newer fwpack"), "{e}");
+    }
+
+    #[test]
+    fn commit_is_one_write_with_the_journal_cleared() {
+        let mut st = booted(None);
+        let mut area = StateArea::read(&mut st, LOC).unwrap();
+        area.update_boot(&mut st, |b| {
+            b.mark_updating(Slot::B, 8, [4; 32], "v8");
+            Ok(())
+        })
+        .unwrap();
+        let j = Journal {
+            image_id: [4; 32],
+            slot: Slot::B,
+            segment: 0,
+            offset: 4096,
+            verified: false,
+            done_bytes: 4096,
+        };
+        area.write_journal(&mut st, Some(j)).unwrap();
+        let before = st.writes;
+        area.commit(&mut st, Slot::B, true, 2).unwrap();
+        assert_eq!(st.writes - before, 1, "one record write");
+        let again = StateArea::read(&mut st, LOC).unwrap();
+        let b = again.boot();
+        assert_eq!(b.slot(Slot::B).state, SlotState::Complete);
+        assert_eq!((b.pending, b.tries_left), (Some(Slot::B), 2));
+        assert!(again.journal().is_none());
+        // Again: nothing changes, nothing is written.
+        area.commit(&mut st, Slot::B, true, 2).unwrap();
+        assert_eq!(st.writes - before, 1);
+        // Never the active slot; never zero tries.
+        assert!(matches!(
+            area.commit(&mut st, Slot::A, true, 1),
+            Err(Error::ActiveSlot('A'))
+        ));
+        assert!(area.commit(&mut st, Slot::B, true, 0).is_err());
+        // Without activation: complete only.
+        let mut st = booted(None);
+        let mut area = StateArea::read(&mut st, LOC).unwrap();
+        area.update_boot(&mut st, |b| {
+            b.mark_updating(Slot::B, 8, [4; 32], "v8");
+            Ok(())
+        })
+        .unwrap();
+        area.commit(&mut st, Slot::B, false, 3).unwrap();
+        assert_eq!(area.boot().pending, None);
+        assert_eq!(area.boot().slot(Slot::B).state, SlotState::Complete);
+    }
+
+    #[test]
+    fn fell_back_is_explicit() {
+        let mut b = BootState::initial(Slot::A, 1, "").unwrap();
+        b.mark_updating(Slot::B, 2, [2; 32], "");
+        b.commit(Slot::B, true, 1).unwrap();
+        assert!(!b.slot(Slot::B).fell_back);
+        assert!(b.boot_attempt().trial);
+        assert!(!b.slot(Slot::B).fell_back, "still trying");
+        let d = b.boot_attempt();
+        assert_eq!(d.fell_back_from, Some(Slot::B));
+        assert!(b.slot(Slot::B).fell_back);
+        // Survives an encode/decode, and is not inferred from state alone:
+        // complete + not pending + flag clear means "commit not done".
+        let mut p = vec![0u8; BOOT_PAYLOAD_LEN];
+        b.encode(&mut p);
+        assert_eq!(BootState::decode(&p).unwrap(), b);
+        // A fresh apply of the slot clears it; so does a commit.
+        b.mark_updating(Slot::B, 3, [3; 32], "");
+        assert!(!b.slot(Slot::B).fell_back);
+        b.commit(Slot::B, true, 1).unwrap();
+        b.fallback();
+        assert!(b.slot(Slot::B).fell_back && b.pending.is_none());
+        b.set_pending(Slot::B, 1).unwrap();
+        assert!(!b.slot(Slot::B).fell_back, "scheduled again by hand");
+        // Unknown flag bits are refused.
+        let mut p = vec![0u8; BOOT_PAYLOAD_LEN];
+        b.encode(&mut p);
+        p[16 + 1] = 2;
+        assert!(BootState::decode(&p).is_err());
+    }
+
+    #[test]
+    fn the_running_slot_is_never_marked_for_writing() {
+        // Trial boot of B: B runs, A is active; B must not be rewritten.
+        let mut st = booted(Some(Slot::B));
+        let mut area = StateArea::read(&mut st, LOC).unwrap();
+        assert!(matches!(
+            area.running(),
+            Running::Slot { slot: Slot::B, .. }
+        ));
+        let before = st.writes;
+        let e = area
+            .update_boot(&mut st, |b| {
+                b.mark_updating(Slot::B, 9, [9; 32], "v9");
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(matches!(e, Error::RunningSlot { slot: 'B', .. }), "{e}");
+        assert_eq!(e.class(), crate::ErrorClass::Busy);
+        assert_eq!(st.writes, before, "nothing written");
+        // The slot that is not running may be marked (the engine refuses
+        // the active slot on its own), and boot-state changes go on.
+        area.update_boot(&mut st, |b| {
+            b.mark_updating(Slot::A, 9, [9; 32], "v9");
+            Ok(())
+        })
+        .unwrap();
+        area.fallback(&mut st).unwrap();
+        // An unreadable boot record: no slot may be marked.
+        let mut st = booted(None);
+        st.booted = Err(std::io::Error::other("boot record: no slot"));
+        let mut area = StateArea::read(&mut st, LOC).unwrap();
+        for s in [Slot::A, Slot::B] {
+            let e = area
+                .update_boot(&mut st, |b| {
+                    b.mark_updating(s, 9, [9; 32], "v9");
+                    Ok(())
+                })
+                .unwrap_err();
+            assert!(matches!(e, Error::RunningUnknown(_)), "{e}");
+        }
+        area.confirm(&mut st, Slot::A).unwrap();
     }
 
     #[test]
@@ -1140,7 +1698,7 @@ mod tests {
     #[test]
     fn boot_ops_persist() {
         let mut m = disk();
-        let mut area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+        let mut area = StateArea::read(&mut m, LOC).unwrap();
         area.update_boot(&mut m, |b| {
             complete(b, Slot::B, 8);
             Ok(())
@@ -1148,10 +1706,10 @@ mod tests {
         .unwrap();
         area.set_pending(&mut m, Slot::B, 1).unwrap();
         assert_eq!(area.boot_attempt(&mut m).unwrap().slot, Slot::B);
-        let mut again = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+        let mut again = StateArea::read(&mut m, LOC).unwrap();
         assert_eq!(again.boot().tries_left, 0);
         again.confirm(&mut m, Slot::B).unwrap();
-        let again = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+        let again = StateArea::read(&mut m, LOC).unwrap();
         assert_eq!(again.boot().active, Slot::B);
         assert_eq!(again.boot().rollback_floor, 8);
     }
@@ -1172,6 +1730,8 @@ mod tests {
             let _ = Layout::decode(&p);
             let _ = BootState::decode(&p);
             let _ = Journal::decode(&p);
+            let _ = decode_state(&p, false);
+            let _ = decode_state(&p, true);
         }
         let j = Journal {
             image_id: [3; 32],
@@ -1181,10 +1741,17 @@ mod tests {
             verified: true,
             done_bytes: 99,
         };
-        assert_eq!(
-            Journal::decode(&Journal::encode(Some(&j))).unwrap(),
-            Some(j)
+        let mut p = vec![0u8; JOURNAL_PAYLOAD_LEN];
+        Journal::encode(Some(&j), &mut p);
+        assert_eq!(Journal::decode(&p).unwrap(), Some(j.clone()));
+        let st = encode_state(
+            &layout(),
+            &BootState::initial(Slot::A, 1, "").unwrap(),
+            Some(&j),
         );
-        assert_eq!(Journal::decode(&Journal::encode(None)).unwrap(), None);
+        assert_eq!(decode_state(&st, false).unwrap().2, Some(j));
+        let mut p = vec![0u8; JOURNAL_PAYLOAD_LEN];
+        Journal::encode(None, &mut p);
+        assert_eq!(Journal::decode(&p).unwrap(), None);
     }
 }

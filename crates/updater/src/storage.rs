@@ -5,6 +5,8 @@
 use std::io;
 use std::ops::Range;
 
+use crate::state::BootedSlot;
+
 /// Sector sizes of a target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
@@ -58,6 +60,13 @@ pub trait Storage {
     fn busy(&mut self, _ranges: &[Range<u64>]) -> io::Result<BusyCheck> {
         Ok(BusyCheck::default())
     }
+    /// The slot of this target the running system booted from, if it
+    /// booted from this target (the PID-1 updater's boot record). An
+    /// error means a boot record exists but says nothing usable; the
+    /// state area then refuses to mark any slot for writing.
+    fn booted_slot(&mut self) -> io::Result<Option<BootedSlot>> {
+        Ok(None)
+    }
     /// A degradation the engine should report (e.g. O_DIRECT refused).
     fn take_warning(&mut self) -> Option<String> {
         None
@@ -89,6 +98,9 @@ impl<S: Storage + ?Sized> Storage for &mut S {
     }
     fn busy(&mut self, ranges: &[Range<u64>]) -> io::Result<BusyCheck> {
         (**self).busy(ranges)
+    }
+    fn booted_slot(&mut self) -> io::Result<Option<BootedSlot>> {
+        (**self).booted_slot()
     }
     fn take_warning(&mut self) -> Option<String> {
         (**self).take_warning()

@@ -9,7 +9,6 @@ use fwimage::{Compression, ImageHead};
 use updater::state::{Slot, SlotState, StateArea};
 use updater::{
     apply, Access, ApplyOptions, ApplyReport, ErrorClass, Event, FileStorage, MemStorage, Storage,
-    DEFAULT_STATE_OFFSET,
 };
 
 fn run(
@@ -85,7 +84,7 @@ fn refusals_write_nothing() {
         let (a, b) = (r.offset as usize, (r.offset + r.size) as usize);
         assert!(m.data[a..b] == before[a..b], "slot A of {} changed", g.name);
     }
-    let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+    let area = StateArea::read(&mut m, LOC).unwrap();
     assert_eq!(area.boot().slot(Slot::B).state, SlotState::Updating);
     assert_eq!(area.boot().pending, None);
     let mut b = area.boot().clone();
@@ -183,7 +182,7 @@ fn applies_and_reapplies() {
             tries: 3
         }
     )));
-    let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+    let area = StateArea::read(&mut m, LOC).unwrap();
     let b = area.boot();
     assert_eq!(b.slot(Slot::B).state, SlotState::Complete);
     assert_eq!(b.slot(Slot::B).label, "v2");
@@ -195,7 +194,7 @@ fn applies_and_reapplies() {
     assert!(r2.already_complete);
     assert_eq!(m.bytes_written, w);
     // ...unless read-back finds the slot damaged, then it is rewritten.
-    let at = (3 * MIB + 8192) as usize;
+    let at = (SYSTEM_B + 8192) as usize;
     m.data[at] ^= 1;
     let r3 = run(
         &img,
@@ -249,7 +248,7 @@ fn resume_writes_only_the_remainder() {
     let after = st.after_crash(Tear::KeepAll);
     let journal = {
         let mut m = MemStorage::new(after.clone());
-        let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+        let area = StateArea::read(&mut m, LOC).unwrap();
         assert_eq!(area.boot().slot(Slot::B).state, SlotState::Updating);
         area.journal().cloned().expect("a checkpoint was recorded")
     };
@@ -313,7 +312,7 @@ fn resume_writes_only_the_remainder() {
     let mut st = CrashStorage::new(disk(), Some(total_ops * 2 / 3));
     assert!(run(&img, &mut st, &k, &opts).is_err());
     let mut d = st.after_crash(Tear::KeepAll);
-    let at = (3 * MIB + journal.offset - 1) as usize;
+    let at = (SYSTEM_B + journal.offset - 1) as usize;
     d[at] ^= 0xff;
     let mut m = MemStorage::new(d);
     let mut restarted = false;
@@ -431,6 +430,6 @@ fn real_file_target_with_direct_io() {
     ));
     assert_eq!(d.len(), DISK_LEN, "a file target must not grow");
     let mut ro = FileStorage::open(&path, Access::ReadOnly).unwrap();
-    let area = StateArea::read(&mut ro, DEFAULT_STATE_OFFSET).unwrap();
+    let area = StateArea::read(&mut ro, LOC).unwrap();
     assert_eq!(area.boot().pending, Some(Slot::B));
 }

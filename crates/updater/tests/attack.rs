@@ -10,7 +10,7 @@ use std::io::Cursor;
 use common::*;
 use fwimage::{ImageBuilder, ImageHead, ImageSource, SegmentSpec};
 use updater::state::{Slot, SlotState, StateArea};
-use updater::{apply, ApplyOptions, ErrorClass, MemStorage, DEFAULT_STATE_OFFSET};
+use updater::{apply, ApplyOptions, ErrorClass, MemStorage};
 
 const CHUNK: u64 = 64 * 1024;
 
@@ -189,7 +189,7 @@ fn a_source_that_changes_on_a_second_read_gains_nothing() {
         "one pass over the image"
     );
     assert_eq!(&slot_b_system(&m)[..sys.len()], &sys[..]);
-    let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+    let area = StateArea::read(&mut m, LOC).unwrap();
     assert_eq!(area.boot().pending, Some(Slot::B));
 }
 
@@ -226,7 +226,7 @@ fn a_crc_preserving_forged_block_never_reaches_the_slot_nor_a_commit() {
         &slot[2 * CHUNK as usize..3 * CHUNK as usize],
         &sys[2 * CHUNK as usize..3 * CHUNK as usize]
     );
-    let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+    let area = StateArea::read(&mut m, LOC).unwrap();
     assert_eq!(area.boot().slot(Slot::B).state, SlotState::Updating);
     assert_eq!(area.boot().pending, None);
     let j = area.journal().expect("journal before the failed chunk");
@@ -245,7 +245,7 @@ fn a_crc_preserving_forged_block_never_reaches_the_slot_nor_a_commit() {
     .unwrap();
     assert_eq!(r.resumed_from, Some((0, 2 * CHUNK)));
     assert_eq!(&slot_b_system(&m)[..sys.len()], &sys[..]);
-    let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+    let area = StateArea::read(&mut m, LOC).unwrap();
     assert_eq!(area.boot().pending, Some(Slot::B));
 }
 
@@ -268,7 +268,7 @@ fn resume_after_an_io_error_proves_the_prefix_by_hash_not_crc() {
     )
     .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Io, "{err}");
-    let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+    let area = StateArea::read(&mut m, LOC).unwrap();
     let j = area.journal().expect("journal after checkpoints").clone();
     assert!(j.offset >= 3 * CHUNK, "journal at {}", j.offset);
     assert_eq!(area.boot().slot(Slot::B).state, SlotState::Updating);
@@ -295,7 +295,7 @@ fn resume_after_an_io_error_proves_the_prefix_by_hash_not_crc() {
         &sys[..],
         "slot holds only signed bytes"
     );
-    let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+    let area = StateArea::read(&mut m, LOC).unwrap();
     assert_eq!(area.boot().pending, Some(Slot::B));
 }
 
@@ -364,7 +364,7 @@ fn batched_reads_hashed_on_two_threads_refuse_the_forged_block_too() {
     assert!(!src.reread, "the engine read some image byte twice");
     let slot = slot_b_system(&m);
     assert_ne!(&slot[in_slot..in_slot + 4096], &bad[at..at + 4096]);
-    let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+    let area = StateArea::read(&mut m, LOC).unwrap();
     assert_eq!(area.boot().slot(Slot::B).state, SlotState::Updating);
     assert_eq!(area.boot().pending, None);
     // And the genuine image through the same batched path.

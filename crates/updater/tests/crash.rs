@@ -4,7 +4,14 @@
 //! (a) slot A is still the active slot and its bytes are untouched;
 //! (b) slot B is never pending or complete unless it holds the new image;
 //! (c) a boot picks A, or B only if (b) holds; and re-running the apply
-//!     completes it (continuing from the journal where it can).
+//!     completes it (continuing from the journal where it can);
+//! (d) the commit is one state write: B is complete exactly when it is
+//!     pending, and never marked as fallen back by an apply, so no cut can
+//!     leave a complete slot whose activation was lost (the PID-1 updater
+//!     would take that for "tried and fell back" and drop the update).
+//!
+//! Also: a trial that runs out of tries, cut at every write, ends with B
+//! marked as fallen back or still pending, never in between.
 
 mod common;
 
@@ -13,7 +20,7 @@ use std::io::Cursor;
 use common::*;
 use fwimage::Compression;
 use updater::state::{Slot, SlotState, StateArea};
-use updater::{apply, ApplyOptions, ApplyReport, ErrorClass, MemStorage, DEFAULT_STATE_OFFSET};
+use updater::{apply, ApplyOptions, ApplyReport, ErrorClass, MemStorage};
 
 struct Fixture {
     img: Vec<u8>,
@@ -88,7 +95,7 @@ impl Fixture {
     /// one simulated boot (which may spend a try).
     fn check_after_cut(&self, d: Vec<u8>, what: &str) -> Vec<u8> {
         let mut m = MemStorage::new(d);
-        let mut area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET)
+        let mut area = StateArea::read(&mut m, LOC)
             .unwrap_or_else(|e| panic!("{what}: state area unreadable: {e}"));
         let b = area.boot().clone();
         assert_eq!(b.active, Slot::A, "{what}: active slot changed");
@@ -121,6 +128,18 @@ impl Fixture {
                 bi.state
             );
         }
+        // (d): complete and pending change in the same write.
+        assert_eq!(
+            bi.state == SlotState::Complete,
+            b.pending == Some(Slot::B),
+            "{what}: slot B {:?} but pending {:?}",
+            bi.state,
+            b.pending
+        );
+        if b.pending == Some(Slot::B) {
+            assert_eq!(b.tries_left, 3, "{what}: tries written apart from pending");
+        }
+        assert!(!bi.fell_back, "{what}: an apply marked B as fallen back");
         let d = area.boot_attempt(&mut m).unwrap();
         if d.slot == Slot::B {
             assert!(
@@ -133,11 +152,13 @@ impl Fixture {
 
     fn check_done(&self, d: &[u8], what: &str) {
         let mut m = MemStorage::new(d.to_vec());
-        let area = StateArea::read(&mut m, DEFAULT_STATE_OFFSET).unwrap();
+        let area = StateArea::read(&mut m, LOC).unwrap();
         let b = area.boot();
         assert_eq!(b.active, Slot::A, "{what}");
         assert_eq!(b.pending, Some(Slot::B), "{what}");
         assert_eq!(b.slot(Slot::B).state, SlotState::Complete, "{what}");
+        assert_eq!(b.tries_left, 3, "{what}");
+        assert!(!b.slot(Slot::B).fell_back, "{what}");
         assert!(area.journal().is_none(), "{what}: journal not cleared");
         assert!(
             slot_holds(d, Slot::B, &self.segs()),
@@ -265,4 +286,63 @@ fn power_cut_with_read_back_and_minimized_writes() {
     let s = enumerate(&options(true, true), 0);
     report("verify-writes + minimize-writes", &s);
     assert!(s.cut_points >= 40);
+}
+
+/// The device side of a failed trial: B pending with 2 tries, booted
+/// twice without a confirmation, then the boot that falls back. Every
+/// write and sync of those boots is cut, with every cache model; after
+/// each cut B is either still pending (tries as before or after that
+/// boot's write) or no longer pending and marked as fallen back — never
+/// "complete, not pending, not fallen back", which would mean the update
+/// was lost without a trial.
+#[test]
+fn fallback_flag_survives_power_cuts() {
+    let fx = Fixture::new();
+    let mut m = MemStorage::new(fx.old.clone());
+    let mut opts = options(false, false);
+    opts.tries = 2;
+    fx.apply(&mut m, &opts).expect("apply");
+    let start = m.data.clone();
+    let boots = |st: &mut dyn updater::Storage| -> updater::Result<()> {
+        for _ in 0..3 {
+            let mut area = StateArea::read(st, LOC)?;
+            area.boot_attempt(st)?;
+        }
+        Ok(())
+    };
+    let mut st = CrashStorage::new(start.clone(), None);
+    boots(&mut st).unwrap();
+    let n = st.ops;
+    assert_eq!(n, 6, "three boot attempts: one write + one sync each");
+    let mut scenarios = 0;
+    for cut in 0..n {
+        for tear in [
+            Tear::LoseAll,
+            Tear::KeepAll,
+            Tear::Prefix(cut + 1),
+            Tear::Sectors(cut * 3 + 1),
+        ] {
+            let mut st = CrashStorage::new(start.clone(), Some(cut));
+            assert!(boots(&mut st).is_err(), "cut {cut}");
+            let mut d = MemStorage::new(st.after_crash(tear));
+            let area =
+                StateArea::read(&mut d, LOC).unwrap_or_else(|e| panic!("cut {cut} {tear:?}: {e}"));
+            let b = area.boot();
+            let bi = b.slot(Slot::B);
+            assert_eq!(bi.state, SlotState::Complete, "cut {cut} {tear:?}");
+            match b.pending {
+                Some(Slot::B) => assert!(!bi.fell_back, "cut {cut} {tear:?}"),
+                _ => assert!(bi.fell_back, "cut {cut} {tear:?}: dropped without the flag"),
+            }
+            // Booting on from there ends fallen back, never looping.
+            let mut area = area;
+            for _ in 0..3 {
+                area.boot_attempt(&mut d).unwrap();
+            }
+            assert_eq!(area.boot().pending, None);
+            assert!(area.boot().slot(Slot::B).fell_back);
+            scenarios += 1;
+        }
+    }
+    eprintln!("fallback: {n} cut points, {scenarios} scenarios");
 }

@@ -184,3 +184,116 @@ fn refusals_have_their_exit_codes_and_leave_the_disk_alone() {
         assert_eq!(code(&[&os("mark-good")]), Some(2));
     }
 }
+
+/// A trial boot of B (the boot record the PID-1 updater leaves says so):
+/// an apply must not write B, which the running system is using, even
+/// with --force; it exits "busy" (8) and leaves the disk byte-identical.
+/// After the trial falls back, status says so explicitly.
+#[test]
+fn the_running_slot_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let a = image(&noise_rootfs(work.path(), "a.bin", 1), 1);
+    let disk = disk(work.path(), false, &a);
+    let key = work.path().join("key.pem");
+    let b = work.path().join("b.fwi");
+    std::fs::write(&b, image(&noise_rootfs(work.path(), "b.bin", 2), 2)).unwrap();
+    let c = work.path().join("c.fwi");
+    std::fs::write(&c, image(&noise_rootfs(work.path(), "c.bin", 3), 3)).unwrap();
+    let record = work.path().join("boot.conf");
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(host_updater())
+            .args(args)
+            .env("FWPACK_BOOT_RECORD", &record)
+            .output()
+            .unwrap()
+    };
+    let apply = |img: &Path, extra: &[&str]| {
+        let mut v: Vec<std::ffi::OsString> = vec![
+            "apply".into(),
+            img.into(),
+            "--target".into(),
+            disk.clone().into(),
+            "--key".into(),
+            key.clone().into(),
+        ];
+        v.extend(extra.iter().map(|s| (*s).into()));
+        let refs: Vec<&std::ffi::OsStr> = v.iter().map(|s| s.as_os_str()).collect();
+        run(&refs)
+    };
+    let out = apply(&b, &["--tries", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The PID-1 updater booted B on trial.
+    std::fs::write(
+        &record,
+        format!(
+            "target = {}\nstate_offset = 524288\nstate_copy_distance = 4194304\nslot = B\ntrial = yes\n",
+            disk.display()
+        ),
+    )
+    .unwrap();
+    let before = std::fs::read(&disk).unwrap();
+    for extra in [&[][..], &["--slot", "B"], &["--force"]] {
+        let out = apply(&c, extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(8), "{extra:?}: {err}");
+        assert!(err.contains("slot B is the running system"), "{err}");
+        assert!(
+            std::fs::read(&disk).unwrap() == before,
+            "{extra:?}: disk changed"
+        );
+    }
+    // A boot record that names another disk does not apply here.
+    let elsewhere = work.path().join("other-disk.img");
+    std::fs::write(&elsewhere, b"x").unwrap();
+    std::fs::write(
+        &record,
+        format!(
+            "target = {}\nstate_offset = 524288\nslot = B\n",
+            elsewhere.display()
+        ),
+    )
+    .unwrap();
+    let out = apply(&c, &["--no-activate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An unreadable record: neither slot may be written.
+    std::fs::write(&record, "garbage\n").unwrap();
+    let out = apply(&b, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&record).unwrap();
+
+    // The fell-back flag, explicit in status: B pending with 1 try is
+    // booted once and then falls back (simulated with the library).
+    let out = apply(&b, &["--tries", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    {
+        let mut st = updater::FileStorage::open(&disk, updater::Access::ReadWrite).unwrap();
+        let mut area =
+            updater::StateArea::read(&mut st, updater::StateLocation::default()).unwrap();
+        assert!(area.boot_attempt(&mut st).unwrap().trial);
+        assert_eq!(
+            area.boot_attempt(&mut st).unwrap().fell_back_from,
+            Some(updater::Slot::B)
+        );
+    }
+    let st = json(&updater(&["status", "--json"], &disk));
+    assert_eq!(st["slots"][1]["state"], "complete");
+    assert_eq!(st["slots"][1]["fell_back"], true);
+    assert_eq!(st["pending"], serde_json::Value::Null);
+}

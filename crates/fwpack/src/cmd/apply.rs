@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use updater::state::{Layout, RecordHealth, SlotGroup, SlotRange};
 use updater::{
     Access, ApplyOptions, ApplyReport, BootState, Event, FileStorage, Phase, Slot, SlotInfo,
-    StateArea, Storage,
+    StateArea, StateLocation, Storage,
 };
 
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
@@ -60,6 +60,9 @@ pub struct ApplyArgs {
     /// Byte offset of the state area on the target.
     #[arg(long, value_parser = parse_size, default_value = "512KiB")]
     state_offset: u64,
+    /// Distance from the state area's first copy to its second.
+    #[arg(long, value_parser = parse_size, default_value = "4MiB")]
+    state_copy_distance: u64,
     /// Bytes per write (a multiple of 4 KiB).
     #[arg(long, value_parser = parse_size, default_value = "1MiB")]
     chunk_size: u64,
@@ -78,6 +81,9 @@ pub struct StatusArgs {
     target: PathBuf,
     #[arg(long, value_parser = parse_size, default_value = "512KiB")]
     state_offset: u64,
+    /// Distance from the state area's first copy to its second.
+    #[arg(long, value_parser = parse_size, default_value = "4MiB")]
+    state_copy_distance: u64,
     /// One JSON object on stdout instead of human lines.
     #[arg(long)]
     json: bool,
@@ -94,6 +100,9 @@ pub struct MarkGoodArgs {
     slot: Option<Slot>,
     #[arg(long, value_parser = parse_size, default_value = "512KiB")]
     state_offset: u64,
+    /// Distance from the state area's first copy to its second.
+    #[arg(long, value_parser = parse_size, default_value = "4MiB")]
+    state_copy_distance: u64,
 }
 
 #[derive(Args)]
@@ -120,8 +129,13 @@ pub struct StateInitArgs {
     /// Repeat for several groups.
     #[arg(long = "group", short = 'g', required = true)]
     groups: Vec<String>,
+    /// Byte offset of the state area's first copy.
     #[arg(long, value_parser = parse_size, default_value = "512KiB")]
     state_offset: u64,
+    /// Distance to its second copy: at least the medium's erase block
+    /// (SD cards: 4 MiB allocation units), so one erase cannot take both.
+    #[arg(long, value_parser = parse_size, default_value = "4MiB")]
+    state_copy_distance: u64,
     /// Size of a file target (created sparse, or grown; never shrunk).
     #[arg(long, value_parser = parse_size)]
     size: Option<u64>,
@@ -177,6 +191,7 @@ fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
     let opts = ApplyOptions {
         slot: args.slot,
         state_offset: args.state_offset,
+        state_copy_distance: args.state_copy_distance,
         verify_writes: args.verify_writes,
         minimize_writes: args.minimize_writes,
         force: args.force,
@@ -394,19 +409,18 @@ fn print_report(args: &ApplyArgs, r: &ApplyReport) {
 
 pub fn status(args: StatusArgs) -> Result<()> {
     let mut st = open(&args.target, Access::ReadOnly)?;
-    let area = match StateArea::read(&mut st, args.state_offset) {
+    let loc = StateLocation::new(args.state_offset, args.state_copy_distance);
+    let area = match StateArea::read(&mut st, loc) {
         Ok(a) => a,
         Err(e) => {
-            if let Ok(h) = StateArea::diagnose(&mut st, args.state_offset) {
+            if let Ok(h) = StateArea::diagnose(&mut st, loc) {
                 if args.json {
                     println!(
                         "{}",
                         json!({"target": args.target, "error": e.to_string(), "records": health_json(&h)})
                     );
                 } else {
-                    for r in &h {
-                        eprintln!("{}", health_line(r));
-                    }
+                    eprintln!("{}", health_line(&h));
                 }
             }
             return Err(e).with_context(|| format!("state area of {}", args.target.display()));
@@ -417,7 +431,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
     if args.json {
         let slot = |s: &SlotInfo| {
             json!({"state": s.state.name(), "version": s.version, "label": s.label,
-                   "image_id": hex::encode(s.image_id)})
+                   "image_id": hex::encode(s.image_id), "fell_back": s.fell_back})
         };
         let groups: Vec<Value> = l
             .groups
@@ -437,12 +451,14 @@ pub fn status(args: StatusArgs) -> Result<()> {
             "{}",
             json!({
                 "target": args.target, "describe": st.describe(),
-                "board": l.board, "state_offset": l.state_offset, "groups": groups,
+                "board": l.board, "state_offset": l.state_offset,
+                "state_copy_distance": l.copy_distance, "groups": groups,
                 "active": b.active.to_string(), "pending": b.pending.map(|s| s.to_string()),
                 "tries_left": b.tries_left, "confirmed": b.confirmed,
                 "rollback_floor": b.rollback_floor,
                 "slots": {"A": slot(b.slot(Slot::A)), "B": slot(b.slot(Slot::B))},
                 "journal": journal, "records": health_json(area.health()),
+                "running": running_json(area.running()),
             })
         );
         return Ok(());
@@ -450,9 +466,10 @@ pub fn status(args: StatusArgs) -> Result<()> {
     println!("target       {}", st.describe());
     println!("board        {}", l.board);
     println!(
-        "state area   at {} ({} bytes)",
+        "state area   copies at {} and {} ({} bytes each)",
         l.state_offset,
-        updater::STATE_AREA_LEN
+        l.location().copy_offset(1),
+        updater::STATE_HALF_LEN
     );
     for g in &l.groups {
         println!(
@@ -476,13 +493,18 @@ pub fn status(args: StatusArgs) -> Result<()> {
     for s in [Slot::A, Slot::B] {
         let i = b.slot(s);
         println!(
-            "slot {s}       {:<9} version {}{}",
+            "slot {s}       {:<9} version {}{}{}",
             i.state.name(),
             i.version,
             if i.label.is_empty() {
                 String::new()
             } else {
                 format!(" ({})", i.label)
+            },
+            if i.fell_back {
+                ", tried and fell back"
+            } else {
+                ""
             }
         );
     }
@@ -497,10 +519,21 @@ pub fn status(args: StatusArgs) -> Result<()> {
         ),
         None => println!("journal      idle"),
     }
-    for r in area.health() {
-        println!("{}", health_line(r));
+    if let updater::Running::Slot { slot, source } = area.running() {
+        println!("running      slot {slot} ({source})");
     }
+    println!("{}", health_line(area.health()));
     Ok(())
+}
+
+fn running_json(r: &updater::Running) -> Value {
+    match r {
+        updater::Running::Elsewhere => Value::Null,
+        updater::Running::Slot { slot, source } => {
+            json!({"slot": slot.to_string(), "source": source})
+        }
+        updater::Running::Unknown(why) => json!({"unknown": why}),
+    }
 }
 
 fn health_line(r: &RecordHealth) -> String {
@@ -516,24 +549,21 @@ fn health_line(r: &RecordHealth) -> String {
     )
 }
 
-fn health_json(h: &[RecordHealth]) -> Value {
+fn health_json(r: &RecordHealth) -> Value {
     let copy = |c: &Result<u64, updater::record::Invalid>| match c {
         Ok(seq) => json!({"valid": true, "seq": seq}),
         Err(e) => json!({"valid": false, "reason": e.to_string()}),
     };
-    Value::Array(
-        h.iter()
-            .map(|r| {
-                json!({"kind": r.kind.name(), "copies": [copy(&r.copies[0]), copy(&r.copies[1])],
-                       "newest": r.newest})
-            })
-            .collect(),
-    )
+    // One record since state-area format 2; still a list for readers of
+    // the old three-record output.
+    json!([{"kind": r.kind.name(), "copies": [copy(&r.copies[0]), copy(&r.copies[1])],
+            "newest": r.newest}])
 }
 
 pub fn mark_good(args: MarkGoodArgs) -> Result<()> {
     let mut st = open(&args.target, Access::ReadWrite)?;
-    let mut area = StateArea::read(&mut st, args.state_offset)
+    let loc = StateLocation::new(args.state_offset, args.state_copy_distance);
+    let mut area = StateArea::read(&mut st, loc)
         .with_context(|| format!("state area of {}", args.target.display()))?;
     let b = area.boot();
     let slot = args.slot.or(b.pending).unwrap_or(b.active);
@@ -589,7 +619,8 @@ fn state_init(args: StateInitArgs) -> Result<()> {
         .iter()
         .map(|g| parse_group(g))
         .collect::<Result<Vec<_>>>()?;
-    let layout = Layout::new(&args.board, args.state_offset, groups)?;
+    let loc = StateLocation::new(args.state_offset, args.state_copy_distance);
+    let layout = Layout::new(&args.board, loc, groups)?;
     let boot = BootState::initial(args.active, args.active_version, &args.active_label)?;
     if let Some(size) = args.size {
         let is_file = std::fs::metadata(&args.target).map_or(true, |m| m.is_file());
@@ -607,7 +638,7 @@ fn state_init(args: StateInitArgs) -> Result<()> {
     }
     let mut st = open(&args.target, Access::ReadWrite)?;
     if !args.force {
-        if let Ok(existing) = StateArea::read(&mut st, args.state_offset) {
+        if let Ok(existing) = StateArea::read(&mut st, loc) {
             bail!(
                 "{} already has a state area (board {}, active slot {}); --force replaces it and loses its boot state",
                 args.target.display(),
@@ -625,9 +656,10 @@ fn state_init(args: StateInitArgs) -> Result<()> {
     }
     updater::init_state_area(&mut st, &layout, &boot)?;
     println!(
-        "initialised the state area of {} at {} (board {}, {} slot group(s), active slot {})",
+        "initialised the state area of {} at {} and {} (board {}, {} slot group(s), active slot {})",
         args.target.display(),
         args.state_offset,
+        loc.copy_offset(1),
         layout.board,
         layout.groups.len(),
         args.active

@@ -7,7 +7,7 @@ use std::io::{self, Cursor};
 use ed25519_dalek::SigningKey;
 use fwimage::{Compression, ImageBuilder, SegmentSpec, TrustedKeys};
 use updater::state::{init_state_area, BootState, Layout, Slot, SlotGroup, SlotRange};
-use updater::{Geometry, MemStorage, Storage, DEFAULT_STATE_OFFSET};
+use updater::{Geometry, MemStorage, StateLocation, Storage};
 
 pub const KIB: u64 = 1 << 10;
 pub const MIB: u64 = 1 << 20;
@@ -96,8 +96,18 @@ pub fn image(board: &str, version: u64, segs: &[Seg], k: &SigningKey) -> Vec<u8>
     out.into_inner()
 }
 
-/// system: A at 1 MiB, B at 3 MiB (2 MiB each); boot: A at 5 MiB, B at
-/// 6 MiB (1 MiB each). 7 MiB in all.
+/// Where the test disks keep their state area: the defaults (copy 0 at
+/// 512 KiB, copy 1 4 MiB further).
+pub const LOC: StateLocation = StateLocation {
+    offset: updater::DEFAULT_STATE_OFFSET,
+    copy_distance: updater::DEFAULT_STATE_COPY_DISTANCE,
+};
+
+/// Offset of slot B of `system` (tests poke bytes there).
+pub const SYSTEM_B: u64 = 7 * MIB;
+
+/// The state area up to 4.5 MiB + 16 KiB; system: A at 5 MiB, B at 7 MiB
+/// (2 MiB each); boot: A at 9 MiB, B at 10 MiB (1 MiB each). 11 MiB in all.
 pub fn layout() -> Layout {
     let pair = |name: &str, a: u64, b: u64, size: u64| SlotGroup {
         name: name.into(),
@@ -105,16 +115,16 @@ pub fn layout() -> Layout {
     };
     Layout::new(
         BOARD,
-        DEFAULT_STATE_OFFSET,
+        LOC,
         vec![
-            pair("system", MIB, 3 * MIB, 2 * MIB),
-            pair("boot", 5 * MIB, 6 * MIB, MIB),
+            pair("system", 5 * MIB, SYSTEM_B, 2 * MIB),
+            pair("boot", 9 * MIB, 10 * MIB, MIB),
         ],
     )
     .unwrap()
 }
 
-pub const DISK_LEN: usize = 7 * MIB as usize;
+pub const DISK_LEN: usize = 11 * MIB as usize;
 
 /// A disk whose A slots hold random "old firmware" (version 1, active)
 /// and whose B slots hold other random bytes.

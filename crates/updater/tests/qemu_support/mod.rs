@@ -21,15 +21,16 @@ use updater::{Access, BootState, FileStorage, Layout, Slot, SlotGroup, SlotInfo,
 
 pub const BOARD: &str = "fwpack-qemu-test";
 pub const MIB: u64 = 1 << 20;
+// After the state area (copy 1 at 4.5 MiB).
 pub const SLOT_A: SlotRange = SlotRange {
-    offset: MIB,
+    offset: 8 * MIB,
     size: 16 * MIB,
 };
 pub const SLOT_B: SlotRange = SlotRange {
-    offset: 17 * MIB,
+    offset: 24 * MIB,
     size: 16 * MIB,
 };
-pub const DISK_SIZE: u64 = 34 * MIB;
+pub const DISK_SIZE: u64 = 41 * MIB;
 pub const ROOTFS_SIZE: u64 = 8 * MIB;
 
 pub fn triple(arch: Arch) -> &'static str {
@@ -217,7 +218,7 @@ pub fn image(rootfs: &Path, version: u64) -> Vec<u8> {
 pub fn layout() -> Layout {
     Layout::new(
         BOARD,
-        updater::DEFAULT_STATE_OFFSET,
+        updater::StateLocation::default(),
         vec![SlotGroup {
             name: "system".into(),
             slots: [SLOT_A, SLOT_B],

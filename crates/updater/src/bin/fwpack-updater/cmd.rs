@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use updater::{Access, ApplyOptions, ErrorClass, FileStorage, Slot, StateArea};
+use updater::{Access, ApplyOptions, ErrorClass, FileStorage, Slot, StateArea, StateLocation};
 
 use crate::log::json_str;
 use crate::runinfo::RunInfo;
@@ -58,17 +58,19 @@ usage: fwpack-updater <command> [options]
 As PID 1 (/init of the fwpack initramfs) it applies pending updates and
 boots the right A/B slot; see docs/ARCHITECTURE.md. As a command:
 
-  status [--json] [--target DEV] [--state-offset N]
+  status [--json] [--target DEV] [--state-offset N] [--state-copy-distance N]
       Show the boot state: active and pending slot, tries, versions.
-  mark-good [--target DEV] [--slot A|B] [--state-offset N]
+  mark-good [--target DEV] [--slot A|B] [--state-offset N] [--state-copy-distance N]
       Confirm the running slot (after a trial boot it becomes active).
   apply IMAGE --target DEV (--key PEM | --keys DIR)... [--slot A|B]
         [--tries N] [--no-activate] [--verify-writes] [--force] [--json]
-        [--state-offset N]
-      Write a signed image to the inactive slot and make it pending.
+        [--state-offset N] [--state-copy-distance N]
+      Write a signed image to the inactive slot and make it pending. The
+      slot the running system booted from is refused, even with --force.
 
-Without --target, status and mark-good use /run/fwpack/boot.conf, which
-the PID-1 updater leaves for the system it booted.
+Without --target, status and mark-good use /run/fwpack/boot.conf (or
+$FWPACK_BOOT_RECORD), which the PID-1 updater leaves for the system it
+booted; apply reads it to refuse the running slot.
 Exit status: 0 ok, 1 failure, 2 usage, 3 I/O, 4 format, 5 signature,
 6 integrity, 7 policy, 8 busy.";
 
@@ -78,6 +80,7 @@ struct Opts {
     json: bool,
     target: Option<PathBuf>,
     state_offset: Option<u64>,
+    copy_distance: Option<u64>,
     slot: Option<Slot>,
     keys: Vec<PathBuf>,
     key_dirs: Vec<PathBuf>,
@@ -103,6 +106,11 @@ fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
             "--state-offset" => {
                 o.state_offset =
                     Some(crate::config::parse_size(&value("--state-offset")?).map_err(usage)?)
+            }
+            "--state-copy-distance" => {
+                o.copy_distance = Some(
+                    crate::config::parse_size(&value("--state-copy-distance")?).map_err(usage)?,
+                )
             }
             "--slot" => {
                 o.slot = Some(
@@ -132,9 +140,9 @@ fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
     Ok(o)
 }
 
-/// Target, state offset and booted slot: from the options, else from
+/// Target, state location and booted slot: from the options, else from
 /// what the PID-1 updater left in /run.
-fn whereabouts(o: &Opts) -> Result<(PathBuf, u64, Option<Slot>, Option<RunInfo>), Fail> {
+fn whereabouts(o: &Opts) -> Result<(PathBuf, StateLocation, Option<Slot>, Option<RunInfo>), Fail> {
     let run = match RunInfo::load() {
         Some(Ok(r)) => Some(r),
         Some(Err(e)) if o.target.is_none() => return Err(e.into()),
@@ -144,9 +152,10 @@ fn whereabouts(o: &Opts) -> Result<(PathBuf, u64, Option<Slot>, Option<RunInfo>)
         (Some(t), _) => t.clone(),
         (None, Some(r)) => r.target.clone(),
         (None, None) => {
-            return Err(usage(
-                "no --target, and no /run/fwpack/boot.conf (not booted by the fwpack updater)",
-            ))
+            return Err(usage(format!(
+                "no --target, and no {} (not booted by the fwpack updater)",
+                crate::runinfo::path().display()
+            )))
         }
     };
     // The run info describes one disk; with another --target it does not apply.
@@ -155,8 +164,12 @@ fn whereabouts(o: &Opts) -> Result<(PathBuf, u64, Option<Slot>, Option<RunInfo>)
         .state_offset
         .or(run.as_ref().map(|r| r.state_offset))
         .unwrap_or(updater::DEFAULT_STATE_OFFSET);
+    let distance = o
+        .copy_distance
+        .or(run.as_ref().map(|r| r.state_copy_distance))
+        .unwrap_or(updater::DEFAULT_STATE_COPY_DISTANCE);
     let slot = o.slot.or(run.as_ref().map(|r| r.slot));
-    Ok((target, offset, slot, run))
+    Ok((target, StateLocation::new(offset, distance), slot, run))
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
@@ -197,17 +210,17 @@ fn status(o: &Opts) -> Result<(), Fail> {
     let mut st = FileStorage::open(&target, Access::ReadOnly)?;
     let area = StateArea::read(&mut st, offset)?;
     let b = area.boot();
-    let slot_json =
-        |s: Slot| {
-            let i = b.slot(s);
-            format!(
-            "{{\"slot\":\"{s}\",\"state\":\"{}\",\"version\":{},\"label\":{},\"image_id\":\"{}\"}}",
+    let slot_json = |s: Slot| {
+        let i = b.slot(s);
+        format!(
+            "{{\"slot\":\"{s}\",\"state\":\"{}\",\"fell_back\":{},\"version\":{},\"label\":{},\"image_id\":\"{}\"}}",
             i.state.name(),
+            i.fell_back,
             i.version,
             json_str(&i.label),
             i.image_id.iter().map(|x| format!("{x:02x}")).collect::<String>()
         )
-        };
+    };
     if o.json {
         println!(
             "{{\"target\":{},\"board\":{},\"active\":\"{}\",\"pending\":{},\"tries_left\":{},\"confirmed\":{},\"rollback_floor\":{},\"booted\":{},\"slots\":[{},{}]}}",
@@ -248,10 +261,15 @@ fn status(o: &Opts) -> Result<(), Fail> {
         for s in [Slot::A, Slot::B] {
             let i = b.slot(s);
             println!(
-                "slot {s}:   {} version {} {}",
+                "slot {s}:   {} version {} {}{}",
                 i.state.name(),
                 i.version,
-                i.label
+                i.label,
+                if i.fell_back {
+                    " (tried, fell back)"
+                } else {
+                    ""
+                }
             );
         }
         if let Some(j) = area.journal() {
@@ -333,6 +351,9 @@ fn apply(o: &Opts) -> Result<(), Fail> {
     let opts = ApplyOptions {
         slot: o.slot,
         state_offset: o.state_offset.unwrap_or(updater::DEFAULT_STATE_OFFSET),
+        state_copy_distance: o
+            .copy_distance
+            .unwrap_or(updater::DEFAULT_STATE_COPY_DISTANCE),
         verify_writes: o.verify_writes,
         force: o.force,
         activate: !o.no_activate,

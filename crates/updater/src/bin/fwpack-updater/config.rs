@@ -150,6 +150,8 @@ pub struct Tryboot {
 pub struct Config {
     pub target: DeviceSpec,
     pub state_offset: u64,
+    /// Distance from the state area's copy 0 to its copy 1.
+    pub state_copy_distance: u64,
     /// Load-order file: absolute module paths, one per line.
     pub modules: Option<PathBuf>,
     pub keys: PathBuf,
@@ -169,7 +171,26 @@ pub struct Config {
     /// Expected board (checked against the layout record and images).
     pub board: Option<String>,
     pub tryboot: Option<Tryboot>,
+    /// Protected keys ([`PROTECTED`]) the kernel command line may override
+    /// anyway (`cmdline_overrides`); `None`: no overrides at all.
+    pub cmdline_overrides: Option<Vec<String>>,
 }
+
+/// Keys the kernel command line may not override unless
+/// `cmdline_overrides` names them: whoever can edit the command line (a
+/// FAT `cmdline.txt`, a bootloader prompt) could otherwise choose the disk
+/// that is written, trust their own keys and so apply images they signed,
+/// load other kernel modules, or start another init as root.
+pub const PROTECTED: &[&str] = &[
+    "target",
+    "state_offset",
+    "state_copy_distance",
+    "modules",
+    "keys",
+    "images",
+    "init",
+    "board",
+];
 
 /// Every key the parser knows (for the unknown-key warning).
 const KEYS: &[&str] = &[
@@ -192,6 +213,8 @@ const KEYS: &[&str] = &[
     "tryboot",
     "tryboot_fstype",
     "tryboot_partitions",
+    "state_copy_distance",
+    "cmdline_overrides",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -215,6 +238,28 @@ pub fn parse_size(v: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(mul))
         .ok_or_else(|| format!("`{v}`: expected a byte count like 524288 or 512K"))
+}
+
+/// `cmdline_overrides`: `none`, or protected keys (space or comma
+/// separated) the command line may override as well.
+fn parse_overrides(v: &str) -> Result<Option<Vec<String>>, String> {
+    if v == "none" {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for k in v
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+    {
+        if !PROTECTED.contains(&k) {
+            return Err(format!(
+                "`{k}` is not a protected key ({}); other keys need no permission, tryboot* and cmdline_overrides are never overridable",
+                PROTECTED.join(", ")
+            ));
+        }
+        out.push(k.to_string());
+    }
+    Ok(Some(out))
 }
 
 fn parse_seconds(v: &str) -> Result<Duration, String> {
@@ -261,6 +306,7 @@ impl Config {
         let mut c = Config {
             target: DeviceSpec::Path(PathBuf::new()),
             state_offset: updater::DEFAULT_STATE_OFFSET,
+            state_copy_distance: updater::DEFAULT_STATE_COPY_DISTANCE,
             modules: None,
             keys: PathBuf::from("/etc/fwpack/keys"),
             images: None,
@@ -276,6 +322,7 @@ impl Config {
             verify_writes: true,
             board: None,
             tryboot: None,
+            cmdline_overrides: Some(Vec::new()),
         };
         let mut warnings = Vec::new();
         let mut have_target = false;
@@ -295,6 +342,9 @@ impl Config {
                     }
                 }
                 "tryboot_fstype" => tryboot_fstype = v,
+                "cmdline_overrides" => {
+                    c.cmdline_overrides = parse_overrides(&v).map_err(at)?;
+                }
                 "tryboot_partitions" => {
                     let nums: Vec<u32> = v
                         .split(|c: char| c == ',' || c.is_whitespace())
@@ -368,6 +418,7 @@ impl Config {
         match k {
             "target" => self.target = DeviceSpec::parse(v)?,
             "state_offset" => self.state_offset = parse_size(v)?,
+            "state_copy_distance" => self.state_copy_distance = parse_size(v)?,
             "modules" => self.modules = if v.is_empty() { None } else { Some(path(v)?) },
             "keys" => self.keys = path(v)?,
             "images" => {
@@ -421,18 +472,35 @@ impl Config {
         Ok(())
     }
 
+    /// Where the state area is.
+    pub fn state_location(&self) -> updater::StateLocation {
+        updater::StateLocation::new(self.state_offset, self.state_copy_distance)
+    }
+
     /// Applies `fwpack.KEY=VALUE` words of the kernel command line (for
     /// debugging a board without rebuilding its initramfs). Returns what
-    /// was changed, for the log.
+    /// was changed, for the log. Protected keys need `cmdline_overrides`;
+    /// a refused word is an error (the boot stops with a clear message
+    /// rather than silently running with settings nobody asked for).
     pub fn apply_cmdline(&mut self, cmdline: &str) -> Result<Vec<String>, String> {
         let mut changed = Vec::new();
         for word in cmdline.split_whitespace() {
             let Some((k, v)) = word.strip_prefix("fwpack.").and_then(|w| w.split_once('=')) else {
                 continue;
             };
-            if !KEYS.contains(&k) || k.starts_with("tryboot") {
+            if !KEYS.contains(&k) || k.starts_with("tryboot") || k == "cmdline_overrides" {
                 return Err(format!(
                     "kernel command line: `fwpack.{k}` is not a setting that can be overridden"
+                ));
+            }
+            let Some(allowed) = &self.cmdline_overrides else {
+                return Err(format!(
+                    "kernel command line: `fwpack.{k}`: updater.conf has `cmdline_overrides = none`"
+                ));
+            };
+            if PROTECTED.contains(&k) && !allowed.iter().any(|a| a == k) {
+                return Err(format!(
+                    "kernel command line: `fwpack.{k}` is protected; updater.conf must list it in `cmdline_overrides` to allow this"
                 ));
             }
             self.set(k, v)
@@ -451,6 +519,7 @@ mod tests {
 # generated by fwpack build for qemu-x86_64
 target = /dev/nvme0n1
 state_offset = 512K
+state_copy_distance = 8M
 modules = /etc/fwpack/modules.load
 keys = /etc/fwpack/keys
 images = /images
@@ -472,6 +541,7 @@ board = qemu-x86_64
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(c.target, DeviceSpec::Path("/dev/nvme0n1".into()));
         assert_eq!(c.state_offset, 524288);
+        assert_eq!(c.state_copy_distance, 8 << 20);
         assert_eq!(
             c.modules.as_deref(),
             Some(std::path::Path::new("/etc/fwpack/modules.load"))
@@ -497,6 +567,7 @@ board = qemu-x86_64
             (3, Action::Reboot, "/sbin/init")
         );
         assert_eq!(c.state_offset, updater::DEFAULT_STATE_OFFSET);
+        assert_eq!(c.state_copy_distance, updater::DEFAULT_STATE_COPY_DISTANCE);
         assert!(c.images.is_none() && c.modules.is_none());
     }
 
@@ -583,6 +654,54 @@ board = qemu-x86_64
         assert_eq!((c.tries, c.on_failure), (1, Action::PowerOff));
         assert!(c.apply_cmdline("fwpack.bogus=1").is_err());
         assert!(c.apply_cmdline("fwpack.tries=x").is_err());
+    }
+
+    #[test]
+    fn protected_keys_need_permission() {
+        let (mut c, _) = Config::parse(
+            "target = /dev/vda
+",
+        )
+        .unwrap();
+        let before = c.clone();
+        for w in [
+            "fwpack.target=/dev/sdb",
+            "fwpack.keys=/tmp/k",
+            "fwpack.images=/mnt/usb",
+            "fwpack.init=/bin/sh",
+            "fwpack.modules=/tmp/evil.load",
+            "fwpack.state_offset=1M",
+            "fwpack.cmdline_overrides=init",
+            "fwpack.tryboot=/dev/vda1",
+        ] {
+            let e = c.apply_cmdline(w).unwrap_err();
+            assert!(
+                e.contains("protected") || e.contains("cannot") || e.contains("not a setting"),
+                "{w}: {e}"
+            );
+        }
+        // Nothing was changed by the refused words.
+        assert_eq!(c, before);
+        // Allowed explicitly: exactly the listed keys.
+        let (mut c, _) =
+            Config::parse("target = /dev/vda\ncmdline_overrides = init images\n").unwrap();
+        assert_eq!(
+            c.apply_cmdline("fwpack.init=/bin/sh fwpack.images=/x")
+                .unwrap(),
+            vec!["init=/bin/sh", "images=/x"]
+        );
+        assert_eq!(c.init, "/bin/sh");
+        assert!(c.apply_cmdline("fwpack.keys=/tmp/k").is_err());
+        // `none`: not even the harmless keys.
+        let (mut c, _) = Config::parse("target = /dev/vda\ncmdline_overrides = none\n").unwrap();
+        assert!(c.apply_cmdline("fwpack.tries=1").is_err());
+        assert_eq!(c.tries, 3);
+        // Unprotected or unknown names in the list are refused.
+        for bad in ["tries", "tryboot", "bogus"] {
+            let e = Config::parse(&format!("target = /dev/vda\ncmdline_overrides = {bad}\n"))
+                .unwrap_err();
+            assert!(e.contains("not a protected key"), "{bad}: {e}");
+        }
     }
 
     #[test]

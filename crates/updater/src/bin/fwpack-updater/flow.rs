@@ -97,7 +97,7 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     signals.act_on_request();
 
     let mut storage = open_disk(&disk)?;
-    let mut area = StateArea::read(&mut storage, cfg.state_offset)
+    let mut area = StateArea::read(&mut storage, cfg.state_location())
         .map_err(|e| format!("state area of {}: {e}", disk.display()))?;
     let decision = match &cfg.tryboot {
         Some(tb) => tryboot_decision(tb, &mut area, &mut storage)?,
@@ -168,6 +168,7 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     let info = RunInfo {
         target: disk.clone(),
         state_offset: cfg.state_offset,
+        state_copy_distance: cfg.state_copy_distance,
         slot,
         trial,
         tryboot: cfg.tryboot.as_ref().map(|t| {

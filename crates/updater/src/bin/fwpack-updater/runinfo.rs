@@ -11,13 +11,22 @@ use std::path::{Path, PathBuf};
 use updater::Slot;
 
 pub const DIR: &str = "/run/fwpack";
-pub const FILE: &str = "/run/fwpack/boot.conf";
+pub const FILE: &str = updater::busy::BOOT_RECORD;
 pub const BINARY: &str = "/run/fwpack/fwpack-updater";
+
+/// Where commands look for the boot record: [`FILE`], or
+/// `$FWPACK_BOOT_RECORD` (the library's running-slot check reads the same).
+pub fn path() -> PathBuf {
+    std::env::var_os("FWPACK_BOOT_RECORD")
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from(FILE), PathBuf::from)
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunInfo {
     pub target: PathBuf,
     pub state_offset: u64,
+    pub state_copy_distance: u64,
     pub slot: Slot,
     /// This boot is a trial of a pending slot.
     pub trial: bool,
@@ -28,9 +37,10 @@ pub struct RunInfo {
 impl RunInfo {
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "# written by the fwpack-updater PID 1 before switching root\ntarget = {}\nstate_offset = {}\nslot = {}\ntrial = {}\n",
+            "# written by the fwpack-updater PID 1 before switching root\ntarget = {}\nstate_offset = {}\nstate_copy_distance = {}\nslot = {}\ntrial = {}\n",
             self.target.display(),
             self.state_offset,
+            self.state_copy_distance,
             self.slot,
             if self.trial { "yes" } else { "no" }
         );
@@ -46,6 +56,7 @@ impl RunInfo {
     pub fn parse(text: &str) -> Result<RunInfo, String> {
         let mut target = None;
         let mut state_offset = None;
+        let mut state_copy_distance = updater::DEFAULT_STATE_COPY_DISTANCE;
         let mut slot = None;
         let mut trial = false;
         let (mut tb_dev, mut tb_fs, mut tb_parts) = (None, "vfat".to_string(), None);
@@ -66,6 +77,11 @@ impl RunInfo {
                             .map_err(|_| format!("bad state_offset `{v}`"))?,
                     )
                 }
+                "state_copy_distance" => {
+                    state_copy_distance = v
+                        .parse::<u64>()
+                        .map_err(|_| format!("bad state_copy_distance `{v}`"))?
+                }
                 "slot" => slot = Some(v.parse::<Slot>().map_err(|e| e.to_string())?),
                 "trial" => trial = v == "yes",
                 "tryboot" => tb_dev = Some(PathBuf::from(v)),
@@ -85,6 +101,7 @@ impl RunInfo {
         Ok(RunInfo {
             target: target.ok_or("no target")?,
             state_offset: state_offset.ok_or("no state_offset")?,
+            state_copy_distance,
             slot: slot.ok_or("no slot")?,
             trial,
             tryboot: match (tb_dev, tb_parts) {
@@ -94,10 +111,11 @@ impl RunInfo {
         })
     }
 
-    /// Reads [`FILE`]; `None` if it is not there (not booted by fwpack).
+    /// Reads [`path()`]; `None` if it is not there (not booted by fwpack).
     pub fn load() -> Option<Result<RunInfo, String>> {
-        let text = std::fs::read_to_string(FILE).ok()?;
-        Some(RunInfo::parse(&text).map_err(|e| format!("{FILE}: {e}")))
+        let p = path();
+        let text = std::fs::read_to_string(&p).ok()?;
+        Some(RunInfo::parse(&text).map_err(|e| format!("{}: {e}", p.display())))
     }
 
     /// Writes [`FILE`] and copies the running binary next to it.
@@ -126,6 +144,7 @@ mod tests {
             let r = RunInfo {
                 target: "/dev/nvme0n1".into(),
                 state_offset: 524288,
+                state_copy_distance: 8 << 20,
                 slot: Slot::B,
                 trial: true,
                 tryboot,

@@ -125,7 +125,7 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
     }
     let keys = trusted_keys(&cfg.keys)?;
     let mut storage = FileStorage::open(disk, Access::ReadWrite).map_err(|e| e.to_string())?;
-    let area = StateArea::read(&mut storage, cfg.state_offset)
+    let area = StateArea::read(&mut storage, cfg.state_location())
         .map_err(|e| format!("state area of {}: {e}", disk.display()))?;
     let boot = area.boot().clone();
     let board = area.layout().board.clone();
@@ -174,13 +174,23 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
             continue;
         }
         if id == inactive.image_id && inactive.state == SlotState::Complete {
-            if boot.pending == Some(inactive_slot) && boot.tries_left > 0 {
+            let pending = boot.pending == Some(inactive_slot);
+            if pending && boot.tries_left > 0 {
                 log!("update {name} is already in slot {inactive_slot}, pending");
-            } else {
-                // It was tried and not confirmed (fallback): never loop on it.
-                log!("update {name} was already installed in slot {inactive_slot} and did not confirm; not applying it again");
+                continue;
             }
-            continue;
+            // Tried and not confirmed: explicitly marked as fallen back, or
+            // out of tries (this boot's attempt falls back). Re-applying
+            // would hand it new tries: never loop on it.
+            if pending || inactive.fell_back {
+                log!("update {name} was already installed in slot {inactive_slot} and did not confirm; not applying it again");
+                continue;
+            }
+            // Complete but never activated (`apply --no-activate`, or a
+            // commit an older updater wrote in two steps and was cut
+            // between): the apply below finds the data in place and only
+            // commits.
+            log!("update {name} is in slot {inactive_slot} but was never activated; activating it");
         }
         if best.as_ref().is_none_or(|b| h.payload_version > b.version) {
             best = Some(Candidate {
@@ -211,6 +221,7 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
     let opts = ApplyOptions {
         slot: Some(inactive_slot),
         state_offset: cfg.state_offset,
+        state_copy_distance: cfg.state_copy_distance,
         verify_writes: cfg.verify_writes,
         activate: true,
         tries,
