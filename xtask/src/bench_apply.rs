@@ -351,9 +351,10 @@ fn path(p: &Path) -> &str {
 fn new_target(fwpack: &Path, work: &Path, size: u64) -> Result<()> {
     let t = work.join("target.img");
     let _ = fs::remove_file(&t);
-    // Slots just large enough, aligned to 1 MiB; state area at 512 KiB.
+    // Slots just large enough, aligned to 1 MiB, after the state area
+    // (copies at 512 KiB and 4.5 MiB).
     let slot = size + 1;
-    let disk = 1 + 2 * slot;
+    let disk = 5 + 2 * slot;
     quiet(Command::new(fwpack).current_dir(work).args([
         "state",
         "init",
@@ -364,7 +365,7 @@ fn new_target(fwpack: &Path, work: &Path, size: u64) -> Result<()> {
         "--board",
         "bench",
         "-g",
-        &format!("system:A=1MiB+{slot}MiB,B={}MiB+{slot}MiB", 1 + slot),
+        &format!("system:A=5MiB+{slot}MiB,B={}MiB+{slot}MiB", 5 + slot),
         "--active-version",
         "1",
     ]))

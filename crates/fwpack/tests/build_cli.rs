@@ -114,8 +114,10 @@ fn peers_read_the_disk_image_we_meant() {
     let sector = 512u64;
     let start = |p: &serde_json::Value| p["start"].as_u64().unwrap() * sector;
     let size = |p: &serde_json::Value| p["size"].as_u64().unwrap() * sector;
-    // 32 MiB FAT boot partition first, then two 64 MiB slots (configs/qemu-x86_64.yaml).
-    assert_eq!(start(&parts[0]), 1 << 20);
+    // 32 MiB FAT boot partition first, then two 64 MiB slots (configs/qemu-x86_64.yaml);
+    // the first starts after the updater's state area (copies at 512 KiB
+    // and 4.5 MiB).
+    assert_eq!(start(&parts[0]), 5 << 20);
     assert_eq!(size(&parts[0]), 32 << 20);
     assert_eq!(parts[0]["bootable"], true);
     assert_eq!(size(&parts[1]), 64 << 20);
