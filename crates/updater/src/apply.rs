@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::event::{Event, Phase};
 use crate::state::{
-    Journal, Slot, SlotState, StateArea, StateLocation, DEFAULT_STATE_COPY_DISTANCE,
+    Journal, Running, Slot, SlotState, StateArea, StateLocation, DEFAULT_STATE_COPY_DISTANCE,
     DEFAULT_STATE_OFFSET,
 };
 use crate::storage::{AlignedBuf, Storage};
@@ -192,6 +192,19 @@ pub fn apply<S: ImageSource + Send>(
     let slot = opts.slot.unwrap_or(boot.inactive());
     if slot == active {
         return Err(Error::ActiveSlot(slot.letter()));
+    }
+    // The running slot (a trial boot before mark-good) is refused here,
+    // before any read-back, as well as by the state area when it would be
+    // marked updating.
+    match area.running() {
+        Running::Slot { slot: s, source } if *s == slot => {
+            return Err(Error::RunningSlot {
+                slot: slot.letter(),
+                evidence: source.clone(),
+            })
+        }
+        Running::Unknown(why) => return Err(Error::RunningUnknown(why.clone())),
+        _ => {}
     }
     if layout.min_disk_size() > storage.size() {
         return Err(Error::BadLayout(format!(
