@@ -22,7 +22,7 @@ enum Command {
     Stamp(cmd::image::StampArgs),
     /// Add a signature to an image: key file, external signer or detached signature.
     Sign(cmd::image::SignArgs),
-    /// Check an image's signature, CRC chain and hashes against trusted keys.
+    /// Check an image's signature, every chunk hash and the CRC chain, in one pass.
     Verify(cmd::image::VerifyArgs),
     /// Describe an image's header, segments and signatures.
     Inspect(cmd::image::InspectArgs),

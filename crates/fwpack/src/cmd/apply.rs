@@ -37,8 +37,8 @@ pub struct ApplyArgs {
     /// is always refused.
     #[arg(long, value_parser = parse_slot)]
     slot: Option<Slot>,
-    /// Read everything written back from the target and check it against
-    /// the image's CRC chain before recording it as done.
+    /// Read everything written back from the target and check each chunk
+    /// against its signed SHA-256 before recording it as done.
     #[arg(long)]
     verify_writes: bool,
     /// Read the target first and write only blocks that differ (re-flashes
