@@ -87,3 +87,40 @@ pub fn extlinux_conf(board: &Board, initramfs_name: &str, with_dtbs: bool) -> St
     lines.push(format!("    append {}", cmdline(board)));
     lines.join("\n") + "\n"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn board(name: &str) -> Board {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        Board::find(&dir, name).unwrap()
+    }
+
+    #[test]
+    fn extlinux_conf_names_kernel_initrd_dtb_dir_and_cmdline() {
+        let b = board("visionfive2");
+        assert!(wants_extlinux(&b));
+        let text = extlinux_conf(&b, "initramfs.cpio.gz", true);
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for want in [
+            "default fwpack",
+            "label fwpack",
+            "linux /Image",
+            "initrd /initramfs.cpio.gz",
+            "fdtdir /dtbs/",
+            "append console=ttyS0,115200 rootwait",
+        ] {
+            assert!(lines.contains(&want), "missing `{want}`:\n{text}");
+        }
+        assert!(!extlinux_conf(&b, "i", false).contains("fdtdir"));
+    }
+
+    #[test]
+    fn only_extlinux_boards_get_extlinux() {
+        for name in ["qemu-aarch64", "qemu-riscv64", "qemu-x86_64", "rpi-zero2w"] {
+            assert!(!wants_extlinux(&board(name)), "{name}");
+        }
+    }
+}

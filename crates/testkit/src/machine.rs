@@ -127,6 +127,26 @@ mod tests {
     }
 
     #[test]
+    fn riscv64_is_virt_with_opensbi_and_virtio_disks() {
+        let mut m = Machine::new(Arch::Riscv64, "/k".into(), "/i".into(), "/sd.img".into());
+        m.extra_disk = Some("/up.img".into());
+        let a = args(&m);
+        assert!(a.starts_with("-accel tcg"), "{a}");
+        assert!(a.contains("-M virt"), "{a}");
+        assert!(!a.contains("-cpu"), "{a}");
+        assert!(
+            a.contains(&format!(
+                "-bios {}",
+                crate::qemu::opensbi_firmware().display()
+            )),
+            "{a}"
+        );
+        assert!(a.contains("console=ttyS0 panic=-1"), "{a}");
+        let first = a.find("file=/sd.img,format=raw,if=virtio").unwrap();
+        assert!(first < a.find("file=/up.img").unwrap(), "{a}");
+    }
+
+    #[test]
     fn aarch64_disks_are_virtio_in_order() {
         let mut m = Machine::new(Arch::Aarch64, "/k".into(), "/i".into(), "/sd.img".into());
         m.extra_disk = Some("/up.img".into());
