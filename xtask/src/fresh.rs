@@ -141,7 +141,7 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
         // debootstrap's own one-line list would duplicate the host's entries.
         let _ = std::fs::remove_file(chroot.join("etc/apt/sources.list"));
     }
-    std::fs::copy("/etc/resolv.conf", chroot.join("etc/resolv.conf")).context("resolv.conf")?;
+    host_network_setup(sh, &chroot)?;
     let toolchain = copy_toolchain(sh, &chroot)?;
     println!(
         "fresh: Rust toolchain {toolchain} COPIED from the host's rustup home (rustup's usual \
@@ -216,6 +216,48 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// What this machine needs to reach the package registries at all, not
+/// what the project needs: its resolver, the CA certificates it added
+/// locally (the registries are reached through a TLS-inspecting egress
+/// here), and pip's pointer to the system bundle. Copied as they are.
+fn host_network_setup(sh: &Shell, chroot: &Path) -> Result<()> {
+    std::fs::copy("/etc/resolv.conf", chroot.join("etc/resolv.conf")).context("resolv.conf")?;
+    let mut copied = vec!["/etc/resolv.conf".to_string()];
+    let local_ca = Path::new("/usr/local/share/ca-certificates");
+    if let Ok(rd) = std::fs::read_dir(local_ca) {
+        let dst = chroot.join("usr/local/share/ca-certificates");
+        std::fs::create_dir_all(&dst)?;
+        let mut n = 0;
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "crt") && p.is_file() {
+                std::fs::copy(&p, dst.join(e.file_name()))?;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            cmd!(sh, "chroot {chroot} update-ca-certificates --fresh")
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .context("update-ca-certificates in the chroot")?;
+            copied.push(format!(
+                "{n} local CA certificate(s) from {}",
+                local_ca.display()
+            ));
+        }
+    }
+    if Path::new("/etc/pip.conf").is_file() {
+        std::fs::copy("/etc/pip.conf", chroot.join("etc/pip.conf"))?;
+        copied.push("/etc/pip.conf".into());
+    }
+    println!(
+        "fresh: this machine's network setup copied in (to reach the registries, not project setup): {}",
+        copied.join(", ")
+    );
+    Ok(())
+}
+
 fn chroot_env() -> Vec<String> {
     let mut env = vec![
         "HOME=/root".to_string(),
@@ -243,9 +285,12 @@ fn hms(d: Duration) -> String {
     format!("{}m{:02}s", s / 60, s % 60)
 }
 
+/// An apt source file: (host path, the same path relative to the chroot).
+type SourceFile = (PathBuf, PathBuf);
+
 /// The host's Debian entry (codename, mirror URI) and the apt source files
 /// that name it, as (host path, path relative to the chroot).
-fn host_debian_mirror() -> Result<(String, String, Vec<(PathBuf, PathBuf)>)> {
+fn host_debian_mirror() -> Result<(String, String, Vec<SourceFile>)> {
     let os = std::fs::read_to_string("/etc/os-release").context("/etc/os-release")?;
     let codename = os
         .lines()
