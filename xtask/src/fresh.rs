@@ -478,6 +478,11 @@ impl Mounts {
             chroot: chroot.to_path_buf(),
         };
         let p = |d: &str| chroot.join(d);
+        // The chroot's root must be a mount point, as `/` is on any real
+        // machine: otherwise /proc/self/mountinfo inside has no `/` entry
+        // (the updater's busy check reads it, and its test says so).
+        run_ok(Command::new("mount").arg("--bind").arg(chroot).arg(chroot))?;
+        run_ok(Command::new("mount").arg("--make-private").arg(chroot))?;
         run_ok(
             Command::new("mount")
                 .args(["-t", "proc", "proc"])
