@@ -10,6 +10,7 @@ use xshell::{cmd, Shell};
 
 /// (command looked up on PATH, Debian package that provides it)
 pub const TOOLS: &[(&str, &str)] = &[
+    ("cc", "gcc"),
     ("openssl", "openssl"),
     ("cpio", "cpio"),
     ("bsdtar", "libarchive-tools"),
@@ -47,17 +48,29 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("xz", "xz-utils"),
 ];
 
-/// Packages that provide files rather than commands.
+/// Packages that provide files rather than commands: the C headers and
+/// libraries the tests compile and link against. A cross gcc only
+/// Recommends its libc, and we install with --no-install-recommends, so
+/// each libc is named here (`aarch64-linux-gnu-gcc hello.c` needs the
+/// arm64 headers; rustc's host `cc` link needs the host crt files).
 const FILES: &[(&str, &str)] = &[
-    (
-        "/usr/riscv64-linux-gnu/lib/libc.a",
-        "libc6-dev-riscv64-cross",
-    ),
-    // Headers and libc for aarch64-linux-gnu-gcc (a Recommends of
-    // gcc-aarch64-linux-gnu): check-elf's dynamic fixture is built with it.
+    ("/usr/include/stdio.h", "libc6-dev"),
+    ("/usr/lib/x86_64-linux-gnu/crt1.o", "libc6-dev"),
     (
         "/usr/aarch64-linux-gnu/include/stdio.h",
         "libc6-dev-arm64-cross",
+    ),
+    (
+        "/usr/aarch64-linux-gnu/lib/libc.so",
+        "libc6-dev-arm64-cross",
+    ),
+    (
+        "/usr/riscv64-linux-gnu/include/stdio.h",
+        "libc6-dev-riscv64-cross",
+    ),
+    (
+        "/usr/riscv64-linux-gnu/lib/libc.a",
+        "libc6-dev-riscv64-cross",
     ),
     // OpenSBI for qemu-riscv64 (testkit::qemu::OPENSBI_FW_DYNAMIC).
     (
@@ -105,7 +118,7 @@ fn ensure_python_venv(sh: &Shell) -> Result<()> {
         };
         cmd!(
             sh,
-            "{prog} {apt...} install -y -qq --no-install-recommends python3-venv"
+            "{prog} {apt...} -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends python3-venv"
         )
         .run()?;
         cmd!(sh, "python3 -m venv --clear {venv}").run()?;
@@ -173,7 +186,7 @@ fn ensure_debian_packages(sh: &Shell) -> Result<()> {
     let all: &[&str] = &missing;
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
     let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
-    cmd!(sh, "{prog} {apt...} update -qq")
+    cmd!(sh, "{prog} {apt...} -o DPkg::Lock::Timeout=600 update -qq")
         .run()
         .context("apt-get update")?;
     // One transaction first; if the resolver balks at the combination
@@ -181,7 +194,7 @@ fn ensure_debian_packages(sh: &Shell) -> Result<()> {
     // package by package so one conflict does not block the rest.
     if cmd!(
         sh,
-        "{prog} {apt...} install -y -qq --no-install-recommends {all...}"
+        "{prog} {apt...} -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends {all...}"
     )
     .run()
     .is_err()
@@ -189,7 +202,7 @@ fn ensure_debian_packages(sh: &Shell) -> Result<()> {
         for pkg in &missing {
             cmd!(
                 sh,
-                "{prog} {apt...} install -y -qq --no-install-recommends {pkg}"
+                "{prog} {apt...} -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends {pkg}"
             )
             .run()
             .with_context(|| format!("apt-get install {pkg}"))?;

@@ -10,6 +10,7 @@ mod bench_initramfs;
 mod demo;
 mod deps;
 mod e2e;
+mod fresh;
 mod inputs;
 
 use anyhow::{bail, Result};
@@ -25,6 +26,8 @@ commands:
   inputs [--board B]  fetch the boards' kernels, DTBs, modules, Pi firmware from Debian into the cache
   demo        the main job on rpi-zero2w, then an A/B update of the same updater in QEMU aarch64
   e2e [--full] update, fallback and power cuts in QEMU (--full: all three qemu boards, >= 20 cuts)
+  fresh [--rev REV] [--only demo|test] [--keep]
+              the README's two commands in a new minimal Debian chroot (root; slow, not in test)
 ";
 
 fn main() -> Result<()> {
@@ -38,6 +41,7 @@ fn main() -> Result<()> {
         Some("inputs") => inputs::run(args.get(1..).unwrap_or_default()),
         Some("demo") => demo::run(&sh),
         Some("e2e") => e2e::run(&sh, args.get(1..).unwrap_or_default()),
+        Some("fresh") => fresh::run(&sh, &project_root(), args.get(1..).unwrap_or_default()),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())

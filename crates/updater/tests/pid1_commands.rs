@@ -168,7 +168,10 @@ fn refusals_have_their_exit_codes_and_leave_the_disk_alone() {
     // One pass: the chunks before the corrupt one reached slot B, which
     // stays `updating` (never bootable); the other refusals write nothing.
     let after = std::fs::read(&disk).unwrap();
-    assert!(after != before, "chunks before the corrupt one were written");
+    assert!(
+        after != before,
+        "chunks before the corrupt one were written"
+    );
     std::fs::write(&disk, &before).unwrap();
     // Writing the active slot: policy (7).
     assert_eq!(apply(&b, &key, &["--slot", "A"]), Some(7));

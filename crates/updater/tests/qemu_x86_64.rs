@@ -175,7 +175,10 @@ fn corrupted_update_is_refused_and_slot_a_boots() {
         st.contains("\"active\":\"A\"") && st.contains("\"pending\":null"),
         "{st}"
     );
-    assert!(st.contains("{\"slot\":\"B\",\"state\":\"updating\""), "{st}");
+    assert!(
+        st.contains("{\"slot\":\"B\",\"state\":\"updating\""),
+        "{st}"
+    );
 }
 
 #[test]
