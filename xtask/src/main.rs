@@ -11,6 +11,7 @@ mod demo;
 mod deps;
 mod e2e;
 mod inputs;
+mod release;
 
 use anyhow::{bail, Result};
 use xshell::{cmd, Shell};
@@ -25,6 +26,7 @@ commands:
   inputs [--board B]  fetch the boards' kernels, DTBs, modules, Pi firmware from Debian into the cache
   demo        the main job on rpi-zero2w, then an A/B update of the same updater in QEMU aarch64
   e2e [--full] update, fallback and power cuts in QEMU (--full: both qemu boards, >= 20 cuts)
+  release VERSION --buildroot DIR... [options]  move the Buildroot/Yocto pins to a commit, test, tag (--help)
 ";
 
 fn main() -> Result<()> {
@@ -38,6 +40,7 @@ fn main() -> Result<()> {
         Some("inputs") => inputs::run(args.get(1..).unwrap_or_default()),
         Some("demo") => demo::run(&sh),
         Some("e2e") => e2e::run(&sh, args.get(1..).unwrap_or_default()),
+        Some("release") => release::run(&sh, &project_root(), args.get(1..).unwrap_or_default()),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())
