@@ -73,9 +73,8 @@ endef
 # The mark-good service: confirms the booted slot once the boot got to
 # the end (and the optional health check passed).
 ifeq ($(BR2_PACKAGE_FWPACK_MARK_GOOD),y)
-# The health check is stored single-quoted in /etc/default; printed
-# from a double-quoted shell word (which undoes Kconfig's \" and \\
-# escapes) with $ and ` kept literal.
+# The health check goes single-quoted into /etc/default: its ' are
+# escaped for that, its $ and ` for the double-quoted printf argument.
 FWPACK_MARK_GOOD_HEALTH_CHECK = \
 	$(subst `,\`,$(subst $$,\$$,$(subst ','\'',$(call qstrip,$(BR2_PACKAGE_FWPACK_MARK_GOOD_HEALTH_CHECK)))))
 define FWPACK_INSTALL_MARK_GOOD
