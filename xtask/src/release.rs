@@ -338,8 +338,13 @@ fn mk_var(file: &Path, var: &str) -> Result<String> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("{}: not a Buildroot tree?", file.display()))?;
     text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{var} = ")))
-        .map(|v| v.trim().to_string())
+        .find_map(|l| {
+            let rest = l.strip_prefix(var)?.trim_start();
+            let value = ["=", ":=", "?="]
+                .iter()
+                .find_map(|op| rest.strip_prefix(op))?;
+            Some(value.trim().to_string())
+        })
         .with_context(|| format!("no {var} in {}", file.display()))
 }
 
@@ -466,8 +471,7 @@ fn buildroot_archive_hash(
     let format = mk_var(&br.join("package/pkg-download.mk"), "BR_FMT_VERSION_cargo")?;
     let rust = mk_var(&br.join("package/rust-bin/rust-bin.mk"), "RUST_BIN_VERSION")?;
     let shipped = minor_of(&rust).context("RUST_BIN_VERSION")?;
-    let br_version = mk_var(&br.join("Makefile"), "export BR2_VERSION")
-        .or_else(|_| mk_var(&br.join("Makefile"), "BR2_VERSION"))?;
+    let br_version = mk_var(&br.join("Makefile"), "export BR2_VERSION")?;
     let series = format!("{}.x", br_version.rsplit_once('.').map_or(br_version.as_str(), |(a, _)| a));
     if shipped < (1, 87) {
         bail!("Buildroot {br_version} ships Rust {rust}; fwpack's crates need 1.87 or later");
