@@ -472,7 +472,15 @@ fn buildroot_archive_hash(
     let rust = mk_var(&br.join("package/rust-bin/rust-bin.mk"), "RUST_BIN_VERSION")?;
     let shipped = minor_of(&rust).context("RUST_BIN_VERSION")?;
     let br_version = mk_var(&br.join("Makefile"), "export BR2_VERSION")?;
-    let series = format!("{}.x", br_version.rsplit_once('.').map_or(br_version.as_str(), |(a, _)| a));
+    // 2026.05.1 and 2026.08-rc1 -> 2026.05.x and 2026.08.x
+    let series = {
+        let mut parts = br_version.split(['.', '-']);
+        format!(
+            "{}.{}.x",
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default()
+        )
+    };
     if shipped < (1, 87) {
         bail!("Buildroot {br_version} ships Rust {rust}; fwpack's crates need 1.87 or later");
     }
