@@ -8,8 +8,8 @@ HOMEPAGE = "https://example.invalid/fwpack"
 SECTION = "devel"
 CVE_PRODUCT = "fwpack"
 LICENSE = "Apache-2.0 | MIT"
-LIC_FILES_CHKSUM = "file://LICENSE-APACHE;md5=PLACEHOLDER \
-                    file://LICENSE-MIT;md5=PLACEHOLDER"
+LIC_FILES_CHKSUM = "file://LICENSE-APACHE;md5=288526dc6d1f1ba8ce2226ee433ca5c8 \
+                    file://LICENSE-MIT;md5=bcbb65b85917aeceef3919982c28f978"
 
 # The repository's public address; for a local checkout or a mirror set
 # e.g. FWPACK_GIT_URI = "git:///path/to/fwpack;protocol=file" in
@@ -18,7 +18,7 @@ LIC_FILES_CHKSUM = "file://LICENSE-APACHE;md5=PLACEHOLDER \
 FWPACK_GIT_URI ?= "git://example.invalid/fwpack.git;protocol=https"
 PV = "0.1.0+git"
 SRC_URI = "${FWPACK_GIT_URI};branch=main"
-SRCREV = "6da787956707011092559379381e042bd7348f1b"
+SRCREV = "d51e429b80893221e8180b300b0a3c1ceddfb819"
 
 inherit cargo cargo-update-recipe-crates deploy
 
