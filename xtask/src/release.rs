@@ -145,7 +145,11 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
         .read()
         .with_context(|| format!("{} is not a commit of this repository", o.commit))?;
     let tag = format!("v{}", o.version);
-    if o.tag && cmd!(sh, "git rev-parse -q --verify refs/tags/{tag}").read().is_ok() {
+    if o.tag
+        && cmd!(sh, "git rev-parse -q --verify refs/tags/{tag}")
+            .read()
+            .is_ok()
+    {
         bail!("tag {tag} exists already");
     }
     if o.commit_pins {
@@ -335,8 +339,8 @@ fn hex_digest(sh: &Shell, tool: &str, bytes: &[u8]) -> Result<String> {
 
 /// `make VAR` values we need from a Buildroot tree, read from its files.
 fn mk_var(file: &Path, var: &str) -> Result<String> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("{}: not a Buildroot tree?", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("{}: not a Buildroot tree?", file.display()))?;
     text.lines()
         .find_map(|l| {
             let rest = l.strip_prefix(var)?.trim_start();
@@ -356,8 +360,12 @@ fn mk_var(file: &Path, var: &str) -> Result<String> {
 fn compatible(format: &str, shipped: (u32, u32), cargo: (u32, u32)) -> bool {
     cargo == shipped
         || match format {
-            "-cargo4" => ((1, 86)..=(1, 88)).contains(&cargo) && ((1, 86)..=(1, 88)).contains(&shipped),
-            "-cargo5" => ((1, 94)..=(1, 96)).contains(&cargo) && ((1, 94)..=(1, 96)).contains(&shipped),
+            "-cargo4" => {
+                ((1, 86)..=(1, 88)).contains(&cargo) && ((1, 86)..=(1, 88)).contains(&shipped)
+            }
+            "-cargo5" => {
+                ((1, 94)..=(1, 96)).contains(&cargo) && ((1, 94)..=(1, 96)).contains(&shipped)
+            }
             _ => false,
         }
 }
@@ -393,7 +401,9 @@ fn candidate_cargos(sh: &Shell, extra: &[PathBuf], scratch: &Path) -> Vec<Cargo>
             eprintln!("warning: --cargo {} does not run", path.display());
             continue;
         };
-        let Some(version) = minor_of(&v) else { continue };
+        let Some(version) = minor_of(&v) else {
+            continue;
+        };
         // Buildroot finds cargo on PATH: give this one its own directory.
         let dir = scratch.join(format!("cargo-{i}"));
         let _ = std::fs::create_dir_all(&dir);
@@ -409,7 +419,11 @@ fn candidate_cargos(sh: &Shell, extra: &[PathBuf], scratch: &Path) -> Vec<Cargo>
             });
         }
     }
-    let path_cargo = cmd!(sh, "which cargo").quiet().read().ok().map(PathBuf::from);
+    let path_cargo = cmd!(sh, "which cargo")
+        .quiet()
+        .read()
+        .ok()
+        .map(PathBuf::from);
     if let Ok(list) = cmd!(sh, "rustup toolchain list").quiet().read() {
         for tc in list.lines().filter_map(|l| l.split_whitespace().next()) {
             let Ok(v) = cmd!(sh, "rustup run {tc} cargo --version").quiet().read() else {
@@ -466,7 +480,10 @@ fn buildroot_archive_hash(
             tar_version.lines().next().unwrap_or_default()
         );
     }
-    let tar_arg = format!("TAR={}", std::fs::canonicalize(cmd!(sh, "which {tar}").quiet().read()?)?.display());
+    let tar_arg = format!(
+        "TAR={}",
+        std::fs::canonicalize(cmd!(sh, "which {tar}").quiet().read()?)?.display()
+    );
     let br = std::fs::canonicalize(br).with_context(|| format!("--buildroot {}", br.display()))?;
     let format = mk_var(&br.join("package/pkg-download.mk"), "BR_FMT_VERSION_cargo")?;
     let rust = mk_var(&br.join("package/rust-bin/rust-bin.mk"), "RUST_BIN_VERSION")?;
@@ -488,18 +505,21 @@ fn buildroot_archive_hash(
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;
     let cargos = candidate_cargos(sh, &o.cargos, &scratch);
-    let Some(cargo) = cargos
-        .iter()
-        .find(|c| c.version == shipped)
-        .or_else(|| cargos.iter().find(|c| compatible(&format, shipped, c.version)))
-    else {
+    let Some(cargo) = cargos.iter().find(|c| c.version == shipped).or_else(|| {
+        cargos
+            .iter()
+            .find(|c| compatible(&format, shipped, c.version))
+    }) else {
         bail!(
             "Buildroot {br_version} vendors with Rust {rust} ({format}); none of these cargos vendors the same way:\n  {}\n\
              install that toolchain (`rustup toolchain install {rust}`) or pass --cargo PATH",
             cargos.iter().map(|c| c.label.as_str()).collect::<Vec<_>>().join("\n  ")
         );
     };
-    println!("  Buildroot {br_version} ({format}, Rust {rust}): vendoring with {}", cargo.label);
+    println!(
+        "  Buildroot {br_version} ({format}, Rust {rust}): vendoring with {}",
+        cargo.label
+    );
 
     let out = scratch.join("output");
     let dl = scratch.join("dl");
@@ -509,10 +529,8 @@ fn buildroot_archive_hash(
         cargo.dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut env: Vec<(&str, String)> = vec![
-        ("PATH", path),
-        ("BR2_DL_DIR", dl.display().to_string()),
-    ];
+    let mut env: Vec<(&str, String)> =
+        vec![("PATH", path), ("BR2_DL_DIR", dl.display().to_string())];
     if let Some(tc) = &cargo.toolchain {
         env.push(("RUSTUP_TOOLCHAIN", tc.clone()));
     }
@@ -540,9 +558,8 @@ fn buildroot_archive_hash(
     }
     source.run()?;
     let file = dl.join("fwpack").join(&archive);
-    let bytes = std::fs::read(&file).with_context(|| {
-        format!("Buildroot {br_version} did not produce {}", file.display())
-    })?;
+    let bytes = std::fs::read(&file)
+        .with_context(|| format!("Buildroot {br_version} did not produce {}", file.display()))?;
     let digest = hex_digest(sh, "sha256sum", &bytes)?;
     Ok((archive, digest, format!("{series} ({format}, Rust {rust})")))
 }
@@ -613,7 +630,10 @@ fn build_artifacts(sh: &Shell, root: &Path, dir: &Path, o: &Opts) -> Result<()> 
                 .stdin(std::fs::File::open(&sums_path)?)
                 .output()?;
             if !out.status.success() {
-                bail!("--signer-cmd failed: {}", String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "--signer-cmd failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             let raw = if out.stdout.len() == 64 {
                 out.stdout
@@ -637,7 +657,10 @@ fn build_artifacts(sh: &Shell, root: &Path, dir: &Path, o: &Opts) -> Result<()> 
             "openssl pkeyutl -verify -pubin -inkey {pubkey} -rawin -in {sums_path} -sigfile {sig}"
         )
         .run()?;
-        println!("  SHA256SUMS signed; signature checked with {}", pubkey.display());
+        println!(
+            "  SHA256SUMS signed; signature checked with {}",
+            pubkey.display()
+        );
     } else {
         println!("  SHA256SUMS not signed (no --release-key / --signer-cmd)");
     }

@@ -173,11 +173,15 @@ fn shell_scripts_pass_shellcheck() {
         // Buildroot wants package init scripts (S??name) not executable:
         // the .mk installs them with mode 0755 (check-package says so).
         let init_script = s.parent().is_some_and(|d| d.ends_with("package/fwpack"))
-            && s.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('S') && n[1..].starts_with(|c: char| c.is_ascii_digit()));
+            && s.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with('S') && n[1..].starts_with(|c: char| c.is_ascii_digit())
+            });
         if init_script {
-            assert!(mode & 0o111 == 0, "{}: Buildroot init scripts are not executable", s.display());
+            assert!(
+                mode & 0o111 == 0,
+                "{}: Buildroot init scripts are not executable",
+                s.display()
+            );
         } else {
             assert!(mode & 0o111 != 0, "{} is not executable", s.display());
         }
@@ -524,7 +528,10 @@ fn hash_file_matches_the_archive_buildroot_downloads() {
         .into_iter()
         .partition(|(_, f)| licences.contains(&f.as_str()));
     assert_eq!(
-        licence_entries.iter().map(|(_, f)| f.as_str()).collect::<Vec<_>>(),
+        licence_entries
+            .iter()
+            .map(|(_, f)| f.as_str())
+            .collect::<Vec<_>>(),
         licences,
         "fwpack.hash needs a line for each of FWPACK_LICENSE_FILES"
     );
@@ -681,11 +688,7 @@ fn yocto_recipe_pins_the_same_commit_with_matching_crates_and_license() {
     let mut seen = Vec::new();
     for uri in lic.split_whitespace() {
         let params: Vec<&str> = uri.strip_prefix("file://").unwrap().split(';').collect();
-        let get = |k: &str| {
-            params
-                .iter()
-                .find_map(|p| p.strip_prefix(&format!("{k}=")))
-        };
+        let get = |k: &str| params.iter().find_map(|p| p.strip_prefix(&format!("{k}=")));
         let file = ok(Command::new("git")
             .arg("-C")
             .arg(workspace())
@@ -696,7 +699,12 @@ fn yocto_recipe_pins_the_same_commit_with_matching_crates_and_license() {
         let end: usize = get("endline").map_or(lines.len(), |v| v.parse().unwrap());
         let chunk: Vec<u8> = lines[begin - 1..end].concat();
         let out = md5sum(&chunk);
-        assert_eq!(Some(out.as_str()), get("md5"), "LIC_FILES_CHKSUM of {}", params[0]);
+        assert_eq!(
+            Some(out.as_str()),
+            get("md5"),
+            "LIC_FILES_CHKSUM of {}",
+            params[0]
+        );
         seen.push(params[0].to_string());
     }
     assert_eq!(seen, ["LICENSE-APACHE", "LICENSE-MIT"]);

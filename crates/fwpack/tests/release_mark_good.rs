@@ -61,7 +61,10 @@ fn pending_disk(dir: &Path) {
         "k.pub.pem",
     ]));
     let st = status(dir);
-    assert_eq!((st["active"].as_str(), st["pending"].as_str()), (Some("A"), Some("B")));
+    assert_eq!(
+        (st["active"].as_str(), st["pending"].as_str()),
+        (Some("A"), Some("B"))
+    );
 }
 
 /// Run an init script as `init` would (`SCRIPT start`), with its helper
@@ -107,9 +110,16 @@ fn check_service(init_script: PathBuf, helper: PathBuf) {
     let out = start(&init_script, &helper, &defaults, d);
     assert!(!out.status.success(), "{}", show(&out));
     let text = show(&out);
-    assert!(text.contains("FAIL") && text.contains("health check failed"), "{text}");
+    assert!(
+        text.contains("FAIL") && text.contains("health check failed"),
+        "{text}"
+    );
     let st = status(d);
-    assert_eq!((st["active"].as_str(), st["pending"].as_str()), (Some("A"), Some("B")), "{text}");
+    assert_eq!(
+        (st["active"].as_str(), st["pending"].as_str()),
+        (Some("A"), Some("B")),
+        "{text}"
+    );
 
     // Healthy: confirmed; B is the active slot, the floor is its version.
     std::fs::write(d.join("healthy"), "ok\n").unwrap();
@@ -130,7 +140,10 @@ fn check_service(init_script: PathBuf, helper: PathBuf) {
 #[test]
 fn buildroot_init_script_confirms_a_pending_slot_after_the_health_check() {
     let pkg = workspace().join("buildroot-external/package/fwpack");
-    check_service(pkg.join("S99fwpack-mark-good"), pkg.join("fwpack-mark-good"));
+    check_service(
+        pkg.join("S99fwpack-mark-good"),
+        pkg.join("fwpack-mark-good"),
+    );
 }
 
 #[test]

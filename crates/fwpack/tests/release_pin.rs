@@ -25,10 +25,9 @@ fn value_after<'a>(text: &'a str, prefix: &str) -> &'a str {
 
 /// FWPACK_VERSION and SRCREV, which must agree.
 fn pinned_commit() -> String {
-    let mk = std::fs::read_to_string(
-        workspace().join("buildroot-external/package/fwpack/fwpack.mk"),
-    )
-    .unwrap();
+    let mk =
+        std::fs::read_to_string(workspace().join("buildroot-external/package/fwpack/fwpack.mk"))
+            .unwrap();
     let bb = std::fs::read_to_string(
         workspace().join("meta-fwpack/recipes-devtools/fwpack/fwpack_git.bb"),
     )
@@ -56,10 +55,10 @@ fn have_commit(commit: &str) -> bool {
     {
         return true;
     }
-    let shallow = run(Command::new("git").arg("-C").arg(&root).args([
-        "rev-parse",
-        "--is-shallow-repository",
-    ]));
+    let shallow = run(Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["rev-parse", "--is-shallow-repository"]));
     assert!(
         String::from_utf8_lossy(&shallow.stdout).trim() == "true",
         "the pinned commit {commit} is not in this repository"
@@ -77,7 +76,11 @@ fn pinned_fwpack(commit: &str) -> PathBuf {
     if bin.is_file() {
         return bin;
     }
-    let src = cache.join("src");
+    // A source directory per commit: cargo keys the workspace crates'
+    // builds by their path, and would otherwise take one commit's sources
+    // for another's (git archive keeps the commit's old mtimes, which
+    // look older than the previous build).
+    let src = cache.join(format!("src-{commit}"));
     let _ = std::fs::remove_dir_all(&src);
     std::fs::create_dir_all(&src).unwrap();
     // The commit's tracked files only, as Buildroot and bitbake fetch them.
@@ -89,7 +92,8 @@ fn pinned_fwpack(commit: &str) -> PathBuf {
         .spawn()
         .expect("git archive");
     let untar = Command::new("tar")
-        .arg("-x")
+        // -m: files dated now, so no stale build artifact looks newer.
+        .arg("-xm")
         .arg("-C")
         .arg(&src)
         .stdin(archive.stdout.take().unwrap())
@@ -102,7 +106,15 @@ fn pinned_fwpack(commit: &str) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("building fwpack at the pinned commit {commit} (once; cached)");
     ok(Command::new(cargo)
-        .args(["build", "--offline", "--locked", "-p", "fwpack", "--bin", "fwpack"])
+        .args([
+            "build",
+            "--offline",
+            "--locked",
+            "-p",
+            "fwpack",
+            "--bin",
+            "fwpack",
+        ])
         .arg("--manifest-path")
         .arg(src.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", cache.join("target"))
@@ -192,14 +204,7 @@ fn pinned_fwpack_and_head_accept_each_others_images() {
         let out = tool(
             verifier,
             d,
-            &[
-                "verify",
-                &img,
-                "-k",
-                "k.pub.pem",
-                "--board",
-                "rpi-zero2w",
-            ],
+            &["verify", &img, "-k", "k.pub.pem", "--board", "rpi-zero2w"],
         );
         assert!(
             out.status.success(),
@@ -235,7 +240,8 @@ fn pinned_fwpack_and_head_accept_each_others_images() {
         messages.push(std::fs::read(d.join(&m)).unwrap());
     }
     assert_eq!(
-        messages[0], messages[1],
+        messages[0],
+        messages[1],
         "{stale}.\nthe signing messages differ ({} vs {} bytes)",
         messages[0].len(),
         messages[1].len()
