@@ -18,7 +18,7 @@ LIC_FILES_CHKSUM = "file://LICENSE-APACHE;md5=288526dc6d1f1ba8ce2226ee433ca5c8 \
 FWPACK_GIT_URI ?= "git://example.invalid/fwpack.git;protocol=https"
 PV = "0.1.0+git"
 SRC_URI = "${FWPACK_GIT_URI};branch=main"
-SRCREV = "d51e429b80893221e8180b300b0a3c1ceddfb819"
+SRCREV = "3d8c8a90e0dfcafa3ca5122265eda32bbc2e1a1d"
 
 inherit cargo cargo-update-recipe-crates deploy
 
