@@ -580,6 +580,13 @@ fn build_artifacts(sh: &Shell, root: &Path, dir: &Path, o: &Opts) -> Result<()> 
             "cargo build --release --locked -p fwpack --bin fwpack --target {triple}"
         )
         .env("RUSTFLAGS", "-C target-feature=+crt-static");
+        if arch == "x86_64" {
+            // zstd's C code, against musl's headers (Debian: musl-tools).
+            if cmd!(sh, "which musl-gcc").quiet().read().is_err() {
+                bail!("musl-gcc not found: install musl-tools (zstd's C code is built for musl with it)");
+            }
+            build = build.env("CC_x86_64_unknown_linux_musl", "musl-gcc");
+        }
         if arch == "aarch64" {
             // No aarch64 musl C toolchain is needed: Rust's own linker
             // links the static binary, and zstd's C code is compiled by
