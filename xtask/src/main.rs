@@ -12,6 +12,7 @@ mod deps;
 mod e2e;
 mod fresh;
 mod inputs;
+mod release;
 
 use anyhow::{bail, Result};
 use xshell::{cmd, Shell};
@@ -28,6 +29,7 @@ commands:
   e2e [--full] update, fallback and power cuts in QEMU (--full: all three qemu boards, >= 20 cuts)
   fresh [--rev REV] [--only demo|test] [--keep]
               the README's two commands in a new minimal Debian chroot (root; slow, not in test)
+  release VERSION --buildroot DIR... [options]  move the Buildroot/Yocto pins to a commit, test, tag (--help)
 ";
 
 fn main() -> Result<()> {
@@ -42,6 +44,7 @@ fn main() -> Result<()> {
         Some("demo") => demo::run(&sh),
         Some("e2e") => e2e::run(&sh, args.get(1..).unwrap_or_default()),
         Some("fresh") => fresh::run(&sh, &project_root(), args.get(1..).unwrap_or_default()),
+        Some("release") => release::run(&sh, &project_root(), args.get(1..).unwrap_or_default()),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())

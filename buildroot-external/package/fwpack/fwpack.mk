@@ -10,10 +10,11 @@
 # needs no release server. Pointing FWPACK_SITE at a public clone of the
 # repository gives the same archive, hence the same hash. To build your
 # working tree instead, use FWPACK_OVERRIDE_SRCDIR (see the README).
-FWPACK_VERSION = 6da787956707011092559379381e042bd7348f1b
+FWPACK_VERSION = 3d8c8a90e0dfcafa3ca5122265eda32bbc2e1a1d
 FWPACK_SITE = $(BR2_EXTERNAL_FWPACK_PATH)/..
 FWPACK_SITE_METHOD = git
 FWPACK_LICENSE = Apache-2.0 or MIT
+FWPACK_LICENSE_FILES = LICENSE-APACHE LICENSE-MIT
 
 # The repository is a virtual Cargo workspace: build its members. The
 # target package is the device-side updater only; the host package is
@@ -68,6 +69,33 @@ define FWPACK_INSTALL_TARGET_CMDS
 		$(@D)/target/$(RUSTC_TARGET_NAME)/$(if $(BR2_ENABLE_DEBUG),debug,release)/fwpack-updater \
 		$(TARGET_DIR)/usr/bin/fwpack-updater
 endef
+
+# The mark-good service: confirms the booted slot once the boot got to
+# the end (and the optional health check passed).
+ifeq ($(BR2_PACKAGE_FWPACK_MARK_GOOD),y)
+# The health check goes single-quoted into /etc/default: its ' are
+# escaped for that, its $ and ` for the double-quoted printf argument.
+FWPACK_MARK_GOOD_HEALTH_CHECK = \
+	$(subst `,\`,$(subst $$,\$$,$(subst ','\'',$(call qstrip,$(BR2_PACKAGE_FWPACK_MARK_GOOD_HEALTH_CHECK)))))
+define FWPACK_INSTALL_MARK_GOOD
+	$(INSTALL) -D -m 0755 $(FWPACK_PKGDIR)/fwpack-mark-good \
+		$(TARGET_DIR)/usr/sbin/fwpack-mark-good
+	mkdir -p $(TARGET_DIR)/etc/default
+	printf '%s\n' "FWPACK_HEALTH_CHECK='$(FWPACK_MARK_GOOD_HEALTH_CHECK)'" \
+		> $(TARGET_DIR)/etc/default/fwpack-mark-good
+endef
+FWPACK_POST_INSTALL_TARGET_HOOKS += FWPACK_INSTALL_MARK_GOOD
+
+define FWPACK_INSTALL_INIT_SYSV
+	$(INSTALL) -D -m 0755 $(FWPACK_PKGDIR)/S99fwpack-mark-good \
+		$(TARGET_DIR)/etc/init.d/S99fwpack-mark-good
+endef
+
+define FWPACK_INSTALL_INIT_SYSTEMD
+	$(INSTALL) -D -m 0644 $(FWPACK_PKGDIR)/fwpack-mark-good.service \
+		$(TARGET_DIR)/usr/lib/systemd/system/fwpack-mark-good.service
+endef
+endif
 
 $(eval $(cargo-package))
 $(eval $(host-cargo-package))

@@ -63,6 +63,7 @@ const BUILDROOT_2026_05_1_SYMBOLS: &[&str] = &[
     "BR2_LINUX_KERNEL_NEEDS_HOST_OPENSSL",
     "BR2_PACKAGE_BUSYBOX_SHOW_OTHERS",
     "BR2_PACKAGE_HOST_KMOD_XZ",
+    "BR2_PACKAGE_HOST_LINUX_HEADERS_CUSTOM_6_12",
     "BR2_PACKAGE_HOST_RUSTC",
     "BR2_PACKAGE_HOST_RUSTC_ARCH_SUPPORTS",
     "BR2_PACKAGE_HOST_RUSTC_TARGET_ARCH_SUPPORTS",
@@ -85,6 +86,7 @@ const BUILDROOT_2026_05_1_SYMBOLS: &[&str] = &[
 ];
 const BUILDROOT_2026_05_1_MAKE_VARS: &[&str] = &[
     "@D",
+    "TARGET_DIR",
     "cargo-package",
     "host-cargo-package",
     "BR_CARGO_HOME",
@@ -168,7 +170,21 @@ fn shell_scripts_pass_shellcheck() {
     for s in &scripts {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(s).unwrap().permissions().mode();
-        assert!(mode & 0o111 != 0, "{} is not executable", s.display());
+        // Buildroot wants package init scripts (S??name) not executable:
+        // the .mk installs them with mode 0755 (check-package says so).
+        let init_script = s.parent().is_some_and(|d| d.ends_with("package/fwpack"))
+            && s.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with('S') && n[1..].starts_with(|c: char| c.is_ascii_digit())
+            });
+        if init_script {
+            assert!(
+                mode & 0o111 == 0,
+                "{}: Buildroot init scripts are not executable",
+                s.display()
+            );
+        } else {
+            assert!(mode & 0o111 != 0, "{} is not executable", s.display());
+        }
         ok(Command::new("shellcheck")
             .args(["--severity=style", "--external-sources"])
             .arg(s));
@@ -237,9 +253,14 @@ fn buildroot_package_follows_buildroot_coding_style() {
     let symbols = our_symbols();
     assert_eq!(
         symbols,
-        ["BR2_PACKAGE_FWPACK", "BR2_PACKAGE_HOST_FWPACK"]
-            .map(String::from)
-            .into(),
+        [
+            "BR2_PACKAGE_FWPACK",
+            "BR2_PACKAGE_FWPACK_MARK_GOOD",
+            "BR2_PACKAGE_FWPACK_MARK_GOOD_HEALTH_CHECK",
+            "BR2_PACKAGE_HOST_FWPACK"
+        ]
+        .map(String::from)
+        .into(),
     );
     for (file, want) in [
         ("Config.in", "BR2_PACKAGE_FWPACK"),
@@ -254,8 +275,9 @@ fn buildroot_package_follows_buildroot_coding_style() {
                 !line.ends_with(' ') && !line.ends_with('\t'),
                 "{at}: trailing whitespace"
             );
-            if line.is_empty() || line.starts_with("config ") {
-                in_help &= !line.starts_with("config ");
+            let block = line.starts_with("config ") || line.starts_with("if ") || line == "endif";
+            if line.is_empty() || block {
+                in_help &= !block;
                 continue;
             }
             if in_help {
@@ -334,6 +356,7 @@ fn buildroot_package_follows_buildroot_coding_style() {
         if line.starts_with('#')
             || line.is_empty()
             || line.starts_with("ifneq")
+            || line.starts_with("ifeq")
             || line == "endif"
             || line.starts_with("$(eval")
         {
@@ -372,6 +395,7 @@ fn buildroot_package_follows_buildroot_coding_style() {
             assert!(
                 BUILDROOT_2026_05_1_MAKE_VARS.contains(&name.as_str())
                     || BUILDROOT_2026_05_1_SYMBOLS.contains(&name.as_str())
+                    || symbols.contains(&name)
                     || EXTERNAL_VARS.contains(&name.as_str()),
                 "fwpack.mk uses $({name}), neither ours nor verified upstream"
             );
@@ -495,6 +519,22 @@ fn hash_file_matches_the_archive_buildroot_downloads() {
     let mk = read(&br().join("package/fwpack/fwpack.mk"));
     let version = mk_value(&mk, "FWPACK_VERSION");
     assert_eq!(mk_value(&mk, "FWPACK_SITE_METHOD"), "git");
+    // LICENSE_FILES, each with its hash (Buildroot checks them in
+    // legal-info); every other line is a source archive of the pin.
+    let licence_files = mk_value(&mk, "FWPACK_LICENSE_FILES");
+    let licences: Vec<&str> = licence_files.split_whitespace().collect();
+    assert_eq!(licences, ["LICENSE-APACHE", "LICENSE-MIT"]);
+    let (licence_entries, entries): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|(_, f)| licences.contains(&f.as_str()));
+    assert_eq!(
+        licence_entries
+            .iter()
+            .map(|(_, f)| f.as_str())
+            .collect::<Vec<_>>(),
+        licences,
+        "fwpack.hash needs a line for each of FWPACK_LICENSE_FILES"
+    );
     assert!(!entries.is_empty());
     for (_, file) in &entries {
         assert!(
@@ -504,6 +544,18 @@ fn hash_file_matches_the_archive_buildroot_downloads() {
     }
     if !have_commit(&version) {
         return;
+    }
+    for (digest, file) in &licence_entries {
+        use sha2::Digest;
+        let blob = ok(Command::new("git")
+            .arg("-C")
+            .arg(workspace())
+            .args(["show", &format!("{version}:{file}")]));
+        assert_eq!(
+            &hex::encode(sha2::Sha256::digest(&blob.stdout)),
+            digest,
+            "fwpack.hash: {file} at {version}"
+        );
     }
     for tool in ["git", "tar", "gzip", "python3"] {
         if !testkit::tools::require(tool) {
@@ -630,39 +682,57 @@ fn yocto_recipe_pins_the_same_commit_with_matching_crates_and_license() {
         "fwpack-crates.inc is stale: rerun meta-fwpack/scripts/fwpack-crates-inc.py for SRCREV"
     );
 
-    // LIC_FILES_CHKSUM, computed as bitbake does (md5 of the raw lines).
-    let lic = bb_value(&recipe, "LIC_FILES_CHKSUM");
-    let params: Vec<&str> = lic.strip_prefix("file://").unwrap().split(';').collect();
-    let get = |k: &str| {
-        params
-            .iter()
-            .find_map(|p| p.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("{k} in LIC_FILES_CHKSUM"))
-    };
-    let (begin, end): (usize, usize) = (
-        get("beginline").parse().unwrap(),
-        get("endline").parse().unwrap(),
-    );
-    let file = ok(Command::new("git")
-        .arg("-C")
-        .arg(workspace())
-        .arg("show")
-        .arg(format!("{srcrev}:{}", params[0])));
-    let lines: Vec<&[u8]> = file.stdout.split_inclusive(|&b| b == b'\n').collect();
-    let chunk: Vec<u8> = lines[begin - 1..end].concat();
-    assert!(String::from_utf8_lossy(&chunk).contains("license"));
+    // LIC_FILES_CHKSUM, computed as bitbake does (md5 of the file, or of
+    // its lines beginline..=endline): the licence files at SRCREV.
+    let lic = bb_value_continued(&recipe, "LIC_FILES_CHKSUM");
+    let mut seen = Vec::new();
+    for uri in lic.split_whitespace() {
+        let params: Vec<&str> = uri.strip_prefix("file://").unwrap().split(';').collect();
+        let get = |k: &str| params.iter().find_map(|p| p.strip_prefix(&format!("{k}=")));
+        let file = ok(Command::new("git")
+            .arg("-C")
+            .arg(workspace())
+            .arg("show")
+            .arg(format!("{srcrev}:{}", params[0])));
+        let lines: Vec<&[u8]> = file.stdout.split_inclusive(|&b| b == b'\n').collect();
+        let begin: usize = get("beginline").map_or(1, |v| v.parse().unwrap());
+        let end: usize = get("endline").map_or(lines.len(), |v| v.parse().unwrap());
+        let chunk: Vec<u8> = lines[begin - 1..end].concat();
+        let out = md5sum(&chunk);
+        assert_eq!(
+            Some(out.as_str()),
+            get("md5"),
+            "LIC_FILES_CHKSUM of {}",
+            params[0]
+        );
+        seen.push(params[0].to_string());
+    }
+    assert_eq!(seen, ["LICENSE-APACHE", "LICENSE-MIT"]);
+}
+
+fn md5sum(bytes: &[u8]) -> String {
     let mut md5 = Command::new("md5sum");
     md5.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped());
     let mut child = md5.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &chunk).unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), bytes).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next(),
-        Some(get("md5"))
-    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A `VAR = "..."` value that may continue over `\`-ended lines.
+fn bb_value_continued(text: &str, var: &str) -> String {
+    let start = text
+        .find(&format!("\n{var} = \""))
+        .unwrap_or_else(|| panic!("{var} in the recipe"))
+        + var.len()
+        + 5;
+    let end = text[start..].find('"').unwrap() + start;
+    text[start..end].replace("\\\n", " ")
 }
 
 #[test]
@@ -672,6 +742,7 @@ fn yocto_layer_passes_oelint_adv() {
         "conf/layer.conf",
         "recipes-devtools/fwpack/fwpack_git.bb",
         "classes-recipe/image_types_fwpack.bbclass",
+        "recipes-core/fwpack-mark-good/fwpack-mark-good_1.0.bb",
     ];
     // Run from the layer so its .oelint.cfg (release, constants,
     // suppressions with reasons) applies.
@@ -723,4 +794,63 @@ fn kas_file_matches_kas_schema_and_the_layer() {
     );
     assert!(text.contains("IMAGE_CLASSES += \"image_types_fwpack\""));
     assert!(text.contains("IMAGE_FSTYPES += \"fwi\""));
+}
+
+/// Buildroot source trees whose own `utils/check-package` to run:
+/// `$FWPACK_BUILDROOT_DIRS` (colon-separated), else every tree unpacked
+/// under `<cache>/buildroot/` (docs/RELEASE.md says how). Nothing is
+/// downloaded at test time.
+fn buildroot_trees() -> Vec<PathBuf> {
+    let dirs: Vec<PathBuf> = match std::env::var_os("FWPACK_BUILDROOT_DIRS") {
+        Some(v) if !v.is_empty() => std::env::split_paths(&v).collect(),
+        _ => std::fs::read_dir(testkit::cache_dir().join("buildroot"))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default(),
+    };
+    let mut trees: Vec<PathBuf> = dirs
+        .into_iter()
+        .filter(|d| d.join("utils/check-package").is_file())
+        .collect();
+    trees.sort();
+    trees
+}
+
+#[test]
+fn buildroot_check_package_is_clean() {
+    let trees = buildroot_trees();
+    if trees.is_empty() {
+        eprintln!(
+            "SKIPPED: no Buildroot tree for utils/check-package (set FWPACK_BUILDROOT_DIRS, \
+             or unpack one under {}/buildroot/); \
+             buildroot_package_follows_buildroot_coding_style checks the rules offline",
+            testkit::cache_dir().display()
+        );
+        return;
+    }
+    let Some(venv) = common::venv() else { return };
+    let mut files: Vec<PathBuf> = files_under(&br())
+        .into_iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "pyc"))
+        .map(|p| p.strip_prefix(br()).unwrap().to_path_buf())
+        .collect();
+    files.sort();
+    for tree in trees {
+        // -b: the files belong to a br2-external tree, run from its root.
+        let out = run(Command::new(venv.join("bin/python3"))
+            .arg(tree.join("utils/check-package"))
+            .arg("-b")
+            .args(&files)
+            .current_dir(br()));
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{}: {}", tree.display(), report.trim());
+        assert!(
+            out.status.success() && report.contains("\n0 warnings generated"),
+            "check-package of {}:\n{report}",
+            tree.display()
+        );
+    }
 }

@@ -8,19 +8,31 @@ HOMEPAGE = "https://example.invalid/fwpack"
 SECTION = "devel"
 CVE_PRODUCT = "fwpack"
 LICENSE = "Apache-2.0 | MIT"
-# The workspace declares its licence in Cargo.toml (there is no separate
-# licence file yet).
-LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=11;endline=11;md5=b62ec12929096a5479d83e0aae7a4fe2"
+LIC_FILES_CHKSUM = "file://LICENSE-APACHE;md5=288526dc6d1f1ba8ce2226ee433ca5c8 \
+                    file://LICENSE-MIT;md5=bcbb65b85917aeceef3919982c28f978"
 
-# Cloned from the checkout this layer is part of, at the same commit as
-# the Buildroot package: no release server needed. Point FWPACK_REPO_DIR
-# (or SRC_URI) at a public clone once there is one; SRCREV stays.
-FWPACK_REPO_DIR ?= "${@os.path.abspath(os.path.join(d.getVar('FILE_DIRNAME'), '../../..'))}"
+# The repository's public address; for a local checkout or a mirror set
+# e.g. FWPACK_GIT_URI = "git:///path/to/fwpack;protocol=file" in
+# local.conf (the kas file forwards it from the environment). SRCREV, PV
+# and the checksums are moved together by `cargo xtask release`.
+FWPACK_GIT_URI ?= "git://example.invalid/fwpack.git;protocol=https"
 PV = "0.1.0+git"
-SRC_URI = "git://${FWPACK_REPO_DIR};protocol=file;branch=main"
-SRCREV = "6da787956707011092559379381e042bd7348f1b"
+SRC_URI = "${FWPACK_GIT_URI};branch=main"
+SRCREV = "3d8c8a90e0dfcafa3ca5122265eda32bbc2e1a1d"
 
 inherit cargo cargo-update-recipe-crates deploy
+
+# The oldest Rust that builds the dependency tree (ruzstd 0.8 declares
+# rust-version 1.87): refuse clearly instead of failing in do_compile
+# when a distro pins an older RUSTVERSION.
+FWPACK_MIN_RUST = "1.87"
+# nooelint: oelint.task.noanonpython - a parse-time check is the point
+python () {
+    rust = (d.getVar("RUSTVERSION") or "").rstrip("%")
+    if rust and bb.utils.vercmp_string_op(rust, d.getVar("FWPACK_MIN_RUST"), "<"):
+        raise bb.parse.SkipRecipe("needs Rust %s or later, RUSTVERSION is %s"
+                                  % (d.getVar("FWPACK_MIN_RUST"), rust))
+}
 
 # Generated from Cargo.lock at SRCREV by meta-fwpack/scripts/fwpack-crates-inc.py
 require ${BPN}-crates.inc
