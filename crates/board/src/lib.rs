@@ -68,6 +68,11 @@ pub struct UpdaterBuild {
     pub size_budget: u64,
     #[serde(default = "yes")]
     pub require_stripped: bool,
+    /// Protected updater.conf keys the kernel command line may override
+    /// (`cmdline_overrides`; none by default: keys, target, images and init
+    /// come from the signed initramfs only).
+    #[serde(default)]
+    pub cmdline_overrides: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

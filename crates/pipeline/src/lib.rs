@@ -493,6 +493,12 @@ pub fn updater_conf(board: &Board) -> String {
     s.push_str(&format!("tries = {}\n", board.disk.tries));
     s.push_str("root_fstype = ext4\n");
     s.push_str(&format!("console = /dev/{}\n", board.console.device));
+    if !board.updater.cmdline_overrides.is_empty() {
+        s.push_str(&format!(
+            "cmdline_overrides = {}\n",
+            board.updater.cmdline_overrides.join(" ")
+        ));
+    }
     s
 }
 
