@@ -10,7 +10,7 @@
 # needs no release server. Pointing FWPACK_SITE at a public clone of the
 # repository gives the same archive, hence the same hash. To build your
 # working tree instead, use FWPACK_OVERRIDE_SRCDIR (see the README).
-FWPACK_VERSION = 3d8c8a90e0dfcafa3ca5122265eda32bbc2e1a1d
+FWPACK_VERSION = 418c8c7c5c0b1514102c7285fd2828ae59f0ba63
 FWPACK_SITE = $(BR2_EXTERNAL_FWPACK_PATH)/..
 FWPACK_SITE_METHOD = git
 FWPACK_LICENSE = Apache-2.0 or MIT

@@ -18,7 +18,7 @@ LIC_FILES_CHKSUM = "file://LICENSE-APACHE;md5=288526dc6d1f1ba8ce2226ee433ca5c8 \
 FWPACK_GIT_URI ?= "git://example.invalid/fwpack.git;protocol=https"
 PV = "0.1.0+git"
 SRC_URI = "${FWPACK_GIT_URI};branch=main"
-SRCREV = "3d8c8a90e0dfcafa3ca5122265eda32bbc2e1a1d"
+SRCREV = "418c8c7c5c0b1514102c7285fd2828ae59f0ba63"
 
 inherit cargo cargo-update-recipe-crates deploy
 
