@@ -74,7 +74,7 @@ fn test(sh: &Shell) -> Result<()> {
     deps::ensure(sh)?;
     cmd!(sh, "cargo fmt --all -- --check").run()?;
     cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
-    cmd!(sh, "cargo test --workspace --all-targets").run()?;
+    cmd!(sh, "cargo test --workspace --all-targets --no-fail-fast").run()?;
     cmd!(sh, "cargo test --workspace --doc").run()?;
     // The short end-to-end run: qemu-x86_64, update + fallback + 3 power cuts.
     e2e::run(sh, &[])?;

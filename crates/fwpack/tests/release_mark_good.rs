@@ -29,11 +29,11 @@ fn pending_disk(dir: &Path) {
         "--target",
         "disk.img",
         "--size",
-        "12MiB",
+        "14MiB",
         "--board",
         BOARD,
         "-g",
-        "system:A=1MiB+4MiB,B=5MiB+4MiB",
+        "system:A=5MiB+4MiB,B=9MiB+4MiB",
         "--active-version",
         "3",
     ]));
