@@ -214,16 +214,7 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
                 });
             }
         }
-        let first_block = i * cs / BLOCK_SIZE as u64;
-        for (b, block) in out.chunks(BLOCK_SIZE).enumerate() {
-            let idx = u64::from(s.first_crc) + first_block + b as u64;
-            if self.chain.push(block) != self.index.crc(&mut self.src, idx)? {
-                return Err(Error::CrcMismatch {
-                    segment: s.name.clone(),
-                    block: first_block + b as u64,
-                });
-            }
-        }
+        self.check_crcs(i * cs / BLOCK_SIZE as u64, out)?;
         let info = ChunkInfo {
             segment: self.seg,
             chunk: i,
@@ -231,16 +222,7 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
             raw_len,
             raw_sha256: e.raw_sha256,
         };
-        self.stored_pos = e.stored_offset + e.stored_len as u64;
-        self.chunk += 1;
-        if self.chunk == u64::from(s.chunks) {
-            self.seg += 1;
-            self.chunk = 0;
-            self.file_pos = Some(self.stored_pos);
-            if let Some(next) = head.segments.get(self.seg) {
-                self.stored_pos = next.data_offset;
-            }
-        }
+        self.advance(e.stored_offset + u64::from(e.stored_len), 1);
         Ok(Some(info))
     }
 
@@ -297,16 +279,7 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
                 chunk: self.chunk + j as u64,
             });
         }
-        let first_block = self.chunk * cs / BLOCK_SIZE as u64;
-        for (b, block) in data.chunks(BLOCK_SIZE).enumerate() {
-            let idx = u64::from(s.first_crc) + first_block + b as u64;
-            if self.chain.push(block) != self.index.crc(&mut self.src, idx)? {
-                return Err(Error::CrcMismatch {
-                    segment: s.name.clone(),
-                    block: first_block + b as u64,
-                });
-            }
-        }
+        self.check_crcs(self.chunk * cs / BLOCK_SIZE as u64, data)?;
         let infos = entries
             .iter()
             .enumerate()
@@ -321,17 +294,40 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
                 }
             })
             .collect();
-        self.stored_pos = pos;
-        self.chunk += fit;
-        if self.chunk == u64::from(s.chunks) {
+        self.advance(pos, fit);
+        Ok(infos)
+    }
+
+    /// Checks raw bytes starting at block `first_block` of the current
+    /// segment against the signed CRC chain (after their hash matched).
+    fn check_crcs(&mut self, first_block: u64, raw: &[u8]) -> Result<()> {
+        let s = &self.head.segments[self.seg];
+        for (b, block) in raw.chunks(BLOCK_SIZE).enumerate() {
+            let idx = u64::from(s.first_crc) + first_block + b as u64;
+            if self.chain.push(block) != self.index.crc(&mut self.src, idx)? {
+                return Err(Error::CrcMismatch {
+                    segment: s.name.clone(),
+                    block: first_block + b as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `n` chunks handed out, the last ending at file offset `end`; moves
+    /// to the next segment after the last chunk.
+    fn advance(&mut self, end: u64, n: u64) {
+        let head = self.head;
+        self.stored_pos = end;
+        self.chunk += n;
+        if self.chunk == u64::from(head.segments[self.seg].chunks) {
             self.seg += 1;
             self.chunk = 0;
-            self.file_pos = Some(self.stored_pos);
+            self.file_pos = Some(end);
             if let Some(next) = head.segments.get(self.seg) {
                 self.stored_pos = next.data_offset;
             }
         }
-        Ok(infos)
     }
 
     /// Bytes between what was checked and `to` must be zero padding.
