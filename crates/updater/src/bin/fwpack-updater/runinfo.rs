@@ -60,16 +60,9 @@ impl RunInfo {
         let mut slot = None;
         let mut trial = false;
         let (mut tb_dev, mut tb_fs, mut tb_parts) = (None, "vfat".to_string(), None);
-        for line in text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            let (k, v) = line
-                .split_once('=')
-                .ok_or_else(|| format!("bad line `{line}`"))?;
-            let v = v.trim();
-            match k.trim() {
+        for pair in updater::busy::boot_record_pairs(text) {
+            let (k, v) = pair?;
+            match k {
                 "target" => target = Some(PathBuf::from(v)),
                 "state_offset" => {
                     state_offset = Some(
