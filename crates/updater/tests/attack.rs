@@ -161,6 +161,17 @@ fn opts() -> ApplyOptions {
     }
 }
 
+/// Applies `img`, served by `src`, to `m` with `o`.
+fn run(
+    src: impl ImageSource + Send,
+    img: &[u8],
+    m: &mut MemStorage,
+    k: &ed25519_dalek::SigningKey,
+    o: &ApplyOptions,
+) -> updater::Result<updater::ApplyReport> {
+    apply(src, img.len() as u64, m, &trusted(k), o, &mut |_| {})
+}
+
 fn slot_b_system(m: &MemStorage) -> &[u8] {
     let r = layout().group("system").unwrap().slot(Slot::B);
     &m.data[r.offset as usize..(r.offset + r.size) as usize]
@@ -173,15 +184,7 @@ fn a_source_that_changes_on_a_second_read_gains_nothing() {
     let (bad, _) = forged(&img, 37);
     let mut src = TwoFaced::new(img.clone(), bad);
     let mut m = MemStorage::new(disk());
-    let r = apply(
-        &mut src,
-        img.len() as u64,
-        &mut m,
-        &trusted(&k),
-        &opts(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let r = run(&mut src, &img, &mut m, &k, &opts()).unwrap();
     assert!(!src.reread, "the engine read some image byte twice");
     assert_eq!(
         r.image_bytes_read,
@@ -203,15 +206,7 @@ fn a_crc_preserving_forged_block_never_reaches_the_slot_nor_a_commit() {
     let in_slot = at - head.segments[0].data_offset as usize;
     let mut m = MemStorage::new(disk());
     let mut src = TwoFaced::new(bad.clone(), bad.clone());
-    let err = apply(
-        &mut src,
-        img.len() as u64,
-        &mut m,
-        &trusted(&k),
-        &opts(),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = run(&mut src, &img, &mut m, &k, &opts()).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
     assert!(err.to_string().contains("chunk 2"), "{err}");
     let slot = slot_b_system(&m);
@@ -234,15 +229,7 @@ fn a_crc_preserving_forged_block_never_reaches_the_slot_nor_a_commit() {
 
     // Re-run with the genuine image: resumes after proving chunks 0-1 by
     // their signed hashes, and commits genuine bytes only.
-    let r = apply(
-        Cursor::new(&img),
-        img.len() as u64,
-        &mut m,
-        &trusted(&k),
-        &opts(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let r = run(Cursor::new(&img), &img, &mut m, &k, &opts()).unwrap();
     assert_eq!(r.resumed_from, Some((0, 2 * CHUNK)));
     assert_eq!(&slot_b_system(&m)[..sys.len()], &sys[..]);
     let area = StateArea::read(&mut m, LOC).unwrap();
@@ -258,15 +245,7 @@ fn resume_after_an_io_error_proves_the_prefix_by_hash_not_crc() {
     // Fail well into segment 0, after several checkpoints.
     let head = ImageHead::parse(&img).unwrap();
     src.fail_after = Some(head.header.data_offset + 5 * CHUNK + 100);
-    let err = apply(
-        &mut src,
-        img.len() as u64,
-        &mut m,
-        &trusted(&k),
-        &opts(),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = run(&mut src, &img, &mut m, &k, &opts()).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Io, "{err}");
     let area = StateArea::read(&mut m, LOC).unwrap();
     let j = area.journal().expect("journal after checkpoints").clone();
@@ -279,15 +258,7 @@ fn resume_after_an_io_error_proves_the_prefix_by_hash_not_crc() {
     let at = r.offset as usize + CHUNK as usize + 3 * 4096;
     forge_same_crc(&mut m.data[at..at + 4096]);
 
-    let rep = apply(
-        Cursor::new(&img),
-        img.len() as u64,
-        &mut m,
-        &trusted(&k),
-        &opts(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let rep = run(Cursor::new(&img), &img, &mut m, &k, &opts()).unwrap();
     // Chunk 0 proved, chunk 1 does not match its hash: writing resumes there.
     assert_eq!(rep.resumed_from, Some((0, CHUNK)));
     assert_eq!(
@@ -303,36 +274,18 @@ fn resume_after_an_io_error_proves_the_prefix_by_hash_not_crc() {
 fn verify_writes_catches_a_device_that_stores_other_bytes() {
     let k = key(1);
     let (img, _, _) = image_64k(&k);
+    let verify = ApplyOptions {
+        verify_writes: true,
+        ..opts()
+    };
     let mut m = MemStorage::new(disk());
-    let r = apply(
-        Cursor::new(&img),
-        img.len() as u64,
-        &mut m,
-        &trusted(&k),
-        &ApplyOptions {
-            verify_writes: true,
-            ..opts()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let r = run(Cursor::new(&img), &img, &mut m, &k, &verify).unwrap();
     assert!(r.bytes_read_back >= r.raw_bytes);
     // A complete slot with a CRC-preserving change is found by its hash
     // and rewritten when asked to verify.
     let at = layout().group("system").unwrap().slot(Slot::B).offset as usize + 4 * 4096;
     forge_same_crc(&mut m.data[at..at + 4096]);
-    let r = apply(
-        Cursor::new(&img),
-        img.len() as u64,
-        &mut m,
-        &trusted(&k),
-        &ApplyOptions {
-            verify_writes: true,
-            ..opts()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let r = run(Cursor::new(&img), &img, &mut m, &k, &verify).unwrap();
     assert!(!r.already_complete);
     let (_, sys, _) = image_64k(&k);
     assert_eq!(&slot_b_system(&m)[..sys.len()], &sys[..]);
@@ -351,15 +304,7 @@ fn batched_reads_hashed_on_two_threads_refuse_the_forged_block_too() {
     };
     let mut m = MemStorage::new(disk());
     let mut src = TwoFaced::new(bad.clone(), img.clone());
-    let err = apply(
-        &mut src,
-        img.len() as u64,
-        &mut m,
-        &trusted(&k),
-        &big,
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = run(&mut src, &img, &mut m, &k, &big).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
     assert!(!src.reread, "the engine read some image byte twice");
     let slot = slot_b_system(&m);
@@ -368,15 +313,7 @@ fn batched_reads_hashed_on_two_threads_refuse_the_forged_block_too() {
     assert_eq!(area.boot().slot(Slot::B).state, SlotState::Updating);
     assert_eq!(area.boot().pending, None);
     // And the genuine image through the same batched path.
-    let r = apply(
-        Cursor::new(&img),
-        img.len() as u64,
-        &mut m,
-        &trusted(&k),
-        &big,
-        &mut |_| {},
-    )
-    .unwrap();
+    let r = run(Cursor::new(&img), &img, &mut m, &k, &big).unwrap();
     assert_eq!(r.image_bytes_read, img.len() as u64);
     assert_eq!(&slot_b_system(&m)[..sys.len()], &sys[..]);
 }
