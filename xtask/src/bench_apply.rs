@@ -181,7 +181,11 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
 /// payloads; the images themselves are real files): memory must not grow
 /// with the image.
 fn rss_by_size(sh: &Shell, root: &Path, fwpack: &Path, work: &Path, sizes: &[u64]) -> Result<()> {
-    cmd!(sh, "cargo build --release -p updater --bin fwpack-updater").run()?;
+    cmd!(
+        sh,
+        "cargo build --release -p fwpack-updater --bin fwpack-updater"
+    )
+    .run()?;
     let updater = work.join("fwpack-updater");
     fs::copy(root.join("target/release/fwpack-updater"), &updater)
         .context("copying the release fwpack-updater")?;

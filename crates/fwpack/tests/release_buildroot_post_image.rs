@@ -29,7 +29,7 @@ fn aarch64_updater() -> PathBuf {
                 "--profile",
                 "device",
                 "-p",
-                "updater",
+                "fwpack-updater",
             ])
             .args(["--bin", "fwpack-updater", "--target", triple])
             .env(

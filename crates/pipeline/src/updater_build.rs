@@ -24,7 +24,7 @@ pub fn build(board: &Board, workspace: &Path, on: &mut dyn FnMut(Event)) -> Resu
             "--profile",
             "device",
             "-p",
-            "updater",
+            "fwpack-updater",
         ])
         .args(["--bin", "fwpack-updater", "--target", triple])
         .env(

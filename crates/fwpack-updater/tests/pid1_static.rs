@@ -101,7 +101,7 @@ fn device_build_has_no_c_dependencies() {
         .args([
             "tree",
             "-p",
-            "updater",
+            "fwpack-updater",
             "-e",
             "normal,build",
             "--prefix",

@@ -66,7 +66,7 @@ pub fn updater_binary(arch: Arch) -> PathBuf {
         .args([
             "build",
             "-p",
-            "updater",
+            "fwpack-updater",
             "--bin",
             "fwpack-updater",
             "--profile",
