@@ -43,6 +43,11 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("depmod", "kmod"),
     ("zstd", "zstd"),
+    // The image-source tests and `xtask bench http` serve images with a
+    // real server (testkit::http::Nginx) and compare against curl. (In
+    // bookworm nginx-light is only a transitional package for nginx.)
+    ("nginx", "nginx"),
+    ("curl", "curl"),
     // Debian trixie's riscv64 modules are .ko.xz; the kernel cache
     // decompresses them once.
     ("xz", "xz-utils"),

@@ -6,12 +6,15 @@
 //! - [`qemu`]: QEMU under TCG with the serial console captured line by line,
 //!   `wait_for(pattern, timeout)` instead of sleeps, killed on drop, console
 //!   log saved to a file that every failure names;
+//! - [`http`]: nginx on a free loopback port with a parsed access log, and
+//!   a fault-injecting HTTP server (404, redirect loop, truncation, stall…);
 //! - [`init`]: tiny static `/init` programs built with plain `rustc`;
 //! - [`tools`]: "is this host tool here?" with a clear skip message.
 //!
 //! This is test code: it may print progress to stderr, which cargo shows
 //! only for failing tests.
 
+pub mod http;
 pub mod init;
 pub mod kernels;
 pub mod machine;
