@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-const MIB: u64 = 1 << 20;
+pub(crate) const MIB: u64 = 1 << 20;
 
 struct Opts {
     sizes_mib: Vec<u64>,
@@ -87,11 +87,11 @@ impl Opts {
 }
 
 #[derive(Clone, Debug, Default)]
-struct Sample {
-    wall: Duration,
-    max_rss_kib: u64,
+pub(crate) struct Sample {
+    pub(crate) wall: Duration,
+    pub(crate) max_rss_kib: u64,
     /// (seconds since start, JSON line) for fwpack --json runs.
-    lines: Vec<(Duration, String)>,
+    pub(crate) lines: Vec<(Duration, String)>,
 }
 
 impl Sample {
@@ -110,7 +110,7 @@ impl Sample {
         Some((end - phases[i].0).as_secs_f64())
     }
 
-    fn result_field(&self, key: &str) -> Option<u64> {
+    pub(crate) fn result_field(&self, key: &str) -> Option<u64> {
         let l = &self
             .lines
             .iter()
@@ -220,7 +220,7 @@ fn rss_by_size(sh: &Shell, root: &Path, fwpack: &Path, work: &Path, sizes: &[u64
     Ok(())
 }
 
-fn best(v: Vec<Sample>) -> Sample {
+pub(crate) fn best(v: Vec<Sample>) -> Sample {
     let rss = v.iter().map(|s| s.max_rss_kib).max().unwrap_or(0);
     let mut b = v.into_iter().min_by_key(|s| s.wall).unwrap_or_default();
     b.max_rss_kib = rss;
@@ -348,11 +348,11 @@ fn minimize(fwpack: &Path, work: &Path, size: u64, runs: usize) -> Result<()> {
     Ok(())
 }
 
-fn path(p: &Path) -> &str {
+pub(crate) fn path(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
 
-fn new_target(fwpack: &Path, work: &Path, size: u64) -> Result<()> {
+pub(crate) fn new_target(fwpack: &Path, work: &Path, size: u64) -> Result<()> {
     let t = work.join("target.img");
     let _ = fs::remove_file(&t);
     // Slots just large enough, aligned to 1 MiB, after the state area
@@ -400,7 +400,7 @@ fn run_apply(
     )
 }
 
-fn run_dd(work: &Path, payload: &Path) -> Result<Sample> {
+pub(crate) fn run_dd(work: &Path, payload: &Path) -> Result<Sample> {
     let out = work.join("dd.out");
     let _ = fs::remove_file(&out);
     sync();
@@ -412,11 +412,11 @@ fn run_dd(work: &Path, payload: &Path) -> Result<Sample> {
     )
 }
 
-fn sync() {
+pub(crate) fn sync() {
     let _ = Command::new("sync").status();
 }
 
-fn quiet(cmd: &mut Command) -> Result<()> {
+pub(crate) fn quiet(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -430,7 +430,7 @@ fn quiet(cmd: &mut Command) -> Result<()> {
 /// carries the old mm's high-water mark over), which would be this
 /// xtask's, not the tool's. `time` is small, so its own share stays below
 /// any tool's real peak.
-fn timed(cmd: &mut Command) -> Result<Sample> {
+pub(crate) fn timed(cmd: &mut Command) -> Result<Sample> {
     const TAG: &str = "FWBENCH_MAXRSS_KIB=";
     let mut wrapped = Command::new("/usr/bin/time");
     wrapped.arg("-f").arg(format!("{TAG}%M"));
@@ -473,7 +473,7 @@ fn timed(cmd: &mut Command) -> Result<Sample> {
     })
 }
 
-fn random_payload(work: &Path, size_mib: u64, seed: u64) -> Result<PathBuf> {
+pub(crate) fn random_payload(work: &Path, size_mib: u64, seed: u64) -> Result<PathBuf> {
     let path = work.join(format!("random-{size_mib}M-s{seed}.bin"));
     if fs::metadata(&path).is_ok_and(|m| m.len() == size_mib * MIB) {
         return Ok(path);
@@ -497,7 +497,7 @@ fn stamp(fwpack: &Path, work: &Path, payload: &Path, size: u64, version: u64) ->
     stamp_named(fwpack, work, payload, size, version, &format!("v{version}"))
 }
 
-fn stamp_named(
+pub(crate) fn stamp_named(
     fwpack: &Path,
     work: &Path,
     payload: &Path,
@@ -525,7 +525,7 @@ fn stamp_named(
     Ok(out)
 }
 
-fn warm(p: &Path) -> Result<()> {
+pub(crate) fn warm(p: &Path) -> Result<()> {
     let mut f = File::open(p)?;
     std::io::copy(&mut f, &mut std::io::sink())?;
     Ok(())
