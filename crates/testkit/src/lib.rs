@@ -6,6 +6,8 @@
 //! - [`qemu`]: QEMU under TCG with the serial console captured line by line,
 //!   `wait_for(pattern, timeout)` instead of sleeps, killed on drop, console
 //!   log saved to a file that every failure names;
+//! - [`guestnet`]: a QEMU user network restricted to one loopback server,
+//!   and the guest-side interface set-up;
 //! - [`http`]: nginx on a free loopback port with a parsed access log, and
 //!   a fault-injecting HTTP server (404, redirect loop, truncation, stall…);
 //! - [`init`]: tiny static `/init` programs built with plain `rustc`;
@@ -14,6 +16,7 @@
 //! This is test code: it may print progress to stderr, which cargo shows
 //! only for failing tests.
 
+pub mod guestnet;
 pub mod http;
 pub mod init;
 pub mod kernels;

@@ -145,6 +145,25 @@ pub fn test_init(arch: Arch) -> PathBuf {
 /// An ext4 image whose init reports `version`, and confirms itself when
 /// `mark_good`.
 pub fn rootfs(work: &Path, arch: Arch, name: &str, version: u64, mark_good: bool) -> PathBuf {
+    let mut files: Vec<(&str, Vec<u8>)> = vec![(
+        "etc/fwpack-test/version",
+        format!("{version}\n").into_bytes(),
+    )];
+    if mark_good {
+        files.push(("etc/fwpack-test/mark-good", Vec::new()));
+    }
+    rootfs_with(work, name, &test_init(arch), &files, ROOTFS_SIZE)
+}
+
+/// An ext4 image of `size` bytes with `init` as `/sbin/init` and `files`
+/// (paths relative to the root).
+pub fn rootfs_with(
+    work: &Path,
+    name: &str,
+    init: &Path,
+    files: &[(&str, Vec<u8>)],
+    size: u64,
+) -> PathBuf {
     let tree = work.join(format!("{name}-tree"));
     for d in [
         "sbin",
@@ -157,13 +176,14 @@ pub fn rootfs(work: &Path, arch: Arch, name: &str, version: u64, mark_good: bool
     ] {
         fs::create_dir_all(tree.join(d)).unwrap();
     }
-    fs::copy(test_init(arch), tree.join("sbin/init")).unwrap();
-    fs::write(tree.join("etc/fwpack-test/version"), format!("{version}\n")).unwrap();
-    if mark_good {
-        fs::write(tree.join("etc/fwpack-test/mark-good"), "").unwrap();
+    fs::copy(init, tree.join("sbin/init")).unwrap();
+    for (rel, data) in files {
+        let p = tree.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
     }
     let img = work.join(format!("{name}.ext4"));
-    File::create(&img).unwrap().set_len(ROOTFS_SIZE).unwrap();
+    File::create(&img).unwrap().set_len(size).unwrap();
     let out = Command::new(testkit::tools::find("mkfs.ext4").unwrap())
         .args(["-q", "-F", "-L", name, "-d"])
         .arg(&tree)
@@ -193,6 +213,10 @@ pub fn public_pem() -> String {
 /// A signed image: the root filesystem as a zstd-compressed segment for
 /// the `system` slot group.
 pub fn image(rootfs: &Path, version: u64) -> Vec<u8> {
+    image_with(rootfs, version, Compression::Zstd)
+}
+
+pub fn image_with(rootfs: &Path, version: u64, compression: Compression) -> Vec<u8> {
     let data = fs::read(rootfs).unwrap();
     let mut b = ImageBuilder::new(BOARD, version)
         .and_then(|b| b.version_label(&format!("v{version}")))
@@ -202,7 +226,7 @@ pub fn image(rootfs: &Path, version: u64) -> Vec<u8> {
             name: "rootfs".into(),
             target: "system".into(),
             target_offset: 0,
-            compression: Compression::Zstd,
+            compression,
             level: None,
         },
         data.len() as u64,
@@ -216,12 +240,16 @@ pub fn image(rootfs: &Path, version: u64) -> Vec<u8> {
 }
 
 pub fn layout() -> Layout {
+    layout_with(SLOT_A, SLOT_B)
+}
+
+pub fn layout_with(a: SlotRange, b: SlotRange) -> Layout {
     Layout::new(
         BOARD,
         updater::StateLocation::default(),
         vec![SlotGroup {
             name: "system".into(),
-            slots: [SLOT_A, SLOT_B],
+            slots: [a, b],
         }],
     )
     .unwrap()
@@ -243,15 +271,30 @@ fn run_ok(cmd: &mut Command) -> String {
 /// exactly the slots, and slot A holding `image_a` — installed the way a
 /// device would: `fwpack-updater apply --slot A`, then `mark-good`.
 pub fn disk(work: &Path, partitions: bool, image_a: &[u8]) -> PathBuf {
+    disk_with(work, partitions, image_a, &layout(), DISK_SIZE)
+}
+
+/// [`disk`] with another slot layout and disk size.
+pub fn disk_with(
+    work: &Path,
+    partitions: bool,
+    image_a: &[u8],
+    layout: &Layout,
+    size: u64,
+) -> PathBuf {
     let path = work.join("disk.img");
-    File::create(&path).unwrap().set_len(DISK_SIZE).unwrap();
+    File::create(&path).unwrap().set_len(size).unwrap();
+    let (slot_a, slot_b) = match layout.groups.first() {
+        Some(g) => (g.slots[0], g.slots[1]),
+        None => (SLOT_A, SLOT_B),
+    };
     if partitions {
         let script = format!(
             "label: dos\nlabel-id: 0x0f3a7e57\nstart={}, size={}, type=83\nstart={}, size={}, type=83\n",
-            SLOT_A.offset / 512,
-            SLOT_A.size / 512,
-            SLOT_B.offset / 512,
-            SLOT_B.size / 512
+            slot_a.offset / 512,
+            slot_a.size / 512,
+            slot_b.offset / 512,
+            slot_b.size / 512
         );
         let mut c = Command::new(testkit::tools::find("sfdisk").unwrap())
             .arg("-q")
@@ -275,7 +318,7 @@ pub fn disk(work: &Path, partitions: bool, image_a: &[u8]) -> PathBuf {
     };
     {
         let mut st = FileStorage::open(&path, Access::ReadWrite).unwrap();
-        updater::init_state_area(&mut st, &layout(), &blank).unwrap();
+        updater::init_state_area(&mut st, layout, &blank).unwrap();
     }
     let img = work.join("slot-a.fwi");
     fs::write(&img, image_a).unwrap();
