@@ -3,23 +3,37 @@
 //! different bytes on a second read, short reads, errors.
 
 use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
 
 /// Positioned reads of an image.
 pub trait ImageSource {
     /// Fills `buf` with the bytes at `offset`, or fails (a short file is
     /// `UnexpectedEof`).
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    /// A hint: the stored bytes the reader will take next, as sorted,
+    /// disjoint ranges, in order (a delta apply skipping unchanged
+    /// chunks). A network source can fetch each run with one request
+    /// instead of one per chunk or one to the end. Reads outside the plan
+    /// must still work.
+    fn plan_reads(&mut self, _runs: &[Range<u64>]) {}
 }
 
 impl<T: ImageSource + ?Sized> ImageSource for &mut T {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         (**self).read_at(offset, buf)
     }
+    fn plan_reads(&mut self, runs: &[Range<u64>]) {
+        (**self).plan_reads(runs)
+    }
 }
 
 impl<T: ImageSource + ?Sized> ImageSource for Box<T> {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         (**self).read_at(offset, buf)
+    }
+    fn plan_reads(&mut self, runs: &[Range<u64>]) {
+        (**self).plan_reads(runs)
     }
 }
 
@@ -85,6 +99,9 @@ impl<S: ImageSource> ImageSource for CountingSource<S> {
         self.bytes += buf.len() as u64;
         self.reads += 1;
         Ok(())
+    }
+    fn plan_reads(&mut self, runs: &[Range<u64>]) {
+        self.inner.plan_reads(runs)
     }
 }
 

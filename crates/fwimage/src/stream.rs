@@ -80,10 +80,34 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
 
     /// A reader starting at raw offset `raw_offset` of segment `seg`, which
     /// must be a chunk boundary (or the segment's end).
-    pub fn start_at(v: &Verified<'h>, mut src: S, seg: usize, raw_offset: u64) -> Result<Self> {
+    pub fn start_at(v: &Verified<'h>, src: S, seg: usize, raw_offset: u64) -> Result<Self> {
         let head = v.head;
+        let max_stored = max_stored_len(head.header.chunk_size()) as usize;
+        let mut r = ChunkReader {
+            head,
+            src,
+            index: Index::new(v),
+            seg: 0,
+            chunk: 0,
+            stored_pos: 0,
+            file_pos: None,
+            chain: CrcChain::default(),
+            stored: vec![0u8; max_stored],
+            decoder: ChunkDecoder::default(),
+            check_raw: false,
+            data_bytes_read: 0,
+        };
+        r.seek(seg, raw_offset)?;
+        Ok(r)
+    }
+
+    /// Continues at raw offset `raw_offset` of segment `seg` (a chunk
+    /// boundary, or the segment's end), forward or back. Chunks in between
+    /// are not read: a delta apply skips those it has. The CRC chain
+    /// resumes from the signed CRC of the block before.
+    pub fn seek(&mut self, seg: usize, raw_offset: u64) -> Result<()> {
+        let head = self.head;
         let cs = head.header.chunk_size();
-        let mut index = Index::new(v);
         let (mut seg, mut chunk) = (seg, raw_offset / cs);
         let bad_start = || Error::InvalidInput {
             what: "start position",
@@ -110,29 +134,34 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
                     s.data_offset
                 } else {
                     let k = u64::from(s.first_chunk) + chunk;
-                    let e = index.chunk(&mut src, k)?;
+                    let e = self.index.chunk(&mut self.src, k)?;
                     check_entry(head, seg, chunk, &e, None)?;
                     e.stored_offset
                 };
-                let seed = index.crc_before(&mut src, seg, chunk * cs / BLOCK_SIZE as u64)?;
+                let seed =
+                    self.index
+                        .crc_before(&mut self.src, seg, chunk * cs / BLOCK_SIZE as u64)?;
                 (pos, None, CrcChain::resume(seed))
             }
         };
-        let max_stored = max_stored_len(cs) as usize;
-        Ok(ChunkReader {
-            head,
-            src,
-            index,
-            seg,
-            chunk,
-            stored_pos,
-            file_pos,
-            chain,
-            stored: vec![0u8; max_stored],
-            decoder: ChunkDecoder::default(),
-            check_raw: false,
-            data_bytes_read: 0,
-        })
+        (self.seg, self.chunk) = (seg, chunk);
+        (self.stored_pos, self.file_pos, self.chain) = (stored_pos, file_pos, chain);
+        Ok(())
+    }
+
+    /// The signed index entry of chunk `chunk` of segment `seg` (read
+    /// through this reader's page cache).
+    pub fn entry(&mut self, seg: usize, chunk: u64) -> Result<crate::ChunkEntry> {
+        let s = self.head.segments.get(seg).ok_or(Error::InvalidInput {
+            what: "segment",
+            value: seg.to_string(),
+            reason: "no such segment".into(),
+        })?;
+        let e = self
+            .index
+            .chunk(&mut self.src, u64::from(s.first_chunk) + chunk)?;
+        check_entry(self.head, seg, chunk, &e, None)?;
+        Ok(e)
     }
 
     /// Also check every decoded chunk against its raw SHA-256 (a second

@@ -21,6 +21,10 @@ pub const INTEGRITY: u8 = 6;
 pub const POLICY: u8 = 7;
 /// Target device busy (mounted, held, or opened exclusively elsewhere).
 pub const BUSY: u8 = 8;
+/// The image source failed: HTTP error status, connection or timeout after
+/// the retries, truncated body, wrong length, the file replaced on the
+/// server mid-run, a pipe that ended early.
+pub const SOURCE: u8 = 9;
 
 pub const TABLE: &str = "\
 Exit status:
@@ -32,11 +36,21 @@ Exit status:
   5  signature missing, untrusted or invalid
   6  integrity failure (CRC chain or SHA-256 mismatch)
   7  refused by policy (board, version rollback, size, ELF checks)
-  8  target busy (mounted, held, or in use)";
+  8  target busy (mounted, held, or in use)
+  9  image source failed (HTTP status, network, timeout, truncated or replaced download)";
 
 /// Picks the exit code for an error by looking for a typed library error
 /// anywhere in its chain; the most specific (first) one wins.
 pub fn classify(err: &anyhow::Error) -> u8 {
+    // A failing source hides inside the I/O error of the reader that hit
+    // it: look for it first.
+    if err
+        .chain()
+        .filter_map(imagesource::find_source_error)
+        .any(imagesource::Error::is_source_failure)
+    {
+        return SOURCE;
+    }
     err.chain().find_map(code_of).unwrap_or(FAILURE)
 }
 

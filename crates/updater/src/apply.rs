@@ -19,6 +19,7 @@
 //! it was read back from the slot and matched its signed raw SHA-256: the
 //! journal is a hint, never proof, and a CRC never stands in for a hash.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::mpsc;
 
@@ -62,6 +63,24 @@ pub struct ApplyOptions {
     pub chunk_size: usize,
     /// Raw bytes between journal checkpoints (rounded up to chunks).
     pub checkpoint_interval: u64,
+    /// Copy chunks the seed slot already holds (by signed raw hash)
+    /// instead of reading them from the image: a delta fetch from a
+    /// network source, with no delta file.
+    pub seed: Seed,
+    /// Where the image comes from (path or URL), kept in the journal so
+    /// an interrupted apply can be continued without naming it again.
+    pub source: String,
+}
+
+/// Where a delta apply copies unchanged chunks from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Seed {
+    /// Read every chunk from the image.
+    #[default]
+    None,
+    /// The active slot, when it is complete.
+    Active,
+    Slot(Slot),
 }
 
 impl Default for ApplyOptions {
@@ -78,6 +97,8 @@ impl Default for ApplyOptions {
             tries: 3,
             chunk_size: 1 << 20,
             checkpoint_interval: 32 << 20,
+            seed: Seed::None,
+            source: String::new(),
         }
     }
 }
@@ -108,6 +129,8 @@ pub struct ApplyReport {
     pub bytes_read_back: u64,
     /// Bytes read from the image (each at most once).
     pub image_bytes_read: u64,
+    /// Raw bytes copied from the seed slot instead of read from the image.
+    pub bytes_from_seed: u64,
     pub checkpoints: u64,
     /// Where an interrupted run was continued from.
     pub resumed_from: Option<(u32, u64)>,
@@ -244,6 +267,7 @@ pub fn apply<S: ImageSource + Send>(
         io_align,
         mem_align,
         readback: None,
+        seed_letter: '-',
         report: ApplyReport {
             slot,
             image_id: id,
@@ -258,6 +282,7 @@ pub fn apply<S: ImageSource + Send>(
             skipped_unchanged: 0,
             bytes_read_back: 0,
             image_bytes_read: h.index_offset,
+            bytes_from_seed: 0,
             checkpoints: 0,
             resumed_from: None,
             already_complete: false,
@@ -311,7 +336,17 @@ pub fn apply<S: ImageSource + Send>(
         if start.is_some() {
             e.report.resumed_from = Some((seg, off));
         }
-        e.write_data(&mut image, &mut area, seg, off, events)?;
+        let seed = match opts.seed {
+            Seed::None => None,
+            Seed::Active => (boot.slot(active).state == SlotState::Complete).then_some(active),
+            Seed::Slot(s) if s == slot => return Err(Error::SeedIsTarget(s.letter())),
+            Seed::Slot(s) => Some(s),
+        };
+        let copy = match seed {
+            Some(sd) => Some(e.plan_delta(&mut image, &layout, sd, (seg, off), events)?),
+            None => None,
+        };
+        e.write_data(&mut image, &mut area, seg, off, copy.as_deref(), events)?;
     }
     events(&Event::Phase(Phase::Commit));
     // One state-record write: complete, pending + tries, journal idle.
@@ -463,6 +498,21 @@ fn round_up(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
 }
 
+/// Planned fetches closer than this are one request: reading a small gap
+/// costs less than another round trip.
+const MAX_RUN_GAP: u64 = 64 << 10;
+
+/// Where the writer is.
+struct Progress {
+    /// Raw bytes done over all segments.
+    done: u64,
+    /// Raw offset of the last checkpoint in the current segment.
+    last_ckpt: u64,
+    seg: usize,
+    /// Chunks written since the last checkpoint, for the read-back.
+    unproven: Vec<ChunkInfo>,
+}
+
 /// A run of authenticated raw chunks of one segment on its way from the
 /// reader thread to the device.
 enum Msg {
@@ -473,6 +523,12 @@ enum Msg {
         len: usize,
         buf: AlignedBuf,
         chunks: Vec<ChunkInfo>,
+    },
+    /// Chunks to copy from the seed slot (device offset each): their
+    /// signed raw hashes matched it when the delta was planned.
+    Seed {
+        seg: usize,
+        chunks: Vec<(ChunkInfo, u64)>,
     },
     Failed(fwimage::Error),
     /// Image bytes the reader read (sent once, at the end).
@@ -493,6 +549,8 @@ struct Engine<'a> {
     mem_align: usize,
     /// Only allocated when something is read back.
     readback: Option<AlignedBuf>,
+    /// The delta's seed slot, for messages.
+    seed_letter: char,
     report: ApplyReport,
 }
 
@@ -657,6 +715,7 @@ impl Engine<'_> {
         area: &mut StateArea,
         start_seg: u32,
         start_off: u64,
+        copy: Option<&[Option<u64>]>,
         events: &mut dyn FnMut(&Event),
     ) -> Result<()> {
         let start_seg = start_seg as usize;
@@ -683,7 +742,15 @@ impl Engine<'_> {
             let reader = std::thread::Builder::new()
                 .name("fwpack-read".into())
                 .spawn_scoped(scope, move || {
-                    produce(v, image, (start_seg, start_off), batch, free_rx, full_tx)
+                    produce(
+                        v,
+                        image,
+                        (start_seg, start_off),
+                        batch,
+                        copy,
+                        free_rx,
+                        full_tx,
+                    )
                 })
                 .map_err(Error::io("starting the image reader thread"))?;
             let res = self.consume(
@@ -709,104 +776,42 @@ impl Engine<'_> {
         done_before: u64,
         events: &mut dyn FnMut(&Event),
     ) -> Result<()> {
-        let slot = self.report.slot;
-        let interval = round_up(self.opts.checkpoint_interval, self.chunk_size());
-        let mut done = done_before + start_off;
-        let mut last_ckpt = start_off;
-        let mut cur_seg = start_seg;
-        // Chunks written since the last checkpoint, for the read-back.
-        let mut unproven: Vec<ChunkInfo> = Vec::new();
+        let mut p = Progress {
+            done: done_before + start_off,
+            last_ckpt: start_off,
+            seg: start_seg,
+            unproven: Vec::new(),
+        };
         while let Ok(msg) = full_rx.recv() {
-            let (seg, pos, len, mut buf, chunks) = match msg {
+            match msg {
                 Msg::Batch {
                     seg,
                     pos,
                     len,
-                    buf,
+                    mut buf,
                     chunks,
-                } => (seg, pos, len, buf, chunks),
-                Msg::Failed(e) => return Err(e.into()),
-                Msg::Done { bytes_read } => {
-                    self.report.image_bytes_read += bytes_read;
-                    continue;
+                } => {
+                    // Zero the sector padding after a segment's last byte:
+                    // it is written whole (no read-modify-write), never stale.
+                    let dev_len = round_up(len as u64, self.io_align) as usize;
+                    buf.as_mut_slice()[len..dev_len].fill(0);
+                    self.write_raw(seg, pos, &buf.as_slice()[..dev_len], len)?;
+                    let _ = free_tx.send(buf);
+                    self.wrote(area, &mut p, seg, pos + len as u64, chunks, events)?;
                 }
-            };
-            if seg != cur_seg {
-                cur_seg = seg;
-                last_ckpt = 0;
-            }
-            let plan = &self.plans[seg];
-            let end = pos + len as u64;
-            // Zero the sector padding after a segment's last byte: it is
-            // written whole (no read-modify-write), never stale.
-            let dev_len = round_up(len as u64, self.io_align) as usize;
-            buf.as_mut_slice()[len..dev_len].fill(0);
-            let dev_off = plan.base + pos;
-            if self.opts.minimize_writes {
-                self.write_changed(dev_off, &buf.as_slice()[..dev_len], len)?;
-            } else {
-                self.storage
-                    .write_at(dev_off, &buf.as_slice()[..dev_len])
-                    .map_err(Error::io(format!("writing segment `{}`", plan.name)))?;
-                self.report.bytes_written += dev_len as u64;
-            }
-            done += len as u64;
-            let _ = free_tx.send(buf);
-            if self.opts.verify_writes {
-                unproven.extend(chunks);
-            }
-            events(&Event::Progress {
-                phase: Phase::Write,
-                done,
-                total: self.report.raw_bytes,
-            });
-            if end - last_ckpt >= interval || end == plan.raw_len {
-                // Data durable first, then (optionally) proven against the
-                // signed hashes, and only then claimed by the journal.
-                self.storage
-                    .sync()
-                    .map_err(Error::io("syncing the target"))?;
-                for c in unproven.drain(..) {
-                    if !self.chunk_on_device(
-                        c.segment,
-                        c.raw_offset,
-                        c.raw_len as u64,
-                        &c.raw_sha256,
-                    )? {
-                        let plan = &self.plans[c.segment];
-                        return Err(Error::ReadBack {
-                            segment: plan.name.clone(),
-                            block: c.chunk,
-                            offset: plan.base + c.raw_offset,
-                        });
+                Msg::Seed { seg, chunks } => {
+                    for (c, from) in chunks {
+                        self.copy_from_seed(seg, &c, from)?;
+                        let end = c.raw_offset + c.raw_len as u64;
+                        self.wrote(area, &mut p, seg, end, vec![c], events)?;
                     }
                 }
-                area.write_journal(
-                    self.storage,
-                    Some(Journal {
-                        image_id: self.report.image_id,
-                        slot,
-                        segment: seg as u32,
-                        offset: end,
-                        verified: self.opts.verify_writes,
-                        done_bytes: done,
-                    }),
-                )?;
-                self.report.checkpoints += 1;
-                events(&Event::Checkpoint {
-                    segment: seg as u32,
-                    offset: end,
-                    done,
-                    verified: self.opts.verify_writes,
-                });
-                if let Some(w) = self.storage.take_warning() {
-                    events(&Event::Warning(w));
-                }
-                last_ckpt = end;
+                Msg::Failed(e) => return Err(e.into()),
+                Msg::Done { bytes_read } => self.report.image_bytes_read += bytes_read,
             }
         }
         drop(free_tx);
-        if done != self.report.raw_bytes {
+        if p.done != self.report.raw_bytes {
             return Err(Error::Io {
                 what: "reading the image".into(),
                 source: std::io::Error::new(
@@ -816,6 +821,208 @@ impl Engine<'_> {
             });
         }
         Ok(())
+    }
+
+    /// Writes `data` (raw bytes + sector padding) at raw offset `pos` of
+    /// segment `seg`.
+    fn write_raw(&mut self, seg: usize, pos: u64, data: &[u8], raw: usize) -> Result<()> {
+        let plan = &self.plans[seg];
+        let dev_off = plan.base + pos;
+        if self.opts.minimize_writes {
+            self.write_changed(dev_off, data, raw)
+        } else {
+            self.storage
+                .write_at(dev_off, data)
+                .map_err(Error::io(format!("writing segment `{}`", plan.name)))?;
+            self.report.bytes_written += data.len() as u64;
+            Ok(())
+        }
+    }
+
+    /// One chunk from the seed slot, checked against its signed raw hash
+    /// again (the seed may have changed since the plan), then written.
+    fn copy_from_seed(&mut self, seg: usize, c: &ChunkInfo, from: u64) -> Result<()> {
+        let dev_len = round_up(c.raw_len as u64, self.io_align) as usize;
+        let mut buf = self.readback_buf();
+        let res = (|| {
+            let b = &mut buf.as_mut_slice()[..dev_len];
+            self.storage
+                .read_at(from, b)
+                .map_err(Error::io("reading the seed slot"))?;
+            if <[u8; 32]>::from(Sha256::digest(&b[..c.raw_len])) != c.raw_sha256 {
+                return Err(Error::SeedChanged {
+                    slot: self.seed_letter,
+                    segment: self.plans[seg].name.clone(),
+                    chunk: c.chunk,
+                });
+            }
+            b[c.raw_len..].fill(0);
+            self.write_raw(seg, c.raw_offset, &buf.as_slice()[..dev_len], c.raw_len)
+        })();
+        self.readback = Some(buf);
+        self.report.bytes_from_seed += c.raw_len as u64;
+        res
+    }
+
+    /// Books raw bytes of `seg` up to `end` as written; checkpoints every
+    /// interval and at a segment's end: data durable first, then
+    /// (optionally) proven against the signed hashes, and only then
+    /// claimed by the journal.
+    fn wrote(
+        &mut self,
+        area: &mut StateArea,
+        p: &mut Progress,
+        seg: usize,
+        end: u64,
+        chunks: Vec<ChunkInfo>,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<()> {
+        if seg != p.seg {
+            p.seg = seg;
+            p.last_ckpt = 0;
+        }
+        let len: u64 = chunks.iter().map(|c| c.raw_len as u64).sum();
+        p.done += len;
+        if self.opts.verify_writes {
+            p.unproven.extend(chunks);
+        }
+        events(&Event::Progress {
+            phase: Phase::Write,
+            done: p.done,
+            total: self.report.raw_bytes,
+        });
+        let interval = round_up(self.opts.checkpoint_interval, self.chunk_size());
+        if end - p.last_ckpt < interval && end != self.plans[seg].raw_len {
+            return Ok(());
+        }
+        self.storage
+            .sync()
+            .map_err(Error::io("syncing the target"))?;
+        for c in std::mem::take(&mut p.unproven) {
+            if !self.chunk_on_device(c.segment, c.raw_offset, c.raw_len as u64, &c.raw_sha256)? {
+                let plan = &self.plans[c.segment];
+                return Err(Error::ReadBack {
+                    segment: plan.name.clone(),
+                    block: c.chunk,
+                    offset: plan.base + c.raw_offset,
+                });
+            }
+        }
+        area.write_journal(
+            self.storage,
+            Some(Journal {
+                image_id: self.report.image_id,
+                slot: self.report.slot,
+                segment: seg as u32,
+                offset: end,
+                verified: self.opts.verify_writes,
+                done_bytes: p.done,
+                source: self.opts.source.clone(),
+            }),
+        )?;
+        self.report.checkpoints += 1;
+        events(&Event::Checkpoint {
+            segment: seg as u32,
+            offset: end,
+            done: p.done,
+            verified: self.opts.verify_writes,
+        });
+        if let Some(w) = self.storage.take_warning() {
+            events(&Event::Warning(w));
+        }
+        p.last_ckpt = end;
+        Ok(())
+    }
+
+    /// Hashes the seed slot chunk by chunk (at the image's chunk
+    /// boundaries) and decides, for every chunk from `start` on, whether
+    /// the seed holds its signed raw bytes somewhere; tells the source
+    /// which stored ranges will be read. Returns, per chunk of the image,
+    /// the seed's device offset to copy from.
+    fn plan_delta(
+        &mut self,
+        src: &mut dyn ImageSource,
+        layout: &crate::state::Layout,
+        seed: Slot,
+        (start_seg, start_off): (u32, u64),
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<Vec<Option<u64>>> {
+        let head = self.v.head;
+        let cs = self.chunk_size();
+        self.seed_letter = seed.letter();
+        events(&Event::Phase(Phase::Verify));
+        let mut have: HashMap<[u8; 32], u64> = HashMap::new();
+        let total: u64 = head.segments.iter().map(|s| s.raw_len).sum();
+        let mut hashed = 0;
+        for s in &head.segments {
+            let Some(g) = layout.group(&s.target) else {
+                continue;
+            };
+            let r = g.slot(seed);
+            let base = r.offset + s.target_offset;
+            let avail = r.size.saturating_sub(s.target_offset);
+            for i in 0..u64::from(s.chunks) {
+                let len = s.chunk_raw_len(i, cs);
+                if i * cs + len > avail {
+                    break;
+                }
+                let dev_len = round_up(len, self.io_align) as usize;
+                let mut buf = self.readback_buf();
+                let got = self
+                    .storage
+                    .read_at(base + i * cs, &mut buf.as_mut_slice()[..dev_len]);
+                let h =
+                    got.map(|()| <[u8; 32]>::from(Sha256::digest(&buf.as_slice()[..len as usize])));
+                self.readback = Some(buf);
+                have.entry(h.map_err(Error::io("reading the seed slot"))?)
+                    .or_insert(base + i * cs);
+                hashed += len;
+                events(&Event::Progress {
+                    phase: Phase::Verify,
+                    done: hashed,
+                    total,
+                });
+            }
+        }
+        let mut copy = vec![None; head.header.chunk_count as usize];
+        let mut runs: Vec<Range<u64>> = Vec::new();
+        let (mut chunks, mut from_seed, mut fetch_bytes) = (0u64, 0u64, 0u64);
+        for (si, s) in head.segments.iter().enumerate().skip(start_seg as usize) {
+            let first = if si == start_seg as usize {
+                start_off / cs
+            } else {
+                0
+            };
+            for i in first..u64::from(s.chunks) {
+                let k = u64::from(s.first_chunk) + i;
+                let e = self.index.chunk(src, k)?;
+                chunks += 1;
+                if let Some(&at) = have.get(&e.raw_sha256) {
+                    if let Some(c) = copy.get_mut(k as usize) {
+                        *c = Some(at);
+                        from_seed += 1;
+                        continue;
+                    }
+                }
+                let r = e.stored_offset..e.stored_offset + u64::from(e.stored_len);
+                fetch_bytes += r.end - r.start;
+                match runs.last_mut() {
+                    Some(last) if r.start >= last.end && r.start - last.end <= MAX_RUN_GAP => {
+                        last.end = r.end
+                    }
+                    _ => runs.push(r),
+                }
+            }
+        }
+        src.plan_reads(&runs);
+        events(&Event::DeltaPlan {
+            seed,
+            chunks,
+            from_seed,
+            fetch_bytes,
+            runs: runs.len(),
+        });
+        Ok(copy)
     }
 
     /// `minimize_writes`: reads the target range and writes only the 4 KiB
@@ -863,13 +1070,14 @@ impl Engine<'_> {
 }
 
 /// The reader thread: authenticated raw chunks of every segment from
-/// `start` on, batched per segment. Stops quietly when the consumer hangs
-/// up.
+/// `start` on, batched per segment; chunks in `copy` are passed on as seed
+/// copies without reading them. Stops quietly when the consumer hangs up.
 fn produce<S: ImageSource>(
     v: &Verified<'_>,
     image: &mut S,
     (seg, off): (usize, u64),
     batch: usize,
+    copy: Option<&[Option<u64>]>,
     free: mpsc::Receiver<AlignedBuf>,
     full: mpsc::SyncSender<Msg>,
 ) {
@@ -881,33 +1089,60 @@ fn produce<S: ImageSource>(
         }
     };
     let cs = v.head.header.chunk_size();
+    let seed_of = |k: u64| copy.and_then(|c| c.get(k as usize).copied().flatten());
     loop {
         let (seg, chunk) = rd.position();
-        if seg >= v.head.segments.len() {
+        let Some(s) = v.head.segments.get(seg) else {
             break;
-        }
-        let Ok(mut buf) = free.recv() else {
-            return;
         };
-        let chunks = match rd.next_batch(&mut buf.as_mut_slice()[..batch]) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = full.send(Msg::Failed(e));
+        let first = u64::from(s.first_chunk);
+        let left = u64::from(s.chunks) - chunk;
+        let per_batch = (batch as u64 / cs).max(1);
+        // The run of chunks of one kind (copied or read) that starts here.
+        let copied = seed_of(first + chunk).is_some();
+        let n = (0..left.min(per_batch))
+            .take_while(|&j| seed_of(first + chunk + j).is_some() == copied)
+            .count() as u64;
+        let msg = if copied {
+            let chunks: fwimage::Result<Vec<_>> = (chunk..chunk + n)
+                .map(|i| {
+                    let e = rd.entry(seg, i)?;
+                    let c = ChunkInfo {
+                        segment: seg,
+                        chunk: i,
+                        raw_offset: i * cs,
+                        raw_len: s.chunk_raw_len(i, cs) as usize,
+                        raw_sha256: e.raw_sha256,
+                    };
+                    Ok((c, seed_of(first + i).unwrap_or(0)))
+                })
+                .collect();
+            let moved = chunks.and_then(|c| {
+                rd.seek(seg, ((chunk + n) * cs).min(s.raw_len))?;
+                Ok(c)
+            });
+            match moved {
+                Ok(chunks) => Msg::Seed { seg, chunks },
+                Err(e) => Msg::Failed(e),
+            }
+        } else {
+            let Ok(mut buf) = free.recv() else {
                 return;
+            };
+            let limit = ((n * cs) as usize).min(batch);
+            match rd.next_batch(&mut buf.as_mut_slice()[..limit]) {
+                Ok(chunks) => Msg::Batch {
+                    seg,
+                    pos: chunk * cs,
+                    len: chunks.iter().map(|c| c.raw_len).sum(),
+                    buf,
+                    chunks,
+                },
+                Err(e) => Msg::Failed(e),
             }
         };
-        let len = chunks.iter().map(|c| c.raw_len).sum();
-        let pos = chunk * cs;
-        if full
-            .send(Msg::Batch {
-                seg,
-                pos,
-                len,
-                buf,
-                chunks,
-            })
-            .is_err()
-        {
+        let failed = matches!(msg, Msg::Failed(_));
+        if full.send(msg).is_err() || failed {
             return;
         }
     }

@@ -96,6 +96,16 @@ pub enum Error {
         offset: u64,
     },
 
+    #[error("seed slot {slot} changed while it was copied (segment `{segment}` chunk {chunk} no longer matches its signed hash); run again: the new plan fetches it")]
+    SeedChanged {
+        slot: char,
+        segment: String,
+        chunk: u64,
+    },
+
+    #[error("the seed must be the other slot, not slot {0}, which is being written")]
+    SeedIsTarget(char),
+
     #[error("invalid {what} `{value}`: {reason}")]
     InvalidInput {
         what: &'static str,
@@ -127,7 +137,8 @@ impl Error {
             | Unaligned { .. }
             | NotComplete { .. }
             | NotBooted(_) => ErrorClass::Policy,
-            ReadBack { .. } => ErrorClass::Integrity,
+            ReadBack { .. } | SeedChanged { .. } => ErrorClass::Integrity,
+            SeedIsTarget(_) => ErrorClass::Usage,
             InvalidInput { .. } => ErrorClass::Usage,
         }
     }

@@ -61,6 +61,17 @@ pub enum Event {
     Warning(String),
     /// Continuing an interrupted apply: raw bytes before (`segment`,
     /// `offset`) are already on the slot.
+    /// A delta plan: of `chunks` chunks still to write, `from_seed` are
+    /// copied from the seed slot (their signed raw hashes matched it) and
+    /// the rest, `fetch_bytes` stored bytes in `runs` ranges, are read
+    /// from the image.
+    DeltaPlan {
+        seed: Slot,
+        chunks: u64,
+        from_seed: u64,
+        fetch_bytes: u64,
+        runs: usize,
+    },
     Resume {
         segment: u32,
         offset: u64,

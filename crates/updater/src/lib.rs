@@ -29,7 +29,7 @@ pub mod record;
 pub mod state;
 pub mod storage;
 
-pub use apply::{apply, image_id, ApplyOptions, ApplyReport};
+pub use apply::{apply, image_id, ApplyOptions, ApplyReport, Seed};
 pub use device::{Access, FileStorage};
 pub use error::{Error, ErrorClass};
 pub use event::{Event, Phase};

@@ -747,9 +747,16 @@ pub struct Journal {
     pub verified: bool,
     /// Raw bytes done over all segments (for progress reports).
     pub done_bytes: u64,
+    /// Where the image came from (a path or URL; empty when not given),
+    /// so an interrupted apply can be continued without naming it again.
+    /// A hint like the rest: the image id decides whether it is the same
+    /// image.
+    pub source: String,
 }
 
 const JOURNAL_PAYLOAD_LEN: usize = 56;
+/// Longest journal source kept; longer ones are not recorded.
+pub const MAX_JOURNAL_SOURCE: usize = 1024;
 
 impl Journal {
     fn encode(j: Option<&Journal>, p: &mut [u8]) {
@@ -778,6 +785,7 @@ impl Journal {
                 offset: get_u64(p, 8).unwrap_or(0),
                 image_id: p[16..48].try_into().map_err(|_| bad("image id"))?,
                 done_bytes: get_u64(p, 48).unwrap_or(0),
+                source: String::new(),
             })),
             _ => Err(bad("bad state or reserved bytes")),
         }
@@ -790,10 +798,18 @@ const JOURNAL_AT: usize = BOOT_PAYLOAD_LEN;
 const LAYOUT_AT: usize = JOURNAL_AT + JOURNAL_PAYLOAD_LEN;
 
 fn encode_state(layout: &Layout, boot: &BootState, journal: Option<&Journal>) -> Vec<u8> {
-    let mut p = vec![0u8; LAYOUT_AT + layout.encoded_len()];
+    let source = journal
+        .map(|j| j.source.as_bytes())
+        .filter(|s| !s.is_empty() && s.len() <= MAX_JOURNAL_SOURCE);
+    let layout_end = LAYOUT_AT + layout.encoded_len();
+    let mut p = vec![0u8; layout_end + source.map_or(0, |s| 2 + s.len())];
     boot.encode(&mut p[BOOT_AT..JOURNAL_AT]);
     Journal::encode(journal, &mut p[JOURNAL_AT..LAYOUT_AT]);
-    layout.encode(&mut p[LAYOUT_AT..]);
+    layout.encode(&mut p[LAYOUT_AT..layout_end]);
+    if let Some(s) = source {
+        p[layout_end..layout_end + 2].copy_from_slice(&(s.len() as u16).to_le_bytes());
+        p[layout_end + 2..].copy_from_slice(s);
+    }
     p
 }
 
@@ -804,8 +820,11 @@ fn decode_state(p: &[u8], lenient: bool) -> Result<Decoded> {
     if p.len() < LAYOUT_AT + LAYOUT_FIXED_LEN {
         return Err(Error::BadStateArea("state payload too short".into()));
     }
-    let layout = Layout::decode(&p[LAYOUT_AT..])?;
+    let groups = get_u32(p, LAYOUT_AT + 80).unwrap_or(0) as usize;
+    let layout_end = LAYOUT_AT + LAYOUT_FIXED_LEN + 64 * groups.min(MAX_GROUPS + 1);
+    let layout = Layout::decode(p.get(LAYOUT_AT..layout_end).unwrap_or(&p[LAYOUT_AT..]))?;
     let boot = BootState::decode(&p[BOOT_AT..JOURNAL_AT])?;
+    let source = decode_source(&p[layout_end.min(p.len())..]);
     // Inside one CRC-valid record, a journal that does not decode means
     // the record is not what fwpack wrote: the copy is refused and the
     // other one used. Only when no copy decodes whole is such a journal
@@ -814,7 +833,41 @@ fn decode_state(p: &[u8], lenient: bool) -> Result<Decoded> {
         Err(_) if lenient => None,
         j => j?,
     };
+    let journal = match (journal, source) {
+        (j, Ok(None)) => j,
+        (Some(mut j), Ok(Some(s))) => {
+            j.source = s;
+            Some(j)
+        }
+        (None, Ok(Some(_))) if lenient => None,
+        (None, Ok(Some(_))) => {
+            return Err(Error::BadStateArea(
+                "journal source without a journal".into(),
+            ))
+        }
+        (j, Err(_)) if lenient => j,
+        (_, Err(e)) => return Err(e),
+    };
     Ok((layout, boot, journal))
+}
+
+/// The optional journal-source section after the layout: u16 length,
+/// then that many bytes of UTF-8, nothing after.
+fn decode_source(p: &[u8]) -> Result<Option<String>> {
+    let bad = |m: &str| Error::BadStateArea(format!("journal source: {m}"));
+    if p.is_empty() {
+        return Ok(None);
+    }
+    let n = p
+        .get(..2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+        .ok_or_else(|| bad("truncated length"))?;
+    if n == 0 || n > MAX_JOURNAL_SOURCE || p.len() != 2 + n {
+        return Err(bad("length does not match"));
+    }
+    String::from_utf8(p[2..].to_vec())
+        .map(Some)
+        .map_err(|_| bad("not UTF-8"))
 }
 
 /// Health of the state record's two copies, for `status`.
@@ -1537,6 +1590,7 @@ mod tests {
             offset: 4096,
             verified: false,
             done_bytes: 4096,
+            source: "http://example.invalid/u.fwi".into(),
         };
         area.write_journal(&mut st, Some(j)).unwrap();
         let before = st.writes;
@@ -1740,16 +1794,35 @@ mod tests {
             offset: 4096,
             verified: true,
             done_bytes: 99,
+            source: String::new(),
         };
         let mut p = vec![0u8; JOURNAL_PAYLOAD_LEN];
         Journal::encode(Some(&j), &mut p);
         assert_eq!(Journal::decode(&p).unwrap(), Some(j.clone()));
-        let st = encode_state(
-            &layout(),
-            &BootState::initial(Slot::A, 1, "").unwrap(),
-            Some(&j),
-        );
-        assert_eq!(decode_state(&st, false).unwrap().2, Some(j));
+        let boot = BootState::initial(Slot::A, 1, "").unwrap();
+        let st = encode_state(&layout(), &boot, Some(&j));
+        assert_eq!(decode_state(&st, false).unwrap().2, Some(j.clone()));
+        // With a source: it round-trips; a torn or stray source section
+        // makes the copy undecodable (strict) or is dropped (lenient).
+        let js = Journal {
+            source: "http://10.0.2.100:8080/u.fwi".into(),
+            ..j.clone()
+        };
+        let st = encode_state(&layout(), &boot, Some(&js));
+        assert_eq!(decode_state(&st, false).unwrap().2, Some(js.clone()));
+        let mut torn = st.clone();
+        torn.pop();
+        assert!(decode_state(&torn, false).is_err());
+        assert_eq!(decode_state(&torn, true).unwrap().2, Some(j.clone()));
+        let mut stray = encode_state(&layout(), &boot, None);
+        stray.extend_from_slice(&[1, 0, b'x']);
+        assert!(decode_state(&stray, false).is_err());
+        let too_long = Journal {
+            source: "x".repeat(MAX_JOURNAL_SOURCE + 1),
+            ..j
+        };
+        let st = encode_state(&layout(), &boot, Some(&too_long));
+        assert_eq!(decode_state(&st, false).unwrap().2.unwrap().source, "");
         let mut p = vec![0u8; JOURNAL_PAYLOAD_LEN];
         Journal::encode(None, &mut p);
         assert_eq!(Journal::decode(&p).unwrap(), None);

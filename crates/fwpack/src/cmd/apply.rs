@@ -1,7 +1,6 @@
 //! `fwpack apply | status | state init | mark-good`: the updater's engine
 //! and A/B state on a block device, a loop device or a plain disk image.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -10,7 +9,7 @@ use fwimage::TrustedKeys;
 use serde_json::{json, Value};
 use updater::state::{Layout, RecordHealth, SlotGroup, SlotRange};
 use updater::{
-    Access, ApplyOptions, ApplyReport, BootState, Event, FileStorage, Phase, Slot, SlotInfo,
+    Access, ApplyOptions, ApplyReport, BootState, Event, FileStorage, Phase, Seed, Slot, SlotInfo,
     StateArea, StateLocation, Storage,
 };
 
@@ -22,10 +21,28 @@ fn parse_slot(s: &str) -> Result<Slot, String> {
     s.parse().map_err(|e: updater::Error| e.to_string())
 }
 
+fn parse_seed(s: &str) -> Result<SeedArg, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "auto" => Ok(SeedArg::Auto),
+        "none" => Ok(SeedArg::Fixed(Seed::None)),
+        "active" => Ok(SeedArg::Fixed(Seed::Active)),
+        _ => parse_slot(s).map(|sl| SeedArg::Fixed(Seed::Slot(sl))),
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum SeedArg {
+    /// The active slot for network sources, none for files and pipes
+    /// (where every byte is at hand anyway).
+    Auto,
+    Fixed(Seed),
+}
+
 #[derive(Args)]
 pub struct ApplyArgs {
-    /// Signed image (.fwi) to apply.
-    image: PathBuf,
+    /// Signed image (.fwi) to apply: a file, `-` for standard input, or an
+    /// http:// or https:// URL (any server that answers Range requests).
+    image: String,
     /// Disk to write: a block device, a loop device, or a disk image file
     /// that carries a fwpack state area.
     #[arg(long)]
@@ -69,6 +86,18 @@ pub struct ApplyArgs {
     /// Bytes between durable checkpoints in the resume journal.
     #[arg(long, value_parser = parse_size, default_value = "32MiB")]
     checkpoint_interval: u64,
+    /// Copy chunks that a slot already holds instead of fetching them
+    /// (matched by their signed raw SHA-256): A, B, `active`, `none`, or
+    /// `auto` = the active slot for URLs, none for files and pipes.
+    #[arg(long, value_parser = parse_seed, default_value = "auto")]
+    seed: SeedArg,
+    /// HTTP: attempts after a failed request or a dropped connection
+    /// (each continues where the last stopped; backoff 0.5 s, doubling).
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+    /// HTTP: seconds to wait for a connection or for any read.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
     /// One JSON object per line on stdout (events, then the result).
     #[arg(long)]
     json: bool,
@@ -184,9 +213,56 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
 
 fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
     let trusted = trusted_keys(&args.keys)?;
-    let file =
-        File::open(&args.image).with_context(|| format!("opening {}", args.image.display()))?;
-    let len = file.metadata()?.len();
+    let spec = imagesource::Spec::parse(&args.image);
+    let http = imagesource::HttpOptions {
+        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+        retries: args.retries,
+        ..Default::default()
+    };
+    let json_mode = args.json;
+    // Runs on whichever thread reads the image; stdout/stderr lines are
+    // written whole.
+    let observer: imagesource::Observer = Box::new(move |e| match e {
+        imagesource::FetchEvent::Request {
+            offset,
+            end,
+            status,
+        } if json_mode => println!(
+            "{}",
+            json!({"event": "fetch", "offset": offset, "end": end, "status": status})
+        ),
+        imagesource::FetchEvent::Retry {
+            offset,
+            attempt,
+            wait,
+            error,
+        } => {
+            if json_mode {
+                println!(
+                    "{}",
+                    json!({"event": "retry", "offset": offset, "attempt": attempt,
+                           "wait_ms": wait.as_millis() as u64, "error": error})
+                )
+            } else {
+                eprintln!("retrying at byte {offset} in {wait:?} (attempt {attempt}): {error}")
+            }
+        }
+        _ => {}
+    });
+    let opened = imagesource::open(&spec, &http, Some(observer))
+        .with_context(|| format!("opening {}", args.image))?;
+    let len = opened.len;
+    let seed = match args.seed {
+        SeedArg::Auto if matches!(spec, imagesource::Spec::Url(_)) => Seed::Active,
+        SeedArg::Auto => Seed::None,
+        SeedArg::Fixed(s) => s,
+    };
+    let source = match &spec {
+        imagesource::Spec::Path(p) => std::path::absolute(p)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| args.image.clone()),
+        _ => args.image.clone(),
+    };
     let mut storage = open(&args.target, Access::ReadWrite)?;
     let opts = ApplyOptions {
         slot: args.slot,
@@ -200,19 +276,20 @@ fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
         tries: args.tries,
         chunk_size: usize::try_from(args.chunk_size).context("--chunk-size")?,
         checkpoint_interval: args.checkpoint_interval,
+        seed,
+        source,
     };
     let mut out = EventPrinter::new(args.json);
     // Positioned reads of whole chunks: no buffering wanted.
-    let report = updater::apply(file, len, &mut storage, &trusted, &opts, &mut |e| {
-        out.event(e)
-    })
-    .with_context(|| {
-        format!(
-            "applying {} to {}",
-            args.image.display(),
-            args.target.display()
-        )
-    });
+    let report = updater::apply(
+        opened.source,
+        len,
+        &mut storage,
+        &trusted,
+        &opts,
+        &mut |e| out.event(e),
+    )
+    .with_context(|| format!("applying {} to {}", args.image, args.target.display()));
     out.finish();
     report
 }
@@ -288,6 +365,15 @@ impl EventPrinter {
             Event::Pending { slot, tries } => {
                 eprintln!("slot {slot} is pending: it boots next ({tries} tries)")
             }
+            Event::DeltaPlan {
+                seed,
+                chunks,
+                from_seed,
+                fetch_bytes,
+                runs,
+            } => eprintln!(
+                "delta: {from_seed} of {chunks} chunks already on slot {seed}; fetching {fetch_bytes} bytes in {runs} range(s)"
+            ),
             Event::Checkpoint { .. } => {}
             _ => {}
         }
@@ -353,6 +439,16 @@ impl EventPrinter {
             Event::Pending { slot, tries } => {
                 json!({"event": "pending", "slot": slot.to_string(), "tries": tries})
             }
+            Event::DeltaPlan {
+                seed,
+                chunks,
+                from_seed,
+                fetch_bytes,
+                runs,
+            } => json!({
+                "event": "delta", "seed": seed.to_string(), "chunks": chunks,
+                "from_seed": from_seed, "fetch_bytes": fetch_bytes, "runs": runs,
+            }),
             _ => return None,
         })
     }
@@ -371,6 +467,7 @@ fn print_report(args: &ApplyArgs, r: &ApplyReport) {
                 "raw_bytes": r.raw_bytes, "bytes_written": r.bytes_written,
                 "skipped_resume": r.skipped_resume, "skipped_unchanged": r.skipped_unchanged,
                 "bytes_read_back": r.bytes_read_back, "checkpoints": r.checkpoints,
+                "image_bytes_read": r.image_bytes_read, "bytes_from_seed": r.bytes_from_seed,
                 "resumed_from": r.resumed_from.map(|(s, o)| json!({"segment": s, "offset": o})),
                 "already_complete": r.already_complete, "pending": r.pending,
                 "direct_io": r.direct_io,
@@ -388,9 +485,15 @@ fn print_report(args: &ApplyArgs, r: &ApplyReport) {
     if r.bytes_read_back > 0 {
         extra.push(format!("{} read back", r.bytes_read_back));
     }
+    if r.bytes_from_seed > 0 {
+        extra.push(format!(
+            "{} copied from the seed slot, {} fetched",
+            r.bytes_from_seed, r.image_bytes_read
+        ));
+    }
     println!(
         "OK: {} → slot {} of {}: {} bytes written{}{}",
-        args.image.display(),
+        args.image,
         r.slot,
         args.target.display(),
         r.bytes_written,

@@ -1,0 +1,733 @@
+//! Positioned reads over HTTP `Range` requests.
+//!
+//! The image readers read in three interleaved sequential patterns: the
+//! head and index pages (small reads, forward), the chunks (large reads,
+//! forward, sometimes skipping ahead), and on resume the index pages
+//! before the checkpoint. One request per read would cost a round trip
+//! per chunk; one stream for everything would restart on every switch.
+//! So: small reads come from 64 KiB windows (one bounded request covers
+//! up to 16 index pages, i.e. 200 MiB of chunks), large reads from one
+//! sequential stream that continues as long as reads follow each other,
+//! skips small gaps by reading through them, and is reopened at the new
+//! offset otherwise. With a plan (delta), a reopened stream ends where
+//! its run of needed chunks ends.
+
+use std::io::{self, Read};
+use std::ops::Range;
+use std::time::Duration;
+
+use fwimage::ImageSource;
+use ureq::Agent;
+
+use crate::Error;
+
+/// Bytes fetched for a small read.
+const WINDOW: u64 = 64 << 10;
+/// Reads up to this size are served from windows.
+const SMALL_READ: usize = 16 << 10;
+/// A stream reads through a gap this small instead of being reopened.
+const MAX_SKIP: u64 = 64 << 10;
+/// Windows kept (one for chunk pages, one for CRC pages, one spare).
+const WINDOWS: usize = 3;
+/// Progress that resets the retry count: a server that dies after every
+/// few bytes still runs out of attempts.
+const PROGRESS_RESET: u64 = 1 << 20;
+
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Connect timeout, and the longest wait for any single read.
+    pub timeout: Duration,
+    /// Attempts after the first, per failure.
+    pub retries: u32,
+    /// First retry delay; doubles per attempt, at most 8 s.
+    pub backoff: Duration,
+    pub max_redirects: u32,
+    pub user_agent: String,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            timeout: Duration::from_secs(30),
+            retries: 5,
+            backoff: Duration::from_millis(500),
+            max_redirects: 5,
+            user_agent: format!("fwpack/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// What the source did, for progress output and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchEvent {
+    /// One HTTP request for `offset..end` (`None`: to the end of the file).
+    Request {
+        offset: u64,
+        end: Option<u64>,
+        status: u16,
+    },
+    /// A failed read, retried after `wait`.
+    Retry {
+        offset: u64,
+        attempt: u32,
+        wait: Duration,
+        error: String,
+    },
+}
+
+/// Receives [`FetchEvent`]s (from whichever thread reads the image).
+pub type Observer = Box<dyn FnMut(&FetchEvent) + Send>;
+
+struct Stream {
+    pos: u64,
+    end: u64,
+    body: ureq::BodyReader<'static>,
+    /// Bytes received since this stream was opened.
+    got: u64,
+}
+
+struct Window {
+    start: u64,
+    data: Vec<u8>,
+}
+
+/// An image on an HTTP(S) server.
+pub struct HttpSource {
+    agent: Agent,
+    url: String,
+    len: u64,
+    /// Strong ETag or Last-Modified of the first response, sent as
+    /// `If-Range` so that a replaced file fails instead of splicing.
+    validator: Option<String>,
+    opts: HttpOptions,
+    stream: Option<Stream>,
+    windows: Vec<Window>,
+    plan: Vec<Range<u64>>,
+    observer: Option<Observer>,
+    /// Consecutive failed attempts (reset by progress).
+    failures: u32,
+    since_failure: u64,
+    /// Requests made.
+    pub requests: u64,
+    /// Body bytes received (including bytes read through small gaps).
+    pub bytes_received: u64,
+}
+
+impl std::fmt::Debug for HttpSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSource")
+            .field("url", &self.url)
+            .field("len", &self.len)
+            .field("validator", &self.validator)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Got {
+    /// 206 for exactly what was asked.
+    Partial(ureq::BodyReader<'static>),
+    /// 200: the whole file from byte 0.
+    Whole(ureq::BodyReader<'static>),
+}
+
+impl HttpSource {
+    /// Opens `url`: one request for the first window, which gives the
+    /// length and the validator.
+    pub fn open(url: &str, opts: &HttpOptions, observer: Option<Observer>) -> Result<Self, Error> {
+        if !cfg!(feature = "tls")
+            && url
+                .get(..8)
+                .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
+        {
+            return Err(Error::NoTls {
+                url: url.into(),
+                reason: "the device build has no TLS stack: ring, the only mature Rust crypto provider for rustls, needs a C compiler; the signature already secures the content, so serve the image over http:// or terminate TLS on a local proxy",
+            });
+        }
+        let config = Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(opts.max_redirects)
+            .max_redirects_will_error(true)
+            .timeout_connect(Some(opts.timeout))
+            .timeout_recv_response(Some(opts.timeout))
+            .timeout_per_read(Some(opts.timeout))
+            .user_agent(opts.user_agent.as_str())
+            // Proxies only when asked for, never picked up from the
+            // environment of a PID 1 or a test.
+            .proxy(None)
+            .build();
+        let mut s = HttpSource {
+            agent: config.new_agent(),
+            url: url.into(),
+            len: 0,
+            validator: None,
+            opts: opts.clone(),
+            stream: None,
+            windows: Vec::new(),
+            plan: Vec::new(),
+            observer,
+            failures: 0,
+            since_failure: 0,
+            requests: 0,
+            bytes_received: 0,
+        };
+        s.retrying(0, |s| s.first_request())?;
+        Ok(s)
+    }
+
+    /// Length of the file, from the first response.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn emit(&mut self, e: FetchEvent) {
+        if let Some(o) = self.observer.as_mut() {
+            o(&e)
+        }
+    }
+
+    fn first_request(&mut self) -> Result<(), Attempt> {
+        let resp = self.send(0, Some(WINDOW - 1), false)?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        self.validator = header("etag")
+            .filter(|e| !e.starts_with("W/"))
+            .or_else(|| header("last-modified"));
+        let body = resp.into_body().into_reader();
+        match status {
+            206 => {
+                let cr = header("content-range").ok_or_else(|| {
+                    Attempt::fatal(self.protocol("a 206 answer without Content-Range"))
+                })?;
+                let (first, last, total) = parse_content_range(&cr).ok_or_else(|| {
+                    Attempt::fatal(self.protocol(&format!("bad Content-Range `{cr}`")))
+                })?;
+                if first != 0 || last >= total {
+                    return Err(Attempt::fatal(self.protocol(&format!(
+                        "Content-Range `{cr}` for bytes 0-{}",
+                        WINDOW - 1
+                    ))));
+                }
+                self.len = total;
+                let n = last + 1;
+                self.check_content_length(&header("content-length"), n)?;
+                let data = self.read_body(body, n)?;
+                self.windows.push(Window { start: 0, data });
+            }
+            200 => {
+                let n = header("content-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        Attempt::fatal(self.protocol(
+                            "the server ignores Range and sends no Content-Length: the image length is unknown",
+                        ))
+                    })?;
+                self.len = n;
+                // A server without Range support: keep this whole-file
+                // stream; reads that go back reopen it (and skip).
+                self.stream = Some(Stream {
+                    pos: 0,
+                    end: n,
+                    body,
+                    got: 0,
+                });
+            }
+            _ => return Err(self.status_error(status, &headers)),
+        }
+        Ok(())
+    }
+
+    fn protocol(&self, reason: &str) -> Error {
+        Error::Protocol {
+            url: self.url.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn status_error(&self, status: u16, _headers: &ureq::http::HeaderMap) -> Attempt {
+        let reason = ureq::http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("")
+            .to_string();
+        let e = Error::Status {
+            url: self.url.clone(),
+            status,
+            reason,
+        };
+        // Server-side trouble may pass; a 404 or 403 will not.
+        if status >= 500 || status == 408 || status == 429 {
+            Attempt::retry(e)
+        } else {
+            Attempt::fatal(e)
+        }
+    }
+
+    fn check_content_length(&self, v: &Option<String>, want: u64) -> Result<(), Attempt> {
+        if let Some(v) = v {
+            if v.trim().parse::<u64>().ok() != Some(want) {
+                return Err(Attempt::fatal(self.protocol(&format!(
+                    "Content-Length {v} does not match the {want} bytes of its Content-Range"
+                ))));
+            }
+        }
+        Ok(())
+    }
+
+    /// One request for `first..=last` (`None`: to the end).
+    fn send(
+        &mut self,
+        first: u64,
+        last: Option<u64>,
+        if_range: bool,
+    ) -> Result<ureq::http::Response<ureq::Body>, Attempt> {
+        let range = match last {
+            Some(l) => format!("bytes={first}-{l}"),
+            None => format!("bytes={first}-"),
+        };
+        let mut req = self.agent.get(&self.url).header("Range", &range);
+        if if_range {
+            if let Some(v) = &self.validator {
+                req = req.header("If-Range", v);
+            }
+        }
+        self.requests += 1;
+        let resp = req.call().map_err(|e| {
+            let fatal = matches!(
+                e,
+                ureq::Error::TooManyRedirects
+                    | ureq::Error::BadUri(_)
+                    | ureq::Error::RedirectFailed
+                    | ureq::Error::Protocol(_)
+            );
+            let err = Error::Transport {
+                url: self.url.clone(),
+                what: format!("GET {range}"),
+                attempts: self.failures + 1,
+                reason: e.to_string(),
+            };
+            if fatal {
+                Attempt::fatal(err)
+            } else {
+                Attempt::retry(err)
+            }
+        })?;
+        let status = resp.status().as_u16();
+        self.emit(FetchEvent::Request {
+            offset: first,
+            end: last.map(|l| l + 1),
+            status,
+        });
+        Ok(resp)
+    }
+
+    fn read_body(
+        &mut self,
+        mut body: ureq::BodyReader<'static>,
+        n: u64,
+    ) -> Result<Vec<u8>, Attempt> {
+        let mut data = vec![0u8; n as usize];
+        let mut got = 0;
+        while got < data.len() {
+            match body.read(&mut data[got..]) {
+                Ok(0) => {
+                    return Err(Attempt::retry(self.truncated(got as u64, n)));
+                }
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Attempt::retry(self.transport("reading the body", &e))),
+            }
+        }
+        self.bytes_received += n;
+        Ok(data)
+    }
+
+    fn truncated(&self, got: u64, want: u64) -> Error {
+        Error::Transport {
+            url: self.url.clone(),
+            what: "reading the body".into(),
+            attempts: self.failures + 1,
+            reason: format!("the connection ended after {got} of {want} bytes"),
+        }
+    }
+
+    fn transport(&self, what: &str, e: &dyn std::fmt::Display) -> Error {
+        Error::Transport {
+            url: self.url.clone(),
+            what: what.into(),
+            attempts: self.failures + 1,
+            reason: e.to_string(),
+        }
+    }
+
+    /// Runs `f` until it succeeds, a fatal error, or the retries are used
+    /// up, sleeping with exponential backoff in between.
+    fn retrying<T>(
+        &mut self,
+        offset: u64,
+        mut f: impl FnMut(&mut Self) -> Result<T, Attempt>,
+    ) -> Result<T, Error> {
+        loop {
+            match f(self) {
+                Ok(v) => return Ok(v),
+                Err(Attempt { error, retry }) => {
+                    self.stream = None;
+                    if !retry || self.failures >= self.opts.retries {
+                        return Err(error);
+                    }
+                    let wait = self
+                        .opts
+                        .backoff
+                        .saturating_mul(1 << self.failures.min(4))
+                        .min(Duration::from_secs(8));
+                    self.failures += 1;
+                    self.since_failure = 0;
+                    self.emit(FetchEvent::Retry {
+                        offset,
+                        attempt: self.failures,
+                        wait,
+                        error: error.to_string(),
+                    });
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    }
+
+    fn progress(&mut self, n: u64) {
+        self.since_failure += n;
+        if self.since_failure >= PROGRESS_RESET {
+            self.failures = 0;
+        }
+    }
+
+    /// The end of the planned run that contains `offset`, else the file's.
+    fn run_end(&self, offset: u64) -> u64 {
+        let i = self.plan.partition_point(|r| r.end <= offset);
+        match self.plan.get(i) {
+            Some(r) if r.start <= offset => r.end,
+            _ => self.len,
+        }
+    }
+
+    /// Opens the stream at `pos` (until `end`).
+    fn open_stream(&mut self, pos: u64, end: u64) -> Result<(), Attempt> {
+        let last = if end >= self.len { None } else { Some(end - 1) };
+        let resp = self.send(pos, last, true)?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let body = resp.into_body().into_reader();
+        match self.classify(status, &headers, pos, end, body)? {
+            Got::Partial(body) => {
+                self.check_content_length(&header("content-length"), end - pos)?;
+                self.stream = Some(Stream {
+                    pos,
+                    end,
+                    body,
+                    got: 0,
+                });
+            }
+            Got::Whole(body) => {
+                self.stream = Some(Stream {
+                    pos: 0,
+                    end: self.len,
+                    body,
+                    got: 0,
+                });
+                self.skip_stream(pos)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn classify(
+        &self,
+        status: u16,
+        headers: &ureq::http::HeaderMap,
+        pos: u64,
+        end: u64,
+        body: ureq::BodyReader<'static>,
+    ) -> Result<Got, Attempt> {
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        match status {
+            206 => {
+                let cr = header("content-range").unwrap_or_default();
+                match parse_content_range(&cr) {
+                    Some((_, _, total)) if total != self.len => {
+                        Err(Attempt::fatal(Error::Changed {
+                            url: self.url.clone(),
+                            reason: format!(
+                                "it was {} bytes, Content-Range `{cr}` says {total}",
+                                self.len
+                            ),
+                        }))
+                    }
+                    Some((f, l, _)) if f == pos && l + 1 == end => Ok(Got::Partial(body)),
+                    _ => Err(Attempt::fatal(self.protocol(&format!(
+                        "asked for bytes {pos}-{}, got Content-Range `{cr}`",
+                        end - 1
+                    )))),
+                }
+            }
+            200 => {
+                let same_len = header("content-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .is_none_or(|n| n == self.len);
+                if self.validator.is_some() && pos > 0 {
+                    // If-Range did not match: the server has another file.
+                    return Err(Attempt::fatal(Error::Changed {
+                        url: self.url.clone(),
+                        reason: "If-Range did not match: the server sent the whole (new) file"
+                            .into(),
+                    }));
+                }
+                if !same_len {
+                    return Err(Attempt::fatal(Error::Changed {
+                        url: self.url.clone(),
+                        reason: format!(
+                            "it was {} bytes, now Content-Length says otherwise",
+                            self.len
+                        ),
+                    }));
+                }
+                Ok(Got::Whole(body))
+            }
+            416 => Err(Attempt::fatal(Error::Changed {
+                url: self.url.clone(),
+                reason: format!("bytes {pos}- are no longer in the file (416)"),
+            })),
+            _ => Err(self.status_error(status, headers)),
+        }
+    }
+
+    /// Reads and drops stream bytes up to `to`.
+    fn skip_stream(&mut self, to: u64) -> Result<(), Attempt> {
+        let mut sink = [0u8; 16 << 10];
+        loop {
+            let Some(s) = self.stream.as_ref() else {
+                return Ok(());
+            };
+            if s.pos >= to {
+                return Ok(());
+            }
+            let n = ((to - s.pos) as usize).min(sink.len());
+            self.read_stream(&mut sink[..n])?;
+        }
+    }
+
+    /// Fills `buf` from the stream (which must cover it).
+    fn read_stream(&mut self, buf: &mut [u8]) -> Result<(), Attempt> {
+        let mut got = 0;
+        while got < buf.len() {
+            let Some(s) = self.stream.as_mut() else {
+                return Err(Attempt::retry(self.truncated(0, buf.len() as u64)));
+            };
+            match s.body.read(&mut buf[got..]) {
+                Ok(0) => {
+                    let (g, want) = (s.got, s.end - (s.pos - s.got));
+                    return Err(Attempt::retry(self.truncated(g, want)));
+                }
+                Ok(k) => {
+                    s.pos += k as u64;
+                    s.got += k as u64;
+                    got += k;
+                    self.bytes_received += k as u64;
+                    self.progress(k as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Attempt::retry(self.transport("reading the body", &e))),
+            }
+        }
+        Ok(())
+    }
+
+    fn window_hit(&mut self, offset: u64, buf: &mut [u8]) -> bool {
+        let end = offset + buf.len() as u64;
+        let Some(i) = self
+            .windows
+            .iter()
+            .position(|w| w.start <= offset && end <= w.start + w.data.len() as u64)
+        else {
+            return false;
+        };
+        let w = self.windows.remove(i);
+        let from = (offset - w.start) as usize;
+        buf.copy_from_slice(&w.data[from..from + buf.len()]);
+        self.windows.insert(0, w);
+        true
+    }
+
+    fn fetch_window(&mut self, offset: u64) -> Result<(), Attempt> {
+        let end = (offset + WINDOW).min(self.len);
+        let resp = self.send(offset, Some(end - 1), true)?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().into_reader();
+        let data = match self.classify(status, &headers, offset, end, body)? {
+            Got::Partial(body) => {
+                let cl = headers
+                    .get("content-length")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                self.check_content_length(&cl, end - offset)?;
+                self.read_body(body, end - offset)?
+            }
+            Got::Whole(body) => {
+                // No Range support: read through to the window.
+                self.stream = Some(Stream {
+                    pos: 0,
+                    end: self.len,
+                    body,
+                    got: 0,
+                });
+                self.skip_stream(offset)?;
+                let mut d = vec![0u8; (end - offset) as usize];
+                self.read_stream(&mut d)?;
+                d
+            }
+        };
+        self.windows.truncate(WINDOWS - 1);
+        self.windows.insert(
+            0,
+            Window {
+                start: offset,
+                data,
+            },
+        );
+        Ok(())
+    }
+
+    fn read_inner(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.len)
+            .ok_or_else(|| {
+                self.protocol(&format!(
+                    "read of {} bytes at {offset} past the end ({} bytes)",
+                    buf.len(),
+                    self.len
+                ))
+            })?;
+        if buf.is_empty() || self.window_hit(offset, buf) {
+            return Ok(());
+        }
+        let continues = self
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.pos <= offset && offset - s.pos <= MAX_SKIP && end <= s.end);
+        if !continues && buf.len() <= SMALL_READ {
+            self.retrying(offset, |s| s.fetch_window(offset))?;
+            if self.window_hit(offset, buf) {
+                return Ok(());
+            }
+        }
+        let mut done = 0usize;
+        let run_end = self.run_end(offset).max(end);
+        self.retrying(offset, |s| {
+            let at = offset + done as u64;
+            let usable = s
+                .stream
+                .as_ref()
+                .is_some_and(|st| st.pos <= at && at - st.pos <= MAX_SKIP && end <= st.end);
+            if !usable {
+                s.open_stream(at, run_end.max(end))?;
+            }
+            s.skip_stream(at)?;
+            // Progress survives a retry: continue where the last one
+            // stopped rather than re-reading.
+            while done < buf.len() {
+                let before = s.stream.as_ref().map_or(0, |st| st.pos);
+                let r = s.read_stream(&mut buf[done..]);
+                let after = s.stream.as_ref().map_or(before, |st| st.pos);
+                done += after.saturating_sub(before) as usize;
+                r?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl ImageSource for HttpSource {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.read_inner(offset, buf).map_err(Error::into_io)
+    }
+
+    fn plan_reads(&mut self, runs: &[Range<u64>]) {
+        self.plan = runs.to_vec();
+    }
+}
+
+/// One attempt's failure, and whether trying again may help.
+struct Attempt {
+    error: Error,
+    retry: bool,
+}
+
+impl Attempt {
+    fn retry(error: Error) -> Self {
+        Attempt { error, retry: true }
+    }
+    fn fatal(error: Error) -> Self {
+        Attempt {
+            error,
+            retry: false,
+        }
+    }
+}
+
+/// `bytes FIRST-LAST/TOTAL` (RFC 9110 §14.4), numbers only.
+fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let (first, last) = range.trim().split_once('-')?;
+    let num = |s: &str| {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    let (f, l, t) = (num(first)?, num(last)?, num(total)?);
+    (f <= l).then_some((f, l, t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range() {
+        assert_eq!(parse_content_range("bytes 0-99/1000"), Some((0, 99, 1000)));
+        assert_eq!(parse_content_range("bytes  5-5/6"), Some((5, 5, 6)));
+        assert_eq!(parse_content_range("bytes 9-5/6"), None);
+        assert_eq!(parse_content_range("bytes 0-5/*"), None);
+        assert_eq!(parse_content_range("bytes -5/10"), None);
+        assert_eq!(parse_content_range("bytes +1-5/10"), None);
+        assert_eq!(parse_content_range("items 0-5/10"), None);
+        assert_eq!(parse_content_range("bytes 0-99999999999999999999/1"), None);
+    }
+}
