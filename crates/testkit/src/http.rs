@@ -316,8 +316,14 @@ pub enum Fault {
     NotFound,
     /// `302 Found` with `Location:` the request's own path, forever.
     RedirectLoop,
-    /// `Content-Length: body.len()` but only `send` bytes, then close.
+    /// A file cut at byte `send`: every response declares the length it
+    /// should have (ranges honoured) but stops before byte `send` of the
+    /// body and closes, so retries from there get nothing more.
     Truncated { body: Vec<u8>, send: usize },
+    /// A server without range support whose file is cut at byte `send`:
+    /// every request, `Range` or not, gets `200` declaring the whole
+    /// length, the first `send` bytes, then a close.
+    TruncatedNoRanges { body: Vec<u8>, send: usize },
     /// The whole body with `Content-Length: declared` (more or fewer
     /// bytes than declared), then close.
     WrongLength { body: Vec<u8>, declared: u64 },
@@ -521,6 +527,23 @@ fn serve_connection(conn: TcpStream, s: &FaultShared) -> std::io::Result<()> {
                 true
             }
             Fault::Truncated { body, send } => {
+                let sv = Served {
+                    body: body.clone(),
+                    etag: Some("truncated".into()),
+                    cut_after: None,
+                };
+                let (status, _) = respond_ranged(
+                    &mut w,
+                    &sv,
+                    range.as_deref(),
+                    if_range.as_deref(),
+                    head_only,
+                    Some(*send as u64),
+                )?;
+                set_status(status);
+                false
+            }
+            Fault::TruncatedNoRanges { body, send } => {
                 set_status(200);
                 write!(
                     w,
@@ -564,6 +587,7 @@ fn serve_connection(conn: TcpStream, s: &FaultShared) -> std::io::Result<()> {
                             range.as_deref(),
                             if_range.as_deref(),
                             head_only,
+                            None,
                         )?;
                         set_status(status);
                         !cut
@@ -590,13 +614,16 @@ fn idle_until_stopped(s: &FaultShared) {
 
 /// Answers like a correct server would (200, 206 for one satisfiable
 /// range unless `If-Range` names another ETag, 416), except for
-/// `cut_after`. Returns (status, whether the connection was cut).
+/// `cut_after` (bytes into this response) and `cut_at` (an absolute
+/// offset of the body no response gets past). Returns (status, whether
+/// the connection was cut).
 fn respond_ranged(
     w: &mut TcpStream,
     sv: &Served,
     range: Option<&str>,
     if_range: Option<&str>,
     head_only: bool,
+    cut_at: Option<u64>,
 ) -> std::io::Result<(u16, bool)> {
     let len = sv.body.len() as u64;
     let etag = sv.etag.as_ref().map(|e| format!("\"{e}\""));
@@ -649,7 +676,11 @@ fn respond_ranged(
         .body
         .get(start as usize..end as usize)
         .unwrap_or_default();
-    match sv.cut_after {
+    let cut = match (sv.cut_after, cut_at.map(|a| a.saturating_sub(start))) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    match cut {
         Some(n) if n < body.len() as u64 => {
             w.write_all(body.get(..n as usize).unwrap_or_default())?;
             w.flush()?;
