@@ -548,7 +548,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
         let journal = area.journal().map(|j| {
             json!({"image_id": hex::encode(j.image_id), "slot": j.slot.to_string(),
                    "segment": j.segment, "offset": j.offset, "verified": j.verified,
-                   "done_bytes": j.done_bytes})
+                   "done_bytes": j.done_bytes, "source": j.source})
         });
         println!(
             "{}",
@@ -613,12 +613,17 @@ pub fn status(args: StatusArgs) -> Result<()> {
     }
     match area.journal() {
         Some(j) => println!(
-            "journal      apply to slot {} in progress: segment {} offset {} ({} bytes done{})",
+            "journal      apply to slot {} in progress: segment {} offset {} ({} bytes done{}){}",
             j.slot,
             j.segment,
             j.offset,
             j.done_bytes,
-            if j.verified { ", read back" } else { "" }
+            if j.verified { ", read back" } else { "" },
+            if j.source.is_empty() {
+                String::new()
+            } else {
+                format!(" from {}", j.source)
+            }
         ),
         None => println!("journal      idle"),
     }
