@@ -12,7 +12,7 @@ use updater::{Access, BootDecision, FileStorage, Slot, StateArea};
 use crate::config::{Action, Config, DeviceSpec, DEFAULT_PATH};
 use crate::pid1::{self, Signals};
 use crate::runinfo::RunInfo;
-use crate::{devwait, kmod, slotdev, switchroot, tryboot, update};
+use crate::{bootslot, devwait, kmod, slotdev, switchroot, tryboot, update};
 
 pub fn run(args: Vec<OsString>) -> ! {
     let (mut signals, problems) = pid1::setup("/dev/console");
@@ -65,7 +65,7 @@ fn load_config() -> Result<Config, String> {
     Ok(cfg)
 }
 
-fn open_disk(disk: &Path) -> Result<FileStorage, String> {
+pub(crate) fn open_disk(disk: &Path) -> Result<FileStorage, String> {
     FileStorage::open(disk, Access::ReadWrite).map_err(|e| e.to_string())
 }
 
@@ -146,24 +146,8 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     // is mounted.
     drop(storage);
 
-    let mut slot = decision.slot;
-    let mut trial = decision.trial;
-    if let Err(e) = mount_slot(cfg, &disk, &group, slot) {
-        if !trial {
-            return Err(e);
-        }
-        log!("{e}");
-        log!(
-            "slot {slot} cannot be booted; falling back to slot {}",
-            slot.other()
-        );
-        let mut storage = open_disk(&disk)?;
-        area.fallback(&mut storage).map_err(|e| e.to_string())?;
-        drop(storage);
-        slot = area.boot().active;
-        trial = false;
-        mount_slot(cfg, &disk, &group, slot)?;
-    }
+    let (slot, trial) =
+        bootslot::mount_chosen(cfg, &disk, &group, &mut area, decision.slot, decision.trial)?;
 
     let info = RunInfo {
         target: disk.clone(),
@@ -190,7 +174,7 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     switchroot::switch_root(&cfg.init, init_args)
 }
 
-fn mount_slot(
+pub(crate) fn mount_slot(
     cfg: &Config,
     disk: &Path,
     group: &updater::SlotGroup,

@@ -7,7 +7,10 @@
 //! - a corrupted update is refused before slot B is touched, the console
 //!   says why, slot A boots;
 //! - a new slot that never confirms boots once (tries = 1), then slot A
-//!   boots again and the update is not re-applied in a loop.
+//!   boots again and the update is not re-applied in a loop;
+//! - a pending slot that does not mount falls back to A in the same boot;
+//! - an active slot that does not mount gives way to the complete other
+//!   slot, which becomes active.
 
 mod qemu_support;
 
@@ -263,4 +266,125 @@ fn missing_disk_ends_in_the_configured_action() {
         "console log: {}",
         c.log_path().display()
     );
+}
+
+/// A disk with slot A (v1, active) and slot B (v2) applied by the host
+/// updater with `apply_args`, then 1 MiB at `garbage_at` overwritten.
+fn two_slot_disk(
+    work: &std::path::Path,
+    apply_args: &[&str],
+    garbage_at: u64,
+) -> std::path::PathBuf {
+    let a = image(&rootfs(work, ARCH, "root-a", 1, true), 1);
+    let b = image(&rootfs(work, ARCH, "root-b", 2, true), 2);
+    let disk = disk(work, false, &a);
+    let b_path = work.join("slot-b.fwi");
+    std::fs::write(&b_path, &b).unwrap();
+    let out = std::process::Command::new(host_updater())
+        .arg("apply")
+        .arg(&b_path)
+        .arg("--target")
+        .arg(&disk)
+        .arg("--key")
+        .arg(work.join("key.pem"))
+        .args(apply_args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    let noise: Vec<u8> = (0..MIB as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    f.write_all_at(&noise, garbage_at).unwrap();
+    disk
+}
+
+/// A pending slot B whose filesystem is garbage: its trial falls back to
+/// slot A in the same boot.
+#[test]
+fn unmountable_trial_slot_falls_back_in_the_same_boot() {
+    if !tools_present(ARCH) {
+        return;
+    }
+    let kernel = kernels::amd64_cloud().expect("Debian cloud kernel");
+    let work = tempfile::tempdir().unwrap();
+    let disk = two_slot_disk(work.path(), &["--tries", "2"], SLOT_B.offset);
+    let initrd = initramfs(
+        work.path(),
+        ARCH,
+        &config(3),
+        &[],
+        Some((&kernel, &["loop"])),
+    );
+    let mut c = boot(ARCH, &kernel, &initrd, &disk, "x86-trial-garbage");
+    expect(
+        &mut c,
+        &[
+            "booting slot B (version 2 v2), trial: 1 tries left",
+            "slot B cannot be booted; falling back to slot A",
+            "switching root to slot A",
+            "FWPACK-TEST booted slot A version 1 pid 1",
+        ],
+        WAIT,
+    );
+    expect_exit(&mut c, WAIT);
+    let st: serde_json::Value = serde_json::from_str(&status_json(&disk)).unwrap();
+    assert_eq!(
+        (st["active"].as_str(), st["pending"].is_null()),
+        (Some("A"), true),
+        "{st}"
+    );
+    assert_eq!(st["slots"]["B"]["fell_back"], true, "{st}");
+}
+
+/// The active slot A is garbage (its ext4 superblock overwritten) while
+/// slot B is complete (applied without activation): B boots in the same
+/// boot, is recorded as the active slot with the reason on the console,
+/// and confirms itself; A is marked empty, so it is never booted again.
+#[test]
+fn unbootable_active_slot_gives_way_to_the_complete_other() {
+    if !tools_present(ARCH) {
+        return;
+    }
+    let kernel = kernels::amd64_cloud().expect("Debian cloud kernel");
+    let work = tempfile::tempdir().unwrap();
+    let disk = two_slot_disk(work.path(), &["--no-activate"], SLOT_A.offset);
+    let initrd = initramfs(
+        work.path(),
+        ARCH,
+        &config(3),
+        &[],
+        Some((&kernel, &["loop"])),
+    );
+    let mut c = boot(ARCH, &kernel, &initrd, &disk, "x86-rescue");
+    expect(
+        &mut c,
+        &[
+            "booting slot A (version 1 v1)",
+            "the active slot A cannot be booted; slot B is complete (version 2 v2), trying it",
+            "slot B is now the active slot (not yet confirmed); slot A is marked empty",
+            "switching root to slot B",
+            "FWPACK-TEST booted slot B version 2 pid 1",
+            "FWPACK-TEST mark-good: Ok(Some(0))",
+        ],
+        WAIT,
+    );
+    expect_exit(&mut c, WAIT);
+    let st: serde_json::Value = serde_json::from_str(&status_json(&disk)).unwrap();
+    assert_eq!(
+        (
+            st["active"].as_str(),
+            st["confirmed"].as_bool(),
+            st["pending"].is_null()
+        ),
+        (Some("B"), Some(true), true),
+        "{st}"
+    );
+    assert_eq!(st["slots"]["A"]["state"], "empty", "{st}");
+    assert_eq!(st["slots"]["A"]["fell_back"], true, "{st}");
 }
