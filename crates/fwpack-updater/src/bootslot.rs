@@ -7,8 +7,9 @@
 //!   complete: checked by mounting it first, then recorded in the boot
 //!   state (`abandon_active`) with the reason on the console, so the
 //!   next boots go there directly and an update may rewrite the bad slot;
-//! - otherwise (or if the other slot does not boot either) the error is
-//!   returned and the caller takes the configured failure action.
+//! - otherwise (or if the other slot does not boot either, or the
+//!   configuration is in safe mode, which never writes the boot state)
+//!   the error is returned and the caller takes the failure action.
 //!
 //! The boot state changes only when the slot it then names has just been
 //! mounted, so a problem that affects both slots (a missing filesystem
@@ -49,6 +50,11 @@ pub fn mount_chosen(
         // The other slot is the one that just failed: nothing else to try.
         mount_slot(cfg, disk, group, active)?;
         return Ok((active, false));
+    }
+    if cfg.safe_mode {
+        return Err(format!(
+            "the active slot {slot} cannot be booted (safe mode: the boot state is not changed, the other slot is not tried)"
+        ));
     }
     let other = slot.other();
     let info = area.boot().slot(other).clone();

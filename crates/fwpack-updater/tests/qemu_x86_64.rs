@@ -10,7 +10,9 @@
 //!   boots again and the update is not re-applied in a loop;
 //! - a pending slot that does not mount falls back to A in the same boot;
 //! - an active slot that does not mount gives way to the complete other
-//!   slot, which becomes active.
+//!   slot, which becomes active;
+//! - an updater.conf with an error boots slot A in safe mode (no update);
+//!   one without a usable target halts instead of rebooting.
 
 mod qemu_support;
 
@@ -387,4 +389,83 @@ fn unbootable_active_slot_gives_way_to_the_complete_other() {
     );
     assert_eq!(st["slots"]["A"]["state"], "empty", "{st}");
     assert_eq!(st["slots"]["A"]["fell_back"], true, "{st}");
+}
+
+/// An updater.conf with an error (a line that is not `key = value`) and an
+/// update in the initramfs: the active slot A boots with the lines that
+/// parse, the error is on the console, the update is not applied and the
+/// boot state is not changed.
+#[test]
+fn broken_config_boots_the_active_slot_in_safe_mode() {
+    let Some(s) = setup(|b| b.to_vec(), true, 3) else {
+        return;
+    };
+    let before = status_json(&s.disk);
+    let conf = format!("{}this line is not a setting\n", config(3));
+    let initrd = initramfs(
+        s.work.path(),
+        ARCH,
+        &conf,
+        &[(
+            "update-v2.fwi",
+            &image(&rootfs(s.work.path(), ARCH, "root-b", 2, true), 2),
+        )],
+        Some((&s.kernel, &["loop"])),
+    );
+    let mut c = boot(ARCH, &s.kernel, &initrd, &s.disk, "x86-safe-mode");
+    let lines = expect(
+        &mut c,
+        &[
+            "updater.conf: line 12: expected `key = value`",
+            "safe mode: booting the active slot; no update is applied",
+            "booting slot A (version 1 v1)",
+            "switching root to slot A",
+            "FWPACK-TEST booted slot A version 1 pid 1",
+        ],
+        WAIT,
+    );
+    assert!(!lines.is_empty());
+    expect_exit(&mut c, WAIT);
+    let log = std::fs::read_to_string(c.log_path()).unwrap();
+    assert!(!log.contains("applying update"), "{log}");
+    // Nothing but mark-good of the booted A (already confirmed) touched
+    // the boot state: slot B is still empty.
+    let after: serde_json::Value = serde_json::from_str(&status_json(&s.disk)).unwrap();
+    let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+    assert_eq!(after["slots"], before["slots"]);
+    assert_eq!(after["slots"]["B"]["state"], "empty");
+}
+
+/// No usable target: PID 1 says why and halts (a reboot would meet the
+/// same configuration again, forever).
+#[test]
+fn config_without_a_target_halts_instead_of_rebooting() {
+    if !tools_present(ARCH) {
+        return;
+    }
+    let kernel = kernels::amd64_cloud().expect("Debian cloud kernel");
+    let work = tempfile::tempdir().unwrap();
+    let initrd = initramfs(
+        work.path(),
+        ARCH,
+        "target = nvme0n1\non_failure = reboot\n",
+        &[],
+        None,
+    );
+    let mut c = testkit::qemu::Qemu::new(ARCH, &kernel.vmlinuz)
+        .initrd(&initrd)
+        .memory(256)
+        .name("x86-no-target")
+        .spawn()
+        .unwrap();
+    expect(
+        &mut c,
+        &[
+            "is not a device",
+            "without a usable `target` there is nothing to boot; halting",
+            "fwpack-updater: halt",
+            "reboot: System halted",
+        ],
+        WAIT,
+    );
 }
