@@ -153,3 +153,138 @@ pub fn partition_for_range(disk: &Path, offset: u64, size: u64) -> Option<PathBu
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// A loop device with a partition table (`losetup -P`), as root.
+    struct Loop(String);
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = Command::new(testkit::tools::find("losetup").unwrap())
+                .args(["-d", &self.0])
+                .status();
+        }
+    }
+
+    fn attach(img: &Path) -> Option<Loop> {
+        let out = Command::new(testkit::tools::find("losetup")?)
+            .args(["-f", "-P", "--show"])
+            .arg(img)
+            .output()
+            .ok()?;
+        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !dev.is_empty()).then_some(Loop(dev))
+    }
+
+    /// Whether the kernel made partition `node` (devtmpfs; udev may not
+    /// run here). Some kernels and containers do not scan loop devices.
+    fn appears(node: &Path) -> bool {
+        for _ in 0..50 {
+            if node.exists() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        eprintln!(
+            "SKIPPED: the kernel made no partition devices for the loop device (no {})",
+            node.display()
+        );
+        false
+    }
+
+    fn table(img: &Path, script: &str) {
+        File::create(img).unwrap().set_len(16 << 20).unwrap();
+        let mut c = Command::new(testkit::tools::find("sfdisk").unwrap())
+            .arg("-q")
+            .arg(img)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(c.wait().unwrap().success());
+    }
+
+    /// The kernel's partitions of a real (loop) disk are found by the
+    /// PARTUUID and PARTLABEL parttable reads, including an MBR logical
+    /// partition, and by the filesystem LABEL. Needs root and loop devices
+    /// (CI runs as root); skips otherwise.
+    #[test]
+    fn resolves_specs_on_a_partitioned_loop_device() {
+        if !rustix::process::geteuid().is_root()
+            || !Path::new("/dev/loop-control").exists()
+            || !["losetup", "sfdisk", "mkfs.ext4"]
+                .iter()
+                .all(|t| testkit::tools::require(t))
+        {
+            eprintln!("SKIPPED: needs root and /dev/loop-control");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tag = std::process::id() % 0xffff;
+
+        let mbr = dir.path().join("mbr.img");
+        let sig = format!("5eed{tag:04x}");
+        table(
+            &mbr,
+            &format!(
+                "label: dos\nlabel-id: 0x{sig}\nstart=2048, size=4096, type=83\n\
+                 start=8192, size=20480, type=5\nstart=10240, size=4096, type=83\n"
+            ),
+        );
+        let Some(lo) = attach(&mbr) else {
+            eprintln!("SKIPPED: losetup could not attach a loop device here");
+            return;
+        };
+        let want5 = PathBuf::from(format!("{}p5", lo.0));
+        if !appears(&want5) {
+            return;
+        }
+        let got = resolve(&DeviceSpec::PartUuid(format!("{sig}-05")));
+        assert_eq!(got, Some(want5.clone()), "logical partition by PARTUUID");
+        let got = resolve(&DeviceSpec::PartUuid(format!("{sig}-01")));
+        assert_eq!(got, Some(PathBuf::from(format!("{}p1", lo.0))));
+        assert!(Command::new(testkit::tools::find("mkfs.ext4").unwrap())
+            .args(["-q", "-F", "-L", &format!("fwpk-l{tag:04x}")])
+            .arg(&want5)
+            .status()
+            .unwrap()
+            .success());
+        let got = resolve(&DeviceSpec::Label(format!("fwpk-l{tag:04x}")));
+        assert_eq!(got, Some(want5), "filesystem label");
+        drop(lo);
+
+        let gpt = dir.path().join("gpt.img");
+        let uuid = format!("0fc63daf-8483-4772-8e79-3d69d847{tag:04x}");
+        table(
+            &gpt,
+            &format!(
+                "label: gpt\nstart=2048, size=4096, name=one\n\
+                 start=6144, size=4096, name=fwpk-{tag:04x}, uuid={uuid}\n"
+            ),
+        );
+        let Some(lo) = attach(&gpt) else {
+            return;
+        };
+        let want2 = PathBuf::from(format!("{}p2", lo.0));
+        if !appears(&want2) {
+            return;
+        }
+        assert_eq!(
+            resolve(&DeviceSpec::PartUuid(uuid.to_ascii_lowercase())),
+            Some(want2.clone())
+        );
+        assert_eq!(
+            resolve(&DeviceSpec::PartLabel(format!("fwpk-{tag:04x}"))),
+            Some(want2)
+        );
+    }
+}

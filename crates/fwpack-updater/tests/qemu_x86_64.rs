@@ -469,3 +469,36 @@ fn config_without_a_target_halts_instead_of_rebooting() {
         WAIT,
     );
 }
+
+/// Device-side partition tables on a real kernel: `images` on the MBR
+/// partition `PARTUUID=0f3a7e57-02` (slot B, still empty) is found as
+/// the kernel's /dev/nvme0n1p2 by the updater's own parser; the partition
+/// holds no filesystem, so the update check fails and slot A boots.
+#[test]
+fn partuuid_is_resolved_to_the_kernels_partition() {
+    if !tools_present(ARCH) {
+        return;
+    }
+    let kernel = kernels::amd64_cloud().expect("Debian cloud kernel");
+    let work = tempfile::tempdir().unwrap();
+    let a = image(&rootfs(work.path(), ARCH, "root-a", 1, true), 1);
+    let disk = disk(work.path(), true, &a);
+    let conf = config(3).replace(
+        "images = /images",
+        "images = partition:PARTUUID=0F3A7E57-02:/updates:ext4",
+    );
+    let initrd = initramfs(work.path(), ARCH, &conf, &[], Some((&kernel, &["loop"])));
+    let mut c = boot(ARCH, &kernel, &initrd, &disk, "x86-partuuid");
+    expect(
+        &mut c,
+        &[
+            "found PARTUUID=0f3a7e57-02 at /dev/nvme0n1p2",
+            "for update images",
+            "booting slot A (version 1 v1)",
+            "slot A (16777216 bytes at 8388608) is partition /dev/nvme0n1p1",
+            "FWPACK-TEST booted slot A version 1 pid 1",
+        ],
+        WAIT,
+    );
+    expect_exit(&mut c, WAIT);
+}
