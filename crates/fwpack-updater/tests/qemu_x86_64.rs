@@ -181,7 +181,7 @@ fn corrupted_update_is_refused_and_slot_a_boots() {
         "{st}"
     );
     assert!(
-        st.contains("{\"slot\":\"B\",\"state\":\"updating\""),
+        st.contains("\"B\":{\"state\":\"updating\""),
         "{st}"
     );
 }

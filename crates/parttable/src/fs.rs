@@ -64,7 +64,8 @@ pub fn probe(head: &[u8]) -> Option<Filesystem> {
     if !(bps.is_power_of_two() && (512..=4096).contains(&bps) && spc.is_power_of_two()) {
         return None;
     }
-    // FAT32 has no 16-bit sectors-per-FAT; its extended BPB sits later.
+    // The filesystem-type string says which BPB layout follows: FAT32's
+    // extended BPB sits 28 bytes later than FAT12/16's.
     let (kind, sig_at, id_at, label_at) = match (head.get(54..62), head.get(82..90)) {
         (_, Some(b"FAT32   ")) => (FsKind::Fat32, 0x42, 67, 71),
         (Some(b"FAT16   "), _) => (FsKind::Fat16, 0x26, 39, 43),
