@@ -180,10 +180,7 @@ fn corrupted_update_is_refused_and_slot_a_boots() {
         st.contains("\"active\":\"A\"") && st.contains("\"pending\":null"),
         "{st}"
     );
-    assert!(
-        st.contains("\"B\":{\"state\":\"updating\""),
-        "{st}"
-    );
+    assert!(st.contains("\"B\":{\"state\":\"updating\""), "{st}");
 }
 
 #[test]
