@@ -267,16 +267,18 @@ fn missing_disk_ends_in_the_configured_action() {
     );
 }
 
-/// A disk with slot A (v1, active) and slot B (v2) applied by the host
-/// updater with `apply_args`, then 1 MiB at `garbage_at` overwritten.
+/// A disk (with an MBR whose partitions are the slots if `partitions`)
+/// with slot A (v1, active) and slot B (v2) applied by the host updater
+/// with `apply_args`, then 1 MiB at `garbage_at` overwritten.
 fn two_slot_disk(
     work: &std::path::Path,
+    partitions: bool,
     apply_args: &[&str],
     garbage_at: u64,
 ) -> std::path::PathBuf {
     let a = image(&rootfs(work, ARCH, "root-a", 1, true), 1);
     let b = image(&rootfs(work, ARCH, "root-b", 2, true), 2);
-    let disk = disk(work, false, &a);
+    let disk = disk(work, partitions, &a);
     let b_path = work.join("slot-b.fwi");
     std::fs::write(&b_path, &b).unwrap();
     let out = std::process::Command::new(host_updater())
@@ -312,7 +314,7 @@ fn unmountable_trial_slot_falls_back_in_the_same_boot() {
     }
     let kernel = kernels::amd64_cloud().expect("Debian cloud kernel");
     let work = tempfile::tempdir().unwrap();
-    let disk = two_slot_disk(work.path(), &["--tries", "2"], SLOT_B.offset);
+    let disk = two_slot_disk(work.path(), false, &["--tries", "2"], SLOT_B.offset);
     let initrd = initramfs(
         work.path(),
         ARCH,
@@ -345,14 +347,15 @@ fn unmountable_trial_slot_falls_back_in_the_same_boot() {
 /// slot B is complete (applied without activation): B boots in the same
 /// boot, is recorded as the active slot with the reason on the console,
 /// and confirms itself; A is marked empty, so it is never booted again.
-#[test]
-fn unbootable_active_slot_gives_way_to_the_complete_other() {
+/// Slots as loop devices over the disk, and as its partitions (the disk
+/// is reopened for the state write right after B was test-mounted).
+fn rescue(partitions: bool) {
     if !tools_present(ARCH) {
         return;
     }
     let kernel = kernels::amd64_cloud().expect("Debian cloud kernel");
     let work = tempfile::tempdir().unwrap();
-    let disk = two_slot_disk(work.path(), &["--no-activate"], SLOT_A.offset);
+    let disk = two_slot_disk(work.path(), partitions, &["--no-activate"], SLOT_A.offset);
     let initrd = initramfs(
         work.path(),
         ARCH,
@@ -360,12 +363,23 @@ fn unbootable_active_slot_gives_way_to_the_complete_other() {
         &[],
         Some((&kernel, &["loop"])),
     );
-    let mut c = boot(ARCH, &kernel, &initrd, &disk, "x86-rescue");
+    let name = if partitions {
+        "x86-rescue-part"
+    } else {
+        "x86-rescue"
+    };
+    let dev = if partitions {
+        "partition /dev/nvme0n1p2"
+    } else {
+        "loop device /dev/loop"
+    };
+    let mut c = boot(ARCH, &kernel, &initrd, &disk, name);
     expect(
         &mut c,
         &[
             "booting slot A (version 1 v1)",
             "the active slot A cannot be booted; slot B is complete (version 2 v2), trying it",
+            dev,
             "slot B is now the active slot (not yet confirmed); slot A is marked empty",
             "switching root to slot B",
             "FWPACK-TEST booted slot B version 2 pid 1",
@@ -386,6 +400,16 @@ fn unbootable_active_slot_gives_way_to_the_complete_other() {
     );
     assert_eq!(st["slots"]["A"]["state"], "empty", "{st}");
     assert_eq!(st["slots"]["A"]["fell_back"], true, "{st}");
+}
+
+#[test]
+fn unbootable_active_slot_gives_way_to_the_complete_other() {
+    rescue(false);
+}
+
+#[test]
+fn unbootable_active_partition_gives_way_to_the_complete_other() {
+    rescue(true);
 }
 
 /// An updater.conf with an error (a line that is not `key = value`) and an
