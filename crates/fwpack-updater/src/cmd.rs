@@ -9,7 +9,7 @@ use std::time::Duration;
 use fwimage::{ImageHead, ImageSource};
 use imagesource::{FetchEvent, HttpOptions, Spec};
 use updater::{
-    Access, ApplyOptions, ErrorClass, FileStorage, Seed, Slot, StateArea, StateLocation,
+    Access, ApplyOptions, ErrorClass, FileStorage, Seed, Slot, StateArea, StateLocation, Storage,
 };
 
 use crate::log::json_str;
@@ -90,7 +90,8 @@ As PID 1 (/init of the fwpack initramfs) it applies pending updates and
 boots the right A/B slot; see docs/ARCHITECTURE.md. As a command:
 
   status [--json] [--target DEV] [--state-offset N] [--state-copy-distance N]
-      Show the boot state: active and pending slot, tries, versions.
+      Show the boot state: active and pending slot, tries, versions
+      (the same text and JSON as `fwpack status`).
   mark-good [--target DEV] [--slot A|B] [--state-offset N] [--state-copy-distance N]
       Confirm the running slot (after a trial boot it becomes active).
   apply [SOURCE] [--target DEV] [--key PEM | --keys DIR]... [--slot A|B]
@@ -265,85 +266,36 @@ pub fn main(args: Vec<OsString>) -> i32 {
 }
 
 fn status(o: &Opts) -> Result<(), Fail> {
-    let (target, offset, booted, _) = whereabouts(o)?;
+    let (target, offset, _, _) = whereabouts(o)?;
     let mut st = FileStorage::open(&target, Access::ReadOnly)?;
-    let area = StateArea::read(&mut st, offset)?;
-    let b = area.boot();
-    let slot_json = |s: Slot| {
-        let i = b.slot(s);
-        format!(
-            "{{\"slot\":\"{s}\",\"state\":\"{}\",\"fell_back\":{},\"version\":{},\"label\":{},\"image_id\":\"{}\"}}",
-            i.state.name(),
-            i.fell_back,
-            i.version,
-            json_str(&i.label),
-            i.image_id.iter().map(|x| format!("{x:02x}")).collect::<String>()
-        )
+    let target = target.display().to_string();
+    let area = match StateArea::read(&mut st, offset) {
+        Ok(a) => a,
+        Err(e) => {
+            if let Ok(h) = StateArea::diagnose(&mut st, offset) {
+                if o.json {
+                    println!(
+                        "{}",
+                        updater::status::diagnosis_json(&target, &e.to_string(), &h)
+                    );
+                } else {
+                    eprintln!("{}", updater::status::health_line(&h));
+                }
+            }
+            return Err(e.into());
+        }
+    };
+    // The same rendering as `fwpack status` on the host.
+    let describe = st.describe();
+    let status = updater::status::Status {
+        target: &target,
+        describe: &describe,
+        area: &area,
     };
     if o.json {
-        println!(
-            "{{\"target\":{},\"board\":{},\"active\":\"{}\",\"pending\":{},\"tries_left\":{},\"confirmed\":{},\"rollback_floor\":{},\"booted\":{},\"slots\":[{},{}]}}",
-            json_str(&target.display().to_string()),
-            json_str(&area.layout().board),
-            b.active,
-            b.pending.map_or("null".to_string(), |p| format!("\"{p}\"")),
-            b.tries_left,
-            b.confirmed,
-            b.rollback_floor,
-            booted.map_or("null".to_string(), |p| format!("\"{p}\"")),
-            slot_json(Slot::A),
-            slot_json(Slot::B)
-        );
+        println!("{}", status.json());
     } else {
-        println!(
-            "target:   {} (board {})",
-            target.display(),
-            area.layout().board
-        );
-        println!(
-            "active:   {}{}",
-            b.active,
-            if b.confirmed {
-                " (confirmed)"
-            } else {
-                " (not confirmed)"
-            }
-        );
-        match b.pending {
-            Some(p) => println!("pending:  {p} ({} tries left)", b.tries_left),
-            None => println!("pending:  none"),
-        }
-        if let Some(s) = booted {
-            println!("booted:   {s}");
-        }
-        println!("rollback floor: version {}", b.rollback_floor);
-        for s in [Slot::A, Slot::B] {
-            let i = b.slot(s);
-            println!(
-                "slot {s}:   {} version {} {}{}",
-                i.state.name(),
-                i.version,
-                i.label,
-                if i.fell_back {
-                    " (tried, fell back)"
-                } else {
-                    ""
-                }
-            );
-        }
-        if let Some(j) = area.journal() {
-            println!(
-                "journal:  apply to slot {} interrupted at segment {} offset {}{}",
-                j.slot,
-                j.segment,
-                j.offset,
-                if j.source.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (from {}; `apply` continues it)", j.source)
-                }
-            );
-        }
+        print!("{}", status.text());
     }
     Ok(())
 }

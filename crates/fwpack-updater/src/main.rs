@@ -14,6 +14,7 @@
 #[macro_use]
 mod log;
 mod blkid;
+mod bootslot;
 mod cmd;
 mod config;
 mod devwait;
