@@ -9,8 +9,8 @@ use fwimage::TrustedKeys;
 use serde_json::{json, Value};
 use updater::state::{Layout, SlotGroup, SlotRange};
 use updater::{
-    Access, ApplyOptions, ApplyReport, BootState, Event, FileStorage, Phase, Seed, Slot,
-    StateArea, StateLocation, Storage,
+    Access, ApplyOptions, ApplyReport, BootState, Event, FileStorage, Phase, Seed, Slot, StateArea,
+    StateLocation, Storage,
 };
 
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
