@@ -1,7 +1,9 @@
 //! PID 1 from start to `exec`: set up, load modules, wait for the disk,
 //! apply a pending update (then reboot into it), choose the slot with the
 //! boot state, mount it and switch root. Every error ends in the
-//! configured failure action; nothing here returns.
+//! configured failure action (a halt instead of a reboot when the
+//! configuration itself is broken: see `load_config`); nothing here
+//! returns.
 
 use std::convert::Infallible;
 use std::ffi::OsString;

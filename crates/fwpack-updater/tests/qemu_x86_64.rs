@@ -11,7 +11,8 @@
 //! - a pending slot that does not mount falls back to A in the same boot;
 //! - an active slot that does not mount gives way to the complete other
 //!   slot, which becomes active;
-//! - an updater.conf with an error boots slot A in safe mode (no update);
+//! - an updater.conf with an error, or a refused `fwpack.*` override,
+//!   boots slot A in safe mode (no update);
 //!   one without a usable target halts instead of rebooting.
 
 mod qemu_support;
@@ -455,6 +456,38 @@ fn broken_config_boots_the_active_slot_in_safe_mode() {
     let before: serde_json::Value = serde_json::from_str(&before).unwrap();
     assert_eq!(after["slots"], before["slots"]);
     assert_eq!(after["slots"]["B"]["state"], "empty");
+}
+
+/// A refused `fwpack.*` override on the kernel command line: the file as
+/// built, in safe mode (the update in the initramfs is not applied).
+#[test]
+fn refused_cmdline_override_boots_the_active_slot_in_safe_mode() {
+    let Some(s) = setup(|b| b.to_vec(), true, 3) else {
+        return;
+    };
+    let mut c = boot_appending(
+        ARCH,
+        &s.kernel,
+        &s.initrd,
+        &s.disk,
+        "x86-bad-override",
+        "fwpack.tries=banana",
+    );
+    expect(
+        &mut c,
+        &[
+            "kernel command line: fwpack.tries: `banana`",
+            "no update is applied, the boot state is not changed, a failure halts; no fwpack.* override is used",
+            "booting slot A (version 1 v1)",
+            "FWPACK-TEST booted slot A version 1 pid 1",
+        ],
+        WAIT,
+    );
+    expect_exit(&mut c, WAIT);
+    let log = std::fs::read_to_string(c.log_path()).unwrap();
+    assert!(!log.contains("applying update"), "{log}");
+    let st: serde_json::Value = serde_json::from_str(&status_json(&s.disk)).unwrap();
+    assert_eq!(st["slots"]["B"]["state"], "empty", "{st}");
 }
 
 /// No usable target: PID 1 says why and halts (a reboot would meet the

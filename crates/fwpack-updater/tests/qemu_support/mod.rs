@@ -357,10 +357,25 @@ pub fn initramfs(
 
 /// A QEMU boot of `initrd` with `disk` attached the way the board does it.
 pub fn boot(arch: Arch, k: &Kernel, initrd: &Path, disk: &Path, name: &str) -> Console {
+    boot_appending(arch, k, initrd, disk, name, "")
+}
+
+/// As [`boot`], with `append` added to the kernel command line.
+pub fn boot_appending(
+    arch: Arch,
+    k: &Kernel,
+    initrd: &Path,
+    disk: &Path,
+    name: &str,
+    append: &str,
+) -> Console {
     let mut q = Qemu::new(arch, &k.vmlinuz)
         .initrd(initrd)
         .memory(512)
         .name(name);
+    if !append.is_empty() {
+        q = q.append(append);
+    }
     match arch {
         // NVMe, built into the cloud kernel.
         Arch::X86_64 => {
