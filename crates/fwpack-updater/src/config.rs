@@ -136,6 +136,25 @@ pub enum SlotDevice {
     Loop,
 }
 
+/// How the chosen slot is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootMethod {
+    /// Mount the slot and exec its init under the bootstrap kernel.
+    SwitchRoot,
+    /// Load the slot's own kernel from `/boot/fwpack/` and kexec into it.
+    Kexec,
+}
+
+impl BootMethod {
+    pub fn parse(v: &str) -> Result<BootMethod, String> {
+        match v {
+            "switch_root" => Ok(BootMethod::SwitchRoot),
+            "kexec" => Ok(BootMethod::Kexec),
+            _ => Err(format!("`{v}`: expected switch_root or kexec")),
+        }
+    }
+}
+
 /// Raspberry Pi firmware A/B (autoboot.txt + tryboot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tryboot {
@@ -174,6 +193,11 @@ pub struct Config {
     /// Protected keys ([`PROTECTED`]) the kernel command line may override
     /// anyway (`cmdline_overrides`); `None`: no overrides at all.
     pub cmdline_overrides: Option<Vec<String>>,
+    pub boot: BootMethod,
+    /// `panic=N` on a kexec'd slot kernel's command line: a slot kernel
+    /// that panics reboots after N seconds, and the next boot counts the
+    /// try.
+    pub kexec_panic: u32,
 }
 
 /// Keys the kernel command line may not override unless
@@ -215,6 +239,8 @@ const KEYS: &[&str] = &[
     "tryboot_partitions",
     "state_copy_distance",
     "cmdline_overrides",
+    "boot",
+    "kexec_panic",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -323,6 +349,8 @@ impl Config {
             board: None,
             tryboot: None,
             cmdline_overrides: Some(Vec::new()),
+            boot: BootMethod::SwitchRoot,
+            kexec_panic: 5,
         };
         let mut warnings = Vec::new();
         let mut have_target = false;
@@ -457,6 +485,15 @@ impl Config {
                 }
             }
             "verify_writes" => self.verify_writes = parse_bool(v)?,
+            "boot" => self.boot = BootMethod::parse(v)?,
+            "kexec_panic" => {
+                self.kexec_panic = match v.parse::<u32>() {
+                    Ok(n) if (1..=3600).contains(&n) => n,
+                    _ => return Err(format!(
+                        "`{v}`: expected seconds, 1..=3600 (a slot kernel that panics must reboot)"
+                    )),
+                }
+            }
             "board" => {
                 if v.is_empty()
                     || v.len() > 64
@@ -556,6 +593,19 @@ board = qemu-x86_64
         );
         assert_eq!(c.board.as_deref(), Some("qemu-x86_64"));
         assert!(c.tryboot.is_none());
+        assert_eq!(c.boot, BootMethod::SwitchRoot);
+    }
+
+    #[test]
+    fn boot_method() {
+        let (c, _) = Config::parse("target = /dev/vda\nboot = kexec\nkexec_panic = 3\n").unwrap();
+        assert_eq!((c.boot, c.kexec_panic), (BootMethod::Kexec, 3));
+        let (c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert_eq!((c.boot, c.kexec_panic), (BootMethod::SwitchRoot, 5));
+        for bad in ["boot = chainload", "kexec_panic = 0", "kexec_panic = -1"] {
+            let e = Config::parse(&format!("target = /dev/vda\n{bad}\n")).unwrap_err();
+            assert!(e.contains("line 2"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use updater::{Access, BootDecision, FileStorage, Slot, StateArea};
 
-use crate::config::{Action, Config, DeviceSpec, DEFAULT_PATH};
+use crate::config::{Action, BootMethod, Config, DeviceSpec, DEFAULT_PATH};
 use crate::pid1::{self, Signals};
 use crate::runinfo::RunInfo;
-use crate::{devwait, kmod, slotdev, switchroot, tryboot, update};
+use crate::{devwait, kexecboot, kmod, slotdev, switchroot, tryboot, update};
 
 pub fn run(args: Vec<OsString>) -> ! {
     let (mut signals, problems) = pid1::setup("/dev/console");
@@ -164,6 +164,11 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
         trial = false;
         mount_slot(cfg, &disk, &group, slot)?;
     }
+    if cfg.boot == BootMethod::Kexec {
+        // Returns only when the bootstrap cannot kexec (slot mounted again).
+        switchroot::unmount_root();
+        (slot, trial) = kexecboot::boot(cfg, &disk, &group, &mut area, slot, trial)?;
+    }
 
     let info = RunInfo {
         target: disk.clone(),
@@ -190,22 +195,23 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     switchroot::switch_root(&cfg.init, init_args)
 }
 
-fn mount_slot(
+/// Mounts `slot` read-only on the new root after checking its init; the
+/// returned device must live until the mount holds its own reference.
+pub(crate) fn mount_slot(
     cfg: &Config,
     disk: &Path,
     group: &updater::SlotGroup,
     slot: Slot,
-) -> Result<(), String> {
+) -> Result<slotdev::Attached, String> {
     let r = group.slot(slot);
     let dev = slotdev::attach(disk, r.offset, r.size, cfg.slot_device)?;
     log!("slot {slot} ({} bytes at {}) is {dev}", r.size, r.offset);
     switchroot::mount_root(dev.node(), &cfg.root_fstype, &cfg.root_flags)?;
-    drop(dev);
     if let Err(e) = switchroot::check_init(&cfg.init) {
         switchroot::unmount_root();
         return Err(format!("slot {slot}: {e}"));
     }
-    Ok(())
+    Ok(dev)
 }
 
 /// Where the autoboot.txt partition is mounted while it is read or changed.

@@ -18,6 +18,7 @@ mod cmd;
 mod config;
 mod devwait;
 mod flow;
+mod kexecboot;
 mod kmod;
 mod pid1;
 mod runinfo;
