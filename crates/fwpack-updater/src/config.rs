@@ -489,9 +489,11 @@ impl Config {
             "kexec_panic" => {
                 self.kexec_panic = match v.parse::<u32>() {
                     Ok(n) if (1..=3600).contains(&n) => n,
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "`{v}`: expected seconds, 1..=3600 (a slot kernel that panics must reboot)"
-                    )),
+                    ))
+                    }
                 }
             }
             "board" => {
