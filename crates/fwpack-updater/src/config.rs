@@ -527,6 +527,10 @@ impl Config {
             let Some((k, v)) = word.strip_prefix("fwpack.").and_then(|w| w.split_once('=')) else {
                 continue;
             };
+            // The kexec slot marker (kexecboot.rs), not a setting.
+            if k == "slot" {
+                continue;
+            }
             if !KEYS.contains(&k) || k.starts_with("tryboot") || k == "cmdline_overrides" {
                 return Err(format!(
                     "kernel command line: `fwpack.{k}` is not a setting that can be overridden"

@@ -79,6 +79,11 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     }
     signals.act_on_request();
     let disk = devwait::wait(&cfg.target, cfg.device_timeout, signals)?;
+    // Booted by kexec for a slot (this initramfs is the slot kernel's own).
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Some(slot) = kexecboot::staged_slot(&cmdline) {
+        return kexecboot::slot_stage(cfg, &disk, slot?, init_args);
+    }
 
     match update::check_and_apply(cfg, &disk, signals) {
         Ok(update::Outcome::Nothing) => {}
@@ -165,8 +170,7 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
         mount_slot(cfg, &disk, &group, slot)?;
     }
     if cfg.boot == BootMethod::Kexec {
-        // Returns only when the bootstrap cannot kexec (slot mounted again).
-        switchroot::unmount_root();
+        // Returns only when the bootstrap cannot kexec (the slot mounted).
         (slot, trial) = kexecboot::boot(cfg, &disk, &group, &mut area, slot, trial)?;
     }
 

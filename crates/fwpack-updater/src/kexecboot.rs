@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use updater::{FileStorage, Slot, SlotGroup, StateArea};
 
+use crate::blkid;
 use crate::config::Config;
-use crate::slotdev::Attached;
+use crate::runinfo::RunInfo;
 use crate::switchroot::{self, NEW_ROOT};
 
 /// Where the slot's boot files are, relative to its root.
@@ -119,12 +120,8 @@ pub enum Root<'a> {
     /// A partition that is exactly the slot: `root=` it.
     Partition(&'a Path),
     /// A byte range of the disk: only the slot's own initrd can mount it
-    /// (it is told the disk, offset and size).
-    Range {
-        disk: &'a Path,
-        offset: u64,
-        size: u64,
-    },
+    /// (the fwpack initramfs does, in its slot stage: see [`slot_stage`]).
+    Range,
 }
 
 /// The slot kernel's command line: the slot's own words, then what fwpack
@@ -143,26 +140,23 @@ pub fn slot_cmdline(cfg: &Config, own: &str, bootstrap: &str, root: &Root, slot:
                 .map(str::to_string),
         );
     }
-    match root {
-        Root::Partition(p) => {
-            w.push(format!("root={}", p.display()));
-            w.push(format!("rootfstype={}", cfg.root_fstype));
-            if !cfg.root_flags.is_empty() {
-                w.push(format!("rootflags={}", cfg.root_flags));
-            }
-            w.push("rootwait".into());
+    if let Root::Partition(p) = root {
+        w.push(format!("root={}", p.display()));
+        w.push(format!("rootfstype={}", cfg.root_fstype));
+        if !cfg.root_flags.is_empty() {
+            w.push(format!("rootflags={}", cfg.root_flags));
         }
-        Root::Range { disk, offset, size } => {
-            w.push(format!("fwpack.slot_disk={}", disk.display()));
-            w.push(format!("fwpack.slot_offset={offset}"));
-            w.push(format!("fwpack.slot_size={size}"));
-        }
+        w.push("rootwait".into());
     }
     w.push("ro".into());
     w.push(format!("panic={}", cfg.kexec_panic));
-    w.push(format!("fwpack.slot={slot}"));
+    w.push(format!("{MARKER}{slot}"));
     w.join(" ")
 }
+
+/// The command-line word telling a slot kernel (and its fwpack initramfs)
+/// which slot it was booted for.
+pub const MARKER: &str = "fwpack.slot=";
 
 /// Why staging a slot's kernel failed.
 enum StageError {
@@ -172,32 +166,22 @@ enum StageError {
     NoKexec(String),
 }
 
-/// Mounts `slot`, loads its kernel, unmounts it.
-fn stage(cfg: &Config, disk: &Path, group: &SlotGroup, slot: Slot) -> Result<(), StageError> {
-    let dev = crate::flow::mount_slot(cfg, disk, group, slot).map_err(StageError::Slot)?;
-    let r = load_mounted(cfg, disk, group, slot, &dev);
-    switchroot::unmount_root();
-    drop(dev);
-    r
-}
-
+/// Loads the kernel of `slot`, which is mounted on [`NEW_ROOT`].
 fn load_mounted(
     cfg: &Config,
     disk: &Path,
     group: &SlotGroup,
     slot: Slot,
-    dev: &Attached,
 ) -> Result<(), StageError> {
     let files = read_slot_files().map_err(|e| StageError::Slot(format!("slot {slot}: {e}")))?;
     let range = group.slot(slot);
-    let root = match dev {
-        Attached::Partition(p) => Root::Partition(p),
-        Attached::Loop { .. } if files.initrd.is_some() => Root::Range {
-            disk,
-            offset: range.offset,
-            size: range.size,
-        },
-        Attached::Loop { .. } => {
+    // Whatever slot_device says about how we mount it, the slot kernel
+    // can mount a partition by name, and a byte range only in an initrd.
+    let part = blkid::partition_for_range(disk, range.offset, range.size);
+    let root = match &part {
+        Some(p) => Root::Partition(p),
+        None if files.initrd.is_some() => Root::Range,
+        None => {
             return Err(StageError::Slot(format!(
                 "slot {slot} is a byte range of {} without a partition of its own: its kernel can mount it only through its own /{BOOT_DIR}/initrd",
                 disk.display()
@@ -228,10 +212,11 @@ fn load_mounted(
     }
 }
 
-/// Boots `slot` by kexec, falling back to the other (active) slot in the
-/// same boot when a trial slot's kernel cannot be loaded. Returns only
-/// when the bootstrap cannot kexec at all: then the returned slot is
-/// mounted on [`NEW_ROOT`] for switch_root, with whether it is a trial.
+/// Boots `slot` (mounted on [`NEW_ROOT`]) by kexec, falling back to the
+/// other (active) slot in the same boot when a trial slot's kernel cannot
+/// be loaded. Returns only when the bootstrap cannot kexec at all: then
+/// the returned slot is mounted for switch_root, with whether it is a
+/// trial.
 pub fn boot(
     cfg: &Config,
     disk: &Path,
@@ -241,18 +226,21 @@ pub fn boot(
     mut trial: bool,
 ) -> Result<(Slot, bool), String> {
     loop {
-        match stage(cfg, disk, group, slot) {
+        match load_mounted(cfg, disk, group, slot) {
             Ok(()) => {
+                // The kernel has read the files; nothing of the slot stays
+                // mounted across the jump.
+                switchroot::unmount_root();
                 log!("kexec into slot {slot}'s kernel");
                 let e = kexec::execute();
                 return Err(format!("executing slot {slot}'s kernel: {e}"));
             }
             Err(StageError::NoKexec(why)) => {
                 log!("{why}; booting slot {slot} with switch_root under the bootstrap kernel instead");
-                crate::flow::mount_slot(cfg, disk, group, slot)?;
                 return Ok((slot, trial));
             }
             Err(StageError::Slot(why)) if trial => {
+                switchroot::unmount_root();
                 log!("{why}");
                 log!(
                     "slot {slot} cannot be booted; counting the failed try and falling back to slot {}",
@@ -264,10 +252,70 @@ pub fn boot(
                 drop(storage);
                 slot = area.boot().active;
                 trial = false;
+                crate::flow::mount_slot(cfg, disk, group, slot)?;
             }
             Err(StageError::Slot(why)) => return Err(why),
         }
     }
+}
+
+/// The slot this kernel was kexec'd for (`fwpack.slot=` on its command
+/// line), if any: then the fwpack initramfs is the slot kernel's own
+/// initrd, and only mounts that slot and switches root into it.
+pub fn staged_slot(cmdline: &str) -> Option<Result<Slot, String>> {
+    let v = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(MARKER))?;
+    Some(match v {
+        "A" => Ok(Slot::A),
+        "B" => Ok(Slot::B),
+        _ => Err(format!(
+            "kernel command line: `{MARKER}{v}`: expected A or B"
+        )),
+    })
+}
+
+/// The slot stage: the bootstrap already applied updates and counted the
+/// try, so this neither applies nor changes the boot state. It mounts the
+/// slot it was booted for and switches root into it; a slot that cannot
+/// be mounted ends in `on_failure` (normally a reboot: the next boot's
+/// bootstrap counts the try and falls back when the tries run out).
+pub fn slot_stage(
+    cfg: &Config,
+    disk: &Path,
+    slot: Slot,
+    init_args: &[std::ffi::OsString],
+) -> Result<std::convert::Infallible, String> {
+    log!("slot stage: this kernel was booted by kexec for slot {slot}");
+    let mut storage =
+        FileStorage::open(disk, updater::Access::ReadOnly).map_err(|e| e.to_string())?;
+    let area = StateArea::read(&mut storage, cfg.state_location())
+        .map_err(|e| format!("state area of {}: {e}", disk.display()))?;
+    drop(storage);
+    let group = area
+        .layout()
+        .group(&cfg.root_group)
+        .ok_or_else(|| {
+            format!(
+                "the layout has no slot group `{}` (root_group)",
+                cfg.root_group
+            )
+        })?
+        .clone();
+    crate::flow::mount_slot(cfg, disk, &group, slot)?;
+    let info = RunInfo {
+        target: disk.to_path_buf(),
+        state_offset: cfg.state_offset,
+        state_copy_distance: cfg.state_copy_distance,
+        slot,
+        trial: area.boot().pending == Some(slot),
+        tryboot: None,
+    };
+    if let Err(e) = info.save() {
+        log!("{e} (`fwpack-updater mark-good` will need --target and --slot)");
+    }
+    log!("switching root to slot {slot}, running {}", cfg.init);
+    switchroot::switch_root(&cfg.init, init_args)
 }
 
 #[cfg(test)]
@@ -311,21 +359,23 @@ mod tests {
             Slot::A,
         );
         assert!(!c.contains("ttyS0") && c.contains("console=hvc0"), "{c}");
-        let d = PathBuf::from("/dev/nvme0n1");
-        let c = slot_cmdline(
-            &cfg(),
-            "",
-            "",
-            &Root::Range {
-                disk: &d,
-                offset: 8 << 20,
-                size: 16 << 20,
-            },
-            Slot::A,
-        );
+        let c = slot_cmdline(&cfg(), "", "", &Root::Range, Slot::A);
+        assert_eq!(c, "ro panic=7 fwpack.slot=A");
+    }
+
+    #[test]
+    fn the_marker_selects_the_slot_stage() {
+        assert!(staged_slot("console=ttyS0 panic=-1").is_none());
         assert_eq!(
-            c,
-            "fwpack.slot_disk=/dev/nvme0n1 fwpack.slot_offset=8388608 fwpack.slot_size=16777216 ro panic=7 fwpack.slot=A"
+            staged_slot("root=/dev/x fwpack.slot=B ro").unwrap(),
+            Ok(Slot::B)
+        );
+        assert!(staged_slot("fwpack.slot=C").unwrap().is_err());
+        // The marker is not a setting: the config override parser skips it.
+        let (mut c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert_eq!(
+            c.apply_cmdline("fwpack.slot=A fwpack.tries=2").unwrap(),
+            vec!["tries=2"]
         );
     }
 }

@@ -109,7 +109,7 @@ fn main() {
 
 /// What a slot's kernel is in a test.
 enum SlotKernel {
-    /// Debian's kernel, with `fwpack.test=<marker>` in the slot's cmdline.
+    /// Debian's kernel, with `test.marker=<marker>` in the slot's cmdline.
     Good(&'static str),
     /// Debian's kernel, and the slot's init exits (the kernel panics).
     Panics,
@@ -125,6 +125,18 @@ fn slot_image(
     name: &str,
     version: u64,
     k: SlotKernel,
+) -> Vec<u8> {
+    slot_image_with(work, kernel, name, version, k, None)
+}
+
+/// [`slot_image`], with an initrd for the slot kernel.
+fn slot_image_with(
+    work: &std::path::Path,
+    kernel: &kernels::Kernel,
+    name: &str,
+    version: u64,
+    k: SlotKernel,
+    initrd: Option<&[u8]>,
 ) -> Vec<u8> {
     let init = testkit::program::build_static("fwpack-kexec-slot-init", SLOT_INIT, ARCH)
         .expect("building the slot init");
@@ -143,7 +155,7 @@ fn slot_image(
         );
         bz[0x236] &= !2;
     }
-    let cmdline = format!("# slot {name}\nfwpack.test={marker}\n");
+    let cmdline = format!("# slot {name}\ntest.marker={marker}\n");
     let mut extra: Vec<(&str, &[u8], u32)> = vec![
         ("boot/fwpack/kernel", &bz, 0o644),
         ("boot/fwpack/cmdline", cmdline.as_bytes(), 0o644),
@@ -151,6 +163,9 @@ fn slot_image(
     ];
     if let SlotKernel::Panics = k {
         extra.push(("etc/fwpack-test/panic", b"", 0o644));
+    }
+    if let Some(i) = initrd {
+        extra.push(("boot/fwpack/initrd", i, 0o644));
     }
     let fs = rootfs_with(work, name, version, true, &init, &extra, ROOTFS);
     image(&fs, version)
@@ -215,13 +230,13 @@ fn v1_boots_by_kexec_then_v2_kernel_boots_from_b() {
         WAIT,
     );
     assert!(
-        !lines[0].contains("fwpack.test="),
+        !lines[0].contains("test.marker="),
         "bootstrap: {}",
         lines[0]
     );
     for l in [&lines[6], &lines[7]] {
         assert!(
-            l.contains("fwpack.test=kernel-v1")
+            l.contains("test.marker=kernel-v1")
                 && l.contains("fwpack.slot=A")
                 && l.contains("root=/dev/nvme0n1p1")
                 && l.contains("panic=1"),
@@ -259,7 +274,7 @@ fn v1_boots_by_kexec_then_v2_kernel_boots_from_b() {
         WAIT,
     );
     assert!(
-        lines[2].contains("fwpack.test=kernel-v2") && lines[2].contains("root=/dev/nvme0n1p2"),
+        lines[2].contains("test.marker=kernel-v2") && lines[2].contains("root=/dev/nvme0n1p2"),
         "{}",
         lines[2]
     );
@@ -370,6 +385,65 @@ fn v3_kernel_that_kexec_refuses_falls_back_in_the_same_boot() {
         ],
         WAIT,
     );
+    expect_exit(&mut c, WAIT);
+}
+
+/// Slots that are byte ranges of an unpartitioned disk: the slot kernel
+/// cannot name its root, so the slot carries the fwpack initramfs as its
+/// initrd; seeing `fwpack.slot=A` it only mounts slot A (a loop device)
+/// and switches root, without applying or counting anything.
+#[test]
+fn byte_range_slot_boots_through_its_own_fwpack_initramfs() {
+    if !tools_present(ARCH) {
+        return;
+    }
+    let kernel = kernels::amd64_cloud().expect("Debian cloud kernel");
+    let work = tempfile::tempdir().unwrap();
+    let conf = config(3, "kexec").replace(
+        "slot_device = partition\n",
+        "modules = /etc/fwpack/modules.load\n",
+    );
+    let stage_dir = work.path().join("slot-initrd");
+    std::fs::create_dir_all(&stage_dir).unwrap();
+    let slot_initrd = std::fs::read(initramfs(
+        &stage_dir,
+        ARCH,
+        &conf,
+        &[],
+        Some((&kernel, &["loop"])),
+    ))
+    .unwrap();
+    let a = slot_image_with(
+        work.path(),
+        &kernel,
+        "root-a",
+        1,
+        SlotKernel::Good("kernel-v1"),
+        Some(&slot_initrd),
+    );
+    let disk = disk_with(work.path(), false, &a, SLOTS, DISK);
+    let boot_dir = work.path().join("bootstrap");
+    std::fs::create_dir_all(&boot_dir).unwrap();
+    let bootstrap = initramfs(&boot_dir, ARCH, &conf, &[], Some((&kernel, &["loop"])));
+    let mut c = boot(ARCH, &kernel, &bootstrap, &disk, "x86-kexec-range");
+    let lines = expect(
+        &mut c,
+        &[
+            "booting slot A (version 1 v1)",
+            "is loop device /dev/loop",
+            "slot A kernel command line:",
+            "kexec into slot A's kernel",
+            "Command line:",
+            "fwpack-updater: fwpack-updater",
+            "slot stage: this kernel was booted by kexec for slot A",
+            "is loop device /dev/loop",
+            "switching root to slot A",
+            "FWPACK-TEST booted slot A version 1 pid 1",
+            "FWPACK-TEST mark-good: Ok(Some(0))",
+        ],
+        WAIT,
+    );
+    assert!(!lines[2].contains("root="), "{}", lines[2]);
     expect_exit(&mut c, WAIT);
 }
 
