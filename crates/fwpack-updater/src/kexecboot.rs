@@ -146,7 +146,9 @@ pub fn slot_cmdline(cfg: &Config, own: &str, bootstrap: &str, root: &Root, slot:
         if !cfg.root_flags.is_empty() {
             w.push(format!("rootflags={}", cfg.root_flags));
         }
-        w.push("rootwait".into());
+        if !w.iter().any(|x| x == "rootwait") {
+            w.push("rootwait".into());
+        }
     }
     w.push("ro".into());
     w.push(format!("panic={}", cfg.kexec_panic));
