@@ -5,8 +5,9 @@
 //!
 //! - v1 in slot A boots by kexec: the slot kernel's own command line
 //!   (its `Command line:` banner and /proc/cmdline) carries A's marker,
-//!   which the bootstrap's does not; then v2, whose kernel has another
-//!   marker, is applied to B, boots B's kernel and confirms;
+//!   which the bootstrap's does not; then v2, whose kernel is another one
+//!   (Debian's generic amd64 kernel, with its modular NVMe and ext4 in its
+//!   own fwpack initrd), is applied to B, boots B's kernel and confirms;
 //! - a v3 whose kernel panics reboots (panic=N) and falls back to A after
 //!   its tries, with the reason on the console;
 //! - a v3 whose kernel the running kernel refuses (ENOEXEC) counts as a
@@ -245,12 +246,29 @@ fn v1_boots_by_kexec_then_v2_kernel_boots_from_b() {
     }
     expect_exit(&mut c, WAIT);
 
-    let b = slot_image(
+    // v2 carries another kernel: Debian's generic amd64 one, whose NVMe
+    // and ext4 drivers are modules, so its initrd is the fwpack initramfs
+    // (slot stage) with those modules.
+    let generic = kernels::amd64_generic().expect("Debian generic amd64 kernel");
+    assert!(!generic.config_builtin("BLK_DEV_NVME").unwrap());
+    let conf = config(3, "kexec") + "modules = /etc/fwpack/modules.load\n";
+    let stage_dir = s.work.path().join("v2-initrd");
+    std::fs::create_dir_all(&stage_dir).unwrap();
+    let v2_initrd = std::fs::read(initramfs(
+        &stage_dir,
+        ARCH,
+        &conf,
+        &[],
+        Some((&generic, &["nvme", "ext4", "crc32c_generic"])),
+    ))
+    .unwrap();
+    let b = slot_image_with(
         s.work.path(),
-        &s.kernel,
+        &generic,
         "root-b",
         2,
         SlotKernel::Good("kernel-v2"),
+        Some(&v2_initrd),
     );
     let with_v2 = s.initrd(3, "kexec", &[("update-v2.fwi", &b)]);
     let mut c = boot(ARCH, &s.kernel, &with_v2, &s.disk, "x86-kexec-v2-apply");
@@ -266,6 +284,9 @@ fn v1_boots_by_kexec_then_v2_kernel_boots_from_b() {
         &[
             "booting slot B (version 2 v2), trial: 2 tries left",
             "kexec into slot B's kernel",
+            "Linux version 6",
+            "slot stage: this kernel was booted by kexec for slot B",
+            "switching root to slot B",
             "FWPACK-TEST slot kernel",
             "FWPACK-TEST booted slot B version 2 pid 1",
             "FWPACK-TEST mark-good: Ok(Some(0))",
@@ -273,12 +294,21 @@ fn v1_boots_by_kexec_then_v2_kernel_boots_from_b() {
         ],
         WAIT,
     );
+    // B's own kernel: another release string than the bootstrap's.
     assert!(
-        lines[2].contains("test.marker=kernel-v2") && lines[2].contains("root=/dev/nvme0n1p2"),
+        lines[2].contains(&format!("Linux version {} ", generic.release))
+            && generic.release != s.kernel.release,
         "{}",
         lines[2]
     );
-    assert!(lines[5].contains("\"active\":\"B\""), "{}", lines[5]);
+    assert!(
+        lines[5].contains(&format!("slot kernel {} ", generic.release))
+            && lines[5].contains("test.marker=kernel-v2")
+            && lines[5].contains("fwpack.slot=B"),
+        "{}",
+        lines[5]
+    );
+    assert!(lines[8].contains("\"active\":\"B\""), "{}", lines[8]);
     expect_exit(&mut c, WAIT);
     let st = status_json(&s.disk);
     assert!(
