@@ -216,9 +216,9 @@ fn load_mounted(
 
 /// Boots `slot` (mounted on [`NEW_ROOT`]) by kexec, falling back to the
 /// other (active) slot in the same boot when a trial slot's kernel cannot
-/// be loaded. Returns only when the bootstrap cannot kexec at all: then
-/// the returned slot is mounted for switch_root, with whether it is a
-/// trial.
+/// be loaded. Returns only when the bootstrap cannot kexec at all, or the
+/// active slot's own kernel cannot be loaded: then the returned slot is
+/// mounted for switch_root, with whether it is a trial.
 pub fn boot(
     cfg: &Config,
     disk: &Path,
@@ -256,7 +256,13 @@ pub fn boot(
                 trial = false;
                 crate::flow::mount_slot(cfg, disk, group, slot)?;
             }
-            Err(StageError::Slot(why)) => return Err(why),
+            // The active slot's root is known good; a reboot would only
+            // meet the same kernel again.
+            Err(StageError::Slot(why)) => {
+                log!("{why}");
+                log!("slot {slot} is the active slot: booting it with switch_root under the bootstrap kernel instead");
+                return Ok((slot, trial));
+            }
         }
     }
 }

@@ -82,7 +82,12 @@ fn main() {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let version = std::fs::read_to_string("/etc/fwpack-test/version").unwrap_or_default();
-    let slot = cmdline.split_whitespace().find_map(|w| w.strip_prefix("fwpack.slot=")).unwrap_or("?").to_string();
+    // Under its own kernel the marker names the slot; under the bootstrap
+    // kernel (switch_root) the updater's boot record does.
+    let run = std::fs::read_to_string("/run/fwpack/boot.conf").unwrap_or_default();
+    let slot = cmdline.split_whitespace().find_map(|w| w.strip_prefix("fwpack.slot="))
+        .or_else(|| run.lines().find_map(|l| l.strip_prefix("slot = ")))
+        .unwrap_or("?").to_string();
     let _ = writeln!(out, "FWPACK-TEST slot kernel {} cmdline: {}", release.trim(), cmdline.trim());
     let _ = writeln!(out, "FWPACK-TEST booted slot {} version {} pid {}", slot, version.trim(), std::process::id());
     if std::path::Path::new("/etc/fwpack-test/panic").exists() {
@@ -418,6 +423,40 @@ fn v3_kernel_that_kexec_refuses_falls_back_in_the_same_boot() {
     expect_exit(&mut c, WAIT);
 }
 
+/// The active slot's kernel refused: nothing to fall back to, and a reboot
+/// would meet the same kernel, so the slot's root boots under the
+/// bootstrap kernel (switch_root) and the console says why.
+#[test]
+fn active_slot_kernel_refused_boots_it_by_switch_root() {
+    if !tools_present(ARCH) {
+        return;
+    }
+    let kernel = kernels::amd64_cloud().expect("Debian cloud kernel");
+    let work = tempfile::tempdir().unwrap();
+    let a = slot_image(work.path(), &kernel, "root-a", 1, SlotKernel::Refused);
+    let disk = disk_with(work.path(), true, &a, SLOTS, DISK);
+    let initrd = initramfs(work.path(), ARCH, &config(3, "kexec"), &[], None);
+    let mut c = boot(ARCH, &kernel, &initrd, &disk, "x86-kexec-active-refused");
+    let lines = expect(
+        &mut c,
+        &[
+            "booting slot A (version 1 v1)",
+            "slot A's kernel: the running kernel refused the kexec load",
+            "slot A is the active slot: booting it with switch_root under the bootstrap kernel instead",
+            "switching root to slot A",
+            "FWPACK-TEST slot kernel",
+            "FWPACK-TEST booted slot A version 1 pid 1",
+        ],
+        WAIT,
+    );
+    assert!(
+        !lines[4].contains("fwpack.slot="),
+        "the bootstrap kernel: {}",
+        lines[4]
+    );
+    expect_exit(&mut c, WAIT);
+}
+
 /// Slots that are byte ranges of an unpartitioned disk: the slot kernel
 /// cannot name its root, so the slot carries the fwpack initramfs as its
 /// initrd; seeing `fwpack.slot=A` it only mounts slot A (a loop device)
@@ -499,13 +538,7 @@ fn kexec_boot_time() {
             &s.disk,
             &format!("x86-time-{mode}"),
         );
-        let marker = if mode == "kexec" {
-            "FWPACK-TEST booted slot A version 1 pid 1"
-        } else {
-            // Under the bootstrap kernel the slot's init finds no
-            // fwpack.slot= marker.
-            "FWPACK-TEST booted slot ? version 1 pid 1"
-        };
+        let marker = "FWPACK-TEST booted slot A version 1 pid 1";
         expect(&mut c, &["fwpack-updater: fwpack-updater"], WAIT);
         let updater_start = t.elapsed();
         expect(&mut c, &[marker], WAIT);
