@@ -271,8 +271,11 @@ pub fn boot(
 /// line), if any: then the fwpack initramfs is the slot kernel's own
 /// initrd, and only mounts that slot and switches root into it.
 pub fn staged_slot(cmdline: &str) -> Option<Result<Slot, String>> {
+    // The last word wins, as in the kernel's own parser: the generated
+    // marker comes after a slot's cmdline file.
     let v = cmdline
         .split_whitespace()
+        .rev()
         .find_map(|w| w.strip_prefix(MARKER))?;
     Some(match v {
         "A" => Ok(Slot::A),
@@ -281,6 +284,19 @@ pub fn staged_slot(cmdline: &str) -> Option<Result<Slot, String>> {
             "kernel command line: `{MARKER}{v}`: expected A or B"
         )),
     })
+}
+
+/// Whoever can edit a command line could write `fwpack.slot=` too: the
+/// slot stage boots only what the bootstrap could have chosen, the active
+/// slot or the pending one (never a slot being written or fallen back).
+pub fn stage_allowed(boot: &updater::BootState, slot: Slot) -> Result<(), String> {
+    if boot.active == slot || boot.pending == Some(slot) {
+        return Ok(());
+    }
+    Err(format!(
+        "kernel command line: {MARKER}{slot}, but slot {slot} is neither the active slot ({}) nor pending: not booting it",
+        boot.active
+    ))
 }
 
 /// The slot stage: the bootstrap already applied updates and counted the
@@ -300,6 +316,7 @@ pub fn slot_stage(
     let area = StateArea::read(&mut storage, cfg.state_location())
         .map_err(|e| format!("state area of {}: {e}", disk.display()))?;
     drop(storage);
+    stage_allowed(area.boot(), slot)?;
     let group = area
         .layout()
         .group(&cfg.root_group)
@@ -372,6 +389,16 @@ mod tests {
     }
 
     #[test]
+    fn the_slot_stage_boots_only_what_the_bootstrap_could_choose() {
+        let mut b = updater::BootState::initial(Slot::A, 1, "v1").unwrap();
+        assert!(stage_allowed(&b, Slot::A).is_ok());
+        let e = stage_allowed(&b, Slot::B).unwrap_err();
+        assert!(e.contains("neither the active slot"), "{e}");
+        b.pending = Some(Slot::B);
+        assert!(stage_allowed(&b, Slot::B).is_ok());
+    }
+
+    #[test]
     fn the_marker_selects_the_slot_stage() {
         assert!(staged_slot("console=ttyS0 panic=-1").is_none());
         assert_eq!(
@@ -379,6 +406,10 @@ mod tests {
             Ok(Slot::B)
         );
         assert!(staged_slot("fwpack.slot=C").unwrap().is_err());
+        assert_eq!(
+            staged_slot("fwpack.slot=A fwpack.slot=B").unwrap(),
+            Ok(Slot::B)
+        );
         // The marker is not a setting: the config override parser skips it.
         let (mut c, _) = Config::parse("target = /dev/vda\n").unwrap();
         assert_eq!(
