@@ -199,23 +199,23 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     switchroot::switch_root(&cfg.init, init_args)
 }
 
-/// Mounts `slot` read-only on the new root after checking its init; the
-/// returned device must live until the mount holds its own reference.
+/// Mounts `slot` read-only on the new root after checking its init.
 pub(crate) fn mount_slot(
     cfg: &Config,
     disk: &Path,
     group: &updater::SlotGroup,
     slot: Slot,
-) -> Result<slotdev::Attached, String> {
+) -> Result<(), String> {
     let r = group.slot(slot);
     let dev = slotdev::attach(disk, r.offset, r.size, cfg.slot_device)?;
     log!("slot {slot} ({} bytes at {}) is {dev}", r.size, r.offset);
     switchroot::mount_root(dev.node(), &cfg.root_fstype, &cfg.root_flags)?;
+    drop(dev);
     if let Err(e) = switchroot::check_init(&cfg.init) {
         switchroot::unmount_root();
         return Err(format!("slot {slot}: {e}"));
     }
-    Ok(dev)
+    Ok(())
 }
 
 /// Where the autoboot.txt partition is mounted while it is read or changed.

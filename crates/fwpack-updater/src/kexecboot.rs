@@ -6,9 +6,15 @@
 //!
 //! A slot kernel that the running kernel refuses to load is a failed try
 //! of a trial slot: it is recorded (the state library's fallback) and the
-//! active slot is booted in the same boot. A kernel that loads but panics
-//! reboots (`panic=N`) and the next boot counts the try as for any slot
-//! that never confirms.
+//! active slot is booted in the same boot; the active slot's own refused
+//! kernel, or a bootstrap that cannot kexec, ends in switch_root under
+//! the bootstrap kernel. A kernel that loads but panics reboots
+//! (`panic=N`) and the next boot counts the try as for any slot that
+//! never confirms.
+//!
+//! The slot stage ([`slot_stage`]) is the other end: this same initramfs
+//! as the slot kernel's initrd, told by `fwpack.slot=` which slot to
+//! mount.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
