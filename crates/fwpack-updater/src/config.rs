@@ -136,6 +136,25 @@ pub enum SlotDevice {
     Loop,
 }
 
+/// How the chosen slot is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootMethod {
+    /// Mount the slot and exec its init under the bootstrap kernel.
+    SwitchRoot,
+    /// Load the slot's own kernel from `/boot/fwpack/` and kexec into it.
+    Kexec,
+}
+
+impl BootMethod {
+    pub fn parse(v: &str) -> Result<BootMethod, String> {
+        match v {
+            "switch_root" => Ok(BootMethod::SwitchRoot),
+            "kexec" => Ok(BootMethod::Kexec),
+            _ => Err(format!("`{v}`: expected switch_root or kexec")),
+        }
+    }
+}
+
 /// Raspberry Pi firmware A/B (autoboot.txt + tryboot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tryboot {
@@ -177,6 +196,11 @@ pub struct Config {
     /// Not a key: the configuration had errors, so this boot only boots
     /// the active slot ([`Config::into_safe_mode`]).
     pub safe_mode: bool,
+    pub boot: BootMethod,
+    /// `panic=N` on a kexec'd slot kernel's command line: a slot kernel
+    /// that panics reboots after N seconds, and the next boot counts the
+    /// try.
+    pub kexec_panic: u32,
 }
 
 /// Keys the kernel command line may not override unless
@@ -218,6 +242,8 @@ const KEYS: &[&str] = &[
     "tryboot_partitions",
     "state_copy_distance",
     "cmdline_overrides",
+    "boot",
+    "kexec_panic",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -379,6 +405,8 @@ impl Config {
             tryboot: None,
             cmdline_overrides: Some(Vec::new()),
             safe_mode: false,
+            boot: BootMethod::SwitchRoot,
+            kexec_panic: 5,
         };
         let mut warnings = Vec::new();
         let mut have_target = false;
@@ -529,6 +557,17 @@ impl Config {
                 }
             }
             "verify_writes" => self.verify_writes = parse_bool(v)?,
+            "boot" => self.boot = BootMethod::parse(v)?,
+            "kexec_panic" => {
+                self.kexec_panic = match v.parse::<u32>() {
+                    Ok(n) if (1..=3600).contains(&n) => n,
+                    _ => {
+                        return Err(format!(
+                        "`{v}`: expected seconds, 1..=3600 (a slot kernel that panics must reboot)"
+                    ))
+                    }
+                }
+            }
             "board" => {
                 if v.is_empty()
                     || v.len() > 64
@@ -560,6 +599,10 @@ impl Config {
             let Some((k, v)) = word.strip_prefix("fwpack.").and_then(|w| w.split_once('=')) else {
                 continue;
             };
+            // The kexec slot marker (kexecboot.rs), not a setting.
+            if k == "slot" {
+                continue;
+            }
             if !KEYS.contains(&k) || k.starts_with("tryboot") || k == "cmdline_overrides" {
                 return Err(format!(
                     "kernel command line: `fwpack.{k}` is not a setting that can be overridden"
@@ -628,6 +671,19 @@ board = qemu-x86_64
         );
         assert_eq!(c.board.as_deref(), Some("qemu-x86_64"));
         assert!(c.tryboot.is_none());
+        assert_eq!(c.boot, BootMethod::SwitchRoot);
+    }
+
+    #[test]
+    fn boot_method() {
+        let (c, _) = Config::parse("target = /dev/vda\nboot = kexec\nkexec_panic = 3\n").unwrap();
+        assert_eq!((c.boot, c.kexec_panic), (BootMethod::Kexec, 3));
+        let (c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert_eq!((c.boot, c.kexec_panic), (BootMethod::SwitchRoot, 5));
+        for bad in ["boot = chainload", "kexec_panic = 0", "kexec_panic = -1"] {
+            let e = Config::parse(&format!("target = /dev/vda\n{bad}\n")).unwrap_err();
+            assert!(e.contains("line 2"), "{bad}: {e}");
+        }
     }
 
     #[test]

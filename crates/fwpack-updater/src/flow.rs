@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use updater::{Access, BootDecision, FileStorage, Slot, StateArea};
 
-use crate::config::{Action, Config, DeviceSpec, DEFAULT_PATH};
+use crate::config::{Action, BootMethod, Config, DeviceSpec, DEFAULT_PATH};
 use crate::pid1::{self, Signals};
 use crate::runinfo::RunInfo;
-use crate::{bootslot, devwait, kmod, slotdev, switchroot, tryboot, update};
+use crate::{bootslot, devwait, kexecboot, kmod, slotdev, switchroot, tryboot, update};
 
 pub fn run(args: Vec<OsString>) -> ! {
     let (mut signals, problems) = pid1::setup("/dev/console");
@@ -112,6 +112,11 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     }
     signals.act_on_request();
     let disk = devwait::wait(&cfg.target, cfg.device_timeout, signals)?;
+    // Booted by kexec for a slot (this initramfs is the slot kernel's own).
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Some(slot) = kexecboot::staged_slot(&cmdline) {
+        return kexecboot::slot_stage(cfg, &disk, slot?, init_args);
+    }
 
     match update::check_and_apply(cfg, &disk, signals) {
         Ok(update::Outcome::Nothing) => {}
@@ -185,8 +190,12 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     // is mounted.
     drop(storage);
 
-    let (slot, trial) =
+    let (mut slot, mut trial) =
         bootslot::mount_chosen(cfg, &disk, &group, &mut area, decision.slot, decision.trial)?;
+    if cfg.boot == BootMethod::Kexec {
+        // Returns only when the bootstrap cannot kexec (the slot mounted).
+        (slot, trial) = kexecboot::boot(cfg, &disk, &group, &mut area, slot, trial)?;
+    }
 
     let info = RunInfo {
         target: disk.clone(),
@@ -213,6 +222,7 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     switchroot::switch_root(&cfg.init, init_args)
 }
 
+/// Mounts `slot` read-only on the new root after checking its init.
 pub(crate) fn mount_slot(
     cfg: &Config,
     disk: &Path,

@@ -19,6 +19,7 @@ mod cmd;
 mod config;
 mod devwait;
 mod flow;
+mod kexecboot;
 mod kmod;
 mod pid1;
 mod runinfo;

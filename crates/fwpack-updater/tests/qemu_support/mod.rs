@@ -145,6 +145,29 @@ pub fn test_init(arch: Arch) -> PathBuf {
 /// An ext4 image whose init reports `version`, and confirms itself when
 /// `mark_good`.
 pub fn rootfs(work: &Path, arch: Arch, name: &str, version: u64, mark_good: bool) -> PathBuf {
+    rootfs_with(
+        work,
+        name,
+        version,
+        mark_good,
+        &test_init(arch),
+        &[],
+        ROOTFS_SIZE,
+    )
+}
+
+/// [`rootfs`] with another `/sbin/init`, extra files (path in the tree,
+/// contents, mode) and size.
+pub fn rootfs_with(
+    work: &Path,
+    name: &str,
+    version: u64,
+    mark_good: bool,
+    init: &Path,
+    extra: &[(&str, &[u8], u32)],
+    size: u64,
+) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let tree = work.join(format!("{name}-tree"));
     for d in [
         "sbin",
@@ -157,13 +180,19 @@ pub fn rootfs(work: &Path, arch: Arch, name: &str, version: u64, mark_good: bool
     ] {
         fs::create_dir_all(tree.join(d)).unwrap();
     }
-    fs::copy(test_init(arch), tree.join("sbin/init")).unwrap();
+    fs::copy(init, tree.join("sbin/init")).unwrap();
     fs::write(tree.join("etc/fwpack-test/version"), format!("{version}\n")).unwrap();
     if mark_good {
         fs::write(tree.join("etc/fwpack-test/mark-good"), "").unwrap();
     }
+    for (path, data, mode) in extra {
+        let p = tree.join(path.trim_start_matches('/'));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, data).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
+    }
     let img = work.join(format!("{name}.ext4"));
-    File::create(&img).unwrap().set_len(ROOTFS_SIZE).unwrap();
+    File::create(&img).unwrap().set_len(size).unwrap();
     let out = Command::new(testkit::tools::find("mkfs.ext4").unwrap())
         .args(["-q", "-F", "-L", name, "-d"])
         .arg(&tree)
@@ -216,12 +245,16 @@ pub fn image(rootfs: &Path, version: u64) -> Vec<u8> {
 }
 
 pub fn layout() -> Layout {
+    layout_with([SLOT_A, SLOT_B])
+}
+
+pub fn layout_with(slots: [SlotRange; 2]) -> Layout {
     Layout::new(
         BOARD,
         updater::StateLocation::default(),
         vec![SlotGroup {
             name: "system".into(),
-            slots: [SLOT_A, SLOT_B],
+            slots,
         }],
     )
     .unwrap()
@@ -243,15 +276,27 @@ fn run_ok(cmd: &mut Command) -> String {
 /// exactly the slots, and slot A holding `image_a` — installed the way a
 /// device would: `fwpack-updater apply --slot A`, then `mark-good`.
 pub fn disk(work: &Path, partitions: bool, image_a: &[u8]) -> PathBuf {
+    disk_with(work, partitions, image_a, [SLOT_A, SLOT_B], DISK_SIZE)
+}
+
+/// [`disk`] with other slot ranges and disk size.
+pub fn disk_with(
+    work: &Path,
+    partitions: bool,
+    image_a: &[u8],
+    slots: [SlotRange; 2],
+    disk_size: u64,
+) -> PathBuf {
+    let [slot_a, slot_b] = slots;
     let path = work.join("disk.img");
-    File::create(&path).unwrap().set_len(DISK_SIZE).unwrap();
+    File::create(&path).unwrap().set_len(disk_size).unwrap();
     if partitions {
         let script = format!(
             "label: dos\nlabel-id: 0x0f3a7e57\nstart={}, size={}, type=83\nstart={}, size={}, type=83\n",
-            SLOT_A.offset / 512,
-            SLOT_A.size / 512,
-            SLOT_B.offset / 512,
-            SLOT_B.size / 512
+            slot_a.offset / 512,
+            slot_a.size / 512,
+            slot_b.offset / 512,
+            slot_b.size / 512
         );
         let mut c = Command::new(testkit::tools::find("sfdisk").unwrap())
             .arg("-q")
@@ -275,7 +320,7 @@ pub fn disk(work: &Path, partitions: bool, image_a: &[u8]) -> PathBuf {
     };
     {
         let mut st = FileStorage::open(&path, Access::ReadWrite).unwrap();
-        updater::init_state_area(&mut st, &layout(), &blank).unwrap();
+        updater::init_state_area(&mut st, &layout_with(slots), &blank).unwrap();
     }
     let img = work.join("slot-a.fwi");
     fs::write(&img, image_a).unwrap();
