@@ -56,6 +56,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 // headers, device-tree rewriting, segment layout) compile and are tested
 // on every host, only the syscalls are per target.
 pub mod arm64;
+/// Device-tree read/rewrite for the arm64 loader (pure, any host).
+pub mod fdt;
 pub mod x86_64;
 
 /// Stages `spec` so that [`execute`] boots it.
@@ -77,5 +79,8 @@ pub fn load(spec: &BootSpec) -> Result<Method> {
 /// Boots the staged kernel (reboot(LINUX_REBOOT_CMD_KEXEC)). Returns only
 /// on failure.
 pub fn execute() -> Error {
+    #[cfg(target_arch = "aarch64")]
+    return arm64::execute();
+    #[allow(unreachable_code)]
     Error::Unsupported("not implemented yet".into())
 }
