@@ -151,3 +151,60 @@ fn virt_kexecs_the_same_kernel_with_a_new_command_line() {
         panic!("{e}");
     }
 }
+
+/// `-M raspi3b` as the rpi-zero2w board boots there: Debian's kernel and
+/// Zero 2 W device tree, console on the mini UART (the second `-serial`,
+/// ttyS1). The board has no power-off, so the harness stops QEMU.
+fn raspi3b(kernel: &Kernel, initrd: &Path, append: &str, name: &str) -> Console {
+    let dtb = kernel.dtbs_dir.join("broadcom/bcm2837-rpi-zero-2-w.dtb");
+    let mut c = Command::new("qemu-system-aarch64");
+    c.args(["-accel", "tcg", "-nodefaults", "-no-user-config"])
+        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .args(["-M", "raspi3b", "-m", "1G"])
+        .args(["-serial", "null", "-serial", "stdio"])
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-dtb")
+        .arg(dtb)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(format!("console=ttyS1,115200 {append}"));
+    Console::spawn(c, name).expect("starting QEMU")
+}
+
+#[test]
+fn raspi3b_kexecs_with_nr_cpus_1_and_the_second_kernel_brings_up_four() {
+    if !tools() {
+        return;
+    }
+    let kernel = testkit::kernels::arm64().expect("Debian arm64 kernel");
+    let work = tempfile::tempdir().unwrap();
+    let initrd = initramfs(work.path(), &kernel);
+    let mut c = raspi3b(
+        &kernel,
+        &initrd,
+        "nr_cpus=1 kexec-test=again",
+        "kexec-raspi3b",
+    );
+    let t = run(&mut c, "0-3");
+    report("raspi3b", &t);
+}
+
+/// Why the bootstrap needs nr_cpus=1 there: without it the load is
+/// refused, and the error says so.
+#[test]
+fn raspi3b_without_nr_cpus_1_refuses_kexec_and_says_why() {
+    if !tools() {
+        return;
+    }
+    let kernel = testkit::kernels::arm64().expect("Debian arm64 kernel");
+    let work = tempfile::tempdir().unwrap();
+    let initrd = initramfs(work.path(), &kernel);
+    let mut c = raspi3b(&kernel, &initrd, "kexec-test=again", "kexec-raspi3b-smp");
+    let line = match c.wait_for("KEXEC-TEST load failed", WAIT) {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(line.contains("nr_cpus=1"), "{line}");
+}
