@@ -73,6 +73,21 @@ pub struct UpdaterBuild {
     /// come from the signed initramfs only).
     #[serde(default)]
     pub cmdline_overrides: Vec<String>,
+    /// How the updater starts the chosen slot (`boot` in updater.conf):
+    /// `switch_root` (default) or `kexec` into the slot's own kernel.
+    #[serde(default)]
+    pub boot: SlotBoot,
+}
+
+/// How the PID-1 updater starts the slot it chose.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotBoot {
+    /// Mount the slot and exec its init under the bootstrap kernel.
+    #[default]
+    SwitchRoot,
+    /// Load the slot's own kernel and kexec into it.
+    Kexec,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -499,6 +499,9 @@ pub fn updater_conf(board: &Board) -> String {
             board.updater.cmdline_overrides.join(" ")
         ));
     }
+    if board.updater.boot == board::SlotBoot::Kexec {
+        s.push_str("boot = kexec\n");
+    }
     s
 }
 
