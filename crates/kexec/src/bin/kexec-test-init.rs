@@ -16,7 +16,15 @@ fn say(msg: &str) {
     let _ = o.flush();
 }
 
+/// Lets the console UART send what we wrote before the kernel's own
+/// shutdown messages go out: otherwise printk cuts into our lines
+/// mid-way (seen on raspi3b's mini UART) and the harness misses them.
+fn drain() {
+    let _ = rustix::termios::tcdrain(std::io::stdout());
+}
+
 fn off() -> ! {
+    drain();
     rustix::fs::sync();
     let _ = rustix::system::reboot(rustix::system::RebootCommand::PowerOff);
     // Boards without a power-off (raspi3b) halt here; the harness stops QEMU.
@@ -61,6 +69,7 @@ fn main() {
             off();
         }
     }
+    drain();
     let e = kexec::execute();
     say(&format!("execute failed: {e}"));
     off();
