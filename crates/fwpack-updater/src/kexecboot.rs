@@ -240,6 +240,9 @@ pub fn boot(
                 // mounted across the jump.
                 switchroot::unmount_root();
                 log!("kexec into slot {slot}'s kernel");
+                // The console UART still holds our last lines: the next
+                // kernel resets it (seen on raspi3b cutting lines short).
+                let _ = rustix::termios::tcdrain(rustix::stdio::stderr());
                 let e = kexec::execute();
                 return Err(format!("executing slot {slot}'s kernel: {e}"));
             }

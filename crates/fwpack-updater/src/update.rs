@@ -246,9 +246,15 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
         ..ApplyOptions::default()
     };
     let mut progress = Progress::default();
-    let report = updater::apply(file, len, &mut storage, &keys, &opts, &mut |e| {
-        progress.event(e)
-    })
+    // The same instantiation of the engine as `apply SOURCE` (one copy in the binary).
+    let report = updater::apply(
+        imagesource::AnySource::File(file),
+        len,
+        &mut storage,
+        &keys,
+        &opts,
+        &mut |e| progress.event(e),
+    )
     .map_err(|e| format!("update {name} refused: {e}"))?;
     log!(
         "applied {name} to slot {}: version {}, {} bytes written{}{}",

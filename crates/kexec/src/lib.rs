@@ -109,6 +109,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 // headers, device-tree rewriting, segment layout) compile and are tested
 // on every host, only the syscalls are per target.
 pub mod arm64;
+/// Device-tree read/rewrite for the arm64 loader (pure, any host).
+pub mod fdt;
 pub mod x86_64;
 
 /// Stages `spec` so that [`execute`] boots it.
