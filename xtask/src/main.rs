@@ -24,7 +24,7 @@ usage: cargo xtask <command>
 commands:
   deps        install the host tools and rustup targets the tests need (idempotent)
   test        deps + cargo fmt --check + clippy -D warnings + cargo test --workspace
-  bench <what> benchmarks against the reference tools (what: fwimage, initramfs, apply, http)
+  bench <what> benchmarks against the reference tools (what: fwimage, initramfs, apply, kexec, http)
   inputs [--board B]  fetch the boards' kernels, DTBs, modules, Pi firmware from Debian into the cache
   demo        the main job on rpi-zero2w, then an A/B update of the same updater in QEMU aarch64
   e2e [--full] update, fallback and power cuts in QEMU (--full: all three qemu boards, >= 20 cuts)
@@ -69,6 +69,16 @@ fn bench(sh: &Shell, what: Option<&str>) -> Result<()> {
         Some("fwimage") => {
             let rest: Vec<String> = std::env::args().skip(3).collect();
             bench_fwimage::run(sh, &project_root(), &rest)
+        }
+        // Boot time added by kexec under TCG: a measurement kept out of
+        // the test runs (#[ignore]), printed by the test itself.
+        Some("kexec") => {
+            cmd!(
+                sh,
+                "cargo test -p fwpack-updater --test qemu_x86_64_kexec -- --ignored --nocapture kexec_boot_time"
+            )
+            .run()?;
+            Ok(())
         }
         Some(other) => bail!("unknown benchmark `{other}`\n\n{USAGE}"),
         None => bail!("which benchmark?\n\n{USAGE}"),

@@ -48,6 +48,33 @@ pub struct Board {
     pub console: Console,
     pub ram: Ram,
     pub disk: Disk,
+    /// How the updater starts the chosen slot (updater.conf `boot`).
+    #[serde(default)]
+    pub boot: SlotBoot,
+}
+
+/// How the updater (PID 1 of the bootstrap initramfs) starts the slot it
+/// chose.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotBoot {
+    /// Mount the slot and run its init under the bootstrap kernel.
+    #[default]
+    SwitchRoot,
+    /// Load the slot's own kernel from its `/boot/fwpack/` and kexec into
+    /// it (the slot image carries kernel, command line, optional initrd
+    /// and DTB; see docs/FORMAT.md, "Slot kernels").
+    Kexec,
+}
+
+impl SlotBoot {
+    /// The updater.conf value.
+    pub fn name(self) -> &'static str {
+        match self {
+            SlotBoot::SwitchRoot => "switch_root",
+            SlotBoot::Kexec => "kexec",
+        }
+    }
 }
 
 /// How the device-side updater is compiled and which ELF policy applies.
@@ -378,6 +405,19 @@ mod tests {
         let pi = Board::find(&configs(), "rpi-zero2w").unwrap();
         assert_eq!(pi.ram.total_mib, 512);
         assert_eq!(pi.updater.rust_target, "aarch64-unknown-linux-musl");
+    }
+
+    #[test]
+    fn slot_boot_key() {
+        let text = std::fs::read_to_string(configs().join("qemu-x86_64.yaml")).unwrap();
+        let b = Board::parse(&text, Path::new("qemu-x86_64.yaml")).unwrap();
+        assert_eq!(b.boot, SlotBoot::SwitchRoot);
+        let t = format!("{}\nboot: kexec\n", text.trim_end());
+        let t = t.replace("\nboot: switch_root\n", "\n");
+        let b = Board::parse(&t, Path::new("qemu-x86_64.yaml")).unwrap();
+        assert_eq!((b.boot, b.boot.name()), (SlotBoot::Kexec, "kexec"));
+        let t = t.replace("boot: kexec", "boot: chainload");
+        assert!(Board::parse(&t, Path::new("qemu-x86_64.yaml")).is_err());
     }
 
     #[test]

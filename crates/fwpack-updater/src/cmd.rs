@@ -3,10 +3,14 @@
 //! keep the device binary small.
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use updater::{Access, ApplyOptions, ErrorClass, FileStorage, Slot, StateArea, StateLocation};
+use fwimage::{ImageHead, ImageSource};
+use imagesource::{FetchEvent, HttpOptions, Spec};
+use updater::{
+    Access, ApplyOptions, ErrorClass, FileStorage, Seed, Slot, StateArea, StateLocation, Storage,
+};
 
 use crate::log::json_str;
 use crate::runinfo::RunInfo;
@@ -28,8 +32,35 @@ fn usage(msg: impl Into<String>) -> Fail {
     }
 }
 
+/// Exit status for a failing image source (HTTP status, network, timeout,
+/// truncated or replaced download, a pipe that ended early).
+pub const SOURCE_CODE: i32 = 9;
+/// `check`: no newer image.
+pub const UP_TO_DATE_CODE: i32 = 10;
+
+impl From<imagesource::Error> for Fail {
+    fn from(e: imagesource::Error) -> Fail {
+        let code = if e.is_source_failure() {
+            SOURCE_CODE
+        } else {
+            4
+        };
+        Fail {
+            msg: e.to_string(),
+            code,
+        }
+    }
+}
+
 impl From<updater::Error> for Fail {
     fn from(e: updater::Error) -> Fail {
+        // A failing source travels inside the I/O error of the reader.
+        if imagesource::find_source_error(&e).is_some_and(imagesource::Error::is_source_failure) {
+            return Fail {
+                msg: e.to_string(),
+                code: SOURCE_CODE,
+            };
+        }
         let code = match e.class() {
             ErrorClass::Io => 3,
             ErrorClass::Format => 4,
@@ -59,20 +90,31 @@ As PID 1 (/init of the fwpack initramfs) it applies pending updates and
 boots the right A/B slot; see docs/ARCHITECTURE.md. As a command:
 
   status [--json] [--target DEV] [--state-offset N] [--state-copy-distance N]
-      Show the boot state: active and pending slot, tries, versions.
+      Show the boot state: active and pending slot, tries, versions
+      (the same text and JSON as `fwpack status`).
   mark-good [--target DEV] [--slot A|B] [--state-offset N] [--state-copy-distance N]
       Confirm the running slot (after a trial boot it becomes active).
-  apply IMAGE --target DEV (--key PEM | --keys DIR)... [--slot A|B]
+  apply [SOURCE] [--target DEV] [--key PEM | --keys DIR]... [--slot A|B]
+        [--seed auto|none|active|A|B] [--retries N] [--timeout SECS]
         [--tries N] [--no-activate] [--verify-writes] [--force] [--json]
         [--state-offset N] [--state-copy-distance N]
-      Write a signed image to the inactive slot and make it pending. The
-      slot the running system booted from is refused, even with --force.
+      Write a signed image to the inactive slot and make it pending.
+      SOURCE: a file, - (standard input) or an http:// URL (this build has
+      no TLS: the signature secures the content). Without SOURCE, continue
+      the interrupted apply the journal names. A re-run after a power cut
+      or a dropped connection resumes from the last checkpoint. --seed:
+      copy chunks the seed slot already holds (auto: the active slot for
+      URLs). The slot the running system booted from is refused, even
+      with --force.
+  check URL [--target DEV] [--key PEM | --keys DIR]... [--json]
+      Is the image at URL an update for this device (its board, a trusted
+      signature, newer than the active slot)? Exit 0 yes, 10 no.
 
-Without --target, status and mark-good use /run/fwpack/boot.conf (or
+Without --target, the commands use /run/fwpack/boot.conf (or
 $FWPACK_BOOT_RECORD), which the PID-1 updater leaves for the system it
-booted; apply reads it to refuse the running slot.
+booted, and the trusted keys it copied to /run/fwpack/keys.
 Exit status: 0 ok, 1 failure, 2 usage, 3 I/O, 4 format, 5 signature,
-6 integrity, 7 policy, 8 busy.";
+6 integrity, 7 policy, 8 busy, 9 image source failed, 10 no update (check).";
 
 /// Options shared by the commands.
 #[derive(Default)]
@@ -88,6 +130,9 @@ struct Opts {
     no_activate: bool,
     verify_writes: bool,
     force: bool,
+    seed: Option<String>,
+    retries: Option<u32>,
+    timeout: Option<u64>,
     positional: Vec<String>,
 }
 
@@ -129,6 +174,20 @@ fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
                         .filter(|&t: &u8| t > 0)
                         .ok_or_else(|| usage(format!("--tries {v}: 1..=255")))?,
                 )
+            }
+            "--seed" => o.seed = Some(value("--seed")?),
+            "--retries" => {
+                let v = value("--retries")?;
+                o.retries = Some(v.parse().map_err(|_| usage(format!("--retries {v}")))?);
+            }
+            "--timeout" => {
+                let v = value("--timeout")?;
+                o.timeout = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|&t: &u64| t > 0)
+                        .ok_or_else(|| usage(format!("--timeout {v}: seconds, > 0")))?,
+                );
             }
             "--no-activate" => o.no_activate = true,
             "--verify-writes" => o.verify_writes = true,
@@ -186,6 +245,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         "status" => parse_opts(rest).and_then(|o| status(&o)),
         "mark-good" => parse_opts(rest).and_then(|o| mark_good(&o)),
         "apply" => parse_opts(rest).and_then(|o| apply(&o)),
+        "check" => parse_opts(rest).and_then(|o| check(&o)),
         "--help" | "-h" | "help" => {
             println!("{HELP}");
             Ok(())
@@ -206,78 +266,36 @@ pub fn main(args: Vec<OsString>) -> i32 {
 }
 
 fn status(o: &Opts) -> Result<(), Fail> {
-    let (target, offset, booted, _) = whereabouts(o)?;
+    let (target, offset, _, _) = whereabouts(o)?;
     let mut st = FileStorage::open(&target, Access::ReadOnly)?;
-    let area = StateArea::read(&mut st, offset)?;
-    let b = area.boot();
-    let slot_json = |s: Slot| {
-        let i = b.slot(s);
-        format!(
-            "{{\"slot\":\"{s}\",\"state\":\"{}\",\"fell_back\":{},\"version\":{},\"label\":{},\"image_id\":\"{}\"}}",
-            i.state.name(),
-            i.fell_back,
-            i.version,
-            json_str(&i.label),
-            i.image_id.iter().map(|x| format!("{x:02x}")).collect::<String>()
-        )
+    let target = target.display().to_string();
+    let area = match StateArea::read(&mut st, offset) {
+        Ok(a) => a,
+        Err(e) => {
+            if let Ok(h) = StateArea::diagnose(&mut st, offset) {
+                if o.json {
+                    println!(
+                        "{}",
+                        updater::status::diagnosis_json(&target, &e.to_string(), &h)
+                    );
+                } else {
+                    eprintln!("{}", updater::status::health_line(&h));
+                }
+            }
+            return Err(e.into());
+        }
+    };
+    // The same rendering as `fwpack status` on the host.
+    let describe = st.describe();
+    let status = updater::status::Status {
+        target: &target,
+        describe: &describe,
+        area: &area,
     };
     if o.json {
-        println!(
-            "{{\"target\":{},\"board\":{},\"active\":\"{}\",\"pending\":{},\"tries_left\":{},\"confirmed\":{},\"rollback_floor\":{},\"booted\":{},\"slots\":[{},{}]}}",
-            json_str(&target.display().to_string()),
-            json_str(&area.layout().board),
-            b.active,
-            b.pending.map_or("null".to_string(), |p| format!("\"{p}\"")),
-            b.tries_left,
-            b.confirmed,
-            b.rollback_floor,
-            booted.map_or("null".to_string(), |p| format!("\"{p}\"")),
-            slot_json(Slot::A),
-            slot_json(Slot::B)
-        );
+        println!("{}", status.json());
     } else {
-        println!(
-            "target:   {} (board {})",
-            target.display(),
-            area.layout().board
-        );
-        println!(
-            "active:   {}{}",
-            b.active,
-            if b.confirmed {
-                " (confirmed)"
-            } else {
-                " (not confirmed)"
-            }
-        );
-        match b.pending {
-            Some(p) => println!("pending:  {p} ({} tries left)", b.tries_left),
-            None => println!("pending:  none"),
-        }
-        if let Some(s) = booted {
-            println!("booted:   {s}");
-        }
-        println!("rollback floor: version {}", b.rollback_floor);
-        for s in [Slot::A, Slot::B] {
-            let i = b.slot(s);
-            println!(
-                "slot {s}:   {} version {} {}{}",
-                i.state.name(),
-                i.version,
-                i.label,
-                if i.fell_back {
-                    " (tried, fell back)"
-                } else {
-                    ""
-                }
-            );
-        }
-        if let Some(j) = area.journal() {
-            println!(
-                "journal:  apply to slot {} interrupted at segment {} offset {}",
-                j.slot, j.segment, j.offset
-            );
-        }
+        print!("{}", status.text());
     }
     Ok(())
 }
@@ -323,14 +341,8 @@ fn mark_good(o: &Opts) -> Result<(), Fail> {
     Ok(())
 }
 
-fn apply(o: &Opts) -> Result<(), Fail> {
-    let [image] = &o.positional[..] else {
-        return Err(usage("apply needs exactly one IMAGE"));
-    };
-    let target = o
-        .target
-        .clone()
-        .ok_or_else(|| usage("apply needs --target"))?;
+/// Trusted keys: the options', else the copies the PID-1 updater left.
+fn trusted_keys(o: &Opts) -> Result<fwimage::TrustedKeys, Fail> {
     let mut keys = fwimage::TrustedKeys::new();
     for k in &o.keys {
         let data = std::fs::read(k).map_err(|e| format!("{}: {e}", k.display()))?;
@@ -340,29 +352,106 @@ fn apply(o: &Opts) -> Result<(), Fail> {
     for d in &o.key_dirs {
         add_keys_from(&mut keys, d)?;
     }
-    if keys.is_empty() {
-        return Err(usage(
-            "apply needs at least one trusted key (--key or --keys)",
-        ));
+    if o.keys.is_empty() && o.key_dirs.is_empty() && Path::new(crate::runinfo::KEYS).is_dir() {
+        add_keys_from(&mut keys, Path::new(crate::runinfo::KEYS))?;
     }
-    let file = File::open(image).map_err(|e| format!("{image}: {e}"))?;
-    let len = file.metadata().map_err(|e| format!("{image}: {e}"))?.len();
+    if keys.is_empty() {
+        return Err(usage(format!(
+            "no trusted key: give --key or --keys (or boot through the fwpack updater, which leaves its keys in {})",
+            crate::runinfo::KEYS
+        )));
+    }
+    Ok(keys)
+}
+
+/// Opens SOURCE with the HTTP options; fetch events become JSON lines or
+/// log lines.
+fn open_source(o: &Opts, spec: &Spec) -> Result<imagesource::Opened, Fail> {
+    let http = HttpOptions {
+        timeout: Duration::from_secs(o.timeout.unwrap_or(30)),
+        retries: o.retries.unwrap_or(5),
+        ..HttpOptions::default()
+    };
+    let json = o.json;
+    let observer: imagesource::Observer = Box::new(move |e| match e {
+        FetchEvent::Request {
+            offset,
+            end,
+            status,
+        } if json => println!(
+            "{{\"event\":\"fetch\",\"offset\":{offset},\"end\":{},\"status\":{status}}}",
+            end.map_or("null".into(), |e| e.to_string())
+        ),
+        FetchEvent::Retry {
+            offset,
+            attempt,
+            wait,
+            error,
+        } => {
+            if json {
+                println!(
+                    "{{\"event\":\"retry\",\"offset\":{offset},\"attempt\":{attempt},\"wait_ms\":{},\"error\":{}}}",
+                    wait.as_millis(),
+                    json_str(error)
+                )
+            } else {
+                crate::log!("retrying at byte {offset} in {wait:?} (attempt {attempt}): {error}")
+            }
+        }
+        _ => {}
+    });
+    Ok(imagesource::open(spec, &http, Some(observer))?)
+}
+
+fn apply(o: &Opts) -> Result<(), Fail> {
+    let (target, loc, _, _) = whereabouts(o)?;
+    let keys = trusted_keys(o)?;
     let mut st = FileStorage::open(Path::new(&target), Access::ReadWrite)?;
+    let image = match &o.positional[..] {
+        [image] => image.clone(),
+        [] => {
+            // Continue what the journal names.
+            let area = StateArea::read(&mut st, loc)?;
+            match area.journal().map(|j| j.source.clone()) {
+                Some(s) if !s.is_empty() && s != "-" => {
+                    crate::log!("continuing the interrupted apply of {s}");
+                    s
+                }
+                _ => return Err(usage("apply needs a SOURCE (the journal names none)")),
+            }
+        }
+        _ => return Err(usage("apply takes one SOURCE")),
+    };
+    let spec = Spec::parse(&image);
+    let seed = match o.seed.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("auto") if matches!(spec, Spec::Url(_)) => Seed::Active,
+        None | Some("auto") | Some("none") => Seed::None,
+        Some("active") => Seed::Active,
+        Some(s) => Seed::Slot(
+            s.parse::<Slot>()
+                .map_err(|e| usage(format!("--seed: {e}")))?,
+        ),
+    };
+    let opened = open_source(o, &spec)?;
+    let source = match &spec {
+        Spec::Path(p) => std::path::absolute(p).map_or(image.clone(), |p| p.display().to_string()),
+        _ => image.clone(),
+    };
     let opts = ApplyOptions {
         slot: o.slot,
-        state_offset: o.state_offset.unwrap_or(updater::DEFAULT_STATE_OFFSET),
-        state_copy_distance: o
-            .copy_distance
-            .unwrap_or(updater::DEFAULT_STATE_COPY_DISTANCE),
+        state_offset: loc.offset,
+        state_copy_distance: loc.copy_distance,
         verify_writes: o.verify_writes,
         force: o.force,
         activate: !o.no_activate,
         tries: o.tries.unwrap_or(3),
+        seed,
+        source,
         ..ApplyOptions::default()
     };
     let mut human = Progress::default();
     let json = o.json;
-    let report = updater::apply(file, len, &mut st, &keys, &opts, &mut |e| {
+    let report = updater::apply(opened.source, opened.len, &mut st, &keys, &opts, &mut |e| {
         if json {
             println!("{}", event_json(e));
         } else {
@@ -371,19 +460,84 @@ fn apply(o: &Opts) -> Result<(), Fail> {
     })?;
     if json {
         println!(
-            "{{\"result\":\"ok\",\"slot\":\"{}\",\"version\":{},\"bytes_written\":{},\"bytes_read_back\":{},\"pending\":{}}}",
-            report.slot, report.version, report.bytes_written, report.bytes_read_back, report.pending
-        );
-    } else {
-        crate::log!(
-            "applied {image} to slot {}: version {}, {} bytes written{}",
+            "{{\"event\":\"result\",\"result\":\"ok\",\"slot\":\"{}\",\"version\":{},\"bytes_written\":{},\"bytes_read_back\":{},\"image_bytes_read\":{},\"bytes_from_seed\":{},\"skipped_resume\":{},\"resumed_from\":{},\"pending\":{}}}",
             report.slot,
             report.version,
             report.bytes_written,
+            report.bytes_read_back,
+            report.image_bytes_read,
+            report.bytes_from_seed,
+            report.skipped_resume,
+            report
+                .resumed_from
+                .map_or("null".into(), |(s, off)| format!("[{s},{off}]")),
+            report.pending
+        );
+    } else {
+        crate::log!(
+            "applied {image} to slot {}: version {}, {} bytes written, {} read from the source, {} copied from the seed{}",
+            report.slot,
+            report.version,
+            report.bytes_written,
+            report.image_bytes_read,
+            report.bytes_from_seed,
             if report.pending { ", pending" } else { "" }
         );
     }
     Ok(())
+}
+
+/// `check URL`: the head alone (one small request), authenticated, then
+/// the same decision the PID-1 updater makes at boot.
+fn check(o: &Opts) -> Result<(), Fail> {
+    let [url] = &o.positional[..] else {
+        return Err(usage("check takes one URL (or file)"));
+    };
+    let (target, loc, _, _) = whereabouts(o)?;
+    let keys = trusted_keys(o)?;
+    let mut st = FileStorage::open(Path::new(&target), Access::ReadOnly)?;
+    let area = StateArea::read(&mut st, loc)?;
+    let mut opened = open_source(o, &Spec::parse(url))?;
+    let head = ImageHead::read_from(&mut opened.source as &mut dyn ImageSource, opened.len)
+        .map_err(|e| Fail::from(updater::Error::from(e)))?;
+    head.verify_signature(&keys)
+        .map_err(|e| Fail::from(updater::Error::from(e)))?;
+    let boot = area.boot();
+    let verdict = crate::update::judge(&head, boot, &area.layout().board);
+    let h = &head.header;
+    let active = boot.slot(boot.active);
+    let (yes, why) = match &verdict {
+        Ok(note) => (true, note.clone().unwrap_or_default()),
+        Err(why) => (false, why.clone()),
+    };
+    if o.json {
+        println!(
+            "{{\"update_available\":{yes},\"url\":{},\"board\":{},\"version\":{},\"label\":{},\"image_id\":\"{}\",\"active_slot\":\"{}\",\"active_version\":{},\"reason\":{}}}",
+            json_str(url),
+            json_str(&h.board),
+            h.payload_version,
+            json_str(&h.version_label),
+            updater::image_id(&head).iter().map(|x| format!("{x:02x}")).collect::<String>(),
+            boot.active,
+            active.version,
+            json_str(&why)
+        );
+    } else if yes {
+        println!(
+            "update available: version {} {} (active slot {} has version {})",
+            h.payload_version, h.version_label, boot.active, active.version
+        );
+    } else {
+        println!("no update: {url} {why}");
+    }
+    if yes {
+        Ok(())
+    } else {
+        Err(Fail {
+            msg: format!("{url}: no update"),
+            code: UP_TO_DATE_CODE,
+        })
+    }
 }
 
 fn event_json(e: &updater::Event) -> String {

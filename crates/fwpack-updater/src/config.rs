@@ -136,6 +136,25 @@ pub enum SlotDevice {
     Loop,
 }
 
+/// How the chosen slot is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootMethod {
+    /// Mount the slot and exec its init under the bootstrap kernel.
+    SwitchRoot,
+    /// Load the slot's own kernel from `/boot/fwpack/` and kexec into it.
+    Kexec,
+}
+
+impl BootMethod {
+    pub fn parse(v: &str) -> Result<BootMethod, String> {
+        match v {
+            "switch_root" => Ok(BootMethod::SwitchRoot),
+            "kexec" => Ok(BootMethod::Kexec),
+            _ => Err(format!("`{v}`: expected switch_root or kexec")),
+        }
+    }
+}
+
 /// Raspberry Pi firmware A/B (autoboot.txt + tryboot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tryboot {
@@ -174,6 +193,14 @@ pub struct Config {
     /// Protected keys ([`PROTECTED`]) the kernel command line may override
     /// anyway (`cmdline_overrides`); `None`: no overrides at all.
     pub cmdline_overrides: Option<Vec<String>>,
+    /// Not a key: the configuration had errors, so this boot only boots
+    /// the active slot ([`Config::into_safe_mode`]).
+    pub safe_mode: bool,
+    pub boot: BootMethod,
+    /// `panic=N` on a kexec'd slot kernel's command line: a slot kernel
+    /// that panics reboots after N seconds, and the next boot counts the
+    /// try.
+    pub kexec_panic: u32,
 }
 
 /// Keys the kernel command line may not override unless
@@ -215,6 +242,8 @@ const KEYS: &[&str] = &[
     "tryboot_partitions",
     "state_copy_distance",
     "cmdline_overrides",
+    "boot",
+    "kexec_panic",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -270,39 +299,91 @@ fn parse_seconds(v: &str) -> Result<Duration, String> {
     }
 }
 
-/// Parsed `key = value` pairs with their line numbers, duplicates refused.
-fn pairs(text: &str) -> Result<Vec<(usize, String, String)>, String> {
+/// Parsed `key = value` pairs with their line numbers, and an error for
+/// each line that is not one (or repeats a key: the first one counts).
+#[allow(clippy::type_complexity)]
+fn pairs(text: &str) -> (Vec<(usize, String, String)>, Vec<String>) {
     let mut out: Vec<(usize, String, String)> = Vec::new();
+    let mut errors = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| format!("line {n}: expected `key = value`, got `{line}`"))?;
+        let Some((k, v)) = line.split_once('=') else {
+            errors.push(format!("line {n}: expected `key = value`, got `{line}`"));
+            continue;
+        };
         let (k, v) = (k.trim(), v.trim());
         if k.is_empty()
             || !k
                 .bytes()
                 .all(|c| c.is_ascii_lowercase() || c == b'_' || c.is_ascii_digit())
         {
-            return Err(format!(
+            errors.push(format!(
                 "line {n}: `{k}` is not a key (lower case, digits, _)"
             ));
+            continue;
         }
         if let Some((first, ..)) = out.iter().find(|(_, ok, _)| ok == k) {
-            return Err(format!("line {n}: `{k}` already set on line {first}"));
+            errors.push(format!("line {n}: `{k}` already set on line {first}"));
+            continue;
         }
         out.push((n, k.to_string(), v.to_string()));
     }
-    Ok(out)
+    (out, errors)
+}
+
+/// Everything one reading of the file found.
+struct Parsed {
+    config: Config,
+    warnings: Vec<String>,
+    /// In file order; the missing-target error last.
+    errors: Vec<String>,
+    have_target: bool,
 }
 
 impl Config {
-    /// Parses the file's text; returns the config and warnings.
+    /// Parses the file's text; returns the config and warnings, or the
+    /// first error.
     pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
+        let p = Self::parse_all(text);
+        match p.errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok((p.config, p.warnings)),
+        }
+    }
+
+    /// For a file that does not parse: every line that does, the built-in
+    /// default for every other key, in [safe mode](Self::into_safe_mode).
+    /// Returns it with all errors and warnings, or why nothing can be
+    /// booted (no usable `target`: there is no disk to boot from).
+    pub fn salvage(text: &str) -> Result<(Config, Vec<String>), String> {
+        let p = Self::parse_all(text);
+        if !p.have_target {
+            return Err(p.errors.join("; "));
+        }
+        let mut notes = p.errors;
+        notes.extend(p.warnings);
+        Ok((p.config.into_safe_mode(), notes))
+    }
+
+    /// What a boot with a broken configuration may do: boot the active
+    /// slot and nothing else. No update is applied (`images` off), the
+    /// boot state is not written (`safe_mode`, see flow.rs), and a failure
+    /// halts instead of rebooting (a reboot would meet the same
+    /// configuration again, forever).
+    pub fn into_safe_mode(mut self) -> Config {
+        self.images = None;
+        self.safe_mode = true;
+        if self.on_failure == Action::Reboot {
+            self.on_failure = Action::Halt;
+        }
+        self
+    }
+
+    fn parse_all(text: &str) -> Parsed {
         let mut c = Config {
             target: DeviceSpec::Path(PathBuf::new()),
             state_offset: updater::DEFAULT_STATE_OFFSET,
@@ -323,57 +404,67 @@ impl Config {
             board: None,
             tryboot: None,
             cmdline_overrides: Some(Vec::new()),
+            safe_mode: false,
+            boot: BootMethod::SwitchRoot,
+            kexec_panic: 5,
         };
         let mut warnings = Vec::new();
         let mut have_target = false;
         let mut tryboot_dev = None;
         let mut tryboot_fstype = "vfat".to_string();
         let mut tryboot_parts = None;
-        for (n, k, v) in pairs(text)? {
+        let (pairs, mut errors) = pairs(text);
+        for (n, k, v) in pairs {
             let at = |e: String| format!("line {n}: {k}: {e}");
-            match k.as_str() {
-                "target" => {
-                    c.target = DeviceSpec::parse(&v).map_err(at)?;
-                    have_target = true;
-                }
-                "tryboot" => {
-                    if v != "off" {
-                        tryboot_dev = Some(DeviceSpec::parse(&v).map_err(at)?);
+            // A bad value leaves the key at its default (and is an error).
+            let r: Result<(), String> = (|| {
+                match k.as_str() {
+                    "target" => {
+                        c.target = DeviceSpec::parse(&v).map_err(at)?;
+                        have_target = true;
                     }
-                }
-                "tryboot_fstype" => tryboot_fstype = v,
-                "cmdline_overrides" => {
-                    c.cmdline_overrides = parse_overrides(&v).map_err(at)?;
-                }
-                "tryboot_partitions" => {
-                    let nums: Vec<u32> = v
-                        .split(|c: char| c == ',' || c.is_whitespace())
-                        .filter(|s| !s.is_empty())
-                        .map(|s| {
-                            s.parse::<u32>()
-                                .map_err(|_| format!("`{s}` is not a partition number"))
-                        })
-                        .collect::<Result<_, _>>()
-                        .map_err(at)?;
-                    match nums[..] {
-                        [a, b] if a != b && (1..=63).contains(&a) && (1..=63).contains(&b) => {
-                            tryboot_parts = Some([a, b])
-                        }
-                        _ => {
-                            return Err(at(
-                                "expected two different partition numbers (slot A, slot B)".into(),
-                            ))
+                    "tryboot" => {
+                        if v != "off" {
+                            tryboot_dev = Some(DeviceSpec::parse(&v).map_err(at)?);
                         }
                     }
+                    "tryboot_fstype" => tryboot_fstype = v,
+                    "cmdline_overrides" => {
+                        c.cmdline_overrides = parse_overrides(&v).map_err(at)?;
+                    }
+                    "tryboot_partitions" => {
+                        let nums: Vec<u32> = v
+                            .split(|c: char| c == ',' || c.is_whitespace())
+                            .filter(|s| !s.is_empty())
+                            .map(|s| {
+                                s.parse::<u32>()
+                                    .map_err(|_| format!("`{s}` is not a partition number"))
+                            })
+                            .collect::<Result<_, _>>()
+                            .map_err(at)?;
+                        match nums[..] {
+                            [a, b] if a != b && (1..=63).contains(&a) && (1..=63).contains(&b) => {
+                                tryboot_parts = Some([a, b])
+                            }
+                            _ => {
+                                return Err(at(
+                                    "expected two different partition numbers (slot A, slot B)"
+                                        .into(),
+                                ))
+                            }
+                        }
+                    }
+                    _ => c.set(&k, &v).map_err(at)?,
                 }
-                _ => c.set(&k, &v).map_err(at)?,
+                Ok(())
+            })();
+            if let Err(e) = r {
+                errors.push(e);
+                continue;
             }
             if !KEYS.contains(&k.as_str()) {
                 warnings.push(format!("line {n}: unknown key `{k}` ignored"));
             }
-        }
-        if !have_target {
-            return Err("no `target` (the disk holding the state area and the slots)".into());
         }
         c.tryboot = match (tryboot_dev, tryboot_parts) {
             (Some(autoboot), Some(partitions)) => Some(Tryboot {
@@ -383,17 +474,26 @@ impl Config {
             }),
             (None, None) => None,
             (Some(_), None) => {
-                return Err(
+                errors.push(
                     "tryboot needs tryboot_partitions (boot partitions of slots A and B)".into(),
-                )
+                );
+                None
             }
             (None, Some(_)) => {
-                return Err(
-                    "tryboot_partitions without tryboot (the autoboot.txt partition)".into(),
-                )
+                errors
+                    .push("tryboot_partitions without tryboot (the autoboot.txt partition)".into());
+                None
             }
         };
-        Ok((c, warnings))
+        if !have_target {
+            errors.push("no `target` (the disk holding the state area and the slots)".into());
+        }
+        Parsed {
+            config: c,
+            warnings,
+            errors,
+            have_target,
+        }
     }
 
     /// Sets one key from its text value (shared by the file and `fwpack.KEY=` overrides).
@@ -457,6 +557,17 @@ impl Config {
                 }
             }
             "verify_writes" => self.verify_writes = parse_bool(v)?,
+            "boot" => self.boot = BootMethod::parse(v)?,
+            "kexec_panic" => {
+                self.kexec_panic = match v.parse::<u32>() {
+                    Ok(n) if (1..=3600).contains(&n) => n,
+                    _ => {
+                        return Err(format!(
+                        "`{v}`: expected seconds, 1..=3600 (a slot kernel that panics must reboot)"
+                    ))
+                    }
+                }
+            }
             "board" => {
                 if v.is_empty()
                     || v.len() > 64
@@ -488,6 +599,10 @@ impl Config {
             let Some((k, v)) = word.strip_prefix("fwpack.").and_then(|w| w.split_once('=')) else {
                 continue;
             };
+            // The kexec slot marker (kexecboot.rs), not a setting.
+            if k == "slot" {
+                continue;
+            }
             if !KEYS.contains(&k) || k.starts_with("tryboot") || k == "cmdline_overrides" {
                 return Err(format!(
                     "kernel command line: `fwpack.{k}` is not a setting that can be overridden"
@@ -556,6 +671,19 @@ board = qemu-x86_64
         );
         assert_eq!(c.board.as_deref(), Some("qemu-x86_64"));
         assert!(c.tryboot.is_none());
+        assert_eq!(c.boot, BootMethod::SwitchRoot);
+    }
+
+    #[test]
+    fn boot_method() {
+        let (c, _) = Config::parse("target = /dev/vda\nboot = kexec\nkexec_panic = 3\n").unwrap();
+        assert_eq!((c.boot, c.kexec_panic), (BootMethod::Kexec, 3));
+        let (c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert_eq!((c.boot, c.kexec_panic), (BootMethod::SwitchRoot, 5));
+        for bad in ["boot = chainload", "kexec_panic = 0", "kexec_panic = -1"] {
+            let e = Config::parse(&format!("target = /dev/vda\n{bad}\n")).unwrap_err();
+            assert!(e.contains("line 2"), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -596,6 +724,70 @@ board = qemu-x86_64
         ] {
             let e = Config::parse(text).unwrap_err();
             assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_broken_file_is_salvaged_into_safe_mode() {
+        let text = "target = /dev/nvme0n1\n\
+                    modules = /etc/fwpack/modules.load\n\
+                    images = /images\n\
+                    tries = 0\n\
+                    root_fstype = ext4 with spaces\n\
+                    just words\n\
+                    init = /sbin/init\n\
+                    init = /bin/sh\n\
+                    state_offset = 1M\n\
+                    tryboot = /dev/mmcblk0p1\n\
+                    future_knob = 1\n";
+        assert!(Config::parse(text).is_err());
+        let (c, notes) = Config::salvage(text).unwrap();
+        // Good lines are kept, bad ones have their defaults.
+        assert_eq!(c.target, DeviceSpec::Path("/dev/nvme0n1".into()));
+        assert_eq!(c.state_offset, 1 << 20);
+        assert!(c.modules.is_some());
+        assert_eq!((c.tries, c.root_fstype.as_str()), (3, "ext4"));
+        assert_eq!(c.init, "/sbin/init", "the first of a duplicate counts");
+        assert!(c.tryboot.is_none());
+        // Safe mode: no update, no boot-state writes, no reboot loop.
+        assert!(c.safe_mode && c.images.is_none());
+        assert_eq!(c.on_failure, Action::Halt);
+        for want in [
+            "line 4: tries",
+            "line 5: root_fstype",
+            "line 6: expected `key = value`",
+            "line 8: `init` already set on line 7",
+            "tryboot needs tryboot_partitions",
+            "line 11: unknown key",
+        ] {
+            assert!(notes.iter().any(|n| n.contains(want)), "{want}: {notes:?}");
+        }
+        // A configured halt or power-off stays what it was.
+        let (c, _) =
+            Config::salvage("target = /dev/vda\non_failure = poweroff\ntries = x\n").unwrap();
+        assert_eq!(c.on_failure, Action::PowerOff);
+        // A good file with safe mode applied (a bad command-line override).
+        let (c, _) = Config::parse(FULL).unwrap();
+        let c = c.into_safe_mode();
+        assert!(c.safe_mode && c.images.is_none());
+        assert_eq!(c.on_failure, Action::Halt);
+    }
+
+    #[test]
+    fn without_a_target_nothing_is_salvaged() {
+        for text in [
+            "images = /i\n",
+            "target = vda\n",
+            "target = /dev/vda\ntarget = /dev/vdb\n",
+        ] {
+            let r = Config::salvage(text);
+            if text.contains("vdb") {
+                // The first target counts; the duplicate is only an error.
+                assert_eq!(r.unwrap().0.target, DeviceSpec::Path("/dev/vda".into()));
+            } else {
+                let e = r.unwrap_err();
+                assert!(e.contains("no `target`"), "{text:?}: {e}");
+            }
         }
     }
 

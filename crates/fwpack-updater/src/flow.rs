@@ -1,7 +1,9 @@
 //! PID 1 from start to `exec`: set up, load modules, wait for the disk,
 //! apply a pending update (then reboot into it), choose the slot with the
 //! boot state, mount it and switch root. Every error ends in the
-//! configured failure action; nothing here returns.
+//! configured failure action (a halt instead of a reboot when the
+//! configuration itself is broken: see `load_config`); nothing here
+//! returns.
 
 use std::convert::Infallible;
 use std::ffi::OsString;
@@ -9,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use updater::{Access, BootDecision, FileStorage, Slot, StateArea};
 
-use crate::config::{Action, Config, DeviceSpec, DEFAULT_PATH};
+use crate::config::{Action, BootMethod, Config, DeviceSpec, DEFAULT_PATH};
 use crate::pid1::{self, Signals};
 use crate::runinfo::RunInfo;
-use crate::{devwait, kmod, slotdev, switchroot, tryboot, update};
+use crate::{bootslot, devwait, kexecboot, kmod, slotdev, switchroot, tryboot, update};
 
 pub fn run(args: Vec<OsString>) -> ! {
     let (mut signals, problems) = pid1::setup("/dev/console");
@@ -26,8 +28,11 @@ pub fn run(args: Vec<OsString>) -> ! {
     let cfg = match load_config() {
         Ok(c) => c,
         Err(e) => {
+            // Not even the disk is known: a reboot would meet the same
+            // configuration again, forever.
             log!("configuration: {e}");
-            pid1::finish(Action::Reboot)
+            log!("without a usable `target` there is nothing to boot; halting instead of rebooting into the same error");
+            pid1::finish(Action::Halt)
         }
     };
     pid1::set_panic_action(cfg.on_failure);
@@ -52,20 +57,48 @@ pub fn run(args: Vec<OsString>) -> ! {
     }
 }
 
+/// The configuration with its command-line overrides; if either has an
+/// error, the usable part of the file in safe mode (`Config::salvage`,
+/// `Config::into_safe_mode`). `Err` only when no target is known.
 fn load_config() -> Result<Config, String> {
     let text = std::fs::read_to_string(DEFAULT_PATH).map_err(|e| format!("{DEFAULT_PATH}: {e}"))?;
-    let (mut cfg, warnings) = Config::parse(&text).map_err(|e| format!("{DEFAULT_PATH}: {e}"))?;
-    for w in warnings {
-        log!("{DEFAULT_PATH}: {w}");
-    }
+    const SAFE: &str = "safe mode: booting the active slot; no update is applied, the boot state is not changed, a failure halts";
+    let cfg = match Config::parse(&text) {
+        Ok((cfg, warnings)) => {
+            for w in warnings {
+                log!("{DEFAULT_PATH}: {w}");
+            }
+            cfg
+        }
+        Err(_) => {
+            let (cfg, notes) =
+                Config::salvage(&text).map_err(|e| format!("{DEFAULT_PATH}: {e}"))?;
+            for n in notes {
+                log!("{DEFAULT_PATH}: {n}");
+            }
+            log!("{SAFE}; settings with errors have their built-in defaults, the kernel command line is ignored");
+            return Ok(cfg);
+        }
+    };
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    for c in cfg.apply_cmdline(&cmdline)? {
-        log!("kernel command line overrides {c}");
+    // On a copy: a refused word must not leave the words before it applied.
+    let mut with = cfg.clone();
+    match with.apply_cmdline(&cmdline) {
+        Ok(changed) => {
+            for c in changed {
+                log!("kernel command line overrides {c}");
+            }
+            Ok(with)
+        }
+        Err(e) => {
+            log!("{e}");
+            log!("{SAFE}; no fwpack.* override is used, {DEFAULT_PATH} is as built");
+            Ok(cfg.into_safe_mode())
+        }
     }
-    Ok(cfg)
 }
 
-fn open_disk(disk: &Path) -> Result<FileStorage, String> {
+pub(crate) fn open_disk(disk: &Path) -> Result<FileStorage, String> {
     FileStorage::open(disk, Access::ReadWrite).map_err(|e| e.to_string())
 }
 
@@ -79,6 +112,11 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     }
     signals.act_on_request();
     let disk = devwait::wait(&cfg.target, cfg.device_timeout, signals)?;
+    // Booted by kexec for a slot (this initramfs is the slot kernel's own).
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Some(slot) = kexecboot::staged_slot(&cmdline) {
+        return kexecboot::slot_stage(cfg, &disk, slot?, init_args);
+    }
 
     match update::check_and_apply(cfg, &disk, signals) {
         Ok(update::Outcome::Nothing) => {}
@@ -100,6 +138,12 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     let mut area = StateArea::read(&mut storage, cfg.state_location())
         .map_err(|e| format!("state area of {}: {e}", disk.display()))?;
     let decision = match &cfg.tryboot {
+        // Read only: no try is counted, nothing falls back.
+        _ if cfg.safe_mode => BootDecision {
+            slot: area.boot().active,
+            trial: false,
+            fell_back_from: None,
+        },
         Some(tb) => tryboot_decision(tb, &mut area, &mut storage)?,
         None => area.boot_attempt(&mut storage).map_err(|e| e.to_string())?,
     };
@@ -146,23 +190,11 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     // is mounted.
     drop(storage);
 
-    let mut slot = decision.slot;
-    let mut trial = decision.trial;
-    if let Err(e) = mount_slot(cfg, &disk, &group, slot) {
-        if !trial {
-            return Err(e);
-        }
-        log!("{e}");
-        log!(
-            "slot {slot} cannot be booted; falling back to slot {}",
-            slot.other()
-        );
-        let mut storage = open_disk(&disk)?;
-        area.fallback(&mut storage).map_err(|e| e.to_string())?;
-        drop(storage);
-        slot = area.boot().active;
-        trial = false;
-        mount_slot(cfg, &disk, &group, slot)?;
+    let (mut slot, mut trial) =
+        bootslot::mount_chosen(cfg, &disk, &group, &mut area, decision.slot, decision.trial)?;
+    if cfg.boot == BootMethod::Kexec {
+        // Returns only when the bootstrap cannot kexec (the slot mounted).
+        (slot, trial) = kexecboot::boot(cfg, &disk, &group, &mut area, slot, trial)?;
     }
 
     let info = RunInfo {
@@ -181,7 +213,7 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
             (dev, t.fstype.clone(), t.partitions)
         }),
     };
-    if let Err(e) = info.save() {
+    if let Err(e) = info.save(&cfg.keys) {
         // Booting matters more than the convenience of mark-good defaults.
         log!("{e} (`fwpack-updater mark-good` will need --target and --slot)");
     }
@@ -190,7 +222,8 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     switchroot::switch_root(&cfg.init, init_args)
 }
 
-fn mount_slot(
+/// Mounts `slot` read-only on the new root after checking its init.
+pub(crate) fn mount_slot(
     cfg: &Config,
     disk: &Path,
     group: &updater::SlotGroup,

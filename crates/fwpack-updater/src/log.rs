@@ -60,25 +60,8 @@ macro_rules! log {
     ($($t:tt)*) => { $crate::log::line(&format!($($t)*)) };
 }
 
-/// Minimal JSON string escaping for the hand-written `--json` output (the
-/// device binary carries no serde).
-pub fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+/// JSON string literals: the one escaper, shared with `status`.
+pub use updater::status::json_str;
 
 #[cfg(test)]
 mod tests {

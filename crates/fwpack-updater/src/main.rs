@@ -14,10 +14,12 @@
 #[macro_use]
 mod log;
 mod blkid;
+mod bootslot;
 mod cmd;
 mod config;
 mod devwait;
 mod flow;
+mod kexecboot;
 mod kmod;
 mod pid1;
 mod runinfo;

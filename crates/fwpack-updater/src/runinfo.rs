@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 
 use updater::Slot;
 
-pub const DIR: &str = "/run/fwpack";
 pub const FILE: &str = updater::busy::BOOT_RECORD;
 pub const BINARY: &str = "/run/fwpack/fwpack-updater";
+/// Copies of the initramfs's trusted keys, for `apply` and `check` on the
+/// running system (the initramfs is gone after switch_root).
+pub const KEYS: &str = "/run/fwpack/keys";
 
 /// Where commands look for the boot record: [`FILE`], or
 /// `$FWPACK_BOOT_RECORD` (the library's running-slot check reads the same).
@@ -112,8 +114,17 @@ impl RunInfo {
     }
 
     /// Writes [`FILE`] and copies the running binary next to it.
-    pub fn save(&self) -> Result<(), String> {
-        std::fs::create_dir_all(DIR).map_err(|e| format!("{DIR}: {e}"))?;
+    pub fn save(&self, keys: &Path) -> Result<(), String> {
+        std::fs::create_dir_all(KEYS).map_err(|e| format!("{KEYS}: {e}"))?;
+        for e in std::fs::read_dir(keys).into_iter().flatten().flatten() {
+            let p = e.path();
+            if matches!(p.extension().and_then(|x| x.to_str()), Some("pem" | "pub")) {
+                if let Some(name) = p.file_name() {
+                    std::fs::copy(&p, Path::new(KEYS).join(name))
+                        .map_err(|e| format!("copying {} to {KEYS}: {e}", p.display()))?;
+                }
+            }
+        }
         std::fs::write(FILE, self.to_text()).map_err(|e| format!("{FILE}: {e}"))?;
         let me = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/init"));
         if Path::new(&me) != Path::new(BINARY) {

@@ -59,6 +59,54 @@ fn images_in(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Whether an image (its head, already authenticated) is an update for
+/// this device: for its board, newer than the active slot, and not one
+/// the inactive slot already holds pending or fell back from. `Ok` may
+/// carry a note; `Err` says why not. Shared by the boot-time check and
+/// `fwpack-updater check`.
+pub fn judge(
+    head: &ImageHead,
+    boot: &updater::BootState,
+    board: &str,
+) -> Result<Option<String>, String> {
+    let h = &head.header;
+    if h.board != board {
+        return Err(format!(
+            "refused: it is for board `{}`, this device is `{board}`",
+            h.board
+        ));
+    }
+    let active = boot.slot(boot.active);
+    let inactive_slot = boot.inactive();
+    let inactive = boot.slot(inactive_slot);
+    let id = updater::image_id(head);
+    if id == active.image_id || h.payload_version <= active.version {
+        return Err(format!(
+            "(version {}) is not newer than the running slot {} (version {})",
+            h.payload_version, boot.active, active.version
+        ));
+    }
+    if id == inactive.image_id && inactive.state == SlotState::Complete {
+        let pending = boot.pending == Some(inactive_slot);
+        if pending && boot.tries_left > 0 {
+            return Err(format!("is already in slot {inactive_slot}, pending"));
+        }
+        // Tried and not confirmed: explicitly marked as fallen back, or
+        // out of tries (this boot's attempt falls back). Re-applying
+        // would hand it new tries: never loop on it.
+        if pending || inactive.fell_back {
+            return Err(format!("was already installed in slot {inactive_slot} and did not confirm; not applying it again"));
+        }
+        // Complete but never activated (`apply --no-activate`, or a
+        // commit an older updater wrote in two steps and was cut
+        // between): the apply finds the data in place and only commits.
+        return Ok(Some(format!(
+            "is in slot {inactive_slot} but was never activated; activating it"
+        )));
+    }
+    Ok(None)
+}
+
 /// A candidate that passed the cheap checks (head, signature, board, version).
 struct Candidate {
     path: PathBuf,
@@ -129,9 +177,7 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
         .map_err(|e| format!("state area of {}: {e}", disk.display()))?;
     let boot = area.boot().clone();
     let board = area.layout().board.clone();
-    let active = boot.slot(boot.active);
     let inactive_slot = boot.inactive();
-    let inactive = boot.slot(inactive_slot);
 
     let mut best: Option<Candidate> = None;
     for path in files {
@@ -156,41 +202,13 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
             continue;
         }
         let h = &head.header;
-        if h.board != board {
-            log!(
-                "update {name} refused: it is for board `{}`, this device is `{board}`",
-                h.board
-            );
-            continue;
-        }
-        let id = updater::image_id(&head);
-        if id == active.image_id || h.payload_version <= active.version {
-            log!(
-                "update {name} (version {}) is not newer than the running slot {} (version {})",
-                h.payload_version,
-                boot.active,
-                active.version
-            );
-            continue;
-        }
-        if id == inactive.image_id && inactive.state == SlotState::Complete {
-            let pending = boot.pending == Some(inactive_slot);
-            if pending && boot.tries_left > 0 {
-                log!("update {name} is already in slot {inactive_slot}, pending");
+        match judge(&head, &boot, &board) {
+            Ok(None) => {}
+            Ok(Some(note)) => log!("update {name} {note}"),
+            Err(why) => {
+                log!("update {name} {why}");
                 continue;
             }
-            // Tried and not confirmed: explicitly marked as fallen back, or
-            // out of tries (this boot's attempt falls back). Re-applying
-            // would hand it new tries: never loop on it.
-            if pending || inactive.fell_back {
-                log!("update {name} was already installed in slot {inactive_slot} and did not confirm; not applying it again");
-                continue;
-            }
-            // Complete but never activated (`apply --no-activate`, or a
-            // commit an older updater wrote in two steps and was cut
-            // between): the apply below finds the data in place and only
-            // commits.
-            log!("update {name} is in slot {inactive_slot} but was never activated; activating it");
         }
         if best.as_ref().is_none_or(|b| h.payload_version > b.version) {
             best = Some(Candidate {
@@ -228,9 +246,15 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
         ..ApplyOptions::default()
     };
     let mut progress = Progress::default();
-    let report = updater::apply(file, len, &mut storage, &keys, &opts, &mut |e| {
-        progress.event(e)
-    })
+    // The same instantiation of the engine as `apply SOURCE` (one copy in the binary).
+    let report = updater::apply(
+        imagesource::AnySource::File(file),
+        len,
+        &mut storage,
+        &keys,
+        &opts,
+        &mut |e| progress.event(e),
+    )
     .map_err(|e| format!("update {name} refused: {e}"))?;
     log!(
         "applied {name} to slot {}: version {}, {} bytes written{}{}",

@@ -47,8 +47,8 @@ fn status_json_is_valid_and_tracks_apply_and_confirm() {
     assert_eq!(st["active"], "A");
     assert_eq!(st["confirmed"], true);
     assert_eq!(st["pending"], serde_json::Value::Null);
-    assert_eq!(st["slots"][0]["version"], 1);
-    assert_eq!(st["slots"][1]["state"], "empty");
+    assert_eq!(st["slots"]["A"]["version"], 1);
+    assert_eq!(st["slots"]["B"]["state"], "empty");
 
     let b = work.path().join("b.fwi");
     std::fs::write(&b, image(&noise_rootfs(work.path(), "b.bin", 2), 2)).unwrap();
@@ -301,7 +301,7 @@ fn the_running_slot_is_refused() {
         );
     }
     let st = json(&updater(&["status", "--json"], &disk));
-    assert_eq!(st["slots"][1]["state"], "complete");
-    assert_eq!(st["slots"][1]["fell_back"], true);
+    assert_eq!(st["slots"]["B"]["state"], "complete");
+    assert_eq!(st["slots"]["B"]["fell_back"], true);
     assert_eq!(st["pending"], serde_json::Value::Null);
 }

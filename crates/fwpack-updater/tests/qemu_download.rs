@@ -181,33 +181,34 @@ fn download_is_cut_by_a_power_loss_then_resumes_and_b_boots() {
         "--json",
     ]
     .join("\n");
+    let key = public_pem();
     let root_a = rootfs_with(
         w,
         "root-a",
+        1,
+        false,
         &net_init,
         &[
-            ("etc/fwpack-test/version", b"1\n".to_vec()),
-            ("etc/fwpack-test/key.pem", public_pem().into_bytes()),
-            ("etc/fwpack-test/download", download.into_bytes()),
+            ("etc/fwpack-test/key.pem", key.as_bytes(), 0o644),
+            ("etc/fwpack-test/download", download.as_bytes(), 0o644),
         ],
         ROOTFS_SIZE,
     );
+    let big = blob(B_BLOB);
     let root_b = rootfs_with(
         w,
         "root-b",
+        2,
+        true,
         &test_init(ARCH),
-        &[
-            ("etc/fwpack-test/version", b"2\n".to_vec()),
-            ("etc/fwpack-test/mark-good", Vec::new()),
-            ("data/blob", blob(B_BLOB)),
-        ],
+        &[("data/blob", &big, 0o644)],
         B_ROOTFS,
     );
     let a = image(&root_a, 1);
     let b = image_with(&root_b, 2, Compression::None);
     let head = fwimage::ImageHead::read(Cursor::new(&b), b.len() as u64).unwrap();
     let data_offset = head.segments[0].data_offset;
-    let disk = disk_with(w, false, &a, &layout_with(BIG_A, BIG_B), BIG_DISK);
+    let disk = disk_with(w, false, &a, [BIG_A, BIG_B], BIG_DISK);
     let initrd = initramfs(
         w,
         ARCH,

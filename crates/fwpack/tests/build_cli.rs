@@ -411,3 +411,82 @@ fn built_image_boots_into_the_updater_and_slot_a() {
         120,
     );
 }
+
+/// A `boot: kexec` board: `fwpack build` puts the kernel, its command line
+/// and the fwpack initramfs (as the slot kernel's initrd) into slot A's
+/// root filesystem; the built disk boots the bootstrap, which kexecs slot
+/// A's kernel, whose initramfs (slot stage) switches root into slot A.
+#[test]
+fn kexec_board_build_boots_the_slot_kernel() {
+    if !testkit::tools::require("qemu-system-x86_64") {
+        return;
+    }
+    let i = inputs();
+    let dir = i.dir.join("kexec");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(testkit::workspace_root().join("configs/qemu-x86_64.yaml"))
+        .unwrap()
+        .replace("\nboot: switch_root\n", "\nboot: kexec\n");
+    assert!(text.contains("\nboot: kexec\n"));
+    std::fs::write(dir.join("qemu-x86_64.yaml"), text).unwrap();
+    // Room for the 14 MB bzImage and the initrd next to the test init.
+    let img = dir.join("rootfs.img");
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(i.dir.join("rootfs"))
+        .arg(&img)
+        .arg("40M")
+        .output()
+        .expect("mkfs.ext4 (e2fsprogs)");
+    assert!(mkfs.status.success(), "{}", show(&mkfs));
+    std::fs::copy(i.dir.join("release.pem"), dir.join("release.pem")).unwrap();
+    let updater = i.updater.to_string_lossy();
+    let kernel = i.kernel.to_string_lossy();
+    let out = fwpack(
+        &[
+            "build",
+            "--config",
+            "qemu-x86_64.yaml",
+            "--out",
+            "out",
+            "--kernel",
+            &kernel,
+            "--rootfs",
+            "rootfs.img",
+            "--key",
+            "release.pem",
+            "--updater",
+            &updater,
+        ],
+        &dir,
+    );
+    assert!(out.status.success(), "kexec build: {}", show(&out));
+    let out = dir.join("out");
+    let mut q = testkit::qemu::Qemu::new(testkit::kernels::Arch::X86_64, out.join("boot/vmlinuz"))
+        .initrd(out.join("boot/initramfs.cpio.gz"))
+        .memory(512)
+        .name("build-x86_64-kexec");
+    let disk = dir.join("boot-test.img");
+    std::fs::copy(out.join("sdcard.img"), &disk).unwrap();
+    q.extra_args = vec![
+        "-drive".into(),
+        format!("if=none,id=d,file={},format=raw", disk.display()),
+        "-device".into(),
+        "nvme,drive=d,serial=fwpack".into(),
+    ];
+    let mut c = q.spawn().expect("qemu");
+    expect_lines(
+        &mut c,
+        &[
+            "fwpack-updater: fwpack-updater",
+            "booting slot A",
+            "slot A kernel loaded (kexec_file_load)",
+            "kexec into slot A's kernel",
+            "fwpack.slot=A",
+            "slot stage: this kernel was booted by kexec for slot A",
+            "switching root to slot A",
+            ROOTFS_MARKER,
+        ],
+        120,
+    );
+}

@@ -17,8 +17,8 @@ use std::ops::Range;
 use std::time::Duration;
 
 use fwimage::ImageSource;
-use ureq::Agent;
 
+use crate::client::{Body, Client, Response};
 use crate::Error;
 
 /// Bytes fetched for a small read.
@@ -81,7 +81,7 @@ pub type Observer = Box<dyn FnMut(&FetchEvent) + Send>;
 struct Stream {
     pos: u64,
     end: u64,
-    body: ureq::BodyReader<'static>,
+    body: Body,
     /// Bytes received since this stream was opened.
     got: u64,
 }
@@ -93,7 +93,7 @@ struct Window {
 
 /// An image on an HTTP(S) server.
 pub struct HttpSource {
-    agent: Agent,
+    client: Client,
     url: String,
     len: u64,
     /// Strong ETag or Last-Modified of the first response, sent as
@@ -125,9 +125,9 @@ impl std::fmt::Debug for HttpSource {
 
 enum Got {
     /// 206 for exactly what was asked.
-    Partial(ureq::BodyReader<'static>),
+    Partial(Body),
     /// 200: the whole file from byte 0.
-    Whole(ureq::BodyReader<'static>),
+    Whole(Body),
 }
 
 impl HttpSource {
@@ -144,20 +144,12 @@ impl HttpSource {
                 reason: "the device build has no TLS stack: ring, the only mature Rust crypto provider for rustls, needs a C compiler; the signature already secures the content, so serve the image over http:// or terminate TLS on a local proxy",
             });
         }
-        let config = Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(opts.max_redirects)
-            .max_redirects_will_error(true)
-            .timeout_connect(Some(opts.timeout))
-            .timeout_recv_response(Some(opts.timeout))
-            .timeout_per_read(Some(opts.timeout))
-            .user_agent(opts.user_agent.as_str())
-            // Proxies only when asked for, never picked up from the
-            // environment of a PID 1 or a test.
-            .proxy(None)
-            .build();
+        crate::client::Url::parse(url).map_err(|reason| Error::Protocol {
+            url: url.into(),
+            reason,
+        })?;
         let mut s = HttpSource {
-            agent: config.new_agent(),
+            client: Client::new(opts.timeout, opts.max_redirects, opts.user_agent.clone()),
             url: url.into(),
             len: 0,
             validator: None,
@@ -196,21 +188,16 @@ impl HttpSource {
 
     fn first_request(&mut self) -> Result<(), Attempt> {
         let resp = self.send(0, Some(WINDOW - 1), false)?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let header = |n: &str| {
-            headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let status = resp.status;
+        let header = |n: &str| resp.header(n).map(str::to_string);
         self.validator = header("etag")
             .filter(|e| !e.starts_with("W/"))
             .or_else(|| header("last-modified"));
-        let body = resp.into_body().into_reader();
+        let (content_range, content_length) = (header("content-range"), header("content-length"));
+        let body = resp.body;
         match status {
             206 => {
-                let cr = header("content-range").ok_or_else(|| {
+                let cr = content_range.ok_or_else(|| {
                     Attempt::fatal(self.protocol("a 206 answer without Content-Range"))
                 })?;
                 let (first, last, total) = parse_content_range(&cr).ok_or_else(|| {
@@ -224,12 +211,12 @@ impl HttpSource {
                 }
                 self.len = total;
                 let n = last + 1;
-                self.check_content_length(&header("content-length"), n)?;
+                self.check_content_length(&content_length, n)?;
                 let data = self.read_body(body, n)?;
                 self.windows.push(Window { start: 0, data });
             }
             200 => {
-                let n = header("content-length")
+                let n = content_length
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .ok_or_else(|| {
                         Attempt::fatal(self.protocol(
@@ -246,7 +233,7 @@ impl HttpSource {
                     got: 0,
                 });
             }
-            _ => return Err(self.status_error(status, &headers)),
+            _ => return Err(self.status_error(status)),
         }
         Ok(())
     }
@@ -258,12 +245,23 @@ impl HttpSource {
         }
     }
 
-    fn status_error(&self, status: u16, _headers: &ureq::http::HeaderMap) -> Attempt {
-        let reason = ureq::http::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("")
-            .to_string();
+    fn status_error(&self, status: u16) -> Attempt {
+        let reason = match status {
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "Not Found",
+            408 => "Request Timeout",
+            410 => "Gone",
+            429 => "Too Many Requests",
+            500 => "Internal Server Error",
+            502 => "Bad Gateway",
+            503 => "Service Unavailable",
+            504 => "Gateway Timeout",
+            s if (300..400).contains(&s) => "(a redirect without a usable Location)",
+            _ => "",
+        }
+        .to_string();
         let e = Error::Status {
             url: self.url.clone(),
             status,
@@ -289,57 +287,40 @@ impl HttpSource {
     }
 
     /// One request for `first..=last` (`None`: to the end).
-    fn send(
-        &mut self,
-        first: u64,
-        last: Option<u64>,
-        if_range: bool,
-    ) -> Result<ureq::http::Response<ureq::Body>, Attempt> {
+    fn send(&mut self, first: u64, last: Option<u64>, if_range: bool) -> Result<Response, Attempt> {
         let range = match last {
             Some(l) => format!("bytes={first}-{l}"),
             None => format!("bytes={first}-"),
         };
-        let mut req = self.agent.get(&self.url).header("Range", &range);
+        let mut headers = vec![("Range", range.as_str())];
+        let validator = self.validator.clone();
         if if_range {
-            if let Some(v) = &self.validator {
-                req = req.header("If-Range", v);
+            if let Some(v) = &validator {
+                headers.push(("If-Range", v.as_str()));
             }
         }
         self.requests += 1;
-        let resp = req.call().map_err(|e| {
-            let fatal = matches!(
-                e,
-                ureq::Error::TooManyRedirects
-                    | ureq::Error::BadUri(_)
-                    | ureq::Error::RedirectFailed
-                    | ureq::Error::Protocol(_)
-            );
+        let resp = self.client.get(&self.url, &headers).map_err(|f| {
             let err = Error::Transport {
                 url: self.url.clone(),
                 what: format!("GET {range}"),
                 attempts: self.failures + 1,
-                reason: e.to_string(),
+                reason: f.msg,
             };
-            if fatal {
-                Attempt::fatal(err)
-            } else {
-                Attempt::retry(err)
+            Attempt {
+                error: err,
+                retry: f.retry,
             }
         })?;
-        let status = resp.status().as_u16();
         self.emit(FetchEvent::Request {
             offset: first,
             end: last.map(|l| l + 1),
-            status,
+            status: resp.status,
         });
         Ok(resp)
     }
 
-    fn read_body(
-        &mut self,
-        mut body: ureq::BodyReader<'static>,
-        n: u64,
-    ) -> Result<Vec<u8>, Attempt> {
+    fn read_body(&mut self, mut body: Body, n: u64) -> Result<Vec<u8>, Attempt> {
         let mut data = vec![0u8; n as usize];
         let mut got = 0;
         while got < data.len() {
@@ -428,18 +409,10 @@ impl HttpSource {
     fn open_stream(&mut self, pos: u64, end: u64) -> Result<(), Attempt> {
         let last = if end >= self.len { None } else { Some(end - 1) };
         let resp = self.send(pos, last, true)?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let header = |n: &str| {
-            headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let body = resp.into_body().into_reader();
-        match self.classify(status, &headers, pos, end, body)? {
+        let content_length = resp.header("content-length").map(str::to_string);
+        match self.classify(resp, pos, end)? {
             Got::Partial(body) => {
-                self.check_content_length(&header("content-length"), end - pos)?;
+                self.check_content_length(&content_length, end - pos)?;
                 self.stream = Some(Stream {
                     pos,
                     end,
@@ -460,23 +433,17 @@ impl HttpSource {
         Ok(())
     }
 
-    fn classify(
-        &self,
-        status: u16,
-        headers: &ureq::http::HeaderMap,
-        pos: u64,
-        end: u64,
-        body: ureq::BodyReader<'static>,
-    ) -> Result<Got, Attempt> {
-        let header = |n: &str| {
-            headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+    fn classify(&self, resp: Response, pos: u64, end: u64) -> Result<Got, Attempt> {
+        let header = |n: &str| resp.header(n).map(str::to_string);
+        let (status, cr, cl) = (
+            resp.status,
+            header("content-range"),
+            header("content-length"),
+        );
+        let body = resp.body;
         match status {
             206 => {
-                let cr = header("content-range").unwrap_or_default();
+                let cr = cr.unwrap_or_default();
                 match parse_content_range(&cr) {
                     Some((_, _, total)) if total != self.len => {
                         Err(Attempt::fatal(Error::Changed {
@@ -495,7 +462,7 @@ impl HttpSource {
                 }
             }
             200 => {
-                let same_len = header("content-length")
+                let same_len = cl
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .is_none_or(|n| n == self.len);
                 if self.validator.is_some() && pos > 0 {
@@ -521,7 +488,7 @@ impl HttpSource {
                 url: self.url.clone(),
                 reason: format!("bytes {pos}- are no longer in the file (416)"),
             })),
-            _ => Err(self.status_error(status, headers)),
+            _ => Err(self.status_error(status)),
         }
     }
 
@@ -585,15 +552,9 @@ impl HttpSource {
     fn fetch_window(&mut self, offset: u64) -> Result<(), Attempt> {
         let end = (offset + WINDOW).min(self.len);
         let resp = self.send(offset, Some(end - 1), true)?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().into_reader();
-        let data = match self.classify(status, &headers, offset, end, body)? {
+        let cl = resp.header("content-length").map(str::to_string);
+        let data = match self.classify(resp, offset, end)? {
             Got::Partial(body) => {
-                let cl = headers
-                    .get("content-length")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
                 self.check_content_length(&cl, end - offset)?;
                 self.read_body(body, end - offset)?
             }

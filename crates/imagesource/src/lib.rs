@@ -27,6 +27,7 @@ use std::ops::Range;
 
 use fwimage::{ImageSource, HEADER_LEN};
 
+mod client;
 mod http;
 mod pipe;
 

@@ -46,8 +46,61 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The load syscall failed; `meaning` says what that errno means for
+    /// a kexec load (see [`rejected`]).
+    #[error("the running kernel refused the kexec load ({syscall}: {source}): {meaning}")]
+    Rejected {
+        syscall: &'static str,
+        #[source]
+        source: std::io::Error,
+        meaning: &'static str,
+    },
     #[error("kexec is not supported here: {0}")]
     Unsupported(String),
+}
+
+impl Error {
+    /// Whether the kernel, initrd, DTB or command line being loaded is to
+    /// blame (so trying another slot's kernel may work), rather than the
+    /// running kernel lacking kexec or us lacking the privilege. A caller
+    /// choosing between slots counts the first kind as a failed try.
+    pub fn slot_at_fault(&self) -> bool {
+        match self {
+            Error::Io { .. } | Error::BadImage { .. } => true,
+            Error::Refused { source, .. } | Error::Rejected { source, .. } => !matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EBUSY)
+            ),
+            Error::Unsupported(_) => false,
+        }
+    }
+}
+
+/// What an errno from kexec_load / kexec_file_load means (kernel/kexec*.c).
+pub fn errno_meaning(errno: i32) -> &'static str {
+    match errno {
+        libc::ENOEXEC => "not a kernel image this kernel can load (wrong architecture or format, or a corrupt file)",
+        libc::EKEYREJECTED | libc::EKEYREVOKED | libc::ENOKEY => {
+            "the kernel requires signed kexec images (KEXEC_SIG, lockdown or Secure Boot) and this one's signature is missing or untrusted"
+        }
+        libc::EPERM => "not permitted: CAP_SYS_BOOT is missing, kexec is disabled (kernel.kexec_load_disabled) or the kernel is locked down",
+        libc::ENOSYS => "the running kernel was built without this kexec interface",
+        libc::EBUSY => "another kexec load or execution is in progress",
+        libc::EINVAL => "the kernel rejected the arguments or segments (bad flags, command line or image layout)",
+        libc::ENOMEM | libc::EADDRNOTAVAIL => "no room for the image in memory (too large, or memory is fragmented)",
+        libc::EFBIG => "a file is larger than the kernel accepts",
+        _ => "unexpected error",
+    }
+}
+
+/// The error for a failed load syscall, with what its errno means.
+pub fn rejected(syscall: &'static str, source: std::io::Error) -> Error {
+    let meaning = errno_meaning(source.raw_os_error().unwrap_or(0));
+    Error::Rejected {
+        syscall,
+        source,
+        meaning,
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -56,6 +109,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 // headers, device-tree rewriting, segment layout) compile and are tested
 // on every host, only the syscalls are per target.
 pub mod arm64;
+/// Device-tree read/rewrite for the arm64 loader (pure, any host).
+pub mod fdt;
 pub mod x86_64;
 
 /// Stages `spec` so that [`execute`] boots it.
@@ -74,8 +129,45 @@ pub fn load(spec: &BootSpec) -> Result<Method> {
     }
 }
 
-/// Boots the staged kernel (reboot(LINUX_REBOOT_CMD_KEXEC)). Returns only
-/// on failure.
+/// Boots the staged kernel: sync, then reboot(LINUX_REBOOT_CMD_KEXEC).
+/// Returns only on failure. Filesystems are not unmounted (the caller
+/// unmounts what it mounted; read-only mounts need nothing).
 pub fn execute() -> Error {
-    Error::Unsupported("not implemented yet".into())
+    rustix::fs::sync();
+    match rustix::system::reboot(rustix::system::RebootCommand::Kexec) {
+        // reboot(KEXEC) returns only if nothing is loaded.
+        Ok(()) => Error::Unsupported("reboot(KEXEC) returned: no kernel is staged".into()),
+        Err(e) => match e {
+            rustix::io::Errno::INVAL => {
+                Error::Unsupported("no kernel is staged (load first)".into())
+            }
+            e => rejected("reboot(LINUX_REBOOT_CMD_KEXEC)", e.into()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_what_the_errno_means() {
+        let e = rejected(
+            "kexec_file_load",
+            std::io::Error::from_raw_os_error(libc::ENOEXEC),
+        );
+        assert!(e.to_string().contains("not a kernel image"), "{e}");
+        assert!(e.slot_at_fault());
+        let e = rejected(
+            "kexec_file_load",
+            std::io::Error::from_raw_os_error(libc::EKEYREJECTED),
+        );
+        assert!(e.to_string().contains("signed"), "{e}");
+        assert!(e.slot_at_fault());
+        for errno in [libc::EPERM, libc::ENOSYS] {
+            let e = rejected("kexec_file_load", std::io::Error::from_raw_os_error(errno));
+            assert!(!e.slot_at_fault(), "{e}");
+        }
+        assert!(!Error::Unsupported("x".into()).slot_at_fault());
+    }
 }

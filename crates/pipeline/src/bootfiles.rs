@@ -1,6 +1,6 @@
 //! The small text files a board's boot partition needs.
 
-use board::{Board, KernelBoot};
+use board::{Board, KernelBoot, SlotBoot};
 
 /// Kernel command line: console first (the updater logs there), then the
 /// board's own arguments.
@@ -9,6 +9,18 @@ pub fn cmdline(board: &Board) -> String {
     if !board.kernel.cmdline.is_empty() {
         s.push(' ');
         s.push_str(&board.kernel.cmdline);
+    }
+    // The Pi firmware parks the secondary CPUs in a spin table, and arm64
+    // cannot take spin-table CPUs offline: it refuses kexec ("CPUs are
+    // stuck in the kernel", EBUSY) whenever more than one CPU is
+    // possible, maxcpus=1 included. With nr_cpus=1 the bootstrap never
+    // releases them, and the kexec'd slot kernel (its own command line,
+    // without nr_cpus) brings up all of them.
+    if board.boot == SlotBoot::Kexec
+        && board.kernel.boot == KernelBoot::RpiFirmware
+        && !s.split(' ').any(|w| w.starts_with("nr_cpus="))
+    {
+        s.push_str(" nr_cpus=1");
     }
     s
 }
@@ -115,6 +127,21 @@ mod tests {
             assert!(lines.contains(&want), "missing `{want}`:\n{text}");
         }
         assert!(!extlinux_conf(&b, "i", false).contains("fdtdir"));
+    }
+
+    #[test]
+    fn kexec_on_the_pi_firmware_boots_the_bootstrap_with_one_cpu() {
+        let mut b = board("rpi-zero2w");
+        assert_eq!(cmdline(&b), "console=ttyS1,115200 rootwait quiet");
+        b.boot = SlotBoot::Kexec;
+        assert_eq!(cmdline(&b), "console=ttyS1,115200 rootwait quiet nr_cpus=1");
+        // A board that already says how many CPUs keeps its word.
+        b.kernel.cmdline.push_str(" nr_cpus=2");
+        assert!(!cmdline(&b).contains("nr_cpus=1"));
+        // PSCI boards (qemu virt) take CPUs offline for kexec themselves.
+        let mut q = board("qemu-aarch64");
+        q.boot = SlotBoot::Kexec;
+        assert!(!cmdline(&q).contains("nr_cpus"));
     }
 
     #[test]

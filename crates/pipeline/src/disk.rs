@@ -12,7 +12,15 @@ use crate::{Error, Inputs, SYSTEM_GROUP};
 
 const MIB: u64 = 1024 * 1024;
 
-pub fn write(board: &Board, inputs: &Inputs, boot_dir: &Path, out: &Path) -> Result<(), Error> {
+/// `rootfs`: slot A's contents (the input root filesystem, or its copy
+/// with the slot kernel for kexec boards).
+pub fn write(
+    board: &Board,
+    inputs: &Inputs,
+    rootfs: Option<&Path>,
+    boot_dir: &Path,
+    out: &Path,
+) -> Result<(), Error> {
     let mut fat = FatSpec {
         label: "BOOT".into(),
         ..FatSpec::default()
@@ -20,8 +28,8 @@ pub fn write(board: &Board, inputs: &Inputs, boot_dir: &Path, out: &Path) -> Res
     fat.add_tree(boot_dir, "")?;
     let mut boot = PartitionSpec::new("boot", board.disk.boot_mib * MIB, PartKind::Fat(fat));
     boot.bootable = true;
-    let slot_a = match &inputs.rootfs {
-        Some(r) => PartKind::Raw(Source::Path(r.clone())),
+    let slot_a = match rootfs {
+        Some(r) => PartKind::Raw(Source::Path(r.to_path_buf())),
         None => PartKind::Empty,
     };
     let loc = StateLocation::new(board.disk.state_offset, board.disk.state_copy_distance);

@@ -9,6 +9,7 @@
 //! leaves a complete-looking `sdcard.img` or `manifest.json` behind.
 
 mod bootfiles;
+mod slotkernel;
 mod updater_build;
 
 use std::path::{Path, PathBuf};
@@ -205,8 +206,41 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
     let public = inputs.signer.public_key();
     let key_id = fwimage::KeyId::of(&public);
 
+    // 0. kexec boards: the slot's root filesystem carries its kernel.
+    // Intermediate files stay out of the staged output.
+    let scratch = tempfile::Builder::new()
+        .prefix(".fwpack-slot-")
+        .tempdir_in(&parent)
+        .map_err(|source| Error::Io {
+            path: parent.clone(),
+            source,
+        })?;
+    let rootfs = match (&inputs.rootfs, board.boot) {
+        (Some(r), board::SlotBoot::Kexec) => {
+            on(Event::Step {
+                step: "slot-kernel",
+                detail: format!(
+                    "{} + kernel, cmdline, initrd{} -> {}",
+                    r.display(),
+                    if plan.dtbs.is_empty() { "" } else { ", dtb" },
+                    slotkernel::DIR
+                ),
+            });
+            Some(slot_rootfs(
+                board,
+                inputs,
+                &plan,
+                &updater,
+                &public,
+                r,
+                scratch.path(),
+            )?)
+        }
+        (r, _) => r.clone(),
+    };
+
     // 1. The signed update image.
-    if let Some(rootfs) = &inputs.rootfs {
+    if let Some(rootfs) = &rootfs {
         on(Event::Step {
             step: "stamp",
             detail: format!("{} -> update.fwi (system)", rootfs.display()),
@@ -224,7 +258,7 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
         detail: inputs.recipe.display().to_string(),
     });
     let initramfs_path = boot_dir.join(INITRAMFS_NAME);
-    let summary = pack_initramfs(board, inputs, &updater, &public, &initramfs_path)?;
+    let summary = pack_initramfs(board, inputs, &updater, &public, &initramfs_path, true)?;
     let budget = board.ram.initramfs_budget_mib * 1024 * 1024;
     if summary.uncompressed_bytes > budget {
         return Err(Error::OverBudget {
@@ -279,7 +313,13 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
         step: "disk",
         detail: "sdcard.img".into(),
     });
-    disk::write(board, inputs, &boot_dir, &stage.join("sdcard.img"))?;
+    disk::write(
+        board,
+        inputs,
+        rootfs.as_deref(),
+        &boot_dir,
+        &stage.join("sdcard.img"),
+    )?;
 
     // 5. Manifest, then the staged directory replaces the output.
     let mut artifacts = Vec::new();
@@ -438,12 +478,46 @@ fn stamp(board: &Board, inputs: &Inputs, rootfs: &Path, out: &Path) -> Result<()
 /// The slot group the root filesystem goes to, in images and on disk.
 pub const SYSTEM_GROUP: &str = "system";
 
+/// The slot root filesystem of a kexec board: `rootfs` plus the kernel,
+/// its command line (the board's; the updater appends root=, panic= and
+/// fwpack.slot=), the first DTB and an initrd. The initrd is the fwpack
+/// initramfs without update images: booted with `fwpack.slot=` it loads
+/// the board's modules and switches root into that slot (its slot stage),
+/// so slot kernels with modular disk drivers and slots without a
+/// partition of their own boot the same way.
+fn slot_rootfs(
+    board: &Board,
+    inputs: &Inputs,
+    plan: &Plan,
+    updater: &Path,
+    public: &ed25519_dalek::VerifyingKey,
+    rootfs: &Path,
+    scratch: &Path,
+) -> Result<PathBuf, Error> {
+    let initrd = scratch.join("initrd");
+    pack_initramfs(board, inputs, updater, public, &initrd, false)?;
+    let cmdline_file = scratch.join("cmdline");
+    write(&cmdline_file, (cmdline(board) + "\n").as_bytes())?;
+    let mut files: Vec<(&str, &Path)> = vec![
+        ("kernel", &inputs.kernel),
+        ("cmdline", &cmdline_file),
+        ("initrd", &initrd),
+    ];
+    if let Some((dtb, _)) = plan.dtbs.first() {
+        files.push(("dtb", dtb));
+    }
+    let out = scratch.join("rootfs.ext4");
+    slotkernel::inject(rootfs, &out, &files)?;
+    Ok(out)
+}
+
 fn pack_initramfs(
     board: &Board,
     inputs: &Inputs,
     updater: &Path,
     public: &ed25519_dalek::VerifyingKey,
     out: &Path,
+    with_images: bool,
 ) -> Result<initramfs::Summary, Error> {
     use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePublicKey};
     let mut vars = initramfs::Vars::new();
@@ -464,7 +538,12 @@ fn pack_initramfs(
             message: e.to_string(),
         })?;
     builder.add_bytes("/etc/fwpack/keys/release.pub.pem", pem.into_bytes(), meta)?;
-    for img in &inputs.include_images {
+    let images: &[PathBuf] = if with_images {
+        &inputs.include_images
+    } else {
+        &[]
+    };
+    for img in images {
         let name = img
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -492,6 +571,7 @@ pub fn updater_conf(board: &Board) -> String {
     }
     s.push_str(&format!("tries = {}\n", board.disk.tries));
     s.push_str("root_fstype = ext4\n");
+    s.push_str(&format!("boot = {}\n", board.boot.name()));
     s.push_str(&format!("console = /dev/{}\n", board.console.device));
     if !board.updater.cmdline_overrides.is_empty() {
         s.push_str(&format!(

@@ -81,6 +81,18 @@ pub fn amd64_cloud() -> Result<Kernel> {
     })
 }
 
+/// Debian's generic amd64 kernel (NVMe, virtio and most drivers as
+/// modules): a second, different x86_64 kernel, e.g. for a slot whose
+/// kernel is not the bootstrap's.
+pub fn amd64_generic() -> Result<Kernel> {
+    fetch(Flavour {
+        arch: Arch::X86_64,
+        meta: "linux-image-amd64",
+        suffix: "-amd64",
+        apt: AptConfig::Host,
+    })
+}
+
 /// Debian's generic arm64 kernel (`virtio_blk` and MMC drivers are modules;
 /// ships `broadcom/bcm2837-rpi-zero-2-w.dtb`).
 pub fn arm64() -> Result<Kernel> {

@@ -8,6 +8,8 @@
 //! - [`state`]: the state area (layout, boot state and journal in one
 //!   record, two copies far apart, sequence numbers and CRC32C) and the boot-state
 //!   operations a PID-1 updater calls (`boot_attempt`, `confirm`, …).
+//! - [`status`]: what `status` shows (human lines and JSON), shared by
+//!   the host CLI and the device binary.
 //! - [`Storage`]: the I/O boundary. [`FileStorage`] is a block device or
 //!   file with O_DIRECT, sector sizes from the kernel, busy detection and
 //!   an exclusive open; [`MemStorage`] is a disk in memory.
@@ -27,6 +29,7 @@ mod error;
 pub mod event;
 pub mod record;
 pub mod state;
+pub mod status;
 pub mod storage;
 
 pub use apply::{apply, image_id, ApplyOptions, ApplyReport, Seed};

@@ -687,6 +687,35 @@ impl BootState {
         self.tries_left = 0;
     }
 
+    /// The active slot cannot be booted (its filesystem does not mount,
+    /// its init is missing) and the other slot is complete: the other slot
+    /// becomes active, not yet confirmed, and anything pending is dropped.
+    /// The abandoned slot is marked empty (its contents are not to be
+    /// trusted, so it is never booted again and an update may rewrite it,
+    /// even with the image it held) and fallen back; its version, label
+    /// and image id stay for `status`. The rollback floor is kept, never
+    /// lowered: it governs what may be installed, and the slot booted now
+    /// is already on the disk. Returns the new active slot.
+    pub fn abandon_active(&mut self) -> Result<Slot> {
+        let other = self.active.other();
+        let st = self.slot(other).state;
+        if st != SlotState::Complete {
+            return Err(Error::NotComplete {
+                slot: other.letter(),
+                state: st.name(),
+            });
+        }
+        let old = self.active;
+        let info = self.slot_mut(old);
+        info.state = SlotState::Empty;
+        info.fell_back = true;
+        self.active = other;
+        self.pending = None;
+        self.tries_left = 0;
+        self.confirmed = false;
+        Ok(other)
+    }
+
     fn encode(&self, p: &mut [u8]) {
         p[0] = self.active.to_byte();
         p[1] = self.pending.map_or(0, Slot::to_byte);
@@ -1123,6 +1152,11 @@ impl StateArea {
             b.fallback();
             Ok(())
         })
+    }
+
+    /// Persisted [`BootState::abandon_active`].
+    pub fn abandon_active(&mut self, storage: &mut dyn Storage) -> Result<Slot> {
+        self.update_boot(storage, |b| b.abandon_active())
     }
 
     /// Persisted [`BootState::set_pending`].
@@ -1733,6 +1767,59 @@ mod tests {
         assert_eq!(b.boot_attempt().slot, Slot::B);
         // A slot that is neither active nor pending cannot confirm.
         assert!(matches!(b.confirm(Slot::A), Err(Error::NotBooted('A'))));
+    }
+
+    #[test]
+    fn an_unbootable_active_slot_is_abandoned_for_a_complete_other() {
+        let mut b = BootState::initial(Slot::A, 7, "factory").unwrap();
+        // Nothing to go to: refused, nothing changes.
+        let before = b.clone();
+        assert!(matches!(
+            b.abandon_active(),
+            Err(Error::NotComplete { slot: 'B', .. })
+        ));
+        b.mark_updating(Slot::B, 8, [8; 32], "");
+        assert!(b.abandon_active().is_err());
+        assert_eq!(b.slot(Slot::A), before.slot(Slot::A));
+        // B complete and even pending: B becomes active, unconfirmed.
+        complete(&mut b, Slot::B, 5);
+        b.set_pending(Slot::B, 2).unwrap();
+        assert_eq!(b.abandon_active().unwrap(), Slot::B);
+        assert_eq!(
+            (
+                b.active,
+                b.pending,
+                b.tries_left,
+                b.confirmed,
+                b.rollback_floor
+            ),
+            (Slot::B, None, 0, false, 7)
+        );
+        let a = b.slot(Slot::A);
+        assert_eq!(
+            (a.state, a.fell_back, a.version),
+            (SlotState::Empty, true, 7)
+        );
+        // A is never booted again and cannot be made pending; B boots.
+        assert!(b.set_pending(Slot::A, 1).is_err());
+        assert_eq!(b.boot_attempt().slot, Slot::B);
+        b.confirm(Slot::B).unwrap();
+        assert!(b.confirmed);
+    }
+
+    #[test]
+    fn abandon_active_persists() {
+        let mut m = disk();
+        let mut area = StateArea::read(&mut m, LOC).unwrap();
+        area.update_boot(&mut m, |b| {
+            complete(b, Slot::B, 8);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(area.abandon_active(&mut m).unwrap(), Slot::B);
+        let back = StateArea::read(&mut m, LOC).unwrap();
+        assert_eq!(back.boot().active, Slot::B);
+        assert_eq!(back.boot().slot(Slot::A).state, SlotState::Empty);
     }
 
     #[test]

@@ -145,25 +145,29 @@ pub fn test_init(arch: Arch) -> PathBuf {
 /// An ext4 image whose init reports `version`, and confirms itself when
 /// `mark_good`.
 pub fn rootfs(work: &Path, arch: Arch, name: &str, version: u64, mark_good: bool) -> PathBuf {
-    let mut files: Vec<(&str, Vec<u8>)> = vec![(
-        "etc/fwpack-test/version",
-        format!("{version}\n").into_bytes(),
-    )];
-    if mark_good {
-        files.push(("etc/fwpack-test/mark-good", Vec::new()));
-    }
-    rootfs_with(work, name, &test_init(arch), &files, ROOTFS_SIZE)
+    rootfs_with(
+        work,
+        name,
+        version,
+        mark_good,
+        &test_init(arch),
+        &[],
+        ROOTFS_SIZE,
+    )
 }
 
-/// An ext4 image of `size` bytes with `init` as `/sbin/init` and `files`
-/// (paths relative to the root).
+/// [`rootfs`] with another `/sbin/init`, extra files (path in the tree,
+/// contents, mode) and size.
 pub fn rootfs_with(
     work: &Path,
     name: &str,
+    version: u64,
+    mark_good: bool,
     init: &Path,
-    files: &[(&str, Vec<u8>)],
+    extra: &[(&str, &[u8], u32)],
     size: u64,
 ) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let tree = work.join(format!("{name}-tree"));
     for d in [
         "sbin",
@@ -177,10 +181,15 @@ pub fn rootfs_with(
         fs::create_dir_all(tree.join(d)).unwrap();
     }
     fs::copy(init, tree.join("sbin/init")).unwrap();
-    for (rel, data) in files {
-        let p = tree.join(rel);
+    fs::write(tree.join("etc/fwpack-test/version"), format!("{version}\n")).unwrap();
+    if mark_good {
+        fs::write(tree.join("etc/fwpack-test/mark-good"), "").unwrap();
+    }
+    for (path, data, mode) in extra {
+        let p = tree.join(path.trim_start_matches('/'));
         fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, data).unwrap();
+        fs::write(&p, data).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
     }
     let img = work.join(format!("{name}.ext4"));
     File::create(&img).unwrap().set_len(size).unwrap();
@@ -240,16 +249,16 @@ pub fn image_with(rootfs: &Path, version: u64, compression: Compression) -> Vec<
 }
 
 pub fn layout() -> Layout {
-    layout_with(SLOT_A, SLOT_B)
+    layout_with([SLOT_A, SLOT_B])
 }
 
-pub fn layout_with(a: SlotRange, b: SlotRange) -> Layout {
+pub fn layout_with(slots: [SlotRange; 2]) -> Layout {
     Layout::new(
         BOARD,
         updater::StateLocation::default(),
         vec![SlotGroup {
             name: "system".into(),
-            slots: [a, b],
+            slots,
         }],
     )
     .unwrap()
@@ -271,23 +280,20 @@ fn run_ok(cmd: &mut Command) -> String {
 /// exactly the slots, and slot A holding `image_a` — installed the way a
 /// device would: `fwpack-updater apply --slot A`, then `mark-good`.
 pub fn disk(work: &Path, partitions: bool, image_a: &[u8]) -> PathBuf {
-    disk_with(work, partitions, image_a, &layout(), DISK_SIZE)
+    disk_with(work, partitions, image_a, [SLOT_A, SLOT_B], DISK_SIZE)
 }
 
-/// [`disk`] with another slot layout and disk size.
+/// [`disk`] with other slot ranges and disk size.
 pub fn disk_with(
     work: &Path,
     partitions: bool,
     image_a: &[u8],
-    layout: &Layout,
-    size: u64,
+    slots: [SlotRange; 2],
+    disk_size: u64,
 ) -> PathBuf {
+    let [slot_a, slot_b] = slots;
     let path = work.join("disk.img");
-    File::create(&path).unwrap().set_len(size).unwrap();
-    let (slot_a, slot_b) = match layout.groups.first() {
-        Some(g) => (g.slots[0], g.slots[1]),
-        None => (SLOT_A, SLOT_B),
-    };
+    File::create(&path).unwrap().set_len(disk_size).unwrap();
     if partitions {
         let script = format!(
             "label: dos\nlabel-id: 0x0f3a7e57\nstart={}, size={}, type=83\nstart={}, size={}, type=83\n",
@@ -318,7 +324,7 @@ pub fn disk_with(
     };
     {
         let mut st = FileStorage::open(&path, Access::ReadWrite).unwrap();
-        updater::init_state_area(&mut st, layout, &blank).unwrap();
+        updater::init_state_area(&mut st, &layout_with(slots), &blank).unwrap();
     }
     let img = work.join("slot-a.fwi");
     fs::write(&img, image_a).unwrap();
@@ -400,10 +406,25 @@ pub fn initramfs(
 
 /// A QEMU boot of `initrd` with `disk` attached the way the board does it.
 pub fn boot(arch: Arch, k: &Kernel, initrd: &Path, disk: &Path, name: &str) -> Console {
+    boot_appending(arch, k, initrd, disk, name, "")
+}
+
+/// As [`boot`], with `append` added to the kernel command line.
+pub fn boot_appending(
+    arch: Arch,
+    k: &Kernel,
+    initrd: &Path,
+    disk: &Path,
+    name: &str,
+    append: &str,
+) -> Console {
     let mut q = Qemu::new(arch, &k.vmlinuz)
         .initrd(initrd)
         .memory(512)
         .name(name);
+    if !append.is_empty() {
+        q = q.append(append);
+    }
     match arch {
         // NVMe, built into the cloud kernel.
         Arch::X86_64 => {

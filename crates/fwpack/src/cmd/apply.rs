@@ -7,10 +7,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use fwimage::TrustedKeys;
 use serde_json::{json, Value};
-use updater::state::{Layout, RecordHealth, SlotGroup, SlotRange};
+use updater::state::{Layout, SlotGroup, SlotRange};
 use updater::{
-    Access, ApplyOptions, ApplyReport, BootState, Event, FileStorage, Phase, Seed, Slot, SlotInfo,
-    StateArea, StateLocation, Storage,
+    Access, ApplyOptions, ApplyReport, BootState, Event, FileStorage, Phase, Seed, Slot, StateArea,
+    StateLocation, Storage,
 };
 
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
@@ -513,6 +513,7 @@ fn print_report(args: &ApplyArgs, r: &ApplyReport) {
 pub fn status(args: StatusArgs) -> Result<()> {
     let mut st = open(&args.target, Access::ReadOnly)?;
     let loc = StateLocation::new(args.state_offset, args.state_copy_distance);
+    let target = args.target.display().to_string();
     let area = match StateArea::read(&mut st, loc) {
         Ok(a) => a,
         Err(e) => {
@@ -520,147 +521,28 @@ pub fn status(args: StatusArgs) -> Result<()> {
                 if args.json {
                     println!(
                         "{}",
-                        json!({"target": args.target, "error": e.to_string(), "records": health_json(&h)})
+                        updater::status::diagnosis_json(&target, &e.to_string(), &h)
                     );
                 } else {
-                    eprintln!("{}", health_line(&h));
+                    eprintln!("{}", updater::status::health_line(&h));
                 }
             }
             return Err(e).with_context(|| format!("state area of {}", args.target.display()));
         }
     };
-    let l = area.layout();
-    let b = area.boot();
+    // The same rendering as `fwpack-updater status` on the device.
+    let describe = st.describe();
+    let status = updater::status::Status {
+        target: &target,
+        describe: &describe,
+        area: &area,
+    };
     if args.json {
-        let slot = |s: &SlotInfo| {
-            json!({"state": s.state.name(), "version": s.version, "label": s.label,
-                   "image_id": hex::encode(s.image_id), "fell_back": s.fell_back})
-        };
-        let groups: Vec<Value> = l
-            .groups
-            .iter()
-            .map(|g| {
-                json!({"name": g.name,
-                   "A": {"offset": g.slots[0].offset, "size": g.slots[0].size},
-                   "B": {"offset": g.slots[1].offset, "size": g.slots[1].size}})
-            })
-            .collect();
-        let journal = area.journal().map(|j| {
-            json!({"image_id": hex::encode(j.image_id), "slot": j.slot.to_string(),
-                   "segment": j.segment, "offset": j.offset, "verified": j.verified,
-                   "done_bytes": j.done_bytes})
-        });
-        println!(
-            "{}",
-            json!({
-                "target": args.target, "describe": st.describe(),
-                "board": l.board, "state_offset": l.state_offset,
-                "state_copy_distance": l.copy_distance, "groups": groups,
-                "active": b.active.to_string(), "pending": b.pending.map(|s| s.to_string()),
-                "tries_left": b.tries_left, "confirmed": b.confirmed,
-                "rollback_floor": b.rollback_floor,
-                "slots": {"A": slot(b.slot(Slot::A)), "B": slot(b.slot(Slot::B))},
-                "journal": journal, "records": health_json(area.health()),
-                "running": running_json(area.running()),
-            })
-        );
-        return Ok(());
+        println!("{}", status.json());
+    } else {
+        print!("{}", status.text());
     }
-    println!("target       {}", st.describe());
-    println!("board        {}", l.board);
-    println!(
-        "state area   copies at {} and {} ({} bytes each)",
-        l.state_offset,
-        l.location().copy_offset(1),
-        updater::STATE_HALF_LEN
-    );
-    for g in &l.groups {
-        println!(
-            "group        {:<12} A {}+{}  B {}+{}",
-            g.name, g.slots[0].offset, g.slots[0].size, g.slots[1].offset, g.slots[1].size
-        );
-    }
-    println!(
-        "active       {}{}",
-        b.active,
-        if b.confirmed { " (confirmed)" } else { "" }
-    );
-    match b.pending {
-        Some(p) => println!("pending      {p} ({} tries left)", b.tries_left),
-        None => println!("pending      none"),
-    }
-    println!(
-        "rollback     images older than version {} are refused",
-        b.rollback_floor
-    );
-    for s in [Slot::A, Slot::B] {
-        let i = b.slot(s);
-        println!(
-            "slot {s}       {:<9} version {}{}{}",
-            i.state.name(),
-            i.version,
-            if i.label.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", i.label)
-            },
-            if i.fell_back {
-                ", tried and fell back"
-            } else {
-                ""
-            }
-        );
-    }
-    match area.journal() {
-        Some(j) => println!(
-            "journal      apply to slot {} in progress: segment {} offset {} ({} bytes done{})",
-            j.slot,
-            j.segment,
-            j.offset,
-            j.done_bytes,
-            if j.verified { ", read back" } else { "" }
-        ),
-        None => println!("journal      idle"),
-    }
-    if let updater::Running::Slot { slot, source } = area.running() {
-        println!("running      slot {slot} ({source})");
-    }
-    println!("{}", health_line(area.health()));
     Ok(())
-}
-
-fn running_json(r: &updater::Running) -> Value {
-    match r {
-        updater::Running::Elsewhere => Value::Null,
-        updater::Running::Slot { slot, source } => {
-            json!({"slot": slot.to_string(), "source": source})
-        }
-        updater::Running::Unknown(why) => json!({"unknown": why}),
-    }
-}
-
-fn health_line(r: &RecordHealth) -> String {
-    let copy = |c: &Result<u64, updater::record::Invalid>| match c {
-        Ok(seq) => format!("seq {seq}"),
-        Err(e) => e.to_string(),
-    };
-    format!(
-        "record       {:<11} copy 0: {}, copy 1: {}",
-        r.kind.name(),
-        copy(&r.copies[0]),
-        copy(&r.copies[1])
-    )
-}
-
-fn health_json(r: &RecordHealth) -> Value {
-    let copy = |c: &Result<u64, updater::record::Invalid>| match c {
-        Ok(seq) => json!({"valid": true, "seq": seq}),
-        Err(e) => json!({"valid": false, "reason": e.to_string()}),
-    };
-    // One record since state-area format 2; still a list for readers of
-    // the old three-record output.
-    json!([{"kind": r.kind.name(), "copies": [copy(&r.copies[0]), copy(&r.copies[1])],
-            "newest": r.newest}])
 }
 
 pub fn mark_good(args: MarkGoodArgs) -> Result<()> {

@@ -1,0 +1,213 @@
+//! The rpi-zero2w artifacts of `fwpack build` booting on QEMU's `-M
+//! raspi3b` (BCM2837, the Zero 2 W's SoC family): the boot partition's
+//! kernel8.img, Zero 2 W device tree and initramfs, sdcard.img on the SD
+//! controller. The updater loads the SD host modules from the initramfs,
+//! finds /dev/mmcblk0 and boots slot A.
+//!
+//! QEMU differences from the board, and why they do not matter here:
+//! QEMU loads kernel, DTB and initramfs itself (the GPU firmware files on
+//! the card are not run), the SD card must be a power of two in size (the
+//! copy is grown to 1 GiB; the partitions stay where they are), and the
+//! board has no power-off, so the test stops QEMU once slot A's init ran.
+
+use std::path::Path;
+use std::process::Command;
+
+mod build_common;
+
+use build_common::{expect_lines, ext4_rootfs, fwpack, show};
+
+const MARKER: &str = "FWPACK-BUILD-TEST raspi3b slot A init";
+
+/// `fwpack build` for rpi-zero2w as `cargo xtask demo` does it (`board`:
+/// `--board rpi-zero2w` or `--config FILE`); returns the output directory.
+fn build(dir: &Path, kernel: &testkit::kernels::Kernel, board: &[&str]) -> std::path::PathBuf {
+    let firmware = testkit::kernels::raspi_firmware().expect("Debian's raspi-firmware");
+    ext4_rootfs(dir, testkit::kernels::Arch::Aarch64, MARKER);
+    assert!(fwpack(&["keygen", "-o", "k.pem"], dir).status.success());
+    let mut args = vec!["build"];
+    args.extend_from_slice(board);
+    args.extend_from_slice(&[
+        "--out",
+        "out",
+        "--kernel",
+        kernel.vmlinuz.to_str().unwrap(),
+        "--modules-dir",
+        kernel.modules_dir.to_str().unwrap(),
+        "--dtb-dir",
+        kernel.dtbs_dir.to_str().unwrap(),
+        "--firmware-dir",
+        firmware.to_str().unwrap(),
+        "--rootfs",
+        "rootfs.img",
+        "--key",
+        "k.pem",
+    ]);
+    let out = fwpack(&args, dir);
+    assert!(out.status.success(), "{}", show(&out));
+    dir.join("out")
+}
+
+/// The QEMU command for the built artifacts; `sd` is the (grown) card,
+/// `initrd` replaces the built initramfs when given, `append` goes after
+/// cmdline.txt.
+pub fn raspi3b_command(out: &Path, sd: &Path, initrd: Option<&Path>, append: &str) -> Command {
+    let boot = out.join("boot");
+    let cmdline = std::fs::read_to_string(boot.join("cmdline.txt")).unwrap();
+    let cmdline = format!("{} {append}", cmdline.trim());
+    let initrd = initrd.map_or_else(|| boot.join("initramfs.cpio.gz"), Path::to_path_buf);
+    let mut c = Command::new("qemu-system-aarch64");
+    c.args(["-accel", "tcg", "-nodefaults", "-no-user-config"])
+        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .args(["-M", "raspi3b", "-m", "1G"])
+        // UART0 (PL011, Bluetooth on the Zero 2 W) first, the mini UART
+        // (ttyS1, the board's console) second.
+        .args(["-serial", "null", "-serial", "stdio"])
+        .arg("-kernel")
+        .arg(boot.join("kernel8.img"))
+        .arg("-dtb")
+        .arg(boot.join("bcm2837-rpi-zero-2-w.dtb"))
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-drive")
+        .arg(format!("if=sd,format=raw,file={}", sd.display()))
+        .arg("-append")
+        .arg(cmdline.trim());
+    c
+}
+
+/// A copy of sdcard.img grown to 1 GiB (QEMU's SD card model takes only
+/// power-of-two sizes).
+fn sd_copy(out: &Path, dir: &Path) -> std::path::PathBuf {
+    let sd = dir.join("sd-1g.img");
+    std::fs::copy(out.join("sdcard.img"), &sd).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&sd).unwrap();
+    assert!(f.metadata().unwrap().len() <= 1 << 30);
+    f.set_len(1 << 30).unwrap();
+    sd
+}
+
+#[test]
+fn rpi_zero2w_artifacts_boot_slot_a_on_raspi3b() {
+    if !testkit::tools::require("qemu-system-aarch64") || !testkit::tools::require("mkfs.ext4") {
+        return;
+    }
+    let kernel = testkit::kernels::arm64().expect("Debian arm64 kernel");
+    let work = tempfile::tempdir().unwrap();
+    let out = build(work.path(), &kernel, &["--board", "rpi-zero2w"]);
+    let sd = sd_copy(&out, work.path());
+    let mut c =
+        testkit::qemu::Console::spawn(raspi3b_command(&out, &sd, None, ""), "raspi3b-zero2w")
+            .expect("starting QEMU");
+    expect_lines(
+        &mut c,
+        &[
+            "fwpack-updater: fwpack-updater",
+            "found /dev/mmcblk0",
+            "switching root to slot A",
+            MARKER,
+        ],
+        400,
+    );
+}
+
+/// The kexec test init (crates/kexec/src/bin/kexec-test-init.rs), static
+/// aarch64, built now.
+fn kexec_test_init() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = "aarch64-unknown-linux-musl";
+    let out = Command::new(cargo)
+        .args(["build", "-p", "kexec", "--bin", "kexec-test-init"])
+        .args(["--features", "test-init", "--release", "--target", target])
+        .current_dir(testkit::workspace_root())
+        .output()
+        .expect("running cargo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    testkit::target_dir()
+        .join(target)
+        .join("release/kexec-test-init")
+}
+
+/// An initramfs whose /init kexecs `kernel` (with the init alone as the
+/// second kernel's initramfs).
+fn kexec_initramfs(dir: &Path, kernel: &Path) -> std::path::PathBuf {
+    use initramfs::{Builder, DeviceKind, Meta, Options};
+    let init = kexec_test_init();
+    let base = || {
+        let mut b = Builder::new(Options::default());
+        b.add_file("/init", &init, Some(Meta::mode(0o755))).unwrap();
+        b.add_device("/dev/console", DeviceKind::Char, 5, 1, Meta::mode(0o600))
+            .unwrap();
+        for d in ["/proc", "/sys", "/dev"] {
+            b.add_dir(d, Meta::mode(0o755)).unwrap();
+        }
+        b
+    };
+    let inner = dir.join("inner.cpio");
+    base()
+        .write_file(&inner, initramfs::Compression::None)
+        .unwrap();
+    let mut b = base();
+    b.add_dir("/kexec", Meta::mode(0o755)).unwrap();
+    b.add_file("/kexec/kernel", kernel, Some(Meta::mode(0o644)))
+        .unwrap();
+    b.add_file("/kexec/initrd", &inner, Some(Meta::mode(0o644)))
+        .unwrap();
+    let out = dir.join("kexec.cpio");
+    b.write_file(&out, initramfs::Compression::None).unwrap();
+    out
+}
+
+/// With `boot: kexec` the generated cmdline.txt carries
+/// nr_cpus=1, and with exactly those boot files (kernel8.img, the Zero 2 W
+/// tree, cmdline.txt) kexec of kernel8.img works on raspi3b and the
+/// kexec'd kernel brings up all four CPUs. The initramfs is the kexec test
+/// init's, not the updater's: this proves what the board files must give
+/// the updater's kexec boot.
+#[test]
+fn rpi_zero2w_kexec_boot_files_let_kexec_work_on_raspi3b() {
+    if !testkit::tools::require("qemu-system-aarch64") || !testkit::tools::require("mkfs.ext4") {
+        return;
+    }
+    let kernel = testkit::kernels::arm64().expect("Debian arm64 kernel");
+    let work = tempfile::tempdir().unwrap();
+    let configs = testkit::workspace_root().join("configs");
+    let yaml = std::fs::read_to_string(configs.join("rpi-zero2w.yaml"))
+        .unwrap()
+        .replace("\nboot: switch_root\n", "\nboot: kexec\n");
+    assert!(yaml.contains("\nboot: kexec\n"));
+    let cfg = work.path().join("rpi-zero2w.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = build(work.path(), &kernel, &["--config", cfg.to_str().unwrap()]);
+    let cmdline = std::fs::read_to_string(out.join("boot/cmdline.txt")).unwrap();
+    assert!(cmdline.trim_end().ends_with(" nr_cpus=1"), "{cmdline}");
+
+    let sd = sd_copy(&out, work.path());
+    let initrd = kexec_initramfs(work.path(), &out.join("boot/kernel8.img"));
+    let mut c = testkit::qemu::Console::spawn(
+        raspi3b_command(&out, &sd, Some(&initrd), "kexec-test=again"),
+        "raspi3b-zero2w-kexec",
+    )
+    .expect("starting QEMU");
+    let t = std::time::Instant::now();
+    expect_lines(&mut c, &["KEXEC-TEST init up: cpus online 0;"], 400);
+    let first = t.elapsed();
+    expect_lines(
+        &mut c,
+        &[
+            "KEXEC-TEST loaded (Load); executing",
+            "KEXEC-TEST init up: cpus online 0-3;",
+            "KEXEC-TEST second kernel reached init",
+        ],
+        400,
+    );
+    eprintln!(
+        "raspi3b (rpi-zero2w boot files): bootstrap start -> first init {:.1} s, -> second kernel's init {:.1} s",
+        first.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
+}
