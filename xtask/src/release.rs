@@ -786,3 +786,44 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
         .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> (Shell, PathBuf) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let sh = Shell::new().unwrap();
+        sh.change_dir(&root);
+        (sh, root)
+    }
+
+    #[test]
+    fn device_crate_follows_the_move_out_of_the_apply_library() {
+        let (sh, _) = repo();
+        // v0.1.0's pin (fwpack.mk at the time of writing): the binary was
+        // in the updater library crate.
+        assert_eq!(
+            device_crate(&sh, "418c8c7c5c0b1514102c7285fd2828ae59f0ba63").unwrap(),
+            "crates/updater"
+        );
+        assert_eq!(device_crate(&sh, "HEAD").unwrap(), "crates/fwpack-updater");
+    }
+
+    #[test]
+    fn subdir_pins_are_single_assignments_in_the_real_files() {
+        let (_, root) = repo();
+        let mk = std::fs::read_to_string(root.join(MK)).unwrap();
+        let mk = set_assignment(&mk, "FWPACK_SUBDIR = ", "crates/fwpack-updater").unwrap();
+        assert!(mk.contains("\nFWPACK_SUBDIR = crates/fwpack-updater\n"));
+        // The host package keeps building the CLI.
+        assert!(mk.contains("\nHOST_FWPACK_SUBDIR = crates/fwpack\n"));
+        let bb = std::fs::read_to_string(root.join(RECIPE)).unwrap();
+        let bb = set_assignment(&bb, "CARGO_SRC_DIR = ", "\"crates/fwpack-updater\"").unwrap();
+        assert!(bb.contains("\nCARGO_SRC_DIR = \"crates/fwpack-updater\"\n"));
+        assert!(bb.contains("\nCARGO_SRC_DIR:class-native = \"crates/fwpack\"\n"));
+    }
+}
