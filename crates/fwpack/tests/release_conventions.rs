@@ -797,7 +797,7 @@ fn kas_file_matches_kas_schema_and_the_layer() {
 }
 
 /// Buildroot's `utils/check-package` to run: the copy vendored in
-/// third_party/buildroot (always: it is what makes this test run in CI,
+/// xtask/third_party/buildroot (always: it is what makes this test run in CI,
 /// where nothing is downloaded), then every Buildroot source tree in
 /// `$FWPACK_BUILDROOT_DIRS` (colon-separated) or unpacked under
 /// `<cache>/buildroot/` (docs/RELEASE.md says how), whose own rules may
@@ -814,10 +814,10 @@ fn buildroot_trees() -> Vec<PathBuf> {
         .filter(|d| d.join("utils/check-package").is_file())
         .collect();
     trees.sort();
-    let vendored = workspace().join("third_party/buildroot");
+    let vendored = workspace().join("xtask/third_party/buildroot");
     assert!(
         vendored.join("utils/check-package").is_file(),
-        "third_party/buildroot/utils/check-package is missing"
+        "xtask/third_party/buildroot/utils/check-package is missing"
     );
     trees.insert(0, vendored);
     trees
