@@ -20,6 +20,13 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("qemu-system-aarch64", "qemu-system-arm"),
     ("qemu-system-riscv64", "qemu-system-misc"),
     ("qemu-riscv64-static", "qemu-user-static"),
+    // The aarch64 release binary is run under it (`cargo xtask release`).
+    ("qemu-aarch64-static", "qemu-user-static"),
+    // ring's C code for the x86_64 musl release binary of fwpack.
+    ("musl-gcc", "musl-tools"),
+    // Checks the mark-good unit (tests/release_mark_good.rs); Debian
+    // ships systemd-analyze in systemd itself.
+    ("systemd-analyze", "systemd"),
     ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
     ("riscv64-linux-gnu-gcc", "gcc-riscv64-linux-gnu"),
     ("arm-linux-gnueabihf-as", "binutils-arm-linux-gnueabihf"),

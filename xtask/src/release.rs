@@ -43,7 +43,13 @@ options:
                       tar 1.35's; Debian 12 ships 1.34, and Buildroot would
                       otherwise build host-tar, downloading it from GNU)
   --artifacts DIR     also build the static host binaries (x86_64 and
-                      aarch64 musl) into DIR with SHA256SUMS
+                      aarch64 musl) into DIR with SHA256SUMS, and check
+                      them: static (file, readelf, fwpack check-elf), run
+                      (--version, keygen/stamp/verify; aarch64 under
+                      qemu-aarch64-static)
+  --artifacts-only    with --artifacts: build and check the binaries of
+                      the work tree only; no pins, no --buildroot, no
+                      commit, no tag
   --release-key PEM   sign SHA256SUMS with this Ed25519 key (openssl)
   --signer-cmd CMD    ... or with this command (SHA256SUMS on stdin and in
                       $FWPACK_SIGN_INPUT, raw or hex signature on stdout)
@@ -62,6 +68,7 @@ struct Opts {
     cargos: Vec<PathBuf>,
     tar: Option<PathBuf>,
     artifacts: Option<PathBuf>,
+    artifacts_only: bool,
     release_key: Option<PathBuf>,
     signer_cmd: Option<String>,
     release_pubkey: Option<PathBuf>,
@@ -78,6 +85,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         cargos: Vec::new(),
         tar: None,
         artifacts: None,
+        artifacts_only: false,
         release_key: None,
         signer_cmd: None,
         release_pubkey: None,
@@ -101,6 +109,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--release-key" => o.release_key = Some(value()?.into()),
             "--signer-cmd" => o.signer_cmd = Some(value()?),
             "--release-pubkey" => o.release_pubkey = Some(value()?.into()),
+            "--artifacts-only" => o.artifacts_only = true,
             "--no-test" => o.test = false,
             "--no-commit" => {
                 o.commit_pins = false;
@@ -119,7 +128,10 @@ fn parse(args: &[String]) -> Result<Opts> {
     if o.version.is_empty() {
         bail!("which version?\n\n{HELP}");
     }
-    if o.buildroots.is_empty() {
+    if o.artifacts_only && o.artifacts.is_none() {
+        bail!("--artifacts-only needs --artifacts DIR\n\n{HELP}");
+    }
+    if o.buildroots.is_empty() && !o.artifacts_only {
         bail!("give at least one --buildroot DIR: the hashes in fwpack.hash are computed by Buildroot itself\n\n{HELP}");
     }
     if o.release_key.is_some() && o.signer_cmd.is_some() {
@@ -140,6 +152,11 @@ const LICENSES: [&str; 2] = ["LICENSE-APACHE", "LICENSE-MIT"];
 pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
     let o = parse(args)?;
     let started = Instant::now();
+    if let (true, Some(dir)) = (o.artifacts_only, &o.artifacts) {
+        build_artifacts(sh, root, dir, &o)?;
+        println!("done in {:.0} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
     let rev = format!("{}^{{commit}}", o.commit);
     let commit = cmd!(sh, "git rev-parse --verify {rev}")
         .read()
@@ -167,6 +184,21 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
         );
     }
     println!("release {tag}: pinning {commit}");
+
+    // Which crate builds the device binary at the commit: Buildroot's
+    // FWPACK_SUBDIR and Yocto's CARGO_SRC_DIR name it, and Buildroot's
+    // download reads FWPACK_SUBDIR, so this goes in before the archives.
+    let device = device_crate(sh, &commit)?;
+    let mk_path = root.join(MK);
+    let mk = std::fs::read_to_string(&mk_path)?;
+    std::fs::write(&mk_path, set_assignment(&mk, "FWPACK_SUBDIR = ", device)?)?;
+    let recipe_path = root.join(RECIPE);
+    let recipe = std::fs::read_to_string(&recipe_path)?;
+    std::fs::write(
+        &recipe_path,
+        set_assignment(&recipe, "CARGO_SRC_DIR = ", &format!("\"{device}\""))?,
+    )?;
+    println!("  device binary crate: {device}");
 
     // Buildroot's archive hashes, one per release series.
     let mut archives: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
@@ -199,7 +231,6 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
     }
 
     // fwpack.mk and fwpack.hash.
-    let mk_path = root.join(MK);
     let mk = std::fs::read_to_string(&mk_path)?;
     std::fs::write(&mk_path, set_assignment(&mk, "FWPACK_VERSION = ", &commit)?)?;
     let mut hash = String::from(
@@ -217,7 +248,6 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
     std::fs::write(root.join(HASH), hash)?;
 
     // The Yocto recipe and its crates.
-    let recipe_path = root.join(RECIPE);
     let mut recipe = std::fs::read_to_string(&recipe_path)?;
     recipe = set_assignment(&recipe, "SRCREV = ", &format!("\"{commit}\""))?;
     recipe = set_assignment(&recipe, "PV = ", &format!("\"{}+git\"", o.version))?;
@@ -271,6 +301,21 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
     }
     println!("done in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The crate of the `fwpack-updater` binary at `commit`: its own crate
+/// since the PID-1 program left the apply library (after v0.1.0), the
+/// library crate before.
+fn device_crate(sh: &Shell, commit: &str) -> Result<&'static str> {
+    for dir in ["crates/fwpack-updater", "crates/updater"] {
+        let Ok(toml) = git_blob(sh, commit, &format!("{dir}/Cargo.toml")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&toml).contains("fwpack-updater") {
+            return Ok(dir);
+        }
+    }
+    bail!("no crate at {commit} builds fwpack-updater (looked in crates/fwpack-updater and crates/updater)")
 }
 
 fn workspace_version(cargo_toml: &str) -> Result<String> {
@@ -581,16 +626,17 @@ fn build_artifacts(sh: &Shell, root: &Path, dir: &Path, o: &Opts) -> Result<()> 
         )
         .env("RUSTFLAGS", "-C target-feature=+crt-static");
         if arch == "x86_64" {
-            // zstd's C code, against musl's headers (Debian: musl-tools).
+            // ring's and zstd's C code, against musl's headers (Debian: musl-tools).
             if cmd!(sh, "which musl-gcc").quiet().read().is_err() {
-                bail!("musl-gcc not found: install musl-tools (zstd's C code is built for musl with it)");
+                bail!("musl-gcc not found: install musl-tools (ring's and zstd's C code is built for musl with it)");
             }
             build = build.env("CC_x86_64_unknown_linux_musl", "musl-gcc");
         }
         if arch == "aarch64" {
             // No aarch64 musl C toolchain is needed: Rust's own linker
-            // links the static binary, and zstd's C code is compiled by
-            // the aarch64 cross gcc (freestanding enough for musl).
+            // links the static binary, and ring's and zstd's C code is
+            // compiled by the aarch64 glibc cross gcc: it only includes
+            // freestanding headers and string.h, which agree with musl's.
             build = build
                 .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER", "rust-lld")
                 .env("CC_aarch64_unknown_linux_musl", "aarch64-linux-gnu-gcc")
@@ -606,8 +652,14 @@ fn build_artifacts(sh: &Shell, root: &Path, dir: &Path, o: &Opts) -> Result<()> 
             bail!("{name} is not static: {desc}");
         }
         println!("  {name}: {desc} ({:.0} s)", t.elapsed().as_secs_f64());
-        names.push(name);
+        names.push((name, arch));
     }
+    // The x86_64 binary runs here, so it checks both with its own check-elf.
+    let host = dir.join(&names[0].0);
+    for (name, arch) in &names {
+        check_artifact(sh, &host, &dir.join(name), arch, &o.version)?;
+    }
+    let names: Vec<String> = names.into_iter().map(|(n, _)| n).collect();
     let sums = {
         let _cd = sh.push_dir(&dir);
         cmd!(sh, "sha256sum {names...}").read()? + "\n"
@@ -674,6 +726,58 @@ fn build_artifacts(sh: &Shell, root: &Path, dir: &Path, o: &Opts) -> Result<()> 
     Ok(())
 }
 
+/// What a user will rely on: no interpreter and no shared libraries
+/// (readelf, and fwpack's own check-elf), and a working program: its
+/// version, and a keygen/stamp/verify round trip, the aarch64 one under
+/// qemu-user.
+fn check_artifact(sh: &Shell, host: &Path, bin: &Path, arch: &str, version: &str) -> Result<()> {
+    let name = bin
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
+    let headers = cmd!(sh, "readelf -lW {bin}").quiet().read()?;
+    if headers.contains("INTERP") {
+        bail!("{name} asks for a program interpreter:\n{headers}");
+    }
+    let dynamic = cmd!(sh, "readelf -dW {bin}").quiet().read()?;
+    if dynamic.contains("(NEEDED)") {
+        bail!("{name} needs shared libraries:\n{dynamic}");
+    }
+    let elf = cmd!(sh, "{host} check-elf --machine {arch} {bin}").read()?;
+    // (program, its first arguments): the binary itself, or qemu-user
+    // running it.
+    let (prog, pre_args): (PathBuf, Vec<PathBuf>) = if arch == "x86_64" {
+        (bin.to_path_buf(), Vec::new())
+    } else {
+        let qemu = format!("qemu-{arch}-static");
+        if cmd!(sh, "which {qemu}").quiet().read().is_err() {
+            bail!("{qemu} not found: install qemu-user-static to run the {arch} binary");
+        }
+        (qemu.into(), vec![bin.to_path_buf()])
+    };
+    let pre = &pre_args;
+    let said = cmd!(sh, "{prog} {pre...} --version").read()?;
+    if said.trim() != format!("fwpack {version}") {
+        bail!("{name} --version says {said:?}, not fwpack {version}");
+    }
+    let tmp = sh.create_temp_dir()?;
+    let _cd = sh.push_dir(tmp.path());
+    sh.write_file("payload.bin", b"fwpack release check\n".repeat(4096))?;
+    cmd!(sh, "{prog} {pre...} keygen -o k.pem").quiet().run()?;
+    cmd!(
+        sh,
+        "{prog} {pre...} stamp --board release-check --version 1 -s rootfs=payload.bin,compress=zstd -o i.fwi --key k.pem"
+    )
+    .quiet()
+    .run()?;
+    cmd!(sh, "{prog} {pre...} verify i.fwi --key k.pub.pem")
+        .quiet()
+        .run()?;
+    println!("  {name}: {}; runs, stamps and verifies", elf.trim());
+    Ok(())
+}
+
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
     if s.len() != 128 {
         return None;
@@ -681,4 +785,45 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
     (0..64)
         .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> (Shell, PathBuf) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let sh = Shell::new().unwrap();
+        sh.change_dir(&root);
+        (sh, root)
+    }
+
+    #[test]
+    fn device_crate_follows_the_move_out_of_the_apply_library() {
+        let (sh, _) = repo();
+        // v0.1.0's pin (fwpack.mk at the time of writing): the binary was
+        // in the updater library crate.
+        assert_eq!(
+            device_crate(&sh, "418c8c7c5c0b1514102c7285fd2828ae59f0ba63").unwrap(),
+            "crates/updater"
+        );
+        assert_eq!(device_crate(&sh, "HEAD").unwrap(), "crates/fwpack-updater");
+    }
+
+    #[test]
+    fn subdir_pins_are_single_assignments_in_the_real_files() {
+        let (_, root) = repo();
+        let mk = std::fs::read_to_string(root.join(MK)).unwrap();
+        let mk = set_assignment(&mk, "FWPACK_SUBDIR = ", "crates/fwpack-updater").unwrap();
+        assert!(mk.contains("\nFWPACK_SUBDIR = crates/fwpack-updater\n"));
+        // The host package keeps building the CLI.
+        assert!(mk.contains("\nHOST_FWPACK_SUBDIR = crates/fwpack\n"));
+        let bb = std::fs::read_to_string(root.join(RECIPE)).unwrap();
+        let bb = set_assignment(&bb, "CARGO_SRC_DIR = ", "\"crates/fwpack-updater\"").unwrap();
+        assert!(bb.contains("\nCARGO_SRC_DIR = \"crates/fwpack-updater\"\n"));
+        assert!(bb.contains("\nCARGO_SRC_DIR:class-native = \"crates/fwpack\"\n"));
+    }
 }

@@ -24,3 +24,12 @@ pub fn require(tool: &str) -> bool {
     );
     false
 }
+
+/// Full path of `tool`, for a test that must not skip: CI installs it
+/// (`cargo xtask deps`), so its absence is a broken machine, not a reason
+/// to pass quietly.
+pub fn must(tool: &str) -> PathBuf {
+    find(tool).unwrap_or_else(|| {
+        panic!("`{tool}` is not installed on this machine; `cargo xtask deps` installs it")
+    })
+}
