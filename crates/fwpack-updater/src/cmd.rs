@@ -55,9 +55,9 @@ impl From<imagesource::Error> for Fail {
 impl From<updater::Error> for Fail {
     fn from(e: updater::Error) -> Fail {
         // A failing source travels inside the I/O error of the reader.
-        if imagesource::find_source_error(&e).is_some_and(imagesource::Error::is_source_failure) {
+        if let Some(src) = imagesource::find_source_error(&e).filter(|s| s.is_source_failure()) {
             return Fail {
-                msg: e.to_string(),
+                msg: src.to_string(),
                 code: SOURCE_CODE,
             };
         }
@@ -560,6 +560,41 @@ fn event_json(e: &updater::Event) -> String {
         Event::Pending { slot, tries } => {
             format!("{{\"event\":\"pending\",\"slot\":\"{slot}\",\"tries\":{tries}}}")
         }
+        // The shapes `fwpack apply --json` prints.
+        Event::Target { description } => format!(
+            "{{\"event\":\"target\",\"description\":{}}}",
+            json_str(description)
+        ),
+        Event::Checkpoint {
+            segment,
+            offset,
+            done,
+            verified,
+        } => format!(
+            "{{\"event\":\"checkpoint\",\"segment\":{segment},\"offset\":{offset},\"done\":{done},\"verified\":{verified}}}"
+        ),
+        Event::Resume {
+            segment,
+            offset,
+            skipped,
+        } => format!(
+            "{{\"event\":\"resume\",\"segment\":{segment},\"offset\":{offset},\"skipped\":{skipped}}}"
+        ),
+        Event::Restart { reason } => {
+            format!("{{\"event\":\"restart\",\"reason\":{}}}", json_str(reason))
+        }
+        Event::AlreadyComplete { slot } => {
+            format!("{{\"event\":\"already_complete\",\"slot\":\"{slot}\"}}")
+        }
+        Event::DeltaPlan {
+            seed,
+            chunks,
+            from_seed,
+            fetch_bytes,
+            runs,
+        } => format!(
+            "{{\"event\":\"delta\",\"seed\":\"{seed}\",\"chunks\":{chunks},\"from_seed\":{from_seed},\"fetch_bytes\":{fetch_bytes},\"runs\":{runs}}}"
+        ),
         other => format!(
             "{{\"event\":\"info\",\"message\":{}}}",
             json_str(&format!("{other:?}"))

@@ -74,7 +74,12 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::from(exit::OK),
         Err(err) => {
-            eprintln!("fwpack: error: {err:#}");
+            // A failing source travels inside the readers' I/O errors;
+            // the chain would say it twice behind an "I/O error".
+            match err.chain().find_map(imagesource::find_source_error) {
+                Some(src) => eprintln!("fwpack: error: {err}: {src}"),
+                None => eprintln!("fwpack: error: {err:#}"),
+            }
             std::process::ExitCode::from(exit::classify(&err))
         }
     }

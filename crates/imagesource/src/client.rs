@@ -150,11 +150,25 @@ fn retryable(msg: impl Into<String>) -> Failure {
     }
 }
 
+/// An I/O error in words: a socket timeout surfaces as EAGAIN, which says
+/// nothing to a user.
+pub(crate) fn describe_io(e: &io::Error, timeout: Duration) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            format!(
+                "timed out: nothing from the server for {} s",
+                timeout.as_secs_f32()
+            )
+        }
+        _ => e.to_string(),
+    }
+}
+
 /// TLS failures (rustls reports them as `InvalidData`) and garbage will
 /// not improve on retry; a reset or a timeout may.
-fn io_failure(what: &str, e: &io::Error) -> Failure {
+fn io_failure(what: &str, e: &io::Error, timeout: Duration) -> Failure {
     Failure {
-        msg: format!("{what}: {e}"),
+        msg: format!("{what}: {}", describe_io(e, timeout)),
         retry: e.kind() != io::ErrorKind::InvalidData,
     }
 }
@@ -287,8 +301,10 @@ pub(crate) struct Client {
     pub timeout: Duration,
     pub max_redirects: u32,
     pub user_agent: String,
+    /// Built on the first https request: parsing Mozilla's roots costs
+    /// memory an http:// apply should not pay.
     #[cfg(feature = "tls")]
-    tls: std::sync::Arc<rustls::ClientConfig>,
+    tls: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Client {
@@ -298,17 +314,7 @@ impl Client {
             max_redirects,
             user_agent,
             #[cfg(feature = "tls")]
-            tls: std::sync::Arc::new(
-                rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .unwrap_or_else(|_| unreachable_tls())
-                .with_root_certificates(rustls::RootCertStore {
-                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-                })
-                .with_no_client_auth(),
-            ),
+            tls: std::sync::OnceLock::new(),
         }
     }
 
@@ -354,7 +360,12 @@ impl Client {
                         .map_err(|e| retryable(format!("socket options: {e}")))?;
                     return self.wrap(u, s);
                 }
-                Err(e) => last = Some(format!("connecting to {a}: {e}")),
+                Err(e) => {
+                    last = Some(format!(
+                        "connecting to {a}: {}",
+                        describe_io(&e, self.timeout)
+                    ))
+                }
             }
         }
         Err(retryable(last.unwrap_or_else(|| {
@@ -369,7 +380,20 @@ impl Client {
         }
         let name = rustls::pki_types::ServerName::try_from(u.host.clone())
             .map_err(|e| fatal(format!("TLS server name `{}`: {e}", u.host)))?;
-        let c = rustls::ClientConnection::new(self.tls.clone(), name)
+        let config = self.tls.get_or_init(|| {
+            std::sync::Arc::new(
+                rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap_or_else(|_| unreachable_tls())
+                .with_root_certificates(rustls::RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                })
+                .with_no_client_auth(),
+            )
+        });
+        let c = rustls::ClientConnection::new(config.clone(), name)
             .map_err(|e| fatal(format!("TLS: {e}")))?;
         Ok(Box::new(rustls::StreamOwned::new(c, s)))
     }
@@ -399,9 +423,9 @@ impl Client {
         req.push_str("\r\n");
         conn.write_all(req.as_bytes())
             .and_then(|()| conn.flush())
-            .map_err(|e| io_failure("sending the request", &e))?;
+            .map_err(|e| io_failure("sending the request", &e, self.timeout))?;
         let mut r = BufReader::with_capacity(64 << 10, conn);
-        let head = read_head(&mut r)?;
+        let head = read_head(&mut r, self.timeout)?;
         let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut p = httparse::Response::new(&mut hs);
         match p.parse(&head) {
@@ -466,14 +490,14 @@ fn unreachable_tls() -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::Want
 }
 
 /// The response head, through the empty line.
-fn read_head(r: &mut impl BufRead) -> Result<Vec<u8>, Failure> {
+fn read_head(r: &mut impl BufRead, timeout: Duration) -> Result<Vec<u8>, Failure> {
     let mut head = Vec::new();
     loop {
         let n = r
             .by_ref()
             .take((MAX_HEAD - head.len()) as u64)
             .read_until(b'\n', &mut head)
-            .map_err(|e| io_failure("reading the response", &e))?;
+            .map_err(|e| io_failure("reading the response", &e, timeout))?;
         if n == 0 {
             return Err(retryable(if head.is_empty() {
                 "the server closed the connection without a response".to_string()

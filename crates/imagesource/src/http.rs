@@ -107,6 +107,8 @@ pub struct HttpSource {
     /// Consecutive failed attempts (reset by progress).
     failures: u32,
     since_failure: u64,
+    /// Furthest stream position reached (for [`Self::progress`]).
+    furthest: u64,
     /// Requests made.
     pub requests: u64,
     /// Body bytes received (including bytes read through small gaps).
@@ -160,6 +162,7 @@ impl HttpSource {
             observer,
             failures: 0,
             since_failure: 0,
+            furthest: 0,
             requests: 0,
             bytes_received: 0,
         };
@@ -346,12 +349,12 @@ impl HttpSource {
         }
     }
 
-    fn transport(&self, what: &str, e: &dyn std::fmt::Display) -> Error {
+    fn transport(&self, what: &str, e: &io::Error) -> Error {
         Error::Transport {
             url: self.url.clone(),
             what: what.into(),
             attempts: self.failures + 1,
-            reason: e.to_string(),
+            reason: crate::client::describe_io(e, self.opts.timeout),
         }
     }
 
@@ -389,8 +392,15 @@ impl HttpSource {
         }
     }
 
-    fn progress(&mut self, n: u64) {
-        self.since_failure += n;
+    /// Bytes up to `pos` have arrived. Only bytes past the furthest point
+    /// ever reached count as progress: a server that sends the file from
+    /// byte 0 each time (no Range support) and dies at the same place must
+    /// still run out of attempts.
+    fn progress(&mut self, pos: u64) {
+        if pos > self.furthest {
+            self.since_failure += pos - self.furthest;
+            self.furthest = pos;
+        }
         if self.since_failure >= PROGRESS_RESET {
             self.failures = 0;
         }
@@ -410,6 +420,9 @@ impl HttpSource {
         let last = if end >= self.len { None } else { Some(end - 1) };
         let resp = self.send(pos, last, true)?;
         let content_length = resp.header("content-length").map(str::to_string);
+        // Bytes before `pos` were had already: re-reading them (a server
+        // without Range support) is not progress.
+        self.furthest = self.furthest.max(pos);
         match self.classify(resp, pos, end)? {
             Got::Partial(body) => {
                 self.check_content_length(&content_length, end - pos)?;
@@ -524,7 +537,8 @@ impl HttpSource {
                     s.got += k as u64;
                     got += k;
                     self.bytes_received += k as u64;
-                    self.progress(k as u64);
+                    let pos = s.pos;
+                    self.progress(pos);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Attempt::retry(self.transport("reading the body", &e))),
