@@ -28,6 +28,17 @@ pub fn show(out: &Output) -> String {
 /// prints `marker` and powers off, so a boot test can see the built image
 /// run all the way into its slot.
 pub fn ext4_rootfs(dir: &Path, arch: testkit::kernels::Arch, marker: &str) -> PathBuf {
+    ext4_rootfs_sized(dir, arch, marker, "8M")
+}
+
+/// [`ext4_rootfs`] of `size` (mkfs.ext4's notation): a kexec board's
+/// build writes the slot kernel and its initrd into it.
+pub fn ext4_rootfs_sized(
+    dir: &Path,
+    arch: testkit::kernels::Arch,
+    marker: &str,
+    size: &str,
+) -> PathBuf {
     let init = testkit::init::InitProgram::new(marker)
         .build(arch)
         .expect("static test init");
@@ -42,7 +53,7 @@ pub fn ext4_rootfs(dir: &Path, arch: testkit::kernels::Arch, marker: &str) -> Pa
         .args(["-q", "-F", "-d"])
         .arg(&tree)
         .arg(&img)
-        .arg("8M")
+        .arg(size)
         .output()
         .expect("mkfs.ext4 (e2fsprogs)");
     assert!(mkfs.status.success(), "{}", show(&mkfs));
