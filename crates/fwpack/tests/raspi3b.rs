@@ -266,12 +266,21 @@ fn rpi_zero2w_kexec_build_boots_slot_a_by_kexec_on_raspi3b() {
     .expect("starting QEMU");
     expect_lines(&mut c, &["fwpack-updater: fwpack-updater"], 400);
     let updater = t.elapsed();
+    expect_lines(&mut c, &["found /dev/mmcblk0", "booting slot A"], 400);
+    // nr_cpus=1 is the bootstrap's (cmdline.txt), not the slot kernel's.
+    let slot_cmdline = c
+        .wait_for(
+            "slot A kernel command line:",
+            std::time::Duration::from_secs(400),
+        )
+        .unwrap();
+    assert!(
+        slot_cmdline.contains("fwpack.slot=A") && !slot_cmdline.contains("nr_cpus"),
+        "{slot_cmdline}"
+    );
     expect_lines(
         &mut c,
         &[
-            "found /dev/mmcblk0",
-            "booting slot A",
-            "slot A kernel command line:",
             "slot A kernel loaded (kexec_load)",
             "kexec into slot A's kernel",
         ],
