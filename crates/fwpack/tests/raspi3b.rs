@@ -15,22 +15,24 @@ use std::process::Command;
 
 mod build_common;
 
-use build_common::{expect_lines, ext4_rootfs_sized, fwpack, show};
+use build_common::{expect_lines, ext4_rootfs_with, fwpack, show};
+use testkit::init::InitProgram;
 
 const MARKER: &str = "FWPACK-BUILD-TEST raspi3b slot A init";
 
 /// `fwpack build` for rpi-zero2w as `cargo xtask demo` does it (`board`:
 /// `--board rpi-zero2w` or `--config FILE`); returns the output directory.
-/// The root filesystem is `rootfs_size` (a kexec build adds the 33 MB
-/// kernel and its initrd to it).
+/// The root filesystem's init is `init` and its size `rootfs_size` (a
+/// kexec build adds the 33 MB kernel and its initrd to it).
 fn build(
     dir: &Path,
     kernel: &testkit::kernels::Kernel,
     board: &[&str],
+    init: &InitProgram,
     rootfs_size: &str,
 ) -> std::path::PathBuf {
     let firmware = testkit::kernels::raspi_firmware().expect("Debian's raspi-firmware");
-    ext4_rootfs_sized(dir, testkit::kernels::Arch::Aarch64, MARKER, rootfs_size);
+    ext4_rootfs_with(dir, testkit::kernels::Arch::Aarch64, init, rootfs_size);
     assert!(fwpack(&["keygen", "-o", "k.pem"], dir).status.success());
     let mut args = vec!["build"];
     args.extend_from_slice(board);
@@ -101,7 +103,13 @@ fn rpi_zero2w_artifacts_boot_slot_a_on_raspi3b() {
     }
     let kernel = testkit::kernels::arm64().expect("Debian arm64 kernel");
     let work = tempfile::tempdir().unwrap();
-    let out = build(work.path(), &kernel, &["--board", "rpi-zero2w"], "8M");
+    let out = build(
+        work.path(),
+        &kernel,
+        &["--board", "rpi-zero2w"],
+        &InitProgram::new(MARKER),
+        "8M",
+    );
     let sd = sd_copy(&out, work.path());
     let t = std::time::Instant::now();
     let mut c =
@@ -198,6 +206,7 @@ fn rpi_zero2w_kexec_boot_files_let_kexec_work_on_raspi3b() {
         work.path(),
         &kernel,
         &["--config", cfg.to_str().unwrap()],
+        &InitProgram::new(MARKER),
         // The kexec build writes the 33 MB kernel into the slot.
         "64M",
     );
@@ -255,6 +264,11 @@ fn rpi_zero2w_kexec_build_boots_slot_a_by_kexec_on_raspi3b() {
         work.path(),
         &kernel,
         &["--config", cfg.to_str().unwrap()],
+        // The slot's init says whether its kernel has the fourth CPU
+        // (with the bootstrap's nr_cpus=1 there would be no cpu3).
+        &InitProgram::new(MARKER)
+            .mount("sysfs", "/sys")
+            .probe("/sys/devices/system/cpu/cpu3"),
         "64M",
     );
     let sd = sd_copy(&out, work.path());
@@ -294,6 +308,7 @@ fn rpi_zero2w_kexec_build_boots_slot_a_by_kexec_on_raspi3b() {
             "slot stage: this kernel was booted by kexec for slot A",
             "switching root to slot A",
             MARKER,
+            "probe /sys/devices/system/cpu/cpu3 d",
         ],
         400,
     );

@@ -28,20 +28,19 @@ pub fn show(out: &Output) -> String {
 /// prints `marker` and powers off, so a boot test can see the built image
 /// run all the way into its slot.
 pub fn ext4_rootfs(dir: &Path, arch: testkit::kernels::Arch, marker: &str) -> PathBuf {
-    ext4_rootfs_sized(dir, arch, marker, "8M")
+    ext4_rootfs_with(dir, arch, &testkit::init::InitProgram::new(marker), "8M")
 }
 
-/// [`ext4_rootfs`] of `size` (mkfs.ext4's notation): a kexec board's
-/// build writes the slot kernel and its initrd into it.
-pub fn ext4_rootfs_sized(
+/// [`ext4_rootfs`] with another init program and of `size` (mkfs.ext4's
+/// notation): a kexec board's build writes the slot kernel and its initrd
+/// into it.
+pub fn ext4_rootfs_with(
     dir: &Path,
     arch: testkit::kernels::Arch,
-    marker: &str,
+    init: &testkit::init::InitProgram,
     size: &str,
 ) -> PathBuf {
-    let init = testkit::init::InitProgram::new(marker)
-        .build(arch)
-        .expect("static test init");
+    let init = init.build(arch).expect("static test init");
     let tree = dir.join("rootfs");
     std::fs::create_dir_all(tree.join("sbin")).unwrap();
     std::fs::copy(&init, tree.join("sbin/init")).unwrap();
