@@ -78,6 +78,19 @@ fn bench(sh: &Shell, what: Option<&str>) -> Result<()> {
                 "cargo test -p fwpack-updater --test qemu_x86_64_kexec -- --ignored --nocapture kexec_boot_time"
             )
             .run()?;
+            cmd!(
+                sh,
+                "cargo test -p fwpack-updater --test qemu_aarch64_kexec -- --ignored --nocapture kexec_boot_time"
+            )
+            .run()?;
+            // raspi3b: the rpi-zero2w boot tests (switch_root and kexec
+            // builds) print their figures; they are tests too, so not
+            // ignored.
+            cmd!(
+                sh,
+                "cargo test -p fwpack --test raspi3b -- --nocapture --test-threads=1 rpi_zero2w_"
+            )
+            .run()?;
             Ok(())
         }
         Some(other) => bail!("unknown benchmark `{other}`\n\n{USAGE}"),

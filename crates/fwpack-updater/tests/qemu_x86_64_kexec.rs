@@ -20,6 +20,7 @@ mod qemu_support;
 
 use std::time::{Duration, Instant};
 
+use qemu_support::kexec::{SlotKernel, Slots};
 use qemu_support::*;
 use testkit::kernels::{self, Arch};
 use updater::SlotRange;
@@ -57,72 +58,12 @@ fn config(tries: u8, boot: &str) -> String {
     )
 }
 
-/// `/sbin/init` of a slot booted by its own kernel: nothing is mounted
-/// yet (no initramfs ran in this kernel), so it mounts /proc and /dev,
-/// prints the kernel's release and command line, then confirms the slot
-/// (named by the `fwpack.slot=` marker) with the updater in the root
-/// filesystem, or exits to make the kernel panic when asked to.
-const SLOT_INIT: &str = r#"
-use std::io::Write;
-use std::process::Command;
-
-extern "C" {
-    fn reboot(cmd: i32) -> i32;
-    fn sync();
-    fn mount(src: *const i8, dst: *const i8, fstype: *const i8, flags: u64, data: *const u8) -> i32;
-}
-const RB_POWER_OFF: i32 = 0x4321fedc;
-
-fn main() {
-    unsafe {
-        mount(c"proc".as_ptr(), c"/proc".as_ptr(), c"proc".as_ptr(), 0, std::ptr::null());
-        mount(c"devtmpfs".as_ptr(), c"/dev".as_ptr(), c"devtmpfs".as_ptr(), 0, std::ptr::null());
-    }
-    let mut out = std::io::stdout();
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let version = std::fs::read_to_string("/etc/fwpack-test/version").unwrap_or_default();
-    // Under its own kernel the marker names the slot; under the bootstrap
-    // kernel (switch_root) the updater's boot record does.
-    let run = std::fs::read_to_string("/run/fwpack/boot.conf").unwrap_or_default();
-    let slot = cmdline.split_whitespace().find_map(|w| w.strip_prefix("fwpack.slot="))
-        .or_else(|| run.lines().find_map(|l| l.strip_prefix("slot = ")))
-        .unwrap_or("?").to_string();
-    let _ = writeln!(out, "FWPACK-TEST slot kernel {} cmdline: {}", release.trim(), cmdline.trim());
-    let _ = writeln!(out, "FWPACK-TEST booted slot {} version {} pid {}", slot, version.trim(), std::process::id());
-    if std::path::Path::new("/etc/fwpack-test/panic").exists() {
-        let _ = writeln!(out, "FWPACK-TEST init exits: the slot kernel panics");
-        let _ = out.flush();
-        std::process::exit(1);
-    }
-    if std::path::Path::new("/etc/fwpack-test/mark-good").exists() {
-        let st = Command::new("/usr/bin/fwpack-updater")
-            .args(["mark-good", "--target", "/dev/nvme0n1", "--slot", &slot])
-            .status();
-        let _ = writeln!(out, "FWPACK-TEST mark-good: {:?}", st.map(|s| s.code()));
-    } else {
-        let _ = writeln!(out, "FWPACK-TEST not confirming this slot");
-    }
-    match Command::new("/usr/bin/fwpack-updater").args(["status", "--json", "--target", "/dev/nvme0n1"]).output() {
-        Ok(o) => { let _ = writeln!(out, "FWPACK-TEST status {}", String::from_utf8_lossy(&o.stdout).trim()); }
-        Err(e) => { let _ = writeln!(out, "FWPACK-TEST status failed: {}", e); }
-    }
-    let _ = out.flush();
-    unsafe { sync(); reboot(RB_POWER_OFF); }
-    loop { std::thread::park(); }
-}
-"#;
-
-/// What a slot's kernel is in a test.
-enum SlotKernel {
-    /// Debian's kernel, with `test.marker=<marker>` in the slot's cmdline.
-    Good(&'static str),
-    /// Debian's kernel, and the slot's init exits (the kernel panics).
-    Panics,
-    /// Debian's kernel with XLF_CAN_BE_LOADED_ABOVE_4G cleared: our header
-    /// check passes, the running kernel's bzImage64 loader says ENOEXEC.
-    Refused,
-}
+/// The slots: each carries the updater (for mark-good) and its kernel.
+const SLOT_FILES: Slots = Slots {
+    arch: ARCH,
+    target: "/dev/nvme0n1",
+    rootfs_size: ROOTFS,
+};
 
 /// A signed image of a slot root filesystem carrying a kernel.
 fn slot_image(
@@ -132,49 +73,7 @@ fn slot_image(
     version: u64,
     k: SlotKernel,
 ) -> Vec<u8> {
-    slot_image_with(work, kernel, name, version, k, None)
-}
-
-/// [`slot_image`], with an initrd for the slot kernel.
-fn slot_image_with(
-    work: &std::path::Path,
-    kernel: &kernels::Kernel,
-    name: &str,
-    version: u64,
-    k: SlotKernel,
-    initrd: Option<&[u8]>,
-) -> Vec<u8> {
-    let init = testkit::program::build_static("fwpack-kexec-slot-init", SLOT_INIT, ARCH)
-        .expect("building the slot init");
-    let mut bz = std::fs::read(&kernel.vmlinuz).unwrap();
-    let updater = std::fs::read(updater_binary(ARCH)).unwrap();
-    let marker = match k {
-        SlotKernel::Good(m) => m,
-        SlotKernel::Panics => "panics",
-        SlotKernel::Refused => "refused",
-    };
-    if let SlotKernel::Refused = k {
-        assert_eq!(
-            bz[0x236] & 3,
-            3,
-            "Debian's bzImage has a 64-bit entry above 4G"
-        );
-        bz[0x236] &= !2;
-    }
-    let cmdline = format!("# slot {name}\ntest.marker={marker}\n");
-    let mut extra: Vec<(&str, &[u8], u32)> = vec![
-        ("boot/fwpack/kernel", &bz, 0o644),
-        ("boot/fwpack/cmdline", cmdline.as_bytes(), 0o644),
-        ("usr/bin/fwpack-updater", &updater, 0o755),
-    ];
-    if let SlotKernel::Panics = k {
-        extra.push(("etc/fwpack-test/panic", b"", 0o644));
-    }
-    if let Some(i) = initrd {
-        extra.push(("boot/fwpack/initrd", i, 0o644));
-    }
-    let fs = rootfs_with(work, name, version, true, &init, &extra, ROOTFS);
-    image(&fs, version)
+    SLOT_FILES.image(work, kernel, name, version, k, None)
 }
 
 struct Setup {
@@ -267,7 +166,7 @@ fn v1_boots_by_kexec_then_v2_kernel_boots_from_b() {
         Some((&generic, &["nvme", "ext4", "crc32c_generic"])),
     ))
     .unwrap();
-    let b = slot_image_with(
+    let b = SLOT_FILES.image(
         s.work.path(),
         &generic,
         "root-b",
@@ -482,7 +381,7 @@ fn byte_range_slot_boots_through_its_own_fwpack_initramfs() {
         Some((&kernel, &["loop"])),
     ))
     .unwrap();
-    let a = slot_image_with(
+    let a = SLOT_FILES.image(
         work.path(),
         &kernel,
         "root-a",

@@ -15,15 +15,24 @@ use std::process::Command;
 
 mod build_common;
 
-use build_common::{expect_lines, ext4_rootfs, fwpack, show};
+use build_common::{expect_lines, ext4_rootfs_with, fwpack, show};
+use testkit::init::InitProgram;
 
 const MARKER: &str = "FWPACK-BUILD-TEST raspi3b slot A init";
 
 /// `fwpack build` for rpi-zero2w as `cargo xtask demo` does it (`board`:
 /// `--board rpi-zero2w` or `--config FILE`); returns the output directory.
-fn build(dir: &Path, kernel: &testkit::kernels::Kernel, board: &[&str]) -> std::path::PathBuf {
+/// The root filesystem's init is `init` and its size `rootfs_size` (a
+/// kexec build adds the 33 MB kernel and its initrd to it).
+fn build(
+    dir: &Path,
+    kernel: &testkit::kernels::Kernel,
+    board: &[&str],
+    init: &InitProgram,
+    rootfs_size: &str,
+) -> std::path::PathBuf {
     let firmware = testkit::kernels::raspi_firmware().expect("Debian's raspi-firmware");
-    ext4_rootfs(dir, testkit::kernels::Arch::Aarch64, MARKER);
+    ext4_rootfs_with(dir, testkit::kernels::Arch::Aarch64, init, rootfs_size);
     assert!(fwpack(&["keygen", "-o", "k.pem"], dir).status.success());
     let mut args = vec!["build"];
     args.extend_from_slice(board);
@@ -94,20 +103,31 @@ fn rpi_zero2w_artifacts_boot_slot_a_on_raspi3b() {
     }
     let kernel = testkit::kernels::arm64().expect("Debian arm64 kernel");
     let work = tempfile::tempdir().unwrap();
-    let out = build(work.path(), &kernel, &["--board", "rpi-zero2w"]);
+    let out = build(
+        work.path(),
+        &kernel,
+        &["--board", "rpi-zero2w"],
+        &InitProgram::new(MARKER),
+        "8M",
+    );
     let sd = sd_copy(&out, work.path());
+    let t = std::time::Instant::now();
     let mut c =
         testkit::qemu::Console::spawn(raspi3b_command(&out, &sd, None, ""), "raspi3b-zero2w")
             .expect("starting QEMU");
+    expect_lines(&mut c, &["fwpack-updater: fwpack-updater"], 400);
+    let updater = t.elapsed();
     expect_lines(
         &mut c,
-        &[
-            "fwpack-updater: fwpack-updater",
-            "found /dev/mmcblk0",
-            "switching root to slot A",
-            MARKER,
-        ],
+        &["found /dev/mmcblk0", "switching root to slot A", MARKER],
         400,
+    );
+    // The switch_root figure next to the kexec build's (docs/BENCHMARKS.md).
+    eprintln!(
+        "raspi3b (rpi-zero2w, boot: switch_root): updater start {:.1} s, slot A init {:.1} s (updater -> slot init {:.1} s)",
+        updater.as_secs_f64(),
+        t.elapsed().as_secs_f64(),
+        (t.elapsed() - updater).as_secs_f64()
     );
 }
 
@@ -182,7 +202,14 @@ fn rpi_zero2w_kexec_boot_files_let_kexec_work_on_raspi3b() {
     assert!(yaml.contains("\nboot: kexec\n"));
     let cfg = work.path().join("rpi-zero2w.yaml");
     std::fs::write(&cfg, yaml).unwrap();
-    let out = build(work.path(), &kernel, &["--config", cfg.to_str().unwrap()]);
+    let out = build(
+        work.path(),
+        &kernel,
+        &["--config", cfg.to_str().unwrap()],
+        &InitProgram::new(MARKER),
+        // The kexec build writes the 33 MB kernel into the slot.
+        "64M",
+    );
     let cmdline = std::fs::read_to_string(out.join("boot/cmdline.txt")).unwrap();
     assert!(cmdline.trim_end().ends_with(" nr_cpus=1"), "{cmdline}");
 
@@ -209,5 +236,87 @@ fn rpi_zero2w_kexec_boot_files_let_kexec_work_on_raspi3b() {
         "raspi3b (rpi-zero2w boot files): bootstrap start -> first init {:.1} s, -> second kernel's init {:.1} s",
         first.as_secs_f64(),
         t.elapsed().as_secs_f64()
+    );
+}
+
+/// The rpi-zero2w build with `boot: kexec`, as built: the updater chooses
+/// slot A, kexec_loads slot A's own kernel8.img (written into the slot by
+/// `fwpack build`, with its cmdline, the Zero 2 W tree and the fwpack
+/// initramfs as its initrd) and jumps; the slot kernel's initramfs sees
+/// `fwpack.slot=A` (its slot stage) and switches root into slot A.
+#[test]
+fn rpi_zero2w_kexec_build_boots_slot_a_by_kexec_on_raspi3b() {
+    if !testkit::tools::require("qemu-system-aarch64")
+        || !testkit::tools::require("mkfs.ext4")
+        || !testkit::tools::require("debugfs")
+    {
+        return;
+    }
+    let kernel = testkit::kernels::arm64().expect("Debian arm64 kernel");
+    let work = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(testkit::workspace_root().join("configs/rpi-zero2w.yaml"))
+        .unwrap()
+        .replace("\nboot: switch_root\n", "\nboot: kexec\n");
+    assert!(yaml.contains("\nboot: kexec\n"));
+    let cfg = work.path().join("rpi-zero2w.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = build(
+        work.path(),
+        &kernel,
+        &["--config", cfg.to_str().unwrap()],
+        // The slot's init says whether its kernel has the fourth CPU
+        // (with the bootstrap's nr_cpus=1 there would be no cpu3).
+        &InitProgram::new(MARKER)
+            .mount("sysfs", "/sys")
+            .probe("/sys/devices/system/cpu/cpu3"),
+        "64M",
+    );
+    let sd = sd_copy(&out, work.path());
+    let t = std::time::Instant::now();
+    let mut c = testkit::qemu::Console::spawn(
+        raspi3b_command(&out, &sd, None, ""),
+        "raspi3b-zero2w-updater-kexec",
+    )
+    .expect("starting QEMU");
+    expect_lines(&mut c, &["fwpack-updater: fwpack-updater"], 400);
+    let updater = t.elapsed();
+    expect_lines(&mut c, &["found /dev/mmcblk0", "booting slot A"], 400);
+    // nr_cpus=1 is the bootstrap's (cmdline.txt), not the slot kernel's.
+    let slot_cmdline = c
+        .wait_for(
+            "slot A kernel command line:",
+            std::time::Duration::from_secs(400),
+        )
+        .unwrap();
+    assert!(
+        slot_cmdline.contains("fwpack.slot=A") && !slot_cmdline.contains("nr_cpus"),
+        "{slot_cmdline}"
+    );
+    expect_lines(
+        &mut c,
+        &[
+            "slot A kernel loaded (kexec_load)",
+            "kexec into slot A's kernel",
+        ],
+        400,
+    );
+    let jump = t.elapsed();
+    expect_lines(
+        &mut c,
+        &[
+            // Only the slot kernel's command line has fwpack.slot=A.
+            "slot stage: this kernel was booted by kexec for slot A",
+            "switching root to slot A",
+            MARKER,
+            "probe /sys/devices/system/cpu/cpu3 d",
+        ],
+        400,
+    );
+    eprintln!(
+        "raspi3b (rpi-zero2w, boot: kexec): updater start {:.1} s, kexec {:.1} s, slot A init {:.1} s (updater -> slot init {:.1} s)",
+        updater.as_secs_f64(),
+        jump.as_secs_f64(),
+        t.elapsed().as_secs_f64(),
+        (t.elapsed() - updater).as_secs_f64()
     );
 }

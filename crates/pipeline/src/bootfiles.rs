@@ -2,14 +2,22 @@
 
 use board::{Board, KernelBoot, SlotBoot};
 
-/// Kernel command line: console first (the updater logs there), then the
-/// board's own arguments.
-pub fn cmdline(board: &Board) -> String {
+/// A slot kernel's command line (`/boot/fwpack/cmdline` of a kexec
+/// board): console first, then the board's own arguments; none of what
+/// only the bootstrap needs (see [`cmdline`]).
+pub fn slot_cmdline(board: &Board) -> String {
     let mut s = format!("console={},{}", board.console.device, board.console.baud);
     if !board.kernel.cmdline.is_empty() {
         s.push(' ');
         s.push_str(&board.kernel.cmdline);
     }
+    s
+}
+
+/// The bootstrap kernel's command line: console first (the updater logs
+/// there), then the board's own arguments.
+pub fn cmdline(board: &Board) -> String {
+    let mut s = slot_cmdline(board);
     // The Pi firmware parks the secondary CPUs in a spin table, and arm64
     // cannot take spin-table CPUs offline: it refuses kexec ("CPUs are
     // stuck in the kernel", EBUSY) whenever more than one CPU is
@@ -135,6 +143,8 @@ mod tests {
         assert_eq!(cmdline(&b), "console=ttyS1,115200 rootwait quiet");
         b.boot = SlotBoot::Kexec;
         assert_eq!(cmdline(&b), "console=ttyS1,115200 rootwait quiet nr_cpus=1");
+        // The slot kernel is not held to one CPU: it brings up all four.
+        assert_eq!(slot_cmdline(&b), "console=ttyS1,115200 rootwait quiet");
         // A board that already says how many CPUs keeps its word.
         b.kernel.cmdline.push_str(" nr_cpus=2");
         assert!(!cmdline(&b).contains("nr_cpus=1"));

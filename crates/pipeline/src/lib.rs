@@ -479,8 +479,9 @@ fn stamp(board: &Board, inputs: &Inputs, rootfs: &Path, out: &Path) -> Result<()
 pub const SYSTEM_GROUP: &str = "system";
 
 /// The slot root filesystem of a kexec board: `rootfs` plus the kernel,
-/// its command line (the board's; the updater appends root=, panic= and
-/// fwpack.slot=), the first DTB and an initrd. The initrd is the fwpack
+/// its command line (the board's, without the bootstrap's nr_cpus=1; the
+/// updater appends root=, panic= and fwpack.slot=), the first DTB and an
+/// initrd. The initrd is the fwpack
 /// initramfs without update images: booted with `fwpack.slot=` it loads
 /// the board's modules and switches root into that slot (its slot stage),
 /// so slot kernels with modular disk drivers and slots without a
@@ -497,7 +498,10 @@ fn slot_rootfs(
     let initrd = scratch.join("initrd");
     pack_initramfs(board, inputs, updater, public, &initrd, false)?;
     let cmdline_file = scratch.join("cmdline");
-    write(&cmdline_file, (cmdline(board) + "\n").as_bytes())?;
+    write(
+        &cmdline_file,
+        (bootfiles::slot_cmdline(board) + "\n").as_bytes(),
+    )?;
     let mut files: Vec<(&str, &Path)> = vec![
         ("kernel", &inputs.kernel),
         ("cmdline", &cmdline_file),

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod kexec;
+
 use std::fs::{self, File};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};

@@ -28,9 +28,19 @@ pub fn show(out: &Output) -> String {
 /// prints `marker` and powers off, so a boot test can see the built image
 /// run all the way into its slot.
 pub fn ext4_rootfs(dir: &Path, arch: testkit::kernels::Arch, marker: &str) -> PathBuf {
-    let init = testkit::init::InitProgram::new(marker)
-        .build(arch)
-        .expect("static test init");
+    ext4_rootfs_with(dir, arch, &testkit::init::InitProgram::new(marker), "8M")
+}
+
+/// [`ext4_rootfs`] with another init program and of `size` (mkfs.ext4's
+/// notation): a kexec board's build writes the slot kernel and its initrd
+/// into it.
+pub fn ext4_rootfs_with(
+    dir: &Path,
+    arch: testkit::kernels::Arch,
+    init: &testkit::init::InitProgram,
+    size: &str,
+) -> PathBuf {
+    let init = init.build(arch).expect("static test init");
     let tree = dir.join("rootfs");
     std::fs::create_dir_all(tree.join("sbin")).unwrap();
     std::fs::copy(&init, tree.join("sbin/init")).unwrap();
@@ -42,7 +52,7 @@ pub fn ext4_rootfs(dir: &Path, arch: testkit::kernels::Arch, marker: &str) -> Pa
         .args(["-q", "-F", "-d"])
         .arg(&tree)
         .arg(&img)
-        .arg("8M")
+        .arg(size)
         .output()
         .expect("mkfs.ext4 (e2fsprogs)");
     assert!(mkfs.status.success(), "{}", show(&mkfs));
