@@ -453,7 +453,7 @@ fn apply(o: &Opts) -> Result<(), Fail> {
     let json = o.json;
     let report = updater::apply(opened.source, opened.len, &mut st, &keys, &opts, &mut |e| {
         if json {
-            println!("{}", event_json(e));
+            println!("{}", e.json());
         } else {
             human.event(e);
         }
@@ -537,67 +537,5 @@ fn check(o: &Opts) -> Result<(), Fail> {
             msg: format!("{url}: no update"),
             code: UP_TO_DATE_CODE,
         })
-    }
-}
-
-fn event_json(e: &updater::Event) -> String {
-    use updater::Event;
-    match e {
-        Event::Phase(p) => format!("{{\"event\":\"phase\",\"phase\":\"{}\"}}", p.name()),
-        Event::Progress { phase, done, total } => {
-            format!(
-                "{{\"event\":\"progress\",\"phase\":\"{}\",\"done\":{done},\"total\":{total}}}",
-                phase.name()
-            )
-        }
-        Event::Warning(w) => format!("{{\"event\":\"warning\",\"message\":{}}}", json_str(w)),
-        Event::SlotState { slot, state } => {
-            format!(
-                "{{\"event\":\"slot_state\",\"slot\":\"{slot}\",\"state\":\"{}\"}}",
-                state.name()
-            )
-        }
-        Event::Pending { slot, tries } => {
-            format!("{{\"event\":\"pending\",\"slot\":\"{slot}\",\"tries\":{tries}}}")
-        }
-        // The shapes `fwpack apply --json` prints.
-        Event::Target { description } => format!(
-            "{{\"event\":\"target\",\"description\":{}}}",
-            json_str(description)
-        ),
-        Event::Checkpoint {
-            segment,
-            offset,
-            done,
-            verified,
-        } => format!(
-            "{{\"event\":\"checkpoint\",\"segment\":{segment},\"offset\":{offset},\"done\":{done},\"verified\":{verified}}}"
-        ),
-        Event::Resume {
-            segment,
-            offset,
-            skipped,
-        } => format!(
-            "{{\"event\":\"resume\",\"segment\":{segment},\"offset\":{offset},\"skipped\":{skipped}}}"
-        ),
-        Event::Restart { reason } => {
-            format!("{{\"event\":\"restart\",\"reason\":{}}}", json_str(reason))
-        }
-        Event::AlreadyComplete { slot } => {
-            format!("{{\"event\":\"already_complete\",\"slot\":\"{slot}\"}}")
-        }
-        Event::DeltaPlan {
-            seed,
-            chunks,
-            from_seed,
-            fetch_bytes,
-            runs,
-        } => format!(
-            "{{\"event\":\"delta\",\"seed\":\"{seed}\",\"chunks\":{chunks},\"from_seed\":{from_seed},\"fetch_bytes\":{fetch_bytes},\"runs\":{runs}}}"
-        ),
-        other => format!(
-            "{{\"event\":\"info\",\"message\":{}}}",
-            json_str(&format!("{other:?}"))
-        ),
     }
 }

@@ -59,8 +59,6 @@ pub enum Event {
     },
     /// Something degraded or overridden, never silently.
     Warning(String),
-    /// Continuing an interrupted apply: raw bytes before (`segment`,
-    /// `offset`) are already on the slot.
     /// A delta plan: of `chunks` chunks still to write, `from_seed` are
     /// copied from the seed slot (their signed raw hashes matched it) and
     /// the rest, `fetch_bytes` stored bytes in `runs` ranges, are read
@@ -72,6 +70,8 @@ pub enum Event {
         fetch_bytes: u64,
         runs: usize,
     },
+    /// Continuing an interrupted apply: raw bytes before (`segment`,
+    /// `offset`) are already on the slot.
     Resume {
         segment: u32,
         offset: u64,
@@ -101,4 +101,132 @@ pub enum Event {
         slot: Slot,
         tries: u8,
     },
+}
+
+impl Event {
+    /// The one JSON object (one line) `fwpack apply --json` and
+    /// `fwpack-updater apply --json` print for this event. Hand-written
+    /// like [`crate::status`], so the device binary needs no serde.
+    pub fn json(&self) -> String {
+        use crate::status::json_str;
+        match self {
+            Event::Target { description } => format!(
+                "{{\"event\":\"target\",\"description\":{}}}",
+                json_str(description)
+            ),
+            Event::Phase(p) => format!("{{\"event\":\"phase\",\"phase\":\"{}\"}}", p.name()),
+            Event::ImageAccepted {
+                board,
+                version,
+                label,
+                key_id,
+                segments,
+                raw_bytes,
+                slot,
+            } => format!(
+                "{{\"event\":\"image\",\"board\":{},\"version\":{version},\"label\":{},\"key_id\":\"{}\",\"segments\":{segments},\"raw_bytes\":{raw_bytes},\"slot\":\"{slot}\"}}",
+                json_str(board),
+                json_str(label),
+                key_id.full()
+            ),
+            Event::Progress { phase, done, total } => format!(
+                "{{\"event\":\"progress\",\"phase\":\"{}\",\"done\":{done},\"total\":{total}}}",
+                phase.name()
+            ),
+            Event::Warning(w) => {
+                format!("{{\"event\":\"warning\",\"message\":{}}}", json_str(w))
+            }
+            Event::DeltaPlan {
+                seed,
+                chunks,
+                from_seed,
+                fetch_bytes,
+                runs,
+            } => format!(
+                "{{\"event\":\"delta\",\"seed\":\"{seed}\",\"chunks\":{chunks},\"from_seed\":{from_seed},\"fetch_bytes\":{fetch_bytes},\"runs\":{runs}}}"
+            ),
+            Event::Resume {
+                segment,
+                offset,
+                skipped,
+            } => format!(
+                "{{\"event\":\"resume\",\"segment\":{segment},\"offset\":{offset},\"skipped\":{skipped}}}"
+            ),
+            Event::Restart { reason } => {
+                format!("{{\"event\":\"restart\",\"reason\":{}}}", json_str(reason))
+            }
+            Event::AlreadyComplete { slot } => {
+                format!("{{\"event\":\"already_complete\",\"slot\":\"{slot}\"}}")
+            }
+            Event::Checkpoint {
+                segment,
+                offset,
+                done,
+                verified,
+            } => format!(
+                "{{\"event\":\"checkpoint\",\"segment\":{segment},\"offset\":{offset},\"done\":{done},\"verified\":{verified}}}"
+            ),
+            Event::SlotState { slot, state } => format!(
+                "{{\"event\":\"slot_state\",\"slot\":\"{slot}\",\"state\":\"{}\"}}",
+                state.name()
+            ),
+            Event::Pending { slot, tries } => {
+                format!("{{\"event\":\"pending\",\"slot\":\"{slot}\",\"tries\":{tries}}}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_is_one_json_object() {
+        let events = [
+            Event::Target {
+                description: "a \"disk\"\n".into(),
+            },
+            Event::Phase(Phase::Write),
+            Event::Warning("w".into()),
+            Event::Progress {
+                phase: Phase::Verify,
+                done: 1,
+                total: 2,
+            },
+            Event::DeltaPlan {
+                seed: Slot::A,
+                chunks: 3,
+                from_seed: 2,
+                fetch_bytes: 9,
+                runs: 1,
+            },
+            Event::Resume {
+                segment: 0,
+                offset: 4096,
+                skipped: 4096,
+            },
+            Event::Restart { reason: "r".into() },
+            Event::AlreadyComplete { slot: Slot::B },
+            Event::Checkpoint {
+                segment: 1,
+                offset: 2,
+                done: 3,
+                verified: true,
+            },
+            Event::SlotState {
+                slot: Slot::B,
+                state: SlotState::Updating,
+            },
+            Event::Pending {
+                slot: Slot::B,
+                tries: 3,
+            },
+        ];
+        for e in events {
+            let j = e.json();
+            assert!(j.starts_with("{\"event\":\"") && j.ends_with('}'), "{j}");
+            assert!(!j.contains('\n'), "{j}");
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use fwimage::TrustedKeys;
-use serde_json::{json, Value};
+use serde_json::json;
 use updater::state::{Layout, SlotGroup, SlotRange};
 use updater::{
     Access, ApplyOptions, ApplyReport, BootState, Event, FileStorage, Phase, Seed, Slot, StateArea,
@@ -386,71 +386,18 @@ impl EventPrinter {
         }
     }
 
-    fn event_json(&mut self, e: &Event) -> Option<Value> {
-        Some(match e {
-            Event::Target { description } => json!({"event": "target", "description": description}),
-            Event::Phase(p) => json!({"event": "phase", "phase": p.name()}),
-            Event::ImageAccepted {
-                board,
-                version,
-                label,
-                key_id,
-                segments,
-                raw_bytes,
-                slot,
-            } => json!({
-                "event": "image", "board": board, "version": version, "label": label,
-                "key_id": key_id.full(), "segments": segments, "raw_bytes": raw_bytes,
-                "slot": slot.to_string(),
-            }),
-            Event::Progress { phase, done, total } => {
-                // One line per percent is plenty for a log or a UI.
-                let pct = done.saturating_mul(100) / (*total).max(1);
-                if self.last_percent == Some((*phase, pct)) && done != total {
-                    return None;
-                }
-                self.last_percent = Some((*phase, pct));
-                json!({"event": "progress", "phase": phase.name(), "done": done, "total": total})
+    /// The engine's JSON line for `e` (shared with fwpack-updater), with
+    /// progress thinned to one line per percent.
+    fn event_json(&mut self, e: &Event) -> Option<String> {
+        if let Event::Progress { phase, done, total } = e {
+            // One line per percent is plenty for a log or a UI.
+            let pct = done.saturating_mul(100) / (*total).max(1);
+            if self.last_percent == Some((*phase, pct)) && done != total {
+                return None;
             }
-            Event::Warning(w) => json!({"event": "warning", "message": w}),
-            Event::Resume {
-                segment,
-                offset,
-                skipped,
-            } => {
-                json!({"event": "resume", "segment": segment, "offset": offset, "skipped": skipped})
-            }
-            Event::Restart { reason } => json!({"event": "restart", "reason": reason}),
-            Event::AlreadyComplete { slot } => {
-                json!({"event": "already_complete", "slot": slot.to_string()})
-            }
-            Event::Checkpoint {
-                segment,
-                offset,
-                done,
-                verified,
-            } => json!({
-                "event": "checkpoint", "segment": segment, "offset": offset,
-                "done": done, "verified": verified,
-            }),
-            Event::SlotState { slot, state } => {
-                json!({"event": "slot_state", "slot": slot.to_string(), "state": state.name()})
-            }
-            Event::Pending { slot, tries } => {
-                json!({"event": "pending", "slot": slot.to_string(), "tries": tries})
-            }
-            Event::DeltaPlan {
-                seed,
-                chunks,
-                from_seed,
-                fetch_bytes,
-                runs,
-            } => json!({
-                "event": "delta", "seed": seed.to_string(), "chunks": chunks,
-                "from_seed": from_seed, "fetch_bytes": fetch_bytes, "runs": runs,
-            }),
-            _ => return None,
-        })
+            self.last_percent = Some((*phase, pct));
+        }
+        Some(e.json())
     }
 }
 
