@@ -318,7 +318,11 @@ impl Read for Body {
                         let mut budget = MAX_HEAD as u64;
                         loop {
                             let mut line = Vec::new();
-                            let n = self.conn.by_ref().take(budget).read_until(b'\n', &mut line)?;
+                            let n = self
+                                .conn
+                                .by_ref()
+                                .take(budget)
+                                .read_until(b'\n', &mut line)?;
                             if n == 0 || !line.ends_with(b"\n") {
                                 return Err(if n as u64 == budget {
                                     io::Error::new(
@@ -472,9 +476,7 @@ impl Client {
             .spawn(move || {
                 let r = match hook {
                     Some(h) => (h.0)(&host, port),
-                    None => (host.as_str(), port)
-                        .to_socket_addrs()
-                        .map(|a| a.collect()),
+                    None => (host.as_str(), port).to_socket_addrs().map(|a| a.collect()),
                 };
                 let _ = tx.send(r);
             })
@@ -503,9 +505,7 @@ impl Client {
                     let _ = s.set_nodelay(true);
                     return self.wrap(u, Metered::new(s, self.limits.clone()));
                 }
-                Err(e) => {
-                    last = Some(format!("connecting to {a}: {}", describe_io(&e, wait)))
-                }
+                Err(e) => last = Some(format!("connecting to {a}: {}", describe_io(&e, wait))),
             }
         }
         self.limits.check()?;

@@ -731,7 +731,11 @@ fn serve_connection(conn: TcpStream, s: &FaultShared) -> std::io::Result<()> {
                     )?;
                 } else {
                     set_status(200);
-                    write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())?;
+                    write!(
+                        w,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    )?;
                 }
                 for b in body.get(start as usize..end as usize).unwrap_or_default() {
                     if s.stop.load(Ordering::SeqCst) {
