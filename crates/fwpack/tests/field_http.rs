@@ -106,8 +106,8 @@ fn apply(d: &Path, url: &str, extra: &[&str], limit: Duration) -> Output {
         killed
     });
     let start = Instant::now();
-    // Peak RSS: VmHWM sampled while it runs (wait4's ru_maxrss counts the
-    // test process's memory the child had before exec).
+    // Peak RSS: VmHWM sampled while it runs (getrusage's ru_maxrss counts
+    // the test process's memory the child had before exec).
     let (hwm_tx, hwm_rx) = std::sync::mpsc::channel::<()>();
     let sampler = std::thread::spawn(move || {
         let mut peak = 0i64;
@@ -126,14 +126,12 @@ fn apply(d: &Path, url: &str, extra: &[&str], limit: Duration) -> Output {
         }
         peak
     });
-    let mut status = 0;
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid);
+    let status = child.wait().unwrap();
     let _ = tx.send(());
     let _ = hwm_tx.send(());
     let peak = sampler.join().unwrap();
     let out = Output {
-        status: std::os::unix::process::ExitStatusExt::from_raw(status),
+        status,
         stdout: out_t.join().unwrap(),
         stderr: err_t.join().unwrap(),
     };

@@ -27,7 +27,10 @@ fn field_slow_dns_ends_within_the_timeout() {
     let took = start.elapsed();
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert!(e.is_source_failure(), "{e}");
-    assert!(e.to_string().contains("resolving updates.example.test"), "{e}");
+    assert!(
+        e.to_string().contains("resolving updates.example.test"),
+        "{e}"
+    );
 }
 
 #[test]
