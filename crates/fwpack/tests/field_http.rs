@@ -505,6 +505,7 @@ fn field_nginx_serves_each_byte_once() {
         assert!(w[0].1 <= w[1].0, "bytes fetched twice: {ranges:?}");
     }
     let sent: u64 = ranges.iter().map(|r| r.1 - r.0).sum();
+    eprintln!("nginx sent {sent} body bytes of a {len}-byte image in {ranges:?}");
     assert!(sent <= len, "{sent} > {len}: {ranges:?}");
 }
 
@@ -564,6 +565,10 @@ fn field_python_http_server_without_range() {
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert_pending_b(d, "python http.server");
     let down = proxy.bytes_down();
+    eprintln!(
+        "python http.server: {down} bytes for a {len}-byte image ({:.4}x)",
+        down as f64 / len as f64
+    );
     assert!(
         down as f64 <= len as f64 * 1.05,
         "{down} bytes for a {len}-byte image"
