@@ -11,6 +11,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::http::Resolver;
@@ -469,22 +470,32 @@ impl Client {
             return Ok(vec![SocketAddr::new(ip, u.port)]);
         }
         let wait = self.limits.wait()?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (host, port, hook) = (u.host.clone(), u.port, self.resolver.clone());
+        type Slot = (Mutex<Option<io::Result<Vec<SocketAddr>>>>, Condvar);
+        let slot: Arc<Slot> = Arc::new((Mutex::new(None), Condvar::new()));
+        let (host, port, hook, theirs) =
+            (u.host.clone(), u.port, self.resolver.clone(), slot.clone());
         std::thread::Builder::new()
-            .name("resolve".into())
             .spawn(move || {
                 let r = match hook {
                     Some(h) => (h.0)(&host, port),
                     None => (host.as_str(), port).to_socket_addrs().map(|a| a.collect()),
                 };
-                let _ = tx.send(r);
+                if let Ok(mut g) = theirs.0.lock() {
+                    *g = Some(r);
+                    theirs.1.notify_one();
+                }
             })
             .map_err(|e| retryable(format!("resolving {}: {e}", u.host)))?;
-        match rx.recv_timeout(wait) {
-            Ok(Ok(a)) => Ok(a),
-            Ok(Err(e)) => Err(retryable(format!("resolving {}: {e}", u.host))),
-            Err(_) => {
+        let answer = slot
+            .0
+            .lock()
+            .ok()
+            .and_then(|g| slot.1.wait_timeout_while(g, wait, |r| r.is_none()).ok())
+            .and_then(|(mut g, _)| g.take());
+        match answer {
+            Some(Ok(a)) => Ok(a),
+            Some(Err(e)) => Err(retryable(format!("resolving {}: {e}", u.host))),
+            None => {
                 self.limits.check()?;
                 Err(retryable(format!(
                     "resolving {}: no answer within {} s",
@@ -698,13 +709,14 @@ impl Metered {
         if elapsed < window {
             return Ok(());
         }
-        let want = (rate as f64 * elapsed.as_secs_f64()) as u64;
-        if self.window_bytes < want {
+        // Integer arithmetic only: float formatting costs the device
+        // binary kilobytes.
+        let ms = elapsed.as_millis() as u64;
+        if self.window_bytes.saturating_mul(1000) < rate.saturating_mul(ms) {
             return Err(stop(
                 format!(
-                    "slower than the minimum rate: {} bytes in {:.0} s (at least {rate} B/s over {} s)",
+                    "slower than the minimum rate: {} bytes in {ms} ms (at least {rate} B/s over {} s)",
                     self.window_bytes,
-                    elapsed.as_secs_f32(),
                     window.as_secs()
                 ),
                 false,
@@ -768,7 +780,7 @@ impl Read for Metered {
                         // Sleep until the average since the connection
                         // opened is back at the cap (never past the
                         // deadline).
-                        let due = Duration::from_secs_f64(self.total as f64 / max as f64);
+                        let due = Duration::from_millis(self.total.saturating_mul(1000) / max);
                         let ahead = due.saturating_sub(self.opened.elapsed());
                         if !ahead.is_zero() {
                             let cap = self.limits.wait().unwrap_or_default();
