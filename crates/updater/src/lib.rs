@@ -27,6 +27,7 @@ pub mod busy;
 pub mod device;
 mod error;
 pub mod event;
+pub mod keyvalue;
 pub mod record;
 pub mod state;
 pub mod status;
