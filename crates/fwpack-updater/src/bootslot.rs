@@ -20,7 +20,7 @@ use std::path::Path;
 use updater::{Slot, SlotGroup, SlotState, StateArea};
 
 use crate::config::Config;
-use crate::flow::{mount_slot, open_disk};
+use crate::slotmount::{mount_slot, open_disk};
 
 /// Mounts `slot` (chosen by the boot state; `trial` if it is the pending
 /// slot on trial) or the slot to fall back to, and returns which one is

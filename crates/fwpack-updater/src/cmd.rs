@@ -14,8 +14,8 @@ use updater::{
 
 use crate::log::json_str;
 use crate::runinfo::RunInfo;
+use crate::tryboot;
 use crate::update::{add_keys_from, Progress};
-use crate::{flow, tryboot};
 
 /// A failed command: message and exit status (the codes of `fwpack`).
 pub struct Fail {
@@ -318,7 +318,7 @@ fn mark_good(o: &Opts) -> Result<(), Fail> {
             )
             .into());
         }
-        flow::with_autoboot(&dev, &fstype, |dir| {
+        tryboot::with_autoboot(&dev, &fstype, |dir| {
             let text = std::fs::read_to_string(dir.join("autoboot.txt")).unwrap_or_default();
             let a = tryboot::parse(&text);
             if a.default == Some(new) && a.tryboot == Some(old) {

@@ -4,7 +4,9 @@
 //!
 //! Unknown keys are warnings, not errors (a PID 1 that refuses to boot
 //! over a typo'd optional key helps nobody); a malformed value of a known
-//! key, a duplicate key or a missing `target` is an error.
+//! key, a duplicate key or a missing `target` is an error. The syntax is
+//! read by `updater::keyvalue`, the one parser of fwpack's `key = value`
+//! files.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -299,42 +301,6 @@ fn parse_seconds(v: &str) -> Result<Duration, String> {
     }
 }
 
-/// Parsed `key = value` pairs with their line numbers, and an error for
-/// each line that is not one (or repeats a key: the first one counts).
-#[allow(clippy::type_complexity)]
-fn pairs(text: &str) -> (Vec<(usize, String, String)>, Vec<String>) {
-    let mut out: Vec<(usize, String, String)> = Vec::new();
-    let mut errors = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            errors.push(format!("line {n}: expected `key = value`, got `{line}`"));
-            continue;
-        };
-        let (k, v) = (k.trim(), v.trim());
-        if k.is_empty()
-            || !k
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c == b'_' || c.is_ascii_digit())
-        {
-            errors.push(format!(
-                "line {n}: `{k}` is not a key (lower case, digits, _)"
-            ));
-            continue;
-        }
-        if let Some((first, ..)) = out.iter().find(|(_, ok, _)| ok == k) {
-            errors.push(format!("line {n}: `{k}` already set on line {first}"));
-            continue;
-        }
-        out.push((n, k.to_string(), v.to_string()));
-    }
-    (out, errors)
-}
-
 /// Everything one reading of the file found.
 struct Parsed {
     config: Config,
@@ -413,24 +379,30 @@ impl Config {
         let mut tryboot_dev = None;
         let mut tryboot_fstype = "vfat".to_string();
         let mut tryboot_parts = None;
-        let (pairs, mut errors) = pairs(text);
-        for (n, k, v) in pairs {
+        let parsed = updater::keyvalue::parse(text);
+        let mut errors = parsed.errors;
+        for updater::keyvalue::Pair {
+            line: n,
+            key: k,
+            value: v,
+        } in parsed.pairs
+        {
             let at = |e: String| format!("line {n}: {k}: {e}");
             // A bad value leaves the key at its default (and is an error).
             let r: Result<(), String> = (|| {
-                match k.as_str() {
+                match k {
                     "target" => {
-                        c.target = DeviceSpec::parse(&v).map_err(at)?;
+                        c.target = DeviceSpec::parse(v).map_err(at)?;
                         have_target = true;
                     }
                     "tryboot" => {
                         if v != "off" {
-                            tryboot_dev = Some(DeviceSpec::parse(&v).map_err(at)?);
+                            tryboot_dev = Some(DeviceSpec::parse(v).map_err(at)?);
                         }
                     }
-                    "tryboot_fstype" => tryboot_fstype = v,
+                    "tryboot_fstype" => tryboot_fstype = v.to_string(),
                     "cmdline_overrides" => {
-                        c.cmdline_overrides = parse_overrides(&v).map_err(at)?;
+                        c.cmdline_overrides = parse_overrides(v).map_err(at)?;
                     }
                     "tryboot_partitions" => {
                         let nums: Vec<u32> = v
@@ -454,7 +426,7 @@ impl Config {
                             }
                         }
                     }
-                    _ => c.set(&k, &v).map_err(at)?,
+                    _ => c.set(k, v).map_err(at)?,
                 }
                 Ok(())
             })();
@@ -462,7 +434,7 @@ impl Config {
                 errors.push(e);
                 continue;
             }
-            if !KEYS.contains(&k.as_str()) {
+            if !KEYS.contains(&k) {
                 warnings.push(format!("line {n}: unknown key `{k}` ignored"));
             }
         }

@@ -9,12 +9,13 @@ use std::convert::Infallible;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use updater::{Access, BootDecision, FileStorage, Slot, StateArea};
+use updater::{BootDecision, FileStorage, Slot, StateArea};
 
 use crate::config::{Action, BootMethod, Config, DeviceSpec, DEFAULT_PATH};
 use crate::pid1::{self, Signals};
 use crate::runinfo::RunInfo;
-use crate::{bootslot, devwait, kexecboot, kmod, slotdev, switchroot, tryboot, update};
+use crate::slotmount::open_disk;
+use crate::{bootslot, devwait, kexecboot, kmod, switchroot, tryboot, update};
 
 pub fn run(args: Vec<OsString>) -> ! {
     let (mut signals, problems) = pid1::setup("/dev/console");
@@ -96,10 +97,6 @@ fn load_config() -> Result<Config, String> {
             Ok(cfg.into_safe_mode())
         }
     }
-}
-
-pub(crate) fn open_disk(disk: &Path) -> Result<FileStorage, String> {
-    FileStorage::open(disk, Access::ReadWrite).map_err(|e| e.to_string())
 }
 
 fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<Infallible, String> {
@@ -222,50 +219,6 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     switchroot::switch_root(&cfg.init, init_args)
 }
 
-/// Mounts `slot` read-only on the new root after checking its init.
-pub(crate) fn mount_slot(
-    cfg: &Config,
-    disk: &Path,
-    group: &updater::SlotGroup,
-    slot: Slot,
-) -> Result<(), String> {
-    let r = group.slot(slot);
-    let dev = slotdev::attach(disk, r.offset, r.size, cfg.slot_device)?;
-    log!("slot {slot} ({} bytes at {}) is {dev}", r.size, r.offset);
-    switchroot::mount_root(dev.node(), &cfg.root_fstype, &cfg.root_flags)?;
-    drop(dev);
-    if let Err(e) = switchroot::check_init(&cfg.init) {
-        switchroot::unmount_root();
-        return Err(format!("slot {slot}: {e}"));
-    }
-    Ok(())
-}
-
-/// Where the autoboot.txt partition is mounted while it is read or changed.
-const AUTOBOOT_MNT: &str = "/mnt/autoboot";
-
-/// Runs `f` on the mounted autoboot.txt partition.
-pub fn with_autoboot<T>(
-    dev: &Path,
-    fstype: &str,
-    f: impl FnOnce(&Path) -> Result<T, String>,
-) -> Result<T, String> {
-    let mnt = Path::new(if Path::new("/mnt").is_dir() {
-        AUTOBOOT_MNT
-    } else {
-        "/run/fwpack/autoboot"
-    });
-    std::fs::create_dir_all(mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
-    rustix::mount::mount(dev, mnt, fstype, rustix::mount::MountFlags::NOATIME, c"")
-        .map_err(|e| format!("mounting {} ({fstype}): {e}", dev.display()))?;
-    let r = f(mnt);
-    rustix::fs::sync();
-    if let Err(e) = rustix::mount::unmount(mnt, rustix::mount::UnmountFlags::empty()) {
-        log!("unmounting {}: {e}", mnt.display());
-    }
-    r
-}
-
 /// Before the tryboot reboot: autoboot.txt must send a tryboot to the new
 /// slot's boot partition and a normal boot to the current one.
 fn prepare_tryboot(
@@ -279,7 +232,7 @@ fn prepare_tryboot(
         tb.partitions[new.other().index()],
         tb.partitions[new.index()],
     );
-    with_autoboot(&dev, &tb.fstype, |dir| {
+    tryboot::with_autoboot(&dev, &tb.fstype, |dir| {
         let path = dir.join("autoboot.txt");
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let a = tryboot::parse(&text);

@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use updater::{FileStorage, Slot, SlotGroup, StateArea};
 
-use crate::blkid;
 use crate::config::Config;
 use crate::runinfo::RunInfo;
 use crate::switchroot::{self, NEW_ROOT};
+use crate::{blkid, slotmount};
 
 /// Where the slot's boot files are, relative to its root.
 pub const BOOT_DIR: &str = "boot/fwpack";
@@ -257,13 +257,12 @@ pub fn boot(
                     "slot {slot} cannot be booted; counting the failed try and falling back to slot {}",
                     slot.other()
                 );
-                let mut storage = FileStorage::open(disk, updater::Access::ReadWrite)
-                    .map_err(|e| e.to_string())?;
+                let mut storage = slotmount::open_disk(disk)?;
                 area.fallback(&mut storage).map_err(|e| e.to_string())?;
                 drop(storage);
                 slot = area.boot().active;
                 trial = false;
-                crate::flow::mount_slot(cfg, disk, group, slot)?;
+                slotmount::mount_slot(cfg, disk, group, slot)?;
             }
             // The active slot's root is known good; a reboot would only
             // meet the same kernel again.
@@ -336,7 +335,7 @@ pub fn slot_stage(
             )
         })?
         .clone();
-    crate::flow::mount_slot(cfg, disk, &group, slot)?;
+    slotmount::mount_slot(cfg, disk, &group, slot)?;
     let info = RunInfo {
         target: disk.to_path_buf(),
         state_offset: cfg.state_offset,

@@ -24,6 +24,7 @@ mod kmod;
 mod pid1;
 mod runinfo;
 mod slotdev;
+mod slotmount;
 mod switchroot;
 mod sys;
 mod tryboot;

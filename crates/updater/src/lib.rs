@@ -35,6 +35,7 @@ pub mod device;
 mod error;
 pub mod event;
 pub mod journal;
+pub mod keyvalue;
 pub mod layout;
 pub mod record;
 pub mod running;
