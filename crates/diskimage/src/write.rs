@@ -43,6 +43,7 @@ pub fn write_image(layout: &DiskLayout, out: &Path) -> Result<ImageReport, Error
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".partial")
+        .permissions(published_mode())
         .tempfile_in(dir)
         .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
     let disk_bytes = plan.disk_sectors * SECTOR_SIZE;
@@ -83,13 +84,6 @@ pub fn write_image(layout: &DiskLayout, out: &Path) -> Result<ImageReport, Error
 
     file.sync_all()
         .map_err(|e| Error::io("syncing the image", e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // tempfile creates 0600; an image is not a secret.
-        file.set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| Error::io("setting image permissions", e))?;
-    }
     tmp.persist(out)
         .map_err(|e| Error::io(format!("renaming the image to {}", out.display()), e.error))?;
     // Make the rename itself durable.
@@ -340,4 +334,12 @@ mod tests {
         let c = chs(u64::from(u32::MAX));
         assert_eq!((c.cylinder, c.head, c.sector), (1023, 254, 63));
     }
+}
+
+/// An image is not a secret: created 0666 minus the umask, as `cp` or a
+/// shell redirect would make it (tempfile's own default is 0600, which a
+/// web server serving the image cannot read).
+fn published_mode() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o666)
 }

@@ -192,8 +192,11 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
         path: parent.clone(),
         source,
     })?;
+    // The staging directory becomes `--out`: 0777 minus the umask like any
+    // mkdir, not tempfile's 0700, or a web server cannot serve update.fwi.
     let staging = tempfile::Builder::new()
         .prefix(".fwpack-build-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o777))
         .tempdir_in(&parent)
         .map_err(|source| Error::Io {
             path: parent.clone(),

@@ -23,7 +23,10 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Writes `data` to `path` via a temporary file in the same directory and a
-/// rename, so a failure never leaves a partial file at `path`.
+/// rename, so a failure never leaves a partial file at `path`. The file is
+/// created 0666 minus the umask (0644 under 022), as `cp` would make it:
+/// images, manifests and public keys are published, and tempfile's own
+/// 0600 made a web server answer 403. Private keys never come here.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     write_atomic_with(path, |f| Ok(f.write_all(data)?))
@@ -37,6 +40,7 @@ pub fn write_atomic_with<T>(path: &Path, fill: impl FnOnce(&mut File) -> Result<
     };
     let mut tmp = tempfile::Builder::new()
         .prefix(".fwpack-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let value = fill(tmp.as_file_mut()).with_context(|| format!("writing {}", path.display()))?;
