@@ -15,7 +15,7 @@ use crate::config::{Action, BootMethod, Config, DeviceSpec, DEFAULT_PATH};
 use crate::pid1::{self, Signals};
 use crate::runinfo::RunInfo;
 use crate::slotmount::open_disk;
-use crate::{bootslot, devwait, kexecboot, kmod, switchroot, tryboot, update};
+use crate::{bootslot, devwait, kexecboot, kmod, recovery, switchroot, tryboot, update, watchdog};
 
 pub fn run(args: Vec<OsString>) -> ! {
     let (mut signals, problems) = pid1::setup("/dev/console");
@@ -115,16 +115,10 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
         return kexecboot::slot_stage(cfg, &disk, slot?, init_args);
     }
 
-    match update::check_and_apply(cfg, &disk, signals) {
+    match update::check_and_apply(cfg, &disk, signals, false) {
         Ok(update::Outcome::Nothing) => {}
         Ok(update::Outcome::Applied { slot, tries }) => {
-            if let Some(tb) = &cfg.tryboot {
-                prepare_tryboot(cfg, tb, slot, signals)?;
-                log!("slot {slot} is pending; rebooting into it once with the firmware's tryboot flag");
-                pid1::reboot_with_arg(c"0 tryboot");
-            }
-            log!("slot {slot} is pending ({tries} tries); rebooting into it");
-            pid1::finish(Action::Reboot);
+            return reboot_into(cfg, slot, tries, signals)
         }
         // The running slot is untouched by a refused update: boot it.
         Err(e) => log!("{e}; booting the current slot"),
@@ -188,10 +182,30 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     drop(storage);
 
     let (mut slot, mut trial) =
-        bootslot::mount_chosen(cfg, &disk, &group, &mut area, decision.slot, decision.trial)?;
+        match bootslot::mount_chosen(cfg, &disk, &group, &mut area, decision.slot, decision.trial)?
+        {
+            bootslot::Chosen::Mounted(slot, trial) => (slot, trial),
+            bootslot::Chosen::Recovery(why) => {
+                let (slot, tries) = recovery::wait(cfg, &disk, signals, &why);
+                return reboot_into(cfg, slot, tries, signals);
+            }
+        };
+    // Left running into the trial slot (watchdog.rs); dropped without the
+    // magic close.
+    let mut wd = if trial {
+        watchdog::Watchdog::arm(cfg, &format!("for the trial of slot {slot}"))
+    } else {
+        None
+    };
     if cfg.boot == BootMethod::Kexec {
         // Returns only when the bootstrap cannot kexec (the slot mounted).
         (slot, trial) = kexecboot::boot(cfg, &disk, &group, &mut area, slot, trial)?;
+        if !trial {
+            // Fell back to the active slot under this kernel.
+            if let Some(w) = wd.take() {
+                w.disarm();
+            }
+        }
     }
 
     let info = RunInfo {
@@ -217,6 +231,22 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     signals.act_on_request();
     log!("switching root to slot {slot}, running {}", cfg.init);
     switchroot::switch_root(&cfg.init, init_args)
+}
+
+/// After an update was applied to `slot` and made pending: reboot into it.
+fn reboot_into(
+    cfg: &Config,
+    slot: Slot,
+    tries: u8,
+    signals: &mut Signals,
+) -> Result<Infallible, String> {
+    if let Some(tb) = &cfg.tryboot {
+        prepare_tryboot(cfg, tb, slot, signals)?;
+        log!("slot {slot} is pending; rebooting into it once with the firmware's tryboot flag");
+        pid1::reboot_with_arg(c"0 tryboot");
+    }
+    log!("slot {slot} is pending ({tries} tries); rebooting into it");
+    pid1::finish(Action::Reboot)
 }
 
 /// Before the tryboot reboot: autoboot.txt must send a tryboot to the new
