@@ -15,9 +15,11 @@ use crate::config::{Action, BootMethod, Config, DeviceSpec, DEFAULT_PATH};
 use crate::pid1::{self, Signals};
 use crate::runinfo::RunInfo;
 use crate::slotmount::open_disk;
+use crate::switchroot::InitArgs;
 use crate::{bootslot, devwait, kexecboot, kmod, switchroot, tryboot, update};
 
 pub fn run(args: Vec<OsString>) -> ! {
+    let kernel_env = pid1::take_environment();
     let (mut signals, problems) = pid1::setup("/dev/console");
     log!(
         "fwpack-updater {} starting as PID 1",
@@ -38,17 +40,17 @@ pub fn run(args: Vec<OsString>) -> ! {
     };
     pid1::set_panic_action(cfg.on_failure);
     if cfg.console != Path::new("/dev/console") {
-        match pid1::attach_console(&cfg.console.to_string_lossy(), false) {
+        match pid1::attach_tty(&cfg.console.to_string_lossy()) {
             Ok(()) => log!("console: {}", cfg.console.display()),
-            Err(e) => log!(
-                "console {}: {e}; staying on /dev/console",
-                cfg.console.display()
-            ),
+            Err(e) => log!("console refused: {e}; staying on /dev/console"),
         }
     }
     // The kernel passes unknown command-line words on to init; so do we.
-    let init_args: Vec<OsString> = args.into_iter().skip(1).collect();
-    match boot(&cfg, &mut signals, &init_args) {
+    let init = InitArgs {
+        args: args.into_iter().skip(1).collect(),
+        env: pid1::init_env(&kernel_env, &cfg.init_env),
+    };
+    match boot(&cfg, &mut signals, &init) {
         Ok(never) => match never {},
         Err(e) => {
             log!("{e}");
@@ -99,7 +101,7 @@ fn load_config() -> Result<Config, String> {
     }
 }
 
-fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<Infallible, String> {
+fn boot(cfg: &Config, signals: &mut Signals, init: &InitArgs) -> Result<Infallible, String> {
     if let Some(list) = &cfg.modules {
         match kmod::load_all(list) {
             Ok((ok, 0)) => log!("{ok} kernel modules ready"),
@@ -112,7 +114,7 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     // Booted by kexec for a slot (this initramfs is the slot kernel's own).
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if let Some(slot) = kexecboot::staged_slot(&cmdline) {
-        return kexecboot::slot_stage(cfg, &disk, slot?, init_args);
+        return kexecboot::slot_stage(cfg, &disk, slot?, init);
     }
 
     match update::check_and_apply(cfg, &disk, signals) {
@@ -216,7 +218,7 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     }
     signals.act_on_request();
     log!("switching root to slot {slot}, running {}", cfg.init);
-    switchroot::switch_root(&cfg.init, init_args)
+    switchroot::switch_root(&cfg.init, init)
 }
 
 /// Before the tryboot reboot: autoboot.txt must send a tryboot to the new
