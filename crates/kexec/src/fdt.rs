@@ -317,6 +317,52 @@ fn parse_struct(s: &[u8], strings: &[u8], budget: &mut Budget) -> Result<Node, F
     }
 }
 
+/// A well-formed blob of `len` bytes (at least 64, a multiple of 4) that
+/// is hostile to a reader copying property names: one string of about
+/// half the blob, named by as many empty properties of the root as fit in
+/// the other half. For tests (in-process and QEMU) and the fuzz seed.
+#[doc(hidden)]
+pub fn many_props_one_long_name(len: usize) -> Vec<u8> {
+    let len = len.max(64) & !3;
+    let name_len = (len / 2).saturating_sub(64);
+    // header 40, reservations 16, BEGIN_NODE + "" 8, END_NODE + END 8.
+    let fixed = HEADER_LEN + 16 + 8 + 8;
+    let props = len.saturating_sub(fixed + name_len + 4) / 12;
+    let off_struct = HEADER_LEN + 16;
+    let size_struct = 8 + props * 12 + 8;
+    let off_strings = off_struct + size_struct;
+    let mut strings = vec![b'n'; name_len];
+    strings.push(0);
+    let total = len.max(off_strings + strings.len());
+    let mut out = Vec::with_capacity(total);
+    for v in [
+        MAGIC,
+        total as u32,
+        off_struct as u32,
+        off_strings as u32,
+        HEADER_LEN as u32,
+        17,
+        16,
+        0,
+        strings.len() as u32,
+        size_struct as u32,
+    ] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out.extend_from_slice(&[0; 16]);
+    out.extend_from_slice(&BEGIN_NODE.to_be_bytes());
+    out.extend_from_slice(&[0; 4]);
+    for _ in 0..props {
+        out.extend_from_slice(&PROP.to_be_bytes());
+        out.extend_from_slice(&[0; 8]); // length 0, name offset 0
+    }
+    out.extend_from_slice(&END_NODE.to_be_bytes());
+    out.extend_from_slice(&END.to_be_bytes());
+    out.extend_from_slice(&strings);
+    out.resize(total, 0);
+    out
+}
+
 fn pad4(v: &mut Vec<u8>) {
     while !v.len().is_multiple_of(4) {
         v.push(0);
@@ -418,6 +464,24 @@ mod tests {
         };
         let e = Fdt::parse(&f.to_bytes()).unwrap_err();
         assert!(e.0.contains("nest"), "{e}");
+    }
+
+    #[test]
+    fn hostile_expansion_and_size_are_refused() {
+        // 2 MiB: about 87,000 properties naming one 1 MiB string.
+        let blob = many_props_one_long_name(MAX_LEN);
+        assert_eq!(blob.len(), MAX_LEN);
+        let e = Fdt::parse(&blob).unwrap_err();
+        assert!(e.0.contains("times the blob"), "{e}");
+        // The same shape, small enough to stay within the budget, parses:
+        // the generator makes a valid tree, so the refusal is the budget.
+        let f = Fdt::parse(&many_props_one_long_name(256)).unwrap();
+        assert!(!f.root.props.is_empty());
+        let mut big = sample().to_bytes();
+        big.resize(MAX_LEN + 4, 0);
+        let total = (MAX_LEN + 4) as u32;
+        big[4..8].copy_from_slice(&total.to_be_bytes());
+        assert!(Fdt::parse(&big).unwrap_err().0.contains("more than"));
     }
 
     #[test]
