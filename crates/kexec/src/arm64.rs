@@ -308,6 +308,13 @@ fn bad(what: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+fn bad_input(what: &str, reason: impl Into<String>) -> Error {
+    Error::BadInput {
+        what: what.into(),
+        reason: reason.into(),
+    }
+}
+
 fn no_room(what: &str, size: u64) -> Error {
     Error::NoRoom {
         what: what.into(),
@@ -327,7 +334,7 @@ pub fn prepare(
 ) -> Result<Prepared> {
     let hdr = parse_image(&kernel).map_err(|r| bad("kernel", r))?;
     if cmdline.len() >= CMDLINE_MAX || cmdline.contains('\0') {
-        return Err(bad(
+        return Err(bad_input(
             "the command line",
             format!(
                 "{} bytes (arm64 takes at most {} and no NUL)",
@@ -336,7 +343,7 @@ pub fn prepare(
             ),
         ));
     }
-    let mut fdt = Fdt::parse(dtb).map_err(|e| bad("device tree", e.0))?;
+    let mut fdt = Fdt::parse(dtb).map_err(|e| bad_input("device tree", e.0))?;
     // The running system's memory map: not the slot's fault if unreadable.
     let free = free_ram(iomem).map_err(Error::Unsupported)?;
     let mut alloc = Allocator { free };
@@ -388,13 +395,13 @@ pub fn prepare(
     rewrite_chosen(&mut fdt, cmdline, initrd_range, seeds);
     let blob = fdt.to_bytes();
     if blob.len() > DTB_MAX {
-        return Err(bad(
+        return Err(bad_input(
             "device tree",
             format!("{} bytes, over 2 MiB", blob.len()),
         ));
     }
     let dsize = round_up(blob.len() as u64, SEGMENT_ALIGN)
-        .ok_or_else(|| bad("device tree", "too large"))?;
+        .ok_or_else(|| bad_input("device tree", "too large"))?;
     let dtb_at = alloc
         .take(dsize, SEGMENT_ALIGN, 0)
         .ok_or_else(|| no_room("device tree", dsize))?;
@@ -731,7 +738,7 @@ mod tests {
             "magic",
         );
         let r = prepare(k(), None, b"nope", "", IOMEM, None);
-        assert!(matches!(&r, Err(Error::BadImage { what, .. }) if what == "device tree"));
+        assert!(matches!(&r, Err(Error::BadInput { what, .. }) if what == "device tree"));
         slot_fault(r, "device tree");
         // COMMAND_LINE_SIZE: 2047 characters and the NUL.
         let long = "x".repeat(CMDLINE_MAX);

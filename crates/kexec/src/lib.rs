@@ -40,6 +40,10 @@ pub enum Error {
     },
     #[error("{what} is not a kernel this loader understands: {reason}")]
     BadImage { what: String, reason: String },
+    /// A file that is not a bounded regular file, a command line or a
+    /// device tree this loader or the next kernel cannot take.
+    #[error("{what}: {reason}")]
+    BadInput { what: String, reason: String },
     #[error("the running kernel refused the kexec load ({syscall}): {source}")]
     Refused {
         syscall: &'static str,
@@ -70,8 +74,9 @@ impl Error {
     /// running kernel lacking kexec or us lacking the privilege. A caller
     /// choosing between slots counts the first kind as a failed try.
     ///
-    /// By cause: reading a slot file ([`Error::Io`]), a file or command
-    /// line this loader or the kernel refuses ([`Error::BadImage`], and
+    /// By cause: reading a slot file ([`Error::Io`]), a kernel, file,
+    /// command line or device tree this loader or the kernel refuses
+    /// ([`Error::BadImage`], [`Error::BadInput`], and
     /// the load syscall's errors other than ENOSYS, EPERM and EBUSY),
     /// sizes that fit nowhere ([`Error::NoRoom`]) are the slot's fault;
     /// no loader, no readable /proc/iomem or live device tree, no
@@ -79,7 +84,10 @@ impl Error {
     /// errnos) are the running system's.
     pub fn slot_at_fault(&self) -> bool {
         match self {
-            Error::Io { .. } | Error::BadImage { .. } | Error::NoRoom { .. } => true,
+            Error::Io { .. }
+            | Error::BadImage { .. }
+            | Error::BadInput { .. }
+            | Error::NoRoom { .. } => true,
             Error::Refused { source, .. } | Error::Rejected { source, .. } => !matches!(
                 source.raw_os_error(),
                 Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EBUSY)
@@ -149,13 +157,13 @@ pub fn open_regular(path: &Path, what: &str, max: u64) -> Result<(std::fs::File,
         } else {
             "not a regular file"
         };
-        return Err(Error::BadImage {
+        return Err(Error::BadInput {
             what: format!("{what} {}", path.display()),
             reason: format!("{kind}, not a regular file"),
         });
     }
     if m.len() > max {
-        return Err(Error::BadImage {
+        return Err(Error::BadInput {
             what: format!("{what} {}", path.display()),
             reason: format!("{} bytes, more than the {max} accepted", m.len()),
         });
@@ -176,7 +184,7 @@ pub fn read_regular(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
             source,
         })?;
     if buf.len() as u64 > max {
-        return Err(Error::BadImage {
+        return Err(Error::BadInput {
             what: format!("{what} {}", path.display()),
             reason: format!("grew past the {max} bytes accepted while read"),
         });

@@ -63,12 +63,12 @@ pub fn parse_header(head: &[u8]) -> std::result::Result<BzImage, String> {
 /// The command line as the syscall wants it: NUL-terminated, within
 /// x86's limit.
 pub fn cmdline_cstring(cmdline: &str) -> Result<CString> {
-    let c = CString::new(cmdline).map_err(|_| Error::BadImage {
+    let c = CString::new(cmdline).map_err(|_| Error::BadInput {
         what: "the command line".into(),
         reason: "it contains a NUL byte".into(),
     })?;
     if c.as_bytes_with_nul().len() > MAX_CMDLINE {
-        return Err(Error::BadImage {
+        return Err(Error::BadInput {
             what: "the command line".into(),
             reason: format!(
                 "{} bytes, x86 kernels take at most {}",
