@@ -144,11 +144,17 @@ pub fn switch_root(init: &str, with: &InitArgs) -> Result<Infallible, String> {
     rustix::process::chroot(".").map_err(|e| format!("chroot: {e}"))?;
     rustix::process::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     sys::unblock_all();
+    // PID 1 is the only thread: setting the environment the exec passes
+    // on is sound here, and smaller than Command's own environment map.
+    for (k, _) in std::env::vars_os() {
+        std::env::remove_var(k);
+    }
+    for (k, v) in &with.env {
+        std::env::set_var(k, v);
+    }
     let err = std::process::Command::new(init)
         .arg0(init)
         .args(&with.args)
-        .env_clear()
-        .envs(with.env.iter().map(|(k, v)| (k, v)))
         .exec();
     Err(format!("executing {init}: {err}"))
 }

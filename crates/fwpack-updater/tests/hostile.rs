@@ -93,7 +93,10 @@ fn hostile_console_and_environment() {
     );
     // The init's environment is the one PID 1 built: nothing from the
     // command line.
-    let env = lines[4].split("FWPACK-TEST env:").nth(1).unwrap_or_default();
+    let env = lines[4]
+        .split("FWPACK-TEST env:")
+        .nth(1)
+        .unwrap_or_default();
     let mut vars: Vec<&str> = env.split_whitespace().collect();
     vars.sort_unstable();
     assert_eq!(vars, ["HOME=/", "TERM=linux"], "{}", lines[4]);
