@@ -39,12 +39,6 @@ pub fn run(args: Vec<OsString>) -> ! {
         }
     };
     pid1::set_panic_action(cfg.on_failure);
-    if cfg.console != Path::new("/dev/console") {
-        match pid1::attach_tty(&cfg.console.to_string_lossy()) {
-            Ok(()) => log!("console: {}", cfg.console.display()),
-            Err(e) => log!("console refused: {e}; staying on /dev/console"),
-        }
-    }
     // The kernel passes unknown command-line words on to init; so do we.
     let init = InitArgs {
         args: args.into_iter().skip(1).collect(),
@@ -111,6 +105,15 @@ fn boot(cfg: &Config, signals: &mut Signals, init: &InitArgs) -> Result<Infallib
     }
     signals.act_on_request();
     let disk = devwait::wait(&cfg.target, cfg.device_timeout, signals)?;
+    // Once the modules are loaded (a console's driver may be one of them)
+    // and the disk is there: a disk named as the console is then refused
+    // for what it is, not for being missing.
+    if cfg.console != Path::new("/dev/console") {
+        match pid1::attach_tty(&cfg.console.to_string_lossy()) {
+            Ok(()) => log!("console: {}", cfg.console.display()),
+            Err(e) => log!("console refused: {e}; staying on /dev/console"),
+        }
+    }
     // Booted by kexec for a slot (this initramfs is the slot kernel's own).
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if let Some(slot) = kexecboot::staged_slot(&cmdline) {

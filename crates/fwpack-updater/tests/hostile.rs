@@ -102,7 +102,7 @@ fn hostile_console_and_environment() {
     assert_eq!(vars, ["HOME=/", "TERM=linux"], "{}", lines[4]);
     // `status` (which honours FWPACK_BOOT_RECORD) found /run/fwpack/boot.conf.
     assert!(
-        lines[5].contains("\"active\":\"A\"") && lines[5].contains("\"booted\""),
+        lines[5].contains("\"active\":\"A\"") && lines[5].contains("\"running\":{\"slot\":\"A\""),
         "{}",
         lines[5]
     );
@@ -138,8 +138,9 @@ fn hostile_slot_kernels_fail_their_try() {
     let key = s.work.path().join("key.pem");
     std::fs::write(&key, public_pem()).unwrap();
     let small = fake_image(2 << 20);
+    let huge = fake_image(1 << 40);
     let long_cmdline = format!("test.pad={}\n", "x".repeat(2100));
-    let dtb = kexec::fdt::many_props_one_long_name(kexec::fdt::MAX_LEN);
+    let dtb = ::kexec::fdt::many_props_one_long_name(::kexec::fdt::MAX_LEN);
     const FIFO: u32 = 0o010644;
     let cases: [(&str, Vec<(&str, &[u8], u32)>, &str); 4] = [
         (
@@ -152,7 +153,7 @@ fn hostile_slot_kernels_fail_their_try() {
         ),
         (
             "image-size",
-            vec![("boot/fwpack/kernel", &fake_image(1 << 40)[..], 0o644)],
+            vec![("boot/fwpack/kernel", &huge, 0o644)],
             "no room for the kernel (1099511627776 bytes)",
         ),
         (
