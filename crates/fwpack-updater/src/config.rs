@@ -212,6 +212,10 @@ pub struct Config {
     pub watchdog: Option<PathBuf>,
     /// Its timeout.
     pub watchdog_timeout: Duration,
+    /// Names of variables the kernel put in PID 1's environment (unknown
+    /// `KEY=value` words of its command line) that are passed on to the
+    /// slot's init; nothing else from there is ([`crate::pid1::take_environment`]).
+    pub init_env: Vec<String>,
 }
 
 /// Keys the kernel command line may not override unless
@@ -259,6 +263,7 @@ const KEYS: &[&str] = &[
     "fallback_below_floor",
     "watchdog",
     "watchdog_timeout",
+    "init_env",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -304,6 +309,22 @@ fn parse_overrides(v: &str) -> Result<Option<Vec<String>>, String> {
         out.push(k.to_string());
     }
     Ok(Some(out))
+}
+
+/// `init_env`: environment variable names, space or comma separated.
+fn parse_env_names(v: &str) -> Result<Vec<String>, String> {
+    v.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|n| {
+            let ok = n.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+                && !n.starts_with(|c: char| c.is_ascii_digit());
+            if ok {
+                Ok(n.to_string())
+            } else {
+                Err(format!("`{n}` is not an environment variable name"))
+            }
+        })
+        .collect()
 }
 
 fn parse_seconds(v: &str) -> Result<Duration, String> {
@@ -389,6 +410,7 @@ impl Config {
             fallback_below_floor: updater::FallbackBelowFloor::Refuse,
             watchdog: None,
             watchdog_timeout: Duration::from_secs(60),
+            init_env: Vec::new(),
         };
         let mut warnings = Vec::new();
         let mut have_target = false;
@@ -417,6 +439,7 @@ impl Config {
                         }
                     }
                     "tryboot_fstype" => tryboot_fstype = v.to_string(),
+                    "init_env" => c.init_env = parse_env_names(v).map_err(at)?,
                     "cmdline_overrides" => {
                         c.cmdline_overrides = parse_overrides(v).map_err(at)?;
                     }
@@ -596,7 +619,13 @@ impl Config {
             if k == "slot" {
                 continue;
             }
-            if !KEYS.contains(&k) || k.starts_with("tryboot") || k == "cmdline_overrides" {
+            // What reaches the environment is the build's choice alone:
+            // the command line is what it protects against.
+            if !KEYS.contains(&k)
+                || k.starts_with("tryboot")
+                || k == "cmdline_overrides"
+                || k == "init_env"
+            {
                 return Err(format!(
                     "kernel command line: `fwpack.{k}` is not a setting that can be overridden"
                 ));
@@ -922,6 +951,21 @@ board = qemu-x86_64
                 .unwrap_err();
             assert!(e.contains("not a protected key"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn init_env_names() {
+        let (c, _) = Config::parse("target = /dev/vda\ninit_env = LANG, TZ _X1\n").unwrap();
+        assert_eq!(c.init_env, ["LANG", "TZ", "_X1"]);
+        for bad in ["A=B", "1X", "A-B"] {
+            let e = Config::parse(&format!("target = /dev/vda\ninit_env = {bad}\n")).unwrap_err();
+            assert!(e.contains("not an environment variable name"), "{bad}: {e}");
+        }
+        let (mut c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert!(c
+            .apply_cmdline("fwpack.init_env=FWPACK_BOOT_RECORD")
+            .is_err());
+        assert!(c.init_env.is_empty());
     }
 
     #[test]
