@@ -373,7 +373,7 @@ fn preflight(board: &Board, inputs: &Inputs) -> Result<Plan, Error> {
     for img in &inputs.include_images {
         must_exist(img, "update image")?;
     }
-    if !board.kernel.modules.is_empty() {
+    if !board.initramfs_modules().is_empty() {
         match &inputs.modules_dir {
             Some(d) if d.join("kernel").is_dir() => {}
             Some(d) => {
@@ -386,7 +386,7 @@ fn preflight(board: &Board, inputs: &Inputs) -> Result<Plan, Error> {
                 return Err(Error::MissingInput(format!(
                     "board {} loads kernel modules ({}): pass --modules-dir",
                     board.name,
-                    board.kernel.modules.join(", ")
+                    board.initramfs_modules().join(", ")
                 )))
             }
         }
@@ -529,7 +529,7 @@ fn pack_initramfs(
     use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePublicKey};
     let mut vars = initramfs::Vars::new();
     vars.set("UPDATER", updater.display().to_string());
-    vars.set("MODULES", board.kernel.modules.join(" "));
+    vars.set("MODULES", board.initramfs_modules().join(" "));
     if let Some(d) = &inputs.modules_dir {
         vars.set("KERNEL_MODULES", d.display().to_string());
     }
@@ -573,12 +573,22 @@ pub fn updater_conf(board: &Board) -> String {
     ));
     s.push_str("keys = /etc/fwpack/keys\n");
     s.push_str("images = /images\n");
-    if !board.kernel.modules.is_empty() {
+    if !board.initramfs_modules().is_empty() {
         s.push_str("modules = /etc/fwpack/modules.load\n");
     }
     s.push_str(&format!("tries = {}\n", board.disk.tries));
     s.push_str("root_fstype = ext4\n");
     s.push_str(&format!("boot = {}\n", board.boot.name()));
+    s.push_str(&format!(
+        "fallback_below_floor = {}\n",
+        board.fallback_below_floor.name()
+    ));
+    if let Some(w) = &board.watchdog {
+        s.push_str(&format!(
+            "watchdog = {}\nwatchdog_timeout = {}\n",
+            w.device, w.timeout_s
+        ));
+    }
     s.push_str(&format!("console = /dev/{}\n", board.console.device));
     if !board.updater.cmdline_overrides.is_empty() {
         s.push_str(&format!(

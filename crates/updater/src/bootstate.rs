@@ -96,6 +96,42 @@ impl SlotInfo {
     }
 }
 
+/// Whether an active slot that cannot be booted may give way to the other
+/// slot when that one's version is below the rollback floor (the board's
+/// `fallback_below_floor`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FallbackBelowFloor {
+    /// Never: the bootstrap waits in recovery for a signed image instead.
+    #[default]
+    Refuse,
+    /// Boot it (a rollback the device then reports in `status`).
+    Allow,
+}
+
+impl FallbackBelowFloor {
+    pub fn name(self) -> &'static str {
+        match self {
+            FallbackBelowFloor::Refuse => "refuse",
+            FallbackBelowFloor::Allow => "allow",
+        }
+    }
+}
+
+impl std::str::FromStr for FallbackBelowFloor {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<FallbackBelowFloor> {
+        match s {
+            "refuse" => Ok(FallbackBelowFloor::Refuse),
+            "allow" => Ok(FallbackBelowFloor::Allow),
+            _ => Err(Error::InvalidInput {
+                what: "fallback_below_floor",
+                value: s.to_string(),
+                reason: "expected refuse or allow".into(),
+            }),
+        }
+    }
+}
+
 /// The A/B boot state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootState {
@@ -301,15 +337,27 @@ impl BootState {
     /// trusted, so it is never booted again and an update may rewrite it,
     /// even with the image it held) and fallen back; its version, label
     /// and image id stay for `status`. The rollback floor is kept, never
-    /// lowered: it governs what may be installed, and the slot booted now
-    /// is already on the disk. Returns the new active slot.
-    pub fn abandon_active(&mut self) -> Result<Slot> {
+    /// lowered: it governs what may be installed.
+    ///
+    /// A slot below the rollback floor is not taken (AVB's rule: breaking
+    /// the new slot must not be a way to roll back) unless `below_floor`
+    /// allows it; the device then runs below its floor, which
+    /// [`Self::below_floor`] tells from then on. Returns the new active
+    /// slot.
+    pub fn abandon_active(&mut self, below_floor: FallbackBelowFloor) -> Result<Slot> {
         let other = self.active.other();
-        let st = self.slot(other).state;
-        if st != SlotState::Complete {
+        let info = self.slot(other);
+        if info.state != SlotState::Complete {
             return Err(Error::NotComplete {
                 slot: other.letter(),
-                state: st.name(),
+                state: info.state.name(),
+            });
+        }
+        if info.version < self.rollback_floor && below_floor == FallbackBelowFloor::Refuse {
+            return Err(Error::BelowFloor {
+                slot: other.letter(),
+                version: info.version,
+                floor: self.rollback_floor,
             });
         }
         let old = self.active;
@@ -321,6 +369,14 @@ impl BootState {
         self.tries_left = 0;
         self.confirmed = false;
         Ok(other)
+    }
+
+    /// The active slot's version is below the rollback floor: only an
+    /// [`Self::abandon_active`] with [`FallbackBelowFloor::Allow`] leaves
+    /// the device so (confirming raises the floor to the confirmed slot's
+    /// version, and an apply never goes below it).
+    pub fn below_floor(&self) -> bool {
+        self.slot(self.active).version < self.rollback_floor
     }
 
     pub(crate) fn encode(&self, p: &mut [u8]) {
@@ -457,16 +513,33 @@ mod tests {
         // Nothing to go to: refused, nothing changes.
         let before = b.clone();
         assert!(matches!(
-            b.abandon_active(),
+            b.abandon_active(FallbackBelowFloor::Allow),
             Err(Error::NotComplete { slot: 'B', .. })
         ));
         b.mark_updating(Slot::B, 8, [8; 32], "");
-        assert!(b.abandon_active().is_err());
+        assert!(b.abandon_active(FallbackBelowFloor::Allow).is_err());
         assert_eq!(b.slot(Slot::A), before.slot(Slot::A));
         // B complete and even pending: B becomes active, unconfirmed.
         complete(&mut b, Slot::B, 5);
         b.set_pending(Slot::B, 2).unwrap();
-        assert_eq!(b.abandon_active().unwrap(), Slot::B);
+        // B (5) is below the floor (7): refused by default, nothing changes.
+        let before = b.clone();
+        assert!(matches!(
+            b.abandon_active(FallbackBelowFloor::Refuse),
+            Err(Error::BelowFloor {
+                slot: 'B',
+                version: 5,
+                floor: 7
+            })
+        ));
+        assert_eq!(b, before);
+        assert!(!b.below_floor());
+        // Allowed: B becomes active, and the device says it runs below its floor.
+        assert_eq!(
+            b.abandon_active(FallbackBelowFloor::Allow).unwrap(),
+            Slot::B
+        );
+        assert!(b.below_floor());
         assert_eq!(
             (
                 b.active,
@@ -487,6 +560,15 @@ mod tests {
         assert_eq!(b.boot_attempt().slot, Slot::B);
         b.confirm(Slot::B).unwrap();
         assert!(b.confirmed);
+        assert!(b.below_floor(), "confirming does not lower the floor");
+        // At or above the floor, the default is enough.
+        let mut b = BootState::initial(Slot::A, 7, "").unwrap();
+        complete(&mut b, Slot::B, 7);
+        assert_eq!(
+            b.abandon_active(FallbackBelowFloor::Refuse).unwrap(),
+            Slot::B
+        );
+        assert!(!b.below_floor());
     }
 
     #[test]

@@ -48,9 +48,9 @@ pub use device::{Access, FileStorage};
 pub use error::{Error, ErrorClass};
 pub use event::{Event, Phase};
 pub use state::{
-    format_state_area, init_state_area, BootDecision, BootState, BootedSlot, Journal, Layout,
-    Running, Slot, SlotGroup, SlotInfo, SlotRange, SlotState, StateArea, StateLocation,
-    DEFAULT_STATE_COPY_DISTANCE, DEFAULT_STATE_OFFSET, STATE_HALF_LEN,
+    format_state_area, init_state_area, BootDecision, BootState, BootedSlot, FallbackBelowFloor,
+    Journal, Layout, Running, Slot, SlotGroup, SlotInfo, SlotRange, SlotState, StateArea,
+    StateLocation, DEFAULT_STATE_COPY_DISTANCE, DEFAULT_STATE_OFFSET, STATE_HALF_LEN,
 };
 pub use storage::{AlignedBuf, BusyCheck, Geometry, MemStorage, Storage};
 

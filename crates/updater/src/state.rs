@@ -18,7 +18,7 @@
 //! record and reads and writes it. They are re-exported here so
 //! `updater::state::*` names everything about the state area.
 
-pub use crate::bootstate::{BootDecision, BootState, SlotInfo, SlotState};
+pub use crate::bootstate::{BootDecision, BootState, FallbackBelowFloor, SlotInfo, SlotState};
 pub use crate::journal::{Journal, MAX_JOURNAL_SOURCE};
 pub use crate::layout::{
     Layout, Slot, SlotGroup, SlotRange, StateLocation, BOARD_LEN, DEFAULT_STATE_COPY_DISTANCE,
@@ -326,8 +326,12 @@ impl StateArea {
     }
 
     /// Persisted [`BootState::abandon_active`].
-    pub fn abandon_active(&mut self, storage: &mut dyn Storage) -> Result<Slot> {
-        self.update_boot(storage, |b| b.abandon_active())
+    pub fn abandon_active(
+        &mut self,
+        storage: &mut dyn Storage,
+        below_floor: FallbackBelowFloor,
+    ) -> Result<Slot> {
+        self.update_boot(storage, |b| b.abandon_active(below_floor))
     }
 
     /// Persisted [`BootState::set_pending`].
@@ -859,7 +863,11 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(area.abandon_active(&mut m).unwrap(), Slot::B);
+        assert_eq!(
+            area.abandon_active(&mut m, FallbackBelowFloor::Refuse)
+                .unwrap(),
+            Slot::B
+        );
         let back = StateArea::read(&mut m, LOC).unwrap();
         assert_eq!(back.boot().active, Slot::B);
         assert_eq!(back.boot().slot(Slot::A).state, SlotState::Empty);
