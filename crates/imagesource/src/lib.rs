@@ -30,6 +30,7 @@ use fwimage::{ImageSource, HEADER_LEN};
 mod client;
 mod http;
 mod pipe;
+mod render;
 
 pub use http::{FetchEvent, HttpOptions, HttpSource, Observer};
 pub use pipe::PipeSource;
