@@ -96,17 +96,20 @@ boots the right A/B slot; see docs/ARCHITECTURE.md. As a command:
       Confirm the running slot (after a trial boot it becomes active).
   apply [SOURCE] [--target DEV] [--key PEM | --keys DIR]... [--slot A|B]
         [--seed auto|none|active|A|B] [--retries N] [--timeout SECS]
+        [--ca FILE] [--pin sha256/BASE64]...
         [--tries N] [--no-activate] [--verify-writes] [--force] [--json]
         [--state-offset N] [--state-copy-distance N]
       Write a signed image to the inactive slot and make it pending.
-      SOURCE: a file, - (standard input) or an http:// URL (this build has
-      no TLS: the signature secures the content). Without SOURCE, continue
+      SOURCE: a file, - (standard input) or an http:// URL (https:// in
+      builds with TLS: --ca names the CA bundle, default the system's;
+      --pin sha256/BASE64 accepts only that server key). Without SOURCE, continue
       the interrupted apply the journal names. A re-run after a power cut
       or a dropped connection resumes from the last checkpoint. --seed:
       copy chunks the seed slot already holds (auto: the active slot for
       URLs). The slot the running system booted from is refused, even
       with --force.
   check URL [--target DEV] [--key PEM | --keys DIR]... [--json]
+        [--ca FILE] [--pin sha256/BASE64]...
       Is the image at URL an update for this device (its board, a trusted
       signature, newer than the active slot)? Exit 0 yes, 10 no.
 
@@ -133,13 +136,15 @@ struct Opts {
     seed: Option<String>,
     retries: Option<u32>,
     timeout: Option<u64>,
+    ca: Option<PathBuf>,
+    pins: Vec<[u8; 32]>,
     positional: Vec<String>,
 }
 
 /// Options that may be given more than once; any other repeated option is
 /// a usage error (as in `fwpack`, whose parser refuses them too), never
 /// "the last one wins".
-const REPEATABLE: &[&str] = &["--key", "--keys"];
+const REPEATABLE: &[&str] = &["--key", "--keys", "--pin"];
 
 fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
     let mut o = Opts::default();
@@ -201,6 +206,10 @@ fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
                         .ok_or_else(|| usage(format!("--timeout {v}: seconds, > 0")))?,
                 );
             }
+            "--ca" => o.ca = Some(PathBuf::from(value("--ca")?)),
+            "--pin" => o
+                .pins
+                .push(imagesource::parse_pin(&value("--pin")?).map_err(usage)?),
             "--no-activate" => o.no_activate = true,
             "--verify-writes" => o.verify_writes = true,
             "--force" => o.force = true,
@@ -395,6 +404,10 @@ fn open_source(o: &Opts, spec: &Spec) -> Result<imagesource::Opened, Fail> {
     let http = HttpOptions {
         timeout: Duration::from_secs(o.timeout.unwrap_or(30)),
         retries: o.retries.unwrap_or(5),
+        tls: imagesource::TlsOptions {
+            ca_file: o.ca.clone(),
+            pins: o.pins.clone(),
+        },
         ..HttpOptions::default()
     };
     let json = o.json;

@@ -97,6 +97,16 @@ pub struct ApplyArgs {
     /// HTTP: seconds to wait for a connection or for any read.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// HTTPS: PEM bundle of the CAs to trust (default: the system's
+    /// bundle, else Mozilla's roots built in).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// HTTPS: accept only a server whose certificate's public key hashes
+    /// to this: `sha256/<base64>` of the DER SubjectPublicKeyInfo, as
+    /// curl's --pinnedpubkey. Checked after the CA chain. Repeat for
+    /// several keys (e.g. the current and the next).
+    #[arg(long = "pin", value_name = "sha256/BASE64", value_parser = imagesource::parse_pin)]
+    pins: Vec<[u8; 32]>,
     /// One JSON object per line on stdout (events, then the result).
     #[arg(long)]
     json: bool,
@@ -213,6 +223,10 @@ fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
     let http = imagesource::HttpOptions {
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
         retries: args.retries,
+        tls: imagesource::TlsOptions {
+            ca_file: args.ca.clone(),
+            pins: args.pins.clone(),
+        },
         ..Default::default()
     };
     let json_mode = args.json;
