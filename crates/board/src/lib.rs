@@ -151,6 +151,14 @@ pub struct UpdaterBuild {
     /// come from the signed initramfs only).
     #[serde(default)]
     pub cmdline_overrides: Vec<String>,
+    /// Build the updater with HTTPS (rustls with ring: `fwpack-updater`'s
+    /// `tls` feature), so devices can fetch `https://` updates. ring
+    /// compiles C, so this build needs a C compiler for the target
+    /// (`CC_<triple>`; aarch64 musl defaults to Debian's
+    /// `aarch64-linux-gnu-gcc`); the plain build stays C-free. The binary
+    /// grows by about 0.7 MiB: give `size_budget` room (2 MiB).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -489,6 +497,22 @@ mod tests {
         assert_eq!((b.boot, b.boot.name()), (SlotBoot::Kexec, "kexec"));
         let t = t.replace("boot: kexec", "boot: chainload");
         assert!(Board::parse(&t, Path::new("qemu-x86_64.yaml")).is_err());
+    }
+
+    #[test]
+    fn updater_tls_option() {
+        let text = std::fs::read_to_string(configs().join("qemu-aarch64.yaml")).unwrap();
+        let b = Board::parse(&text, Path::new("qemu-aarch64.yaml")).unwrap();
+        assert!(!b.updater.tls, "shipped boards build the C-free updater");
+        let t = text.replace("  tls: false", "  tls: true");
+        let b = Board::parse(&t, Path::new("qemu-aarch64.yaml")).unwrap();
+        assert!(b.updater.tls);
+        // Absent: off.
+        let x86 = std::fs::read_to_string(configs().join("qemu-x86_64.yaml")).unwrap();
+        assert!(!x86.contains("tls:"));
+        assert!(!Board::parse(&x86, Path::new("x.yaml")).unwrap().updater.tls);
+        let t = text.replace("  tls: false", "  tls: maybe");
+        assert!(Board::parse(&t, Path::new("qemu-aarch64.yaml")).is_err());
     }
 
     #[test]

@@ -15,6 +15,16 @@ pub fn build(board: &Board, workspace: &Path, on: &mut dyn FnMut(Event)) -> Resu
     let env_triple = triple.to_uppercase().replace('-', "_");
     let mut flags = vec!["-C".to_string(), "target-feature=+crt-static".to_string()];
     flags.extend(board.updater.rustflags.iter().cloned());
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    // The TLS build has its own target directory, so switching a board
+    // between the two never rebuilds (or overwrites) the other.
+    let target_dir = if board.updater.tls {
+        target_dir.join("tls")
+    } else {
+        target_dir
+    };
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace)
         .args([
@@ -27,6 +37,8 @@ pub fn build(board: &Board, workspace: &Path, on: &mut dyn FnMut(Event)) -> Resu
             "fwpack-updater",
         ])
         .args(["--bin", "fwpack-updater", "--target", triple])
+        .arg("--target-dir")
+        .arg(&target_dir)
         .env(
             format!("CARGO_TARGET_{env_triple}_RUSTFLAGS"),
             flags.join(" "),
@@ -34,14 +46,21 @@ pub fn build(board: &Board, workspace: &Path, on: &mut dyn FnMut(Event)) -> Resu
     if let Some(linker) = &board.updater.linker {
         cmd.env(format!("CARGO_TARGET_{env_triple}_LINKER"), linker);
     }
+    let mut detail = format!("cargo build --profile device --target {triple}");
+    if board.updater.tls {
+        cmd.args(["--features", "tls"]);
+        detail.push_str(" --features tls");
+        let cc_var = format!("CC_{}", triple.replace('-', "_"));
+        if let (None, Some(cc)) = (std::env::var_os(&cc_var), tls_cc(triple)) {
+            cmd.env(&cc_var, cc);
+            detail.push_str(&format!(" ({cc_var}={cc})"));
+        }
+    }
     on(Event::Step {
         step: "updater",
-        detail: format!("cargo build --profile device --target {triple}"),
+        detail,
     });
     run(&mut cmd, "cargo build (updater)")?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
     let bin = target_dir
         .join(triple)
         .join("device")
@@ -53,6 +72,19 @@ pub fn build(board: &Board, workspace: &Path, on: &mut dyn FnMut(Event)) -> Resu
         });
     }
     Ok(bin)
+}
+
+/// The C compiler ring is built with for a TLS updater, where the `cc`
+/// crate's own guess is not what Debian ships (it would look for
+/// `aarch64-linux-musl-gcc`). ring's C needs no libc headers, so the glibc
+/// cross gcc builds it for musl. Other targets keep the `cc` default (the
+/// `*-linux-gnu-gcc` of a gnu target).
+fn tls_cc(triple: &str) -> Option<&'static str> {
+    match triple {
+        "aarch64-unknown-linux-musl" => Some("aarch64-linux-gnu-gcc"),
+        "x86_64-unknown-linux-musl" => Some("musl-gcc"),
+        _ => None,
+    }
 }
 
 fn ensure_rust_target(triple: &str, on: &mut dyn FnMut(Event)) -> Result<(), Error> {

@@ -46,7 +46,7 @@ pub mod storage;
 pub use apply::{apply, image_id, ApplyOptions, ApplyReport, Seed};
 pub use device::{Access, FileStorage};
 pub use error::{Error, ErrorClass};
-pub use event::{Event, Phase};
+pub use event::{error_json, Event, Phase};
 pub use state::{
     format_state_area, init_state_area, BootDecision, BootState, BootedSlot, FallbackBelowFloor,
     Journal, Layout, Running, Slot, SlotGroup, SlotInfo, SlotRange, SlotState, StateArea,
