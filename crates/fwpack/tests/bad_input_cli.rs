@@ -86,7 +86,9 @@ fn signed_image() -> (tempfile::TempDir, PathBuf) {
     ok(fwpack(&["keygen", "-o", "release.pem"], &dir));
     ok(fwpack(
         &[
-            "stamp", "--version", "1",
+            "stamp",
+            "--version",
+            "1",
             "--board",
             "qemu-x86_64",
             "-s",
@@ -109,7 +111,9 @@ fn each_cause_is_said_once() {
         &["inspect", "missing.fwi"],
         &["verify", "-k", "missing.pem", "missing.fwi"],
         &[
-            "stamp", "--version", "1",
+            "stamp",
+            "--version",
+            "1",
             "--board",
             "b",
             "-s",
@@ -154,7 +158,10 @@ fn a_key_of_the_wrong_kind_is_a_usage_error() {
         "{err}"
     );
     assert!(!err.contains("ASN.1") && !err.contains("asn1"), "{err}");
-    ok(fwpack(&["verify", "-k", "release.pub.pem", "update.fwi"], &dir));
+    ok(fwpack(
+        &["verify", "-k", "release.pub.pem", "update.fwi"],
+        &dir,
+    ));
 
     let o = fwpack(&["sign", "update.fwi", "--key", "release.pub.pem"], &dir);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
@@ -169,29 +176,63 @@ fn inputs_that_are_not_regular_files_are_named_and_exit_3() {
     let seg = format!("rootfs={fifo}");
     let seg_zero = "rootfs=/dev/zero".to_string();
     let stamp = |s: &str| -> Vec<String> {
-        ["stamp", "--version", "1", "--board", "b", "-s", s, "-o", "x.fwi"]
-            .iter()
-            .map(|a| a.to_string())
-            .collect()
+        [
+            "stamp",
+            "--version",
+            "1",
+            "--board",
+            "b",
+            "-s",
+            s,
+            "-o",
+            "x.fwi",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
     };
     let cases: Vec<(Vec<String>, &str, &str)> = vec![
         (vec!["inspect".into(), fifo.clone()], &fifo, "a FIFO"),
         (
-            vec!["verify".into(), "-k".into(), "release.pub.pem".into(), fifo.clone()],
+            vec![
+                "verify".into(),
+                "-k".into(),
+                "release.pub.pem".into(),
+                fifo.clone(),
+            ],
             &fifo,
             "a FIFO",
         ),
         (
-            vec!["verify".into(), "-k".into(), fifo.clone(), "update.fwi".into()],
+            vec![
+                "verify".into(),
+                "-k".into(),
+                fifo.clone(),
+                "update.fwi".into(),
+            ],
             &fifo,
             "a FIFO",
         ),
         (
-            vec!["sign".into(), "update.fwi".into(), "--key".into(), fifo.clone()],
+            vec![
+                "sign".into(),
+                "update.fwi".into(),
+                "--key".into(),
+                fifo.clone(),
+            ],
             &fifo,
             "a FIFO",
         ),
-        (vec!["sign".into(), fifo.clone(), "--key".into(), "release.pem".into()], &fifo, "a FIFO"),
+        (
+            vec![
+                "sign".into(),
+                fifo.clone(),
+                "--key".into(),
+                "release.pem".into(),
+            ],
+            &fifo,
+            "a FIFO",
+        ),
         (stamp(&seg), &fifo, "a FIFO"),
         (stamp(&seg_zero), "/dev/zero", "a character device"),
         (
@@ -204,7 +245,11 @@ fn inputs_that_are_not_regular_files_are_named_and_exit_3() {
             "/dev/zero",
             "a character device",
         ),
-        (vec!["disk".into(), "--inspect".into(), fifo.clone()], &fifo, "a FIFO"),
+        (
+            vec!["disk".into(), "--inspect".into(), fifo.clone()],
+            &fifo,
+            "a FIFO",
+        ),
         (
             vec![
                 "build".into(),
@@ -297,11 +342,14 @@ fn a_closed_stdout_ends_quietly() {
     let d = tempfile::tempdir().unwrap();
     // Far more listing than a pipe buffer holds.
     let archive = cpio_archive(d.path(), 4000);
-    let mut child = command(&["initramfs", "--list", archive.to_str().unwrap()], d.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = command(
+        &["initramfs", "--list", archive.to_str().unwrap()],
+        d.path(),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut first = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
@@ -319,7 +367,9 @@ fn io_errors_name_their_path() {
     for (args, path) in [
         (
             &[
-                "stamp", "--version", "1",
+                "stamp",
+                "--version",
+                "1",
                 "--board",
                 "b",
                 "-s",
@@ -329,12 +379,23 @@ fn io_errors_name_their_path() {
             ][..],
             "no-such-dir",
         ),
-        (&["keygen", "-o", "no-such-dir/k.pem"][..], "no-such-dir/k.pem"),
         (
-            &["sign", "update.fwi", "--export-message", "no-such-dir/m.bin"][..],
+            &["keygen", "-o", "no-such-dir/k.pem"][..],
+            "no-such-dir/k.pem",
+        ),
+        (
+            &[
+                "sign",
+                "update.fwi",
+                "--export-message",
+                "no-such-dir/m.bin",
+            ][..],
             "no-such-dir",
         ),
-        (&["sign", "absent.fwi", "--key", "release.pem"][..], "absent.fwi"),
+        (
+            &["sign", "absent.fwi", "--key", "release.pem"][..],
+            "absent.fwi",
+        ),
     ] {
         let o = fwpack(args, &dir);
         let err = stderr(&o);
@@ -352,7 +413,16 @@ fn published_outputs_follow_the_umask_and_private_keys_stay_private() {
         ok(fwpack_umask(&["keygen", "-o", "k.pem"], dir, mask));
         ok(fwpack_umask(
             &[
-                "stamp", "--version", "1", "--board", "b", "-s", "rootfs=rootfs.img", "--key", "k.pem", "-o",
+                "stamp",
+                "--version",
+                "1",
+                "--board",
+                "b",
+                "-s",
+                "rootfs=rootfs.img",
+                "--key",
+                "k.pem",
+                "-o",
                 "u.fwi",
             ],
             dir,

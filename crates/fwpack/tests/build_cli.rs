@@ -123,7 +123,10 @@ fn bmaptool_flashes_sdcard_img_and_its_zst_through_the_block_map() {
             .expect("bmaptool (bmap-tools; cargo xtask deps installs it)");
         assert!(o.status.success(), "bmaptool copy {source}: {}", show(&o));
         let flashed = std::fs::read(&copy).unwrap();
-        assert!(flashed == image, "bmaptool's copy of {source} equals sdcard.img");
+        assert!(
+            flashed == image,
+            "bmaptool's copy of {source} equals sdcard.img"
+        );
         std::fs::remove_file(&copy).unwrap();
     }
 }
@@ -137,8 +140,19 @@ fn published_outputs_are_readable_under_umask_022() {
     let kernel = i.kernel.to_string_lossy().into_owned();
     let mut c = Command::new(env!("CARGO_BIN_EXE_fwpack"));
     c.args([
-        "build", "--board", "qemu-x86_64", "--out", "modes", "--kernel", &kernel, "--rootfs",
-        "rootfs.img", "--key", "release.pem", "--updater", &updater,
+        "build",
+        "--board",
+        "qemu-x86_64",
+        "--out",
+        "modes",
+        "--kernel",
+        &kernel,
+        "--rootfs",
+        "rootfs.img",
+        "--key",
+        "release.pem",
+        "--updater",
+        &updater,
     ])
     .current_dir(&i.dir)
     .env("SOURCE_DATE_EPOCH", build_common::EPOCH);

@@ -300,7 +300,12 @@ fn a_large_elf_is_checked_from_its_headers_alone() {
         v["facts"].take()
     };
     let small = fwpack_guarded(&["--machine", "aarch64", "--json"], &[&b.static_a64]);
-    assert_eq!(code(&small), 0, "{}", String::from_utf8_lossy(&small.stderr));
+    assert_eq!(
+        code(&small),
+        0,
+        "{}",
+        String::from_utf8_lossy(&small.stderr)
+    );
     let o = fwpack_guarded(&["--machine", "aarch64", "--json"], &[&big]);
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(facts(&o), facts(&small));

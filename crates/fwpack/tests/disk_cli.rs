@@ -273,7 +273,13 @@ fn bmaptool_flashes_the_image_through_its_block_map() {
     img[0x1fe] ^= 0xff;
     std::fs::write(d.join("corrupt.img"), &img).unwrap();
     let o = Command::new("bmaptool")
-        .args(["copy", "--bmap", "sdcard.img.bmap", "corrupt.img", "out.img"])
+        .args([
+            "copy",
+            "--bmap",
+            "sdcard.img.bmap",
+            "corrupt.img",
+            "out.img",
+        ])
         .current_dir(d)
         .output()
         .unwrap();

@@ -71,7 +71,10 @@ fn open_checked(path: &Path, block_ok: bool) -> Result<File> {
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    check(file.metadata().with_context(|| format!("reading {}", path.display()))?)?;
+    check(
+        file.metadata()
+            .with_context(|| format!("reading {}", path.display()))?,
+    )?;
     Ok(file)
 }
 
