@@ -733,16 +733,13 @@ fn strip_info(
     } else {
         usize::from(hdr.e_shstrndx)
     };
-    let names = shdrs
-        .get(shstrndx)
-        .filter(|_| shstrndx != 0)
-        .and_then(|s| {
-            if s.sh_size > MAX_TABLE {
-                too_large(out, "the section-name table", s.sh_size);
-                return None;
-            }
-            bytes.read(s.sh_offset, s.sh_size)
-        });
+    let names = shdrs.get(shstrndx).filter(|_| shstrndx != 0).and_then(|s| {
+        if s.sh_size > MAX_TABLE {
+            too_large(out, "the section-name table", s.sh_size);
+            return None;
+        }
+        bytes.read(s.sh_offset, s.sh_size)
+    });
     let name = |s: &SectionHeader| -> String {
         names
             .as_deref()

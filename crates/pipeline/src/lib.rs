@@ -9,6 +9,7 @@
 //! leaves a complete-looking `sdcard.img` or `manifest.json` behind.
 
 mod bootfiles;
+pub mod flash;
 mod slotkernel;
 mod updater_build;
 
@@ -323,6 +324,11 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
         &boot_dir,
         &stage.join("sdcard.img"),
     )?;
+    on(Event::Step {
+        step: "flash",
+        detail: "sdcard.img.bmap, sdcard.img.zst".into(),
+    });
+    flash::write_zst(&stage.join("sdcard.img"))?;
 
     // 5. Manifest, then the staged directory replaces the output.
     let mut artifacts = Vec::new();
@@ -352,15 +358,19 @@ struct Plan {
 
 /// Every input is checked before anything is built or written.
 fn preflight(board: &Board, inputs: &Inputs) -> Result<Plan, Error> {
-    let must_exist = |p: &Path, what: &str| {
-        if p.is_file() {
-            Ok(())
-        } else {
-            Err(Error::MissingInput(format!(
-                "{what} {} does not exist",
-                p.display()
-            )))
-        }
+    // A FIFO or device is named for what it is: reading one would block,
+    // never end, or look like a truncated file.
+    let must_exist = |p: &Path, what: &str| match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(m) => Err(Error::MissingInput(format!(
+            "{what} {} is {}, not a regular file",
+            p.display(),
+            file_kind(&m)
+        ))),
+        Err(_) => Err(Error::MissingInput(format!(
+            "{what} {} does not exist",
+            p.display()
+        ))),
     };
     must_exist(&inputs.kernel, "kernel")?;
     must_exist(&inputs.recipe, "recipe")?;
@@ -681,6 +691,24 @@ fn publish(staging: tempfile::TempDir, out: &Path) -> Result<(), Error> {
     std::fs::rename(&path, out).map_err(io)?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
+}
+
+fn file_kind(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "not a file"
+    }
 }
 
 fn mkdir(p: &Path) -> Result<(), Error> {
