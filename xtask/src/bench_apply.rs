@@ -127,11 +127,11 @@ impl Sample {
 
 pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
     let opts = Opts::parse(args)?;
-    let work = root.join("target/bench-apply");
+    let work = crate::target_dir().join("bench-apply");
     fs::create_dir_all(&work)?;
     cmd!(sh, "cargo build --release -p fwpack").run()?;
     let fwpack = work.join("fwpack");
-    fs::copy(root.join("target/release/fwpack"), &fwpack).context("copying the release fwpack")?;
+    fs::copy(crate::target_dir().join("release/fwpack"), &fwpack).context("copying the release fwpack")?;
     let sh_work = sh.clone();
     sh_work.change_dir(&work);
     if !work.join("k.pem").exists() {
@@ -187,7 +187,7 @@ fn rss_by_size(sh: &Shell, root: &Path, fwpack: &Path, work: &Path, sizes: &[u64
     )
     .run()?;
     let updater = work.join("fwpack-updater");
-    fs::copy(root.join("target/release/fwpack-updater"), &updater)
+    fs::copy(crate::target_dir().join("release/fwpack-updater"), &updater)
         .context("copying the release fwpack-updater")?;
     println!("\npeak RSS applying an image of zeros (uncompressed), MiB:");
     println!("{:>7} {:>12} {:>16}", "image", "fwpack", "fwpack-updater");

@@ -26,8 +26,8 @@ pub fn run(sh: &Shell, root: &Path) -> Result<()> {
         }
     }
     cmd!(sh, "cargo build --release --quiet -p fwpack").run()?;
-    let fwpack = root.join("target/release/fwpack");
-    let work = root.join("target/bench-initramfs");
+    let fwpack = crate::target_dir().join("release/fwpack");
+    let work = crate::target_dir().join("bench-initramfs");
     let tree = work.join("tree");
     let (files, bytes) = generate(&tree)?;
     let recipe = work.join("bench.yaml");

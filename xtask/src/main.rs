@@ -13,6 +13,8 @@ mod deps;
 mod e2e;
 mod fresh;
 mod inputs;
+mod archive;
+mod fsx;
 mod release;
 
 use anyhow::{bail, Result};
@@ -107,6 +109,12 @@ fn test(sh: &Shell) -> Result<()> {
     // The short end-to-end run: qemu-x86_64, update + fallback + 3 power cuts.
     e2e::run(sh, &[])?;
     Ok(())
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the
+/// workspace) when set, as cargo itself does, else `target/`.
+pub fn target_dir() -> std::path::PathBuf {
+    testkit::target_dir()
 }
 
 fn project_root() -> std::path::PathBuf {

@@ -7,11 +7,12 @@ use board::Board;
 
 use crate::{Error, Event};
 
-/// Builds `fwpack-updater` for the board's target from the workspace at
-/// `workspace` and returns the path of the stripped static binary.
-pub fn build(board: &Board, workspace: &Path, on: &mut dyn FnMut(Event)) -> Result<PathBuf, Error> {
+/// The cargo command that builds `fwpack-updater` for the board's target
+/// from the workspace at `workspace`, and the binary it leaves. `cargo
+/// xtask release` builds the shipped updaters with this same command, so
+/// the two share cargo's cache.
+pub fn cargo_command(board: &Board, workspace: &Path) -> (Command, PathBuf) {
     let triple = &board.updater.rust_target;
-    ensure_rust_target(triple, on)?;
     let env_triple = triple.to_uppercase().replace('-', "_");
     let mut flags = vec!["-C".to_string(), "target-feature=+crt-static".to_string()];
     flags.extend(board.updater.rustflags.iter().cloned());
@@ -34,11 +35,6 @@ pub fn build(board: &Board, workspace: &Path, on: &mut dyn FnMut(Event)) -> Resu
     if let Some(linker) = &board.updater.linker {
         cmd.env(format!("CARGO_TARGET_{env_triple}_LINKER"), linker);
     }
-    on(Event::Step {
-        step: "updater",
-        detail: format!("cargo build --profile device --target {triple}"),
-    });
-    run(&mut cmd, "cargo build (updater)")?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"));
@@ -46,6 +42,20 @@ pub fn build(board: &Board, workspace: &Path, on: &mut dyn FnMut(Event)) -> Resu
         .join(triple)
         .join("device")
         .join("fwpack-updater");
+    (cmd, bin)
+}
+
+/// Builds `fwpack-updater` for the board's target from the workspace at
+/// `workspace` and returns the path of the stripped static binary.
+pub fn build(board: &Board, workspace: &Path, on: &mut dyn FnMut(Event)) -> Result<PathBuf, Error> {
+    let triple = &board.updater.rust_target;
+    ensure_rust_target(triple, on)?;
+    let (mut cmd, bin) = cargo_command(board, workspace);
+    on(Event::Step {
+        step: "updater",
+        detail: format!("cargo build --profile device --target {triple}"),
+    });
+    run(&mut cmd, "cargo build (updater)")?;
     if !bin.is_file() {
         return Err(Error::Tool {
             tool: "cargo build (updater)".into(),
