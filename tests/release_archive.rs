@@ -81,17 +81,25 @@ exec "$@"
 "#;
     let dirs = hidden_dirs();
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
-        .arg(cache)
-        .arg(tmp)
-        .arg(&dirs[0])
-        .args(&dirs)
-        .arg("--")
-        .arg(tmp.join("home/bin/fwpack"))
-        .args(args)
-        .env_clear()
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .env("HOME", tmp.join("home"));
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(cache)
+    .arg(tmp)
+    .arg(&dirs[0])
+    .args(&dirs)
+    .arg("--")
+    .arg(tmp.join("home/bin/fwpack"))
+    .args(args)
+    .env_clear()
+    .env("SOURCE_DATE_EPOCH", EPOCH)
+    .env("HOME", tmp.join("home"));
     let out = cmd.output().expect("unshare (util-linux)");
     assert_ne!(out.status.code(), Some(99), "{}", show(&out));
     out
@@ -133,7 +141,12 @@ fn release_archive_builds_and_boots_without_the_source_tree() {
         .unwrap();
     let tmp = std::fs::canonicalize(tmp_dir.path()).unwrap();
     for d in hidden_dirs() {
-        assert!(!tmp.starts_with(&d), "TMPDIR {} is inside {}", tmp.display(), d.display());
+        assert!(
+            !tmp.starts_with(&d),
+            "TMPDIR {} is inside {}",
+            tmp.display(),
+            d.display()
+        );
     }
 
     // The maintainer: cut the archive, signed.
@@ -154,13 +167,23 @@ fn release_archive_builds_and_boots_without_the_source_tree() {
         .arg(&dl)
         .args(["--artifacts-only", "--arch", arch, "--release-key"])
         .arg(&key));
-    eprintln!("release archive built in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "release archive built in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // The user: verify the download as docs/RELEASE.md says, unpack.
     let triple = format!("{arch}-unknown-linux-musl");
     let name = format!("fwpack-{version}-{triple}.tar.gz");
     ok(Command::new("openssl")
-        .args(["pkeyutl", "-verify", "-pubin", "-inkey", "release.pub.pem", "-rawin"])
+        .args([
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            "release.pub.pem",
+            "-rawin",
+        ])
         .args(["-in", "SHA256SUMS", "-sigfile", "SHA256SUMS.sig"])
         .current_dir(&dl));
     ok(Command::new("sha256sum")
@@ -230,7 +253,8 @@ fn release_archive_builds_and_boots_without_the_source_tree() {
         .unwrap()
         .filter_map(|e| {
             let p = e.unwrap().path();
-            (p.extension()? == "yaml").then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
+            (p.extension()? == "yaml")
+                .then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
         })
         .collect();
     shipped.sort();
@@ -238,7 +262,8 @@ fn release_archive_builds_and_boots_without_the_source_tree() {
 
     let keygen = hidden(&tmp, &cache, &["keygen", "-o", "k.pem"]);
     assert!(keygen.status.success(), "{}", show(&keygen));
-    let updater = std::fs::read(home.join("lib/fwpack/aarch64-unknown-linux-musl/fwpack-updater")).unwrap();
+    let updater =
+        std::fs::read(home.join("lib/fwpack/aarch64-unknown-linux-musl/fwpack-updater")).unwrap();
     for (board, out) in [("rpi-zero2w", "pi"), ("qemu-aarch64", "qemu")] {
         let mut args = vec![
             "build",
@@ -256,27 +281,47 @@ fn release_archive_builds_and_boots_without_the_source_tree() {
             "k.pem",
         ];
         if board == "rpi-zero2w" {
-            args.extend(["--dtb-dir", dtbs.as_str(), "--firmware-dir", firmware.as_str()]);
+            args.extend([
+                "--dtb-dir",
+                dtbs.as_str(),
+                "--firmware-dir",
+                firmware.as_str(),
+            ]);
         }
         let built = hidden(&tmp, &cache, &args);
         assert!(built.status.success(), "{board}: {}", show(&built));
         let report = String::from_utf8_lossy(&built.stderr);
-        assert!(report.contains("updater: shipped "), "{board}: {}", show(&built));
+        assert!(
+            report.contains("updater: shipped "),
+            "{board}: {}",
+            show(&built)
+        );
         // /init is the shipped updater, byte for byte (GNU cpio reads it).
         let init = ok(Command::new("sh").arg("-c").arg(format!(
             "gzip -dc {} | cpio -i --quiet --to-stdout init",
             home.join(out).join("boot/initramfs.cpio.gz").display()
         )));
-        assert!(init.stdout == updater, "{board}: /init differs from the shipped updater");
+        assert!(
+            init.stdout == updater,
+            "{board}: /init differs from the shipped updater"
+        );
         let manifest = std::fs::read_to_string(home.join(out).join("manifest.json")).unwrap();
-        let sha = ok(Command::new("sha256sum").arg(home.join("lib/fwpack/aarch64-unknown-linux-musl/fwpack-updater")));
-        let sha = String::from_utf8_lossy(&sha.stdout).split_whitespace().next().unwrap().to_owned();
+        let sha = ok(Command::new("sha256sum")
+            .arg(home.join("lib/fwpack/aarch64-unknown-linux-musl/fwpack-updater")));
+        let sha = String::from_utf8_lossy(&sha.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
         for want in [
             "\"source\": \"shipped\"".to_string(),
             format!("\"sha256\": \"{sha}\""),
             format!("\"version\": \"{version}\""),
         ] {
-            assert!(manifest.contains(&want), "{board}: manifest lacks {want}:\n{manifest}");
+            assert!(
+                manifest.contains(&want),
+                "{board}: manifest lacks {want}:\n{manifest}"
+            );
         }
     }
 
@@ -296,7 +341,10 @@ fn release_archive_builds_and_boots_without_the_source_tree() {
         MARKER,
     ] {
         if let Err(e) = c.wait_for(line, std::time::Duration::from_secs(180)) {
-            panic!("waiting for `{line}`: {e}; console log: {}", c.log_path().display());
+            panic!(
+                "waiting for `{line}`: {e}; console log: {}",
+                c.log_path().display()
+            );
         }
     }
 }

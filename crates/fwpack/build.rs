@@ -30,8 +30,9 @@ fn main() {
             .into_iter()
             .flatten()
             {
-                let abs = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default())
-                    .join(&path);
+                let abs =
+                    std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default())
+                        .join(&path);
                 println!("cargo:rerun-if-changed={}", abs.display());
             }
             git(&["rev-parse", "HEAD"])

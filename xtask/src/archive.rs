@@ -92,7 +92,10 @@ pub fn build_fwpack(sh: &Shell, host: &Host) -> Result<PathBuf> {
     build.run()?;
     let bin = crate::target_dir().join(triple).join("release/fwpack");
     if !bin.is_file() {
-        bail!("cargo built fwpack for {triple}, but {} is missing", bin.display());
+        bail!(
+            "cargo built fwpack for {triple}, but {} is missing",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -139,7 +142,11 @@ pub fn build_updaters(root: &Path) -> Result<Vec<Updater>> {
             );
         }
         if !bin.is_file() {
-            bail!("cargo built the {} updater, but {} is missing", u.triple, bin.display());
+            bail!(
+                "cargo built the {} updater, but {} is missing",
+                u.triple,
+                bin.display()
+            );
         }
         u.path = bin;
     }
@@ -235,7 +242,11 @@ pub fn assemble(
     };
     install(fwpack, "bin/fwpack", 0o755)?;
     for u in updaters {
-        install(&u.path, &format!("lib/fwpack/{}/fwpack-updater", u.triple), 0o755)?;
+        install(
+            &u.path,
+            &format!("lib/fwpack/{}/fwpack-updater", u.triple),
+            0o755,
+        )?;
     }
     for f in ["LICENSE-APACHE", "LICENSE-MIT", "README.md"] {
         install(&root.join(f), f, 0o644)?;
@@ -294,7 +305,9 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let rd = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
     for e in rd {
-        let p = e.with_context(|| format!("reading {}", dir.display()))?.path();
+        let p = e
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
         if p.is_dir() {
             out.extend(walk(&p)?);
         } else {
@@ -364,6 +377,12 @@ pub fn sign(sh: &Shell, sums: &Path, s: &Signing) -> Result<Option<PathBuf>> {
     )
     .quiet()
     .run()
-    .with_context(|| format!("the signature of {} does not verify with {}", sums.display(), pubkey.display()))?;
+    .with_context(|| {
+        format!(
+            "the signature of {} does not verify with {}",
+            sums.display(),
+            pubkey.display()
+        )
+    })?;
     Ok(Some(pubkey))
 }

@@ -19,7 +19,7 @@ use xshell::{cmd, Shell};
 
 const RUNS: usize = 3;
 
-pub fn run(sh: &Shell, root: &Path) -> Result<()> {
+pub fn run(sh: &Shell) -> Result<()> {
     for tool in ["cpio", "gzip", "find", "sh"] {
         if !crate::deps::on_path(tool) {
             bail!("`{tool}` is needed for the comparison; run `cargo xtask deps`");

@@ -5,10 +5,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-pub fn read(p: &Path) -> Result<Vec<u8>> {
-    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-}
-
 pub fn read_to_string(p: &Path) -> Result<String> {
     std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
 }

@@ -128,7 +128,10 @@ pub fn run(args: &[String]) -> Result<()> {
             println!("  firmware-dir  {}", f.display());
         }
         if i.kernel.is_some() {
-            println!("  fwpack build --build-updater --board {b} {}", i.build_args().join(" "));
+            println!(
+                "  fwpack build --build-updater --board {b} {}",
+                i.build_args().join(" ")
+            );
         }
     }
     Ok(())

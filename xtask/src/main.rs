@@ -4,6 +4,7 @@
 //! it installs what the tests need on a fresh Debian machine (only when
 //! missing), then runs format, lint and the whole test suite.
 
+mod archive;
 mod bench_apply;
 mod bench_fwimage;
 mod bench_http;
@@ -12,9 +13,8 @@ mod demo;
 mod deps;
 mod e2e;
 mod fresh;
-mod inputs;
-mod archive;
 mod fsx;
+mod inputs;
 mod release;
 
 use anyhow::{bail, Result};
@@ -59,14 +59,14 @@ fn main() -> Result<()> {
 /// `cargo xtask bench <what>`: one arm per benchmark module.
 fn bench(sh: &Shell, what: Option<&str>) -> Result<()> {
     match what {
-        Some("initramfs") => bench_initramfs::run(sh, &project_root()),
+        Some("initramfs") => bench_initramfs::run(sh),
         Some("apply") => {
             let rest: Vec<String> = std::env::args().skip(3).collect();
-            bench_apply::run(sh, &project_root(), &rest)
+            bench_apply::run(sh, &rest)
         }
         Some("http") => {
             let rest: Vec<String> = std::env::args().skip(3).collect();
-            bench_http::run(sh, &project_root(), &rest)
+            bench_http::run(sh, &rest)
         }
         Some("fwimage") => {
             let rest: Vec<String> = std::env::args().skip(3).collect();

@@ -383,7 +383,10 @@ fn check_recipes(sh: &Shell, commit: &str, mk: &str, bb: &str) -> Result<()> {
         let mut words = opts.split_whitespace();
         while let Some(w) = words.next() {
             if w == "--bin" {
-                return words.next().map(str::to_owned).context(format!("{what}: --bin without a name"));
+                return words
+                    .next()
+                    .map(str::to_owned)
+                    .context(format!("{what}: --bin without a name"));
             }
         }
         bail!("{what} names no --bin")
@@ -393,7 +396,8 @@ fn check_recipes(sh: &Shell, commit: &str, mk: &str, bb: &str) -> Result<()> {
         assignment(mk, "FWPACK_CARGO_BUILD_OPTS").unwrap_or_default(),
         "FWPACK_CARGO_BUILD_OPTS",
     )?;
-    declares_bin(mk_subdir, &mk_bin).context("fwpack.mk FWPACK_SUBDIR / FWPACK_CARGO_BUILD_OPTS")?;
+    declares_bin(mk_subdir, &mk_bin)
+        .context("fwpack.mk FWPACK_SUBDIR / FWPACK_CARGO_BUILD_OPTS")?;
     let host_subdir =
         assignment(mk, "HOST_FWPACK_SUBDIR").context("fwpack.mk: no HOST_FWPACK_SUBDIR")?;
     declares_bin(host_subdir, "fwpack").context("fwpack.mk HOST_FWPACK_SUBDIR")?;
@@ -410,7 +414,9 @@ fn check_recipes(sh: &Shell, commit: &str, mk: &str, bb: &str) -> Result<()> {
         .collect();
     let mut crt_static = false;
     for e in &env {
-        let (name, value) = e.split_once('=').context(format!("FWPACK_CARGO_ENV: {e}"))?;
+        let (name, value) = e
+            .split_once('=')
+            .context(format!("FWPACK_CARGO_ENV: {e}"))?;
         if let Some(key) = name.strip_prefix("CARGO_PROFILE_RELEASE_") {
             if !PROFILE_KEYS.contains(&key) {
                 bail!("FWPACK_CARGO_ENV: cargo has no profile setting {name}");
@@ -428,8 +434,8 @@ fn check_recipes(sh: &Shell, commit: &str, mk: &str, bb: &str) -> Result<()> {
         "CARGO_BUILD_FLAGS:append:class-target",
     )?;
     declares_bin(bb_subdir, &bb_bin).context("fwpack_git.bb CARGO_SRC_DIR / CARGO_BUILD_FLAGS")?;
-    let native =
-        assignment(bb, "CARGO_SRC_DIR:class-native").context("fwpack_git.bb: no native CARGO_SRC_DIR")?;
+    let native = assignment(bb, "CARGO_SRC_DIR:class-native")
+        .context("fwpack_git.bb: no native CARGO_SRC_DIR")?;
     declares_bin(native, "fwpack").context("fwpack_git.bb CARGO_SRC_DIR:class-native")?;
     if !assignment(bb, "RUSTFLAGS:append:class-target")
         .unwrap_or_default()
@@ -755,7 +761,11 @@ fn build_artifacts(sh: &Shell, root: &Path, dir: &Path, o: &Opts) -> Result<()> 
         bail!(
             "--arch {}: no such host arch (known: {})",
             o.arches.join(", "),
-            archive::HOSTS.iter().map(|h| h.arch).collect::<Vec<_>>().join(", ")
+            archive::HOSTS
+                .iter()
+                .map(|h| h.arch)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let signing = archive::Signing {
@@ -800,7 +810,9 @@ fn build_artifacts(sh: &Shell, root: &Path, dir: &Path, o: &Opts) -> Result<()> 
     }
     let mut names = Vec::new();
     for (host, bin) in &built {
-        let path = archive::assemble(sh, root, &o.version, host, bin, &runner, &updaters, &signing, &dir)?;
+        let path = archive::assemble(
+            sh, root, &o.version, host, bin, &runner, &updaters, &signing, &dir,
+        )?;
         let size = std::fs::metadata(&path)
             .with_context(|| format!("reading {}", path.display()))?
             .len();
@@ -824,7 +836,10 @@ fn build_artifacts(sh: &Shell, root: &Path, dir: &Path, o: &Opts) -> Result<()> 
             if pubkey != copy {
                 fsx::copy(&pubkey, &copy)?;
             }
-            println!("  SHA256SUMS signed; signature checked with {}", copy.display());
+            println!(
+                "  SHA256SUMS signed; signature checked with {}",
+                copy.display()
+            );
         }
         None => println!("  SHA256SUMS not signed (no --release-key / --signer-cmd)"),
     }
@@ -876,7 +891,11 @@ fn check_artifact(
     cmd!(sh, "{prog} {pre...} verify i.fwi --key k.pub.pem")
         .quiet()
         .run()?;
-    println!("  {name}: {}; {}; runs, stamps and verifies", said.trim(), elf.trim());
+    println!(
+        "  {name}: {}; {}; runs, stamps and verifies",
+        said.trim(),
+        elf.trim()
+    );
     Ok(())
 }
 
@@ -926,7 +945,8 @@ mod tests {
         let pin = assignment(&mk, "FWPACK_VERSION").unwrap().to_string();
         let rev = format!("{pin}^{{commit}}");
         if cmd!(sh, "git cat-file -e {rev}").quiet().run().is_ok() {
-            check_recipes(&sh, &pin, &mk, &bb).unwrap_or_else(|e| panic!("at the pin {pin}: {e:#}"));
+            check_recipes(&sh, &pin, &mk, &bb)
+                .unwrap_or_else(|e| panic!("at the pin {pin}: {e:#}"));
         } else {
             eprintln!("skipping the pin {pin}: not in this clone");
         }
@@ -939,15 +959,27 @@ mod tests {
         // binary name nobody declares, a profile key cargo does not know,
         // and a glibc-dynamic updater.
         let stale = set_assignment(&mk, "FWPACK_SUBDIR = ", "crates/updater").unwrap();
-        let err = format!("{:#}", check_recipes(&sh, "HEAD", &stale, &head_bb).unwrap_err());
-        assert!(err.contains("crates/updater/Cargo.toml at HEAD has no [[bin]] named fwpack-updater"), "{err}");
+        let err = format!(
+            "{:#}",
+            check_recipes(&sh, "HEAD", &stale, &head_bb).unwrap_err()
+        );
+        assert!(
+            err.contains("crates/updater/Cargo.toml at HEAD has no [[bin]] named fwpack-updater"),
+            "{err}"
+        );
         let renamed = head_mk.replace("--bin fwpack-updater", "--bin fwpack-update");
         assert!(check_recipes(&sh, "HEAD", &renamed, &head_bb).is_err());
-        let typo = head_mk.replace("CARGO_PROFILE_RELEASE_LTO=", "CARGO_PROFILE_RELEASE_LTO_MODE=");
+        let typo = head_mk.replace(
+            "CARGO_PROFILE_RELEASE_LTO=",
+            "CARGO_PROFILE_RELEASE_LTO_MODE=",
+        );
         assert!(check_recipes(&sh, "HEAD", &typo, &head_bb).is_err());
         let dynamic = head_mk.replace(" \\\n\tRUSTFLAGS=\"-C target-feature=+crt-static\"", "");
         assert_ne!(dynamic, head_mk);
-        let err = format!("{:#}", check_recipes(&sh, "HEAD", &dynamic, &head_bb).unwrap_err());
+        let err = format!(
+            "{:#}",
+            check_recipes(&sh, "HEAD", &dynamic, &head_bb).unwrap_err()
+        );
         assert!(err.contains("+crt-static"), "{err}");
     }
 

@@ -19,9 +19,18 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "qemu-riscv64",
         include_str!("../../../configs/qemu-riscv64.yaml"),
     ),
-    ("qemu-x86_64", include_str!("../../../configs/qemu-x86_64.yaml")),
-    ("rpi-zero2w", include_str!("../../../configs/rpi-zero2w.yaml")),
-    ("visionfive2", include_str!("../../../configs/visionfive2.yaml")),
+    (
+        "qemu-x86_64",
+        include_str!("../../../configs/qemu-x86_64.yaml"),
+    ),
+    (
+        "rpi-zero2w",
+        include_str!("../../../configs/rpi-zero2w.yaml"),
+    ),
+    (
+        "visionfive2",
+        include_str!("../../../configs/visionfive2.yaml"),
+    ),
 ];
 
 /// Where board configs come from.
@@ -87,7 +96,9 @@ impl Configs {
 /// How messages name a compiled-in config: the file it was compiled from,
 /// marked as built in so nobody looks for it on disk.
 fn shipped_path(name: &str) -> PathBuf {
-    Path::new("(built in)").join("configs").join(format!("{name}.yaml"))
+    Path::new("(built in)")
+        .join("configs")
+        .join(format!("{name}.yaml"))
 }
 
 #[cfg(test)]
@@ -105,7 +116,9 @@ mod tests {
         for name in &on_disk {
             let disk = std::fs::read_to_string(dir().join(format!("{name}.yaml"))).unwrap();
             assert_eq!(Configs::Shipped.text(name).unwrap().0, disk, "{name}");
-            let b = Configs::Shipped.find(name).unwrap_or_else(|e| panic!("{e}"));
+            let b = Configs::Shipped
+                .find(name)
+                .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(&b.name, name);
         }
     }
@@ -120,6 +133,9 @@ mod tests {
         assert_eq!(c.list().unwrap(), ["my-board"]);
         assert_eq!(c.find("my-board").unwrap().name, "my-board");
         let err = c.find("rpi-zero2w").unwrap_err().to_string();
-        assert!(err.contains("unknown board `rpi-zero2w` (known: my-board)"), "{err}");
+        assert!(
+            err.contains("unknown board `rpi-zero2w` (known: my-board)"),
+            "{err}"
+        );
     }
 }

@@ -27,7 +27,12 @@ pub fn shipped_updater(triple: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
     let prefix = exe.parent()?.parent()?;
-    Some(prefix.join("lib/fwpack").join(triple).join("fwpack-updater"))
+    Some(
+        prefix
+            .join("lib/fwpack")
+            .join(triple)
+            .join("fwpack-updater"),
+    )
 }
 
 /// The source checkout this fwpack was compiled from, if it is still

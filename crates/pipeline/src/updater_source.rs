@@ -60,7 +60,9 @@ pub(crate) fn resolve(
     Ok(match updater {
         Updater::File(p) => (p.clone(), "path"),
         Updater::Shipped(p) => (p.clone(), "shipped"),
-        Updater::Build { workspace } => (crate::updater_build::build(board, workspace, on)?, "built"),
+        Updater::Build { workspace } => {
+            (crate::updater_build::build(board, workspace, on)?, "built")
+        }
     })
 }
 

@@ -29,9 +29,13 @@ fn board(name: &str) -> board::Board {
 }
 
 fn updater(b: &board::Board) -> PathBuf {
-    pipeline::checked_updater(b, &pipeline::Updater::Build { workspace: root() }, &mut |_| {})
-        .map(|(bin, _)| bin)
-        .unwrap_or_else(|e| panic!("riscv64 updater: {e}"))
+    pipeline::checked_updater(
+        b,
+        &pipeline::Updater::Build { workspace: root() },
+        &mut |_| {},
+    )
+    .map(|(bin, _)| bin)
+    .unwrap_or_else(|e| panic!("riscv64 updater: {e}"))
 }
 
 /// An 8 MiB ext4 root filesystem whose `/sbin/init` prints [`MARKER`].
