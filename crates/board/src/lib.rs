@@ -1,14 +1,19 @@
 //! Board configurations: what `fwpack build --board NAME` needs to know
-//! about a board. One YAML file per board in `configs/`; unknown fields are
-//! errors, and every error names the file and line.
+//! about a board. One YAML file per board in `configs/`, compiled into the
+//! binary ([`Configs::Shipped`]); unknown fields are errors, and every
+//! error names the file and line.
 //!
 //! Invariant: a [`Board`] returned by [`Board::load`] has passed
 //! [`Board::validate`], so the build pipeline can rely on its numbers
 //! (sizes non-zero and aligned, slots fitting the disk, names sane).
 
+mod shipped;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use shipped::{Configs, SHIPPED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
