@@ -426,7 +426,8 @@ fn field_nginx_https_with_a_private_ca_and_pins() {
         "location = /down.fwi {{ return 302 {}; }}",
         plain.url("u.fwi")
     );
-    let nginx = Nginx::start_tls(&www, &d.join("srv.pem"), &d.join("srv.key"), &extra).unwrap();
+    let nginx =
+        Nginx::start_tls_with(&www, &d.join("srv.pem"), &d.join("srv.key"), &extra).unwrap();
     let url = nginx.url("u.fwi");
     let limit = Duration::from_secs(120);
     // Without --ca: the system's roots do not know this CA.

@@ -31,6 +31,7 @@ mod client;
 mod http;
 mod pin;
 mod pipe;
+mod render;
 #[cfg(feature = "tls")]
 mod tls;
 

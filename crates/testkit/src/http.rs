@@ -90,7 +90,7 @@ pub struct Nginx {
     root: PathBuf,
     port: u16,
     limit_rate: Option<u64>,
-    /// Certificate chain and key (PEM): serve https.
+    /// `(certificate chain, key)` PEM files: serve HTTPS instead of HTTP.
     tls: Option<(PathBuf, PathBuf)>,
     /// More directives for the `server` block (e.g. a `location` that
     /// redirects).
@@ -125,23 +125,22 @@ impl Nginx {
         Ok(n)
     }
 
-    /// Starts nginx serving `root` over https with this certificate chain
-    /// and key, plus `extra` directives in its `server` block.
-    pub fn start_tls(root: &Path, cert: &Path, key: &Path, extra: &str) -> Result<Nginx> {
-        let dir = tempfile::Builder::new()
-            .prefix("fwpack-nginx-")
-            .tempdir()
-            .map_err(io_err(std::env::temp_dir()))?;
-        let root = root.canonicalize().map_err(io_err(root.to_path_buf()))?;
-        let mut n = Nginx {
-            dir,
-            root,
-            port: free_port()?,
-            limit_rate: None,
-            tls: Some((cert.to_path_buf(), key.to_path_buf())),
-            extra: extra.to_string(),
-            child: None,
-        };
+    /// Starts nginx serving `root` over HTTPS with the certificate chain
+    /// `cert` and its key `key` (PEM files, e.g. made by the test with
+    /// openssl under a private CA).
+    pub fn start_tls(root: &Path, cert: &Path, key: &Path) -> Result<Nginx> {
+        Self::start_tls_with(root, cert, key, "")
+    }
+
+    /// [`Nginx::start_tls`] with `extra` directives in the `server` block.
+    pub fn start_tls_with(root: &Path, cert: &Path, key: &Path, extra: &str) -> Result<Nginx> {
+        let mut n = Self::start_limited(root, None)?;
+        n.stop();
+        n.extra = extra.to_string();
+        n.tls = Some((
+            cert.canonicalize().map_err(io_err(cert.to_path_buf()))?,
+            key.canonicalize().map_err(io_err(key.to_path_buf()))?,
+        ));
         n.launch()?;
         Ok(n)
     }
@@ -150,7 +149,7 @@ impl Nginx {
         self.port
     }
 
-    /// `http://127.0.0.1:<port>/<path>`.
+    /// `http://127.0.0.1:<port>/<path>` (`https://` with TLS).
     pub fn url(&self, path: &str) -> String {
         format!(
             "{}://127.0.0.1:{}/{}",
@@ -220,6 +219,17 @@ impl Nginx {
             .limit_rate
             .map(|r| format!("limit_rate {r};"))
             .unwrap_or_default();
+        let (ssl, tls) = match &self.tls {
+            Some((cert, key)) => (
+                " ssl",
+                format!(
+                    "ssl_certificate {};\n        ssl_certificate_key {};",
+                    cert.display(),
+                    key.display()
+                ),
+            ),
+            None => ("", String::new()),
+        };
         // Running as root, nginx would otherwise switch to `nobody`, who
         // may not read a test's files; single-process mode never switches.
         format!(
@@ -242,7 +252,7 @@ http {{
     keepalive_timeout 30s;
     server {{
         listen 127.0.0.1:{port}{ssl};
-        {certs}
+        {tls}
         root {root};
         location / {{ {rate} }}
         {extra}
@@ -251,16 +261,6 @@ http {{
 "#,
             port = self.port,
             root = self.root.display(),
-            ssl = if self.tls.is_some() { " ssl" } else { "" },
-            certs = self
-                .tls
-                .as_ref()
-                .map(|(c, k)| format!(
-                    "ssl_certificate {};\n        ssl_certificate_key {};",
-                    c.display(),
-                    k.display()
-                ))
-                .unwrap_or_default(),
             extra = self.extra,
         )
     }
