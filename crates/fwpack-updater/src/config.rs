@@ -203,6 +203,15 @@ pub struct Config {
     /// that panics reboots after N seconds, and the next boot counts the
     /// try.
     pub kexec_panic: u32,
+    /// May an active slot that cannot be booted give way to the other
+    /// slot when that one is below the rollback floor? (`refuse`: the
+    /// bootstrap waits in recovery instead.)
+    pub fallback_below_floor: updater::FallbackBelowFloor,
+    /// Hardware watchdog armed before a trial boot (watchdog.rs); `None`:
+    /// none.
+    pub watchdog: Option<PathBuf>,
+    /// Its timeout.
+    pub watchdog_timeout: Duration,
     /// Names of variables the kernel put in PID 1's environment (unknown
     /// `KEY=value` words of its command line) that are passed on to the
     /// slot's init; nothing else from there is ([`crate::pid1::take_environment`]).
@@ -223,6 +232,7 @@ pub const PROTECTED: &[&str] = &[
     "images",
     "init",
     "board",
+    "fallback_below_floor",
 ];
 
 /// Every key the parser knows (for the unknown-key warning).
@@ -250,6 +260,9 @@ const KEYS: &[&str] = &[
     "cmdline_overrides",
     "boot",
     "kexec_panic",
+    "fallback_below_floor",
+    "watchdog",
+    "watchdog_timeout",
     "init_env",
 ];
 
@@ -394,6 +407,9 @@ impl Config {
             safe_mode: false,
             boot: BootMethod::SwitchRoot,
             kexec_panic: 5,
+            fallback_below_floor: updater::FallbackBelowFloor::Refuse,
+            watchdog: None,
+            watchdog_timeout: Duration::from_secs(60),
             init_env: Vec::new(),
         };
         let mut warnings = Vec::new();
@@ -553,6 +569,11 @@ impl Config {
             }
             "verify_writes" => self.verify_writes = parse_bool(v)?,
             "boot" => self.boot = BootMethod::parse(v)?,
+            "fallback_below_floor" => {
+                self.fallback_below_floor = v.parse().map_err(|e: updater::Error| e.to_string())?
+            }
+            "watchdog" => self.watchdog = if v == "none" { None } else { Some(path(v)?) },
+            "watchdog_timeout" => self.watchdog_timeout = parse_seconds(v)?,
             "kexec_panic" => {
                 self.kexec_panic = match v.parse::<u32>() {
                     Ok(n) if (1..=3600).contains(&n) => n,
@@ -685,6 +706,41 @@ board = qemu-x86_64
             let e = Config::parse(&format!("target = /dev/vda\n{bad}\n")).unwrap_err();
             assert!(e.contains("line 2"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn floor_and_watchdog() {
+        use updater::FallbackBelowFloor as F;
+        let (c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert_eq!(
+            (c.fallback_below_floor, c.watchdog.is_none()),
+            (F::Refuse, true)
+        );
+        let (c, _) = Config::parse(
+            "target = /dev/vda\nfallback_below_floor = allow\nwatchdog = /dev/watchdog0\nwatchdog_timeout = 30\n",
+        )
+        .unwrap();
+        assert_eq!(c.fallback_below_floor, F::Allow);
+        assert_eq!(
+            c.watchdog.as_deref(),
+            Some(std::path::Path::new("/dev/watchdog0"))
+        );
+        assert_eq!(c.watchdog_timeout, Duration::from_secs(30));
+        for bad in [
+            "fallback_below_floor = yes",
+            "watchdog_timeout = 0",
+            "watchdog = rel",
+        ] {
+            assert!(
+                Config::parse(&format!("target = /dev/vda\n{bad}\n")).is_err(),
+                "{bad}"
+            );
+        }
+        // Allowing a rollback is not the command line's to decide.
+        let (mut c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert!(c
+            .apply_cmdline("fwpack.fallback_below_floor=allow")
+            .is_err());
     }
 
     #[test]

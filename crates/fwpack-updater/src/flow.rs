@@ -16,7 +16,7 @@ use crate::pid1::{self, Signals};
 use crate::runinfo::RunInfo;
 use crate::slotmount::open_disk;
 use crate::switchroot::InitArgs;
-use crate::{bootslot, devwait, kexecboot, kmod, switchroot, tryboot, update};
+use crate::{bootslot, devwait, kexecboot, kmod, recovery, switchroot, tryboot, update, watchdog};
 
 pub fn run(args: Vec<OsString>) -> ! {
     let kernel_env = pid1::take_environment();
@@ -120,16 +120,10 @@ fn boot(cfg: &Config, signals: &mut Signals, init: &InitArgs) -> Result<Infallib
         return kexecboot::slot_stage(cfg, &disk, slot?, init);
     }
 
-    match update::check_and_apply(cfg, &disk, signals) {
+    match update::check_and_apply(cfg, &disk, signals, false) {
         Ok(update::Outcome::Nothing) => {}
         Ok(update::Outcome::Applied { slot, tries }) => {
-            if let Some(tb) = &cfg.tryboot {
-                prepare_tryboot(cfg, tb, slot, signals)?;
-                log!("slot {slot} is pending; rebooting into it once with the firmware's tryboot flag");
-                pid1::reboot_with_arg(c"0 tryboot");
-            }
-            log!("slot {slot} is pending ({tries} tries); rebooting into it");
-            pid1::finish(Action::Reboot);
+            return reboot_into(cfg, slot, tries, signals)
         }
         // The running slot is untouched by a refused update: boot it.
         Err(e) => log!("{e}; booting the current slot"),
@@ -193,10 +187,30 @@ fn boot(cfg: &Config, signals: &mut Signals, init: &InitArgs) -> Result<Infallib
     drop(storage);
 
     let (mut slot, mut trial) =
-        bootslot::mount_chosen(cfg, &disk, &group, &mut area, decision.slot, decision.trial)?;
+        match bootslot::mount_chosen(cfg, &disk, &group, &mut area, decision.slot, decision.trial)?
+        {
+            bootslot::Chosen::Mounted(slot, trial) => (slot, trial),
+            bootslot::Chosen::Recovery(why) => {
+                let (slot, tries) = recovery::wait(cfg, &disk, signals, &why);
+                return reboot_into(cfg, slot, tries, signals);
+            }
+        };
+    // Left running into the trial slot (watchdog.rs); dropped without the
+    // magic close.
+    let mut wd = if trial {
+        watchdog::Watchdog::arm(cfg, &format!("for the trial of slot {slot}"))
+    } else {
+        None
+    };
     if cfg.boot == BootMethod::Kexec {
         // Returns only when the bootstrap cannot kexec (the slot mounted).
         (slot, trial) = kexecboot::boot(cfg, &disk, &group, &mut area, slot, trial)?;
+        if !trial {
+            // Fell back to the active slot under this kernel.
+            if let Some(w) = wd.take() {
+                w.disarm();
+            }
+        }
     }
 
     let info = RunInfo {
@@ -222,6 +236,22 @@ fn boot(cfg: &Config, signals: &mut Signals, init: &InitArgs) -> Result<Infallib
     signals.act_on_request();
     log!("switching root to slot {slot}, running {}", cfg.init);
     switchroot::switch_root(&cfg.init, init)
+}
+
+/// After an update was applied to `slot` and made pending: reboot into it.
+fn reboot_into(
+    cfg: &Config,
+    slot: Slot,
+    tries: u8,
+    signals: &mut Signals,
+) -> Result<Infallible, String> {
+    if let Some(tb) = &cfg.tryboot {
+        prepare_tryboot(cfg, tb, slot, signals)?;
+        log!("slot {slot} is pending; rebooting into it once with the firmware's tryboot flag");
+        pid1::reboot_with_arg(c"0 tryboot");
+    }
+    log!("slot {slot} is pending ({tries} tries); rebooting into it");
+    pid1::finish(Action::Reboot)
 }
 
 /// Before the tryboot reboot: autoboot.txt must send a tryboot to the new

@@ -19,7 +19,8 @@ use std::ops::Range;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::state::{BootedSlot, Slot};
+use crate::layout::Slot;
+use crate::running::BootedSlot;
 use crate::storage::BusyCheck;
 
 /// A device number as `(major, minor)`.
