@@ -35,6 +35,7 @@ const CONFIG: &str = "target = /dev/vda\n\
     on_failure = poweroff\n\
     slot_device = partition\n\
     boot = kexec\n\
+    kexec_dtb = slot\n\
     kexec_panic = 1\n";
 
 struct Setup {
