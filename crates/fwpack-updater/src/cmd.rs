@@ -405,7 +405,12 @@ fn open_source(o: &Opts, spec: &Spec) -> Result<imagesource::Opened, Fail> {
         timeout: Duration::from_secs(o.timeout.unwrap_or(30)),
         retries: o.retries.unwrap_or(5),
         tls: imagesource::TlsOptions {
-            ca_file: o.ca.clone(),
+            // Else what updater.conf's `ca` left in /run, else the system's.
+            ca_file: o.ca.clone().or_else(|| {
+                Path::new(crate::runinfo::CA)
+                    .is_file()
+                    .then(|| PathBuf::from(crate::runinfo::CA))
+            }),
             pins: o.pins.clone(),
         },
         ..HttpOptions::default()

@@ -213,7 +213,7 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
             (dev, t.fstype.clone(), t.partitions)
         }),
     };
-    if let Err(e) = info.save(&cfg.keys) {
+    if let Err(e) = info.save(&cfg.keys, cfg.ca.as_deref()) {
         // Booting matters more than the convenience of mark-good defaults.
         log!("{e} (`fwpack-updater mark-good` will need --target and --slot)");
     }
