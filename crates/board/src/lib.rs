@@ -1,14 +1,19 @@
 //! Board configurations: what `fwpack build --board NAME` needs to know
-//! about a board. One YAML file per board in `configs/`; unknown fields are
-//! errors, and every error names the file and line.
+//! about a board. One YAML file per board in `configs/`, compiled into the
+//! binary ([`Configs::Shipped`]); unknown fields are errors, and every
+//! error names the file and line.
 //!
 //! Invariant: a [`Board`] returned by [`Board::load`] has passed
 //! [`Board::validate`], so the build pipeline can rely on its numbers
 //! (sizes non-zero and aligned, slots fitting the disk, names sane).
 
+mod shipped;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use shipped::{Configs, SHIPPED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,6 +56,57 @@ pub struct Board {
     /// How the updater starts the chosen slot (updater.conf `boot`).
     #[serde(default)]
     pub boot: SlotBoot,
+    /// When the active slot cannot be booted and the other slot is below
+    /// the rollback floor: `refuse` (recovery: wait for a signed image)
+    /// or `allow` (boot it; `status` then says so). updater.conf
+    /// `fallback_below_floor`.
+    #[serde(default)]
+    pub fallback_below_floor: FallbackBelowFloor,
+    /// The hardware watchdog armed for trial boots; none if absent.
+    #[serde(default)]
+    pub watchdog: Option<Watchdog>,
+}
+
+/// See [`Board::fallback_below_floor`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackBelowFloor {
+    #[default]
+    Refuse,
+    Allow,
+}
+
+impl FallbackBelowFloor {
+    /// The updater.conf value.
+    pub fn name(self) -> &'static str {
+        match self {
+            FallbackBelowFloor::Refuse => "refuse",
+            FallbackBelowFloor::Allow => "allow",
+        }
+    }
+}
+
+/// The hardware watchdog PID 1 arms while it applies and before a trial
+/// boot (docs/FORMAT.md, "Watchdog").
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watchdog {
+    /// Its driver: loaded by the initramfs with `kernel.modules` (a
+    /// built-in driver is fine).
+    pub module: String,
+    #[serde(default = "default_watchdog_device")]
+    pub device: String,
+    /// Seconds without a ping before the board resets: long enough for
+    /// the slot to boot until its init pings.
+    #[serde(default = "default_watchdog_timeout")]
+    pub timeout_s: u32,
+}
+
+fn default_watchdog_device() -> String {
+    "/dev/watchdog0".into()
+}
+fn default_watchdog_timeout() -> u32 {
+    60
 }
 
 /// How the updater (PID 1 of the bootstrap initramfs) starts the slot it
@@ -226,6 +282,18 @@ fn default_tries() -> u8 {
 const MIB: u64 = 1024 * 1024;
 
 impl Board {
+    /// Kernel modules the initramfs loads: `kernel.modules`, then the
+    /// watchdog's driver.
+    pub fn initramfs_modules(&self) -> Vec<String> {
+        let mut m = self.kernel.modules.clone();
+        if let Some(w) = &self.watchdog {
+            if !m.contains(&w.module) {
+                m.push(w.module.clone());
+            }
+        }
+        m
+    }
+
     /// Loads and validates a board file.
     pub fn load(path: &Path) -> Result<Board, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
@@ -358,6 +426,14 @@ impl Board {
         if self.ram.initramfs_budget_mib == 0 || self.ram.initramfs_budget_mib >= self.ram.total_mib
         {
             return Err("ram.initramfs_budget_mib must be > 0 and below ram.total_mib".into());
+        }
+        if let Some(w) = &self.watchdog {
+            if w.module.is_empty()
+                || !w.device.starts_with("/dev/")
+                || !(1..=3600).contains(&w.timeout_s)
+            {
+                return Err("watchdog: module must be named, device must be under /dev/, timeout_s must be 1..=3600".into());
+            }
         }
         if self.boot_files.tryboot && self.kernel.boot != KernelBoot::RpiFirmware {
             return Err("boot_files.tryboot needs kernel.boot: rpi-firmware".into());

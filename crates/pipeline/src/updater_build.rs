@@ -7,11 +7,12 @@ use board::Board;
 
 use crate::{Error, Event};
 
-/// Builds `fwpack-updater` for the board's target from the workspace at
-/// `workspace` and returns the path of the stripped static binary.
-pub fn build(board: &Board, workspace: &Path, on: &mut dyn FnMut(Event)) -> Result<PathBuf, Error> {
+/// The cargo command that builds `fwpack-updater` for the board's target
+/// from the workspace at `workspace`, the binary it leaves, and a one-line
+/// description for the build report. `cargo xtask release` builds the
+/// shipped updaters with this same command, so the two share cargo's cache.
+pub fn cargo_command(board: &Board, workspace: &Path) -> (Command, PathBuf, String) {
     let triple = &board.updater.rust_target;
-    ensure_rust_target(triple, on)?;
     let env_triple = triple.to_uppercase().replace('-', "_");
     let mut flags = vec!["-C".to_string(), "target-feature=+crt-static".to_string()];
     flags.extend(board.updater.rustflags.iter().cloned());
@@ -56,15 +57,23 @@ pub fn build(board: &Board, workspace: &Path, on: &mut dyn FnMut(Event)) -> Resu
             detail.push_str(&format!(" ({cc_var}={cc})"));
         }
     }
+    let bin = target_dir
+        .join(triple)
+        .join("device")
+        .join("fwpack-updater");
+    (cmd, bin, detail)
+}
+
+/// Builds `fwpack-updater` for the board's target from the workspace at
+/// `workspace` and returns the path of the stripped static binary.
+pub fn build(board: &Board, workspace: &Path, on: &mut dyn FnMut(Event)) -> Result<PathBuf, Error> {
+    ensure_rust_target(&board.updater.rust_target, on)?;
+    let (mut cmd, bin, detail) = cargo_command(board, workspace);
     on(Event::Step {
         step: "updater",
         detail,
     });
     run(&mut cmd, "cargo build (updater)")?;
-    let bin = target_dir
-        .join(triple)
-        .join("device")
-        .join("fwpack-updater");
     if !bin.is_file() {
         return Err(Error::Tool {
             tool: "cargo build (updater)".into(),

@@ -4,7 +4,8 @@
 
 use fwimage::KeyId;
 
-use crate::state::{Slot, SlotState};
+use crate::bootstate::SlotState;
+use crate::layout::Slot;
 
 /// Stages of an apply, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -165,6 +165,8 @@ fn main() {
     if let Some(l) = root.lines().find(|l| l.split(' ').nth(4) == Some("/")) {
         let _ = writeln!(out, "FWPACK-TEST root mount: {}", l);
     }
+    let env: Vec<String> = std::env::vars_os().map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())).collect();
+    let _ = writeln!(out, "FWPACK-TEST env: {}", env.join(" "));
     if std::path::Path::new("/etc/fwpack-test/mark-good").exists() {
         let st = Command::new("/run/fwpack/fwpack-updater").arg("mark-good").status();
         let _ = writeln!(out, "FWPACK-TEST mark-good: {:?}", st.map(|s| s.code()));
@@ -203,7 +205,7 @@ pub fn rootfs(work: &Path, arch: Arch, name: &str, version: u64, mark_good: bool
 }
 
 /// [`rootfs`] with another `/sbin/init`, extra files (path in the tree,
-/// contents, mode) and size.
+/// contents, mode; a mode with `S_IFIFO` makes a named pipe) and size.
 pub fn rootfs_with(
     work: &Path,
     name: &str,
@@ -234,6 +236,12 @@ pub fn rootfs_with(
     for (path, data, mode) in extra {
         let p = tree.join(path.trim_start_matches('/'));
         fs::create_dir_all(p.parent().unwrap()).unwrap();
+        if mode & 0o170000 == 0o010000 {
+            // S_IFIFO: a named pipe (mkfs.ext4 -d copies it as one).
+            let st = Command::new("mkfifo").arg(&p).status().unwrap();
+            assert!(st.success(), "mkfifo {}", p.display());
+            continue;
+        }
         fs::write(&p, data).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
     }
