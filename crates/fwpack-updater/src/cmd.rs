@@ -468,7 +468,12 @@ fn open_source(o: &Opts, spec: &Spec) -> Result<imagesource::Opened, Fail> {
         max_rate: o.max_rate.filter(|&m| m > 0),
         redirect_hosts: o.redirect_hosts.clone(),
         tls: imagesource::TlsOptions {
-            ca_file: o.ca.clone(),
+            // Else what updater.conf's `ca` left in /run, else the system's.
+            ca_file: o.ca.clone().or_else(|| {
+                Path::new(crate::runinfo::CA)
+                    .is_file()
+                    .then(|| PathBuf::from(crate::runinfo::CA))
+            }),
             pins: o.pins.clone(),
         },
         ..HttpOptions::default()

@@ -187,6 +187,9 @@ pub struct Config {
     /// Load-order file: absolute module paths, one per line.
     pub modules: Option<PathBuf>,
     pub keys: PathBuf,
+    /// CA bundle (PEM) for https sources, copied to /run/fwpack for the
+    /// running system's `apply`/`check` (default there: the system's).
+    pub ca: Option<PathBuf>,
     pub images: Option<Images>,
     pub device_timeout: Duration,
     pub on_failure: Action,
@@ -241,6 +244,7 @@ pub const PROTECTED: &[&str] = &[
     "state_copy_distance",
     "modules",
     "keys",
+    "ca",
     "images",
     "init",
     "board",
@@ -272,6 +276,7 @@ const KEYS: &[&str] = &[
     "cmdline_overrides",
     "boot",
     "kexec_panic",
+    "ca",
     "fallback_below_floor",
     "watchdog",
     "watchdog_timeout",
@@ -403,6 +408,7 @@ impl Config {
             state_copy_distance: updater::DEFAULT_STATE_COPY_DISTANCE,
             modules: None,
             keys: PathBuf::from("/etc/fwpack/keys"),
+            ca: None,
             images: None,
             device_timeout: Duration::from_secs(30),
             on_failure: Action::Reboot,
@@ -546,6 +552,7 @@ impl Config {
             "state_copy_distance" => self.state_copy_distance = parse_size(v)?,
             "modules" => self.modules = if v.is_empty() { None } else { Some(path(v)?) },
             "keys" => self.keys = path(v)?,
+            "ca" => self.ca = if v.is_empty() || v == "none" { None } else { Some(path(v)?) },
             "images" => {
                 self.images = if v.is_empty() || v == "none" {
                     None
@@ -931,6 +938,17 @@ board = qemu-x86_64
     }
 
     #[test]
+    fn ca_bundle_key() {
+        let (c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert_eq!(c.ca, None);
+        let (c, _) = Config::parse("target = /dev/vda\nca = /etc/fwpack/ca.pem\n").unwrap();
+        assert_eq!(c.ca.as_deref(), Some(std::path::Path::new("/etc/fwpack/ca.pem")));
+        let (c, _) = Config::parse("target = /dev/vda\nca = none\n").unwrap();
+        assert_eq!(c.ca, None);
+        assert!(Config::parse("target = /dev/vda\nca = ca.pem\n").is_err());
+    }
+
+    #[test]
     fn protected_keys_need_permission() {
         let (mut c, _) = Config::parse(
             "target = /dev/vda
@@ -941,6 +959,7 @@ board = qemu-x86_64
         for w in [
             "fwpack.target=/dev/sdb",
             "fwpack.keys=/tmp/k",
+            "fwpack.ca=/tmp/evil-ca.pem",
             "fwpack.images=/mnt/usb",
             "fwpack.init=/bin/sh",
             "fwpack.modules=/tmp/evil.load",

@@ -394,7 +394,7 @@ pub fn slot_stage(
         trial: area.boot().pending == Some(slot),
         tryboot: None,
     };
-    if let Err(e) = info.save(&cfg.keys) {
+    if let Err(e) = info.save(&cfg.keys, cfg.ca.as_deref()) {
         log!("{e} (`fwpack-updater mark-good` will need --target and --slot)");
     }
     log!("switching root to slot {slot}, running {}", cfg.init);
