@@ -125,13 +125,14 @@ impl Sample {
     }
 }
 
-pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
+pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     let opts = Opts::parse(args)?;
-    let work = root.join("target/bench-apply");
+    let work = crate::target_dir().join("bench-apply");
     fs::create_dir_all(&work)?;
     cmd!(sh, "cargo build --release -p fwpack").run()?;
     let fwpack = work.join("fwpack");
-    fs::copy(root.join("target/release/fwpack"), &fwpack).context("copying the release fwpack")?;
+    fs::copy(crate::target_dir().join("release/fwpack"), &fwpack)
+        .context("copying the release fwpack")?;
     let sh_work = sh.clone();
     sh_work.change_dir(&work);
     if !work.join("k.pem").exists() {
@@ -172,7 +173,7 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
     let size = opts.sizes_mib[0];
     minimize(&fwpack, &work, size, opts.runs)?;
     let _ = fs::remove_file(work.join("target.img"));
-    rss_by_size(sh, root, &fwpack, &work, &opts.rss_mib)?;
+    rss_by_size(sh, &fwpack, &work, &opts.rss_mib)?;
     Ok(())
 }
 
@@ -180,14 +181,14 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
 /// command (host build, same engine) for images of zeros (sparse
 /// payloads; the images themselves are real files): memory must not grow
 /// with the image.
-fn rss_by_size(sh: &Shell, root: &Path, fwpack: &Path, work: &Path, sizes: &[u64]) -> Result<()> {
+fn rss_by_size(sh: &Shell, fwpack: &Path, work: &Path, sizes: &[u64]) -> Result<()> {
     cmd!(
         sh,
         "cargo build --release -p fwpack-updater --bin fwpack-updater"
     )
     .run()?;
     let updater = work.join("fwpack-updater");
-    fs::copy(root.join("target/release/fwpack-updater"), &updater)
+    fs::copy(crate::target_dir().join("release/fwpack-updater"), &updater)
         .context("copying the release fwpack-updater")?;
     println!("\npeak RSS applying an image of zeros (uncompressed), MiB:");
     println!("{:>7} {:>12} {:>16}", "image", "fwpack", "fwpack-updater");

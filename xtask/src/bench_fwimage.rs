@@ -76,7 +76,7 @@ impl Opts {
 
 pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
     let opts = Opts::parse(args)?;
-    let work = root.join("target/bench-fwimage");
+    let work = crate::target_dir().join("bench-fwimage");
     fs::create_dir_all(&work)?;
     print_machine(sh, &opts);
 

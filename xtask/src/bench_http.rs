@@ -93,21 +93,22 @@ fn list(v: Option<&String>, what: &str) -> Result<Vec<u64>> {
         .collect()
 }
 
-pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
+pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     let opts = Opts::parse(args)?;
     for tool in ["nginx", "curl", "mkfs.ext4", "dd"] {
         if testkit::tools::find(tool).is_none() {
             bail!("`{tool}` is missing: run `cargo xtask deps`");
         }
     }
-    let work = root.join("target/bench-http");
+    let work = crate::target_dir().join("bench-http");
     let www = work.join("www");
     fs::create_dir_all(&www)?;
     cmd!(sh, "cargo build --release -p fwpack -p fwpack-updater").run()?;
     let fwpack = work.join("fwpack");
-    fs::copy(root.join("target/release/fwpack"), &fwpack).context("copying the release fwpack")?;
+    fs::copy(crate::target_dir().join("release/fwpack"), &fwpack)
+        .context("copying the release fwpack")?;
     let updater = work.join("fwpack-updater");
-    fs::copy(root.join("target/release/fwpack-updater"), &updater)
+    fs::copy(crate::target_dir().join("release/fwpack-updater"), &updater)
         .context("copying the release fwpack-updater")?;
     if !work.join("k.pem").exists() {
         quiet(

@@ -19,15 +19,15 @@ use xshell::{cmd, Shell};
 
 const RUNS: usize = 3;
 
-pub fn run(sh: &Shell, root: &Path) -> Result<()> {
+pub fn run(sh: &Shell) -> Result<()> {
     for tool in ["cpio", "gzip", "find", "sh"] {
         if !crate::deps::on_path(tool) {
             bail!("`{tool}` is needed for the comparison; run `cargo xtask deps`");
         }
     }
     cmd!(sh, "cargo build --release --quiet -p fwpack").run()?;
-    let fwpack = root.join("target/release/fwpack");
-    let work = root.join("target/bench-initramfs");
+    let fwpack = crate::target_dir().join("release/fwpack");
+    let work = crate::target_dir().join("bench-initramfs");
     let tree = work.join("tree");
     let (files, bytes) = generate(&tree)?;
     let recipe = work.join("bench.yaml");

@@ -128,7 +128,10 @@ pub fn run(args: &[String]) -> Result<()> {
             println!("  firmware-dir  {}", f.display());
         }
         if i.kernel.is_some() {
-            println!("  fwpack build --board {b} {}", i.build_args().join(" "));
+            println!(
+                "  fwpack build --build-updater --board {b} {}",
+                i.build_args().join(" ")
+            );
         }
     }
     Ok(())
@@ -189,7 +192,9 @@ pub struct Build<'a> {
 impl Build<'_> {
     pub fn command(&self) -> Command {
         let mut c = Command::new(self.fwpack);
-        c.args(["build", "--board", &self.inputs.board, "--out"])
+        // The updater of this checkout, built by cargo (not a shipped one).
+        c.args(["build", "--build-updater", "--board", &self.inputs.board])
+            .arg("--out")
             .arg(&self.out)
             .args(self.inputs.build_args());
         if let Some(r) = &self.rootfs {

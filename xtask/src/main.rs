@@ -4,6 +4,7 @@
 //! it installs what the tests need on a fresh Debian machine (only when
 //! missing), then runs format, lint and the whole test suite.
 
+mod archive;
 mod bench_apply;
 mod bench_fwimage;
 mod bench_http;
@@ -12,6 +13,7 @@ mod demo;
 mod deps;
 mod e2e;
 mod fresh;
+mod fsx;
 mod inputs;
 mod release;
 
@@ -57,14 +59,14 @@ fn main() -> Result<()> {
 /// `cargo xtask bench <what>`: one arm per benchmark module.
 fn bench(sh: &Shell, what: Option<&str>) -> Result<()> {
     match what {
-        Some("initramfs") => bench_initramfs::run(sh, &project_root()),
+        Some("initramfs") => bench_initramfs::run(sh),
         Some("apply") => {
             let rest: Vec<String> = std::env::args().skip(3).collect();
-            bench_apply::run(sh, &project_root(), &rest)
+            bench_apply::run(sh, &rest)
         }
         Some("http") => {
             let rest: Vec<String> = std::env::args().skip(3).collect();
-            bench_http::run(sh, &project_root(), &rest)
+            bench_http::run(sh, &rest)
         }
         Some("fwimage") => {
             let rest: Vec<String> = std::env::args().skip(3).collect();
@@ -107,6 +109,12 @@ fn test(sh: &Shell) -> Result<()> {
     // The short end-to-end run: qemu-x86_64, update + fallback + 3 power cuts.
     e2e::run(sh, &[])?;
     Ok(())
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the
+/// workspace) when set, as cargo itself does, else `target/`.
+pub fn target_dir() -> std::path::PathBuf {
+    testkit::target_dir()
 }
 
 fn project_root() -> std::path::PathBuf {

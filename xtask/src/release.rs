@@ -24,6 +24,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
+use crate::{archive, fsx};
+
 const HELP: &str = "\
 usage: cargo xtask release VERSION [options]
 
@@ -42,11 +44,18 @@ options:
   --tar PATH          GNU tar 1.35 or later for Buildroot (its archives are
                       tar 1.35's; Debian 12 ships 1.34, and Buildroot would
                       otherwise build host-tar, downloading it from GNU)
-  --artifacts DIR     also build the static host binaries (x86_64 and
-                      aarch64 musl) into DIR with SHA256SUMS, and check
-                      them: static (file, readelf, fwpack check-elf), run
-                      (--version, keygen/stamp/verify; aarch64 under
-                      qemu-aarch64-static)
+  --artifacts DIR     also write the release archives into DIR, one per
+                      host arch: fwpack-VERSION-TRIPLE.tar.gz holding the
+                      static fwpack, the static fwpack-updater of every
+                      board target (checked with check-elf against each
+                      board's policy), man pages, completions, licences
+                      and a SHA256SUMS (signed with the options below);
+                      DIR/SHA256SUMS lists the archives. The fwpack
+                      binaries are checked: static (file, readelf,
+                      check-elf), run (--version, keygen/stamp/verify;
+                      aarch64 under qemu-aarch64-static)
+  --arch ARCH         with --artifacts: only this host arch's archive
+                      (x86_64 or aarch64; repeatable; default both)
   --artifacts-only    with --artifacts: build and check the binaries of
                       the work tree only; no pins, no --buildroot, no
                       commit, no tag
@@ -69,6 +78,7 @@ struct Opts {
     tar: Option<PathBuf>,
     artifacts: Option<PathBuf>,
     artifacts_only: bool,
+    arches: Vec<String>,
     release_key: Option<PathBuf>,
     signer_cmd: Option<String>,
     release_pubkey: Option<PathBuf>,
@@ -86,6 +96,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         tar: None,
         artifacts: None,
         artifacts_only: false,
+        arches: Vec::new(),
         release_key: None,
         signer_cmd: None,
         release_pubkey: None,
@@ -106,6 +117,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--cargo" => o.cargos.push(value()?.into()),
             "--tar" => o.tar = Some(value()?.into()),
             "--artifacts" => o.artifacts = Some(value()?.into()),
+            "--arch" => o.arches.push(value()?),
             "--release-key" => o.release_key = Some(value()?.into()),
             "--signer-cmd" => o.signer_cmd = Some(value()?),
             "--release-pubkey" => o.release_pubkey = Some(value()?.into()),
@@ -190,11 +202,11 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
     // download reads FWPACK_SUBDIR, so this goes in before the archives.
     let device = device_crate(sh, &commit)?;
     let mk_path = root.join(MK);
-    let mk = std::fs::read_to_string(&mk_path)?;
-    std::fs::write(&mk_path, set_assignment(&mk, "FWPACK_SUBDIR = ", device)?)?;
+    let mk = fsx::read_to_string(&mk_path)?;
+    fsx::write(&mk_path, set_assignment(&mk, "FWPACK_SUBDIR = ", device)?)?;
     let recipe_path = root.join(RECIPE);
-    let recipe = std::fs::read_to_string(&recipe_path)?;
-    std::fs::write(
+    let recipe = fsx::read_to_string(&recipe_path)?;
+    fsx::write(
         &recipe_path,
         set_assignment(&recipe, "CARGO_SRC_DIR = ", &format!("\"{device}\""))?,
     )?;
@@ -231,8 +243,8 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
     }
 
     // fwpack.mk and fwpack.hash.
-    let mk = std::fs::read_to_string(&mk_path)?;
-    std::fs::write(&mk_path, set_assignment(&mk, "FWPACK_VERSION = ", &commit)?)?;
+    let mk = fsx::read_to_string(&mk_path)?;
+    fsx::write(&mk_path, set_assignment(&mk, "FWPACK_VERSION = ", &commit)?)?;
     let mut hash = String::from(
         "# Written by `cargo xtask release` (docs/RELEASE.md): each source archive\n\
          # hash was computed by the Buildroot release named above it, running\n\
@@ -245,10 +257,10 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
         hash.push_str(&format!("# Buildroot {}\n", series.join(", ")));
         hash.push_str(&format!("sha256  {digest}  {file}\n"));
     }
-    std::fs::write(root.join(HASH), hash)?;
+    fsx::write(&root.join(HASH), hash)?;
 
     // The Yocto recipe and its crates.
-    let mut recipe = std::fs::read_to_string(&recipe_path)?;
+    let mut recipe = fsx::read_to_string(&recipe_path)?;
     recipe = set_assignment(&recipe, "SRCREV = ", &format!("\"{commit}\""))?;
     recipe = set_assignment(&recipe, "PV = ", &format!("\"{}+git\"", o.version))?;
     let lic = lic_md5
@@ -257,11 +269,17 @@ pub fn run(sh: &Shell, root: &Path, args: &[String]) -> Result<()> {
         .collect::<Vec<_>>()
         .join(" \\\n                    ");
     recipe = set_assignment(&recipe, "LIC_FILES_CHKSUM = ", &format!("\"{lic}\""))?;
-    std::fs::write(&recipe_path, recipe)?;
+    fsx::write(&recipe_path, recipe)?;
     let script = root.join("meta-fwpack/scripts/fwpack-crates-inc.py");
     let inc = cmd!(sh, "python3 {script} {root} {commit}").read()?;
-    std::fs::write(root.join(CRATES_INC), inc + "\n")?;
+    fsx::write(&root.join(CRATES_INC), inc + "\n")?;
     println!("  wrote {MK}, {HASH}, {RECIPE}, {CRATES_INC}");
+    check_recipes(
+        sh,
+        &commit,
+        &fsx::read_to_string(&mk_path)?,
+        &fsx::read_to_string(&recipe_path)?,
+    )?;
 
     if o.test {
         // The pin tests: the hash of this machine's cargo layout against a
@@ -316,6 +334,126 @@ fn device_crate(sh: &Shell, commit: &str) -> Result<&'static str> {
         }
     }
     bail!("no crate at {commit} builds fwpack-updater (looked in crates/fwpack-updater and crates/updater)")
+}
+
+/// The value of `VAR = value` (first line only) in a make or BitBake file.
+fn assignment<'a>(text: &'a str, var: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(var)?.trim_start();
+        Some(rest.strip_prefix('=')?.trim().trim_matches('"'))
+    })
+}
+
+/// Keys `CARGO_PROFILE_RELEASE_<KEY>` that cargo reads from the
+/// environment (its profile settings).
+const PROFILE_KEYS: [&str; 10] = [
+    "OPT_LEVEL",
+    "DEBUG",
+    "SPLIT_DEBUGINFO",
+    "STRIP",
+    "DEBUG_ASSERTIONS",
+    "OVERFLOW_CHECKS",
+    "LTO",
+    "PANIC",
+    "INCREMENTAL",
+    "CODEGEN_UNITS",
+];
+
+/// What the Buildroot package and the Yocto recipe tell cargo exists at
+/// `commit`: the device crate's directory with a `[[bin]]` of the name
+/// they build, the host crate with `fwpack`, profile settings cargo knows,
+/// and +crt-static for the device binary (a glibc toolchain would link it
+/// dynamically otherwise). A pin to a commit where any of this is missing
+/// would break the packages' builds.
+fn check_recipes(sh: &Shell, commit: &str, mk: &str, bb: &str) -> Result<()> {
+    let declares_bin = |dir: &str, bin: &str| -> Result<()> {
+        let toml = git_blob(sh, commit, &format!("{dir}/Cargo.toml"))?;
+        let toml = String::from_utf8_lossy(&toml);
+        let mut in_bin = false;
+        for line in toml.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_bin = line == "[[bin]]";
+            } else if in_bin && line == format!("name = \"{bin}\"") {
+                return Ok(());
+            }
+        }
+        bail!("{dir}/Cargo.toml at {commit} has no [[bin]] named {bin}")
+    };
+    let bin_of = |opts: &str, what: &str| -> Result<String> {
+        let mut words = opts.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == "--bin" {
+                return words
+                    .next()
+                    .map(str::to_owned)
+                    .context(format!("{what}: --bin without a name"));
+            }
+        }
+        bail!("{what} names no --bin")
+    };
+    let mk_subdir = assignment(mk, "FWPACK_SUBDIR").context("fwpack.mk: no FWPACK_SUBDIR")?;
+    let mk_bin = bin_of(
+        assignment(mk, "FWPACK_CARGO_BUILD_OPTS").unwrap_or_default(),
+        "FWPACK_CARGO_BUILD_OPTS",
+    )?;
+    declares_bin(mk_subdir, &mk_bin)
+        .context("fwpack.mk FWPACK_SUBDIR / FWPACK_CARGO_BUILD_OPTS")?;
+    let host_subdir =
+        assignment(mk, "HOST_FWPACK_SUBDIR").context("fwpack.mk: no HOST_FWPACK_SUBDIR")?;
+    declares_bin(host_subdir, "fwpack").context("fwpack.mk HOST_FWPACK_SUBDIR")?;
+    // FWPACK_CARGO_ENV: a backslash-continued list of NAME=value.
+    let env: Vec<&str> = mk
+        .split("FWPACK_CARGO_ENV = \\\n")
+        .nth(1)
+        .context("fwpack.mk: no FWPACK_CARGO_ENV list")?
+        .lines()
+        .map_while(|l| {
+            let l = l.trim();
+            (!l.is_empty()).then(|| l.trim_end_matches('\\').trim())
+        })
+        .collect();
+    let mut crt_static = false;
+    for e in &env {
+        let (name, value) = e
+            .split_once('=')
+            .context(format!("FWPACK_CARGO_ENV: {e}"))?;
+        if let Some(key) = name.strip_prefix("CARGO_PROFILE_RELEASE_") {
+            if !PROFILE_KEYS.contains(&key) {
+                bail!("FWPACK_CARGO_ENV: cargo has no profile setting {name}");
+            }
+        } else if name == "RUSTFLAGS" {
+            crt_static = value.contains("target-feature=+crt-static");
+        }
+    }
+    if !crt_static {
+        bail!("FWPACK_CARGO_ENV does not pass -C target-feature=+crt-static: a glibc toolchain would link fwpack-updater dynamically");
+    }
+    let bb_subdir = assignment(bb, "CARGO_SRC_DIR").context("fwpack_git.bb: no CARGO_SRC_DIR")?;
+    let bb_bin = bin_of(
+        assignment(bb, "CARGO_BUILD_FLAGS:append:class-target").unwrap_or_default(),
+        "CARGO_BUILD_FLAGS:append:class-target",
+    )?;
+    declares_bin(bb_subdir, &bb_bin).context("fwpack_git.bb CARGO_SRC_DIR / CARGO_BUILD_FLAGS")?;
+    let native = assignment(bb, "CARGO_SRC_DIR:class-native")
+        .context("fwpack_git.bb: no native CARGO_SRC_DIR")?;
+    declares_bin(native, "fwpack").context("fwpack_git.bb CARGO_SRC_DIR:class-native")?;
+    if !assignment(bb, "RUSTFLAGS:append:class-target")
+        .unwrap_or_default()
+        .contains("target-feature=+crt-static")
+    {
+        bail!("fwpack_git.bb: RUSTFLAGS:append:class-target lacks +crt-static");
+    }
+    for line in bb.lines() {
+        if let Some(key) = line
+            .strip_prefix("export CARGO_PROFILE_RELEASE_")
+            .and_then(|r| r.split_whitespace().next())
+        {
+            if !PROFILE_KEYS.contains(&key) {
+                bail!("fwpack_git.bb: cargo has no profile setting CARGO_PROFILE_RELEASE_{key}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn workspace_version(cargo_toml: &str) -> Result<String> {
@@ -527,7 +665,7 @@ fn buildroot_archive_hash(
     }
     let tar_arg = format!(
         "TAR={}",
-        std::fs::canonicalize(cmd!(sh, "which {tar}").quiet().read()?)?.display()
+        fsx::canonicalize(Path::new(&cmd!(sh, "which {tar}").quiet().read()?))?.display()
     );
     let br = std::fs::canonicalize(br).with_context(|| format!("--buildroot {}", br.display()))?;
     let format = mk_var(&br.join("package/pkg-download.mk"), "BR_FMT_VERSION_cargo")?;
@@ -546,9 +684,9 @@ fn buildroot_archive_hash(
     if shipped < (1, 87) {
         bail!("Buildroot {br_version} ships Rust {rust}; fwpack's crates need 1.87 or later");
     }
-    let scratch = root.join("target/fwpack-release").join(&br_version);
+    let scratch = crate::target_dir().join("fwpack-release").join(&br_version);
     let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch)?;
+    fsx::create_dir_all(&scratch)?;
     let cargos = candidate_cargos(sh, &o.cargos, &scratch);
     let Some(cargo) = cargos.iter().find(|c| c.version == shipped).or_else(|| {
         cargos
@@ -609,119 +747,101 @@ fn buildroot_archive_hash(
     Ok((archive, digest, format!("{series} ({format}, Rust {rust})")))
 }
 
-/// Static musl host binaries of the work tree (which equals the pinned
-/// commit's code plus pin files), their SHA256SUMS and its signature.
+/// The release archives of the work tree (which equals the pinned
+/// commit's code plus pin files), one per host arch, their SHA256SUMS and
+/// its signature. See crate::archive for what an archive holds.
 fn build_artifacts(sh: &Shell, root: &Path, dir: &Path, o: &Opts) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let dir = std::fs::canonicalize(dir)?;
-    let mut names = Vec::new();
-    for (triple, arch) in [
-        ("x86_64-unknown-linux-musl", "x86_64"),
-        ("aarch64-unknown-linux-musl", "aarch64"),
-    ] {
+    fsx::create_dir_all(dir)?;
+    let dir = fsx::canonicalize(dir)?;
+    let hosts: Vec<&archive::Host> = archive::HOSTS
+        .iter()
+        .filter(|h| o.arches.is_empty() || o.arches.iter().any(|a| a == h.arch))
+        .collect();
+    if hosts.is_empty() {
+        bail!(
+            "--arch {}: no such host arch (known: {})",
+            o.arches.join(", "),
+            archive::HOSTS
+                .iter()
+                .map(|h| h.arch)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let signing = archive::Signing {
+        key: o.release_key.clone(),
+        signer_cmd: o.signer_cmd.clone(),
+        pubkey: o.release_pubkey.clone(),
+    };
+    let t = Instant::now();
+    let updaters = archive::build_updaters(root)?;
+    println!(
+        "  updaters for {} ({:.0} s)",
+        updaters
+            .iter()
+            .map(|u| u.triple.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        t.elapsed().as_secs_f64()
+    );
+    let mut built = Vec::new();
+    for host in &hosts {
         let t = Instant::now();
-        let mut build = cmd!(
-            sh,
-            "cargo build --release --locked -p fwpack --bin fwpack --target {triple}"
-        )
-        .env("RUSTFLAGS", "-C target-feature=+crt-static");
-        if arch == "x86_64" {
-            // ring's and zstd's C code, against musl's headers (Debian: musl-tools).
-            if cmd!(sh, "which musl-gcc").quiet().read().is_err() {
-                bail!("musl-gcc not found: install musl-tools (ring's and zstd's C code is built for musl with it)");
-            }
-            build = build.env("CC_x86_64_unknown_linux_musl", "musl-gcc");
-        }
-        if arch == "aarch64" {
-            // No aarch64 musl C toolchain is needed: Rust's own linker
-            // links the static binary, and ring's and zstd's C code is
-            // compiled by the aarch64 glibc cross gcc: it only includes
-            // freestanding headers and string.h, which agree with musl's.
-            build = build
-                .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER", "rust-lld")
-                .env("CC_aarch64_unknown_linux_musl", "aarch64-linux-gnu-gcc")
-                .env("AR_aarch64_unknown_linux_musl", "aarch64-linux-gnu-ar");
-        }
-        build.run()?;
-        let name = format!("fwpack-v{}-{arch}-linux-musl", o.version);
-        let bin = root.join("target").join(triple).join("release/fwpack");
-        std::fs::copy(&bin, dir.join(&name))?;
-        let file = dir.join(&name);
-        let desc = cmd!(sh, "file -b {file}").read()?;
+        let bin = archive::build_fwpack(sh, host)?;
+        let desc = cmd!(sh, "file -b {bin}").read()?;
         if !desc.contains("statically linked") && !desc.contains("static-pie linked") {
-            bail!("{name} is not static: {desc}");
+            bail!("{} is not static: {desc}", bin.display());
         }
-        println!("  {name}: {desc} ({:.0} s)", t.elapsed().as_secs_f64());
-        names.push((name, arch));
+        println!(
+            "  fwpack for {}: {desc} ({:.0} s)",
+            host.triple,
+            t.elapsed().as_secs_f64()
+        );
+        built.push((*host, bin));
     }
-    // The x86_64 binary runs here, so it checks both with its own check-elf.
-    let host = dir.join(&names[0].0);
-    for (name, arch) in &names {
-        check_artifact(sh, &host, &dir.join(name), arch, &o.version)?;
+    // A binary that runs here checks the others and writes the man pages
+    // and completions (they come from the same sources on every arch).
+    let runner = archive::runner(&built)?;
+    for (host, bin) in &built {
+        check_artifact(sh, &runner, bin, host.arch, &o.version)?;
     }
-    let names: Vec<String> = names.into_iter().map(|(n, _)| n).collect();
+    for u in &updaters {
+        archive::check_updater(sh, &runner, u)?;
+    }
+    let mut names = Vec::new();
+    for (host, bin) in &built {
+        let path = archive::assemble(
+            sh, root, &o.version, host, bin, &runner, &updaters, &signing, &dir,
+        )?;
+        let size = std::fs::metadata(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        println!("  {} ({size} bytes)", path.display());
+        names.push(
+            path.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
     let sums = {
         let _cd = sh.push_dir(&dir);
         cmd!(sh, "sha256sum {names...}").read()? + "\n"
     };
     let sums_path = dir.join("SHA256SUMS");
-    std::fs::write(&sums_path, &sums)?;
-    let sig = dir.join("SHA256SUMS.sig");
-    let pubkey = match (&o.release_key, &o.signer_cmd) {
-        (Some(key), None) => {
-            cmd!(
-                sh,
-                "openssl pkeyutl -sign -rawin -inkey {key} -in {sums_path} -out {sig}"
-            )
-            .run()?;
-            let derived = dir.join("release.pub.pem");
-            match &o.release_pubkey {
-                Some(p) => std::fs::copy(p, &derived).map(|_| ())?,
-                None => cmd!(sh, "openssl pkey -in {key} -pubout -out {derived}").run()?,
+    fsx::write(&sums_path, &sums)?;
+    match archive::sign(sh, &sums_path, &signing)? {
+        Some(pubkey) => {
+            let copy = dir.join("release.pub.pem");
+            if pubkey != copy {
+                fsx::copy(&pubkey, &copy)?;
             }
-            Some(derived)
+            println!(
+                "  SHA256SUMS signed; signature checked with {}",
+                copy.display()
+            );
         }
-        (None, Some(signer)) => {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(signer)
-                .env("FWPACK_SIGN_INPUT", &sums_path)
-                .stdin(std::fs::File::open(&sums_path)?)
-                .output()?;
-            if !out.status.success() {
-                bail!(
-                    "--signer-cmd failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            let raw = if out.stdout.len() == 64 {
-                out.stdout
-            } else {
-                hex_decode(String::from_utf8_lossy(&out.stdout).trim())
-                    .context("the signer printed neither 64 raw bytes nor 128 hex digits")?
-            };
-            std::fs::write(&sig, raw)?;
-            let derived = dir.join("release.pub.pem");
-            if let Some(p) = &o.release_pubkey {
-                std::fs::copy(p, &derived)?;
-            }
-            Some(derived)
-        }
-        _ => None,
-    };
-    if let Some(pubkey) = pubkey {
-        // Check as a user will (docs/RELEASE.md "Verifying a release").
-        cmd!(
-            sh,
-            "openssl pkeyutl -verify -pubin -inkey {pubkey} -rawin -in {sums_path} -sigfile {sig}"
-        )
-        .run()?;
-        println!(
-            "  SHA256SUMS signed; signature checked with {}",
-            pubkey.display()
-        );
-    } else {
-        println!("  SHA256SUMS not signed (no --release-key / --signer-cmd)");
+        None => println!("  SHA256SUMS not signed (no --release-key / --signer-cmd)"),
     }
     Ok(())
 }
@@ -730,12 +850,14 @@ fn build_artifacts(sh: &Shell, root: &Path, dir: &Path, o: &Opts) -> Result<()> 
 /// (readelf, and fwpack's own check-elf), and a working program: its
 /// version, and a keygen/stamp/verify round trip, the aarch64 one under
 /// qemu-user.
-fn check_artifact(sh: &Shell, host: &Path, bin: &Path, arch: &str, version: &str) -> Result<()> {
-    let name = bin
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .to_string();
+fn check_artifact(
+    sh: &Shell,
+    runner: &archive::Runner,
+    bin: &Path,
+    arch: &str,
+    version: &str,
+) -> Result<()> {
+    let name = bin.display().to_string();
     let headers = cmd!(sh, "readelf -lW {bin}").quiet().read()?;
     if headers.contains("INTERP") {
         bail!("{name} asks for a program interpreter:\n{headers}");
@@ -744,22 +866,17 @@ fn check_artifact(sh: &Shell, host: &Path, bin: &Path, arch: &str, version: &str
     if dynamic.contains("(NEEDED)") {
         bail!("{name} needs shared libraries:\n{dynamic}");
     }
+    let host = &runner.bin;
     let elf = cmd!(sh, "{host} check-elf --machine {arch} {bin}").read()?;
     // (program, its first arguments): the binary itself, or qemu-user
     // running it.
-    let (prog, pre_args): (PathBuf, Vec<PathBuf>) = if arch == "x86_64" {
-        (bin.to_path_buf(), Vec::new())
-    } else {
-        let qemu = format!("qemu-{arch}-static");
-        if cmd!(sh, "which {qemu}").quiet().read().is_err() {
-            bail!("{qemu} not found: install qemu-user-static to run the {arch} binary");
-        }
-        (qemu.into(), vec![bin.to_path_buf()])
-    };
+    let (prog, pre_args) = archive::run_as(bin, arch)?;
     let pre = &pre_args;
     let said = cmd!(sh, "{prog} {pre...} --version").read()?;
-    if said.trim() != format!("fwpack {version}") {
-        bail!("{name} --version says {said:?}, not fwpack {version}");
+    // "fwpack 0.1.0 (commit 0123456789ab)"
+    let want = format!("fwpack {version}");
+    if said.trim() != want && !said.starts_with(&format!("{want} (")) {
+        bail!("{name} --version says {said:?}, not {want}");
     }
     let tmp = sh.create_temp_dir()?;
     let _cd = sh.push_dir(tmp.path());
@@ -774,11 +891,15 @@ fn check_artifact(sh: &Shell, host: &Path, bin: &Path, arch: &str, version: &str
     cmd!(sh, "{prog} {pre...} verify i.fwi --key k.pub.pem")
         .quiet()
         .run()?;
-    println!("  {name}: {}; runs, stamps and verifies", elf.trim());
+    println!(
+        "  {name}: {}; {}; runs, stamps and verifies",
+        said.trim(),
+        elf.trim()
+    );
     Ok(())
 }
 
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn hex_decode(s: &str) -> Option<Vec<u8>> {
     if s.len() != 128 {
         return None;
     }
@@ -811,6 +932,55 @@ mod tests {
             "crates/updater"
         );
         assert_eq!(device_crate(&sh, "HEAD").unwrap(), "crates/fwpack-updater");
+    }
+
+    /// The packages as they are (at their pin) and as the release command
+    /// rewrites them for HEAD name a crate, binary and cargo options that
+    /// exist; a recipe naming the wrong crate fails.
+    #[test]
+    fn recipes_build_what_exists_at_the_pin_and_at_head() {
+        let (sh, root) = repo();
+        let mk = std::fs::read_to_string(root.join(MK)).unwrap();
+        let bb = std::fs::read_to_string(root.join(RECIPE)).unwrap();
+        let pin = assignment(&mk, "FWPACK_VERSION").unwrap().to_string();
+        let rev = format!("{pin}^{{commit}}");
+        if cmd!(sh, "git cat-file -e {rev}").quiet().run().is_ok() {
+            check_recipes(&sh, &pin, &mk, &bb)
+                .unwrap_or_else(|e| panic!("at the pin {pin}: {e:#}"));
+        } else {
+            eprintln!("skipping the pin {pin}: not in this clone");
+        }
+        let device = device_crate(&sh, "HEAD").unwrap();
+        let head_mk = set_assignment(&mk, "FWPACK_SUBDIR = ", device).unwrap();
+        let head_bb = set_assignment(&bb, "CARGO_SRC_DIR = ", &format!("\"{device}\"")).unwrap();
+        check_recipes(&sh, "HEAD", &head_mk, &head_bb)
+            .unwrap_or_else(|e| panic!("at HEAD after the pin bump: {e:#}"));
+        // What the check catches: the crate that lost the binary, a
+        // binary name nobody declares, a profile key cargo does not know,
+        // and a glibc-dynamic updater.
+        let stale = set_assignment(&mk, "FWPACK_SUBDIR = ", "crates/updater").unwrap();
+        let err = format!(
+            "{:#}",
+            check_recipes(&sh, "HEAD", &stale, &head_bb).unwrap_err()
+        );
+        assert!(
+            err.contains("crates/updater/Cargo.toml at HEAD has no [[bin]] named fwpack-updater"),
+            "{err}"
+        );
+        let renamed = head_mk.replace("--bin fwpack-updater", "--bin fwpack-update");
+        assert!(check_recipes(&sh, "HEAD", &renamed, &head_bb).is_err());
+        let typo = head_mk.replace(
+            "CARGO_PROFILE_RELEASE_LTO=",
+            "CARGO_PROFILE_RELEASE_LTO_MODE=",
+        );
+        assert!(check_recipes(&sh, "HEAD", &typo, &head_bb).is_err());
+        let dynamic = head_mk.replace(" \\\n\tRUSTFLAGS=\"-C target-feature=+crt-static\"", "");
+        assert_ne!(dynamic, head_mk);
+        let err = format!(
+            "{:#}",
+            check_recipes(&sh, "HEAD", &dynamic, &head_bb).unwrap_err()
+        );
+        assert!(err.contains("+crt-static"), "{err}");
     }
 
     #[test]

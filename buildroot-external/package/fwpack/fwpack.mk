@@ -27,11 +27,18 @@ FWPACK_CARGO_BUILD_OPTS = --bin fwpack-updater
 # The rest is the workspace's "device" profile: with Buildroot's default
 # profile (-O2, no LTO, 16 codegen units) the binary is 1.07 MiB on
 # aarch64, over the 1 MiB budget `fwpack build` enforces; this gives 0.81.
+#
+# It is static on every toolchain: it is /init of an initramfs that has
+# no C library. Rust's musl targets link statically by default, its glibc
+# (and uClibc) targets only with +crt-static, and `fwpack build` refuses
+# a dynamic updater. With Buildroot's explicit --target, RUSTFLAGS reach
+# the target crates only, not build scripts or proc macros.
 FWPACK_CARGO_ENV = \
 	CARGO_PROFILE_RELEASE_PANIC=abort \
 	CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
 	CARGO_PROFILE_RELEASE_LTO=fat \
-	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
+	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+	RUSTFLAGS="-C target-feature=+crt-static"
 
 # With FWPACK_OVERRIDE_SRCDIR there is no download step, hence no cargo
 # vendoring: do it before configuring, as the download post-process would

@@ -3,12 +3,13 @@
 
 mod cmd;
 mod exit;
+mod installed;
 
 use clap::{Parser, Subcommand};
 
 /// Build, sign and safely apply firmware for embedded Linux boards.
 #[derive(Parser)]
-#[command(name = "fwpack", version, after_long_help = exit::TABLE)]
+#[command(name = "fwpack", version = env!("FWPACK_VERSION"), after_long_help = exit::TABLE)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

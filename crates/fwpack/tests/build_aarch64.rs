@@ -28,6 +28,7 @@ fn qemu_aarch64_image_boots_into_slot_a() {
     let out = fwpack(
         &[
             "build",
+            "--build-updater",
             "--board",
             "qemu-aarch64",
             "--out",
@@ -79,6 +80,7 @@ fn rpi_zero2w_boot_partition_has_what_the_firmware_needs() {
     let out = fwpack(
         &[
             "build",
+            "--build-updater",
             "--out",
             "out",
             "--kernel",

@@ -374,6 +374,7 @@ fn missing_kernel_is_refused() {
     let out = fwpack(
         &[
             "build",
+            "--build-updater",
             "--board",
             "qemu-x86_64",
             "--out",

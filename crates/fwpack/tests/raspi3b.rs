@@ -34,7 +34,7 @@ fn build(
     let firmware = testkit::kernels::raspi_firmware().expect("Debian's raspi-firmware");
     ext4_rootfs_with(dir, testkit::kernels::Arch::Aarch64, init, rootfs_size);
     assert!(fwpack(&["keygen", "-o", "k.pem"], dir).status.success());
-    let mut args = vec!["build"];
+    let mut args = vec!["build", "--build-updater"];
     args.extend_from_slice(board);
     args.extend_from_slice(&[
         "--out",

@@ -12,6 +12,7 @@ mod bootfiles;
 pub mod flash;
 mod slotkernel;
 mod updater_build;
+mod updater_source;
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,14 @@ use sha2::{Digest, Sha256};
 pub use bootfiles::{
     autoboot_txt, cmdline, config_txt, extlinux_conf, EXTLINUX_CONF, EXTLINUX_DTB_DIR,
 };
+pub use updater_build::cargo_command as updater_cargo_command;
+pub use updater_source::{version_in, Updater, UpdaterInfo, VERSION_MARK};
+
+/// The initramfs recipe fwpack ships, compiled in like the board configs
+/// so that a release binary needs no source tree; `--recipe` replaces it.
+pub const SHIPPED_RECIPE: &str = include_str!("../../../recipes/updater-initramfs.yaml");
+/// How messages name [`SHIPPED_RECIPE`].
+pub const SHIPPED_RECIPE_NAME: &str = "(built in)/recipes/updater-initramfs.yaml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -81,20 +90,27 @@ pub fn sha256_file(path: &Path) -> Result<(u64, String), Error> {
     Ok((size, hex::encode(h.finalize())))
 }
 
-/// Builds (or reuses, with `prebuilt`) the updater and checks it against
-/// the board's ELF policy. Nothing is emitted when a check fails.
+/// Builds (with [`Updater::Build`]) or takes the updater and checks it
+/// against the board's ELF policy. Nothing is emitted when a check fails.
 pub fn checked_updater(
     board: &Board,
-    workspace: &Path,
-    prebuilt: Option<&Path>,
+    updater: &Updater,
     on: &mut dyn FnMut(Event),
-) -> Result<PathBuf, Error> {
-    let bin = match prebuilt {
-        Some(p) => p.to_path_buf(),
-        None => updater_build::build(board, workspace, on)?,
-    };
+) -> Result<(PathBuf, UpdaterInfo), Error> {
+    let (bin, source) = updater_source::resolve(board, updater, on)?;
     check_elves(board, std::slice::from_ref(&bin), on)?;
-    Ok(bin)
+    let info = updater_source::describe(&bin, source)?;
+    on(Event::Step {
+        step: "updater",
+        detail: format!(
+            "{} {} (version {}, sha256 {})",
+            info.source,
+            info.path.display(),
+            info.version.as_deref().unwrap_or("unknown"),
+            info.sha256.get(..16).unwrap_or_default()
+        ),
+    });
+    Ok((bin, info))
 }
 
 /// Checks every device binary against the board's policy; all findings of
@@ -147,9 +163,8 @@ fn pass_or_refuse(reports: &[elfcheck::Report], on: &mut dyn FnMut(Event)) -> Re
 /// Everything `build` needs besides the board.
 pub struct Inputs {
     pub out_dir: PathBuf,
-    /// fwpack source tree (for building the updater and finding recipes).
-    pub workspace: PathBuf,
-    pub recipe: PathBuf,
+    /// The initramfs recipe; `None`: [`SHIPPED_RECIPE`].
+    pub recipe: Option<PathBuf>,
     pub kernel: PathBuf,
     pub dtb_dir: Option<PathBuf>,
     pub firmware_dir: Option<PathBuf>,
@@ -157,8 +172,8 @@ pub struct Inputs {
     pub modules_dir: Option<PathBuf>,
     /// Root filesystem image: slot A of `sdcard.img` and `update.fwi`.
     pub rootfs: Option<PathBuf>,
-    /// A prebuilt static updater instead of building one.
-    pub updater: Option<PathBuf>,
+    /// The static device updater (`/init`).
+    pub updater: Updater,
     pub signer: Box<dyn fwimage::Signer>,
     /// Update images (`.fwi`) carried in the initramfs under `/images`,
     /// which the updater applies at boot.
@@ -175,6 +190,8 @@ pub struct Manifest {
     pub version: u64,
     pub label: String,
     pub key_id: String,
+    /// The updater in the initramfs: where it came from, its hash, version.
+    pub updater: UpdaterInfo,
     pub artifacts: Vec<Artifact>,
 }
 
@@ -183,7 +200,7 @@ pub const INITRAMFS_NAME: &str = "initramfs.cpio.gz";
 /// Runs the whole pipeline. See the crate docs for the ordering rules.
 pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Result<Manifest, Error> {
     let plan = preflight(board, inputs)?;
-    let updater = checked_updater(board, &inputs.workspace, inputs.updater.as_deref(), on)?;
+    let (updater, updater_info) = checked_updater(board, &inputs.updater, on)?;
 
     let parent = match inputs.out_dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -259,7 +276,12 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
     // 2. The initramfs, then every ELF in it is checked as it will land.
     on(Event::Step {
         step: "initramfs",
-        detail: inputs.recipe.display().to_string(),
+        detail: inputs
+            .recipe
+            .as_deref()
+            .unwrap_or(Path::new(SHIPPED_RECIPE_NAME))
+            .display()
+            .to_string(),
     });
     let initramfs_path = boot_dir.join(INITRAMFS_NAME);
     let summary = pack_initramfs(board, inputs, &updater, &public, &initramfs_path, true)?;
@@ -340,6 +362,7 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
         version: inputs.payload_version,
         label: inputs.version_label.clone(),
         key_id: key_id.full(),
+        updater: updater_info,
         artifacts,
     };
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Tool {
@@ -373,17 +396,19 @@ fn preflight(board: &Board, inputs: &Inputs) -> Result<Plan, Error> {
         ))),
     };
     must_exist(&inputs.kernel, "kernel")?;
-    must_exist(&inputs.recipe, "recipe")?;
+    if let Some(r) = &inputs.recipe {
+        must_exist(r, "recipe")?;
+    }
     if let Some(r) = &inputs.rootfs {
         must_exist(r, "rootfs")?;
     }
-    if let Some(u) = &inputs.updater {
+    if let Updater::File(u) | Updater::Shipped(u) = &inputs.updater {
         must_exist(u, "updater")?;
     }
     for img in &inputs.include_images {
         must_exist(img, "update image")?;
     }
-    if !board.kernel.modules.is_empty() {
+    if !board.initramfs_modules().is_empty() {
         match &inputs.modules_dir {
             Some(d) if d.join("kernel").is_dir() => {}
             Some(d) => {
@@ -396,7 +421,7 @@ fn preflight(board: &Board, inputs: &Inputs) -> Result<Plan, Error> {
                 return Err(Error::MissingInput(format!(
                     "board {} loads kernel modules ({}): pass --modules-dir",
                     board.name,
-                    board.kernel.modules.join(", ")
+                    board.initramfs_modules().join(", ")
                 )))
             }
         }
@@ -538,12 +563,22 @@ fn pack_initramfs(
 ) -> Result<initramfs::Summary, Error> {
     use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePublicKey};
     let mut vars = initramfs::Vars::new();
-    vars.set("UPDATER", updater.display().to_string());
-    vars.set("MODULES", board.kernel.modules.join(" "));
+    // Absolute: the shipped recipe has no directory to resolve against.
+    let absolute = |p: &Path| {
+        std::path::absolute(p).map_err(|source| Error::Io {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    vars.set("UPDATER", absolute(updater)?.display().to_string());
+    vars.set("MODULES", board.initramfs_modules().join(" "));
     if let Some(d) = &inputs.modules_dir {
-        vars.set("KERNEL_MODULES", d.display().to_string());
+        vars.set("KERNEL_MODULES", absolute(d)?.display().to_string());
     }
-    let recipe = initramfs::Recipe::load(&inputs.recipe, &vars)?;
+    let recipe = match &inputs.recipe {
+        Some(path) => initramfs::Recipe::load(path, &vars)?,
+        None => initramfs::Recipe::parse(SHIPPED_RECIPE, Path::new(SHIPPED_RECIPE_NAME), &vars)?,
+    };
     let options = initramfs::Options::from_env()?;
     let (mut builder, _modules) = recipe.build(options)?;
     let meta = initramfs::Meta::mode(0o644);
@@ -583,12 +618,22 @@ pub fn updater_conf(board: &Board) -> String {
     ));
     s.push_str("keys = /etc/fwpack/keys\n");
     s.push_str("images = /images\n");
-    if !board.kernel.modules.is_empty() {
+    if !board.initramfs_modules().is_empty() {
         s.push_str("modules = /etc/fwpack/modules.load\n");
     }
     s.push_str(&format!("tries = {}\n", board.disk.tries));
     s.push_str("root_fstype = ext4\n");
     s.push_str(&format!("boot = {}\n", board.boot.name()));
+    s.push_str(&format!(
+        "fallback_below_floor = {}\n",
+        board.fallback_below_floor.name()
+    ));
+    if let Some(w) = &board.watchdog {
+        s.push_str(&format!(
+            "watchdog = {}\nwatchdog_timeout = {}\n",
+            w.device, w.timeout_s
+        ));
+    }
     s.push_str(&format!("console = /dev/{}\n", board.console.device));
     if !board.updater.cmdline_overrides.is_empty() {
         s.push_str(&format!(

@@ -29,8 +29,13 @@ fn board(name: &str) -> board::Board {
 }
 
 fn updater(b: &board::Board) -> PathBuf {
-    pipeline::checked_updater(b, &root(), None, &mut |_| {})
-        .unwrap_or_else(|e| panic!("riscv64 updater: {e}"))
+    pipeline::checked_updater(
+        b,
+        &pipeline::Updater::Build { workspace: root() },
+        &mut |_| {},
+    )
+    .map(|(bin, _)| bin)
+    .unwrap_or_else(|e| panic!("riscv64 updater: {e}"))
 }
 
 /// An 8 MiB ext4 root filesystem whose `/sbin/init` prints [`MARKER`].
@@ -59,14 +64,13 @@ fn rootfs(dir: &Path) -> PathBuf {
 fn build(b: &board::Board, k: &Kernel, updater: &Path, rootfs: &Path, out: &Path) {
     let inputs = pipeline::Inputs {
         out_dir: out.to_path_buf(),
-        workspace: root(),
-        recipe: root().join("recipes/updater-initramfs.yaml"),
+        recipe: Some(root().join("recipes/updater-initramfs.yaml")),
         kernel: k.vmlinuz.clone(),
         dtb_dir: (!b.kernel.dtbs.is_empty()).then(|| k.dtbs_dir.clone()),
         firmware_dir: None,
         modules_dir: Some(k.modules_dir.clone()),
         rootfs: Some(rootfs.to_path_buf()),
-        updater: Some(updater.to_path_buf()),
+        updater: pipeline::Updater::File(updater.to_path_buf()),
         signer: Box::new(ed25519_dalek::SigningKey::from_bytes(&[7; 32])),
         include_images: Vec::new(),
         payload_version: 1,

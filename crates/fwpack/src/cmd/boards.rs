@@ -1,32 +1,36 @@
-//! `fwpack boards`: the shipped board configurations.
+//! `fwpack boards`: the board configurations fwpack knows.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
-use board::Board;
 use clap::Args;
+
+use crate::installed;
 
 #[derive(Args)]
 pub struct BoardsArgs {
-    /// Directory of board YAML files.
-    #[arg(long, default_value_os_t = default_configs_dir())]
-    configs: PathBuf,
+    /// Directory of board YAML files instead of the built-in ones
+    /// [env: FWPACK_CONFIGS].
+    #[arg(long)]
+    configs: Option<PathBuf>,
+    /// Print one board's YAML config, e.g. as the start of a custom board
+    /// (save it, edit it, build with `fwpack build --config FILE`).
+    #[arg(long, value_name = "NAME", conflicts_with = "json")]
+    show: Option<String>,
     /// One JSON object per board on stdout.
     #[arg(long)]
     json: bool,
 }
 
-/// `configs/` of the source tree fwpack was built from, unless
-/// `FWPACK_CONFIGS` points elsewhere (installed copies, Buildroot).
-pub fn default_configs_dir() -> PathBuf {
-    std::env::var_os("FWPACK_CONFIGS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs"))
-}
-
 pub fn boards(args: BoardsArgs) -> Result<()> {
-    for name in board::list(&args.configs)? {
-        let b = Board::find(&args.configs, &name)?;
+    let configs = installed::configs(args.configs);
+    if let Some(name) = &args.show {
+        let (text, _) = configs.text(name)?;
+        print!("{text}");
+        return Ok(());
+    }
+    for name in configs.list()? {
+        let b = configs.find(&name)?;
         if args.json {
             println!("{}", serde_json::to_string(&b)?);
         } else {

@@ -1,22 +1,27 @@
 //! `fwpack build`: the main job.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use board::Board;
 use clap::Args;
 
-use crate::cmd::boards::default_configs_dir;
 use crate::cmd::image::SignerArgs;
+use crate::installed;
 
 #[derive(Args)]
 pub struct BuildArgs {
     /// Board name (see `fwpack boards`).
     #[arg(long, default_value = "rpi-zero2w", conflicts_with = "config")]
     board: String,
-    /// A board config file instead of a shipped board.
+    /// A board config file instead of a shipped board (start one with
+    /// `fwpack boards --show NAME`).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Directory of board YAML files to take --board from instead of the
+    /// built-in ones [env: FWPACK_CONFIGS].
+    #[arg(long, conflicts_with = "config")]
+    configs: Option<PathBuf>,
     /// Output directory; replaced as a whole only when the build succeeds.
     #[arg(long, short = 'o')]
     out: PathBuf,
@@ -39,12 +44,18 @@ pub struct BuildArgs {
     /// applies it at boot. Repeatable.
     #[arg(long = "include-image", value_name = "FWI")]
     include_images: Vec<PathBuf>,
-    /// Use this static updater binary instead of building one.
+    /// The static fwpack-updater to put in as /init. Default: the one
+    /// shipped with fwpack for the board's target
+    /// (<prefix>/lib/fwpack/<triple>/fwpack-updater next to <prefix>/bin/fwpack).
     #[arg(long)]
     updater: Option<PathBuf>,
-    /// Initramfs recipe.
-    #[arg(long, default_value_os_t = default_recipe())]
-    recipe: PathBuf,
+    /// Build the updater with cargo from the source checkout fwpack was
+    /// compiled from, instead of using the shipped one.
+    #[arg(long, conflicts_with = "updater")]
+    build_updater: bool,
+    /// Initramfs recipe instead of the built-in one.
+    #[arg(long)]
+    recipe: Option<PathBuf>,
     /// Payload version (anti-rollback counter) of update.fwi and slot A.
     #[arg(long = "version", default_value_t = 1)]
     payload_version: u64,
@@ -58,34 +69,26 @@ pub struct BuildArgs {
     json: bool,
 }
 
-fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn default_recipe() -> PathBuf {
-    workspace_dir().join("recipes/updater-initramfs.yaml")
-}
-
 pub fn build(args: BuildArgs) -> Result<()> {
     let board = match &args.config {
         Some(path) => Board::load(path)?,
-        None => Board::find(&default_configs_dir(), &args.board)?,
+        None => installed::configs(args.configs.clone()).find(&args.board)?,
     };
     if !args.signer.is_set() {
         anyhow::bail!(
             "no signing key: pass --key KEY.pem (make one with `fwpack keygen`) or --signer-cmd/--pubkey"
         );
     }
+    let updater = installed::updater(&board, args.updater.as_deref(), args.build_updater)?;
     let inputs = pipeline::Inputs {
         out_dir: args.out.clone(),
-        workspace: workspace_dir(),
         recipe: args.recipe.clone(),
         kernel: args.kernel.clone(),
         dtb_dir: args.dtb_dir.clone(),
         firmware_dir: args.firmware_dir.clone(),
         modules_dir: args.modules_dir.clone(),
         rootfs: args.rootfs.clone(),
-        updater: args.updater.clone(),
+        updater,
         signer: args.signer.signer()?,
         include_images: args.include_images.clone(),
         payload_version: args.payload_version,
@@ -121,6 +124,14 @@ pub fn build(args: BuildArgs) -> Result<()> {
         started.elapsed().as_secs_f64(),
         manifest.version,
         &manifest.key_id[..16]
+    );
+    let u = &manifest.updater;
+    eprintln!(
+        "  updater: {} {} (version {}, sha256 {})",
+        u.source,
+        u.path.display(),
+        u.version.as_deref().unwrap_or("unknown"),
+        u.sha256
     );
     for a in &manifest.artifacts {
         println!(

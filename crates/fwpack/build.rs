@@ -1,0 +1,48 @@
+//! `fwpack --version` names the commit it was built from: "0.1.0 (commit
+//! 0123456789ab)". Without git (a source archive, as Buildroot and Yocto
+//! build from), FWPACK_GIT_COMMIT may give the commit; otherwise the
+//! version is the bare package version.
+
+use std::process::Command;
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(std::env::var_os("CARGO_MANIFEST_DIR")?)
+        .output()
+        .ok()?;
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !s.is_empty()).then_some(s)
+}
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=FWPACK_GIT_COMMIT");
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    let commit = match std::env::var("FWPACK_GIT_COMMIT") {
+        Ok(c) if !c.is_empty() => Some(c),
+        _ => {
+            // Rebuild when HEAD moves: HEAD itself and the branch it names.
+            for path in [
+                git(&["rev-parse", "--git-path", "HEAD"]),
+                git(&["symbolic-ref", "-q", "HEAD"])
+                    .and_then(|r| git(&["rev-parse", "--git-path", &r])),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let abs =
+                    std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default())
+                        .join(&path);
+                println!("cargo:rerun-if-changed={}", abs.display());
+            }
+            git(&["rev-parse", "HEAD"])
+        }
+    };
+    let full = match commit {
+        Some(c) if c.len() >= 12 && c.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            format!("{version} (commit {})", &c[..12])
+        }
+        _ => version,
+    };
+    println!("cargo:rustc-env=FWPACK_VERSION={full}");
+}
