@@ -63,12 +63,11 @@ pub fn render(err: &anyhow::Error) -> String {
 pub fn classify(err: &anyhow::Error) -> u8 {
     // A failing source hides inside the I/O error of the reader that hit
     // it: look for it first.
-    if err
-        .chain()
-        .filter_map(imagesource::find_source_error)
-        .any(imagesource::Error::is_source_failure)
-    {
-        return SOURCE;
+    match err.chain().find_map(imagesource::find_source_error) {
+        Some(e) if e.is_source_failure() => return SOURCE,
+        // More than the image on standard input: malformed, not a failing source.
+        Some(imagesource::Error::Trailing { .. }) => return FORMAT,
+        _ => {}
     }
     err.chain().find_map(code_of).unwrap_or(FAILURE)
 }
