@@ -31,7 +31,7 @@ fn inputs() -> &'static Inputs {
         ext4_rootfs(&dir, testkit::kernels::Arch::X86_64, ROOTFS_MARKER);
         let out = fwpack(&["keygen", "-o", "release.pem"], &dir);
         assert!(out.status.success(), "{}", show(&out));
-        let out = build(&dir, &kernel, "first", &[]);
+        let out = build(&dir, &kernel, "first", &["--build-updater"]);
         assert!(out.status.success(), "first build: {}", show(&out));
         let updater = testkit::target_dir().join("x86_64-unknown-linux-musl/device/fwpack-updater");
         assert!(

@@ -232,7 +232,10 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
         Ok(r) => print_report(&args, r),
         Err(e) if json_mode => {
             let code = crate::exit::classify(e);
-            println!("{}", updater::error_json(code.into(), &format!("{e:#}")));
+            println!(
+                "{}",
+                updater::error_json(code.into(), &crate::exit::render(e))
+            );
         }
         Err(_) => {}
     }
@@ -508,7 +511,8 @@ pub fn mark_good(args: MarkGoodArgs) -> Result<()> {
         .with_context(|| format!("state area of {}", args.target.display()))?;
     let b = area.boot();
     let slot = args.slot.or(b.pending).unwrap_or(b.active);
-    area.confirm(&mut st, slot)?;
+    area.confirm(&mut st, slot)
+        .with_context(|| format!("state area of {}", args.target.display()))?;
     println!(
         "slot {slot} confirmed good; active slot is {}, rollback floor {}",
         area.boot().active,
@@ -572,8 +576,14 @@ fn state_init(args: StateInitArgs) -> Result<()> {
                 .write(true)
                 .open(&args.target)
                 .with_context(|| format!("creating {}", args.target.display()))?;
-            if f.metadata()?.len() < size {
-                f.set_len(size)?;
+            let len = f
+                .metadata()
+                .with_context(|| format!("reading {}", args.target.display()))?
+                .len();
+            if len < size {
+                f.set_len(size).with_context(|| {
+                    format!("growing {} to {size} bytes", args.target.display())
+                })?;
             }
         }
     }
@@ -587,7 +597,9 @@ fn state_init(args: StateInitArgs) -> Result<()> {
                 existing.boot().active
             );
         }
-        let busy = st.busy(&[layout.state_range()])?;
+        let busy = st
+            .busy(&[layout.state_range()])
+            .with_context(|| format!("target {}", args.target.display()))?;
         if !busy.reasons.is_empty() {
             return Err(updater::Error::Busy {
                 reasons: busy.reasons,
@@ -595,7 +607,8 @@ fn state_init(args: StateInitArgs) -> Result<()> {
             .into());
         }
     }
-    updater::init_state_area(&mut st, &layout, &boot)?;
+    updater::init_state_area(&mut st, &layout, &boot)
+        .with_context(|| format!("target {}", args.target.display()))?;
     println!(
         "initialised the state area of {} at {} and {} (board {}, {} slot group(s), active slot {})",
         args.target.display(),
