@@ -111,11 +111,11 @@ pub fn build_updaters(root: &Path) -> Result<Vec<Updater>> {
         match out.iter_mut().find(|u| u.triple == b.updater.rust_target) {
             Some(u) => {
                 let first = &u.boards[0].updater;
-                if (first.linker.as_ref(), &first.rustflags)
-                    != (b.updater.linker.as_ref(), &b.updater.rustflags)
+                if (first.linker.as_ref(), &first.rustflags, first.tls)
+                    != (b.updater.linker.as_ref(), &b.updater.rustflags, b.updater.tls)
                 {
                     bail!(
-                        "boards {} and {} build the {} updater differently (linker, rustflags): one shipped binary cannot serve both",
+                        "boards {} and {} build the {} updater differently (linker, rustflags, tls): one shipped binary cannot serve both",
                         u.boards[0].name,
                         b.name,
                         u.triple
@@ -131,7 +131,7 @@ pub fn build_updaters(root: &Path) -> Result<Vec<Updater>> {
         }
     }
     for u in &mut out {
-        let (mut command, bin) = pipeline::updater_cargo_command(&u.boards[0], root);
+        let (mut command, bin, _) = pipeline::updater_cargo_command(&u.boards[0], root);
         let st = command
             .status()
             .with_context(|| format!("running cargo to build the {} updater", u.triple))?;

@@ -58,6 +58,9 @@ pub const TOOLS: &[(&str, &str)] = &[
     // Debian trixie's riscv64 modules are .ko.xz; the kernel cache
     // decompresses them once.
     ("xz", "xz-utils"),
+    // `fwpack build` writes sdcard.img.bmap; the tests flash through it
+    // with Debian's bmaptool.
+    ("bmaptool", "bmap-tools"),
 ];
 
 /// Packages that provide files rather than commands: the C headers and

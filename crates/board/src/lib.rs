@@ -56,6 +56,57 @@ pub struct Board {
     /// How the updater starts the chosen slot (updater.conf `boot`).
     #[serde(default)]
     pub boot: SlotBoot,
+    /// When the active slot cannot be booted and the other slot is below
+    /// the rollback floor: `refuse` (recovery: wait for a signed image)
+    /// or `allow` (boot it; `status` then says so). updater.conf
+    /// `fallback_below_floor`.
+    #[serde(default)]
+    pub fallback_below_floor: FallbackBelowFloor,
+    /// The hardware watchdog armed for trial boots; none if absent.
+    #[serde(default)]
+    pub watchdog: Option<Watchdog>,
+}
+
+/// See [`Board::fallback_below_floor`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackBelowFloor {
+    #[default]
+    Refuse,
+    Allow,
+}
+
+impl FallbackBelowFloor {
+    /// The updater.conf value.
+    pub fn name(self) -> &'static str {
+        match self {
+            FallbackBelowFloor::Refuse => "refuse",
+            FallbackBelowFloor::Allow => "allow",
+        }
+    }
+}
+
+/// The hardware watchdog PID 1 arms while it applies and before a trial
+/// boot (docs/FORMAT.md, "Watchdog").
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watchdog {
+    /// Its driver: loaded by the initramfs with `kernel.modules` (a
+    /// built-in driver is fine).
+    pub module: String,
+    #[serde(default = "default_watchdog_device")]
+    pub device: String,
+    /// Seconds without a ping before the board resets: long enough for
+    /// the slot to boot until its init pings.
+    #[serde(default = "default_watchdog_timeout")]
+    pub timeout_s: u32,
+}
+
+fn default_watchdog_device() -> String {
+    "/dev/watchdog0".into()
+}
+fn default_watchdog_timeout() -> u32 {
+    60
 }
 
 /// How the updater (PID 1 of the bootstrap initramfs) starts the slot it
@@ -105,6 +156,14 @@ pub struct UpdaterBuild {
     /// come from the signed initramfs only).
     #[serde(default)]
     pub cmdline_overrides: Vec<String>,
+    /// Build the updater with HTTPS (rustls with ring: `fwpack-updater`'s
+    /// `tls` feature), so devices can fetch `https://` updates. ring
+    /// compiles C, so this build needs a C compiler for the target
+    /// (`CC_<triple>`; aarch64 musl defaults to Debian's
+    /// `aarch64-linux-gnu-gcc`); the plain build stays C-free. The binary
+    /// grows by about 0.7 MiB: give `size_budget` room (2 MiB).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -223,6 +282,18 @@ fn default_tries() -> u8 {
 const MIB: u64 = 1024 * 1024;
 
 impl Board {
+    /// Kernel modules the initramfs loads: `kernel.modules`, then the
+    /// watchdog's driver.
+    pub fn initramfs_modules(&self) -> Vec<String> {
+        let mut m = self.kernel.modules.clone();
+        if let Some(w) = &self.watchdog {
+            if !m.contains(&w.module) {
+                m.push(w.module.clone());
+            }
+        }
+        m
+    }
+
     /// Loads and validates a board file.
     pub fn load(path: &Path) -> Result<Board, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
@@ -356,6 +427,14 @@ impl Board {
         {
             return Err("ram.initramfs_budget_mib must be > 0 and below ram.total_mib".into());
         }
+        if let Some(w) = &self.watchdog {
+            if w.module.is_empty()
+                || !w.device.starts_with("/dev/")
+                || !(1..=3600).contains(&w.timeout_s)
+            {
+                return Err("watchdog: module must be named, device must be under /dev/, timeout_s must be 1..=3600".into());
+            }
+        }
         if self.boot_files.tryboot && self.kernel.boot != KernelBoot::RpiFirmware {
             return Err("boot_files.tryboot needs kernel.boot: rpi-firmware".into());
         }
@@ -423,6 +502,22 @@ mod tests {
         assert_eq!((b.boot, b.boot.name()), (SlotBoot::Kexec, "kexec"));
         let t = t.replace("boot: kexec", "boot: chainload");
         assert!(Board::parse(&t, Path::new("qemu-x86_64.yaml")).is_err());
+    }
+
+    #[test]
+    fn updater_tls_option() {
+        let text = std::fs::read_to_string(configs().join("qemu-aarch64.yaml")).unwrap();
+        let b = Board::parse(&text, Path::new("qemu-aarch64.yaml")).unwrap();
+        assert!(!b.updater.tls, "shipped boards build the C-free updater");
+        let t = text.replace("  tls: false", "  tls: true");
+        let b = Board::parse(&t, Path::new("qemu-aarch64.yaml")).unwrap();
+        assert!(b.updater.tls);
+        // Absent: off.
+        let x86 = std::fs::read_to_string(configs().join("qemu-x86_64.yaml")).unwrap();
+        assert!(!x86.contains("tls:"));
+        assert!(!Board::parse(&x86, Path::new("x.yaml")).unwrap().updater.tls);
+        let t = text.replace("  tls: false", "  tls: maybe");
+        assert!(Board::parse(&t, Path::new("qemu-aarch64.yaml")).is_err());
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub fn inspect_reader<R: Read + Seek>(r: &mut R, name: &Path) -> Result<ImageRep
         }),
         partitions,
         warnings: t.warnings.iter().map(ToString::to_string).collect(),
+        written: Vec::new(),
     })
 }
 

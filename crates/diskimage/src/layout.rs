@@ -610,6 +610,7 @@ impl Plan {
             }),
             partitions,
             warnings: Vec::new(),
+            written: Vec::new(),
         }
     }
 }

@@ -19,6 +19,7 @@
 //! - Partitions start on 1 MiB boundaries unless given an explicit start.
 //! - No panics on bad input: every problem is an [`Error`].
 
+pub mod bmap;
 mod config;
 mod error;
 mod fat;

@@ -21,6 +21,11 @@ pub struct ImageReport {
     /// partition past the end of the file, a damaged backup GPT, overlaps).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// `write_image` only: the byte ranges `[start, end)` written, sorted
+    /// and merged; everything else in the image is a hole (zero). What
+    /// [`crate::bmap::write`] maps.
+    #[serde(skip)]
+    pub written: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

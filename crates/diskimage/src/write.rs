@@ -11,6 +11,45 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
+/// The image file, with every byte range written through it recorded: the
+/// ranges the image really holds (tables, FAT blocks, slot contents), which
+/// become the block map (`.bmap`) that lets a flasher skip the rest.
+/// mbrman and gptman write through it as well.
+struct Recorder<'a> {
+    file: &'a mut File,
+    pos: u64,
+    written: Vec<(u64, u64)>,
+}
+
+impl Read for Recorder<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for Recorder<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        if n > 0 {
+            self.written.push((self.pos, self.pos + n as u64));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Seek for Recorder<'_> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.pos = self.file.seek(to)?;
+        Ok(self.pos)
+    }
+}
+
 /// Granularity of hole detection when copying: zero runs at least this
 /// long are skipped, leaving holes in the sparse image.
 const HOLE: usize = 4096;
@@ -43,12 +82,19 @@ pub fn write_image(layout: &DiskLayout, out: &Path) -> Result<ImageReport, Error
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".partial")
+        .permissions(published_mode())
         .tempfile_in(dir)
         .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
     let disk_bytes = plan.disk_sectors * SECTOR_SIZE;
-    let file = tmp.as_file_mut();
-    file.set_len(disk_bytes)
+    tmp.as_file_mut()
+        .set_len(disk_bytes)
         .map_err(|e| Error::io(format!("sizing the image to {disk_bytes} bytes"), e))?;
+    let mut rec = Recorder {
+        file: tmp.as_file_mut(),
+        pos: 0,
+        written: Vec::new(),
+    };
+    let file = &mut rec;
 
     match layout.table {
         TableKind::Mbr => write_mbr(file, layout, &plan)?,
@@ -81,15 +127,10 @@ pub fn write_image(layout: &DiskLayout, out: &Path) -> Result<ImageReport, Error
         }
     }
 
+    report.written = crate::bmap::merge(std::mem::take(&mut rec.written));
+    let file = tmp.as_file_mut();
     file.sync_all()
         .map_err(|e| Error::io("syncing the image", e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // tempfile creates 0600; an image is not a secret.
-        file.set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| Error::io("setting image permissions", e))?;
-    }
     tmp.persist(out)
         .map_err(|e| Error::io(format!("renaming the image to {}", out.display()), e.error))?;
     // Make the rename itself durable.
@@ -135,7 +176,7 @@ fn precheck_sources(layout: &DiskLayout, plan: &Plan) -> Result<(), Error> {
     Ok(())
 }
 
-fn write_at(file: &mut File, offset: u64, data: &[u8]) -> Result<(), Error> {
+fn write_at(file: &mut Recorder, offset: u64, data: &[u8]) -> Result<(), Error> {
     file.seek(SeekFrom::Start(offset))
         .and_then(|_| file.write_all(data))
         .map_err(|e| {
@@ -147,7 +188,7 @@ fn write_at(file: &mut File, offset: u64, data: &[u8]) -> Result<(), Error> {
 }
 
 /// Writes `data` at `offset`, skipping all-zero `HOLE`-sized pieces.
-fn write_sparse(file: &mut File, offset: u64, data: &[u8]) -> Result<(), Error> {
+fn write_sparse(file: &mut Recorder, offset: u64, data: &[u8]) -> Result<(), Error> {
     let mut run_start: Option<usize> = None;
     let mut pos = 0;
     for chunk in data.chunks(HOLE) {
@@ -172,7 +213,7 @@ fn write_sparse(file: &mut File, offset: u64, data: &[u8]) -> Result<(), Error> 
     Ok(())
 }
 
-fn copy_raw(file: &mut File, p: &Placed, name: &str, src: &Source) -> Result<u64, Error> {
+fn copy_raw(file: &mut Recorder, p: &Placed, name: &str, src: &Source) -> Result<u64, Error> {
     let offset = p.start * SECTOR_SIZE;
     let capacity = p.sectors * SECTOR_SIZE;
     let too_large = |size| Error::SourceTooLarge {
@@ -266,7 +307,7 @@ fn mbr_entry(boot: bool, sys: u8, start: u64, sectors: u64) -> mbrman::MBRPartit
     }
 }
 
-fn write_mbr(file: &mut File, layout: &DiskLayout, plan: &Plan) -> Result<(), Error> {
+fn write_mbr(file: &mut Recorder, layout: &DiskLayout, plan: &Plan) -> Result<(), Error> {
     let mut mbr = mbrman::MBR::new_from(file, SECTOR_SIZE as u32, plan.mbr_signature.to_le_bytes())
         .map_err(Error::Mbr)?;
     let mut first_logical = true;
@@ -304,7 +345,7 @@ fn write_mbr(file: &mut File, layout: &DiskLayout, plan: &Plan) -> Result<(), Er
     mbr.write_into(file).map_err(Error::Mbr)
 }
 
-fn write_gpt(file: &mut File, layout: &DiskLayout, plan: &Plan) -> Result<(), Error> {
+fn write_gpt(file: &mut Recorder, layout: &DiskLayout, plan: &Plan) -> Result<(), Error> {
     let mut gpt =
         gptman::GPT::new_from(file, SECTOR_SIZE, plan.disk_guid.to_disk()).map_err(Error::Gpt)?;
     gpt.align = crate::layout::ALIGNMENT / SECTOR_SIZE;
@@ -340,4 +381,12 @@ mod tests {
         let c = chs(u64::from(u32::MAX));
         assert_eq!((c.cylinder, c.head, c.sector), (1023, 254, 63));
     }
+}
+
+/// An image is not a secret: created 0666 minus the umask, as `cp` or a
+/// shell redirect would make it (tempfile's own default is 0600, which a
+/// web server serving the image cannot read).
+fn published_mode() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o666)
 }

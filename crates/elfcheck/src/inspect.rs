@@ -4,6 +4,8 @@
 //! bounds-checked here before use, because goblin takes most of them at
 //! face value.
 
+use std::borrow::Cow;
+
 use goblin::container::{Container, Ctx, Endian};
 use goblin::elf::{dynamic, header, program_header as ph, section_header as sh};
 use goblin::elf::{Dynamic, Elf, ProgramHeader, SectionHeader};
@@ -17,6 +19,32 @@ use crate::Policy;
 /// ones are a few dozen bytes, and a hostile one should not make us
 /// allocate or print megabytes.
 const MAX_NAME: usize = 4096;
+
+/// Largest table read out of a file: the dynamic segment, the dynamic
+/// string table, the section header table and the section-name table.
+/// Real ones are kilobytes; a header pointing at more is a malformed file,
+/// not a reason to read (and hold) a gigabyte.
+pub(crate) const MAX_TABLE: u64 = 16 << 20;
+
+/// What [`inspect`] reads from: positioned reads of what the headers point
+/// at, so a file is never read whole (a 1 GiB binary costs its headers).
+pub(crate) trait Input {
+    fn size(&self) -> u64;
+    /// `size` bytes at `offset`; `None` when they are not all inside the
+    /// input (or reading failed: a file input keeps the error).
+    fn read(&self, offset: u64, size: u64) -> Option<Cow<'_, [u8]>>;
+}
+
+impl Input for &[u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+    fn read(&self, offset: u64, size: u64) -> Option<Cow<'_, [u8]>> {
+        let start = usize::try_from(offset).ok()?;
+        let end = start.checked_add(usize::try_from(size).ok()?)?;
+        self.get(start..end).map(Cow::Borrowed)
+    }
+}
 
 /// `e_phnum` escape for counts that do not fit; the kernel does not load
 /// such files, and goblin does not decode them.
@@ -51,16 +79,18 @@ impl Findings {
     }
 }
 
-pub(crate) fn inspect(bytes: &[u8], policy: &Policy) -> (Vec<Finding>, Option<ElfFacts>) {
+pub(crate) fn inspect(bytes: &dyn Input, policy: &Policy) -> (Vec<Finding>, Option<ElfFacts>) {
     let mut out = Findings(Vec::new());
     let facts = inspect_into(bytes, policy, &mut out);
     (out.0, facts)
 }
 
-fn inspect_into(bytes: &[u8], policy: &Policy, out: &mut Findings) -> Option<ElfFacts> {
-    let file_size = bytes.len() as u64;
-    if bytes.get(..header::SELFMAG) != Some(header::ELFMAG.as_slice()) {
-        let script = bytes.starts_with(b"#!");
+fn inspect_into(bytes: &dyn Input, policy: &Policy, out: &mut Findings) -> Option<ElfFacts> {
+    let file_size = bytes.size();
+    // The largest ELF header (64 bytes), or the whole file if shorter.
+    let head = bytes.read(0, file_size.min(64)).unwrap_or_default();
+    if head.get(..header::SELFMAG) != Some(header::ELFMAG.as_slice()) {
+        let script = head.starts_with(b"#!");
         let message = if script {
             "not an ELF file: a script (starts with #!)".to_string()
         } else {
@@ -70,7 +100,7 @@ fn inspect_into(bytes: &[u8], policy: &Policy, out: &mut Findings) -> Option<Elf
         return None;
     }
 
-    let hdr = match Elf::parse_header(bytes) {
+    let hdr = match Elf::parse_header(&head) {
         Ok(h) => h,
         Err(e) => {
             malformed(out, format!("ELF header: {e}"));
@@ -234,11 +264,11 @@ fn fits(offset: u64, size: u64, file_size: u64) -> bool {
     offset.checked_add(size).is_some_and(|end| end <= file_size)
 }
 
-/// `bytes[offset..offset + size]` when it is all inside the file.
-fn slice(bytes: &[u8], offset: u64, size: u64) -> Option<&[u8]> {
-    let start = usize::try_from(offset).ok()?;
-    let end = start.checked_add(usize::try_from(size).ok()?)?;
-    bytes.get(start..end)
+fn too_large(out: &mut Findings, what: &str, size: u64) {
+    malformed(
+        out,
+        format!("{what} is {size} bytes, more than the {MAX_TABLE} an ELF check reads"),
+    );
 }
 
 /// The NUL-terminated string starting at `at` inside `table`, capped at
@@ -332,12 +362,12 @@ pub(crate) fn over_budget(size: u64, budget: u64) -> Finding {
 }
 
 fn program_headers(
-    bytes: &[u8],
+    bytes: &dyn Input,
     hdr: &header::Header,
     ctx: Ctx,
     out: &mut Findings,
 ) -> Option<Vec<ProgramHeader>> {
-    let file_size = bytes.len() as u64;
+    let file_size = bytes.size();
     let count = u64::from(hdr.e_phnum);
     if count == 0 {
         return Some(Vec::new());
@@ -369,8 +399,9 @@ fn program_headers(
         );
         return None;
     }
-    let offset = usize::try_from(hdr.e_phoff).ok()?;
-    match ProgramHeader::parse(bytes, offset, usize::from(hdr.e_phnum), ctx) {
+    // At most 65534 × 56 bytes: no cap needed.
+    let table = bytes.read(hdr.e_phoff, table)?;
+    match ProgramHeader::parse(&table, 0, usize::from(hdr.e_phnum), ctx) {
         Ok(p) => Some(p),
         Err(e) => {
             malformed(out, format!("program headers: {e}"));
@@ -420,12 +451,14 @@ fn segments_in_file(phdrs: &[ProgramHeader], file_size: u64, out: &mut Findings)
 /// The `PT_INTERP` path. Present-but-unreadable still counts as an
 /// interpreter request (the truncation is reported separately), so it
 /// yields whatever part of the path is inside the file.
-fn interpreter(bytes: &[u8], phdrs: &[ProgramHeader]) -> Option<String> {
+fn interpreter(bytes: &dyn Input, phdrs: &[ProgramHeader]) -> Option<String> {
     let p = phdrs.iter().find(|p| p.p_type == ph::PT_INTERP)?;
-    let start = usize::try_from(p.p_offset).unwrap_or(usize::MAX);
-    let rest = bytes.get(start..).unwrap_or_default();
-    let len = usize::try_from(p.p_filesz).unwrap_or(usize::MAX);
-    let raw = &rest[..rest.len().min(len)];
+    // Whatever part is inside the file, up to the longest name we print.
+    let len = p
+        .p_filesz
+        .min(bytes.size().saturating_sub(p.p_offset))
+        .min(MAX_NAME as u64);
+    let raw = bytes.read(p.p_offset, len).unwrap_or_default();
     let raw = raw.split(|&b| b == 0).next().unwrap_or_default();
     Some(printable(raw))
 }
@@ -438,7 +471,7 @@ struct DynamicFacts {
 /// Reads `DT_NEEDED` names and `DT_FLAGS_1` from `PT_DYNAMIC`. `None` when
 /// there is no readable dynamic segment.
 fn read_dynamic(
-    bytes: &[u8],
+    bytes: &dyn Input,
     phdrs: &[ProgramHeader],
     in_file: &[bool],
     ctx: Ctx,
@@ -451,8 +484,19 @@ fn read_dynamic(
     if !in_file.get(index).copied().unwrap_or(false) {
         return None; // already reported as truncated
     }
-    // goblin reads the first PT_DYNAMIC, the same one we found.
-    let dynamic = match Dynamic::parse(bytes, phdrs, ctx) {
+    let seg = phdrs.get(index)?;
+    if seg.p_filesz > MAX_TABLE {
+        too_large(out, "PT_DYNAMIC", seg.p_filesz);
+        return None;
+    }
+    // Only the segment is read; goblin is handed it as a file of its own
+    // (offset 0) and reads the first PT_DYNAMIC, the one we found.
+    let data = bytes.read(seg.p_offset, seg.p_filesz)?;
+    let alone = [ProgramHeader {
+        p_offset: 0,
+        ..seg.clone()
+    }];
+    let dynamic = match Dynamic::parse(&data, &alone, ctx) {
         Ok(Some(d)) => d,
         Ok(None) => return None,
         Err(e) => {
@@ -473,15 +517,19 @@ fn read_dynamic(
     let strtab = tag(dynamic::DT_STRTAB).next().map(|d| d.d_val);
     let strsz = tag(dynamic::DT_STRSZ).next().map(|d| d.d_val);
     let table = match (strtab, strsz) {
+        (Some(_), Some(size)) if size > MAX_TABLE => {
+            too_large(out, "the dynamic string table", size);
+            None
+        }
         (Some(addr), Some(size)) => {
-            vaddr_to_offset(phdrs, addr, size).and_then(|o| slice(bytes, o, size))
+            vaddr_to_offset(phdrs, addr, size).and_then(|o| bytes.read(o, size))
         }
         _ => None,
     };
     let mut unreadable = 0usize;
     let needed = needed_at
         .iter()
-        .map(|&at| match table.and_then(|t| c_str(t, at)) {
+        .map(|&at| match table.as_deref().and_then(|t| c_str(t, at)) {
             Some(name) => printable(name),
             None => {
                 unreadable += 1;
@@ -613,13 +661,13 @@ fn check_segments(facts: &ElfFacts, out: &mut Findings) {
 /// Fills the strip facts from the section headers. A file without section
 /// headers has nothing left to strip.
 fn strip_info(
-    bytes: &[u8],
+    bytes: &dyn Input,
     hdr: &header::Header,
     ctx: Ctx,
     facts: &mut ElfFacts,
     out: &mut Findings,
 ) {
-    let file_size = bytes.len() as u64;
+    let file_size = bytes.size();
     if hdr.e_shoff == 0 {
         facts.stripped = Some(true);
         return;
@@ -632,8 +680,7 @@ fn strip_info(
         );
         return;
     }
-    // With e_shnum == 0 the real count is in section 0; goblin reads it
-    // from there and refuses counts larger than the file could hold.
+    // With e_shnum == 0 the real count is in section 0's sh_size.
     let table = u64::from(hdr.e_shnum.max(1)) * entsize;
     if !fits(hdr.e_shoff, table, file_size) {
         truncated(
@@ -645,10 +692,35 @@ fn strip_info(
         );
         return;
     }
-    let Ok(offset) = usize::try_from(hdr.e_shoff) else {
+    let mut count = u64::from(hdr.e_shnum);
+    if count == 0 {
+        let Some(first) = bytes.read(hdr.e_shoff, entsize) else {
+            return;
+        };
+        match SectionHeader::parse_from(&first, 0, 1, ctx) {
+            Ok(s) => count = s.first().map_or(0, |s| s.sh_size),
+            Err(e) => {
+                malformed(out, format!("section headers: {e}"));
+                return;
+            }
+        }
+        let table = count.saturating_mul(entsize);
+        if table > MAX_TABLE {
+            too_large(out, "the section header table", table);
+            return;
+        }
+        if !fits(hdr.e_shoff, table, file_size) {
+            malformed(
+                out,
+                format!("section headers: {count} entries do not fit in the file"),
+            );
+            return;
+        }
+    }
+    let Some(table) = bytes.read(hdr.e_shoff, count.max(1) * entsize) else {
         return;
     };
-    let shdrs = match SectionHeader::parse(bytes, offset, usize::from(hdr.e_shnum), ctx) {
+    let shdrs = match SectionHeader::parse_from(&table, 0, count as usize, ctx) {
         Ok(s) => s,
         Err(e) => {
             malformed(out, format!("section headers: {e}"));
@@ -661,12 +733,16 @@ fn strip_info(
     } else {
         usize::from(hdr.e_shstrndx)
     };
-    let names = shdrs
-        .get(shstrndx)
-        .filter(|_| shstrndx != 0)
-        .and_then(|s| slice(bytes, s.sh_offset, s.sh_size));
+    let names = shdrs.get(shstrndx).filter(|_| shstrndx != 0).and_then(|s| {
+        if s.sh_size > MAX_TABLE {
+            too_large(out, "the section-name table", s.sh_size);
+            return None;
+        }
+        bytes.read(s.sh_offset, s.sh_size)
+    });
     let name = |s: &SectionHeader| -> String {
         names
+            .as_deref()
             .and_then(|t| c_str(t, s.sh_name as u64))
             .map(printable)
             .unwrap_or_else(|| format!("<section name at {:#x}>", s.sh_name))

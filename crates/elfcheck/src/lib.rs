@@ -185,7 +185,7 @@ fn summary(failed: &[(String, String)]) -> String {
 
 /// Checks an in-memory file.
 pub fn check_bytes(bytes: &[u8], policy: &Policy) -> Report {
-    let (findings, facts) = inspect::inspect(bytes, policy);
+    let (findings, facts) = inspect::inspect(&bytes, policy);
     Report {
         path: None,
         findings,
@@ -193,51 +193,83 @@ pub fn check_bytes(bytes: &[u8], policy: &Policy) -> Report {
     }
 }
 
-/// Files larger than this are not read when the policy sets no budget:
-/// device binaries and host tools are far smaller, and the cap keeps a
-/// mistaken path (a disk image, /proc/kcore) from exhausting memory.
+/// A regular file that reports length 0 (procfs, sysfs) is read whole
+/// up to this many bytes (its length is the only thing that says where
+/// its headers can be).
 pub const READ_LIMIT: u64 = 1 << 30;
 
 /// Reads and checks one regular file. Only reading can fail (including
 /// [`Error::NotRegular`]); everything about the contents is in the report.
 ///
-/// At most the size budget (or [`READ_LIMIT`]) plus one byte is read. A
-/// larger file gets a single [`FindingKind::OverBudget`] error and is not
-/// parsed, so its report has no facts.
+/// Only what the ELF headers point at is read (the headers, `PT_INTERP`,
+/// `PT_DYNAMIC` and its string table, the section-name table), each
+/// bounded, so memory and reads do not grow with the file. A file larger
+/// than the size budget gets a single [`FindingKind::OverBudget`] error
+/// and is not parsed, so its report has no facts.
 pub fn check_file(path: impl AsRef<Path>, policy: &Policy) -> Result<Report, Error> {
-    let path = path.as_ref();
+    check_file_counted(path.as_ref(), policy).map(|(report, _)| report)
+}
+
+/// [`check_file`], and how many bytes it read through the ELF headers
+/// (tests hold it to the headers' size, whatever the file's).
+pub(crate) fn check_file_counted(path: &Path, policy: &Policy) -> Result<(Report, u64), Error> {
+    let file = open_regular(path)?;
+    let len = file.metadata().map_err(|e| io_error(path, e))?.len();
+    let report = |findings, facts| Report {
+        path: Some(path.to_path_buf()),
+        findings,
+        facts,
+    };
+    if let Some(budget) = policy.size_budget.filter(|&b| len > b) {
+        return Ok((report(vec![inspect::over_budget(len, budget)], None), 0));
+    }
+    if len > 0 {
+        let input = FileInput {
+            file,
+            len,
+            error: std::cell::RefCell::new(None),
+            read: std::cell::Cell::new(0),
+        };
+        let (findings, facts) = inspect::inspect(&input, policy);
+        if let Some(source) = input.error.into_inner() {
+            return Err(io_error(path, source));
+        }
+        return Ok((report(findings, facts), input.read.get()));
+    }
+    // A length of 0 may be a lie (procfs): read it whole, bounded.
     let limit = policy.size_budget.unwrap_or(READ_LIMIT);
-    let mut report = match read_bounded(path, limit)? {
-        Ok(bytes) => check_bytes(&bytes, policy),
+    match read_bounded(file, limit).map_err(|e| io_error(path, e))? {
+        Ok(bytes) => {
+            let (findings, facts) = inspect::inspect(&bytes.as_slice(), policy);
+            Ok((report(findings, facts), bytes.len() as u64))
+        }
         Err(size) => {
             let mut finding = inspect::over_budget(size, limit);
             if policy.size_budget.is_none() {
                 finding.message =
                     format!("{size} bytes, more than the {READ_LIMIT} bytes an ELF check reads");
             }
-            Report {
-                path: None,
-                findings: vec![finding],
-                facts: None,
-            }
+            Ok((report(vec![finding], None), size))
         }
-    };
-    report.path = Some(path.to_path_buf());
-    Ok(report)
+    }
 }
 
-/// The whole file if it has at most `limit` bytes, else `Err(size)` with
-/// its length (or `limit + 1` if it grew, or claims a smaller length).
-fn read_bounded(path: &Path, limit: u64) -> Result<Result<Vec<u8>, u64>, Error> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| Error::Io {
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
         path: path.to_path_buf(),
         source,
-    };
+    }
+}
+
+/// Opens `path` for reading if it is a regular file.
+fn open_regular(path: &Path) -> Result<std::fs::File, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
     // stat first: opening a socket fails with a baffling ENXIO, and a FIFO
     // or device need not be opened at all.
-    require_regular(path, &std::fs::metadata(path).map_err(io)?)?;
+    require_regular(
+        path,
+        &std::fs::metadata(path).map_err(|e| io_error(path, e))?,
+    )?;
     // Non-blocking, so a path swapped for a FIFO after the stat cannot
     // block the open; the fstat below then refuses it. For a regular file
     // O_NONBLOCK changes nothing.
@@ -245,20 +277,52 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Result<Vec<u8>, u64>, Error> 
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    require_regular(path, &meta)?;
-    if meta.len() > limit {
-        return Ok(Err(meta.len()));
+        .map_err(|e| io_error(path, e))?;
+    require_regular(path, &file.metadata().map_err(|e| io_error(path, e))?)?;
+    Ok(file)
+}
+
+/// Positioned reads of an open file; the first I/O error is kept for
+/// [`check_file`] to return (inspection sees it as "not in the file").
+struct FileInput {
+    file: std::fs::File,
+    len: u64,
+    error: std::cell::RefCell<Option<std::io::Error>>,
+    read: std::cell::Cell<u64>,
+}
+
+impl inspect::Input for FileInput {
+    fn size(&self) -> u64 {
+        self.len
     }
-    // The length is only a hint (it can change under us, and /proc files
-    // report 0): the read itself is what is bounded.
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
+    fn read(&self, offset: u64, size: u64) -> Option<std::borrow::Cow<'_, [u8]>> {
+        use std::os::unix::fs::FileExt;
+        if offset.checked_add(size)? > self.len {
+            return None;
+        }
+        // Inspection caps every table at inspect::MAX_TABLE, so `size` is
+        // small; a file shorter than its stat length (it shrank) is an
+        // error, not a truncated ELF.
+        let mut buf = vec![0u8; usize::try_from(size).ok()?];
+        self.read.set(self.read.get().saturating_add(size));
+        match self.file.read_exact_at(&mut buf, offset) {
+            Ok(()) => Some(std::borrow::Cow::Owned(buf)),
+            Err(e) => {
+                self.error.borrow_mut().get_or_insert(e);
+                None
+            }
+        }
+    }
+}
+
+/// The whole file if it has at most `limit` bytes, else `Err(size)`: what
+/// was read, `limit + 1`.
+fn read_bounded(file: std::fs::File, limit: u64) -> std::io::Result<Result<Vec<u8>, u64>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
-        return Ok(Err(meta.len().max(bytes.len() as u64)));
+        return Ok(Err(bytes.len() as u64));
     }
     Ok(Ok(bytes))
 }

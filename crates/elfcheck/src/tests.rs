@@ -712,3 +712,28 @@ fn check_file_reports_io_errors_with_the_path() {
     let err = check_file("/nonexistent/elfcheck-test", &x86()).expect_err("missing file");
     assert!(matches!(&err, Error::Io { path, .. } if path.ends_with("elfcheck-test")));
 }
+
+#[test]
+fn check_file_reads_only_what_the_headers_point_at() {
+    let d = tempfile::tempdir().unwrap();
+    let b = Synth::exe().build();
+    let small = d.path().join("exe");
+    std::fs::write(&small, &b).unwrap();
+    let (want, _) = check_file_counted(&small, &x86()).unwrap();
+    // The same headers in a 1 GiB file (sparse: nothing to write).
+    let big = d.path().join("big");
+    std::fs::write(&big, &b).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+    f.set_len(1 << 30).unwrap();
+    let (r, read) = check_file_counted(&big, &x86()).unwrap();
+    let mut facts = r.facts.clone().unwrap();
+    assert_eq!(facts.file_size, 1 << 30);
+    facts.file_size = b.len() as u64;
+    assert_eq!(Some(facts), want.facts, "same facts whatever the length");
+    assert!(r.passed(), "{:?}", r.findings);
+    assert!(
+        read <= b.len() as u64,
+        "read {read} bytes of a 1 GiB file whose ELF is {} bytes",
+        b.len()
+    );
+}

@@ -157,6 +157,17 @@ def unzstd(buf, raw_len, chunk_size, check):
 
 
 def ungzip(buf, raw_len, check):
+    # zlib refuses reserved FLG bits and checks FHCRC; FNAME and FCOMMENT
+    # are bounded by the spec (65535 bytes before the NUL), not by zlib.
+    need(len(buf) >= 10 and buf[:3] == b"\x1f\x8b\x08", check, "not a gzip member (magic, CM=8)")
+    flg, pos = buf[3], 10
+    if flg & 4:
+        pos += 2 + int.from_bytes(buf[pos:pos + 2], "little")
+    for bit in (8, 16):
+        if flg & bit:
+            end = buf.find(b"\0", pos)
+            need(0 <= end - pos <= 65535, check, "gzip FNAME/FCOMMENT missing its NUL or longer than 65535")
+            pos = end + 1
     d = zlib.decompressobj(wbits=31)  # exactly one gzip member
     try:
         out = d.decompress(buf, raw_len + 1)

@@ -180,7 +180,33 @@ impl ChunkDecoder {
     }
 }
 
+/// The member header (RFC 1952 §2.3) as the format allows it: ID1 ID2,
+/// CM = 8 (deflate), no reserved FLG bit. The optional fields (FEXTRA,
+/// FNAME, FCOMMENT, FHCRC) are allowed; the decoder checks the header CRC
+/// when present and refuses an FNAME or FCOMMENT longer than 65535 bytes
+/// before its NUL. MTIME, XFL and OS are ignored.
+fn gzip_member_header(b: &[u8]) -> Result<(), String> {
+    let h = b.get(..10).ok_or("gzip member header truncated")?;
+    if h[..2] != [0x1f, 0x8b] {
+        return Err("not a gzip member (magic)".into());
+    }
+    if h[2] != 8 {
+        return Err(format!(
+            "gzip compression method {} (only 8, deflate)",
+            h[2]
+        ));
+    }
+    if h[3] & 0xe0 != 0 {
+        return Err(format!(
+            "gzip header flags {:#04x}: reserved bits set",
+            h[3]
+        ));
+    }
+    Ok(())
+}
+
 fn decode_gzip(stored: &[u8], out: &mut [u8]) -> Result<(), String> {
+    gzip_member_header(stored)?;
     let mut d = flate2::bufread::GzDecoder::new(stored);
     let n = crate::read::read_full(&mut d, out).map_err(|e| e.to_string())?;
     if n != out.len() {
@@ -303,6 +329,128 @@ mod tests {
         assert!(decode(&unsummed, raw.len())
             .unwrap_err()
             .contains("checksum"));
+    }
+
+    /// `f` (a single-segment frame) with a Dictionary_ID field of `len`
+    /// bytes holding `id` inserted after the frame header descriptor.
+    fn with_dictionary_id(f: &[u8], len: usize, id: u32) -> Vec<u8> {
+        assert!(f[4] & 0x20 != 0 && f[4] & 3 == 0, "fixture frame");
+        let flag = match len {
+            1 => 1,
+            2 => 2,
+            _ => 3,
+        };
+        let mut out = f[..4].to_vec();
+        out.push(f[4] | flag);
+        out.extend_from_slice(&id.to_le_bytes()[..len]);
+        out.extend_from_slice(&f[5..]);
+        out
+    }
+
+    #[test]
+    fn zstd_dictionary_id_zero_means_none() {
+        let raw = raw();
+        let f = frame(&raw);
+        for len in [1, 2, 4] {
+            // A present field holding 0 is "no dictionary" (RFC 8878
+            // §3.1.1.1.3): accepted, by ruzstd too.
+            let zero = with_dictionary_id(&f, len, 0);
+            assert_eq!(decode(&zero, raw.len()).unwrap(), raw, "{len}-byte id 0");
+            let dict = with_dictionary_id(&f, len, 0x11);
+            let e = decode(&dict, raw.len()).unwrap_err();
+            assert!(e.contains("dictionary"), "{len}-byte id: {e}");
+        }
+    }
+
+    #[test]
+    fn zstd_skippable_frames_are_refused_before_and_after() {
+        let raw = raw();
+        let f = frame(&raw);
+        // RFC 8878 §3.1.2: magic 0x184D2A5?, 4-byte length, user data.
+        let mut skip = 0x184D_2A53u32.to_le_bytes().to_vec();
+        skip.extend_from_slice(&3u32.to_le_bytes());
+        skip.extend_from_slice(b"abc");
+        let before = [skip.clone(), f.clone()].concat();
+        let e = decode(&before, raw.len()).unwrap_err();
+        assert!(e.contains("not a zstd frame"), "{e}");
+        let after = [f.clone(), skip].concat();
+        let e = decode(&after, raw.len()).unwrap_err();
+        assert!(e.contains("after the zstd frame"), "{e}");
+        // The reference decoder takes both: the refusal is ours.
+        let mut out = Vec::new();
+        let mut input = &after[..];
+        let mut d = ruzstd::decoding::StreamingDecoder::new(&mut input).unwrap();
+        d.read_to_end(&mut out).unwrap();
+        assert_eq!(out, raw);
+    }
+
+    #[test]
+    fn gzip_member_header_rules() {
+        use std::io::Write;
+        let raw = raw();
+        let member = |b: flate2::GzBuilder| {
+            let mut e = b.write(Vec::new(), flate2::Compression::new(6));
+            e.write_all(&raw).unwrap();
+            e.finish().unwrap()
+        };
+        let run = |stored: &[u8]| {
+            let mut out = vec![0u8; raw.len()];
+            ChunkDecoder::default()
+                .decode(Compression::Gzip, stored, &mut out, CHUNK)
+                .map(|()| out)
+        };
+        // MTIME, OS and FTEXT are ignored; the optional fields allowed.
+        let plain = member(flate2::GzBuilder::new().mtime(12345).operating_system(3));
+        assert_eq!(run(&plain).unwrap(), raw);
+        let mut ftext = plain.clone();
+        ftext[3] = 1;
+        assert_eq!(run(&ftext).unwrap(), raw);
+        let fields = member(
+            flate2::GzBuilder::new()
+                .filename("rootfs")
+                .comment("c")
+                .extra(vec![1, 2, 0, 0]),
+        );
+        assert_eq!(run(&fields).unwrap(), raw);
+        // FNAME: 65535 bytes before the NUL at most.
+        let name = |n: usize| member(flate2::GzBuilder::new().filename(vec![b'n'; n]));
+        assert_eq!(run(&name(65535)).unwrap(), raw);
+        assert!(run(&name(65536)).is_err());
+        // A header CRC (FHCRC) is checked: a hand-made header with one.
+        let mut hcrc = plain[..10].to_vec();
+        hcrc[3] = 0x02;
+        let crc = crc32fast_of(&hcrc) as u16;
+        hcrc.extend_from_slice(&crc.to_le_bytes());
+        let good = [&hcrc[..], &plain[10..]].concat();
+        assert_eq!(run(&good).unwrap(), raw);
+        let mut bad = good.clone();
+        bad[10] ^= 1;
+        assert!(run(&bad).is_err());
+        for flag in [0x20, 0x40, 0x80] {
+            let mut m = plain.clone();
+            m[3] |= flag;
+            assert!(run(&m).unwrap_err().contains("reserved"), "{flag:#x}");
+        }
+        let mut cm = plain.clone();
+        cm[2] = 7;
+        assert!(run(&cm).unwrap_err().contains("method"));
+        assert!(run(&plain[..9]).unwrap_err().contains("truncated"));
+    }
+
+    /// CRC-32 (RFC 1952), bitwise: the header CRC of the test above.
+    fn crc32fast_of(b: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &x in b {
+            c ^= u32::from(x);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
     }
 
     #[test]

@@ -66,8 +66,6 @@ pub struct ChunkReader<'h, S> {
     chain: CrcChain,
     stored: Vec<u8>,
     decoder: ChunkDecoder,
-    /// Also hash decoded bytes against `raw_sha256` (full verification).
-    check_raw: bool,
     /// Stored and padding bytes read from the source.
     pub data_bytes_read: u64,
 }
@@ -94,7 +92,6 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
             chain: CrcChain::default(),
             stored: vec![0u8; max_stored],
             decoder: ChunkDecoder::default(),
-            check_raw: false,
             data_bytes_read: 0,
         };
         r.seek(seg, raw_offset)?;
@@ -164,14 +161,6 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
         Ok(e)
     }
 
-    /// Also check every decoded chunk against its raw SHA-256 (a second
-    /// hash over compressed segments; `fwpack verify` wants it, a device
-    /// relies on the CRC chain for the decoder's output).
-    pub fn check_raw_hashes(mut self, yes: bool) -> Self {
-        self.check_raw = yes;
-        self
-    }
-
     /// Index bytes read so far.
     pub fn index_bytes_read(&self) -> u64 {
         self.index.bytes_read
@@ -188,7 +177,9 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
     }
 
     /// Authenticates and decodes the next chunk into `out[..raw_len]`
-    /// (`out` must hold a whole chunk). `None` once every chunk was handed
+    /// (`out` must hold a whole chunk): its stored bytes against
+    /// `stored_sha256`, then, for a compressed chunk, the decoded bytes
+    /// against `raw_sha256` and the CRC chain. `None` once every chunk was handed
     /// out and the padding after the last was checked.
     pub fn next_chunk(&mut self, out: &mut [u8]) -> Result<Option<ChunkInfo>> {
         let head = self.head;
@@ -236,7 +227,12 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
                     segment: s.name.clone(),
                     reason: format!("chunk {i}: {reason}"),
                 })?;
-            if self.check_raw && <[u8; 32]>::from(Sha256::digest(&*out)) != e.raw_sha256 {
+            // What is written must be what `raw_sha256` says: resume,
+            // `--verify-writes` and delta seeds later prove slot bytes by
+            // it alone, and `verify` refuses an image where it disagrees.
+            // (Uncompressed chunks need no second hash: `check_entry`
+            // requires raw == stored hash there, so one proves both.)
+            if <[u8; 32]>::from(Sha256::digest(&*out)) != e.raw_sha256 {
                 return Err(Error::RawHashMismatch {
                     segment: s.name.clone(),
                     chunk: i,

@@ -25,7 +25,7 @@ impl ImageHead {
         progress: &mut dyn FnMut(u64),
     ) -> Result<VerifyReport> {
         let v = self.authenticate(trusted)?;
-        let mut rd = ChunkReader::new(&v, src)?.check_raw_hashes(true);
+        let mut rd = ChunkReader::new(&v, src)?;
         // Batches of several chunks: one read each, hashed on two threads.
         let cs = self.header.chunk_size() as usize;
         let mut page = crate::crc::PageBuf::new(cs.max(2 << 20));

@@ -4,7 +4,9 @@
 //!
 //! - a trial slot falls back to the active slot in the same boot;
 //! - the active slot gives way to the other slot if that one is
-//!   complete: checked by mounting it first, then recorded in the boot
+//!   complete and not below the rollback floor (AVB's rule; the board's
+//!   `fallback_below_floor = allow` lifts it; below it, the bootstrap goes
+//!   into recovery, recovery.rs): checked by mounting it first, then recorded in the boot
 //!   state (`abandon_active`) with the reason on the console, so the
 //!   next boots go there directly and an update may rewrite the bad slot;
 //! - otherwise (or if the other slot does not boot either, or the
@@ -17,10 +19,19 @@
 
 use std::path::Path;
 
-use updater::{Slot, SlotGroup, SlotState, StateArea};
+use updater::{FallbackBelowFloor, Slot, SlotGroup, SlotState, StateArea};
 
 use crate::config::Config;
-use crate::flow::{mount_slot, open_disk};
+use crate::slotmount::{mount_slot, open_disk};
+
+/// What [`mount_chosen`] did.
+pub enum Chosen {
+    /// This slot is mounted on the new root; `true`: a trial boot.
+    Mounted(Slot, bool),
+    /// Nothing may be booted: the active slot cannot be, and the other is
+    /// below the rollback floor. The reason, for the console.
+    Recovery(String),
+}
 
 /// Mounts `slot` (chosen by the boot state; `trial` if it is the pending
 /// slot on trial) or the slot to fall back to, and returns which one is
@@ -32,9 +43,9 @@ pub fn mount_chosen(
     area: &mut StateArea,
     slot: Slot,
     trial: bool,
-) -> Result<(Slot, bool), String> {
+) -> Result<Chosen, String> {
     let Err(e) = mount_slot(cfg, disk, group, slot) else {
-        return Ok((slot, trial));
+        return Ok(Chosen::Mounted(slot, trial));
     };
     log!("{e}");
     if trial {
@@ -48,7 +59,7 @@ pub fn mount_chosen(
         let active = area.boot().active;
         // The other slot is the one that just failed: nothing else to try.
         mount_slot(cfg, disk, group, active)?;
-        return Ok((active, false));
+        return Ok(Chosen::Mounted(active, false));
     }
     if cfg.safe_mode {
         return Err(format!(
@@ -63,6 +74,19 @@ pub fn mount_chosen(
             info.state.name()
         ));
     }
+    let floor = area.boot().rollback_floor;
+    if info.version < floor {
+        if cfg.fallback_below_floor == FallbackBelowFloor::Refuse {
+            return Ok(Chosen::Recovery(format!(
+                "the active slot {slot} cannot be booted ({e}), and slot {other} holds version {} {}, below the rollback floor {floor}: it is not booted (fallback_below_floor = refuse)",
+                info.version, info.label
+            )));
+        }
+        log!(
+            "slot {other} (version {}) is below the rollback floor {floor}; fallback_below_floor = allow: booting it anyway",
+            info.version
+        );
+    }
     log!(
         "the active slot {slot} cannot be booted; slot {other} is complete (version {} {}), trying it",
         info.version,
@@ -74,12 +98,12 @@ pub fn mount_chosen(
     // be opened for writing while a slot of it is mounted.
     crate::switchroot::unmount_root();
     let mut storage = open_disk(disk)?;
-    area.abandon_active(&mut storage)
+    area.abandon_active(&mut storage, cfg.fallback_below_floor)
         .map_err(|e| format!("recording slot {other} as active: {e}"))?;
     drop(storage);
     log!(
         "slot {other} is now the active slot (not yet confirmed); slot {slot} is marked empty: {e}"
     );
     mount_slot(cfg, disk, group, other)?;
-    Ok((other, false))
+    Ok(Chosen::Mounted(other, false))
 }

@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fwimage::{ImageHead, ImageSource};
-use imagesource::{FetchEvent, HttpOptions, Spec};
+use imagesource::{HttpOptions, Spec};
 use updater::{
     Access, ApplyOptions, ErrorClass, FileStorage, Seed, Slot, StateArea, StateLocation, Storage,
 };
 
 use crate::log::json_str;
 use crate::runinfo::RunInfo;
+use crate::tryboot;
 use crate::update::{add_keys_from, Progress};
-use crate::{flow, tryboot};
 
 /// A failed command: message and exit status (the codes of `fwpack`).
 pub struct Fail {
@@ -96,17 +96,20 @@ boots the right A/B slot; see docs/ARCHITECTURE.md. As a command:
       Confirm the running slot (after a trial boot it becomes active).
   apply [SOURCE] [--target DEV] [--key PEM | --keys DIR]... [--slot A|B]
         [--seed auto|none|active|A|B] [--retries N] [--timeout SECS]
+        [--ca FILE] [--pin sha256/BASE64]...
         [--tries N] [--no-activate] [--verify-writes] [--force] [--json]
         [--state-offset N] [--state-copy-distance N]
       Write a signed image to the inactive slot and make it pending.
-      SOURCE: a file, - (standard input) or an http:// URL (this build has
-      no TLS: the signature secures the content). Without SOURCE, continue
+      SOURCE: a file, - (standard input) or an http:// URL (https:// in
+      builds with TLS: --ca names the CA bundle, default the system's;
+      --pin sha256/BASE64 accepts only that server key). Without SOURCE, continue
       the interrupted apply the journal names. A re-run after a power cut
       or a dropped connection resumes from the last checkpoint. --seed:
       copy chunks the seed slot already holds (auto: the active slot for
       URLs). The slot the running system booted from is refused, even
       with --force.
   check URL [--target DEV] [--key PEM | --keys DIR]... [--json]
+        [--ca FILE] [--pin sha256/BASE64]...
       Is the image at URL an update for this device (its board, a trusted
       signature, newer than the active slot)? Exit 0 yes, 10 no.
 
@@ -133,13 +136,27 @@ struct Opts {
     seed: Option<String>,
     retries: Option<u32>,
     timeout: Option<u64>,
+    ca: Option<PathBuf>,
+    pins: Vec<[u8; 32]>,
     positional: Vec<String>,
 }
 
+/// Options that may be given more than once; any other repeated option is
+/// a usage error (as in `fwpack`, whose parser refuses them too), never
+/// "the last one wins".
+const REPEATABLE: &[&str] = &["--key", "--keys", "--pin"];
+
 fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
     let mut o = Opts::default();
+    let mut seen: Vec<&str> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a.starts_with("--") && !REPEATABLE.contains(&a.as_str()) {
+            if seen.contains(&a.as_str()) {
+                return Err(usage(format!("{a} given twice")));
+            }
+            seen.push(a);
+        }
         let mut value = |name: &str| {
             it.next()
                 .cloned()
@@ -189,12 +206,21 @@ fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
                         .ok_or_else(|| usage(format!("--timeout {v}: seconds, > 0")))?,
                 );
             }
+            "--ca" => o.ca = Some(PathBuf::from(value("--ca")?)),
+            "--pin" => o
+                .pins
+                .push(imagesource::parse_pin(&value("--pin")?).map_err(usage)?),
             "--no-activate" => o.no_activate = true,
             "--verify-writes" => o.verify_writes = true,
             "--force" => o.force = true,
             s if s.starts_with("--") => return Err(usage(format!("unknown option {s}"))),
             s => o.positional.push(s.to_string()),
         }
+    }
+    if o.no_activate && o.tries.is_some() {
+        return Err(usage(
+            "--tries counts the boots of a pending slot; --no-activate makes none",
+        ));
     }
     Ok(o)
 }
@@ -249,7 +275,15 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let r = match cmd.as_str() {
         "status" => parse_opts(rest).and_then(|o| status(&o)),
         "mark-good" => parse_opts(rest).and_then(|o| mark_good(&o)),
-        "apply" => parse_opts(rest).and_then(|o| apply(&o)),
+        "apply" => parse_opts(rest).and_then(|o| {
+            let r = apply(&o);
+            if let (true, Err(f)) = (o.json, &r) {
+                // As `fwpack apply --json`: the last line says why.
+                let msg = f.msg.split("\n\n").next().unwrap_or_default();
+                println!("{}", updater::error_json(f.code, msg));
+            }
+            r
+        }),
         "check" => parse_opts(rest).and_then(|o| check(&o)),
         "--help" | "-h" | "help" => {
             println!("{HELP}");
@@ -330,7 +364,7 @@ fn mark_good(o: &Opts) -> Result<(), Fail> {
             )
             .into());
         }
-        flow::with_autoboot(&dev, &fstype, |dir| {
+        tryboot::with_autoboot(&dev, &fstype, |dir| {
             let text = std::fs::read_to_string(dir.join("autoboot.txt")).unwrap_or_default();
             let a = tryboot::parse(&text);
             if a.default == Some(new) && a.tryboot == Some(old) {
@@ -382,46 +416,50 @@ fn open_source(o: &Opts, spec: &Spec) -> Result<imagesource::Opened, Fail> {
     let http = HttpOptions {
         timeout: Duration::from_secs(o.timeout.unwrap_or(30)),
         retries: o.retries.unwrap_or(5),
+        tls: imagesource::TlsOptions {
+            ca_file: o.ca.clone(),
+            pins: o.pins.clone(),
+        },
         ..HttpOptions::default()
     };
     let json = o.json;
-    let observer: imagesource::Observer = Box::new(move |e| match e {
-        FetchEvent::Request {
-            offset,
-            end,
-            status,
-        } if json => println!(
-            "{{\"event\":\"fetch\",\"offset\":{offset},\"end\":{},\"status\":{status}}}",
-            end.map_or("null".into(), |e| e.to_string())
-        ),
-        FetchEvent::Retry {
-            offset,
-            attempt,
-            wait,
-            error,
-        } => {
-            if json {
-                println!(
-                    "{{\"event\":\"retry\",\"offset\":{offset},\"attempt\":{attempt},\"wait_ms\":{},\"error\":{}}}",
-                    wait.as_millis(),
-                    json_str(error)
-                )
-            } else {
-                crate::log!("retrying at byte {offset} in {wait:?} (attempt {attempt}): {error}")
-            }
+    // The same lines as `fwpack apply` (rendered by imagesource).
+    let observer: imagesource::Observer = Box::new(move |e| {
+        if json {
+            println!("{}", e.json());
+        } else if let Some(line) = e.text() {
+            crate::log!("{line}");
         }
-        _ => {}
     });
     Ok(imagesource::open(spec, &http, Some(observer))?)
 }
 
+/// `--seed`: `None` for auto (the active slot for URLs, none otherwise).
+fn parse_seed(s: Option<&str>) -> Result<Option<Seed>, Fail> {
+    Ok(match s.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("auto") => None,
+        Some("none") => Some(Seed::None),
+        Some("active") => Some(Seed::Active),
+        Some(s) => Some(Seed::Slot(
+            s.parse::<Slot>()
+                .map_err(|e| usage(format!("--seed: {e}")))?,
+        )),
+    })
+}
+
 fn apply(o: &Opts) -> Result<(), Fail> {
+    // Usage errors first: nothing is opened before the arguments are known
+    // to make sense (the engine checks the rest before its first write).
+    let seed = parse_seed(o.seed.as_deref())?;
+    if o.positional.len() > 1 {
+        return Err(usage("apply takes one SOURCE"));
+    }
     let (target, loc, _, _) = whereabouts(o)?;
     let keys = trusted_keys(o)?;
     let mut st = FileStorage::open(Path::new(&target), Access::ReadWrite)?;
     let image = match &o.positional[..] {
         [image] => image.clone(),
-        [] => {
+        _ => {
             // Continue what the journal names.
             let area = StateArea::read(&mut st, loc)?;
             match area.journal().map(|j| j.source.clone()) {
@@ -432,17 +470,12 @@ fn apply(o: &Opts) -> Result<(), Fail> {
                 _ => return Err(usage("apply needs a SOURCE (the journal names none)")),
             }
         }
-        _ => return Err(usage("apply takes one SOURCE")),
     };
     let spec = Spec::parse(&image);
-    let seed = match o.seed.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("auto") if matches!(spec, Spec::Url(_)) => Seed::Active,
-        None | Some("auto") | Some("none") => Seed::None,
-        Some("active") => Seed::Active,
-        Some(s) => Seed::Slot(
-            s.parse::<Slot>()
-                .map_err(|e| usage(format!("--seed: {e}")))?,
-        ),
+    let seed = match seed {
+        Some(s) => s,
+        None if matches!(spec, Spec::Url(_)) => Seed::Active,
+        None => Seed::None,
     };
     let opened = open_source(o, &spec)?;
     let source = match &spec {
@@ -471,20 +504,8 @@ fn apply(o: &Opts) -> Result<(), Fail> {
         }
     })?;
     if json {
-        println!(
-            "{{\"event\":\"result\",\"result\":\"ok\",\"slot\":\"{}\",\"version\":{},\"bytes_written\":{},\"bytes_read_back\":{},\"image_bytes_read\":{},\"bytes_from_seed\":{},\"skipped_resume\":{},\"resumed_from\":{},\"pending\":{}}}",
-            report.slot,
-            report.version,
-            report.bytes_written,
-            report.bytes_read_back,
-            report.image_bytes_read,
-            report.bytes_from_seed,
-            report.skipped_resume,
-            report
-                .resumed_from
-                .map_or("null".into(), |(s, off)| format!("[{s},{off}]")),
-            report.pending
-        );
+        // The same result line as `fwpack apply --json`.
+        println!("{}", report.json(&image, &target.display().to_string()));
     } else {
         crate::log!(
             "applied {image} to slot {}: version {}, {} bytes written, {} read from the source, {} copied from the seed{}",

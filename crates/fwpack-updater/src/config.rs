@@ -4,7 +4,9 @@
 //!
 //! Unknown keys are warnings, not errors (a PID 1 that refuses to boot
 //! over a typo'd optional key helps nobody); a malformed value of a known
-//! key, a duplicate key or a missing `target` is an error.
+//! key, a duplicate key or a missing `target` is an error. The syntax is
+//! read by `updater::keyvalue`, the one parser of fwpack's `key = value`
+//! files.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -201,6 +203,19 @@ pub struct Config {
     /// that panics reboots after N seconds, and the next boot counts the
     /// try.
     pub kexec_panic: u32,
+    /// May an active slot that cannot be booted give way to the other
+    /// slot when that one is below the rollback floor? (`refuse`: the
+    /// bootstrap waits in recovery instead.)
+    pub fallback_below_floor: updater::FallbackBelowFloor,
+    /// Hardware watchdog armed before a trial boot (watchdog.rs); `None`:
+    /// none.
+    pub watchdog: Option<PathBuf>,
+    /// Its timeout.
+    pub watchdog_timeout: Duration,
+    /// Names of variables the kernel put in PID 1's environment (unknown
+    /// `KEY=value` words of its command line) that are passed on to the
+    /// slot's init; nothing else from there is ([`crate::pid1::take_environment`]).
+    pub init_env: Vec<String>,
 }
 
 /// Keys the kernel command line may not override unless
@@ -217,6 +232,7 @@ pub const PROTECTED: &[&str] = &[
     "images",
     "init",
     "board",
+    "fallback_below_floor",
 ];
 
 /// Every key the parser knows (for the unknown-key warning).
@@ -244,6 +260,10 @@ const KEYS: &[&str] = &[
     "cmdline_overrides",
     "boot",
     "kexec_panic",
+    "fallback_below_floor",
+    "watchdog",
+    "watchdog_timeout",
+    "init_env",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -291,48 +311,28 @@ fn parse_overrides(v: &str) -> Result<Option<Vec<String>>, String> {
     Ok(Some(out))
 }
 
+/// `init_env`: environment variable names, space or comma separated.
+fn parse_env_names(v: &str) -> Result<Vec<String>, String> {
+    v.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|n| {
+            let ok = n.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+                && !n.starts_with(|c: char| c.is_ascii_digit());
+            if ok {
+                Ok(n.to_string())
+            } else {
+                Err(format!("`{n}` is not an environment variable name"))
+            }
+        })
+        .collect()
+}
+
 fn parse_seconds(v: &str) -> Result<Duration, String> {
     let s = v.strip_suffix('s').unwrap_or(v);
     match s.parse::<u32>() {
         Ok(n) if n > 0 && n <= 3600 => Ok(Duration::from_secs(u64::from(n))),
         _ => Err(format!("`{v}`: expected seconds, 1..=3600")),
     }
-}
-
-/// Parsed `key = value` pairs with their line numbers, and an error for
-/// each line that is not one (or repeats a key: the first one counts).
-#[allow(clippy::type_complexity)]
-fn pairs(text: &str) -> (Vec<(usize, String, String)>, Vec<String>) {
-    let mut out: Vec<(usize, String, String)> = Vec::new();
-    let mut errors = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            errors.push(format!("line {n}: expected `key = value`, got `{line}`"));
-            continue;
-        };
-        let (k, v) = (k.trim(), v.trim());
-        if k.is_empty()
-            || !k
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c == b'_' || c.is_ascii_digit())
-        {
-            errors.push(format!(
-                "line {n}: `{k}` is not a key (lower case, digits, _)"
-            ));
-            continue;
-        }
-        if let Some((first, ..)) = out.iter().find(|(_, ok, _)| ok == k) {
-            errors.push(format!("line {n}: `{k}` already set on line {first}"));
-            continue;
-        }
-        out.push((n, k.to_string(), v.to_string()));
-    }
-    (out, errors)
 }
 
 /// Everything one reading of the file found.
@@ -407,30 +407,41 @@ impl Config {
             safe_mode: false,
             boot: BootMethod::SwitchRoot,
             kexec_panic: 5,
+            fallback_below_floor: updater::FallbackBelowFloor::Refuse,
+            watchdog: None,
+            watchdog_timeout: Duration::from_secs(60),
+            init_env: Vec::new(),
         };
         let mut warnings = Vec::new();
         let mut have_target = false;
         let mut tryboot_dev = None;
         let mut tryboot_fstype = "vfat".to_string();
         let mut tryboot_parts = None;
-        let (pairs, mut errors) = pairs(text);
-        for (n, k, v) in pairs {
+        let parsed = updater::keyvalue::parse(text);
+        let mut errors = parsed.errors;
+        for updater::keyvalue::Pair {
+            line: n,
+            key: k,
+            value: v,
+        } in parsed.pairs
+        {
             let at = |e: String| format!("line {n}: {k}: {e}");
             // A bad value leaves the key at its default (and is an error).
             let r: Result<(), String> = (|| {
-                match k.as_str() {
+                match k {
                     "target" => {
-                        c.target = DeviceSpec::parse(&v).map_err(at)?;
+                        c.target = DeviceSpec::parse(v).map_err(at)?;
                         have_target = true;
                     }
                     "tryboot" => {
                         if v != "off" {
-                            tryboot_dev = Some(DeviceSpec::parse(&v).map_err(at)?);
+                            tryboot_dev = Some(DeviceSpec::parse(v).map_err(at)?);
                         }
                     }
-                    "tryboot_fstype" => tryboot_fstype = v,
+                    "tryboot_fstype" => tryboot_fstype = v.to_string(),
+                    "init_env" => c.init_env = parse_env_names(v).map_err(at)?,
                     "cmdline_overrides" => {
-                        c.cmdline_overrides = parse_overrides(&v).map_err(at)?;
+                        c.cmdline_overrides = parse_overrides(v).map_err(at)?;
                     }
                     "tryboot_partitions" => {
                         let nums: Vec<u32> = v
@@ -454,7 +465,7 @@ impl Config {
                             }
                         }
                     }
-                    _ => c.set(&k, &v).map_err(at)?,
+                    _ => c.set(k, v).map_err(at)?,
                 }
                 Ok(())
             })();
@@ -462,7 +473,7 @@ impl Config {
                 errors.push(e);
                 continue;
             }
-            if !KEYS.contains(&k.as_str()) {
+            if !KEYS.contains(&k) {
                 warnings.push(format!("line {n}: unknown key `{k}` ignored"));
             }
         }
@@ -558,6 +569,11 @@ impl Config {
             }
             "verify_writes" => self.verify_writes = parse_bool(v)?,
             "boot" => self.boot = BootMethod::parse(v)?,
+            "fallback_below_floor" => {
+                self.fallback_below_floor = v.parse().map_err(|e: updater::Error| e.to_string())?
+            }
+            "watchdog" => self.watchdog = if v == "none" { None } else { Some(path(v)?) },
+            "watchdog_timeout" => self.watchdog_timeout = parse_seconds(v)?,
             "kexec_panic" => {
                 self.kexec_panic = match v.parse::<u32>() {
                     Ok(n) if (1..=3600).contains(&n) => n,
@@ -603,7 +619,13 @@ impl Config {
             if k == "slot" {
                 continue;
             }
-            if !KEYS.contains(&k) || k.starts_with("tryboot") || k == "cmdline_overrides" {
+            // What reaches the environment is the build's choice alone:
+            // the command line is what it protects against.
+            if !KEYS.contains(&k)
+                || k.starts_with("tryboot")
+                || k == "cmdline_overrides"
+                || k == "init_env"
+            {
                 return Err(format!(
                     "kernel command line: `fwpack.{k}` is not a setting that can be overridden"
                 ));
@@ -684,6 +706,41 @@ board = qemu-x86_64
             let e = Config::parse(&format!("target = /dev/vda\n{bad}\n")).unwrap_err();
             assert!(e.contains("line 2"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn floor_and_watchdog() {
+        use updater::FallbackBelowFloor as F;
+        let (c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert_eq!(
+            (c.fallback_below_floor, c.watchdog.is_none()),
+            (F::Refuse, true)
+        );
+        let (c, _) = Config::parse(
+            "target = /dev/vda\nfallback_below_floor = allow\nwatchdog = /dev/watchdog0\nwatchdog_timeout = 30\n",
+        )
+        .unwrap();
+        assert_eq!(c.fallback_below_floor, F::Allow);
+        assert_eq!(
+            c.watchdog.as_deref(),
+            Some(std::path::Path::new("/dev/watchdog0"))
+        );
+        assert_eq!(c.watchdog_timeout, Duration::from_secs(30));
+        for bad in [
+            "fallback_below_floor = yes",
+            "watchdog_timeout = 0",
+            "watchdog = rel",
+        ] {
+            assert!(
+                Config::parse(&format!("target = /dev/vda\n{bad}\n")).is_err(),
+                "{bad}"
+            );
+        }
+        // Allowing a rollback is not the command line's to decide.
+        let (mut c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert!(c
+            .apply_cmdline("fwpack.fallback_below_floor=allow")
+            .is_err());
     }
 
     #[test]
@@ -894,6 +951,21 @@ board = qemu-x86_64
                 .unwrap_err();
             assert!(e.contains("not a protected key"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn init_env_names() {
+        let (c, _) = Config::parse("target = /dev/vda\ninit_env = LANG, TZ _X1\n").unwrap();
+        assert_eq!(c.init_env, ["LANG", "TZ", "_X1"]);
+        for bad in ["A=B", "1X", "A-B"] {
+            let e = Config::parse(&format!("target = /dev/vda\ninit_env = {bad}\n")).unwrap_err();
+            assert!(e.contains("not an environment variable name"), "{bad}: {e}");
+        }
+        let (mut c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert!(c
+            .apply_cmdline("fwpack.init_env=FWPACK_BOOT_RECORD")
+            .is_err());
+        assert!(c.init_env.is_empty());
     }
 
     #[test]

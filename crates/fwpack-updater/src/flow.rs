@@ -9,14 +9,17 @@ use std::convert::Infallible;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use updater::{Access, BootDecision, FileStorage, Slot, StateArea};
+use updater::{BootDecision, FileStorage, Slot, StateArea};
 
 use crate::config::{Action, BootMethod, Config, DeviceSpec, DEFAULT_PATH};
 use crate::pid1::{self, Signals};
 use crate::runinfo::RunInfo;
-use crate::{bootslot, devwait, kexecboot, kmod, slotdev, switchroot, tryboot, update};
+use crate::slotmount::open_disk;
+use crate::switchroot::InitArgs;
+use crate::{bootslot, devwait, kexecboot, kmod, recovery, switchroot, tryboot, update, watchdog};
 
 pub fn run(args: Vec<OsString>) -> ! {
+    let kernel_env = pid1::take_environment();
     let (mut signals, problems) = pid1::setup("/dev/console");
     log!(
         "fwpack-updater {} starting as PID 1",
@@ -36,18 +39,12 @@ pub fn run(args: Vec<OsString>) -> ! {
         }
     };
     pid1::set_panic_action(cfg.on_failure);
-    if cfg.console != Path::new("/dev/console") {
-        match pid1::attach_console(&cfg.console.to_string_lossy(), false) {
-            Ok(()) => log!("console: {}", cfg.console.display()),
-            Err(e) => log!(
-                "console {}: {e}; staying on /dev/console",
-                cfg.console.display()
-            ),
-        }
-    }
     // The kernel passes unknown command-line words on to init; so do we.
-    let init_args: Vec<OsString> = args.into_iter().skip(1).collect();
-    match boot(&cfg, &mut signals, &init_args) {
+    let init = InitArgs {
+        args: args.into_iter().skip(1).collect(),
+        env: pid1::init_env(&kernel_env, &cfg.init_env),
+    };
+    match boot(&cfg, &mut signals, &init) {
         Ok(never) => match never {},
         Err(e) => {
             log!("{e}");
@@ -98,11 +95,7 @@ fn load_config() -> Result<Config, String> {
     }
 }
 
-pub(crate) fn open_disk(disk: &Path) -> Result<FileStorage, String> {
-    FileStorage::open(disk, Access::ReadWrite).map_err(|e| e.to_string())
-}
-
-fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<Infallible, String> {
+fn boot(cfg: &Config, signals: &mut Signals, init: &InitArgs) -> Result<Infallible, String> {
     if let Some(list) = &cfg.modules {
         match kmod::load_all(list) {
             Ok((ok, 0)) => log!("{ok} kernel modules ready"),
@@ -112,22 +105,25 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     }
     signals.act_on_request();
     let disk = devwait::wait(&cfg.target, cfg.device_timeout, signals)?;
+    // Once the modules are loaded (a console's driver may be one of them)
+    // and the disk is there: a disk named as the console is then refused
+    // for what it is, not for being missing.
+    if cfg.console != Path::new("/dev/console") {
+        match pid1::attach_tty(&cfg.console.to_string_lossy()) {
+            Ok(()) => log!("console: {}", cfg.console.display()),
+            Err(e) => log!("console refused: {e}; staying on /dev/console"),
+        }
+    }
     // Booted by kexec for a slot (this initramfs is the slot kernel's own).
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if let Some(slot) = kexecboot::staged_slot(&cmdline) {
-        return kexecboot::slot_stage(cfg, &disk, slot?, init_args);
+        return kexecboot::slot_stage(cfg, &disk, slot?, init);
     }
 
-    match update::check_and_apply(cfg, &disk, signals) {
+    match update::check_and_apply(cfg, &disk, signals, false) {
         Ok(update::Outcome::Nothing) => {}
         Ok(update::Outcome::Applied { slot, tries }) => {
-            if let Some(tb) = &cfg.tryboot {
-                prepare_tryboot(cfg, tb, slot, signals)?;
-                log!("slot {slot} is pending; rebooting into it once with the firmware's tryboot flag");
-                pid1::reboot_with_arg(c"0 tryboot");
-            }
-            log!("slot {slot} is pending ({tries} tries); rebooting into it");
-            pid1::finish(Action::Reboot);
+            return reboot_into(cfg, slot, tries, signals)
         }
         // The running slot is untouched by a refused update: boot it.
         Err(e) => log!("{e}; booting the current slot"),
@@ -191,10 +187,30 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     drop(storage);
 
     let (mut slot, mut trial) =
-        bootslot::mount_chosen(cfg, &disk, &group, &mut area, decision.slot, decision.trial)?;
+        match bootslot::mount_chosen(cfg, &disk, &group, &mut area, decision.slot, decision.trial)?
+        {
+            bootslot::Chosen::Mounted(slot, trial) => (slot, trial),
+            bootslot::Chosen::Recovery(why) => {
+                let (slot, tries) = recovery::wait(cfg, &disk, signals, &why);
+                return reboot_into(cfg, slot, tries, signals);
+            }
+        };
+    // Left running into the trial slot (watchdog.rs); dropped without the
+    // magic close.
+    let mut wd = if trial {
+        watchdog::Watchdog::arm(cfg, &format!("for the trial of slot {slot}"))
+    } else {
+        None
+    };
     if cfg.boot == BootMethod::Kexec {
         // Returns only when the bootstrap cannot kexec (the slot mounted).
         (slot, trial) = kexecboot::boot(cfg, &disk, &group, &mut area, slot, trial)?;
+        if !trial {
+            // Fell back to the active slot under this kernel.
+            if let Some(w) = wd.take() {
+                w.disarm();
+            }
+        }
     }
 
     let info = RunInfo {
@@ -219,51 +235,23 @@ fn boot(cfg: &Config, signals: &mut Signals, init_args: &[OsString]) -> Result<I
     }
     signals.act_on_request();
     log!("switching root to slot {slot}, running {}", cfg.init);
-    switchroot::switch_root(&cfg.init, init_args)
+    switchroot::switch_root(&cfg.init, init)
 }
 
-/// Mounts `slot` read-only on the new root after checking its init.
-pub(crate) fn mount_slot(
+/// After an update was applied to `slot` and made pending: reboot into it.
+fn reboot_into(
     cfg: &Config,
-    disk: &Path,
-    group: &updater::SlotGroup,
     slot: Slot,
-) -> Result<(), String> {
-    let r = group.slot(slot);
-    let dev = slotdev::attach(disk, r.offset, r.size, cfg.slot_device)?;
-    log!("slot {slot} ({} bytes at {}) is {dev}", r.size, r.offset);
-    switchroot::mount_root(dev.node(), &cfg.root_fstype, &cfg.root_flags)?;
-    drop(dev);
-    if let Err(e) = switchroot::check_init(&cfg.init) {
-        switchroot::unmount_root();
-        return Err(format!("slot {slot}: {e}"));
+    tries: u8,
+    signals: &mut Signals,
+) -> Result<Infallible, String> {
+    if let Some(tb) = &cfg.tryboot {
+        prepare_tryboot(cfg, tb, slot, signals)?;
+        log!("slot {slot} is pending; rebooting into it once with the firmware's tryboot flag");
+        pid1::reboot_with_arg(c"0 tryboot");
     }
-    Ok(())
-}
-
-/// Where the autoboot.txt partition is mounted while it is read or changed.
-const AUTOBOOT_MNT: &str = "/mnt/autoboot";
-
-/// Runs `f` on the mounted autoboot.txt partition.
-pub fn with_autoboot<T>(
-    dev: &Path,
-    fstype: &str,
-    f: impl FnOnce(&Path) -> Result<T, String>,
-) -> Result<T, String> {
-    let mnt = Path::new(if Path::new("/mnt").is_dir() {
-        AUTOBOOT_MNT
-    } else {
-        "/run/fwpack/autoboot"
-    });
-    std::fs::create_dir_all(mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
-    rustix::mount::mount(dev, mnt, fstype, rustix::mount::MountFlags::NOATIME, c"")
-        .map_err(|e| format!("mounting {} ({fstype}): {e}", dev.display()))?;
-    let r = f(mnt);
-    rustix::fs::sync();
-    if let Err(e) = rustix::mount::unmount(mnt, rustix::mount::UnmountFlags::empty()) {
-        log!("unmounting {}: {e}", mnt.display());
-    }
-    r
+    log!("slot {slot} is pending ({tries} tries); rebooting into it");
+    pid1::finish(Action::Reboot)
 }
 
 /// Before the tryboot reboot: autoboot.txt must send a tryboot to the new
@@ -279,7 +267,7 @@ fn prepare_tryboot(
         tb.partitions[new.other().index()],
         tb.partitions[new.index()],
     );
-    with_autoboot(&dev, &tb.fstype, |dir| {
+    tryboot::with_autoboot(&dev, &tb.fstype, |dir| {
         let path = dir.join("autoboot.txt");
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let a = tryboot::parse(&text);

@@ -22,21 +22,23 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use updater::{FileStorage, Slot, SlotGroup, StateArea};
 
-use crate::blkid;
 use crate::config::Config;
 use crate::runinfo::RunInfo;
 use crate::switchroot::{self, NEW_ROOT};
+use crate::{blkid, slotmount};
 
 /// Where the slot's boot files are, relative to its root.
 pub const BOOT_DIR: &str = "boot/fwpack";
 /// Size limits (a slot's files are data from outside).
-const MAX_KERNEL: u64 = 256 << 20;
-const MAX_INITRD: u64 = 1 << 30;
-const MAX_DTB: u64 = 2 << 20;
+const MAX_KERNEL: u64 = kexec::MAX_KERNEL;
+const MAX_INITRD: u64 = kexec::MAX_INITRD;
+const MAX_DTB: u64 = kexec::fdt::MAX_LEN as u64;
 const MAX_CMDLINE_FILE: u64 = 4096;
 
-/// A slot's boot files, opened inside the mounted slot. The descriptors
-/// keep the files readable by path (`/proc/self/fd/N`) for the loader.
+/// A slot's boot files, opened `O_PATH` inside the mounted slot. The
+/// descriptors keep the files readable by path (`/proc/self/fd/N`, which
+/// reopens the very inode) for the loader, which reads each only after
+/// its own `fstat` (`kexec::open_regular`).
 struct SlotFiles {
     kernel: OwnedFd,
     initrd: Option<OwnedFd>,
@@ -50,7 +52,10 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
 
 /// Opens `BOOT_DIR/name` inside the new root, resolving symlinks inside
 /// it (a slot's absolute symlink must not reach the initramfs), as a
-/// regular file of at most `max` bytes. `None`: it does not exist.
+/// regular file of at most `max` bytes. `None`: it does not exist. The
+/// open is `O_PATH`: no driver or FIFO open runs before `fstat` has seen
+/// a regular file (a FIFO opened for reading would wait for a writer
+/// forever).
 fn open_in_slot(name: &str, max: u64) -> Result<Option<OwnedFd>, String> {
     let root = rustix::fs::open(
         NEW_ROOT,
@@ -62,9 +67,9 @@ fn open_in_slot(name: &str, max: u64) -> Result<Option<OwnedFd>, String> {
     let fd = match rustix::fs::openat2(
         &root,
         rel.as_str(),
-        OFlags::RDONLY | OFlags::CLOEXEC,
+        OFlags::PATH | OFlags::CLOEXEC,
         Mode::empty(),
-        ResolveFlags::IN_ROOT,
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     ) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Ok(None),
@@ -97,7 +102,7 @@ fn read_slot_files() -> Result<SlotFiles, String> {
     let cmdline = match open_in_slot("cmdline", MAX_CMDLINE_FILE)? {
         None => String::new(),
         Some(fd) => {
-            let text = std::fs::read(fd_path(&fd))
+            let text = kexec::read_regular(&fd_path(&fd), "cmdline", MAX_CMDLINE_FILE)
                 .map_err(|e| format!("/{BOOT_DIR}/cmdline in the slot: {e}"))?;
             let text = String::from_utf8(text)
                 .map_err(|_| format!("/{BOOT_DIR}/cmdline in the slot is not UTF-8"))?;
@@ -257,13 +262,12 @@ pub fn boot(
                     "slot {slot} cannot be booted; counting the failed try and falling back to slot {}",
                     slot.other()
                 );
-                let mut storage = FileStorage::open(disk, updater::Access::ReadWrite)
-                    .map_err(|e| e.to_string())?;
+                let mut storage = slotmount::open_disk(disk)?;
                 area.fallback(&mut storage).map_err(|e| e.to_string())?;
                 drop(storage);
                 slot = area.boot().active;
                 trial = false;
-                crate::flow::mount_slot(cfg, disk, group, slot)?;
+                slotmount::mount_slot(cfg, disk, group, slot)?;
             }
             // The active slot's root is known good; a reboot would only
             // meet the same kernel again.
@@ -317,7 +321,7 @@ pub fn slot_stage(
     cfg: &Config,
     disk: &Path,
     slot: Slot,
-    init_args: &[std::ffi::OsString],
+    init: &switchroot::InitArgs,
 ) -> Result<std::convert::Infallible, String> {
     log!("slot stage: this kernel was booted by kexec for slot {slot}");
     let mut storage =
@@ -336,7 +340,7 @@ pub fn slot_stage(
             )
         })?
         .clone();
-    crate::flow::mount_slot(cfg, disk, &group, slot)?;
+    slotmount::mount_slot(cfg, disk, &group, slot)?;
     let info = RunInfo {
         target: disk.to_path_buf(),
         state_offset: cfg.state_offset,
@@ -349,7 +353,7 @@ pub fn slot_stage(
         log!("{e} (`fwpack-updater mark-good` will need --target and --slot)");
     }
     log!("switching root to slot {slot}, running {}", cfg.init);
-    switchroot::switch_root(&cfg.init, init_args)
+    switchroot::switch_root(&cfg.init, init)
 }
 
 #[cfg(test)]

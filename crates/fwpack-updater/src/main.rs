@@ -22,12 +22,15 @@ mod flow;
 mod kexecboot;
 mod kmod;
 mod pid1;
+mod recovery;
 mod runinfo;
 mod slotdev;
+mod slotmount;
 mod switchroot;
 mod sys;
 mod tryboot;
 mod update;
+mod watchdog;
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

@@ -3,6 +3,7 @@
 //! halt or power off. PID 1 must never exit (the kernel panics), so
 //! [`finish`] never returns and a panic is routed to it as well.
 
+use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -62,7 +63,7 @@ fn mount(
 /// console cannot be opened, so that later files never land on fds 0–2).
 /// The kernel already did this if the initramfs has /dev/console; doing
 /// it again after devtmpfs is mounted covers images without the node.
-pub fn attach_console(console: &str, or_null: bool) -> Result<(), String> {
+fn attach_console(console: &str, or_null: bool) -> Result<(), String> {
     let flags = OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC;
     let fd: OwnedFd = match rustix::fs::open(console, flags, Mode::empty()) {
         Ok(fd) => fd,
@@ -70,10 +71,99 @@ pub fn attach_console(console: &str, or_null: bool) -> Result<(), String> {
         Err(_) => rustix::fs::open("/dev/null", flags, Mode::empty())
             .map_err(|e| format!("opening {console} and /dev/null: {e}"))?,
     };
+    dup_to_stdio(&fd)
+}
+
+/// Makes `console` (the `console` setting) fds 0–2, if it is a terminal.
+///
+/// Whoever sets the console could otherwise name a disk, and every log
+/// line would be written over its first sectors, or `/dev/watchdog`, which
+/// an open arms. So nothing is opened for reading or writing before the
+/// node is known to be a terminal: an `O_PATH|O_NOFOLLOW` open (no driver
+/// code runs, a symlink is refused), `fstat` for a character device, and
+/// sysfs for its class: `/sys/dev/char/MAJ:MIN/subsystem` is the `tty`
+/// class for serial ports, virtual consoles, `hvc`, ptys and
+/// `/dev/console` alike, and for nothing else (disks are block devices,
+/// `/dev/mem`, `/dev/kmsg` and the watchdog are other classes). Then the
+/// same inode is opened through the `O_PATH` descriptor (no second path
+/// lookup to race) with `O_NOCTTY|O_NONBLOCK` (a modem line without
+/// carrier must not hang PID 1), and `TCGETS` confirms a terminal driver
+/// answers.
+pub fn attach_tty(console: &str) -> Result<(), String> {
+    use rustix::fs::FileType;
+    let path = rustix::fs::open(
+        console,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("opening {console}: {e}"))?;
+    let st = rustix::fs::fstat(&path).map_err(|e| format!("{console}: {e}"))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::CharacterDevice {
+        return Err(format!("{console} is not a character device"));
+    }
+    let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+    let class = std::fs::read_link(format!("/sys/dev/char/{major}:{minor}/subsystem"))
+        .map_err(|e| format!("{console} (device {major}:{minor}): no tty class in sysfs: {e}"))?;
+    if class.file_name() != Some(std::ffi::OsStr::new("tty")) {
+        return Err(format!(
+            "{console} (device {major}:{minor}) is a {} device, not a terminal",
+            class.file_name().unwrap_or_default().to_string_lossy()
+        ));
+    }
+    let fd = rustix::fs::open(
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&path)),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("opening {console}: {e}"))?;
+    rustix::termios::tcgetattr(&fd).map_err(|e| format!("{console} is not a terminal: {e}"))?;
+    let fl = rustix::fs::fcntl_getfl(&fd).map_err(|e| format!("{console}: {e}"))?;
+    rustix::fs::fcntl_setfl(&fd, fl - OFlags::NONBLOCK).map_err(|e| format!("{console}: {e}"))?;
+    dup_to_stdio(&fd)
+}
+
+fn dup_to_stdio(fd: &OwnedFd) -> Result<(), String> {
     rustix::stdio::dup2_stdin(fd.as_fd()).map_err(|e| e.to_string())?;
     rustix::stdio::dup2_stdout(fd.as_fd()).map_err(|e| e.to_string())?;
-    rustix::stdio::dup2_stderr(fd.as_fd()).map_err(|e| e.to_string())?;
-    Ok(())
+    rustix::stdio::dup2_stderr(fd.as_fd()).map_err(|e| e.to_string())
+}
+
+/// What the kernel gives every init (`HOME=/ TERM=linux`): the base of
+/// PID 1's own environment and of its init's.
+const BASE_ENV: [(&str, &str); 2] = [("HOME", "/"), ("TERM", "linux")];
+
+/// Empties PID 1's environment and sets [`BASE_ENV`]; returns what the
+/// kernel put there. Besides `HOME` and `TERM`, that is every `KEY=value`
+/// word of the kernel command line the kernel does not know (`TERM=`
+/// included), so whoever edits the command line would otherwise set
+/// `FWPACK_BOOT_RECORD` (the running-slot check of every apply) or any
+/// other variable a library reads. Called first, while PID 1 has a single
+/// thread.
+pub fn take_environment() -> Vec<(OsString, OsString)> {
+    let kernel: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    for (k, _) in &kernel {
+        std::env::remove_var(k);
+    }
+    for (k, v) in BASE_ENV {
+        std::env::set_var(k, v);
+    }
+    kernel
+}
+
+/// The environment of the slot's init: [`BASE_ENV`], then the variables
+/// of `kernel` that `names` (the `init_env` setting) lists.
+pub fn init_env(kernel: &[(OsString, OsString)], names: &[String]) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = BASE_ENV
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .collect();
+    for (k, v) in kernel {
+        if names.iter().any(|n| k == n.as_str()) {
+            env.retain(|(b, _)| b != k);
+            env.push((k.clone(), v.clone()));
+        }
+    }
+    env
 }
 
 /// PID 1's signal handling: everything interesting arrives on a signalfd.
@@ -232,6 +322,33 @@ mod tests {
 
     /// Signals queue on the signalfd and map to the sysvinit/busybox
     /// conventions; SIGCHLD only reaps.
+    #[test]
+    fn init_env_is_the_base_plus_named_kernel_variables() {
+        let kernel: Vec<(OsString, OsString)> = [
+            ("HOME", "/"),
+            ("TERM", "vt100"),
+            ("FWPACK_BOOT_RECORD", "/x"),
+            ("LANG", "C.UTF-8"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        let env = init_env(&kernel, &[]);
+        assert_eq!(
+            env,
+            [("HOME".into(), "/".into()), ("TERM".into(), "linux".into())]
+        );
+        let env = init_env(&kernel, &["LANG".into(), "TERM".into()]);
+        assert_eq!(
+            env,
+            [
+                ("HOME".into(), "/".into()),
+                ("TERM".into(), "vt100".into()),
+                ("LANG".into(), "C.UTF-8".into())
+            ]
+        );
+    }
+
     #[test]
     fn signals_become_requests() {
         let fd = sys::block_and_signalfd().unwrap();

@@ -4,7 +4,8 @@
 //! updater also leaves a copy of itself at `/run/fwpack/fwpack-updater`,
 //! so a root filesystem without the binary can still confirm itself.
 //!
-//! Same `key = value` syntax as updater.conf.
+//! Same `key = value` syntax as updater.conf, read by the same parser
+//! (`updater::keyvalue`: a repeated key is an error).
 
 use std::path::{Path, PathBuf};
 
@@ -62,9 +63,9 @@ impl RunInfo {
         let mut slot = None;
         let mut trial = false;
         let (mut tb_dev, mut tb_fs, mut tb_parts) = (None, "vfat".to_string(), None);
-        for pair in updater::busy::boot_record_pairs(text) {
-            let (k, v) = pair?;
-            match k {
+        for p in updater::keyvalue::parse(text).strict()? {
+            let v = p.value;
+            match p.key {
                 "target" => target = Some(PathBuf::from(v)),
                 "state_offset" => {
                     state_offset = Some(

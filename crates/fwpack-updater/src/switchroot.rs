@@ -20,11 +20,15 @@ pub const NEW_ROOT: &str = "/newroot";
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
-/// Mounts `dev` read-only on [`NEW_ROOT`].
+/// Mounts `dev` read-only on [`NEW_ROOT`], and `nodev,nosuid,noexec`:
+/// while PID 1 inspects a slot (its init, its kernel files) nothing in it
+/// is a device, runs or gains privileges. [`switch_root`] lifts the three
+/// for the slot's own system.
 pub fn mount_root(dev: &Path, fstype: &str, data: &str) -> Result<(), String> {
     let _ = rustix::fs::mkdir(NEW_ROOT, Mode::from_raw_mode(0o755));
     let data = std::ffi::CString::new(data).map_err(|_| "root_flags contains NUL".to_string())?;
-    rustix::mount::mount(dev, NEW_ROOT, fstype, MountFlags::RDONLY, data.as_c_str()).map_err(|e| {
+    let flags = MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOEXEC;
+    rustix::mount::mount(dev, NEW_ROOT, fstype, flags, data.as_c_str()).map_err(|e| {
         let hint = match e {
             rustix::io::Errno::NODEV => format!(" (the kernel has no {fstype} driver: add its module to the module list)"),
             rustix::io::Errno::ROFS | rustix::io::Errno::INVAL => {
@@ -94,10 +98,17 @@ fn delete_tree(dir: &Path, dev: u64) {
     }
 }
 
-/// Switches to the new root and executes `init` with `args`. Returns only
+/// What the slot's init is started with: the kernel's extra arguments
+/// and the environment PID 1 built ([`crate::pid1::init_env`]).
+pub struct InitArgs {
+    pub args: Vec<std::ffi::OsString>,
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+}
+
+/// Switches to the new root and executes `init` with `with`. Returns only
 /// on failure; by then the initramfs may be gone, so the caller can only
 /// log and reboot.
-pub fn switch_root(init: &str, args: &[std::ffi::OsString]) -> Result<Infallible, String> {
+pub fn switch_root(init: &str, with: &InitArgs) -> Result<Infallible, String> {
     let root_dev = std::fs::metadata("/").map_err(|e| format!("/: {e}"))?.dev();
     let new_dev = std::fs::metadata(NEW_ROOT)
         .map_err(|e| format!("{NEW_ROOT}: {e}"))?
@@ -112,6 +123,10 @@ pub fn switch_root(init: &str, args: &[std::ffi::OsString]) -> Result<Infallible
         .unwrap_or(0);
     let is_initramfs = fs_type == RAMFS_MAGIC || fs_type == TMPFS_MAGIC;
 
+    // The slot becomes the system's root: its setuid programs and device
+    // nodes work as on any root (a bind remount changes only these flags).
+    rustix::mount::mount_remount(NEW_ROOT, MountFlags::BIND | MountFlags::RDONLY, c"")
+        .map_err(|e| format!("remounting {NEW_ROOT} for its init: {e}"))?;
     for m in ["/dev", "/proc", "/sys", "/run"] {
         let dst = format!("{NEW_ROOT}{m}");
         if let Err(e) = rustix::mount::mount_move(m, dst.as_str()) {
@@ -129,9 +144,17 @@ pub fn switch_root(init: &str, args: &[std::ffi::OsString]) -> Result<Infallible
     rustix::process::chroot(".").map_err(|e| format!("chroot: {e}"))?;
     rustix::process::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     sys::unblock_all();
+    // PID 1 is the only thread: setting the environment the exec passes
+    // on is sound here, and smaller than Command's own environment map.
+    for (k, _) in std::env::vars_os() {
+        std::env::remove_var(k);
+    }
+    for (k, v) in &with.env {
+        std::env::set_var(k, v);
+    }
     let err = std::process::Command::new(init)
         .arg0(init)
-        .args(args)
+        .args(&with.args)
         .exec();
     Err(format!("executing {init}: {err}"))
 }

@@ -217,3 +217,22 @@ pub fn loop_set_fd_and_status(
     }
     Ok(())
 }
+
+/// WDIOC_SETTIMEOUT = _IOWR('W', 6, int).
+const WDIOC_SETTIMEOUT: u32 = 0xC004_5706;
+
+/// Sets a watchdog's timeout; returns the one the driver chose (it may
+/// round, or clamp to what the hardware can count).
+pub fn watchdog_set_timeout(wd: BorrowedFd<'_>, seconds: u32) -> io::Result<u32> {
+    let mut t: libc::c_int = seconds.min(i32::MAX as u32) as libc::c_int;
+    // SAFETY: the kernel reads and writes one int through the pointer,
+    // which points at a live local.
+    check(unsafe {
+        libc::ioctl(
+            wd.as_raw_fd(),
+            WDIOC_SETTIMEOUT as _,
+            &mut t as *mut libc::c_int,
+        )
+    })?;
+    Ok(t.max(0) as u32)
+}

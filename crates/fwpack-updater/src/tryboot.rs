@@ -240,6 +240,31 @@ pub fn slot_of(partitions: [u32; 2], partition: u32) -> Option<Slot> {
     }
 }
 
+/// Where the autoboot.txt partition is mounted while it is read or changed.
+const AUTOBOOT_MNT: &str = "/mnt/autoboot";
+
+/// Runs `f` on the mounted autoboot.txt partition.
+pub fn with_autoboot<T>(
+    dev: &Path,
+    fstype: &str,
+    f: impl FnOnce(&Path) -> Result<T, String>,
+) -> Result<T, String> {
+    let mnt = Path::new(if Path::new("/mnt").is_dir() {
+        AUTOBOOT_MNT
+    } else {
+        "/run/fwpack/autoboot"
+    });
+    std::fs::create_dir_all(mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
+    rustix::mount::mount(dev, mnt, fstype, rustix::mount::MountFlags::NOATIME, c"")
+        .map_err(|e| format!("mounting {} ({fstype}): {e}", dev.display()))?;
+    let r = f(mnt);
+    rustix::fs::sync();
+    if let Err(e) = rustix::mount::unmount(mnt, rustix::mount::UnmountFlags::empty()) {
+        log!("unmounting {}: {e}", mnt.display());
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

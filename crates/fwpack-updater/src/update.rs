@@ -107,6 +107,26 @@ pub fn judge(
     Ok(None)
 }
 
+/// In recovery (recovery.rs) the active slot cannot be booted, so any
+/// image for this board at or above the rollback floor will do, even the
+/// one the broken slot holds; the engine checks the floor again.
+fn judge_recovery(head: &ImageHead, boot: &updater::BootState, board: &str) -> Result<(), String> {
+    let h = &head.header;
+    if h.board != board {
+        return Err(format!(
+            "refused: it is for board `{}`, this device is `{board}`",
+            h.board
+        ));
+    }
+    if h.payload_version < boot.rollback_floor {
+        return Err(format!(
+            "(version {}) is below the rollback floor {}",
+            h.payload_version, boot.rollback_floor
+        ));
+    }
+    Ok(())
+}
+
 /// A candidate that passed the cheap checks (head, signature, board, version).
 struct Candidate {
     path: PathBuf,
@@ -122,10 +142,14 @@ pub enum Outcome {
 /// Where images on a partition are mounted for the check.
 const IMAGES_MNT: &str = "/mnt/images";
 
+/// `recovery`: the active slot cannot be booted (recovery.rs): any image
+/// at or above the rollback floor is applied, and an empty source is not
+/// worth a console line on every look.
 pub fn check_and_apply(
     cfg: &Config,
     disk: &Path,
     signals: &mut Signals,
+    recovery: bool,
 ) -> Result<Outcome, String> {
     let Some(images) = &cfg.images else {
         return Ok(Outcome::Nothing);
@@ -158,17 +182,19 @@ pub fn check_and_apply(
             )
         }
     };
-    let r = check_dir(cfg, disk, &dir);
+    let r = check_dir(cfg, disk, &dir, recovery);
     if mounted {
         let _ = rustix::mount::unmount(IMAGES_MNT, rustix::mount::UnmountFlags::DETACH);
     }
     r
 }
 
-fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
+fn check_dir(cfg: &Config, disk: &Path, dir: &Path, recovery: bool) -> Result<Outcome, String> {
     let files = images_in(dir);
     if files.is_empty() {
-        log!("no update images in {}", dir.display());
+        if !recovery {
+            log!("no update images in {}", dir.display());
+        }
         return Ok(Outcome::Nothing);
     }
     let keys = trusted_keys(&cfg.keys)?;
@@ -202,7 +228,12 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
             continue;
         }
         let h = &head.header;
-        match judge(&head, &boot, &board) {
+        let verdict = if recovery {
+            judge_recovery(&head, &boot, &board).map(|()| None)
+        } else {
+            judge(&head, &boot, &board)
+        };
+        match verdict {
             Ok(None) => {}
             Ok(Some(note)) => log!("update {name} {note}"),
             Err(why) => {
@@ -246,6 +277,7 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
         ..ApplyOptions::default()
     };
     let mut progress = Progress::default();
+    let mut wd = crate::watchdog::Watchdog::arm(cfg, "while the update is applied");
     // The same instantiation of the engine as `apply SOURCE` (one copy in the binary).
     let report = updater::apply(
         imagesource::AnySource::File(file),
@@ -253,9 +285,17 @@ fn check_dir(cfg: &Config, disk: &Path, dir: &Path) -> Result<Outcome, String> {
         &mut storage,
         &keys,
         &opts,
-        &mut |e| progress.event(e),
-    )
-    .map_err(|e| format!("update {name} refused: {e}"))?;
+        &mut |e| {
+            if let Some(w) = &mut wd {
+                w.ping();
+            }
+            progress.event(e)
+        },
+    );
+    if let Some(w) = wd {
+        w.disarm();
+    }
+    let report = report.map_err(|e| format!("update {name} refused: {e}"))?;
     log!(
         "applied {name} to slot {}: version {}, {} bytes written{}{}",
         report.slot,

@@ -305,3 +305,62 @@ fn the_running_slot_is_refused() {
     assert_eq!(st["slots"]["B"]["fell_back"], true);
     assert_eq!(st["pending"], serde_json::Value::Null);
 }
+
+/// Usage errors are found before any state change, as in `fwpack apply`:
+/// with slot B complete and pending, each exits 2 and leaves the whole
+/// disk byte-identical; B stays pending.
+#[test]
+fn field_usage_errors_leave_the_disk_byte_identical() {
+    let work = tempfile::tempdir().unwrap();
+    let a = image(&noise_rootfs(work.path(), "a.bin", 1), 1);
+    let disk = disk(work.path(), false, &a);
+    let key = work.path().join("key.pem");
+    let b = work.path().join("b.fwi");
+    std::fs::write(&b, image(&noise_rootfs(work.path(), "b.bin", 2), 2)).unwrap();
+    let apply = |extra: &[&str]| {
+        Command::new(host_updater())
+            .arg("apply")
+            .arg(&b)
+            .arg("--key")
+            .arg(&key)
+            .args(extra)
+            .arg("--target")
+            .arg(&disk)
+            .output()
+            .unwrap()
+    };
+    let out = apply(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = std::fs::read(&disk).unwrap();
+    for extra in [
+        // The seed is the slot being written (the default target, B).
+        &["--seed", "B"][..],
+        &["--slot", "B", "--seed", "b"],
+        &["--seed", "C"],
+        &["--slot", "C"],
+        &["--slot", "B", "--slot", "B"],
+        &["--tries", "0"],
+        &["--no-activate", "--tries", "5"],
+        &["--timeout", "0"],
+        &["--bogus"],
+        &["second-source.fwi"],
+    ] {
+        let out = apply(extra);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            std::fs::read(&disk).unwrap() == before,
+            "{extra:?}: the disk changed"
+        );
+    }
+    let st = json(&updater(&["status", "--json"], &disk));
+    assert_eq!(st["pending"], "B", "{st}");
+}

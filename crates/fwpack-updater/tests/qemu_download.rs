@@ -45,68 +45,6 @@ const BIG_DISK: u64 = 105 * MIB;
 const B_ROOTFS: u64 = 44 * MIB;
 const B_BLOB: usize = 32 * MIB as usize;
 
-/// Slot A's init: network up, a probe request (so a broken network reads
-/// as one, not as an updater failure), then the download command from
-/// /etc/fwpack-test/download (one argument per line); on success reboot
-/// into the new slot, else power off.
-fn net_init_source() -> String {
-    format!(
-        r#"
-use std::io::{{Read, Write}};
-use std::process::Command;
-
-extern "C" {{
-    fn reboot(cmd: i32) -> i32;
-    fn sync();
-}}
-const RB_POWER_OFF: i32 = 0x4321fedc;
-const RB_AUTOBOOT: i32 = 0x01234567;
-{netup}
-fn main() {{
-    let mut out = std::io::stdout();
-    let version = std::fs::read_to_string("/etc/fwpack-test/version").unwrap_or_default();
-    let _ = writeln!(out, "FWPACK-NET booted version {{}} pid {{}}", version.trim(), std::process::id());
-    let mut code = -1;
-    match netup("eth0", [10, 0, 2, 15], [255, 255, 255, 0]) {{
-        Err(e) => {{ let _ = writeln!(out, "FWPACK-NET eth0 failed: {{}}", e); }}
-        Ok(()) => {{
-            let _ = writeln!(out, "FWPACK-NET eth0 up 10.0.2.15/24");
-            let addr: std::net::SocketAddr = "{server}:{port}".parse().unwrap();
-            match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10)) {{
-                Ok(mut s) => {{
-                    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-                    let _ = s.write_all(b"GET /probe HTTP/1.1\r\nHost: fwpack\r\nConnection: close\r\n\r\n");
-                    let mut buf = Vec::new();
-                    let _ = s.read_to_end(&mut buf);
-                    let text = String::from_utf8_lossy(&buf);
-                    let _ = writeln!(out, "FWPACK-NET probe: {{}}", text.lines().next().unwrap_or(""));
-                }}
-                Err(e) => {{ let _ = writeln!(out, "FWPACK-NET probe failed: {{}}", e); }}
-            }}
-            let args: Vec<String> = std::fs::read_to_string("/etc/fwpack-test/download")
-                .unwrap_or_default().lines().map(str::to_string).collect();
-            let _ = writeln!(out, "FWPACK-NET running fwpack-updater {{}}", args.join(" "));
-            let _ = out.flush();
-            match Command::new("/run/fwpack/fwpack-updater").args(&args).status() {{
-                Ok(s) => code = s.code().unwrap_or(-1),
-                Err(e) => {{ let _ = writeln!(out, "FWPACK-NET could not run the updater: {{}}", e); }}
-            }}
-        }}
-    }}
-    let _ = writeln!(out, "FWPACK-NET apply exit {{}}", code);
-    let _ = out.flush();
-    if std::process::id() == 1 {{
-        unsafe {{ sync(); reboot(if code == 0 {{ RB_AUTOBOOT }} else {{ RB_POWER_OFF }}); }}
-        loop {{ std::thread::park(); }}
-    }}
-}}
-"#,
-        netup = guestnet::NETUP_RS,
-        server = SERVER_ADDR,
-        port = SERVER_PORT,
-    )
-}
-
 fn config() -> String {
     "# fwpack-updater download test configuration\n\
      target = /dev/nvme0n1\n\

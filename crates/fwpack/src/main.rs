@@ -31,10 +31,11 @@ enum Command {
     CheckElf(cmd::elf::CheckElfArgs),
     /// Build a reproducible newc initramfs from a recipe, or list one (--list).
     Initramfs(cmd::initramfs::InitramfsArgs),
-    /// Write a bootable disk image (MBR/GPT, FAT boot, raw slots) from a layout, or --inspect one.
+    /// Write a bootable disk image (MBR/GPT, FAT boot, raw slots) and its .bmap from a layout, or --inspect one.
     Disk(cmd::disk::DiskArgs),
     /// Build everything a board needs: checked updater, signed update.fwi,
-    /// initramfs, boot files, sdcard.img and manifest.json.
+    /// initramfs, boot files, sdcard.img (with sdcard.img.bmap and
+    /// sdcard.img.zst for bmaptool) and manifest.json.
     Build(Box<cmd::build::BuildArgs>),
     /// List the board configurations `build` knows.
     Boards(cmd::boards::BoardsArgs),
@@ -53,6 +54,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keygen(a) => cmd::keys::keygen(a),
@@ -74,14 +76,75 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::from(exit::OK),
+        Err(err) if stdout_closed(&err) => std::process::ExitCode::from(exit::OK),
         Err(err) => {
             // A failing source travels inside the readers' I/O errors;
             // the chain would say it twice behind an "I/O error".
             match err.chain().find_map(imagesource::find_source_error) {
                 Some(src) => eprintln!("fwpack: error: {err}: {src}"),
-                None => eprintln!("fwpack: error: {err:#}"),
+                None => eprintln!("fwpack: error: {}", render(&err)),
             }
             std::process::ExitCode::from(exit::classify(&err))
         }
     }
+}
+
+/// The error and its causes, each said once. Many error types put their
+/// source into their own message (`"reading {path}: {source}"`) and also
+/// return it from `source()`; printing every link would repeat it.
+fn render(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut previous = String::new();
+    for cause in err.chain() {
+        let message = cause.to_string();
+        if !message.is_empty() && !previous.contains(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+        previous = message;
+    }
+    text
+}
+
+/// The reader of our stdout went away (`fwpack initramfs --list … | head`):
+/// nothing more can be said to it, so end quietly and successfully, as
+/// ripgrep does. Only when stdout itself is the closed pipe: a broken pipe
+/// to a signer command or a server stays an error.
+fn stdout_closed(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    }) && stdout_is_broken()
+}
+
+/// The write end of a pipe whose readers are gone polls as POLLERR.
+fn stdout_is_broken() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n == 1 && fd.revents & libc::POLLERR != 0
+}
+
+/// `println!` panics when stdout is a closed pipe; that is the same quiet
+/// end as above, not a crash report.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && stdout_is_broken() {
+            std::process::exit(exit::OK.into());
+        }
+        default(info);
+    }));
 }

@@ -171,6 +171,51 @@ fn refusals_leave_the_disk_untouched() {
     assert!(!out.status.success() && stderr(&out).contains("already has a state area"));
 }
 
+/// Usage errors are found before any state change: with slot B complete
+/// and pending, each of them exits 2 and leaves the whole disk (state area
+/// and slots) byte-identical; B stays pending.
+#[test]
+fn field_usage_errors_leave_the_disk_byte_identical() {
+    let s = setup();
+    let d = &s.dir;
+    let base = [
+        "apply",
+        "v11.fwi",
+        "--target",
+        "disk.img",
+        "--key",
+        "k.pub.pem",
+    ];
+    ok(fwpack(&base, d));
+    let before = std::fs::read(d.join("disk.img")).unwrap();
+    for extra in [
+        // The seed is the slot being written (the default target, B).
+        &["--seed", "B"][..],
+        &["--slot", "B", "--seed", "b"],
+        &["--seed", "C"],
+        &["--slot", "C"],
+        &["--slot", "B", "--slot", "B"],
+        &["--tries", "0"],
+        &["--no-activate", "--tries", "5"],
+        &["--chunk-size", "1000"],
+        &["--checkpoint-interval", "0"],
+        &["--bogus"],
+    ] {
+        let args = [&base[..], extra].concat();
+        let out = fwpack(&args, d);
+        assert_eq!(code(&out), 2, "{extra:?}: {}", show(&out));
+        assert!(
+            std::fs::read(d.join("disk.img")).unwrap() == before,
+            "{extra:?}: the disk changed"
+        );
+    }
+    let st: serde_json::Value = serde_json::from_slice(
+        &ok(fwpack(&["status", "--target", "disk.img", "--json"], d)).stdout,
+    )
+    .unwrap();
+    assert_eq!(st["pending"], "B", "{st}");
+}
+
 #[test]
 fn ab_round_trip() {
     let s = setup();

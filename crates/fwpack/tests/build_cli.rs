@@ -87,10 +87,102 @@ fn two_builds_are_byte_identical() {
         "boot/initramfs.cpio.gz",
         "manifest.json",
         "update.fwi",
+        "sdcard.img.bmap",
+        "sdcard.img.zst",
     ] {
         let a = std::fs::read(i.dir.join("first").join(f)).unwrap();
         let b = std::fs::read(i.dir.join("again").join(f)).unwrap();
         assert!(a == b, "{f} differs between two builds");
+    }
+}
+
+#[test]
+fn bmaptool_flashes_sdcard_img_and_its_zst_through_the_block_map() {
+    let i = inputs();
+    let out = i.dir.join("first");
+    let image = std::fs::read(out.join("sdcard.img")).unwrap();
+    let map = std::fs::read_to_string(out.join("sdcard.img.bmap")).unwrap();
+    let field = |tag: &str| -> u64 {
+        let open = format!("<{tag}>");
+        let at = map.find(&open).unwrap() + open.len();
+        map[at..].split('<').next().unwrap().trim().parse().unwrap()
+    };
+    // Most of the card is empty slot B and unused slot A.
+    assert!(
+        field("MappedBlocksCount") * 2 < field("BlocksCount"),
+        "{map}"
+    );
+    for source in ["sdcard.img", "sdcard.img.zst"] {
+        let copy = i.dir.join(format!("flashed-from-{source}"));
+        let o = Command::new("bmaptool")
+            .arg("copy")
+            .arg("--bmap")
+            .arg(out.join("sdcard.img.bmap"))
+            .arg(out.join(source))
+            .arg(&copy)
+            .output()
+            .expect("bmaptool (bmap-tools; cargo xtask deps installs it)");
+        assert!(o.status.success(), "bmaptool copy {source}: {}", show(&o));
+        let flashed = std::fs::read(&copy).unwrap();
+        assert!(
+            flashed == image,
+            "bmaptool's copy of {source} equals sdcard.img"
+        );
+        std::fs::remove_file(&copy).unwrap();
+    }
+}
+
+#[test]
+fn published_outputs_are_readable_under_umask_022() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let i = inputs();
+    let updater = i.updater.to_string_lossy().into_owned();
+    let kernel = i.kernel.to_string_lossy().into_owned();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fwpack"));
+    c.args([
+        "build",
+        "--board",
+        "qemu-x86_64",
+        "--out",
+        "modes",
+        "--kernel",
+        &kernel,
+        "--rootfs",
+        "rootfs.img",
+        "--key",
+        "release.pem",
+        "--updater",
+        &updater,
+    ])
+    .current_dir(&i.dir)
+    .env("SOURCE_DATE_EPOCH", build_common::EPOCH);
+    // SAFETY: umask is async-signal-safe and touches only the child.
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let mode = |p: &str| {
+        std::fs::metadata(i.dir.join("modes").join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(""), 0o755, "the output directory");
+    for f in [
+        "update.fwi",
+        "sdcard.img",
+        "sdcard.img.bmap",
+        "sdcard.img.zst",
+        "manifest.json",
+        "boot/initramfs.cpio.gz",
+    ] {
+        assert_eq!(mode(f), 0o644, "{f}");
     }
 }
 

@@ -272,14 +272,43 @@ fn large_files_are_refused_without_being_read() {
     assert_eq!(v["findings"][0]["kind"], "over_budget");
     assert_eq!(v["findings"][0]["size"], 8u64 << 30);
     assert!(v["facts"].is_null());
-    // No budget: the 1 GiB read limit applies.
+    // No budget: only the ELF header's bytes are read (all zero: not an
+    // ELF), never the 8 GiB.
     let o = fwpack_guarded(&[], &[&big]);
-    assert_eq!(code(&o), 7, "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(
-        stdout(&o).contains("more than the 1073741824 bytes"),
+    assert_eq!(code(&o), 4, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("not an ELF file"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_large_elf_is_checked_from_its_headers_alone() {
+    // A real static binary grown to 8 GiB (sparse): under the guard's
+    // 1 GiB address-space limit it can only be checked by reading what its
+    // headers point at, and the facts are those of the small file.
+    let b = bins();
+    let d = tempfile::tempdir().unwrap();
+    let big = d.path().join("big-updater");
+    std::fs::copy(&b.static_a64, &big).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(8 << 30)
+        .unwrap();
+    let facts = |o: &Output| -> serde_json::Value {
+        let mut v: serde_json::Value = serde_json::from_str(stdout(o).trim()).unwrap();
+        v["facts"]["file_size"] = 0.into();
+        v["facts"].take()
+    };
+    let small = fwpack_guarded(&["--machine", "aarch64", "--json"], &[&b.static_a64]);
+    assert_eq!(
+        code(&small),
+        0,
         "{}",
-        stdout(&o)
+        String::from_utf8_lossy(&small.stderr)
     );
+    let o = fwpack_guarded(&["--machine", "aarch64", "--json"], &[&big]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(facts(&o), facts(&small));
 }
 
 #[test]

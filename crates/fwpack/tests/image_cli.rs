@@ -345,3 +345,55 @@ fn completions_and_man_pages_come_from_the_cli_definition() {
     assert!(f.dir.join("man/fwpack.1").exists());
     assert!(f.dir.join("man/fwpack-verify.1").exists());
 }
+
+/// The field names docs/FORMAT.md gives for `inspect --json` are exactly
+/// the ones printed (top level and per segment), so a reader that follows
+/// the spec finds every field, and a renamed field fails here.
+#[test]
+fn inspect_json_has_the_documented_fields() {
+    let f = fixture();
+    ok(stamp(&f.dir, "u.fwi", &["--key", "release.pem"]));
+    let out = ok(fwpack(&["inspect", "--json", "u.fwi"], &f.dir));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut printed: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    let seg = &v["segments"][0];
+    let mut seg_printed: Vec<String> = seg.as_object().unwrap().keys().cloned().collect();
+
+    let spec =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/FORMAT.md"))
+            .unwrap();
+    let section = spec
+        .split("### `fwpack inspect --json`")
+        .nth(1)
+        .and_then(|s| s.split("\n### ").next())
+        .expect("FORMAT.md has an `inspect --json` section");
+    let ticked = |s: &str| -> Vec<String> {
+        s.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    let mut documented = Vec::new();
+    let mut seg_documented = Vec::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').collect();
+        documented.extend(ticked(cells[1]));
+        if cells[1].contains("`segments`") {
+            // The per-segment names are the ticked words before the dash.
+            let names = cells[2].split('—').next().unwrap();
+            seg_documented.extend(ticked(names).into_iter().filter(|n| !n.starts_with('"')));
+        }
+    }
+    for v in [
+        &mut printed,
+        &mut documented,
+        &mut seg_printed,
+        &mut seg_documented,
+    ] {
+        v.sort();
+    }
+    assert_eq!(printed, documented, "top-level fields");
+    assert_eq!(seg_printed, seg_documented, "segment fields");
+    assert!(seg["compression"] == "none" || seg["compression"] == "zstd");
+}

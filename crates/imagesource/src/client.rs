@@ -301,18 +301,26 @@ pub(crate) struct Client {
     pub timeout: Duration,
     pub max_redirects: u32,
     pub user_agent: String,
-    /// Built on the first https request: parsing Mozilla's roots costs
-    /// memory an http:// apply should not pay.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    tls_opts: crate::http::TlsOptions,
+    /// Built on the first https request: loading a CA bundle costs time
+    /// and memory an http:// apply should not pay.
     #[cfg(feature = "tls")]
-    tls: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>>,
+    tls: std::sync::OnceLock<Result<std::sync::Arc<rustls::ClientConfig>, String>>,
 }
 
 impl Client {
-    pub fn new(timeout: Duration, max_redirects: u32, user_agent: String) -> Client {
+    pub fn new(
+        timeout: Duration,
+        max_redirects: u32,
+        user_agent: String,
+        tls_opts: crate::http::TlsOptions,
+    ) -> Client {
         Client {
             timeout,
             max_redirects,
             user_agent,
+            tls_opts,
             #[cfg(feature = "tls")]
             tls: std::sync::OnceLock::new(),
         }
@@ -380,19 +388,11 @@ impl Client {
         }
         let name = rustls::pki_types::ServerName::try_from(u.host.clone())
             .map_err(|e| fatal(format!("TLS server name `{}`: {e}", u.host)))?;
-        let config = self.tls.get_or_init(|| {
-            std::sync::Arc::new(
-                rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .unwrap_or_else(|_| unreachable_tls())
-                .with_root_certificates(rustls::RootCertStore {
-                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-                })
-                .with_no_client_auth(),
-            )
-        });
+        let config = self
+            .tls
+            .get_or_init(|| crate::tls::config(&self.tls_opts))
+            .as_ref()
+            .map_err(|e| fatal(e.clone()))?;
         let c = rustls::ClientConnection::new(config.clone(), name)
             .map_err(|e| fatal(format!("TLS: {e}")))?;
         Ok(Box::new(rustls::StreamOwned::new(c, s)))
@@ -481,12 +481,6 @@ impl Client {
             body: Body { conn: r, framing },
         })
     }
-}
-
-#[cfg(feature = "tls")]
-fn unreachable_tls() -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier> {
-    // ring's default provider supports the safe default versions.
-    panic!("rustls: the ring provider does not support TLS 1.2/1.3")
 }
 
 /// The response head, through the empty line.

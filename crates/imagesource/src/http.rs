@@ -43,6 +43,19 @@ pub struct HttpOptions {
     pub backoff: Duration,
     pub max_redirects: u32,
     pub user_agent: String,
+    /// Server identity for https:// (ignored by http:// URLs).
+    pub tls: TlsOptions,
+}
+
+/// Whom an https:// server must prove to be.
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// PEM bundle of the CAs to trust; default: the system's bundle when
+    /// there is one, else (with the `webpki-roots` feature) Mozilla's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// SHA-256 hashes of public keys (SPKI) the server's certificate may
+    /// have ([`crate::parse_pin`]); empty: any key the CAs vouch for.
+    pub pins: Vec<[u8; 32]>,
 }
 
 impl Default for HttpOptions {
@@ -53,6 +66,7 @@ impl Default for HttpOptions {
             backoff: Duration::from_millis(500),
             max_redirects: 5,
             user_agent: format!("fwpack/{}", env!("CARGO_PKG_VERSION")),
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -151,7 +165,12 @@ impl HttpSource {
             reason,
         })?;
         let mut s = HttpSource {
-            client: Client::new(opts.timeout, opts.max_redirects, opts.user_agent.clone()),
+            client: Client::new(
+                opts.timeout,
+                opts.max_redirects,
+                opts.user_agent.clone(),
+                opts.tls.clone(),
+            ),
             url: url.into(),
             len: 0,
             validator: None,

@@ -29,9 +29,14 @@ use fwimage::{ImageSource, HEADER_LEN};
 
 mod client;
 mod http;
+mod pin;
 mod pipe;
+mod render;
+#[cfg(feature = "tls")]
+mod tls;
 
-pub use http::{FetchEvent, HttpOptions, HttpSource, Observer};
+pub use http::{FetchEvent, HttpOptions, HttpSource, Observer, TlsOptions};
+pub use pin::parse_pin;
 pub use pipe::PipeSource;
 
 /// Most memory a pipe source may keep for the head and index (an image

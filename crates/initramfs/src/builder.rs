@@ -501,8 +501,11 @@ impl Builder {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
+        // 0666 minus the umask, like any other file a user creates
+        // (tempfile's default is 0600).
         let tmp = tempfile::Builder::new()
             .prefix(".fwpack-initramfs-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(dir)
             .map_err(Error::Write)?;
         let (buf, summary) = self.write_to(
@@ -510,9 +513,6 @@ impl Builder {
             compression,
         )?;
         buf.into_inner().map_err(|e| Error::Write(e.into_error()))?;
-        tmp.as_file()
-            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .map_err(Error::Write)?;
         tmp.as_file().sync_all().map_err(Error::Write)?;
         tmp.persist(path).map_err(|e| Error::Write(e.error))?;
         Ok(summary)

@@ -274,15 +274,19 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// Decoder errors mean the compressed stream is corrupt: a format
-    /// problem, not an I/O one.
+    /// Decoder errors mean the compressed stream is corrupt or beyond the
+    /// decoder's limits (a zstd window over its maximum): a format problem,
+    /// not an I/O one. The OS reports its errors with an errno; a decoder's
+    /// own errors have none.
     fn io_err(&self, e: io::Error) -> Error {
+        let from_decoder = self.codec != Codec::None && e.raw_os_error().is_none();
         match e.kind() {
             io::ErrorKind::InvalidData
             | io::ErrorKind::InvalidInput
             | io::ErrorKind::UnexpectedEof => {
                 fmt_err(self.offset, format!("corrupt compressed stream: {e}"))
             }
+            _ if from_decoder => fmt_err(self.offset, format!("compressed stream: {e}")),
             _ => Error::Read {
                 path: "<archive>".into(),
                 source: e,

@@ -308,10 +308,18 @@ fn bad(what: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+fn bad_input(what: &str, reason: impl Into<String>) -> Error {
+    Error::BadInput {
+        what: what.into(),
+        reason: reason.into(),
+    }
+}
+
 fn no_room(what: &str, size: u64) -> Error {
-    Error::Unsupported(format!(
-        "no free System RAM range holds the {what} ({size} bytes)"
-    ))
+    Error::NoRoom {
+        what: what.into(),
+        size,
+    }
 }
 
 /// Lays out kernel, initrd, DTB and purgatory in free RAM. `dtb` is the
@@ -326,13 +334,17 @@ pub fn prepare(
 ) -> Result<Prepared> {
     let hdr = parse_image(&kernel).map_err(|r| bad("kernel", r))?;
     if cmdline.len() >= CMDLINE_MAX || cmdline.contains('\0') {
-        return Err(Error::Unsupported(format!(
-            "command line of {} bytes (arm64 takes at most {} and no NUL)",
-            cmdline.len(),
-            CMDLINE_MAX - 1
-        )));
+        return Err(bad_input(
+            "the command line",
+            format!(
+                "{} bytes (arm64 takes at most {} and no NUL)",
+                cmdline.len(),
+                CMDLINE_MAX - 1
+            ),
+        ));
     }
-    let mut fdt = Fdt::parse(dtb).map_err(|e| bad("device tree", e.0))?;
+    let mut fdt = Fdt::parse(dtb).map_err(|e| bad_input("device tree", e.0))?;
+    // The running system's memory map: not the slot's fault if unreadable.
     let free = free_ram(iomem).map_err(Error::Unsupported)?;
     let mut alloc = Allocator { free };
     let mut segments = Vec::new();
@@ -357,11 +369,16 @@ pub fn prepare(
             let at = alloc
                 .take(size, SEGMENT_ALIGN, 0)
                 .ok_or_else(|| no_room("initrd", size))?;
+            // booting.rst: kernel and initrd in one 1 GiB aligned window
+            // of 32 GiB. Both ends come from slot-controlled sizes, so the
+            // check cannot subtract before comparing.
             let window = kernel_entry & !((1 << 30) - 1);
-            if at + size - window > WINDOW {
-                return Err(Error::Unsupported(
-                    "initrd lands outside the kernel's 32 GiB window".into(),
-                ));
+            let inside = at >= window
+                && at
+                    .checked_add(size)
+                    .is_some_and(|end| end - window <= WINDOW);
+            if !inside {
+                return Err(no_room("initrd within the kernel's 32 GiB window", size));
             }
             segments.push(Segment {
                 data,
@@ -378,13 +395,13 @@ pub fn prepare(
     rewrite_chosen(&mut fdt, cmdline, initrd_range, seeds);
     let blob = fdt.to_bytes();
     if blob.len() > DTB_MAX {
-        return Err(bad(
+        return Err(bad_input(
             "device tree",
             format!("{} bytes, over 2 MiB", blob.len()),
         ));
     }
     let dsize = round_up(blob.len() as u64, SEGMENT_ALIGN)
-        .ok_or_else(|| bad("device tree", "too large"))?;
+        .ok_or_else(|| bad_input("device tree", "too large"))?;
     let dtb_at = alloc
         .take(dsize, SEGMENT_ALIGN, 0)
         .ok_or_else(|| no_room("device tree", dsize))?;
@@ -413,13 +430,6 @@ pub fn prepare(
     })
 }
 
-fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
-        what: format!("{what} {}", path.display()),
-        source,
-    })
-}
-
 /// Fresh seeds from the running kernel's pool, without blocking: PID 1
 /// must not hang early in boot waiting for entropy.
 fn seeds() -> Option<Seeds> {
@@ -438,20 +448,20 @@ fn seeds() -> Option<Seeds> {
 }
 
 pub fn load(spec: &BootSpec) -> Result<Method> {
-    let kernel = read(&spec.kernel, "kernel")?;
+    let kernel = crate::read_regular(&spec.kernel, "kernel", crate::MAX_KERNEL)?;
     let initrd = match &spec.initrd {
-        Some(p) => Some(read(p, "initrd")?),
+        Some(p) => Some(crate::read_regular(p, "initrd", crate::MAX_INITRD)?),
         None => None,
     };
-    let dtb_path = spec
-        .dtb
-        .clone()
-        .unwrap_or_else(|| "/sys/firmware/fdt".into());
-    let dtb = read(&dtb_path, "device tree")?;
-    let iomem = std::fs::read_to_string("/proc/iomem").map_err(|source| Error::Io {
-        what: "/proc/iomem".into(),
-        source,
-    })?;
+    let max_dtb = crate::fdt::MAX_LEN as u64;
+    let dtb = match &spec.dtb {
+        Some(p) => crate::read_regular(p, "device tree", max_dtb)?,
+        // The running kernel's own tree: a problem there is not the slot's.
+        None => crate::read_regular("/sys/firmware/fdt".as_ref(), "device tree", max_dtb)
+            .map_err(|e| Error::Unsupported(format!("the running kernel's {e}")))?,
+    };
+    let iomem = std::fs::read_to_string("/proc/iomem")
+        .map_err(|e| Error::Unsupported(format!("/proc/iomem: {e}")))?;
     let p = prepare(
         kernel,
         initrd,
@@ -705,15 +715,99 @@ mod tests {
         }
     }
 
+    /// Every refusal a slot causes is a slot fault (its try counts, the
+    /// other slot boots); only the running system's own problems are not.
     #[test]
-    fn prepare_refuses_what_does_not_fit_or_parse() {
-        let big = prepare(image(0x1000_0000, 4096), None, &dtb(), "", IOMEM, None);
-        assert!(matches!(big, Err(Error::Unsupported(m)) if m.contains("kernel")));
-        let junk = prepare(vec![0; 8192], None, &dtb(), "", IOMEM, None);
-        assert!(matches!(junk, Err(Error::BadImage { .. })));
-        let bad_dtb = prepare(image(0x20_0000, 4096), None, b"nope", "", IOMEM, None);
-        assert!(matches!(bad_dtb, Err(Error::BadImage { what, .. }) if what == "device tree"));
+    fn errors_are_classified_by_cause() {
+        let k = || image(0x20_0000, 4096);
+        let slot_fault = |r: Result<Prepared>, want: &str| {
+            let e = r.unwrap_err();
+            assert!(e.slot_at_fault(), "{want}: {e}");
+            assert!(e.to_string().contains(want), "{want}: {e}");
+        };
+        // A kernel whose image_size fits in no free RAM range.
+        let r = prepare(image(0x1000_0000, 4096), None, &dtb(), "", IOMEM, None);
+        assert!(matches!(&r, Err(Error::NoRoom { what, .. }) if what == "kernel"));
+        slot_fault(r, "no room for the kernel");
+        slot_fault(
+            prepare(image(u64::MAX - 4, 4096), None, &dtb(), "", IOMEM, None),
+            "image_size",
+        );
+        slot_fault(
+            prepare(vec![0; 8192], None, &dtb(), "", IOMEM, None),
+            "magic",
+        );
+        let r = prepare(k(), None, b"nope", "", IOMEM, None);
+        assert!(matches!(&r, Err(Error::BadInput { what, .. }) if what == "device tree"));
+        slot_fault(r, "device tree");
+        // COMMAND_LINE_SIZE: 2047 characters and the NUL.
         let long = "x".repeat(CMDLINE_MAX);
-        assert!(prepare(image(0x20_0000, 4096), None, &dtb(), &long, IOMEM, None).is_err());
+        slot_fault(
+            prepare(k(), None, &dtb(), &long, IOMEM, None),
+            "command line",
+        );
+        assert!(prepare(k(), None, &dtb(), &long[1..], IOMEM, None).is_ok());
+        slot_fault(
+            prepare(k(), None, &dtb(), "a\0b", IOMEM, None),
+            "command line",
+        );
+        // An initrd too large for any free range.
+        slot_fault(
+            prepare(k(), Some(vec![0; 0x1000_0000]), &dtb(), "", IOMEM, None),
+            "initrd",
+        );
+        // The running system's memory map is not the slot's fault.
+        let e = prepare(k(), None, &dtb(), "", "", None).unwrap_err();
+        assert!(!e.slot_at_fault(), "{e}");
+    }
+
+    /// The initrd must share the kernel's 1 GiB aligned 32 GiB window:
+    /// below the window's base (where `at + size - window` used to
+    /// underflow) and past its end are both refused, as the slot's fault.
+    #[test]
+    fn initrd_outside_the_window_is_a_slot_fault() {
+        // 16 MiB of RAM at 1 GiB, 1 GiB at 2 GiB: a 100 MiB kernel goes
+        // high (window from 2 GiB), a small initrd first fits low.
+        let iomem = "40000000-40ffffff : System RAM\n80000000-bfffffff : System RAM\n";
+        let e = prepare(
+            image(100 << 20, 4096),
+            Some(vec![1; 4096]),
+            &dtb(),
+            "",
+            iomem,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, Error::NoRoom { what, .. } if what.contains("window")),
+            "{e}"
+        );
+        assert!(e.slot_at_fault());
+        // RAM at 1 GiB and at 64 GiB: a kernel low, a 300 MiB initrd high.
+        let iomem = "40000000-4fffffff : System RAM\n1000000000-107fffffff : System RAM\n";
+        let e = prepare(
+            image(0x20_0000, 4096),
+            Some(vec![1; 300 << 20]),
+            &dtb(),
+            "",
+            iomem,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, Error::NoRoom { what, .. } if what.contains("window")),
+            "{e}"
+        );
+        // Both in the window: fine.
+        let iomem = "40000000-7fffffff : System RAM\n";
+        assert!(prepare(
+            image(100 << 20, 4096),
+            Some(vec![1; 4096]),
+            &dtb(),
+            "",
+            iomem,
+            None
+        )
+        .is_ok());
     }
 }

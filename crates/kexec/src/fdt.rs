@@ -23,6 +23,16 @@ const NOP: u32 = 4;
 const END: u32 = 9;
 /// Real trees nest a handful of levels; this only bounds hostile input.
 const MAX_DEPTH: usize = 64;
+/// The largest blob read or written: booting.rst's limit for arm64.
+pub const MAX_LEN: usize = 2 << 20;
+/// What the parsed tree may cost, in bytes per byte of blob (node and
+/// property records plus their names and values). A property record costs
+/// 48 bytes for at least 12 bytes of blob and a node 72 for at least 12,
+/// so real trees stay near 3; without a budget, thousands of properties
+/// naming one long string would each copy it (a 2 MiB blob asked for
+/// 85 GiB). Vectors may hold up to twice their length while growing, so
+/// the peak of a parse is below `2 × EXPANSION + 1` times the blob.
+pub const EXPANSION: usize = 8;
 
 /// Why a blob was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,11 +132,18 @@ fn cstr(b: &[u8], at: usize) -> Result<&str, FdtError> {
 }
 
 impl Fdt {
+    /// Reads a blob of at most [`MAX_LEN`] bytes into a tree that costs at
+    /// most [`EXPANSION`] times the blob.
     pub fn parse(blob: &[u8]) -> Result<Fdt, FdtError> {
         if be32(blob, 0)? != MAGIC {
             return Err(bad("bad magic (not a DTB)"));
         }
         let total = be32(blob, 4)? as usize;
+        if total > MAX_LEN {
+            return Err(bad(format!(
+                "header says {total} bytes, more than the {MAX_LEN} a kernel accepts"
+            )));
+        }
         let blob = blob.get(..total).ok_or_else(|| {
             bad(format!(
                 "header says {total} bytes, blob has {}",
@@ -160,21 +177,26 @@ impl Fdt {
         }
         .ok_or_else(|| bad("structure block out of bounds"))?;
 
+        let mut budget = Budget(total.saturating_mul(EXPANSION));
         let mut reservations = Vec::new();
         let mut at = off_rsv;
         loop {
             let addr = be64(blob, at)?;
-            let size = be64(blob, at + 8)?;
+            let size = be64(
+                blob,
+                at.checked_add(8).ok_or_else(|| bad("offset overflow"))?,
+            )?;
             if addr == 0 && size == 0 {
                 break;
             }
+            budget.spend(16)?;
             reservations.push((addr, size));
             at = at
                 .checked_add(16)
                 .ok_or_else(|| bad("reservation block overflow"))?;
         }
 
-        let root = parse_struct(structs, strings)?;
+        let root = parse_struct(structs, strings, &mut budget)?;
         Ok(Fdt {
             boot_cpuid_phys,
             reservations,
@@ -222,7 +244,22 @@ impl Fdt {
     }
 }
 
-fn parse_struct(s: &[u8], strings: &[u8]) -> Result<Node, FdtError> {
+/// Bytes the tree may still take ([`EXPANSION`]), spent before each
+/// allocation.
+struct Budget(usize);
+
+impl Budget {
+    fn spend(&mut self, n: usize) -> Result<(), FdtError> {
+        self.0 = self.0.checked_sub(n).ok_or_else(|| {
+            bad(format!(
+                "the tree would take more than {EXPANSION} times the blob's size in memory"
+            ))
+        })?;
+        Ok(())
+    }
+}
+
+fn parse_struct(s: &[u8], strings: &[u8], budget: &mut Budget) -> Result<Node, FdtError> {
     // Nodes being filled, innermost last; the root is pushed by the first
     // BEGIN_NODE and returned by its END_NODE.
     let mut stack: Vec<Node> = Vec::new();
@@ -237,6 +274,7 @@ fn parse_struct(s: &[u8], strings: &[u8]) -> Result<Node, FdtError> {
                 }
                 let name = cstr(s, at)?;
                 at = align4(at + name.len() + 1).ok_or_else(|| bad("offset overflow"))?;
+                budget.spend(std::mem::size_of::<Node>() + name.len())?;
                 stack.push(Node::new(name));
             }
             END_NODE => {
@@ -257,7 +295,8 @@ fn parse_struct(s: &[u8], strings: &[u8]) -> Result<Node, FdtError> {
             }
             PROP => {
                 let len = be32(s, at)? as usize;
-                let nameoff = be32(s, at + 4)? as usize;
+                let nameoff =
+                    be32(s, at.checked_add(4).ok_or_else(|| bad("offset overflow"))?)? as usize;
                 at += 8;
                 let value = at
                     .checked_add(len)
@@ -267,6 +306,7 @@ fn parse_struct(s: &[u8], strings: &[u8]) -> Result<Node, FdtError> {
                 let node = stack
                     .last_mut()
                     .ok_or_else(|| bad("property outside any node"))?;
+                budget.spend(std::mem::size_of::<(String, Vec<u8>)>() + name.len() + len)?;
                 node.props.push((name.into(), value.to_vec()));
                 at = align4(at + len).ok_or_else(|| bad("offset overflow"))?;
             }
@@ -275,6 +315,52 @@ fn parse_struct(s: &[u8], strings: &[u8]) -> Result<Node, FdtError> {
             t => return Err(bad(format!("unknown token {t} at {}", at - 4))),
         }
     }
+}
+
+/// A well-formed blob of `len` bytes (at least 64, a multiple of 4) that
+/// is hostile to a reader copying property names: one string of about
+/// half the blob, named by as many empty properties of the root as fit in
+/// the other half. For tests (in-process and QEMU) and the fuzz seed.
+#[doc(hidden)]
+pub fn many_props_one_long_name(len: usize) -> Vec<u8> {
+    let len = len.max(64) & !3;
+    let name_len = (len / 2).saturating_sub(64);
+    // header 40, reservations 16, BEGIN_NODE + "" 8, END_NODE + END 8.
+    let fixed = HEADER_LEN + 16 + 8 + 8;
+    let props = len.saturating_sub(fixed + name_len + 4) / 12;
+    let off_struct = HEADER_LEN + 16;
+    let size_struct = 8 + props * 12 + 8;
+    let off_strings = off_struct + size_struct;
+    let mut strings = vec![b'n'; name_len];
+    strings.push(0);
+    let total = len.max(off_strings + strings.len());
+    let mut out = Vec::with_capacity(total);
+    for v in [
+        MAGIC,
+        total as u32,
+        off_struct as u32,
+        off_strings as u32,
+        HEADER_LEN as u32,
+        17,
+        16,
+        0,
+        strings.len() as u32,
+        size_struct as u32,
+    ] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out.extend_from_slice(&[0; 16]);
+    out.extend_from_slice(&BEGIN_NODE.to_be_bytes());
+    out.extend_from_slice(&[0; 4]);
+    for _ in 0..props {
+        out.extend_from_slice(&PROP.to_be_bytes());
+        out.extend_from_slice(&[0; 8]); // length 0, name offset 0
+    }
+    out.extend_from_slice(&END_NODE.to_be_bytes());
+    out.extend_from_slice(&END.to_be_bytes());
+    out.extend_from_slice(&strings);
+    out.resize(total, 0);
+    out
 }
 
 fn pad4(v: &mut Vec<u8>) {
@@ -378,6 +464,24 @@ mod tests {
         };
         let e = Fdt::parse(&f.to_bytes()).unwrap_err();
         assert!(e.0.contains("nest"), "{e}");
+    }
+
+    #[test]
+    fn hostile_expansion_and_size_are_refused() {
+        // 2 MiB: about 87,000 properties naming one 1 MiB string.
+        let blob = many_props_one_long_name(MAX_LEN);
+        assert_eq!(blob.len(), MAX_LEN);
+        let e = Fdt::parse(&blob).unwrap_err();
+        assert!(e.0.contains("times the blob"), "{e}");
+        // The same shape, small enough to stay within the budget, parses:
+        // the generator makes a valid tree, so the refusal is the budget.
+        let f = Fdt::parse(&many_props_one_long_name(256)).unwrap();
+        assert!(!f.root.props.is_empty());
+        let mut big = sample().to_bytes();
+        big.resize(MAX_LEN + 4, 0);
+        let total = (MAX_LEN + 4) as u32;
+        big[4..8].copy_from_slice(&total.to_be_bytes());
+        assert!(Fdt::parse(&big).unwrap_err().0.contains("more than"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! Library rules: no printing, no exiting; typed errors whose message
 //! says what the kernel refused and why.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What to boot.
 #[derive(Clone, Debug, Default)]
@@ -40,6 +40,10 @@ pub enum Error {
     },
     #[error("{what} is not a kernel this loader understands: {reason}")]
     BadImage { what: String, reason: String },
+    /// A file that is not a bounded regular file, a command line or a
+    /// device tree this loader or the next kernel cannot take.
+    #[error("{what}: {reason}")]
+    BadInput { what: String, reason: String },
     #[error("the running kernel refused the kexec load ({syscall}): {source}")]
     Refused {
         syscall: &'static str,
@@ -55,6 +59,11 @@ pub enum Error {
         source: std::io::Error,
         meaning: &'static str,
     },
+    /// The slot asks for more room than this machine has: a kernel whose
+    /// `image_size` fits in no free RAM range, an initrd outside the
+    /// window the kernel can reach.
+    #[error("no room for the {what} ({size} bytes) in this machine's free memory")]
+    NoRoom { what: String, size: u64 },
     #[error("kexec is not supported here: {0}")]
     Unsupported(String),
 }
@@ -64,9 +73,21 @@ impl Error {
     /// blame (so trying another slot's kernel may work), rather than the
     /// running kernel lacking kexec or us lacking the privilege. A caller
     /// choosing between slots counts the first kind as a failed try.
+    ///
+    /// By cause: reading a slot file ([`Error::Io`]), a kernel, file,
+    /// command line or device tree this loader or the kernel refuses
+    /// ([`Error::BadImage`], [`Error::BadInput`], and
+    /// the load syscall's errors other than ENOSYS, EPERM and EBUSY),
+    /// sizes that fit nowhere ([`Error::NoRoom`]) are the slot's fault;
+    /// no loader, no readable /proc/iomem or live device tree, no
+    /// permission, a load in progress ([`Error::Unsupported`], those three
+    /// errnos) are the running system's.
     pub fn slot_at_fault(&self) -> bool {
         match self {
-            Error::Io { .. } | Error::BadImage { .. } => true,
+            Error::Io { .. }
+            | Error::BadImage { .. }
+            | Error::BadInput { .. }
+            | Error::NoRoom { .. } => true,
             Error::Refused { source, .. } | Error::Rejected { source, .. } => !matches!(
                 source.raw_os_error(),
                 Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EBUSY)
@@ -104,6 +125,72 @@ pub fn rejected(syscall: &'static str, source: std::io::Error) -> Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Largest kernel image read (an arm64 `Image` is read into memory).
+pub const MAX_KERNEL: u64 = 256 << 20;
+/// Largest initrd read.
+pub const MAX_INITRD: u64 = 1 << 30;
+
+/// Opens `path` for reading only if it is a regular file of at most `max`
+/// bytes, without blocking: `O_NONBLOCK` makes a FIFO or a device that
+/// waits for a peer return at once, and `fstat` refuses it before any
+/// read. The caller's path may be `/proc/self/fd/N` of an `O_PATH`
+/// descriptor; that reopens the very inode it names.
+pub fn open_regular(path: &Path, what: &str, max: u64) -> Result<(std::fs::File, u64)> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let io = |source| Error::Io {
+        what: format!("{what} {}", path.display()),
+        source,
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(io)?;
+    let m = f.metadata().map_err(io)?;
+    let ft = m.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(Error::BadInput {
+            what: format!("{what} {}", path.display()),
+            reason: format!("{kind}, not a regular file"),
+        });
+    }
+    if m.len() > max {
+        return Err(Error::BadInput {
+            what: format!("{what} {}", path.display()),
+            reason: format!("{} bytes, more than the {max} accepted", m.len()),
+        });
+    }
+    Ok((f, m.len()))
+}
+
+/// [`open_regular`], then reads it whole: never more than `max` bytes,
+/// whatever the size said (a file that grows is cut off and refused).
+pub fn read_regular(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let (f, len) = open_regular(path, what, max)?;
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|source| Error::Io {
+            what: format!("{what} {}", path.display()),
+            source,
+        })?;
+    if buf.len() as u64 > max {
+        return Err(Error::BadInput {
+            what: format!("{what} {}", path.display()),
+            reason: format!("grew past the {max} bytes accepted while read"),
+        });
+    }
+    Ok(buf)
+}
 
 // Each architecture's loader lives in its own module; pure parts (image
 // headers, device-tree rewriting, segment layout) compile and are tested
@@ -169,5 +256,36 @@ mod tests {
             assert!(!e.slot_at_fault(), "{e}");
         }
         assert!(!Error::Unsupported("x".into()).slot_at_fault());
+        let e = Error::NoRoom {
+            what: "kernel".into(),
+            size: 1,
+        };
+        assert!(e.slot_at_fault());
+    }
+
+    /// A FIFO, a device or a file over the limit is refused after fstat,
+    /// without blocking and without reading (a FIFO with no writer would
+    /// block an `O_RDONLY` open forever).
+    #[test]
+    fn only_bounded_regular_files_are_read() {
+        let dir = std::env::temp_dir().join(format!("kexec-open-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("kernel");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_regular(&fifo, "kernel", 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("FIFO") && e.slot_at_fault(), "{e}");
+        let e = read_regular(Path::new("/dev/null"), "initrd", 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("device") && e.slot_at_fault(), "{e}");
+        let f = dir.join("dtb");
+        std::fs::write(&f, [7u8; 100]).unwrap();
+        assert_eq!(read_regular(&f, "device tree", 100).unwrap(), [7u8; 100]);
+        let e = read_regular(&f, "device tree", 99).unwrap_err();
+        assert!(e.to_string().contains("more than the 99"), "{e}");
+        let e = read_regular(&dir.join("none"), "kernel", 9).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }) && e.slot_at_fault(), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

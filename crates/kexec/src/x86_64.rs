@@ -63,12 +63,12 @@ pub fn parse_header(head: &[u8]) -> std::result::Result<BzImage, String> {
 /// The command line as the syscall wants it: NUL-terminated, within
 /// x86's limit.
 pub fn cmdline_cstring(cmdline: &str) -> Result<CString> {
-    let c = CString::new(cmdline).map_err(|_| Error::BadImage {
+    let c = CString::new(cmdline).map_err(|_| Error::BadInput {
         what: "the command line".into(),
         reason: "it contains a NUL byte".into(),
     })?;
     if c.as_bytes_with_nul().len() > MAX_CMDLINE {
-        return Err(Error::BadImage {
+        return Err(Error::BadInput {
             what: "the command line".into(),
             reason: format!(
                 "{} bytes, x86 kernels take at most {}",
@@ -80,11 +80,8 @@ pub fn cmdline_cstring(cmdline: &str) -> Result<CString> {
     Ok(c)
 }
 
-fn open(path: &Path, what: &str) -> Result<File> {
-    File::open(path).map_err(|source| Error::Io {
-        what: format!("{what} {}", path.display()),
-        source,
-    })
+fn open(path: &Path, what: &str, max: u64) -> Result<File> {
+    crate::open_regular(path, what, max).map(|(f, _)| f)
 }
 
 /// Reads and checks the kernel's setup header; the file position does not
@@ -106,10 +103,10 @@ fn check_kernel(f: &mut File, path: &Path) -> Result<()> {
 }
 
 pub fn load(spec: &BootSpec) -> Result<Method> {
-    let mut kernel = open(&spec.kernel, "kernel")?;
+    let mut kernel = open(&spec.kernel, "kernel", crate::MAX_KERNEL)?;
     check_kernel(&mut kernel, &spec.kernel)?;
     let initrd = match &spec.initrd {
-        Some(p) => Some(open(p, "initrd")?),
+        Some(p) => Some(open(p, "initrd", crate::MAX_INITRD)?),
         None => None,
     };
     let cmdline = cmdline_cstring(&spec.cmdline)?;

@@ -14,10 +14,24 @@ pub fn slot_cmdline(board: &Board) -> String {
     s
 }
 
+/// What the bootstrap kernel does on a panic: reboot after this many
+/// seconds (time to read the console). PID 1 cannot exit; if it dies
+/// anyway (an abort, a fatal signal) the kernel panics ("Attempted to
+/// kill init"), and without `panic=` the board would hang there forever
+/// instead of rebooting into a boot that counts the try. `oops=panic`
+/// does the same for a kernel oops, after which the bootstrap kernel
+/// cannot be trusted to write the disk.
+pub const BOOTSTRAP_PANIC: &str = "panic=10 oops=panic";
+
 /// The bootstrap kernel's command line: console first (the updater logs
-/// there), then the board's own arguments.
+/// there), then the board's own arguments, then [`BOOTSTRAP_PANIC`]
+/// unless the board chose its own `panic=`.
 pub fn cmdline(board: &Board) -> String {
     let mut s = slot_cmdline(board);
+    if !s.split(' ').any(|w| w.starts_with("panic=")) {
+        s.push(' ');
+        s.push_str(BOOTSTRAP_PANIC);
+    }
     // The Pi firmware parks the secondary CPUs in a spin table, and arm64
     // cannot take spin-table CPUs offline: it refuses kexec ("CPUs are
     // stuck in the kernel", EBUSY) whenever more than one CPU is
@@ -130,7 +144,7 @@ mod tests {
             "linux /Image",
             "initrd /initramfs.cpio.gz",
             "fdtdir /dtbs/",
-            "append console=ttyS0,115200 rootwait",
+            "append console=ttyS0,115200 rootwait panic=10 oops=panic",
         ] {
             assert!(lines.contains(&want), "missing `{want}`:\n{text}");
         }
@@ -140,9 +154,15 @@ mod tests {
     #[test]
     fn kexec_on_the_pi_firmware_boots_the_bootstrap_with_one_cpu() {
         let mut b = board("rpi-zero2w");
-        assert_eq!(cmdline(&b), "console=ttyS1,115200 rootwait quiet");
+        assert_eq!(
+            cmdline(&b),
+            "console=ttyS1,115200 rootwait quiet panic=10 oops=panic"
+        );
         b.boot = SlotBoot::Kexec;
-        assert_eq!(cmdline(&b), "console=ttyS1,115200 rootwait quiet nr_cpus=1");
+        assert_eq!(
+            cmdline(&b),
+            "console=ttyS1,115200 rootwait quiet panic=10 oops=panic nr_cpus=1"
+        );
         // The slot kernel is not held to one CPU: it brings up all four.
         assert_eq!(slot_cmdline(&b), "console=ttyS1,115200 rootwait quiet");
         // A board that already says how many CPUs keeps its word.
@@ -152,6 +172,17 @@ mod tests {
         let mut q = board("qemu-aarch64");
         q.boot = SlotBoot::Kexec;
         assert!(!cmdline(&q).contains("nr_cpus"));
+    }
+
+    #[test]
+    fn the_bootstrap_reboots_on_a_panic() {
+        let mut b = board("qemu-aarch64");
+        assert!(cmdline(&b).ends_with(" panic=10 oops=panic"));
+        // Not the slot's: kexecboot appends the slot's own panic=N.
+        assert!(!slot_cmdline(&b).contains("panic"));
+        b.kernel.cmdline.push_str(" panic=3");
+        let c = cmdline(&b);
+        assert!(c.contains("panic=3") && !c.contains("panic=10"), "{c}");
     }
 
     #[test]

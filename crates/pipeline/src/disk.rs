@@ -98,6 +98,15 @@ pub fn write(
             path: out.to_path_buf(),
             source,
         })?;
+    drop(f);
+    // The block map: what write_image wrote, and the state area.
+    let mut written = report.written.clone();
+    written.extend(
+        halves
+            .iter()
+            .map(|(at, bytes)| (*at, *at + bytes.len() as u64)),
+    );
+    crate::flash::write_bmap(out, &written)?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 //! leaves a complete-looking `sdcard.img` or `manifest.json` behind.
 
 mod bootfiles;
+pub mod flash;
 mod slotkernel;
 mod updater_build;
 mod updater_source;
@@ -209,8 +210,11 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
         path: parent.clone(),
         source,
     })?;
+    // The staging directory becomes `--out`: 0777 minus the umask like any
+    // mkdir, not tempfile's 0700, or a web server cannot serve update.fwi.
     let staging = tempfile::Builder::new()
         .prefix(".fwpack-build-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o777))
         .tempdir_in(&parent)
         .map_err(|source| Error::Io {
             path: parent.clone(),
@@ -342,6 +346,11 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
         &boot_dir,
         &stage.join("sdcard.img"),
     )?;
+    on(Event::Step {
+        step: "flash",
+        detail: "sdcard.img.bmap, sdcard.img.zst".into(),
+    });
+    flash::write_zst(&stage.join("sdcard.img"))?;
 
     // 5. Manifest, then the staged directory replaces the output.
     let mut artifacts = Vec::new();
@@ -372,15 +381,19 @@ struct Plan {
 
 /// Every input is checked before anything is built or written.
 fn preflight(board: &Board, inputs: &Inputs) -> Result<Plan, Error> {
-    let must_exist = |p: &Path, what: &str| {
-        if p.is_file() {
-            Ok(())
-        } else {
-            Err(Error::MissingInput(format!(
-                "{what} {} does not exist",
-                p.display()
-            )))
-        }
+    // A FIFO or device is named for what it is: reading one would block,
+    // never end, or look like a truncated file.
+    let must_exist = |p: &Path, what: &str| match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(m) => Err(Error::MissingInput(format!(
+            "{what} {} is {}, not a regular file",
+            p.display(),
+            file_kind(&m)
+        ))),
+        Err(_) => Err(Error::MissingInput(format!(
+            "{what} {} does not exist",
+            p.display()
+        ))),
     };
     must_exist(&inputs.kernel, "kernel")?;
     if let Some(r) = &inputs.recipe {
@@ -395,7 +408,7 @@ fn preflight(board: &Board, inputs: &Inputs) -> Result<Plan, Error> {
     for img in &inputs.include_images {
         must_exist(img, "update image")?;
     }
-    if !board.kernel.modules.is_empty() {
+    if !board.initramfs_modules().is_empty() {
         match &inputs.modules_dir {
             Some(d) if d.join("kernel").is_dir() => {}
             Some(d) => {
@@ -408,7 +421,7 @@ fn preflight(board: &Board, inputs: &Inputs) -> Result<Plan, Error> {
                 return Err(Error::MissingInput(format!(
                     "board {} loads kernel modules ({}): pass --modules-dir",
                     board.name,
-                    board.kernel.modules.join(", ")
+                    board.initramfs_modules().join(", ")
                 )))
             }
         }
@@ -558,7 +571,7 @@ fn pack_initramfs(
         })
     };
     vars.set("UPDATER", absolute(updater)?.display().to_string());
-    vars.set("MODULES", board.kernel.modules.join(" "));
+    vars.set("MODULES", board.initramfs_modules().join(" "));
     if let Some(d) = &inputs.modules_dir {
         vars.set("KERNEL_MODULES", absolute(d)?.display().to_string());
     }
@@ -605,12 +618,22 @@ pub fn updater_conf(board: &Board) -> String {
     ));
     s.push_str("keys = /etc/fwpack/keys\n");
     s.push_str("images = /images\n");
-    if !board.kernel.modules.is_empty() {
+    if !board.initramfs_modules().is_empty() {
         s.push_str("modules = /etc/fwpack/modules.load\n");
     }
     s.push_str(&format!("tries = {}\n", board.disk.tries));
     s.push_str("root_fstype = ext4\n");
     s.push_str(&format!("boot = {}\n", board.boot.name()));
+    s.push_str(&format!(
+        "fallback_below_floor = {}\n",
+        board.fallback_below_floor.name()
+    ));
+    if let Some(w) = &board.watchdog {
+        s.push_str(&format!(
+            "watchdog = {}\nwatchdog_timeout = {}\n",
+            w.device, w.timeout_s
+        ));
+    }
     s.push_str(&format!("console = /dev/{}\n", board.console.device));
     if !board.updater.cmdline_overrides.is_empty() {
         s.push_str(&format!(
@@ -703,6 +726,24 @@ fn publish(staging: tempfile::TempDir, out: &Path) -> Result<(), Error> {
     std::fs::rename(&path, out).map_err(io)?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
+}
+
+fn file_kind(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "not a file"
+    }
 }
 
 fn mkdir(p: &Path) -> Result<(), Error> {

@@ -8,14 +8,24 @@ use board::Board;
 use crate::{Error, Event};
 
 /// The cargo command that builds `fwpack-updater` for the board's target
-/// from the workspace at `workspace`, and the binary it leaves. `cargo
-/// xtask release` builds the shipped updaters with this same command, so
-/// the two share cargo's cache.
-pub fn cargo_command(board: &Board, workspace: &Path) -> (Command, PathBuf) {
+/// from the workspace at `workspace`, the binary it leaves, and a one-line
+/// description for the build report. `cargo xtask release` builds the
+/// shipped updaters with this same command, so the two share cargo's cache.
+pub fn cargo_command(board: &Board, workspace: &Path) -> (Command, PathBuf, String) {
     let triple = &board.updater.rust_target;
     let env_triple = triple.to_uppercase().replace('-', "_");
     let mut flags = vec!["-C".to_string(), "target-feature=+crt-static".to_string()];
     flags.extend(board.updater.rustflags.iter().cloned());
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    // The TLS build has its own target directory, so switching a board
+    // between the two never rebuilds (or overwrites) the other.
+    let target_dir = if board.updater.tls {
+        target_dir.join("tls")
+    } else {
+        target_dir
+    };
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace)
         .args([
@@ -28,6 +38,8 @@ pub fn cargo_command(board: &Board, workspace: &Path) -> (Command, PathBuf) {
             "fwpack-updater",
         ])
         .args(["--bin", "fwpack-updater", "--target", triple])
+        .arg("--target-dir")
+        .arg(&target_dir)
         .env(
             format!("CARGO_TARGET_{env_triple}_RUSTFLAGS"),
             flags.join(" "),
@@ -35,25 +47,31 @@ pub fn cargo_command(board: &Board, workspace: &Path) -> (Command, PathBuf) {
     if let Some(linker) = &board.updater.linker {
         cmd.env(format!("CARGO_TARGET_{env_triple}_LINKER"), linker);
     }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
+    let mut detail = format!("cargo build --profile device --target {triple}");
+    if board.updater.tls {
+        cmd.args(["--features", "tls"]);
+        detail.push_str(" --features tls");
+        let cc_var = format!("CC_{}", triple.replace('-', "_"));
+        if let (None, Some(cc)) = (std::env::var_os(&cc_var), tls_cc(triple)) {
+            cmd.env(&cc_var, cc);
+            detail.push_str(&format!(" ({cc_var}={cc})"));
+        }
+    }
     let bin = target_dir
         .join(triple)
         .join("device")
         .join("fwpack-updater");
-    (cmd, bin)
+    (cmd, bin, detail)
 }
 
 /// Builds `fwpack-updater` for the board's target from the workspace at
 /// `workspace` and returns the path of the stripped static binary.
 pub fn build(board: &Board, workspace: &Path, on: &mut dyn FnMut(Event)) -> Result<PathBuf, Error> {
-    let triple = &board.updater.rust_target;
-    ensure_rust_target(triple, on)?;
-    let (mut cmd, bin) = cargo_command(board, workspace);
+    ensure_rust_target(&board.updater.rust_target, on)?;
+    let (mut cmd, bin, detail) = cargo_command(board, workspace);
     on(Event::Step {
         step: "updater",
-        detail: format!("cargo build --profile device --target {triple}"),
+        detail,
     });
     run(&mut cmd, "cargo build (updater)")?;
     if !bin.is_file() {
@@ -63,6 +81,19 @@ pub fn build(board: &Board, workspace: &Path, on: &mut dyn FnMut(Event)) -> Resu
         });
     }
     Ok(bin)
+}
+
+/// The C compiler ring is built with for a TLS updater, where the `cc`
+/// crate's own guess is not what Debian ships (it would look for
+/// `aarch64-linux-musl-gcc`). ring's C needs no libc headers, so the glibc
+/// cross gcc builds it for musl. Other targets keep the `cc` default (the
+/// `*-linux-gnu-gcc` of a gnu target).
+fn tls_cc(triple: &str) -> Option<&'static str> {
+    match triple {
+        "aarch64-unknown-linux-musl" => Some("aarch64-linux-gnu-gcc"),
+        "x86_64-unknown-linux-musl" => Some("musl-gcc"),
+        _ => None,
+    }
 }
 
 fn ensure_rust_target(triple: &str, on: &mut dyn FnMut(Event)) -> Result<(), Error> {

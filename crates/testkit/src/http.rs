@@ -90,6 +90,8 @@ pub struct Nginx {
     root: PathBuf,
     port: u16,
     limit_rate: Option<u64>,
+    /// `(certificate chain, key)` PEM files: serve HTTPS instead of HTTP.
+    tls: Option<(PathBuf, PathBuf)>,
     child: Option<Child>,
 }
 
@@ -112,8 +114,23 @@ impl Nginx {
             root,
             port: free_port()?,
             limit_rate,
+            tls: None,
             child: None,
         };
+        n.launch()?;
+        Ok(n)
+    }
+
+    /// Starts nginx serving `root` over HTTPS with the certificate chain
+    /// `cert` and its key `key` (PEM files, e.g. made by the test with
+    /// openssl under a private CA).
+    pub fn start_tls(root: &Path, cert: &Path, key: &Path) -> Result<Nginx> {
+        let mut n = Self::start_limited(root, None)?;
+        n.stop();
+        n.tls = Some((
+            cert.canonicalize().map_err(io_err(cert.to_path_buf()))?,
+            key.canonicalize().map_err(io_err(key.to_path_buf()))?,
+        ));
         n.launch()?;
         Ok(n)
     }
@@ -122,10 +139,11 @@ impl Nginx {
         self.port
     }
 
-    /// `http://127.0.0.1:<port>/<path>`.
+    /// `http://127.0.0.1:<port>/<path>` (`https://` with TLS).
     pub fn url(&self, path: &str) -> String {
         format!(
-            "http://127.0.0.1:{}/{}",
+            "{}://127.0.0.1:{}/{}",
+            if self.tls.is_some() { "https" } else { "http" },
             self.port,
             path.trim_start_matches('/')
         )
@@ -191,6 +209,17 @@ impl Nginx {
             .limit_rate
             .map(|r| format!("limit_rate {r};"))
             .unwrap_or_default();
+        let (ssl, tls) = match &self.tls {
+            Some((cert, key)) => (
+                " ssl",
+                format!(
+                    "ssl_certificate {};\n        ssl_certificate_key {};",
+                    cert.display(),
+                    key.display()
+                ),
+            ),
+            None => ("", String::new()),
+        };
         // Running as root, nginx would otherwise switch to `nobody`, who
         // may not read a test's files; single-process mode never switches.
         format!(
@@ -212,7 +241,8 @@ http {{
     sendfile on;
     keepalive_timeout 30s;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{ssl};
+        {tls}
         root {root};
         location / {{ {rate} }}
     }}

@@ -216,6 +216,14 @@ pub fn apply<S: ImageSource + Send>(
     if slot == active {
         return Err(Error::ActiveSlot(slot.letter()));
     }
+    // A usage error, found before anything is written: marking the slot
+    // updating first would lose a complete or pending slot to a typo.
+    let seed = match opts.seed {
+        Seed::None => None,
+        Seed::Active => (boot.slot(active).state == SlotState::Complete).then_some(active),
+        Seed::Slot(s) if s == slot => return Err(Error::SeedIsTarget(s.letter())),
+        Seed::Slot(s) => Some(s),
+    };
     // The running slot (a trial boot before mark-good) is refused here,
     // before any read-back, as well as by the state area when it would be
     // marked updating.
@@ -336,12 +344,6 @@ pub fn apply<S: ImageSource + Send>(
         if start.is_some() {
             e.report.resumed_from = Some((seg, off));
         }
-        let seed = match opts.seed {
-            Seed::None => None,
-            Seed::Active => (boot.slot(active).state == SlotState::Complete).then_some(active),
-            Seed::Slot(s) if s == slot => return Err(Error::SeedIsTarget(s.letter())),
-            Seed::Slot(s) => Some(s),
-        };
         let copy = match seed {
             Some(sd) => Some(e.plan_delta(&mut image, &layout, sd, (seg, off), events)?),
             None => None,

@@ -19,7 +19,8 @@ use std::ops::Range;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::state::{BootedSlot, Slot};
+use crate::layout::Slot;
+use crate::running::BootedSlot;
 use crate::storage::BusyCheck;
 
 /// A device number as `(major, minor)`.
@@ -280,25 +281,12 @@ pub struct BootRecord {
     pub trial: bool,
 }
 
-/// The `key = value` lines of a boot record (docs/FORMAT.md, "Boot record
-/// for the booted system"), trimmed, comments and blank lines skipped. The
-/// one reader of the syntax, for this module and for the PID-1 program.
-pub fn boot_record_pairs(text: &str) -> impl Iterator<Item = Result<(&str, &str), String>> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|line| {
-            line.split_once('=')
-                .map(|(k, v)| (k.trim(), v.trim()))
-                .ok_or_else(|| format!("bad line `{line}`"))
-        })
-}
-
 pub fn parse_boot_record(text: &str) -> Result<BootRecord, String> {
     let (mut target, mut slot, mut trial) = (None, None, false);
-    for pair in boot_record_pairs(text) {
-        let (k, v) = pair?;
-        match k {
+    // The one parser of the syntax: a repeated key is an error.
+    for p in crate::keyvalue::parse(text).strict()? {
+        let v = p.value;
+        match p.key {
             "target" => target = Some(PathBuf::from(v)),
             "slot" => slot = Some(v.parse::<Slot>().map_err(|e| e.to_string())?),
             "trial" => trial = v == "yes",

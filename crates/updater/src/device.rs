@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::OFlags;
 
-use crate::state::BootedSlot;
+use crate::running::BootedSlot;
 use crate::storage::{BusyCheck, Geometry, Storage};
 use crate::{busy, Error, Result};
 

@@ -88,6 +88,12 @@ pub enum Error {
     NotComplete { slot: char, state: &'static str },
     #[error("slot {0} is neither the active nor the pending slot")]
     NotBooted(char),
+    #[error("slot {slot} holds version {version}, below the rollback floor {floor}: it is not booted by fallback")]
+    BelowFloor {
+        slot: char,
+        version: u64,
+        floor: u64,
+    },
 
     #[error("read-back of segment `{segment}` differs from the signed image at chunk {block} (device offset {offset}): the target did not store what was written")]
     ReadBack {
@@ -136,7 +142,8 @@ impl Error {
             | ActiveSlot(_)
             | Unaligned { .. }
             | NotComplete { .. }
-            | NotBooted(_) => ErrorClass::Policy,
+            | NotBooted(_)
+            | BelowFloor { .. } => ErrorClass::Policy,
             ReadBack { .. } | SeedChanged { .. } => ErrorClass::Integrity,
             SeedIsTarget(_) => ErrorClass::Usage,
             InvalidInput { .. } => ErrorClass::Usage,

@@ -4,7 +4,8 @@
 
 use fwimage::KeyId;
 
-use crate::state::{Slot, SlotState};
+use crate::bootstate::SlotState;
+use crate::layout::Slot;
 
 /// Stages of an apply, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +178,49 @@ impl Event {
     }
 }
 
+impl crate::ApplyReport {
+    /// The `result` line both CLIs print at the end of a successful
+    /// `apply --json` (`image`: the source as given, `target`: the disk).
+    /// `resumed_from` is `null` or `{"segment":S,"offset":O}`.
+    pub fn json(&self, image: &str, target: &str) -> String {
+        use crate::status::json_str;
+        let id: String = self.image_id.iter().map(|b| format!("{b:02x}")).collect();
+        let resumed = self.resumed_from.map_or("null".into(), |(s, o)| {
+            format!("{{\"segment\":{s},\"offset\":{o}}}")
+        });
+        format!(
+            "{{\"event\":\"result\",\"result\":\"ok\",\"image\":{},\"target\":{},\"slot\":\"{}\",\"image_id\":\"{id}\",\"board\":{},\"version\":{},\"label\":{},\"key_id\":\"{}\",\"segments\":{},\"raw_bytes\":{},\"bytes_written\":{},\"skipped_resume\":{},\"skipped_unchanged\":{},\"bytes_read_back\":{},\"checkpoints\":{},\"image_bytes_read\":{},\"bytes_from_seed\":{},\"resumed_from\":{resumed},\"already_complete\":{},\"pending\":{},\"direct_io\":{}}}",
+            json_str(image),
+            json_str(target),
+            self.slot,
+            json_str(&self.board),
+            self.version,
+            json_str(&self.label),
+            self.key_id.full(),
+            self.segments,
+            self.raw_bytes,
+            self.bytes_written,
+            self.skipped_resume,
+            self.skipped_unchanged,
+            self.bytes_read_back,
+            self.checkpoints,
+            self.image_bytes_read,
+            self.bytes_from_seed,
+            self.already_complete,
+            self.pending,
+            self.direct_io,
+        )
+    }
+}
+
+/// The last line of a failed `apply --json` in both CLIs.
+pub fn error_json(exit_code: i32, message: &str) -> String {
+    format!(
+        "{{\"event\":\"error\",\"exit_code\":{exit_code},\"message\":{}}}",
+        crate::status::json_str(message)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +272,51 @@ mod tests {
             assert!(j.starts_with("{\"event\":\"") && j.ends_with('}'), "{j}");
             assert!(!j.contains('\n'), "{j}");
         }
+    }
+
+    #[test]
+    fn result_and_error_lines() {
+        let mut r = crate::ApplyReport {
+            slot: Slot::B,
+            image_id: [0xab; 32],
+            board: "b\"x".into(),
+            version: 7,
+            label: "v7".into(),
+            key_id: fwimage::KeyId([1; 32]),
+            segments: 2,
+            raw_bytes: 10,
+            bytes_written: 11,
+            skipped_resume: 12,
+            skipped_unchanged: 13,
+            bytes_read_back: 14,
+            image_bytes_read: 15,
+            bytes_from_seed: 16,
+            checkpoints: 17,
+            resumed_from: None,
+            already_complete: false,
+            pending: true,
+            direct_io: false,
+        };
+        let j = r.json("/tmp/u.fwi", "disk.img");
+        assert!(
+            j.starts_with("{\"event\":\"result\",\"result\":\"ok\","),
+            "{j}"
+        );
+        assert!(j.contains("\"board\":\"b\\\"x\""), "{j}");
+        assert!(j.contains("\"resumed_from\":null"), "{j}");
+        assert!(
+            j.contains(&format!("\"image_id\":\"{}\"", "ab".repeat(32))),
+            "{j}"
+        );
+        r.resumed_from = Some((1, 65536));
+        let j = r.json("-", "disk.img");
+        assert!(
+            j.contains("\"resumed_from\":{\"segment\":1,\"offset\":65536}"),
+            "{j}"
+        );
+        assert_eq!(
+            error_json(6, "bad\nchunk"),
+            "{\"event\":\"error\",\"exit_code\":6,\"message\":\"bad\\nchunk\"}"
+        );
     }
 }

@@ -6,8 +6,13 @@
 //! - [`apply()`]: the engine (checks, full verification, streaming writes
 //!   with checkpoints, commit); progress through [`Event`]s.
 //! - [`state`]: the state area (layout, boot state and journal in one
-//!   record, two copies far apart, sequence numbers and CRC32C) and the boot-state
-//!   operations a PID-1 updater calls (`boot_attempt`, `confirm`, …).
+//!   record, two copies far apart, sequence numbers and CRC32C) and the
+//!   persisted boot-state operations a PID-1 updater calls
+//!   (`boot_attempt`, `confirm`, …). Its sections are modules of their
+//!   own: [`layout`] (state location, slot groups), [`bootstate`] (A/B
+//!   state and its decisions), [`journal`] (apply progress); [`running`]
+//!   is which slot the running system booted from, as a [`Storage`]
+//!   reports it.
 //! - [`status`]: what `status` shows (human lines and JSON), shared by
 //!   the host CLI and the device binary.
 //! - [`Storage`]: the I/O boundary. [`FileStorage`] is a block device or
@@ -23,11 +28,17 @@
 //!   read-back), and the library neither prints nor exits.
 
 pub mod apply;
+pub mod bootstate;
 pub mod busy;
+mod codec;
 pub mod device;
 mod error;
 pub mod event;
+pub mod journal;
+pub mod keyvalue;
+pub mod layout;
 pub mod record;
+pub mod running;
 pub mod state;
 pub mod status;
 pub mod storage;
@@ -35,11 +46,11 @@ pub mod storage;
 pub use apply::{apply, image_id, ApplyOptions, ApplyReport, Seed};
 pub use device::{Access, FileStorage};
 pub use error::{Error, ErrorClass};
-pub use event::{Event, Phase};
+pub use event::{error_json, Event, Phase};
 pub use state::{
-    format_state_area, init_state_area, BootDecision, BootState, BootedSlot, Journal, Layout,
-    Running, Slot, SlotGroup, SlotInfo, SlotRange, SlotState, StateArea, StateLocation,
-    DEFAULT_STATE_COPY_DISTANCE, DEFAULT_STATE_OFFSET, STATE_HALF_LEN,
+    format_state_area, init_state_area, BootDecision, BootState, BootedSlot, FallbackBelowFloor,
+    Journal, Layout, Running, Slot, SlotGroup, SlotInfo, SlotRange, SlotState, StateArea,
+    StateLocation, DEFAULT_STATE_COPY_DISTANCE, DEFAULT_STATE_OFFSET, STATE_HALF_LEN,
 };
 pub use storage::{AlignedBuf, BusyCheck, Geometry, MemStorage, Storage};
 

@@ -98,7 +98,7 @@ impl Status<'_> {
             },
         );
         format!(
-            "{{\"target\":{},\"describe\":{},\"board\":{},\"state_offset\":{},\"state_copy_distance\":{},\"groups\":[{}],\"active\":\"{}\",\"pending\":{},\"tries_left\":{},\"confirmed\":{},\"rollback_floor\":{},\"slots\":{{\"A\":{},\"B\":{}}},\"journal\":{},\"records\":{},\"running\":{}}}",
+            "{{\"target\":{},\"describe\":{},\"board\":{},\"state_offset\":{},\"state_copy_distance\":{},\"groups\":[{}],\"active\":\"{}\",\"pending\":{},\"tries_left\":{},\"confirmed\":{},\"rollback_floor\":{},\"below_floor\":{},\"slots\":{{\"A\":{},\"B\":{}}},\"journal\":{},\"records\":{},\"running\":{}}}",
             json_str(self.target),
             json_str(self.describe),
             json_str(&l.board),
@@ -110,6 +110,7 @@ impl Status<'_> {
             b.tries_left,
             b.confirmed,
             b.rollback_floor,
+            b.below_floor(),
             slot(b.slot(Slot::A)),
             slot(b.slot(Slot::B)),
             journal,
@@ -154,6 +155,14 @@ impl Status<'_> {
             "rollback     images older than version {} are refused",
             b.rollback_floor
         );
+        if b.below_floor() {
+            let _ = writeln!(
+                o,
+                "below floor  the active slot {} (version {}) is below the rollback floor: booted by a fallback that fallback_below_floor = allow permitted",
+                b.active,
+                b.slot(b.active).version
+            );
+        }
         for s in [Slot::A, Slot::B] {
             let i = b.slot(s);
             let _ = writeln!(

@@ -5,7 +5,7 @@
 use std::io;
 use std::ops::Range;
 
-use crate::state::BootedSlot;
+use crate::running::BootedSlot;
 
 /// Sector sizes of a target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

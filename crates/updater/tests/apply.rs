@@ -146,6 +146,67 @@ fn refusals_write_nothing() {
     assert_eq!(blank.writes, 0);
 }
 
+/// Every usage error is found before the first write: a complete,
+/// pending slot B is not lost to `--seed B` (the slot being written), a
+/// zero try count or a bad write size, and the whole disk is unchanged.
+#[test]
+fn usage_errors_change_nothing_even_on_a_pending_slot() {
+    let k = key(1);
+    let img = good_image(2, BOARD, &k);
+    let mut m = MemStorage::new(disk());
+    run(&img, &mut m, &k, &ApplyOptions::default()).unwrap();
+    let pending = m.data.clone();
+    assert_eq!(
+        StateArea::read(&mut m, LOC).unwrap().boot().pending,
+        Some(Slot::B)
+    );
+    let v3 = good_image(3, BOARD, &k);
+    for (what, o) in [
+        (
+            "seed = target (default slot)",
+            ApplyOptions {
+                seed: updater::Seed::Slot(Slot::B),
+                ..ApplyOptions::default()
+            },
+        ),
+        (
+            "seed = target (explicit slot)",
+            ApplyOptions {
+                slot: Some(Slot::B),
+                seed: updater::Seed::Slot(Slot::B),
+                ..ApplyOptions::default()
+            },
+        ),
+        (
+            "zero tries",
+            ApplyOptions {
+                tries: 0,
+                ..ApplyOptions::default()
+            },
+        ),
+        (
+            "write size not a multiple of 4 KiB",
+            ApplyOptions {
+                chunk_size: 1000,
+                ..ApplyOptions::default()
+            },
+        ),
+        (
+            "zero checkpoint interval",
+            ApplyOptions {
+                checkpoint_interval: 0,
+                ..ApplyOptions::default()
+            },
+        ),
+    ] {
+        let mut m = MemStorage::new(pending.clone());
+        let err = run(&v3, &mut m, &k, &o).expect_err(what);
+        assert_eq!(err.class(), ErrorClass::Usage, "{what}: {err}");
+        assert_eq!(m.writes, 0, "{what}: {err}: refused after writing");
+        assert!(m.data == pending, "{what}: {err}: target changed");
+    }
+}
+
 #[test]
 fn applies_and_reapplies() {
     let k = key(1);

@@ -317,3 +317,260 @@ fn batched_reads_hashed_on_two_threads_refuse_the_forged_block_too() {
     assert_eq!(r.image_bytes_read, img.len() as u64);
     assert_eq!(&slot_b_system(&m)[..sys.len()], &sys[..]);
 }
+
+/// A signed image whose segment 0 is compressed (`comp`), 700 KiB + 123
+/// of random bytes (11 chunks of 64 KiB), and a second, uncompressed one.
+fn compressed_image(
+    k: &ed25519_dalek::SigningKey,
+    comp: fwimage::Compression,
+) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = Rng(23);
+    let sys = rng.bytes(700 * 1024 + 123);
+    let boot = rng.bytes(100 * 1024);
+    let img = image(
+        BOARD,
+        2,
+        &[
+            Seg {
+                compression: comp,
+                ..seg("rootfs", "system", &sys)
+            },
+            seg("kernel", "boot", &boot),
+        ],
+        k,
+    );
+    (img, sys)
+}
+
+/// `img` with the `raw_sha256` of chunk `chunk` of segment 0 changed, its
+/// index page hash updated and the head signed again by `k`: what only a
+/// signer (a buggy tool, a stolen key's careless user) can make. The stored
+/// bytes still match `stored_sha256` and decode, and what they decode to
+/// still matches the CRC chain; only the raw hash disagrees.
+fn wrong_raw_hash(img: &[u8], chunk: u64, k: &ed25519_dalek::SigningKey) -> Vec<u8> {
+    use sha2::Digest;
+    let head = ImageHead::parse(img).unwrap();
+    let h = &head.header;
+    let kk = u64::from(head.segments[0].first_chunk) + chunk;
+    let page = kk / fwimage::ENTRIES_PER_PAGE;
+    let entry = h.page_offset(page) as usize
+        + (kk % fwimage::ENTRIES_PER_PAGE) as usize * fwimage::CHUNK_ENTRY_LEN;
+    let mut bad = img.to_vec();
+    bad[entry + 32] ^= 0x01;
+    let p = h.page_offset(page) as usize;
+    let page_hash = sha2::Sha256::digest(&bad[p..p + fwimage::PAGE_LEN]);
+    let at = (h.page_hash_offset() + 32 * page) as usize;
+    bad[at..at + 32].copy_from_slice(&page_hash);
+    let mut c = Cursor::new(bad);
+    fwimage::insert_signature(&mut c, k).unwrap();
+    let bad = c.into_inner();
+    // The head verifies, the whole-image check refuses it.
+    let head = ImageHead::parse(&bad).unwrap();
+    let e = head
+        .verify(&trusted(k), fwimage::MemSource(&bad[..]), &mut |_| {})
+        .unwrap_err();
+    assert!(
+        matches!(e, fwimage::Error::RawHashMismatch { chunk: c, .. } if c == chunk),
+        "{e}"
+    );
+    bad
+}
+
+const COMPRESSIONS: [fwimage::Compression; 2] =
+    [fwimage::Compression::Zstd, fwimage::Compression::Gzip];
+
+/// What a refused image leaves: slot B `updating` (never bootable), not
+/// pending, the journal at or before `bad_chunk` of segment 0, and the
+/// slot's bytes from that chunk on not the image's.
+fn assert_not_committed(m: &mut MemStorage, sys: &[u8], bad_chunk: u64) {
+    let area = StateArea::read(m, LOC).unwrap();
+    assert_eq!(area.boot().slot(Slot::B).state, SlotState::Updating);
+    assert_eq!(area.boot().pending, None);
+    assert_eq!(area.boot().active, Slot::A);
+    if let Some(j) = area.journal() {
+        assert_eq!(j.segment, 0);
+        assert!(j.offset <= bad_chunk * CHUNK, "journal at {}", j.offset);
+    }
+    let from = (bad_chunk * CHUNK) as usize;
+    let to = from + CHUNK as usize;
+    assert_ne!(
+        &slot_b_system(m)[from..to],
+        &sys[from..to],
+        "the chunk whose raw hash does not match reached the slot"
+    );
+}
+
+#[test]
+fn field_decoded_chunk_must_match_its_raw_hash_before_it_is_written() {
+    let k = key(1);
+    for comp in COMPRESSIONS {
+        let (img, sys) = compressed_image(&k, comp);
+        let bad = wrong_raw_hash(&img, 4, &k);
+        let mut m = MemStorage::new(disk());
+        let err = run(Cursor::new(&bad), &bad, &mut m, &k, &opts()).unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Integrity, "{comp:?}: {err}");
+        assert!(
+            err.to_string().contains("decompressed") && err.to_string().contains("chunk 4"),
+            "{comp:?}: {err}"
+        );
+        assert_not_committed(&mut m, &sys, 4);
+        // Chunks before it were written and are what the image signs.
+        assert_eq!(
+            &slot_b_system(&m)[..4 * CHUNK as usize],
+            &sys[..4 * CHUNK as usize]
+        );
+        // A second run resumes and stops at the same chunk: still nothing
+        // committed.
+        let err = run(Cursor::new(&bad), &bad, &mut m, &k, &opts()).unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Integrity, "{comp:?}: {err}");
+        assert_not_committed(&mut m, &sys, 4);
+    }
+}
+
+#[test]
+fn field_resume_checks_decoded_chunks_against_their_raw_hash() {
+    let k = key(1);
+    for comp in COMPRESSIONS {
+        let (img, sys) = compressed_image(&k, comp);
+        let bad = wrong_raw_hash(&img, 7, &k);
+        let head = ImageHead::parse(&bad).unwrap();
+        // Interrupted by an I/O error while chunk 3 is read (stored
+        // chunks of random data are a few bytes longer than 64 KiB):
+        // chunks 0-2 are journaled.
+        let e3 = head.header.data_offset + 3 * CHUNK + 1000;
+        let mut m = MemStorage::new(disk());
+        let mut src = TwoFaced::new(bad.clone(), bad.clone());
+        src.fail_after = Some(e3);
+        let err = run(&mut src, &bad, &mut m, &k, &opts()).unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Io, "{comp:?}: {err}");
+        let j = StateArea::read(&mut m, LOC).unwrap().journal().cloned();
+        let j = j.expect("journal after checkpoints");
+        assert!(j.offset >= CHUNK && j.offset < 7 * CHUNK, "{}", j.offset);
+
+        let mut events = Vec::new();
+        let err = apply(
+            Cursor::new(&bad),
+            bad.len() as u64,
+            &mut m,
+            &trusted(&k),
+            &opts(),
+            &mut |e| events.push(e.json()),
+        )
+        .unwrap_err();
+        assert!(
+            events.iter().any(|e| e.contains("\"resume\"")),
+            "{comp:?}: the second run did not resume: {events:?}"
+        );
+        assert_eq!(err.class(), ErrorClass::Integrity, "{comp:?}: {err}");
+        assert!(err.to_string().contains("chunk 7"), "{comp:?}: {err}");
+        assert_not_committed(&mut m, &sys, 7);
+        assert_eq!(
+            &slot_b_system(&m)[..7 * CHUNK as usize],
+            &sys[..7 * CHUNK as usize]
+        );
+    }
+}
+
+#[test]
+fn field_seed_copy_and_fetched_chunks_are_checked_against_their_raw_hash() {
+    let k = key(1);
+    for comp in COMPRESSIONS {
+        let (img, sys) = compressed_image(&k, comp);
+        let bad = wrong_raw_hash(&img, 5, &k);
+        // Slot A (active, complete) holds the new rootfs: every chunk but
+        // the crafted one is copied from it; chunk 5's signed raw hash
+        // names bytes the seed does not have, so it is fetched, decoded,
+        // and refused.
+        let mut d = disk();
+        let a = layout().group("system").unwrap().slot(Slot::A).offset as usize;
+        d[a..a + sys.len()].copy_from_slice(&sys);
+        let mut m = MemStorage::new(d);
+        let o = ApplyOptions {
+            seed: updater::Seed::Active,
+            ..opts()
+        };
+        let mut events = Vec::new();
+        let err = apply(
+            Cursor::new(&bad),
+            bad.len() as u64,
+            &mut m,
+            &trusted(&k),
+            &o,
+            &mut |e| events.push(e.clone()),
+        )
+        .unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Integrity, "{comp:?}: {err}");
+        assert!(err.to_string().contains("chunk 5"), "{comp:?}: {err}");
+        let plan = events.iter().find_map(|e| match e {
+            updater::Event::DeltaPlan {
+                chunks, from_seed, ..
+            } => Some((*chunks, *from_seed)),
+            _ => None,
+        });
+        // 11 rootfs chunks, 10 in the seed; the kernel's 2 are not.
+        assert_eq!(plan, Some((13, 10)), "{comp:?}");
+        assert_not_committed(&mut m, &sys, 5);
+
+        // A seed chunk that stops matching its signed raw hash between
+        // the plan and the copy is refused too (SeedChanged, exit 6):
+        // a seed storage that returns other bytes on its second read.
+        let mut m = SeedFlipper {
+            inner: MemStorage::new({
+                let mut d = disk();
+                d[a..a + sys.len()].copy_from_slice(&sys);
+                d
+            }),
+            at: a as u64 + 2 * CHUNK,
+            reads: 0,
+        };
+        let err = apply(
+            Cursor::new(&img),
+            img.len() as u64,
+            &mut m,
+            &trusted(&k),
+            &o,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Integrity, "{comp:?}: {err}");
+        assert!(err.to_string().contains("seed"), "{comp:?}: {err}");
+        assert_not_committed(&mut m.inner, &sys, 2);
+    }
+}
+
+/// A disk that, from the `reads`-th read covering byte `at` on, returns
+/// that byte flipped: a seed slot that changes between the delta plan and
+/// the copy (a running system writing its own root).
+struct SeedFlipper {
+    inner: MemStorage,
+    at: u64,
+    reads: u32,
+}
+
+impl updater::Storage for SeedFlipper {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn geometry(&self) -> updater::Geometry {
+        self.inner.geometry()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_at(offset, buf)?;
+        if (offset..offset + buf.len() as u64).contains(&self.at) {
+            self.reads += 1;
+            if self.reads > 1 {
+                buf[(self.at - offset) as usize] ^= 0x80;
+            }
+        }
+        Ok(())
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_at(offset, buf)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+    fn describe(&self) -> String {
+        "seed flipper".into()
+    }
+}

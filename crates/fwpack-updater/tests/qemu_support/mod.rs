@@ -92,6 +92,50 @@ pub fn updater_binary(arch: Arch) -> PathBuf {
     bin
 }
 
+/// The device build with HTTPS (`--features tls`, the board option
+/// `updater.tls`), in its own target directory so it never replaces the
+/// plain build other tests boot. ring compiles C: Debian's cross gcc for
+/// aarch64, musl-gcc for x86_64.
+pub fn tls_updater_binary(arch: Arch) -> PathBuf {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _g = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let target = triple(arch);
+    let dir = testkit::target_dir().join("tls");
+    let cc = match arch {
+        Arch::Aarch64 => "aarch64-linux-gnu-gcc",
+        _ => "musl-gcc",
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "fwpack-updater",
+            "--bin",
+            "fwpack-updater",
+            "--features",
+            "tls",
+            "--profile",
+            "device",
+            "--target",
+            target,
+            "--target-dir",
+        ])
+        .arg(&dir)
+        .env(format!("CC_{}", target.replace('-', "_")), cc)
+        .current_dir(testkit::workspace_root())
+        .output()
+        .expect("running cargo");
+    assert!(
+        out.status.success(),
+        "building the TLS fwpack-updater for {target} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bin = dir.join(target).join("device").join("fwpack-updater");
+    assert!(bin.is_file(), "{} missing after the build", bin.display());
+    bin
+}
+
 /// The host build, for `apply` / `mark-good` / `status` on disk files.
 pub fn host_updater() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fwpack-updater"))
@@ -121,6 +165,8 @@ fn main() {
     if let Some(l) = root.lines().find(|l| l.split(' ').nth(4) == Some("/")) {
         let _ = writeln!(out, "FWPACK-TEST root mount: {}", l);
     }
+    let env: Vec<String> = std::env::vars_os().map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())).collect();
+    let _ = writeln!(out, "FWPACK-TEST env: {}", env.join(" "));
     if std::path::Path::new("/etc/fwpack-test/mark-good").exists() {
         let st = Command::new("/run/fwpack/fwpack-updater").arg("mark-good").status();
         let _ = writeln!(out, "FWPACK-TEST mark-good: {:?}", st.map(|s| s.code()));
@@ -159,7 +205,7 @@ pub fn rootfs(work: &Path, arch: Arch, name: &str, version: u64, mark_good: bool
 }
 
 /// [`rootfs`] with another `/sbin/init`, extra files (path in the tree,
-/// contents, mode) and size.
+/// contents, mode; a mode with `S_IFIFO` makes a named pipe) and size.
 pub fn rootfs_with(
     work: &Path,
     name: &str,
@@ -190,6 +236,12 @@ pub fn rootfs_with(
     for (path, data, mode) in extra {
         let p = tree.join(path.trim_start_matches('/'));
         fs::create_dir_all(p.parent().unwrap()).unwrap();
+        if mode & 0o170000 == 0o010000 {
+            // S_IFIFO: a named pipe (mkfs.ext4 -d copies it as one).
+            let st = Command::new("mkfifo").arg(&p).status().unwrap();
+            assert!(st.success(), "mkfifo {}", p.display());
+            continue;
+        }
         fs::write(&p, data).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
     }
@@ -369,8 +421,19 @@ pub fn initramfs(
     images: &[(&str, &[u8])],
     modules: Option<(&Kernel, &[&str])>,
 ) -> PathBuf {
+    initramfs_with_updater(work, &updater_binary(arch), config, images, modules)
+}
+
+/// [`initramfs`] with another build of the updater as `/init`.
+pub fn initramfs_with_updater(
+    work: &Path,
+    updater: &Path,
+    config: &str,
+    images: &[(&str, &[u8])],
+    modules: Option<(&Kernel, &[&str])>,
+) -> PathBuf {
     let mut b = Builder::new(Options::default());
-    b.add_file("/init", &updater_binary(arch), Some(Meta::mode(0o755)))
+    b.add_file("/init", updater, Some(Meta::mode(0o755)))
         .unwrap();
     b.add_device("/dev/console", DeviceKind::Char, 5, 1, Meta::mode(0o600))
         .unwrap();
@@ -458,4 +521,66 @@ pub fn expect_exit(c: &mut Console, timeout: Duration) {
     if let Err(e) = c.wait_exit(timeout) {
         panic!("{e}");
     }
+}
+
+/// Slot A's init: network up, a probe request (so a broken network reads
+/// as one, not as an updater failure), then the download command from
+/// /etc/fwpack-test/download (one argument per line); on success reboot
+/// into the new slot, else power off.
+pub fn net_init_source() -> String {
+    format!(
+        r#"
+use std::io::{{Read, Write}};
+use std::process::Command;
+
+extern "C" {{
+    fn reboot(cmd: i32) -> i32;
+    fn sync();
+}}
+const RB_POWER_OFF: i32 = 0x4321fedc;
+const RB_AUTOBOOT: i32 = 0x01234567;
+{netup}
+fn main() {{
+    let mut out = std::io::stdout();
+    let version = std::fs::read_to_string("/etc/fwpack-test/version").unwrap_or_default();
+    let _ = writeln!(out, "FWPACK-NET booted version {{}} pid {{}}", version.trim(), std::process::id());
+    let mut code = -1;
+    match netup("eth0", [10, 0, 2, 15], [255, 255, 255, 0]) {{
+        Err(e) => {{ let _ = writeln!(out, "FWPACK-NET eth0 failed: {{}}", e); }}
+        Ok(()) => {{
+            let _ = writeln!(out, "FWPACK-NET eth0 up 10.0.2.15/24");
+            let addr: std::net::SocketAddr = "{server}:{port}".parse().unwrap();
+            match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10)) {{
+                Ok(mut s) => {{
+                    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+                    let _ = s.write_all(b"GET /probe HTTP/1.1\r\nHost: fwpack\r\nConnection: close\r\n\r\n");
+                    let mut buf = Vec::new();
+                    let _ = s.read_to_end(&mut buf);
+                    let text = String::from_utf8_lossy(&buf);
+                    let _ = writeln!(out, "FWPACK-NET probe: {{}}", text.lines().next().unwrap_or(""));
+                }}
+                Err(e) => {{ let _ = writeln!(out, "FWPACK-NET probe failed: {{}}", e); }}
+            }}
+            let args: Vec<String> = std::fs::read_to_string("/etc/fwpack-test/download")
+                .unwrap_or_default().lines().map(str::to_string).collect();
+            let _ = writeln!(out, "FWPACK-NET running fwpack-updater {{}}", args.join(" "));
+            let _ = out.flush();
+            match Command::new("/run/fwpack/fwpack-updater").args(&args).status() {{
+                Ok(s) => code = s.code().unwrap_or(-1),
+                Err(e) => {{ let _ = writeln!(out, "FWPACK-NET could not run the updater: {{}}", e); }}
+            }}
+        }}
+    }}
+    let _ = writeln!(out, "FWPACK-NET apply exit {{}}", code);
+    let _ = out.flush();
+    if std::process::id() == 1 {{
+        unsafe {{ sync(); reboot(if code == 0 {{ RB_AUTOBOOT }} else {{ RB_POWER_OFF }}); }}
+        loop {{ std::thread::park(); }}
+    }}
+}}
+"#,
+        netup = testkit::guestnet::NETUP_RS,
+        server = testkit::guestnet::SERVER_ADDR,
+        port = testkit::guestnet::SERVER_PORT,
+    )
 }

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use fwimage::TrustedKeys;
-use serde_json::json;
 use updater::state::{Layout, SlotGroup, SlotRange};
 use updater::{
     Access, ApplyOptions, ApplyReport, BootState, Event, FileStorage, Phase, Seed, Slot, StateArea,
@@ -72,7 +71,7 @@ pub struct ApplyArgs {
     #[arg(long)]
     no_activate: bool,
     /// Trial boots of the new slot before the device falls back.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, conflicts_with = "no_activate")]
     tries: u8,
     /// Byte offset of the state area on the target.
     #[arg(long, value_parser = parse_size, default_value = "512KiB")]
@@ -98,6 +97,16 @@ pub struct ApplyArgs {
     /// HTTP: seconds to wait for a connection or for any read.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// HTTPS: PEM bundle of the CAs to trust (default: the system's
+    /// bundle, else Mozilla's roots built in).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// HTTPS: accept only a server whose certificate's public key hashes
+    /// to this: `sha256/<base64>` of the DER SubjectPublicKeyInfo, as
+    /// curl's --pinnedpubkey. Checked after the CA chain. Repeat for
+    /// several keys (e.g. the current and the next).
+    #[arg(long = "pin", value_name = "sha256/BASE64", value_parser = imagesource::parse_pin)]
+    pins: Vec<[u8; 32]>,
     /// One JSON object per line on stdout (events, then the result).
     #[arg(long)]
     json: bool,
@@ -201,10 +210,7 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
         Ok(r) => print_report(&args, r),
         Err(e) if json_mode => {
             let code = crate::exit::classify(e);
-            println!(
-                "{}",
-                json!({"event": "error", "exit_code": code, "message": format!("{e:#}")})
-            );
+            println!("{}", updater::error_json(code.into(), &format!("{e:#}")));
         }
         Err(_) => {}
     }
@@ -217,37 +223,21 @@ fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
     let http = imagesource::HttpOptions {
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
         retries: args.retries,
+        tls: imagesource::TlsOptions {
+            ca_file: args.ca.clone(),
+            pins: args.pins.clone(),
+        },
         ..Default::default()
     };
     let json_mode = args.json;
     // Runs on whichever thread reads the image; stdout/stderr lines are
     // written whole.
-    let observer: imagesource::Observer = Box::new(move |e| match e {
-        imagesource::FetchEvent::Request {
-            offset,
-            end,
-            status,
-        } if json_mode => println!(
-            "{}",
-            json!({"event": "fetch", "offset": offset, "end": end, "status": status})
-        ),
-        imagesource::FetchEvent::Retry {
-            offset,
-            attempt,
-            wait,
-            error,
-        } => {
-            if json_mode {
-                println!(
-                    "{}",
-                    json!({"event": "retry", "offset": offset, "attempt": attempt,
-                           "wait_ms": wait.as_millis() as u64, "error": error})
-                )
-            } else {
-                eprintln!("retrying at byte {offset} in {wait:?} (attempt {attempt}): {error}")
-            }
+    let observer: imagesource::Observer = Box::new(move |e| {
+        if json_mode {
+            println!("{}", e.json());
+        } else if let Some(line) = e.text() {
+            eprintln!("{line}");
         }
-        _ => {}
     });
     let opened = imagesource::open(&spec, &http, Some(observer))
         .with_context(|| format!("opening {}", args.image))?;
@@ -403,22 +393,10 @@ impl EventPrinter {
 
 fn print_report(args: &ApplyArgs, r: &ApplyReport) {
     if args.json {
+        // The same result line as `fwpack-updater apply --json`.
         println!(
             "{}",
-            json!({
-                "event": "result", "result": "ok",
-                "image": args.image, "target": args.target,
-                "slot": r.slot.to_string(), "image_id": hex::encode(r.image_id),
-                "board": r.board, "version": r.version, "label": r.label,
-                "key_id": r.key_id.full(), "segments": r.segments,
-                "raw_bytes": r.raw_bytes, "bytes_written": r.bytes_written,
-                "skipped_resume": r.skipped_resume, "skipped_unchanged": r.skipped_unchanged,
-                "bytes_read_back": r.bytes_read_back, "checkpoints": r.checkpoints,
-                "image_bytes_read": r.image_bytes_read, "bytes_from_seed": r.bytes_from_seed,
-                "resumed_from": r.resumed_from.map(|(s, o)| json!({"segment": s, "offset": o})),
-                "already_complete": r.already_complete, "pending": r.pending,
-                "direct_io": r.direct_io,
-            })
+            r.json(&args.image, &args.target.display().to_string())
         );
         return;
     }

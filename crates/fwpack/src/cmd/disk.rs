@@ -22,6 +22,7 @@ pub struct DiskArgs {
     )]
     layout: Option<PathBuf>,
     /// Image to write; built in a temporary file and renamed only on success.
+    /// Its block map for `bmaptool copy` goes beside it as IMAGE.bmap.
     #[arg(long, short = 'o', value_name = "IMAGE", required_unless_present_any = ["inspect", "dry_run"])]
     output: Option<PathBuf>,
     /// Check the layout and show where everything would go, writing nothing.
@@ -37,7 +38,8 @@ pub struct DiskArgs {
 
 pub fn disk(args: DiskArgs) -> Result<()> {
     if let Some(image) = &args.inspect {
-        let report = diskimage::inspect(image)?;
+        let mut f = crate::cmd::open_input_or_disk(image)?;
+        let report = diskimage::inspect_reader(&mut f, image)?;
         return print(image, &report, args.json, "");
     }
     let Some(layout_path) = &args.layout else {
@@ -61,6 +63,10 @@ pub fn disk(args: DiskArgs) -> Result<()> {
     };
     let report = diskimage::write_image(&layout, output)
         .with_context(|| format!("layout {}", layout_path.display()))?;
+    // The block map beside it, for `bmaptool copy`.
+    let mut bmap = output.as_os_str().to_owned();
+    bmap.push(".bmap");
+    diskimage::bmap::write(output, &report.written, Path::new(&bmap))?;
     print(output, &report, args.json, "")
 }
 

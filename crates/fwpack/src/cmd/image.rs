@@ -89,8 +89,7 @@ impl SignerArgs {
             }));
         }
         if let Some(file) = &self.signature_file {
-            let data =
-                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let data = crate::cmd::read_input(file)?;
             return Ok(Box::new(DetachedSignature {
                 signature: decode_signature(&data)?,
                 public,
@@ -208,8 +207,11 @@ pub fn stamp(args: StampArgs) -> Result<()> {
         .chunk_size(args.chunk_size)?;
     let mut total = 0;
     for s in segs {
-        let f = File::open(&s.file).with_context(|| format!("opening {}", s.file.display()))?;
-        let len = f.metadata()?.len();
+        let f = crate::cmd::open_input(&s.file)?;
+        let len = f
+            .metadata()
+            .with_context(|| format!("reading {}", s.file.display()))?
+            .len();
         total += len;
         builder.add_segment(s.spec, len, BufReader::with_capacity(1 << 20, f))?;
     }
@@ -248,13 +250,16 @@ pub fn sign(args: SignArgs) -> Result<()> {
         return Ok(());
     }
     let signer = args.signer.signer()?;
+    crate::cmd::open_input(&args.image)?;
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&args.image)
         .with_context(|| format!("opening {}", args.image.display()))?;
-    let id = fwimage::insert_signature(&mut f, signer.as_ref())?;
-    f.sync_all()?;
+    let id = fwimage::insert_signature(&mut f, signer.as_ref())
+        .with_context(|| format!("signing {}", args.image.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", args.image.display()))?;
     eprintln!("signed {} with key {id}", args.image.display());
     Ok(())
 }
@@ -420,11 +425,15 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
 
 fn read_head(path: &Path) -> Result<(ImageHead, File)> {
     use std::io::{Seek, SeekFrom};
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let len = f.metadata()?.len();
+    let mut f = crate::cmd::open_input(path)?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
     let head = ImageHead::read(BufReader::new(&mut f), len)
         .with_context(|| format!("reading {}", path.display()))?;
-    f.seek(SeekFrom::Start(0))?;
+    f.seek(SeekFrom::Start(0))
+        .with_context(|| format!("reading {}", path.display()))?;
     Ok((head, f))
 }
 

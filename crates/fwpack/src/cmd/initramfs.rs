@@ -134,8 +134,7 @@ pub fn initramfs(args: InitramfsArgs) -> Result<()> {
 }
 
 fn list(archive: &std::path::Path, json: bool) -> Result<()> {
-    let f =
-        std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    let f = crate::cmd::open_input(archive)?;
     let mut r =
         initramfs::Reader::new(f).with_context(|| format!("reading {}", archive.display()))?;
     let mut out = std::io::stdout().lock();

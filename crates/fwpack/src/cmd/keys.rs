@@ -9,6 +9,8 @@ use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey, EncodeP
 use ed25519_dalek::SigningKey;
 use fwimage::KeyId;
 
+use crate::exit::{refuse, USAGE};
+
 #[derive(Args)]
 pub struct KeygenArgs {
     /// Private key output (PKCS#8 PEM, mode 0600). The public key goes next
@@ -86,14 +88,42 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
 /// Loads a private key from PKCS#8 PEM (ours or `openssl genpkey -algorithm ed25519`).
 pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
     use ed25519_dalek::pkcs8::DecodePrivateKey;
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading private key {}", path.display()))?;
+    let data = crate::cmd::read_input(path)?;
+    if pem_label(&data).is_some_and(|l| l.contains("PUBLIC KEY")) {
+        return Err(refuse(
+            USAGE,
+            format!(
+                "{} is a public key; signing needs the private key (the file given to keygen -o)",
+                path.display()
+            ),
+        ));
+    }
+    let text = String::from_utf8_lossy(&data);
     SigningKey::from_pkcs8_pem(text.trim())
         .map_err(|e| fwimage::Error::Key(format!("{}: {e}", path.display())).into())
 }
 
 pub fn load_public_key(path: &Path) -> Result<ed25519_dalek::VerifyingKey> {
-    let data =
-        std::fs::read(path).with_context(|| format!("reading public key {}", path.display()))?;
+    let data = crate::cmd::read_input(path)?;
+    // A private key where a public one belongs is a usage mistake, not a
+    // malformed key: say which file is needed instead of an ASN.1 error.
+    if pem_label(&data).is_some_and(|l| l.contains("PRIVATE KEY")) {
+        return Err(refuse(
+            USAGE,
+            format!(
+                "{} is a private key; a public key is needed here (keygen wrote it next to \
+                 the private key as <name>.pub.pem; `openssl pkey -in KEY -pubout` derives it)",
+                path.display()
+            ),
+        ));
+    }
     fwimage::parse_public_key(&data).with_context(|| format!("public key {}", path.display()))
+}
+
+/// The label of the first PEM block (`PRIVATE KEY`, `PUBLIC KEY`,
+/// `OPENSSH PRIVATE KEY`, ...), if the data is PEM.
+fn pem_label(data: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(data).ok()?;
+    let rest = &text[text.find("-----BEGIN ")? + "-----BEGIN ".len()..];
+    rest.get(..rest.find("-----")?)
 }

@@ -22,8 +22,77 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Opens an input file the command reads from. Anything but a regular file
+/// is refused by its kind before it is read: a FIFO blocks or ends early
+/// (which the parsers would call "truncated"), a device never ends. Exit
+/// code 3, as for every input that cannot be read.
+pub fn open_input(path: &Path) -> Result<File> {
+    open_checked(path, false)
+}
+
+/// As [`open_input`], also taking a block device (a disk whose partition
+/// table is inspected).
+pub fn open_input_or_disk(path: &Path) -> Result<File> {
+    open_checked(path, true)
+}
+
+fn open_checked(path: &Path, block_ok: bool) -> Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let check = |meta: std::fs::Metadata| -> Result<()> {
+        let t = meta.file_type();
+        let kind = if t.is_file() || (block_ok && t.is_block_device()) {
+            return Ok(());
+        } else if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_char_device() {
+            "a character device"
+        } else if t.is_block_device() {
+            "a block device"
+        } else {
+            "not a file"
+        };
+        Err(crate::exit::refuse(
+            crate::exit::IO,
+            format!("{} is {kind}, not a regular file", path.display()),
+        ))
+    };
+    // stat before open: a FIFO need not be opened at all, and opening a
+    // socket fails with a baffling ENXIO.
+    check(std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?)?;
+    // Non-blocking, so a path swapped for a FIFO after the stat cannot
+    // block the open (fstat below then refuses it); a regular file reads
+    // the same either way.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    check(
+        file.metadata()
+            .with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    Ok(file)
+}
+
+/// The whole content of an input file (small ones: keys, signatures).
+pub fn read_input(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    open_input(path)?
+        .read_to_end(&mut data)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(data)
+}
+
 /// Writes `data` to `path` via a temporary file in the same directory and a
-/// rename, so a failure never leaves a partial file at `path`.
+/// rename, so a failure never leaves a partial file at `path`. The file is
+/// created 0666 minus the umask (0644 under 022), as `cp` would make it:
+/// images, manifests and public keys are published, and tempfile's own
+/// 0600 made a web server answer 403. Private keys never come here.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     write_atomic_with(path, |f| Ok(f.write_all(data)?))
@@ -37,6 +106,7 @@ pub fn write_atomic_with<T>(path: &Path, fill: impl FnOnce(&mut File) -> Result<
     };
     let mut tmp = tempfile::Builder::new()
         .prefix(".fwpack-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let value = fill(tmp.as_file_mut()).with_context(|| format!("writing {}", path.display()))?;
