@@ -335,9 +335,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         "--version" | "-V" => {
             // black_box: the whole mark, not a folded "0.1.0", stays.
+            // Not strip_prefix: a second copy of the mark's prefix in the
+            // binary would be a false match for the reader.
             let version = std::hint::black_box(VERSION_MARK)
-                .strip_prefix("fwpack-updater-version=")
-                .unwrap_or(VERSION_MARK)
+                .split_once('=')
+                .map_or(VERSION_MARK, |(_, v)| v)
                 .trim_end_matches('\0');
             println!("fwpack-updater {version}");
             Ok(())
