@@ -515,7 +515,12 @@ mod tests {
         // Absent: off.
         let x86 = std::fs::read_to_string(configs().join("qemu-x86_64.yaml")).unwrap();
         assert!(!x86.contains("tls:"));
-        assert!(!Board::parse(&x86, Path::new("qemu-x86_64.yaml")).unwrap().updater.tls);
+        assert!(
+            !Board::parse(&x86, Path::new("qemu-x86_64.yaml"))
+                .unwrap()
+                .updater
+                .tls
+        );
         let t = text.replace("  tls: false", "  tls: maybe");
         assert!(Board::parse(&t, Path::new("qemu-aarch64.yaml")).is_err());
     }
