@@ -157,6 +157,17 @@ impl BootMethod {
     }
 }
 
+/// Which device tree a kexec'd arm64 slot kernel gets (kexecboot.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KexecDtb {
+    /// The live /sys/firmware/fdt with /chosen rewritten: keeps what the
+    /// firmware fixed up.
+    Firmware,
+    /// The slot's own `/boot/fwpack/dtb`, with the live memory nodes and
+    /// reservations carried over.
+    Slot,
+}
+
 /// Raspberry Pi firmware A/B (autoboot.txt + tryboot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tryboot {
@@ -176,6 +187,9 @@ pub struct Config {
     /// Load-order file: absolute module paths, one per line.
     pub modules: Option<PathBuf>,
     pub keys: PathBuf,
+    /// CA bundle (PEM) for https sources, copied to /run/fwpack for the
+    /// running system's `apply`/`check` (default there: the system's).
+    pub ca: Option<PathBuf>,
     pub images: Option<Images>,
     pub device_timeout: Duration,
     pub on_failure: Action,
@@ -212,6 +226,7 @@ pub struct Config {
     pub watchdog: Option<PathBuf>,
     /// Its timeout.
     pub watchdog_timeout: Duration,
+    pub kexec_dtb: KexecDtb,
     /// Names of variables the kernel put in PID 1's environment (unknown
     /// `KEY=value` words of its command line) that are passed on to the
     /// slot's init; nothing else from there is ([`crate::pid1::take_environment`]).
@@ -229,6 +244,7 @@ pub const PROTECTED: &[&str] = &[
     "state_copy_distance",
     "modules",
     "keys",
+    "ca",
     "images",
     "init",
     "board",
@@ -260,10 +276,12 @@ const KEYS: &[&str] = &[
     "cmdline_overrides",
     "boot",
     "kexec_panic",
+    "ca",
     "fallback_below_floor",
     "watchdog",
     "watchdog_timeout",
     "init_env",
+    "kexec_dtb",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -390,6 +408,7 @@ impl Config {
             state_copy_distance: updater::DEFAULT_STATE_COPY_DISTANCE,
             modules: None,
             keys: PathBuf::from("/etc/fwpack/keys"),
+            ca: None,
             images: None,
             device_timeout: Duration::from_secs(30),
             on_failure: Action::Reboot,
@@ -410,6 +429,7 @@ impl Config {
             fallback_below_floor: updater::FallbackBelowFloor::Refuse,
             watchdog: None,
             watchdog_timeout: Duration::from_secs(60),
+            kexec_dtb: KexecDtb::Firmware,
             init_env: Vec::new(),
         };
         let mut warnings = Vec::new();
@@ -532,6 +552,7 @@ impl Config {
             "state_copy_distance" => self.state_copy_distance = parse_size(v)?,
             "modules" => self.modules = if v.is_empty() { None } else { Some(path(v)?) },
             "keys" => self.keys = path(v)?,
+            "ca" => self.ca = if v.is_empty() || v == "none" { None } else { Some(path(v)?) },
             "images" => {
                 self.images = if v.is_empty() || v == "none" {
                     None
@@ -574,6 +595,13 @@ impl Config {
             }
             "watchdog" => self.watchdog = if v == "none" { None } else { Some(path(v)?) },
             "watchdog_timeout" => self.watchdog_timeout = parse_seconds(v)?,
+            "kexec_dtb" => {
+                self.kexec_dtb = match v {
+                    "firmware" => KexecDtb::Firmware,
+                    "slot" => KexecDtb::Slot,
+                    _ => return Err(format!("`{v}`: expected firmware or slot")),
+                }
+            }
             "kexec_panic" => {
                 self.kexec_panic = match v.parse::<u32>() {
                     Ok(n) if (1..=3600).contains(&n) => n,
@@ -726,6 +754,10 @@ board = qemu-x86_64
             Some(std::path::Path::new("/dev/watchdog0"))
         );
         assert_eq!(c.watchdog_timeout, Duration::from_secs(30));
+        assert_eq!(c.kexec_dtb, KexecDtb::Firmware);
+        let (c, _) = Config::parse("target = /dev/vda\nkexec_dtb = slot\n").unwrap();
+        assert_eq!(c.kexec_dtb, KexecDtb::Slot);
+        assert!(Config::parse("target = /dev/vda\nkexec_dtb = both\n").is_err());
         for bad in [
             "fallback_below_floor = yes",
             "watchdog_timeout = 0",
@@ -906,6 +938,17 @@ board = qemu-x86_64
     }
 
     #[test]
+    fn ca_bundle_key() {
+        let (c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert_eq!(c.ca, None);
+        let (c, _) = Config::parse("target = /dev/vda\nca = /etc/fwpack/ca.pem\n").unwrap();
+        assert_eq!(c.ca.as_deref(), Some(std::path::Path::new("/etc/fwpack/ca.pem")));
+        let (c, _) = Config::parse("target = /dev/vda\nca = none\n").unwrap();
+        assert_eq!(c.ca, None);
+        assert!(Config::parse("target = /dev/vda\nca = ca.pem\n").is_err());
+    }
+
+    #[test]
     fn protected_keys_need_permission() {
         let (mut c, _) = Config::parse(
             "target = /dev/vda
@@ -916,6 +959,7 @@ board = qemu-x86_64
         for w in [
             "fwpack.target=/dev/sdb",
             "fwpack.keys=/tmp/k",
+            "fwpack.ca=/tmp/evil-ca.pem",
             "fwpack.images=/mnt/usb",
             "fwpack.init=/bin/sh",
             "fwpack.modules=/tmp/evil.load",

@@ -229,7 +229,7 @@ fn boot(cfg: &Config, signals: &mut Signals, init: &InitArgs) -> Result<Infallib
             (dev, t.fstype.clone(), t.partitions)
         }),
     };
-    if let Err(e) = info.save(&cfg.keys) {
+    if let Err(e) = info.save(&cfg.keys, cfg.ca.as_deref()) {
         // Booting matters more than the convenience of mark-good defaults.
         log!("{e} (`fwpack-updater mark-good` will need --target and --slot)");
     }

@@ -16,6 +16,9 @@ pub const BINARY: &str = "/run/fwpack/fwpack-updater";
 /// Copies of the initramfs's trusted keys, for `apply` and `check` on the
 /// running system (the initramfs is gone after switch_root).
 pub const KEYS: &str = "/run/fwpack/keys";
+/// A copy of updater.conf's `ca` bundle: the default `--ca` of `apply`
+/// and `check` on the running system.
+pub const CA: &str = "/run/fwpack/ca.pem";
 
 /// Where commands look for the boot record: [`FILE`], or
 /// `$FWPACK_BOOT_RECORD` (the library's running-slot check reads the same).
@@ -115,7 +118,12 @@ impl RunInfo {
     }
 
     /// Writes [`FILE`] and copies the running binary next to it.
-    pub fn save(&self, keys: &Path) -> Result<(), String> {
+    pub fn save(&self, keys: &Path, ca: Option<&Path>) -> Result<(), String> {
+        if let Some(ca) = ca {
+            std::fs::create_dir_all(KEYS).map_err(|e| format!("{KEYS}: {e}"))?;
+            std::fs::copy(ca, CA)
+                .map_err(|e| format!("copying {} to {CA}: {e}", ca.display()))?;
+        }
         std::fs::create_dir_all(KEYS).map_err(|e| format!("{KEYS}: {e}"))?;
         for e in std::fs::read_dir(keys).into_iter().flatten().flatten() {
             let p = e.path();

@@ -162,6 +162,40 @@ fn field_tls_device_updater_applies_an_https_update_and_b_boots() {
     {
         return;
     }
+    let t = scenario(true);
+    eprintln!(
+        "boot-to-apply (TLS updater, https): {:.1} s",
+        t.as_secs_f64()
+    );
+}
+
+/// Not a test: the boot-to-apply time of the TLS build over https against
+/// the plain build over http, same image, same guest (docs/BENCHMARKS.md).
+/// `cargo test -p fwpack-updater --test qemu_https -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn boot_to_apply_tls_against_plain() {
+    if !tools_present(ARCH)
+        || !testkit::tools::require("nginx")
+        || !testkit::tools::require("openssl")
+    {
+        return;
+    }
+    for _ in 0..2 {
+        let plain = scenario(false);
+        let tls = scenario(true);
+        eprintln!(
+            "boot-to-apply: plain/http {:.1} s, TLS/https {:.1} s",
+            plain.as_secs_f64(),
+            tls.as_secs_f64()
+        );
+    }
+}
+
+/// Slot A applies the update from nginx (TLS build over https with
+/// `--ca`, or the plain build over http), B boots and confirms. Returns
+/// the time from starting QEMU to the updater's exit.
+fn scenario(tls: bool) -> Duration {
     let kernel = kernels::amd64_cloud().expect("Debian cloud kernel");
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
@@ -169,26 +203,32 @@ fn field_tls_device_updater_applies_an_https_update_and_b_boots() {
     std::fs::create_dir_all(&pki).unwrap();
     let (ca, cert, key) = private_ca(&pki);
 
-    let tls_updater = tls_updater_binary(ARCH);
+    let updater = if tls {
+        tls_updater_binary(ARCH)
+    } else {
+        updater_binary(ARCH)
+    };
     eprintln!(
-        "TLS updater ({ARCH:?}): {} bytes",
-        std::fs::metadata(&tls_updater).unwrap().len()
+        "updater ({ARCH:?}, tls {tls}): {} bytes",
+        std::fs::metadata(&updater).unwrap().len()
     );
     let net_init = testkit::program::build_static("fwpack-net-init", &net_init_source(), ARCH)
         .expect("building slot A's init");
-    let url = format!("https://{SERVER_ADDR}:{SERVER_PORT}/u2.fwi");
-    let download = [
+    let scheme = if tls { "https" } else { "http" };
+    let url = format!("{scheme}://{SERVER_ADDR}:{SERVER_PORT}/u2.fwi");
+    let mut download = vec![
         "apply",
         &url,
         "--target",
         "/dev/nvme0n1",
         "--key",
         "/etc/fwpack-test/key.pem",
-        "--ca",
-        "/etc/fwpack-test/ca.pem",
         "--json",
-    ]
-    .join("\n");
+    ];
+    if tls {
+        download.extend(["--ca", "/etc/fwpack-test/ca.pem"]);
+    }
+    let download = download.join("\n");
     let pem = public_pem();
     let ca_pem = std::fs::read(&ca).unwrap();
     let root_a = rootfs_with(
@@ -210,7 +250,7 @@ fn field_tls_device_updater_applies_an_https_update_and_b_boots() {
     let disk = disk(w, false, &a);
     let initrd = initramfs_with_updater(
         w,
-        &tls_updater,
+        &updater,
         &config(),
         &[],
         Some((
@@ -227,20 +267,24 @@ fn field_tls_device_updater_applies_an_https_update_and_b_boots() {
     let www = w.join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("u2.fwi"), &b).unwrap();
-    let nginx = Nginx::start_tls(&www, &cert, &key).unwrap();
+    let nginx = if tls {
+        Nginx::start_tls(&www, &cert, &key).unwrap()
+    } else {
+        Nginx::start(&www).unwrap()
+    };
     let net = guestnet::loopback_forward(nginx.port()).unwrap();
 
     // Boot 1: slot A; its init applies the https:// update.
     let started = Instant::now();
-    let mut c = boot(&kernel, &initrd, &disk, &net, "x86-https-1");
+    let mut c = boot(&kernel, &initrd, &disk, &net, &format!("x86-{scheme}-1"));
     expect(
         &mut c,
         &[
             "booting slot A",
             "FWPACK-NET booted version 1",
             "FWPACK-NET eth0 up",
-            // Plain HTTP to the TLS port: nginx answers 400.
-            "FWPACK-NET probe: HTTP/1.1 400",
+            // 404 (no /probe); plain HTTP to the TLS port: 400.
+            "FWPACK-NET probe: HTTP/1.1 4",
             "FWPACK-NET running fwpack-updater apply",
         ],
         WAIT,
@@ -250,13 +294,8 @@ fn field_tls_device_updater_applies_an_https_update_and_b_boots() {
     let console = c.lines();
     assert!(
         exit.contains("apply exit 0"),
-        "the TLS updater failed: {exit}\n{}",
+        "the updater failed (tls {tls}): {exit}\n{}",
         c.tail(40)
-    );
-    eprintln!(
-        "boot-to-apply (TLS, {} byte image): {:.1} s",
-        b.len(),
-        elapsed.as_secs_f64()
     );
     assert!(
         console.iter().any(|l| l.contains("\"event\":\"result\"")),
@@ -277,7 +316,7 @@ fn field_tls_device_updater_applies_an_https_update_and_b_boots() {
     assert!(st.contains("\"pending\":\"B\""), "{st}");
 
     // Boot 2: B boots and confirms.
-    let mut c = boot(&kernel, &initrd, &disk, &net, "x86-https-2");
+    let mut c = boot(&kernel, &initrd, &disk, &net, &format!("x86-{scheme}-2"));
     expect(
         &mut c,
         &[
@@ -293,4 +332,5 @@ fn field_tls_device_updater_applies_an_https_update_and_b_boots() {
         st.contains("\"active\":\"B\"") && st.contains("\"confirmed\":true"),
         "{st}"
     );
+    elapsed
 }
