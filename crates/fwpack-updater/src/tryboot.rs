@@ -45,6 +45,9 @@ fn section(line: &str) -> Option<Section> {
     })
 }
 
+/// A line of the firmware's config.txt syntax (sections, the firmware's
+/// own rules for repeats), read as the firmware reads it: not one of
+/// fwpack's `key = value` files, which `updater::keyvalue` reads.
 fn key_value(line: &str) -> Option<(&str, &str)> {
     let (k, v) = line.split_once('=')?;
     Some((k.trim(), v.trim()))

@@ -250,10 +250,9 @@ struct Budget(usize);
 
 impl Budget {
     fn spend(&mut self, n: usize) -> Result<(), FdtError> {
+        // The figure is EXPANSION's.
         self.0 = self.0.checked_sub(n).ok_or_else(|| {
-            bad(format!(
-                "the tree would take more than {EXPANSION} times the blob's size in memory"
-            ))
+            bad("the tree would take more than 8 times the blob's size in memory")
         })?;
         Ok(())
     }
