@@ -121,8 +121,7 @@ impl RunInfo {
     pub fn save(&self, keys: &Path, ca: Option<&Path>) -> Result<(), String> {
         if let Some(ca) = ca {
             std::fs::create_dir_all(KEYS).map_err(|e| format!("{KEYS}: {e}"))?;
-            std::fs::copy(ca, CA)
-                .map_err(|e| format!("copying {} to {CA}: {e}", ca.display()))?;
+            std::fs::copy(ca, CA).map_err(|e| format!("copying {} to {CA}: {e}", ca.display()))?;
         }
         std::fs::create_dir_all(KEYS).map_err(|e| format!("{KEYS}: {e}"))?;
         for e in std::fs::read_dir(keys).into_iter().flatten().flatten() {
