@@ -37,7 +37,7 @@ pub fn wait(cfg: &Config, disk: &std::path::Path, signals: &mut Signals, why: &s
     };
     let mut n: u32 = 0;
     loop {
-        if n % REMIND_EVERY == 0 {
+        if n.is_multiple_of(REMIND_EVERY) {
             log!("RECOVERY: {why}");
             log!(
                 "recovery: waiting for a signed image at or above the rollback floor in {sources}"
