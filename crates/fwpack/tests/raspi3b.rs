@@ -377,6 +377,8 @@ fn hostile_firmware_fixup_reaches_the_kexec_slot_kernel_on_raspi3b() {
         c.wait_for(p, wait)
             .unwrap_or_else(|e| panic!("waiting for `{p}`: {e}"))
     };
+    line("fwpack-updater: fwpack-updater");
+    line("found /dev/mmcblk0");
     line("booting slot A");
     line("its /boot/fwpack/dtb is not used (kexec_dtb = firmware)");
     let cmdline = line("slot A kernel command line:");
