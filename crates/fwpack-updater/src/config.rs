@@ -538,7 +538,13 @@ impl Config {
             "state_copy_distance" => self.state_copy_distance = parse_size(v)?,
             "modules" => self.modules = if v.is_empty() { None } else { Some(path(v)?) },
             "keys" => self.keys = path(v)?,
-            "ca" => self.ca = if v.is_empty() || v == "none" { None } else { Some(path(v)?) },
+            "ca" => {
+                self.ca = if v.is_empty() || v == "none" {
+                    None
+                } else {
+                    Some(path(v)?)
+                }
+            }
             "images" => {
                 self.images = if v.is_empty() || v == "none" {
                     None
@@ -917,7 +923,10 @@ board = qemu-x86_64
         let (c, _) = Config::parse("target = /dev/vda\n").unwrap();
         assert_eq!(c.ca, None);
         let (c, _) = Config::parse("target = /dev/vda\nca = /etc/fwpack/ca.pem\n").unwrap();
-        assert_eq!(c.ca.as_deref(), Some(std::path::Path::new("/etc/fwpack/ca.pem")));
+        assert_eq!(
+            c.ca.as_deref(),
+            Some(std::path::Path::new("/etc/fwpack/ca.pem"))
+        );
         let (c, _) = Config::parse("target = /dev/vda\nca = none\n").unwrap();
         assert_eq!(c.ca, None);
         assert!(Config::parse("target = /dev/vda\nca = ca.pem\n").is_err());
