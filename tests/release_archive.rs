@@ -13,6 +13,8 @@ use std::process::{Command, Output};
 
 const MARKER: &str = "FWPACK-RELEASE-ARCHIVE aarch64 slot A init";
 const EPOCH: &str = "1700000000";
+/// The system's directories only: no ~/.cargo/bin.
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn show(out: &Output) -> String {
     format!(
@@ -69,7 +71,6 @@ mkdir -p "$tmp/inputs"
 mount --bind "$cache" "$tmp/inputs"
 while [ "$1" != "--" ]; do mount -t tmpfs -o ro,size=4k fwpack-hidden "$1"; shift; done
 shift
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 if command -v cargo >/dev/null || command -v rustc >/dev/null; then
     echo "HIDDEN-CHECK: cargo or rustc is on PATH" >&2; exit 99
 fi
@@ -98,6 +99,7 @@ exec "$@"
     .arg(tmp.join("home/bin/fwpack"))
     .args(args)
     .env_clear()
+    .env("PATH", SYSTEM_PATH)
     .env("SOURCE_DATE_EPOCH", EPOCH)
     .env("HOME", tmp.join("home"));
     let out = cmd.output().expect("unshare (util-linux)");

@@ -112,7 +112,11 @@ pub fn build_updaters(root: &Path) -> Result<Vec<Updater>> {
             Some(u) => {
                 let first = &u.boards[0].updater;
                 if (first.linker.as_ref(), &first.rustflags, first.tls)
-                    != (b.updater.linker.as_ref(), &b.updater.rustflags, b.updater.tls)
+                    != (
+                        b.updater.linker.as_ref(),
+                        &b.updater.rustflags,
+                        b.updater.tls,
+                    )
                 {
                     bail!(
                         "boards {} and {} build the {} updater differently (linker, rustflags, tls): one shipped binary cannot serve both",

@@ -65,6 +65,31 @@ pub struct Board {
     /// The hardware watchdog armed for trial boots; none if absent.
     #[serde(default)]
     pub watchdog: Option<Watchdog>,
+    /// With `boot: kexec` on arm64: the device tree the slot kernel gets
+    /// (updater.conf `kexec_dtb`): `firmware` (the live tree, /chosen
+    /// rewritten) or `slot` (the slot's own DTB with the live memory
+    /// nodes carried over).
+    #[serde(default)]
+    pub kexec_dtb: KexecDtb,
+}
+
+/// See [`Board::kexec_dtb`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KexecDtb {
+    #[default]
+    Firmware,
+    Slot,
+}
+
+impl KexecDtb {
+    /// The updater.conf value.
+    pub fn name(self) -> &'static str {
+        match self {
+            KexecDtb::Firmware => "firmware",
+            KexecDtb::Slot => "slot",
+        }
+    }
 }
 
 /// See [`Board::fallback_below_floor`].

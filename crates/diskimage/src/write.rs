@@ -370,6 +370,14 @@ fn write_gpt(file: &mut Recorder, layout: &DiskLayout, plan: &Plan) -> Result<()
     gptman::GPT::write_protective_mbr_into(file, SECTOR_SIZE).map_err(Error::Gpt)
 }
 
+/// An image is not a secret: created 0666 minus the umask, as `cp` or a
+/// shell redirect would make it (tempfile's own default is 0600, which a
+/// web server serving the image cannot read).
+fn published_mode() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o666)
+}
+
 #[cfg(test)]
 mod tests {
     use super::chs;
@@ -381,12 +389,4 @@ mod tests {
         let c = chs(u64::from(u32::MAX));
         assert_eq!((c.cylinder, c.head, c.sector), (1023, 254, 63));
     }
-}
-
-/// An image is not a secret: created 0666 minus the umask, as `cp` or a
-/// shell redirect would make it (tempfile's own default is 0600, which a
-/// web server serving the image cannot read).
-fn published_mode() -> std::fs::Permissions {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::Permissions::from_mode(0o666)
 }

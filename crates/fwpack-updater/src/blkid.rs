@@ -130,6 +130,22 @@ pub fn resolve(spec: &DeviceSpec) -> Option<PathBuf> {
     }
 }
 
+/// The PARTUUID of the partition of `disk` covering exactly bytes
+/// `offset..offset+size`, from its partition table: what a kexec'd slot
+/// kernel gets as `root=PARTUUID=…` (kernel device names may differ
+/// between the bootstrap kernel and the slot's).
+pub fn partuuid_for_range(disk: &Path, offset: u64, size: u64) -> Option<String> {
+    let sector = logical_sector(disk.file_name()?.to_str()?);
+    partitions(disk, sector)?
+        .into_iter()
+        .find(|p| {
+            p.start_lba.checked_mul(sector) == Some(offset)
+                && p.sectors.checked_mul(sector) == Some(size)
+        })
+        .map(|p| p.partuuid)
+        .filter(|u| !u.is_empty())
+}
+
 /// The partition of `disk` covering exactly bytes `offset..offset+size`.
 pub fn partition_for_range(disk: &Path, offset: u64, size: u64) -> Option<PathBuf> {
     let disk_name = disk.file_name()?.to_str()?;

@@ -55,11 +55,21 @@ impl From<imagesource::Error> for Fail {
 impl From<updater::Error> for Fail {
     fn from(e: updater::Error) -> Fail {
         // A failing source travels inside the I/O error of the reader.
-        if let Some(src) = imagesource::find_source_error(&e).filter(|s| s.is_source_failure()) {
-            return Fail {
-                msg: src.to_string(),
-                code: SOURCE_CODE,
-            };
+        match imagesource::find_source_error(&e) {
+            Some(src) if src.is_source_failure() => {
+                return Fail {
+                    msg: src.to_string(),
+                    code: SOURCE_CODE,
+                }
+            }
+            // More than the image on standard input: malformed.
+            Some(src @ imagesource::Error::Trailing { .. }) => {
+                return Fail {
+                    msg: src.to_string(),
+                    code: 4,
+                }
+            }
+            _ => {}
         }
         let code = match e.class() {
             ErrorClass::Io => 3,
@@ -96,13 +106,19 @@ boots the right A/B slot; see docs/ARCHITECTURE.md. As a command:
       Confirm the running slot (after a trial boot it becomes active).
   apply [SOURCE] [--target DEV] [--key PEM | --keys DIR]... [--slot A|B]
         [--seed auto|none|active|A|B] [--retries N] [--timeout SECS]
+        [--deadline SECS] [--min-rate RATE] [--min-rate-window SECS]
+        [--max-rate RATE] [--allow-redirect-hosts HOST,...]
         [--ca FILE] [--pin sha256/BASE64]...
         [--tries N] [--no-activate] [--verify-writes] [--force] [--json]
         [--state-offset N] [--state-copy-distance N]
       Write a signed image to the inactive slot and make it pending.
       SOURCE: a file, - (standard input) or an http:// URL (https:// in
       builds with TLS: --ca names the CA bundle, default the system's;
-      --pin sha256/BASE64 accepts only that server key). Without SOURCE, continue
+      --pin sha256/BASE64 accepts only that server key). HTTP limits:
+      --deadline for the whole fetch (default none), --min-rate (default
+      1KiB per --min-rate-window 60 s; 0 off), --max-rate caps fetches
+      (not seed or resume copies); redirects stay on the URL's scheme,
+      host and port unless --allow-redirect-hosts names the target. Without SOURCE, continue
       the interrupted apply the journal names. A re-run after a power cut
       or a dropped connection resumes from the last checkpoint. --seed:
       copy chunks the seed slot already holds (auto: the active slot for
@@ -138,13 +154,18 @@ struct Opts {
     timeout: Option<u64>,
     ca: Option<PathBuf>,
     pins: Vec<[u8; 32]>,
+    deadline: Option<u64>,
+    min_rate: Option<u64>,
+    min_rate_window: Option<u64>,
+    max_rate: Option<u64>,
+    redirect_hosts: Vec<String>,
     positional: Vec<String>,
 }
 
 /// Options that may be given more than once; any other repeated option is
 /// a usage error (as in `fwpack`, whose parser refuses them too), never
 /// "the last one wins".
-const REPEATABLE: &[&str] = &["--key", "--keys", "--pin"];
+const REPEATABLE: &[&str] = &["--key", "--keys", "--pin", "--allow-redirect-hosts"];
 
 fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
     let mut o = Opts::default();
@@ -206,6 +227,29 @@ fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
                         .ok_or_else(|| usage(format!("--timeout {v}: seconds, > 0")))?,
                 );
             }
+            "--deadline" | "--min-rate-window" => {
+                let v = value(a)?;
+                let n = Some(v.parse().map_err(|_| usage(format!("{a} {v}: seconds")))?);
+                if a == "--deadline" {
+                    o.deadline = n
+                } else {
+                    o.min_rate_window = n
+                }
+            }
+            "--min-rate" | "--max-rate" => {
+                let n = Some(crate::config::parse_size(&value(a)?).map_err(usage)?);
+                if a == "--min-rate" {
+                    o.min_rate = n
+                } else {
+                    o.max_rate = n
+                }
+            }
+            "--allow-redirect-hosts" => o.redirect_hosts.extend(
+                value(a)?
+                    .split(',')
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_string),
+            ),
             "--ca" => o.ca = Some(PathBuf::from(value("--ca")?)),
             "--pin" => o
                 .pins
@@ -291,9 +335,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         "--version" | "-V" => {
             // black_box: the whole mark, not a folded "0.1.0", stays.
+            // Not strip_prefix: a second copy of the mark's prefix in the
+            // binary would be a false match for the reader.
             let version = std::hint::black_box(VERSION_MARK)
-                .strip_prefix("fwpack-updater-version=")
-                .unwrap_or(VERSION_MARK)
+                .split_once('=')
+                .map_or(VERSION_MARK, |(_, v)| v)
                 .trim_end_matches('\0');
             println!("fwpack-updater {version}");
             Ok(())
@@ -414,6 +460,15 @@ fn open_source(o: &Opts, spec: &Spec) -> Result<imagesource::Opened, Fail> {
     let http = HttpOptions {
         timeout: Duration::from_secs(o.timeout.unwrap_or(30)),
         retries: o.retries.unwrap_or(5),
+        deadline: o.deadline.filter(|&d| d > 0).map(Duration::from_secs),
+        min_rate: {
+            let (r, w) = imagesource::DEFAULT_MIN_RATE;
+            let r = o.min_rate.unwrap_or(r);
+            let w = o.min_rate_window.map_or(w, Duration::from_secs);
+            (r > 0 && !w.is_zero()).then_some((r, w))
+        },
+        max_rate: o.max_rate.filter(|&m| m > 0),
+        redirect_hosts: o.redirect_hosts.clone(),
         tls: imagesource::TlsOptions {
             // Else what updater.conf's `ca` left in /run, else the system's.
             ca_file: o.ca.clone().or_else(|| {

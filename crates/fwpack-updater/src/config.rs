@@ -157,6 +157,17 @@ impl BootMethod {
     }
 }
 
+/// Which device tree a kexec'd arm64 slot kernel gets (kexecboot.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KexecDtb {
+    /// The live /sys/firmware/fdt with /chosen rewritten: keeps what the
+    /// firmware fixed up.
+    Firmware,
+    /// The slot's own `/boot/fwpack/dtb`, with the live memory nodes and
+    /// reservations carried over.
+    Slot,
+}
+
 /// Raspberry Pi firmware A/B (autoboot.txt + tryboot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tryboot {
@@ -215,6 +226,7 @@ pub struct Config {
     pub watchdog: Option<PathBuf>,
     /// Its timeout.
     pub watchdog_timeout: Duration,
+    pub kexec_dtb: KexecDtb,
     /// Names of variables the kernel put in PID 1's environment (unknown
     /// `KEY=value` words of its command line) that are passed on to the
     /// slot's init; nothing else from there is ([`crate::pid1::take_environment`]).
@@ -269,6 +281,7 @@ const KEYS: &[&str] = &[
     "watchdog",
     "watchdog_timeout",
     "init_env",
+    "kexec_dtb",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -416,6 +429,7 @@ impl Config {
             fallback_below_floor: updater::FallbackBelowFloor::Refuse,
             watchdog: None,
             watchdog_timeout: Duration::from_secs(60),
+            kexec_dtb: KexecDtb::Firmware,
             init_env: Vec::new(),
         };
         let mut warnings = Vec::new();
@@ -587,6 +601,13 @@ impl Config {
             }
             "watchdog" => self.watchdog = if v == "none" { None } else { Some(path(v)?) },
             "watchdog_timeout" => self.watchdog_timeout = parse_seconds(v)?,
+            "kexec_dtb" => {
+                self.kexec_dtb = match v {
+                    "firmware" => KexecDtb::Firmware,
+                    "slot" => KexecDtb::Slot,
+                    _ => return Err(format!("`{v}`: expected firmware or slot")),
+                }
+            }
             "kexec_panic" => {
                 self.kexec_panic = match v.parse::<u32>() {
                     Ok(n) if (1..=3600).contains(&n) => n,
@@ -739,6 +760,10 @@ board = qemu-x86_64
             Some(std::path::Path::new("/dev/watchdog0"))
         );
         assert_eq!(c.watchdog_timeout, Duration::from_secs(30));
+        assert_eq!(c.kexec_dtb, KexecDtb::Firmware);
+        let (c, _) = Config::parse("target = /dev/vda\nkexec_dtb = slot\n").unwrap();
+        assert_eq!(c.kexec_dtb, KexecDtb::Slot);
+        assert!(Config::parse("target = /dev/vda\nkexec_dtb = both\n").is_err());
         for bad in [
             "fallback_below_floor = yes",
             "watchdog_timeout = 0",

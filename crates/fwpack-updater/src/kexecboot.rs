@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use updater::{FileStorage, Slot, SlotGroup, StateArea};
 
-use crate::config::Config;
+use crate::config::{Config, KexecDtb};
 use crate::runinfo::RunInfo;
 use crate::switchroot::{self, NEW_ROOT};
 use crate::{blkid, slotmount};
@@ -128,8 +128,9 @@ pub fn parse_cmdline_file(text: &str) -> String {
 
 /// How the slot kernel finds its root filesystem.
 pub enum Root<'a> {
-    /// A partition that is exactly the slot: `root=` it.
-    Partition(&'a Path),
+    /// A partition that is exactly the slot: `root=` it (`PARTUUID=…`
+    /// when the table gives one, else the bootstrap's device path).
+    Partition(&'a str),
     /// A byte range of the disk: only the slot's own initrd can mount it
     /// (the fwpack initramfs does, in its slot stage: see [`slot_stage`]).
     Range,
@@ -152,7 +153,7 @@ pub fn slot_cmdline(cfg: &Config, own: &str, bootstrap: &str, root: &Root, slot:
         );
     }
     if let Root::Partition(p) = root {
-        w.push(format!("root={}", p.display()));
+        w.push(format!("root={p}"));
         w.push(format!("rootfstype={}", cfg.root_fstype));
         if !cfg.root_flags.is_empty() {
             w.push(format!("rootflags={}", cfg.root_flags));
@@ -179,6 +180,45 @@ enum StageError {
     NoKexec(String),
 }
 
+/// Where a merged slot DTB is written for the loader (tmpfs).
+const MERGED_DTB: &str = "/run/fwpack/slot.dtb";
+
+/// The device tree the slot kernel gets (arm64; x86_64 ignores it).
+/// `kexec_dtb = firmware` (default): none from the slot, so the loader
+/// takes the live /sys/firmware/fdt with /chosen rewritten, keeping the
+/// firmware's fixups (memory size, reservations, overlays, serial number,
+/// MAC), as kexec-tools does. `slot`: the slot's own DTB if it has one,
+/// with the live tree's memory nodes and reservations carried over
+/// (`kexec::livefdt`).
+fn slot_dtb(
+    cfg: &Config,
+    own: Option<&OwnedFd>,
+    slot: Slot,
+) -> Result<Option<std::path::PathBuf>, StageError> {
+    let Some(own) = own else {
+        return Ok(None);
+    };
+    if cfg.kexec_dtb == KexecDtb::Firmware {
+        log!("slot {slot}: its /{BOOT_DIR}/dtb is not used (kexec_dtb = firmware): the live device tree is");
+        return Ok(None);
+    }
+    let max = kexec::fdt::MAX_LEN as u64;
+    let stage = |e: kexec::Error| {
+        if e.slot_at_fault() {
+            StageError::Slot(format!("slot {slot}'s kernel: {e}"))
+        } else {
+            StageError::NoKexec(e.to_string())
+        }
+    };
+    let blob = kexec::read_regular(&fd_path(own), "device tree", max).map_err(stage)?;
+    let live = kexec::read_regular(Path::new("/sys/firmware/fdt"), "device tree", max)
+        .map_err(|e| StageError::NoKexec(format!("the running kernel's {e}")))?;
+    let merged = kexec::livefdt::merge(&blob, &live).map_err(stage)?;
+    std::fs::write(MERGED_DTB, merged)
+        .map_err(|e| StageError::NoKexec(format!("{MERGED_DTB}: {e}")))?;
+    Ok(Some(MERGED_DTB.into()))
+}
+
 /// Loads the kernel of `slot`, which is mounted on [`NEW_ROOT`].
 fn load_mounted(
     cfg: &Config,
@@ -190,7 +230,12 @@ fn load_mounted(
     let range = group.slot(slot);
     // Whatever slot_device says about how we mount it, the slot kernel
     // can mount a partition by name, and a byte range only in an initrd.
-    let part = blkid::partition_for_range(disk, range.offset, range.size);
+    let part = blkid::partuuid_for_range(disk, range.offset, range.size)
+        .map(|u| format!("PARTUUID={u}"))
+        .or_else(|| {
+            blkid::partition_for_range(disk, range.offset, range.size)
+                .map(|p| p.display().to_string())
+        });
     let root = match &part {
         Some(p) => Root::Partition(p),
         None if files.initrd.is_some() => Root::Range,
@@ -205,7 +250,7 @@ fn load_mounted(
     let spec = kexec::BootSpec {
         kernel: fd_path(&files.kernel),
         initrd: files.initrd.as_ref().map(fd_path),
-        dtb: files.dtb.as_ref().map(fd_path),
+        dtb: slot_dtb(cfg, files.dtb.as_ref(), slot)?,
         cmdline: slot_cmdline(cfg, &files.cmdline, &bootstrap, &root, slot),
     };
     log!("slot {slot} kernel command line: {}", spec.cmdline);
@@ -376,24 +421,24 @@ mod tests {
 
     #[test]
     fn generated_words_come_last() {
-        let p = PathBuf::from("/dev/nvme0n1p2");
+        let p = "PARTUUID=0f3a7e57-02";
         let c = slot_cmdline(
             &cfg(),
             "quiet root=/dev/sda1",
             "console=ttyS0,115200 fwpack.tries=1",
-            &Root::Partition(&p),
+            &Root::Partition(p),
             Slot::B,
         );
         assert_eq!(
             c,
-            "quiet root=/dev/sda1 console=ttyS0,115200 root=/dev/nvme0n1p2 rootfstype=ext4 rootwait ro panic=7 fwpack.slot=B"
+            "quiet root=/dev/sda1 console=ttyS0,115200 root=PARTUUID=0f3a7e57-02 rootfstype=ext4 rootwait ro panic=7 fwpack.slot=B"
         );
         // The slot's own console wins over the bootstrap's.
         let c = slot_cmdline(
             &cfg(),
             "console=hvc0",
             "console=ttyS0",
-            &Root::Partition(&p),
+            &Root::Partition(p),
             Slot::A,
         );
         assert!(!c.contains("ttyS0") && c.contains("console=hvc0"), "{c}");

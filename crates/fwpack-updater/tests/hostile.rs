@@ -35,6 +35,7 @@ const CONFIG: &str = "target = /dev/vda\n\
     on_failure = poweroff\n\
     slot_device = partition\n\
     boot = kexec\n\
+    kexec_dtb = slot\n\
     kexec_panic = 1\n";
 
 struct Setup {
@@ -142,7 +143,9 @@ fn hostile_slot_kernels_fail_their_try() {
     let long_cmdline = format!("test.pad={}\n", "x".repeat(2100));
     let dtb = ::kexec::fdt::many_props_one_long_name(::kexec::fdt::MAX_LEN);
     const FIFO: u32 = 0o010644;
-    let cases: [(&str, Vec<(&str, &[u8], u32)>, &str); 4] = [
+    // Name, the slot's extra files (path, contents, mode), why it fails.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8], u32)>, &'a str);
+    let cases: [Case; 4] = [
         (
             "cmdline",
             vec![

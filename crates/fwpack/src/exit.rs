@@ -39,17 +39,35 @@ Exit status:
   8  target busy (mounted, held, or in use)
   9  image source failed (HTTP status, network, timeout, truncated or replaced download)";
 
+/// The error and its causes, each said once. Many error types put their
+/// source into their own message (`"reading {path}: {source}"`) and also
+/// return it from `source()`; printing every link would repeat it.
+pub fn render(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut previous = String::new();
+    for cause in err.chain() {
+        let message = cause.to_string();
+        if !message.is_empty() && !previous.contains(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+        previous = message;
+    }
+    text
+}
+
 /// Picks the exit code for an error by looking for a typed library error
 /// anywhere in its chain; the most specific (first) one wins.
 pub fn classify(err: &anyhow::Error) -> u8 {
     // A failing source hides inside the I/O error of the reader that hit
     // it: look for it first.
-    if err
-        .chain()
-        .filter_map(imagesource::find_source_error)
-        .any(imagesource::Error::is_source_failure)
-    {
-        return SOURCE;
+    match err.chain().find_map(imagesource::find_source_error) {
+        Some(e) if e.is_source_failure() => return SOURCE,
+        // More than the image on standard input: malformed, not a failing source.
+        Some(imagesource::Error::Trailing { .. }) => return FORMAT,
+        _ => {}
     }
     err.chain().find_map(code_of).unwrap_or(FAILURE)
 }

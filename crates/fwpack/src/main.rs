@@ -82,30 +82,11 @@ fn main() -> std::process::ExitCode {
             // the chain would say it twice behind an "I/O error".
             match err.chain().find_map(imagesource::find_source_error) {
                 Some(src) => eprintln!("fwpack: error: {err}: {src}"),
-                None => eprintln!("fwpack: error: {}", render(&err)),
+                None => eprintln!("fwpack: error: {}", exit::render(&err)),
             }
             std::process::ExitCode::from(exit::classify(&err))
         }
     }
-}
-
-/// The error and its causes, each said once. Many error types put their
-/// source into their own message (`"reading {path}: {source}"`) and also
-/// return it from `source()`; printing every link would repeat it.
-fn render(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    let mut previous = String::new();
-    for cause in err.chain() {
-        let message = cause.to_string();
-        if !message.is_empty() && !previous.contains(&message) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&message);
-        }
-        previous = message;
-    }
-    text
 }
 
 /// The reader of our stdout went away (`fwpack initramfs --list … | head`):

@@ -261,6 +261,9 @@ fn inputs_that_are_not_regular_files_are_named_and_exit_3() {
                 fifo.clone(),
                 "--key".into(),
                 "release.pem".into(),
+                // Any regular file: the kernel is refused before it is used.
+                "--updater".into(),
+                "rootfs.img".into(),
             ],
             &fifo,
             "a FIFO",

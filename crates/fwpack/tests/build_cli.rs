@@ -31,7 +31,7 @@ fn inputs() -> &'static Inputs {
         ext4_rootfs(&dir, testkit::kernels::Arch::X86_64, ROOTFS_MARKER);
         let out = fwpack(&["keygen", "-o", "release.pem"], &dir);
         assert!(out.status.success(), "{}", show(&out));
-        let out = build(&dir, &kernel, "first", &[]);
+        let out = build(&dir, &kernel, "first", &["--build-updater"]);
         assert!(out.status.success(), "first build: {}", show(&out));
         let updater = testkit::target_dir().join("x86_64-unknown-linux-musl/device/fwpack-updater");
         assert!(
@@ -79,7 +79,8 @@ fn build_with_updater(out: &str, extra: &[&str]) -> Output {
 #[test]
 fn two_builds_are_byte_identical() {
     let i = inputs();
-    let out = build_with_updater("again", &[]);
+    // Built again like the first (manifest.json names the updater's source).
+    let out = build(&i.dir, &i.kernel, "again", &["--build-updater"]);
     assert!(out.status.success(), "{}", show(&out));
     for f in [
         "sdcard.img",
@@ -285,6 +286,19 @@ fn peers_read_the_disk_image_we_meant() {
         serde_json::from_slice(&std::fs::read(out_dir.join("manifest.json")).unwrap()).unwrap();
     let arts = manifest["artifacts"].as_array().unwrap();
     assert!(arts.len() >= 4);
+    // ... and the updater that went in: built here, its hash and version.
+    let u = &manifest["updater"];
+    assert_eq!(u["source"], "built", "{u}");
+    assert_eq!(
+        std::fs::canonicalize(u["path"].as_str().unwrap()).unwrap(),
+        std::fs::canonicalize(&i.updater).unwrap()
+    );
+    {
+        use sha2::Digest;
+        let bytes = std::fs::read(&i.updater).unwrap();
+        assert_eq!(u["sha256"], hex::encode(sha2::Sha256::digest(&bytes)));
+    }
+    assert_eq!(u["version"], env!("CARGO_PKG_VERSION"), "{u}");
     for a in arts {
         let p = out_dir.join(a["path"].as_str().unwrap());
         let bytes = std::fs::read(&p).unwrap();

@@ -320,3 +320,71 @@ fn rpi_zero2w_kexec_build_boots_slot_a_by_kexec_on_raspi3b() {
         (t.elapsed() - updater).as_secs_f64()
     );
 }
+
+/// A property added to the device tree QEMU hands the bootstrap kernel —
+/// standing in for a fixup the Pi firmware makes (memory size, the
+/// VideoCore reservation, overlays, serial number, MAC) — is in the
+/// kexec'd slot kernel's /proc/device-tree: the slot kernel gets the live
+/// tree with /chosen rewritten (`kexec_dtb: firmware`, the default), not
+/// the static DTB `fwpack build` put into the slot.
+#[test]
+fn hostile_firmware_fixup_reaches_the_kexec_slot_kernel_on_raspi3b() {
+    if !testkit::tools::require("qemu-system-aarch64")
+        || !testkit::tools::require("mkfs.ext4")
+        || !testkit::tools::require("debugfs")
+    {
+        return;
+    }
+    const FIXUP: &str = "/proc/device-tree/fwpack,firmware-fixup";
+    let kernel = testkit::kernels::arm64().expect("Debian arm64 kernel");
+    let work = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(testkit::workspace_root().join("configs/rpi-zero2w.yaml"))
+        .unwrap()
+        .replace("\nboot: switch_root\n", "\nboot: kexec\n");
+    assert!(yaml.contains("\nboot: kexec\n"));
+    let cfg = work.path().join("rpi-zero2w.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = build(
+        work.path(),
+        &kernel,
+        &["--config", cfg.to_str().unwrap()],
+        &InitProgram::new(MARKER)
+            .mount("proc", "/proc")
+            .probe(FIXUP)
+            .probe("/proc/device-tree/model"),
+        "64M",
+    );
+    assert!(
+        std::fs::read_to_string(out.join("boot/cmdline.txt")).is_ok(),
+        "the build has a boot partition"
+    );
+    // The "firmware": what QEMU loads with -dtb (the copy on the card and
+    // the one in the slot stay as built).
+    let dtb_path = out.join("boot/bcm2837-rpi-zero-2-w.dtb");
+    let mut fdt = kexec::fdt::Fdt::parse(&std::fs::read(&dtb_path).unwrap()).unwrap();
+    assert!(fdt.root.prop("fwpack,firmware-fixup").is_none());
+    fdt.root
+        .set_prop("fwpack,firmware-fixup", b"hostile-test\0".to_vec());
+    std::fs::write(&dtb_path, fdt.to_bytes()).unwrap();
+    let sd = sd_copy(&out, work.path());
+    let mut c = testkit::qemu::Console::spawn(
+        raspi3b_command(&out, &sd, None, ""),
+        "raspi3b-zero2w-firmware-fixup",
+    )
+    .expect("starting QEMU");
+    let wait = std::time::Duration::from_secs(400);
+    let mut line = |p: &str| {
+        c.wait_for(p, wait)
+            .unwrap_or_else(|e| panic!("waiting for `{p}`: {e}"))
+    };
+    line("booting slot A");
+    line("its /boot/fwpack/dtb is not used (kexec_dtb = firmware)");
+    let cmdline = line("slot A kernel command line:");
+    assert!(cmdline.contains("root=PARTUUID="), "{cmdline}");
+    line("kexec into slot A's kernel");
+    line("slot stage: this kernel was booted by kexec for slot A");
+    line(MARKER);
+    // A file of 13 bytes: "hostile-test" and its NUL.
+    let probe = line(&format!("probe {FIXUP} "));
+    assert!(probe.trim_end().ends_with(" 13"), "{probe}");
+}

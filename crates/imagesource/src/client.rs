@@ -10,8 +10,50 @@
 //! untrusted anyway: the image readers authenticate every byte.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::http::Resolver;
+
+/// What every connection is held to.
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    /// Longest wait for a connection or any single read or write.
+    pub timeout: Duration,
+    /// When the whole transfer must be over.
+    pub deadline: Option<Instant>,
+    /// At least this many bytes per second over each window.
+    pub min_rate: Option<(u64, Duration)>,
+    /// At most this many bytes per second (per connection).
+    pub max_rate: Option<u64>,
+}
+
+impl Limits {
+    /// How long a blocking call may wait: the timeout, cut short by the
+    /// deadline; a failure once the deadline has passed.
+    pub fn wait(&self) -> Result<Duration, Failure> {
+        self.check()?;
+        Ok(match self.deadline {
+            Some(d) => self
+                .timeout
+                .min(d.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(1)),
+            None => self.timeout,
+        })
+    }
+
+    pub fn check(&self) -> Result<(), Failure> {
+        match self.deadline {
+            Some(d) if Instant::now() >= d => Err(Failure {
+                msg: "the deadline (--deadline) passed".into(),
+                retry: false,
+                deadline: true,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// Longest response head accepted.
 const MAX_HEAD: usize = 64 << 10;
@@ -95,6 +137,23 @@ impl Url {
         }
     }
 
+    fn same_origin(&self, o: &Url) -> bool {
+        self.tls == o.tls && self.host.eq_ignore_ascii_case(&o.host) && self.port == o.port
+    }
+
+    /// `host` or `host:port` names this URL's server.
+    fn matches_host(&self, pattern: &str) -> bool {
+        match pattern.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
+                h.trim_matches(['[', ']']).eq_ignore_ascii_case(&self.host)
+                    && p.parse::<u16>().ok() == Some(self.port)
+            }
+            _ => pattern
+                .trim_matches(['[', ']'])
+                .eq_ignore_ascii_case(&self.host),
+        }
+    }
+
     /// `location` resolved against this URL.
     fn join(&self, location: &str) -> Result<Url, String> {
         if strip_prefix_ci(location, "http://").is_some()
@@ -141,18 +200,24 @@ fn parse_port(p: &str) -> Result<u16, String> {
 pub(crate) struct Failure {
     pub msg: String,
     pub retry: bool,
+    /// Stopped by the overall deadline.
+    pub deadline: bool,
 }
 
 fn retryable(msg: impl Into<String>) -> Failure {
     Failure {
         msg: msg.into(),
         retry: true,
+        deadline: false,
     }
 }
 
 /// An I/O error in words: a socket timeout surfaces as EAGAIN, which says
 /// nothing to a user.
 pub(crate) fn describe_io(e: &io::Error, timeout: Duration) -> String {
+    if let Some(s) = stopped(e) {
+        return s.reason.clone();
+    }
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
             format!(
@@ -167,16 +232,25 @@ pub(crate) fn describe_io(e: &io::Error, timeout: Duration) -> String {
 /// TLS failures (rustls reports them as `InvalidData`) and garbage will
 /// not improve on retry; a reset or a timeout may.
 fn io_failure(what: &str, e: &io::Error, timeout: Duration) -> Failure {
+    let deadline = stopped(e).is_some_and(|s| s.deadline);
     Failure {
         msg: format!("{what}: {}", describe_io(e, timeout)),
-        retry: e.kind() != io::ErrorKind::InvalidData,
+        retry: e.kind() != io::ErrorKind::InvalidData && !deadline,
+        deadline,
     }
+}
+
+/// The deadline or minimum-rate stop inside an I/O error (also through
+/// rustls, which passes the socket's errors on as they are).
+pub(crate) fn stopped(e: &io::Error) -> Option<&Stop> {
+    e.get_ref().and_then(|i| i.downcast_ref::<Stop>())
 }
 
 fn fatal(msg: impl Into<String>) -> Failure {
     Failure {
         msg: msg.into(),
         retry: false,
+        deadline: false,
     }
 }
 
@@ -241,13 +315,27 @@ impl Read for Body {
                 if *left == 0 {
                     let size = read_chunk_size(&mut self.conn)?;
                     if size == 0 {
-                        // Trailers until the empty line.
+                        // Trailers until the empty line, 64 KiB at most.
+                        let mut budget = MAX_HEAD as u64;
                         loop {
-                            let mut line = String::new();
-                            if self.conn.by_ref().take(8192).read_line(&mut line)? == 0 {
-                                return Err(early());
+                            let mut line = Vec::new();
+                            let n = self
+                                .conn
+                                .by_ref()
+                                .take(budget)
+                                .read_until(b'\n', &mut line)?;
+                            if n == 0 || !line.ends_with(b"\n") {
+                                return Err(if n as u64 == budget {
+                                    io::Error::new(
+                                        io::ErrorKind::InvalidData,
+                                        "chunked trailers larger than 64 KiB",
+                                    )
+                                } else {
+                                    early()
+                                });
                             }
-                            if line == "\r\n" || line == "\n" {
+                            budget -= n as u64;
+                            if line == b"\r\n" || line == b"\n" {
                                 break;
                             }
                         }
@@ -279,15 +367,16 @@ impl Read for Body {
 }
 
 fn read_chunk_size(r: &mut impl BufRead) -> io::Result<u64> {
-    let mut line = String::new();
-    if r.take(1024).read_line(&mut line)? == 0 {
+    let mut line = Vec::new();
+    if r.take(1024).read_until(b'\n', &mut line)? == 0 {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the connection closed in a chunked body",
         ));
     }
+    let line = std::str::from_utf8(&line).unwrap_or("");
     let hex = line.trim_end().split(';').next().unwrap_or("").trim();
-    if hex.is_empty() || hex.len() > 15 {
+    if !line.ends_with('\n') || hex.is_empty() || hex.len() > 15 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "bad chunk size line",
@@ -298,9 +387,13 @@ fn read_chunk_size(r: &mut impl BufRead) -> io::Result<u64> {
 }
 
 pub(crate) struct Client {
-    pub timeout: Duration,
+    pub limits: Limits,
     pub max_redirects: u32,
+    /// Hosts (`host` or `host:port`) a redirect may lead to besides the
+    /// URL's own origin.
+    pub redirect_hosts: Vec<String>,
     pub user_agent: String,
+    resolver: Option<Resolver>,
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     tls_opts: crate::http::TlsOptions,
     /// Built on the first https request: loading a CA bundle costs time
@@ -310,27 +403,29 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub fn new(
-        timeout: Duration,
-        max_redirects: u32,
-        user_agent: String,
-        tls_opts: crate::http::TlsOptions,
-    ) -> Client {
+    pub fn new(o: &crate::http::HttpOptions, limits: Limits) -> Client {
         Client {
-            timeout,
-            max_redirects,
-            user_agent,
-            tls_opts,
+            limits,
+            max_redirects: o.max_redirects,
+            redirect_hosts: o.redirect_hosts.clone(),
+            user_agent: o.user_agent.clone(),
+            resolver: o.resolver.clone(),
+            tls_opts: o.tls.clone(),
             #[cfg(feature = "tls")]
             tls: std::sync::OnceLock::new(),
         }
     }
 
     /// GET `url` with `headers`, following up to `max_redirects`
-    /// redirects. Any status is a response; only transport trouble is a
-    /// failure.
+    /// redirects that the policy allows: the same origin (scheme, host,
+    /// port) or a host named in `redirect_hosts`, and never from https to
+    /// http. The request headers (Range, If-Range) therefore only ever go
+    /// where the user said the image may come from. Any status is a
+    /// response; only transport trouble and refused redirects are
+    /// failures.
     pub fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<Response, Failure> {
-        let mut u = Url::parse(url).map_err(fatal)?;
+        let origin = Url::parse(url).map_err(fatal)?;
+        let mut u = origin.clone();
         let mut hops = 0;
         loop {
             let resp = self.get_once(&u, headers)?;
@@ -347,42 +442,91 @@ impl Client {
                 )));
             }
             hops += 1;
-            u = u
+            let next = u
                 .join(loc)
                 .map_err(|e| fatal(format!("redirect to `{loc}`: {e}")))?;
+            if (u.tls || origin.tls) && !next.tls {
+                return Err(fatal(format!(
+                    "redirect from https to http (`{loc}`) refused"
+                )));
+            }
+            if !next.same_origin(&origin)
+                && !self.redirect_hosts.iter().any(|h| next.matches_host(h))
+            {
+                return Err(fatal(format!(
+                    "redirect to another host or port (`{loc}`) refused; allow it with --allow-redirect-hosts {}:{}",
+                    next.host, next.port
+                )));
+            }
+            u = next;
+        }
+    }
+
+    /// Resolves on a thread of its own so that a resolver that never
+    /// answers (std has no DNS timeout) cannot outlast the timeout or the
+    /// deadline; the thread is left to finish on its own.
+    fn resolve(&self, u: &Url) -> Result<Vec<SocketAddr>, Failure> {
+        if let Ok(ip) = u.host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, u.port)]);
+        }
+        let wait = self.limits.wait()?;
+        type Slot = (Mutex<Option<io::Result<Vec<SocketAddr>>>>, Condvar);
+        let slot: Arc<Slot> = Arc::new((Mutex::new(None), Condvar::new()));
+        let (host, port, hook, theirs) =
+            (u.host.clone(), u.port, self.resolver.clone(), slot.clone());
+        std::thread::Builder::new()
+            .spawn(move || {
+                let r = match hook {
+                    Some(h) => (h.0)(&host, port),
+                    None => (host.as_str(), port).to_socket_addrs().map(|a| a.collect()),
+                };
+                if let Ok(mut g) = theirs.0.lock() {
+                    *g = Some(r);
+                    theirs.1.notify_one();
+                }
+            })
+            .map_err(|e| retryable(format!("resolving {}: {e}", u.host)))?;
+        let answer = slot
+            .0
+            .lock()
+            .ok()
+            .and_then(|g| slot.1.wait_timeout_while(g, wait, |r| r.is_none()).ok())
+            .and_then(|(mut g, _)| g.take());
+        match answer {
+            Some(Ok(a)) => Ok(a),
+            Some(Err(e)) => Err(retryable(format!("resolving {}: {e}", u.host))),
+            None => {
+                self.limits.check()?;
+                Err(retryable(format!(
+                    "resolving {}: no answer within {} s",
+                    u.host,
+                    wait.as_secs_f32()
+                )))
+            }
         }
     }
 
     fn connect(&self, u: &Url) -> Result<Box<dyn Conn>, Failure> {
-        let addrs: Vec<_> = (u.host.as_str(), u.port)
-            .to_socket_addrs()
-            .map_err(|e| retryable(format!("resolving {}: {e}", u.host)))?
-            .collect();
+        let addrs = self.resolve(u)?;
         let mut last = None;
         for a in &addrs {
-            match TcpStream::connect_timeout(a, self.timeout) {
+            let wait = self.limits.wait()?;
+            match TcpStream::connect_timeout(a, wait) {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
-                    s.set_read_timeout(Some(self.timeout))
-                        .and_then(|()| s.set_write_timeout(Some(self.timeout)))
-                        .map_err(|e| retryable(format!("socket options: {e}")))?;
-                    return self.wrap(u, s);
+                    return self.wrap(u, Metered::new(s, self.limits.clone()));
                 }
-                Err(e) => {
-                    last = Some(format!(
-                        "connecting to {a}: {}",
-                        describe_io(&e, self.timeout)
-                    ))
-                }
+                Err(e) => last = Some(format!("connecting to {a}: {}", describe_io(&e, wait))),
             }
         }
+        self.limits.check()?;
         Err(retryable(last.unwrap_or_else(|| {
             format!("{} resolves to no address", u.host)
         })))
     }
 
     #[cfg(feature = "tls")]
-    fn wrap(&self, u: &Url, s: TcpStream) -> Result<Box<dyn Conn>, Failure> {
+    fn wrap(&self, u: &Url, s: Metered) -> Result<Box<dyn Conn>, Failure> {
         if !u.tls {
             return Ok(Box::new(s));
         }
@@ -399,7 +543,7 @@ impl Client {
     }
 
     #[cfg(not(feature = "tls"))]
-    fn wrap(&self, u: &Url, s: TcpStream) -> Result<Box<dyn Conn>, Failure> {
+    fn wrap(&self, u: &Url, s: Metered) -> Result<Box<dyn Conn>, Failure> {
         if u.tls {
             return Err(fatal("this build has no TLS"));
         }
@@ -407,6 +551,7 @@ impl Client {
     }
 
     fn get_once(&self, u: &Url, headers: &[(&str, &str)]) -> Result<Response, Failure> {
+        let timeout = self.limits.timeout;
         let mut conn = self.connect(u)?;
         let mut req = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nAccept-Encoding: identity\r\nConnection: close\r\n",
@@ -423,63 +568,251 @@ impl Client {
         req.push_str("\r\n");
         conn.write_all(req.as_bytes())
             .and_then(|()| conn.flush())
-            .map_err(|e| io_failure("sending the request", &e, self.timeout))?;
+            .map_err(|e| io_failure("sending the request", &e, timeout))?;
         let mut r = BufReader::with_capacity(64 << 10, conn);
-        let head = read_head(&mut r, self.timeout)?;
-        let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut p = httparse::Response::new(&mut hs);
-        match p.parse(&head) {
-            Ok(httparse::Status::Complete(_)) => {}
-            Ok(httparse::Status::Partial) => return Err(fatal("incomplete response head")),
-            Err(e) => return Err(fatal(format!("bad response head: {e}"))),
-        }
-        let status = p.code.ok_or_else(|| fatal("no status code"))?;
-        let headers: Vec<(String, String)> = p
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8_lossy(h.value).trim().to_string(),
-                )
-            })
-            .collect();
-        let get = |n: &str| {
-            headers
-                .iter()
-                .filter(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(_, v)| v.as_str())
-                .collect::<Vec<_>>()
-        };
-        let chunked = get("transfer-encoding")
-            .iter()
-            .any(|v| v.to_ascii_lowercase().contains("chunked"));
-        let lengths = get("content-length");
-        let framing = if chunked {
-            Framing::Chunked {
-                left: 0,
-                done: false,
-            }
-        } else if let Some(first) = lengths.first() {
-            // RFC 9112 §6.3: differing Content-Lengths are an error.
-            if lengths.iter().any(|l| l != first) {
-                return Err(fatal("conflicting Content-Length headers"));
-            }
-            Framing::Length(
-                first
-                    .parse::<u64>()
-                    .map_err(|_| fatal(format!("bad Content-Length `{first}`")))?,
-            )
-        } else if status == 204 || status == 304 {
-            Framing::Length(0)
-        } else {
-            Framing::UntilClose
-        };
+        let head = read_head(&mut r, timeout)?;
+        let Head {
+            status,
+            headers,
+            framing,
+        } = parse_head(&head).map_err(fatal)?;
         Ok(Response {
             status,
             headers,
             body: Body { conn: r, framing },
         })
+    }
+}
+
+/// A parsed response head.
+pub(crate) struct Head {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    framing: Framing,
+}
+
+/// Parses a response head (through its empty line). Total: any bytes
+/// give a head or a reason, and nothing is allocated beyond the input's
+/// size.
+pub(crate) fn parse_head(head: &[u8]) -> Result<Head, String> {
+    let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut p = httparse::Response::new(&mut hs);
+    match p.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err("incomplete response head".into()),
+        Err(e) => return Err(format!("bad response head: {e}")),
+    }
+    let status = p.code.ok_or("no status code")?;
+    let headers: Vec<(String, String)> = p
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).trim().to_string(),
+            )
+        })
+        .collect();
+    let get = |n: &str| {
+        headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+    };
+    let chunked = get("transfer-encoding")
+        .iter()
+        .any(|v| v.to_ascii_lowercase().contains("chunked"));
+    let lengths = get("content-length");
+    let framing = if chunked {
+        Framing::Chunked {
+            left: 0,
+            done: false,
+        }
+    } else if let Some(first) = lengths.first() {
+        // RFC 9112 §6.3: differing Content-Lengths are an error.
+        if lengths.iter().any(|l| l != first) {
+            return Err("conflicting Content-Length headers".into());
+        }
+        Framing::Length(parse_decimal(first).ok_or(format!("bad Content-Length `{first}`"))?)
+    } else if status == 204 || status == 304 {
+        Framing::Length(0)
+    } else {
+        Framing::UntilClose
+    };
+    Ok(Head {
+        status,
+        headers,
+        framing,
+    })
+}
+
+/// Digits only (no sign, no spaces inside), fitting in a u64.
+pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
+    let s = s.trim();
+    (!s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+/// Why a transfer was stopped on purpose (the deadline, a minimum rate):
+/// travels inside the `io::Error` of the read that noticed.
+#[derive(Debug)]
+pub(crate) struct Stop {
+    pub reason: String,
+    /// The overall deadline (never retried); else the minimum rate.
+    pub deadline: bool,
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for Stop {}
+
+/// The socket under TLS and HTTP: every read and write is held to the
+/// timeout, the overall deadline and the minimum rate, and reads to the
+/// maximum rate — whatever the server sends, be it headers, a TLS
+/// handshake or body bytes.
+pub(crate) struct Metered {
+    s: TcpStream,
+    limits: Limits,
+    /// Start of the current minimum-rate window and bytes since.
+    window_start: Instant,
+    window_bytes: u64,
+    /// Since the connection opened, for the maximum rate.
+    opened: Instant,
+    total: u64,
+}
+
+impl Metered {
+    fn new(s: TcpStream, limits: Limits) -> Metered {
+        let now = Instant::now();
+        Metered {
+            s,
+            limits,
+            window_start: now,
+            window_bytes: 0,
+            opened: now,
+            total: 0,
+        }
+    }
+
+    /// The minimum rate over the window that just ended.
+    fn check_rate(&mut self) -> io::Result<()> {
+        let Some((rate, window)) = self.limits.min_rate else {
+            return Ok(());
+        };
+        let elapsed = self.window_start.elapsed();
+        if elapsed < window {
+            return Ok(());
+        }
+        // Integer arithmetic only: float formatting costs the device
+        // binary kilobytes.
+        let ms = elapsed.as_millis() as u64;
+        if self.window_bytes.saturating_mul(1000) < rate.saturating_mul(ms) {
+            return Err(stop(
+                format!(
+                    "slower than the minimum rate: {} bytes in {ms} ms (at least {rate} B/s over {} s)",
+                    self.window_bytes,
+                    window.as_secs()
+                ),
+                false,
+            ));
+        }
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
+        Ok(())
+    }
+
+    /// How long the next socket operation may block: the timeout, cut
+    /// short by the deadline and the end of the rate window.
+    fn arm(&self, write: bool) -> io::Result<Duration> {
+        let mut wait = self.limits.wait().map_err(|f| stop(f.msg, true))?;
+        if let Some((_, window)) = self.limits.min_rate {
+            let left = window.saturating_sub(self.window_start.elapsed());
+            wait = wait.min(left.max(Duration::from_millis(10)));
+        }
+        if write {
+            self.s.set_write_timeout(Some(wait))?;
+        } else {
+            self.s.set_read_timeout(Some(wait))?;
+        }
+        Ok(wait)
+    }
+
+    /// A blocking call timed out: the deadline, the rate window, or the
+    /// plain timeout?
+    fn timed_out(&mut self, e: io::Error, started: Instant) -> io::Result<()> {
+        self.limits.check().map_err(|f| stop(f.msg, true))?;
+        self.check_rate()?;
+        if started.elapsed() >= self.limits.timeout {
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+fn stop(reason: String, deadline: bool) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, Stop { reason, deadline })
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+impl Read for Metered {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let started = Instant::now();
+        loop {
+            self.arm(false)?;
+            match self.s.read(buf) {
+                Ok(k) => {
+                    self.window_bytes += k as u64;
+                    self.total += k as u64;
+                    self.check_rate()?;
+                    if let Some(max) = self.limits.max_rate.filter(|&m| m > 0) {
+                        // Sleep until the average since the connection
+                        // opened is back at the cap (never past the
+                        // deadline).
+                        let due = Duration::from_millis(self.total.saturating_mul(1000) / max);
+                        let ahead = due.saturating_sub(self.opened.elapsed());
+                        if !ahead.is_zero() {
+                            let cap = self.limits.wait().unwrap_or_default();
+                            std::thread::sleep(ahead.min(cap));
+                            // The sleep is ours, not the server's slowness.
+                            self.window_start += ahead.min(cap);
+                        }
+                    }
+                    return Ok(k);
+                }
+                Err(e) if is_timeout(&e) => self.timed_out(e, started)?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Write for Metered {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let started = Instant::now();
+        loop {
+            self.arm(true)?;
+            match self.s.write(buf) {
+                Ok(k) => return Ok(k),
+                Err(e) if is_timeout(&e) => self.timed_out(e, started)?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.s.flush()
     }
 }
 
@@ -508,9 +841,70 @@ fn read_head(r: &mut impl BufRead, timeout: Duration) -> Result<Vec<u8>, Failure
     }
 }
 
+/// One response from raw bytes, as the client reads it: head, headers,
+/// body. For the fuzz target and the in-process run of it below.
+pub(crate) fn fuzz_response(data: &[u8]) {
+    let conn: Box<dyn Conn> = Box::new(io::Cursor::new(data.to_vec()));
+    let mut r = BufReader::with_capacity(4096, conn);
+    let Ok(head) = read_head(&mut r, Duration::from_secs(1)) else {
+        return;
+    };
+    let Ok(h) = parse_head(&head) else {
+        return;
+    };
+    for (_, v) in &h.headers {
+        let _ = crate::http::parse_content_range(v);
+        let _ = parse_decimal(v);
+    }
+    let mut body = Body {
+        conn: r,
+        framing: h.framing,
+    };
+    let mut buf = [0u8; 4096];
+    while let Ok(1..) = body.read(&mut buf) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bounded in-process run of fuzz/fuzz_targets/http_response.rs:
+    /// mutations of a few real responses must neither panic nor hang.
+    #[test]
+    fn response_parser_is_total() {
+        let seeds: [&[u8]; 3] = [
+            b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/100\r\nContent-Length: 10\r\nETag: \"x\"\r\n\r\n0123456789",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nT: v\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Range: bytes 0-1099511627775/1099511627776\r\n\r\nabc",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for seed in seeds {
+            fuzz_response(seed);
+            for _ in 0..3000 {
+                let mut v = seed.to_vec();
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() % v.len() as u64) as usize;
+                    match next() % 3 {
+                        0 => v[i] = next() as u8,
+                        1 => {
+                            v.remove(i);
+                        }
+                        _ => v.insert(i, b"0123456789abcdef-/:\r\n "[(next() % 22) as usize]),
+                    }
+                    if v.is_empty() {
+                        break;
+                    }
+                }
+                fuzz_response(&v);
+            }
+        }
+    }
 
     #[test]
     fn urls() {

@@ -14,11 +14,12 @@
 
 use std::io::{self, Read};
 use std::ops::Range;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use fwimage::ImageSource;
 
-use crate::client::{Body, Client, Response};
+use crate::client::{Body, Client, Limits, Response};
 use crate::Error;
 
 /// Bytes fetched for a small read.
@@ -37,6 +38,20 @@ const PROGRESS_RESET: u64 = 1 << 20;
 pub struct HttpOptions {
     /// Connect timeout, and the longest wait for any single read.
     pub timeout: Duration,
+    /// The whole fetch (all requests, retries and waits included) must be
+    /// over this long after the source is opened.
+    pub deadline: Option<Duration>,
+    /// At least this many bytes per second over every window of this
+    /// length, on every connection (curl's --speed-limit/--speed-time):
+    /// what ends a server that drips a byte at a time under the timeout.
+    pub min_rate: Option<(u64, Duration)>,
+    /// At most this many bytes per second (network fetches only).
+    pub max_rate: Option<u64>,
+    /// Hosts (`host` or `host:port`) that redirects may lead to besides
+    /// the URL's own origin.
+    pub redirect_hosts: Vec<String>,
+    /// Name resolution instead of the system's (tests).
+    pub resolver: Option<Resolver>,
     /// Attempts after the first, per failure.
     pub retries: u32,
     /// First retry delay; doubles per attempt, at most 8 s.
@@ -45,6 +60,23 @@ pub struct HttpOptions {
     pub user_agent: String,
     /// Server identity for https:// (ignored by http:// URLs).
     pub tls: TlsOptions,
+}
+
+/// A drip ends within two minutes: under 1 KiB/s for 60 s.
+pub const DEFAULT_MIN_RATE: (u64, Duration) = (1024, Duration::from_secs(60));
+
+/// Resolves `(host, port)`; runs on a thread of its own, waited for no
+/// longer than the timeout.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct Resolver(
+    pub Arc<dyn Fn(&str, u16) -> io::Result<Vec<std::net::SocketAddr>> + Send + Sync>,
+);
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
 }
 
 /// Whom an https:// server must prove to be.
@@ -65,6 +97,11 @@ impl Default for HttpOptions {
             retries: 5,
             backoff: Duration::from_millis(500),
             max_redirects: 5,
+            deadline: None,
+            min_rate: Some(DEFAULT_MIN_RATE),
+            max_rate: None,
+            redirect_hosts: Vec::new(),
+            resolver: None,
             user_agent: format!("fwpack/{}", env!("CARGO_PKG_VERSION")),
             tls: TlsOptions::default(),
         }
@@ -123,6 +160,8 @@ pub struct HttpSource {
     since_failure: u64,
     /// Furthest stream position reached (for [`Self::progress`]).
     furthest: u64,
+    /// The first answer was a 200 to a range request.
+    no_ranges: bool,
     /// Requests made.
     pub requests: u64,
     /// Body bytes received (including bytes read through small gaps).
@@ -166,10 +205,13 @@ impl HttpSource {
         })?;
         let mut s = HttpSource {
             client: Client::new(
-                opts.timeout,
-                opts.max_redirects,
-                opts.user_agent.clone(),
-                opts.tls.clone(),
+                opts,
+                Limits {
+                    timeout: opts.timeout,
+                    deadline: opts.deadline.map(|d| Instant::now() + d),
+                    min_rate: opts.min_rate.filter(|&(r, w)| r > 0 && !w.is_zero()),
+                    max_rate: opts.max_rate.filter(|&m| m > 0),
+                },
             ),
             url: url.into(),
             len: 0,
@@ -182,11 +224,45 @@ impl HttpSource {
             failures: 0,
             since_failure: 0,
             furthest: 0,
+            no_ranges: false,
             requests: 0,
             bytes_received: 0,
         };
         s.retrying(0, |s| s.first_request())?;
         Ok(s)
+    }
+
+    /// For a server that ignores Range: keeps bytes `0..head_len` (the
+    /// image's head and index, at most `max` bytes) in memory as they
+    /// stream past, as a pipe source does, so that the readers' returns to
+    /// index pages never re-request the file from byte 0. A no-op for
+    /// servers that answer Range.
+    pub fn keep_head(&mut self, head_len: u64, max: u64) -> Result<(), Error> {
+        if !self.no_ranges {
+            return Ok(());
+        }
+        let have = self
+            .windows
+            .iter()
+            .find(|w| w.start == 0)
+            .map_or(0, |w| w.data.len() as u64);
+        let want = head_len.min(self.len).min(max);
+        if want <= have {
+            return Ok(());
+        }
+        let mut more = vec![0u8; (want - have) as usize];
+        self.retrying(have, |s| {
+            s.skip_stream(have)?;
+            let usable = s.stream.as_ref().is_some_and(|st| st.pos == have);
+            if !usable {
+                s.open_stream(have, s.len)?;
+            }
+            s.read_stream(&mut more)
+        })?;
+        if let Some(w) = self.windows.iter_mut().find(|w| w.start == 0) {
+            w.data.extend_from_slice(&more);
+        }
+        Ok(())
     }
 
     /// Length of the file, from the first response.
@@ -225,7 +301,9 @@ impl HttpSource {
                 let (first, last, total) = parse_content_range(&cr).ok_or_else(|| {
                     Attempt::fatal(self.protocol(&format!("bad Content-Range `{cr}`")))
                 })?;
-                if first != 0 || last >= total {
+                // Bounded by the request before anything is allocated: a
+                // server may send less than the window, never more.
+                if first != 0 || last >= total || last >= WINDOW {
                     return Err(Attempt::fatal(self.protocol(&format!(
                         "Content-Range `{cr}` for bytes 0-{}",
                         WINDOW - 1
@@ -247,13 +325,19 @@ impl HttpSource {
                     })?;
                 self.len = n;
                 // A server without Range support: keep this whole-file
-                // stream; reads that go back reopen it (and skip).
+                // stream, and its first window as if asked for
+                // ([`HttpSource::keep_head`] extends it to the whole head),
+                // so that reads going back to the head do not restart it.
+                self.no_ranges = true;
                 self.stream = Some(Stream {
                     pos: 0,
                     end: n,
                     body,
                     got: 0,
                 });
+                let mut data = vec![0u8; WINDOW.min(n) as usize];
+                self.read_stream(&mut data)?;
+                self.windows.push(Window { start: 0, data });
             }
             _ => return Err(self.status_error(status)),
         }
@@ -323,11 +407,18 @@ impl HttpSource {
         }
         self.requests += 1;
         let resp = self.client.get(&self.url, &headers).map_err(|f| {
-            let err = Error::Transport {
-                url: self.url.clone(),
-                what: format!("GET {range}"),
-                attempts: self.failures + 1,
-                reason: f.msg,
+            let err = if f.deadline {
+                Error::Stopped {
+                    url: self.url.clone(),
+                    reason: f.msg.clone(),
+                }
+            } else {
+                Error::Transport {
+                    url: self.url.clone(),
+                    what: format!("GET {range}"),
+                    attempts: self.failures + 1,
+                    reason: f.msg,
+                }
             };
             Attempt {
                 error: err,
@@ -352,7 +443,7 @@ impl HttpSource {
                 }
                 Ok(k) => got += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Attempt::retry(self.transport("reading the body", &e))),
+                Err(e) => return Err(self.read_failure(&e)),
             }
         }
         self.bytes_received += n;
@@ -365,6 +456,18 @@ impl HttpSource {
             what: "reading the body".into(),
             attempts: self.failures + 1,
             reason: format!("the connection ended after {got} of {want} bytes"),
+        }
+    }
+
+    /// A body read failed: the deadline ends the fetch, anything else
+    /// may pass on retry.
+    fn read_failure(&self, e: &io::Error) -> Attempt {
+        match crate::client::stopped(e) {
+            Some(s) if s.deadline => Attempt::fatal(Error::Stopped {
+                url: self.url.clone(),
+                reason: s.reason.clone(),
+            }),
+            _ => Attempt::retry(self.transport("reading the body", e)),
         }
     }
 
@@ -399,6 +502,18 @@ impl HttpSource {
                         .min(Duration::from_secs(8));
                     self.failures += 1;
                     self.since_failure = 0;
+                    let left = self.client.limits.wait().map_err(|f| Error::Stopped {
+                        url: self.url.clone(),
+                        reason: format!("{} (after: {error})", f.msg),
+                    })?;
+                    if left < wait {
+                        return Err(Error::Stopped {
+                            url: self.url.clone(),
+                            reason: format!(
+                                "the deadline (--deadline) leaves no time for a retry after: {error}"
+                            ),
+                        });
+                    }
                     self.emit(FetchEvent::Retry {
                         offset,
                         attempt: self.failures,
@@ -452,15 +567,7 @@ impl HttpSource {
                     got: 0,
                 });
             }
-            Got::Whole(body) => {
-                self.stream = Some(Stream {
-                    pos: 0,
-                    end: self.len,
-                    body,
-                    got: 0,
-                });
-                self.skip_stream(pos)?;
-            }
+            Got::Whole(body) => self.read_through(body, pos)?,
         }
         Ok(())
     }
@@ -472,6 +579,9 @@ impl HttpSource {
             header("content-range"),
             header("content-length"),
         );
+        let validator = header("etag")
+            .filter(|e| !e.starts_with("W/"))
+            .or_else(|| header("last-modified"));
         let body = resp.body;
         match status {
             206 => {
@@ -497,13 +607,21 @@ impl HttpSource {
                 let same_len = cl
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .is_none_or(|n| n == self.len);
-                if self.validator.is_some() && pos > 0 {
-                    // If-Range did not match: the server has another file.
-                    return Err(Attempt::fatal(Error::Changed {
-                        url: self.url.clone(),
-                        reason: "If-Range did not match: the server sent the whole (new) file"
-                            .into(),
-                    }));
+                // A 200 to a range request: the server ignores Range (or
+                // If-Range with a date), or it has another file. Its
+                // validators decide; without any, the header bytes do
+                // (compared in `read_through`).
+                if pos > 0 {
+                    if let (Some(ours), Some(theirs)) = (&self.validator, &validator) {
+                        if ours != theirs {
+                            return Err(Attempt::fatal(Error::Changed {
+                                url: self.url.clone(),
+                                reason: format!(
+                                    "a whole-file answer with validator {theirs}, was {ours}"
+                                ),
+                            }));
+                        }
+                    }
                 }
                 if !same_len {
                     return Err(Attempt::fatal(Error::Changed {
@@ -522,6 +640,36 @@ impl HttpSource {
             })),
             _ => Err(self.status_error(status)),
         }
+    }
+
+    /// A whole-file body replaces the stream and is read up to `to`; its
+    /// header (which names the signed head) must be the one read first,
+    /// or the file was replaced.
+    fn read_through(&mut self, body: Body, to: u64) -> Result<(), Attempt> {
+        self.stream = Some(Stream {
+            pos: 0,
+            end: self.len,
+            body,
+            got: 0,
+        });
+        let n = fwimage::HEADER_LEN.min(to as usize);
+        let first = self
+            .windows
+            .iter()
+            .find(|w| w.start == 0)
+            .and_then(|w| w.data.get(..n))
+            .map(<[u8]>::to_vec);
+        if let Some(first) = first {
+            let mut now = vec![0u8; n];
+            self.read_stream(&mut now)?;
+            if now != first {
+                return Err(Attempt::fatal(Error::Changed {
+                    url: self.url.clone(),
+                    reason: "a whole-file answer with another image header".into(),
+                }));
+            }
+        }
+        self.skip_stream(to)
     }
 
     /// Reads and drops stream bytes up to `to`.
@@ -560,7 +708,7 @@ impl HttpSource {
                     self.progress(pos);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Attempt::retry(self.transport("reading the body", &e))),
+                Err(e) => return Err(self.read_failure(&e)),
             }
         }
         Ok(())
@@ -582,6 +730,27 @@ impl HttpSource {
         true
     }
 
+    /// Copies what the windows hold from `offset` on into `buf`; returns
+    /// how many bytes (a prefix) that was.
+    fn window_prefix(&self, offset: u64, buf: &mut [u8]) -> usize {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let Some(w) = self
+                .windows
+                .iter()
+                .find(|w| w.start <= at && at < w.start + w.data.len() as u64)
+            else {
+                break;
+            };
+            let from = (at - w.start) as usize;
+            let n = (w.data.len() - from).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&w.data[from..from + n]);
+            done += n;
+        }
+        done
+    }
+
     fn fetch_window(&mut self, offset: u64) -> Result<(), Attempt> {
         let end = (offset + WINDOW).min(self.len);
         let resp = self.send(offset, Some(end - 1), true)?;
@@ -593,19 +762,22 @@ impl HttpSource {
             }
             Got::Whole(body) => {
                 // No Range support: read through to the window.
-                self.stream = Some(Stream {
-                    pos: 0,
-                    end: self.len,
-                    body,
-                    got: 0,
-                });
-                self.skip_stream(offset)?;
+                self.read_through(body, offset)?;
                 let mut d = vec![0u8; (end - offset) as usize];
                 self.read_stream(&mut d)?;
                 d
             }
         };
-        self.windows.truncate(WINDOWS - 1);
+        if self.windows.len() >= WINDOWS {
+            // The oldest goes, but never the head a Range-less server gave.
+            if let Some(i) = self
+                .windows
+                .iter()
+                .rposition(|w| !(self.no_ranges && w.start == 0))
+            {
+                self.windows.remove(i);
+            }
+        }
         self.windows.insert(
             0,
             Window {
@@ -630,24 +802,32 @@ impl HttpSource {
         if buf.is_empty() || self.window_hit(offset, buf) {
             return Ok(());
         }
+        // Without Range, every request is the whole file again: reading on
+        // through any gap costs less than starting over.
+        let max_skip = if self.no_ranges { u64::MAX } else { MAX_SKIP };
         let continues = self
             .stream
             .as_ref()
-            .is_some_and(|s| s.pos <= offset && offset - s.pos <= MAX_SKIP && end <= s.end);
+            .is_some_and(|s| s.pos <= offset && offset - s.pos <= max_skip && end <= s.end);
         if !continues && buf.len() <= SMALL_READ {
             self.retrying(offset, |s| s.fetch_window(offset))?;
             if self.window_hit(offset, buf) {
                 return Ok(());
             }
         }
-        let mut done = 0usize;
+        // Bytes a window already holds are not fetched again: the first
+        // window (the head) usually runs into the first chunks.
+        let mut done = self.window_prefix(offset, buf);
+        if done == buf.len() {
+            return Ok(());
+        }
         let run_end = self.run_end(offset).max(end);
         self.retrying(offset, |s| {
             let at = offset + done as u64;
             let usable = s
                 .stream
                 .as_ref()
-                .is_some_and(|st| st.pos <= at && at - st.pos <= MAX_SKIP && end <= st.end);
+                .is_some_and(|st| st.pos <= at && at - st.pos <= max_skip && end <= st.end);
             if !usable {
                 s.open_stream(at, run_end.max(end))?;
             }
@@ -695,7 +875,7 @@ impl Attempt {
 }
 
 /// `bytes FIRST-LAST/TOTAL` (RFC 9110 §14.4), numbers only.
-fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
+pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.trim().strip_prefix("bytes")?.trim_start();
     let (range, total) = rest.split_once('/')?;
     let (first, last) = range.trim().split_once('-')?;

@@ -35,7 +35,9 @@ mod render;
 #[cfg(feature = "tls")]
 mod tls;
 
-pub use http::{FetchEvent, HttpOptions, HttpSource, Observer, TlsOptions};
+pub use http::{
+    FetchEvent, HttpOptions, HttpSource, Observer, Resolver, TlsOptions, DEFAULT_MIN_RATE,
+};
 pub use pin::parse_pin;
 pub use pipe::PipeSource;
 
@@ -58,6 +60,8 @@ pub enum Error {
     },
     #[error("{url}: {reason}")]
     Protocol { url: String, reason: String },
+    #[error("{url}: stopped: {reason}")]
+    Stopped { url: String, reason: String },
     #[error("{url}: the image changed on the server while it was read ({reason}); run again to start over with the new image")]
     Changed { url: String, reason: String },
     #[error("{url}: {what} failed after {attempts} attempt(s): {reason}")]
@@ -75,6 +79,8 @@ pub enum Error {
     },
     #[error("standard input: {0}")]
     Pipe(String),
+    #[error("standard input: more bytes follow the image's {len} bytes (its header's image_len); the stream is not exactly the signed image")]
+    Trailing { len: u64 },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -94,7 +100,10 @@ impl Error {
     /// pipe) rather than of the image's content: the CLIs give these their
     /// own exit code.
     pub fn is_source_failure(&self) -> bool {
-        !matches!(self, Error::Image { .. } | Error::BadSpec(_))
+        !matches!(
+            self,
+            Error::Image { .. } | Error::BadSpec(_) | Error::Trailing { .. }
+        )
     }
 
     fn into_io(self) -> io::Error {
@@ -118,6 +127,13 @@ pub fn find_source_error<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Op
         }
         e = e.source()?;
     }
+}
+
+/// Parses one HTTP response from raw bytes (head and body) as the
+/// client would: the entry point of the fuzz target.
+#[doc(hidden)]
+pub fn fuzz_response(data: &[u8]) {
+    client::fuzz_response(data)
 }
 
 /// What the user named.
@@ -221,6 +237,7 @@ pub fn open(spec: &Spec, http: &HttpOptions, observer: Option<Observer>) -> Resu
                 )));
             }
             p.set_retain(h.data_offset);
+            p.set_end(h.image_len);
             Ok(Opened {
                 source: AnySource::Pipe(p),
                 len: h.image_len,
@@ -239,6 +256,7 @@ pub fn open(spec: &Spec, http: &HttpOptions, observer: Option<Observer>) -> Resu
                     header_len: hd.image_len,
                 });
             }
+            h.keep_head(hd.data_offset, MAX_PIPE_RETAIN)?;
             Ok(Opened {
                 source: AnySource::Http(Box::new(h)),
                 len,

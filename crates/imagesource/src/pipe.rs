@@ -17,6 +17,8 @@ pub struct PipeSource<R> {
     pos: u64,
     retain: u64,
     kept: Vec<u8>,
+    /// The image's length: reaching it, the pipe must be at its end.
+    end: Option<u64>,
 }
 
 impl<R: Read> PipeSource<R> {
@@ -28,7 +30,17 @@ impl<R: Read> PipeSource<R> {
             pos: 0,
             retain,
             kept: Vec::new(),
+            end: None,
         }
+    }
+
+    /// The image ends at `len`: once read up to there, a further byte on
+    /// the pipe is an error ([`Error::Trailing`]) — the read that
+    /// completes the image fails, so nothing is committed. (A stream with
+    /// more than one image, or garbage after it, is not the image that was
+    /// signed.)
+    pub fn set_end(&mut self, len: u64) {
+        self.end = Some(len);
     }
 
     /// Keep only bytes below `retain` from now on (and drop any above it).
@@ -72,7 +84,25 @@ impl<R: Read> PipeSource<R> {
             self.pos += k as u64;
             done += k;
         }
+        if self.end == Some(self.pos) {
+            self.expect_eof()?;
+        }
         Ok(())
+    }
+
+    fn expect_eof(&mut self) -> io::Result<()> {
+        let mut one = [0u8; 1];
+        loop {
+            return match self.r.read(&mut one) {
+                Ok(0) => Ok(()),
+                Ok(_) => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    Error::Trailing { len: self.pos },
+                )),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
     }
 }
 
@@ -139,6 +169,18 @@ mod tests {
         p.read_at(5010, &mut b).unwrap();
         assert_eq!(b, data[5010..5020]);
         let mut big = vec![0u8; 200_000];
+        // Trailing bytes: the read that reaches the end fails.
+        let mut q = PipeSource::new(&data[..], 1000);
+        q.set_end(99_999);
+        assert!(q.read_at(99_000, &mut [0u8; 998]).is_ok());
+        let e = q.read_at(99_998, &mut [0u8; 1]).unwrap_err();
+        assert!(matches!(
+            e.get_ref().and_then(|i| i.downcast_ref::<Error>()),
+            Some(Error::Trailing { len: 99_999 })
+        ));
+        let mut q = PipeSource::new(&data[..], 1000);
+        q.set_end(100_000);
+        assert!(q.read_at(99_000, &mut [0u8; 1000]).is_ok());
         assert_eq!(
             p.read_at(6000, &mut big).unwrap_err().kind(),
             io::ErrorKind::UnexpectedEof

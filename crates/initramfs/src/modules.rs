@@ -282,6 +282,7 @@ fn read_module(dir: &Path, rel: &str) -> Result<Vec<u8>, Error> {
         source: e,
     })?;
     let mut out = Vec::new();
+    let compressed = rel.ends_with(".ko.gz") || rel.ends_with(".ko.zst");
     let res = if rel.ends_with(".ko.gz") {
         flate2::read::GzDecoder::new(f).read_to_end(&mut out)
     } else if rel.ends_with(".ko.zst") {
@@ -295,7 +296,18 @@ fn read_module(dir: &Path, rel: &str) -> Result<Vec<u8>, Error> {
         let mut f = f;
         f.read_to_end(&mut out)
     };
-    res.map_err(|e| Error::Read { path, source: e })?;
+    res.map_err(|e| {
+        // The OS reports with an errno; a decoder's own errors (corrupt
+        // data, a zstd window over its limit) have none: bad input, exit 4.
+        if compressed && e.raw_os_error().is_none() {
+            Error::Module {
+                dir: dir.to_owned(),
+                message: format!("{rel}: cannot decompress: {e}"),
+            }
+        } else {
+            Error::Read { path, source: e }
+        }
+    })?;
     Ok(out)
 }
 

@@ -80,6 +80,9 @@ pub struct Reader<'a> {
     done: bool,
     /// Compression of the stream currently being read.
     codec: Codec,
+    /// A decompressor is (or was) in the read path: errors without an
+    /// errno come from it.
+    decoding: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -96,6 +99,7 @@ impl<'a> Reader<'a> {
             pending_pad: 0,
             done: false,
             codec,
+            decoding: codec != Codec::None,
         })
     }
 
@@ -240,6 +244,7 @@ impl<'a> Reader<'a> {
             _ => {
                 let old = std::mem::replace(&mut self.inner, Box::new(io::empty()));
                 self.inner = wrap(old, codec)?;
+                self.decoding = true;
                 self.offset = 0;
                 Ok(())
             }
@@ -279,7 +284,7 @@ impl<'a> Reader<'a> {
     /// not an I/O one. The OS reports its errors with an errno; a decoder's
     /// own errors have none.
     fn io_err(&self, e: io::Error) -> Error {
-        let from_decoder = self.codec != Codec::None && e.raw_os_error().is_none();
+        let from_decoder = self.decoding && e.raw_os_error().is_none();
         match e.kind() {
             io::ErrorKind::InvalidData
             | io::ErrorKind::InvalidInput

@@ -198,6 +198,7 @@ pub fn read_regular(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
 pub mod arm64;
 /// Device-tree read/rewrite for the arm64 loader (pure, any host).
 pub mod fdt;
+pub mod livefdt;
 pub mod x86_64;
 
 /// Stages `spec` so that [`execute`] boots it.

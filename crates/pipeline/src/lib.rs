@@ -624,6 +624,9 @@ pub fn updater_conf(board: &Board) -> String {
     s.push_str(&format!("tries = {}\n", board.disk.tries));
     s.push_str("root_fstype = ext4\n");
     s.push_str(&format!("boot = {}\n", board.boot.name()));
+    if board.boot == board::SlotBoot::Kexec {
+        s.push_str(&format!("kexec_dtb = {}\n", board.kexec_dtb.name()));
+    }
     s.push_str(&format!(
         "fallback_below_floor = {}\n",
         board.fallback_below_floor.name()

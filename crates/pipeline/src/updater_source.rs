@@ -35,20 +35,30 @@ pub struct UpdaterInfo {
 /// Precedes the version in every fwpack-updater binary (see its main.rs).
 pub const VERSION_MARK: &[u8] = b"fwpack-updater-version=";
 
-/// The version mark's value: printable ASCII after [`VERSION_MARK`] up
-/// to a NUL or at most 64 bytes.
+/// The version mark's value: 1 to 64 printable ASCII bytes after
+/// [`VERSION_MARK`], ended by a NUL. The first occurrence that has one.
 pub fn version_in(bytes: &[u8]) -> Option<String> {
-    let at = bytes
+    let mut from = 0;
+    while let Some(at) = bytes
+        .get(from..)?
         .windows(VERSION_MARK.len())
-        .position(|w| w == VERSION_MARK)?;
-    let rest = bytes.get(at + VERSION_MARK.len()..)?;
-    let value: Vec<u8> = rest
-        .iter()
-        .take(64)
-        .take_while(|b| b.is_ascii_graphic())
-        .copied()
-        .collect();
-    (!value.is_empty()).then(|| String::from_utf8_lossy(&value).into_owned())
+        .position(|w| w == VERSION_MARK)
+    {
+        let start = from + at + VERSION_MARK.len();
+        let rest = bytes.get(start..)?;
+        let len = rest
+            .iter()
+            .take(65)
+            .take_while(|b| b.is_ascii_graphic())
+            .count();
+        if (1..=64).contains(&len) && rest.get(len) == Some(&0) {
+            return rest
+                .get(..len)
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+        }
+        from = start;
+    }
+    None
 }
 
 /// The binary to use: the given or shipped file, or a fresh build.
@@ -86,15 +96,26 @@ mod tests {
     #[test]
     fn version_mark_is_found_and_bounded() {
         let mut bin = b"\x7fELF junk".to_vec();
+        // A bare copy of the prefix followed by other text comes first.
+        bin.extend_from_slice(VERSION_MARK);
+        bin.extend_from_slice(b"unknown command\0");
         bin.extend_from_slice(VERSION_MARK);
         bin.extend_from_slice(b"0.1.0\0more");
         assert_eq!(version_in(&bin).as_deref(), Some("0.1.0"));
         assert_eq!(version_in(b"no mark here"), None);
         let mut long = VERSION_MARK.to_vec();
         long.extend(std::iter::repeat_n(b'9', 1000));
-        assert_eq!(version_in(&long).map(|v| v.len()), Some(64));
+        long.push(0);
+        assert_eq!(version_in(&long), None);
+        let mut max = VERSION_MARK.to_vec();
+        max.extend(std::iter::repeat_n(b'9', 64));
+        max.push(0);
+        assert_eq!(version_in(&max).map(|v| v.len()), Some(64));
         let mut empty = VERSION_MARK.to_vec();
         empty.push(0);
         assert_eq!(version_in(&empty), None);
+        let mut cut = VERSION_MARK.to_vec();
+        cut.extend_from_slice(b"0.1");
+        assert_eq!(version_in(&cut), None);
     }
 }

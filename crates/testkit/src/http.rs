@@ -92,6 +92,9 @@ pub struct Nginx {
     limit_rate: Option<u64>,
     /// `(certificate chain, key)` PEM files: serve HTTPS instead of HTTP.
     tls: Option<(PathBuf, PathBuf)>,
+    /// More directives for the `server` block (e.g. a `location` that
+    /// redirects).
+    extra: String,
     child: Option<Child>,
 }
 
@@ -115,6 +118,7 @@ impl Nginx {
             port: free_port()?,
             limit_rate,
             tls: None,
+            extra: String::new(),
             child: None,
         };
         n.launch()?;
@@ -125,8 +129,14 @@ impl Nginx {
     /// `cert` and its key `key` (PEM files, e.g. made by the test with
     /// openssl under a private CA).
     pub fn start_tls(root: &Path, cert: &Path, key: &Path) -> Result<Nginx> {
+        Self::start_tls_with(root, cert, key, "")
+    }
+
+    /// [`Nginx::start_tls`] with `extra` directives in the `server` block.
+    pub fn start_tls_with(root: &Path, cert: &Path, key: &Path, extra: &str) -> Result<Nginx> {
         let mut n = Self::start_limited(root, None)?;
         n.stop();
+        n.extra = extra.to_string();
         n.tls = Some((
             cert.canonicalize().map_err(io_err(cert.to_path_buf()))?,
             key.canonicalize().map_err(io_err(key.to_path_buf()))?,
@@ -245,11 +255,13 @@ http {{
         {tls}
         root {root};
         location / {{ {rate} }}
+        {extra}
     }}
 }}
 "#,
             port = self.port,
             root = self.root.display(),
+            extra = self.extra,
         )
     }
 
@@ -311,6 +323,81 @@ impl Drop for Nginx {
     }
 }
 
+/// A TCP forwarder on `127.0.0.1:<port>` to an upstream port that counts
+/// the bytes the upstream sends: traffic measured for servers that do not
+/// log it (python's http.server).
+pub struct CountingProxy {
+    port: u16,
+    down: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl CountingProxy {
+    pub fn start(upstream: u16) -> Result<CountingProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("127.0.0.1:0"))?;
+        let port = listener.local_addr().map_err(io_err("127.0.0.1:0"))?.port();
+        let down = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (d, st) = (down.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let d = d.clone();
+                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                std::thread::spawn(move || pump(client, server, None));
+                std::thread::spawn(move || pump(s2, c2, Some(d)));
+            }
+        });
+        Ok(CountingProxy { port, down, stop })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Bytes the upstream sent (headers included), all connections.
+    pub fn bytes_down(&self) -> u64 {
+        self.down.load(Ordering::SeqCst)
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<std::sync::atomic::AtomicU64>>) {
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Some(c) = &count {
+                    c.fetch_add(n as u64, Ordering::SeqCst);
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+    let _ = from.shutdown(Shutdown::Read);
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(1),
+        );
+    }
+}
+
 /// A port that was free a moment ago (the kernel's choice for port 0).
 pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("127.0.0.1:0"))?;
@@ -362,6 +449,15 @@ pub enum Fault {
     StallAfterHeaders { body: Vec<u8> },
     /// Accepts the connection and never says anything.
     Silent,
+    /// `206` for bytes 0 to 1 TiB of a 1 TiB file (whatever was asked),
+    /// a few bytes, then close: a client that trusts Content-Range
+    /// allocates a terabyte.
+    HugeContentRange,
+    /// Correct headers for `body` (200, or 206 for a range), then one
+    /// body byte per second.
+    Drip { body: Vec<u8> },
+    /// `302 Found` to this absolute URL.
+    RedirectTo(String),
     /// Request `i` (counting from 0) is answered from `v[min(i, len-1)]`:
     /// one entry is a plain range-capable server; two with a cut in the
     /// first are an image replaced on the server between a dropped
@@ -606,6 +702,58 @@ fn serve_connection(conn: TcpStream, s: &FaultShared) -> std::io::Result<()> {
                 w.flush()?;
                 idle_until_stopped(s);
                 false
+            }
+            Fault::HugeContentRange => {
+                set_status(206);
+                let last = (1u64 << 40) - 1;
+                write!(
+                    w,
+                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-{last}/{}\r\nContent-Length: {}\r\n\r\nFWPK",
+                    last + 1,
+                    last + 1
+                )?;
+                false
+            }
+            Fault::Drip { body } => {
+                let ranged = range
+                    .as_deref()
+                    .map(parse_ranges)
+                    .and_then(|r| r.first().and_then(|r| r.resolve(body.len() as u64)));
+                let (start, end) = ranged.unwrap_or((0, body.len() as u64));
+                if ranged.is_some() {
+                    set_status(206);
+                    write!(
+                        w,
+                        "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\n\r\n",
+                        end - 1,
+                        body.len(),
+                        end - start
+                    )?;
+                } else {
+                    set_status(200);
+                    write!(
+                        w,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    )?;
+                }
+                for b in body.get(start as usize..end as usize).unwrap_or_default() {
+                    if s.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    w.write_all(&[*b])?;
+                    w.flush()?;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                false
+            }
+            Fault::RedirectTo(to) => {
+                set_status(302);
+                write!(
+                    w,
+                    "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n"
+                )?;
+                true
             }
             Fault::Sequence(v) => {
                 let served = v.get(index.min(v.len().saturating_sub(1)));

@@ -97,6 +97,28 @@ pub struct ApplyArgs {
     /// HTTP: seconds to wait for a connection or for any read.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// HTTP: seconds the whole fetch may take, retries included (0: no
+    /// limit). Exit 9 when it passes.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    deadline: u64,
+    /// HTTP: give up (or retry) a connection that delivers less than this
+    /// many bytes per second over --min-rate-window (like curl's
+    /// --speed-limit); 0: off.
+    #[arg(long, value_name = "RATE", value_parser = parse_size, default_value = "1KiB")]
+    min_rate: u64,
+    /// HTTP: seconds over which --min-rate is measured (curl's --speed-time).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    min_rate_window: u64,
+    /// HTTP: fetch at most this many bytes per second (e.g. 2MiB), to
+    /// spare a metered or shared link. Seed and resume copies are local
+    /// and not throttled.
+    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    max_rate: Option<u64>,
+    /// HTTP: hosts (`host` or `host:port`, comma-separated or repeated)
+    /// that redirects may lead to; by default only the URL's own scheme,
+    /// host and port. A redirect from https to http is always refused.
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    allow_redirect_hosts: Vec<String>,
     /// HTTPS: PEM bundle of the CAs to trust (default: the system's
     /// bundle, else Mozilla's roots built in).
     #[arg(long, value_name = "FILE")]
@@ -210,7 +232,10 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
         Ok(r) => print_report(&args, r),
         Err(e) if json_mode => {
             let code = crate::exit::classify(e);
-            println!("{}", updater::error_json(code.into(), &format!("{e:#}")));
+            println!(
+                "{}",
+                updater::error_json(code.into(), &crate::exit::render(e))
+            );
         }
         Err(_) => {}
     }
@@ -223,6 +248,15 @@ fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
     let http = imagesource::HttpOptions {
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
         retries: args.retries,
+        deadline: (args.deadline > 0).then(|| std::time::Duration::from_secs(args.deadline)),
+        min_rate: (args.min_rate > 0 && args.min_rate_window > 0).then(|| {
+            (
+                args.min_rate,
+                std::time::Duration::from_secs(args.min_rate_window),
+            )
+        }),
+        max_rate: args.max_rate.filter(|&m| m > 0),
+        redirect_hosts: args.allow_redirect_hosts.clone(),
         tls: imagesource::TlsOptions {
             ca_file: args.ca.clone(),
             pins: args.pins.clone(),
@@ -477,7 +511,8 @@ pub fn mark_good(args: MarkGoodArgs) -> Result<()> {
         .with_context(|| format!("state area of {}", args.target.display()))?;
     let b = area.boot();
     let slot = args.slot.or(b.pending).unwrap_or(b.active);
-    area.confirm(&mut st, slot)?;
+    area.confirm(&mut st, slot)
+        .with_context(|| format!("state area of {}", args.target.display()))?;
     println!(
         "slot {slot} confirmed good; active slot is {}, rollback floor {}",
         area.boot().active,
@@ -541,8 +576,14 @@ fn state_init(args: StateInitArgs) -> Result<()> {
                 .write(true)
                 .open(&args.target)
                 .with_context(|| format!("creating {}", args.target.display()))?;
-            if f.metadata()?.len() < size {
-                f.set_len(size)?;
+            let len = f
+                .metadata()
+                .with_context(|| format!("reading {}", args.target.display()))?
+                .len();
+            if len < size {
+                f.set_len(size).with_context(|| {
+                    format!("growing {} to {size} bytes", args.target.display())
+                })?;
             }
         }
     }
@@ -556,7 +597,9 @@ fn state_init(args: StateInitArgs) -> Result<()> {
                 existing.boot().active
             );
         }
-        let busy = st.busy(&[layout.state_range()])?;
+        let busy = st
+            .busy(&[layout.state_range()])
+            .with_context(|| format!("target {}", args.target.display()))?;
         if !busy.reasons.is_empty() {
             return Err(updater::Error::Busy {
                 reasons: busy.reasons,
@@ -564,7 +607,8 @@ fn state_init(args: StateInitArgs) -> Result<()> {
             .into());
         }
     }
-    updater::init_state_area(&mut st, &layout, &boot)?;
+    updater::init_state_area(&mut st, &layout, &boot)
+        .with_context(|| format!("target {}", args.target.display()))?;
     println!(
         "initialised the state area of {} at {} and {} (board {}, {} slot group(s), active slot {})",
         args.target.display(),

@@ -213,7 +213,11 @@ pub fn stamp(args: StampArgs) -> Result<()> {
             .with_context(|| format!("reading {}", s.file.display()))?
             .len();
         total += len;
-        builder.add_segment(s.spec, len, BufReader::with_capacity(1 << 20, f))?;
+        let named = NamedReader {
+            inner: f,
+            path: s.file.clone(),
+        };
+        builder.add_segment(s.spec, len, BufReader::with_capacity(1 << 20, named))?;
     }
     let bar = progress_bar(total, "stamping");
     let summary = write_atomic_with(&args.out, |file| {
@@ -290,7 +294,9 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
         }
     }
     let bar = progress_bar(head.segments.iter().map(|s| s.raw_len).sum(), "verifying");
-    let report = head.verify(&trusted, file, &mut |n| bar.inc(n))?;
+    let report = head
+        .verify(&trusted, file, &mut |n| bar.inc(n))
+        .with_context(|| format!("verifying {}", args.image.display()))?;
     bar.finish_and_clear();
     if args.json {
         println!(
@@ -421,6 +427,22 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A payload reader whose I/O errors name the payload: they surface while
+/// the image is written, where they would otherwise read as errors of the
+/// output.
+struct NamedReader {
+    inner: File,
+    path: PathBuf,
+}
+
+impl std::io::Read for NamedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("reading {}: {e}", self.path.display()))
+        })
+    }
 }
 
 fn read_head(path: &Path) -> Result<(ImageHead, File)> {

@@ -1,0 +1,635 @@
+//! Field delivery (issue 25): `fwpack apply URL` against servers we do
+//! not control. A hostile server of our own (testkit's FaultServer: a
+//! terabyte Content-Range, a one-byte-per-second drip, redirects to
+//! another port, a 200 with other bytes replacing a 206) and real ones
+//! from Debian (nginx over https with a private CA made here with
+//! openssl; python's http.server, which ignores Range). Every failure is
+//! exit 9 with its reason, within a bounded time and memory, and slot B
+//! never becomes bootable.
+
+#[path = "apply_common.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use testkit::http::{CountingProxy, Fault, FaultServer, Nginx, Served};
+
+const BOARD: &str = "acme-board";
+const ROOTFS_LEN: usize = 12 * MIB as usize;
+const KERNEL_LEN: usize = 300_000;
+/// Most memory any of these runs may take (peak RSS of the child): the
+/// terabyte Content-Range must not get near it.
+const MAX_RSS_KIB: i64 = 64 << 10;
+
+fn setup(name: &str) -> tempfile::TempDir {
+    let tmp = workdir(name);
+    let d = tmp.path();
+    std::fs::write(d.join("rootfs.img"), payload(1, ROOTFS_LEN)).unwrap();
+    std::fs::write(d.join("kernel.img"), payload(2, KERNEL_LEN)).unwrap();
+    stamp(
+        d,
+        "v11.fwi",
+        BOARD,
+        11,
+        &[
+            "rootfs=rootfs.img,target=system",
+            "kernel=kernel.img,target=boot",
+        ],
+    );
+    ok(fwpack(
+        &[
+            "state",
+            "init",
+            "--target",
+            "disk.img",
+            "--size",
+            "43MiB",
+            "--board",
+            BOARD,
+            "-g",
+            "system:A=9MiB+16MiB,B=25MiB+16MiB",
+            "-g",
+            "boot:A=41MiB+1MiB,B=42MiB+1MiB",
+            "--active-version",
+            "10",
+        ],
+        d,
+    ));
+    tmp
+}
+
+/// Runs `fwpack apply URL --target disk.img --key k.pub.pem --seed none
+/// EXTRA...`, killed (and failed) after `limit`; checks the peak RSS.
+fn apply(d: &Path, url: &str, extra: &[&str], limit: Duration) -> Output {
+    let mut args = vec![
+        "apply",
+        url,
+        "--target",
+        "disk.img",
+        "--key",
+        "k.pub.pem",
+        "--seed",
+        "none",
+    ];
+    args.extend_from_slice(extra);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fwpack"))
+        .args(&args)
+        .current_dir(d)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out_t = drain(child.stdout.take().map(|s| Box::new(s) as _));
+    let err_t = drain(child.stderr.take().map(|s| Box::new(s) as _));
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let killed = rx.recv_timeout(limit).is_err();
+        if killed {
+            // Ours, a direct child not yet reaped, by pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        killed
+    });
+    let start = Instant::now();
+    // Peak RSS: VmHWM sampled while it runs (getrusage's ru_maxrss counts
+    // the test process's memory the child had before exec).
+    let (hwm_tx, hwm_rx) = std::sync::mpsc::channel::<()>();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0i64;
+        let status = format!("/proc/{pid}/status");
+        while hwm_rx.recv_timeout(Duration::from_millis(10)).is_err() {
+            let Ok(s) = std::fs::read_to_string(&status) else {
+                break;
+            };
+            if let Some(kib) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            {
+                peak = peak.max(kib);
+            }
+        }
+        peak
+    });
+    let status = child.wait().unwrap();
+    let _ = tx.send(());
+    let _ = hwm_tx.send(());
+    let peak = sampler.join().unwrap();
+    let out = Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    };
+    assert!(
+        !watchdog.join().unwrap(),
+        "{args:?} did not end within {limit:?}: {}",
+        show(&out)
+    );
+    eprintln!(
+        "{args:?}: exit {:?} after {:?}, peak RSS {} KiB",
+        out.status.code(),
+        start.elapsed(),
+        peak
+    );
+    assert!(peak < MAX_RSS_KIB, "peak RSS {peak} KiB: {}", show(&out));
+    out
+}
+
+fn status(d: &Path) -> serde_json::Value {
+    serde_json::from_slice(&ok(fwpack(&["status", "--target", "disk.img", "--json"], d)).stdout)
+        .unwrap()
+}
+
+fn assert_not_bootable(d: &Path, what: &str) {
+    let st = status(d);
+    assert!(st["pending"].is_null(), "{what}: B became pending: {st}");
+    assert_ne!(st["slots"]["B"]["state"], "complete", "{what}: {st}");
+    assert_eq!(st["active"], "A", "{what}: {st}");
+}
+
+fn assert_pending_b(d: &Path, what: &str) {
+    let st = status(d);
+    assert_eq!(st["pending"], "B", "{what}: {st}");
+    assert_eq!(st["slots"]["B"]["version"], 11, "{what}: {st}");
+    assert!(
+        cmp_range(
+            &d.join("rootfs.img"),
+            0,
+            &d.join("disk.img"),
+            25 * MIB,
+            ROOTFS_LEN as u64
+        ),
+        "{what}: slot B does not hold the rootfs"
+    );
+}
+
+/// Exit 9, the message names one of `says`, B not bootable.
+fn assert_source_failure(d: &Path, out: &Output, what: &str, says: &[&str]) {
+    assert_eq!(code(out), 9, "{what}: {}", show(out));
+    let err = stderr(out).to_lowercase();
+    assert!(
+        says.iter().any(|w| err.contains(w)),
+        "{what}: the message names none of {says:?}: {}",
+        show(out)
+    );
+    assert_not_bootable(d, what);
+}
+
+#[test]
+fn field_huge_content_range_is_refused_without_allocating() {
+    let tmp = setup("field-huge-range");
+    let d = tmp.path();
+    let server = FaultServer::start(Fault::HugeContentRange).unwrap();
+    let out = apply(
+        d,
+        &server.url("u.fwi"),
+        &["--retries", "0", "--timeout", "5"],
+        Duration::from_secs(60),
+    );
+    assert_source_failure(d, &out, "huge Content-Range", &["content-range"]);
+}
+
+#[test]
+fn field_drip_is_ended_by_the_minimum_rate_and_by_the_deadline() {
+    let tmp = setup("field-drip");
+    let d = tmp.path();
+    let image = std::fs::read(d.join("v11.fwi")).unwrap();
+    let server = FaultServer::start(Fault::Drip { body: image }).unwrap();
+    let url = server.url("u.fwi");
+    // Under 1 KiB/s over 3 s: the minimum rate ends it.
+    let out = apply(
+        d,
+        &url,
+        &[
+            "--retries",
+            "0",
+            "--min-rate",
+            "1KiB",
+            "--min-rate-window",
+            "3",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_source_failure(d, &out, "drip, minimum rate", &["minimum rate"]);
+    // The rate check off: the overall deadline ends it.
+    let out = apply(
+        d,
+        &url,
+        &["--retries", "3", "--min-rate", "0", "--deadline", "4"],
+        Duration::from_secs(60),
+    );
+    assert_source_failure(d, &out, "drip, deadline", &["deadline"]);
+}
+
+#[test]
+fn field_redirect_to_another_port_is_refused_unless_allowed() {
+    let tmp = setup("field-redirect");
+    let d = tmp.path();
+    let image = std::fs::read(d.join("v11.fwi")).unwrap();
+    let other = FaultServer::start(Fault::Sequence(vec![Served::new(image, "v11")])).unwrap();
+    let redirect = FaultServer::start(Fault::RedirectTo(other.url("u.fwi"))).unwrap();
+    let out = apply(
+        d,
+        &redirect.url("u.fwi"),
+        &["--retries", "0"],
+        Duration::from_secs(60),
+    );
+    assert_source_failure(d, &out, "redirect to another port", &["redirect"]);
+    assert!(
+        other.requests().is_empty(),
+        "the Range request went to the other port: {:?}",
+        other.requests()
+    );
+    let allow = format!("127.0.0.1:{}", other.port());
+    let out = apply(
+        d,
+        &redirect.url("u.fwi"),
+        &["--allow-redirect-hosts", &allow],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code(&out), 0, "allowed redirect: {}", show(&out));
+    assert_pending_b(d, "allowed redirect");
+}
+
+#[test]
+fn field_200_replacing_206_with_changed_bytes_is_never_committed() {
+    let tmp = setup("field-200-after-206");
+    let d = tmp.path();
+    let image = std::fs::read(d.join("v11.fwi")).unwrap();
+    let mut other = image.clone();
+    let n = other.len();
+    other[n - 100] ^= 0xff;
+    let first = Served {
+        body: image,
+        etag: Some("v11".into()),
+        cut_after: Some((n / 2) as u64),
+    };
+    let server = FaultServer::start(Fault::Sequence(vec![
+        first.clone(),
+        first,
+        Served::new(other, "v11-changed"),
+    ]))
+    .unwrap();
+    let out = apply(
+        d,
+        &server.url("u.fwi"),
+        &["--retries", "3"],
+        Duration::from_secs(120),
+    );
+    assert_source_failure(d, &out, "200 after 206", &["changed"]);
+    // The retry asked with If-Range and got the other file's 200.
+    let reqs = server.requests();
+    assert!(
+        reqs.len() >= 3 && reqs.iter().skip(1).all(|r| r.if_range.is_some()),
+        "{reqs:?}"
+    );
+    assert!(stderr(&out).contains("v11-changed"), "{}", show(&out));
+}
+
+#[test]
+fn field_trailing_bytes_on_stdin_are_malformed() {
+    let tmp = setup("field-stdin-trailing");
+    let d = tmp.path();
+    let mut image = std::fs::read(d.join("v11.fwi")).unwrap();
+    image.extend_from_slice(b"trailing");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fwpack"))
+        .args(["apply", "-", "--target", "disk.img", "--key", "k.pub.pem"])
+        .current_dir(d)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&image);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(code(&out), 4, "{}", show(&out));
+    assert!(stderr(&out).contains("more bytes follow"), "{}", show(&out));
+    assert_not_bootable(d, "trailing bytes on stdin");
+}
+
+/// openssl: a CA, and a certificate for 127.0.0.1 it signs.
+fn private_ca(d: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", show(&out));
+        out
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fwpack test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        d.join("srv.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "srv.ext",
+    ]);
+}
+
+/// `sha256/<base64>` of a certificate's public key, by openssl alone.
+fn pin_of(d: &Path, cert: &str) -> String {
+    let sh = format!(
+        "openssl x509 -in {cert} -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64"
+    );
+    let out = Command::new("sh")
+        .args(["-c", &sh])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    format!("sha256/{}", String::from_utf8(out.stdout).unwrap().trim())
+}
+
+#[test]
+fn field_nginx_https_with_a_private_ca_and_pins() {
+    if !testkit::tools::require("nginx") || !testkit::tools::require("openssl") {
+        return;
+    }
+    let tmp = setup("field-https");
+    let d = tmp.path();
+    private_ca(d);
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::copy(d.join("v11.fwi"), www.join("u.fwi")).unwrap();
+    let plain = Nginx::start(&www).unwrap();
+    let extra = format!(
+        "location = /down.fwi {{ return 302 {}; }}",
+        plain.url("u.fwi")
+    );
+    let nginx =
+        Nginx::start_tls_with(&www, &d.join("srv.pem"), &d.join("srv.key"), &extra).unwrap();
+    let url = nginx.url("u.fwi");
+    let limit = Duration::from_secs(120);
+    // Without --ca: the system's roots do not know this CA.
+    let out = apply(d, &url, &["--retries", "0"], limit);
+    assert_source_failure(d, &out, "https without --ca", &["certificate", "issuer"]);
+    // A wrong pin (the CA's key, not the server's).
+    let wrong = pin_of(d, "ca.pem");
+    let out = apply(
+        d,
+        &url,
+        &["--retries", "0", "--ca", "ca.pem", "--pin", &wrong],
+        limit,
+    );
+    assert_source_failure(d, &out, "https with a wrong pin", &["pin"]);
+    // https -> http is refused even when the host is allowed.
+    let down = nginx.url("down.fwi");
+    let allow = format!("127.0.0.1:{}", plain.port());
+    let out = apply(
+        d,
+        &down,
+        &[
+            "--retries",
+            "0",
+            "--ca",
+            "ca.pem",
+            "--allow-redirect-hosts",
+            &allow,
+        ],
+        limit,
+    );
+    assert_source_failure(d, &out, "https to http redirect", &["https to http"]);
+    assert_eq!(
+        plain.body_bytes_for("/u.fwi"),
+        0,
+        "{:?}",
+        plain.access_log()
+    );
+    // With the CA and the right pin: applied.
+    let right = pin_of(d, "srv.pem");
+    let out = apply(
+        d,
+        &url,
+        &["--ca", "ca.pem", "--pin", &wrong, "--pin", &right],
+        limit,
+    );
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_pending_b(d, "https with --ca and the right pin");
+}
+
+/// Each image byte is fetched at most once per attempt on a clean link,
+/// by nginx's own account.
+#[test]
+fn field_nginx_serves_each_byte_once() {
+    if !testkit::tools::require("nginx") {
+        return;
+    }
+    let tmp = setup("field-once");
+    let d = tmp.path();
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::copy(d.join("v11.fwi"), www.join("u.fwi")).unwrap();
+    let nginx = Nginx::start(&www).unwrap();
+    let out = apply(d, &nginx.url("u.fwi"), &[], Duration::from_secs(120));
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let len = std::fs::metadata(d.join("v11.fwi")).unwrap().len();
+    let mut ranges: Vec<(u64, u64)> = nginx
+        .access_log()
+        .iter()
+        .map(|e| {
+            let start = e.range_starts().first().copied().unwrap_or(0);
+            (start, start + e.body_bytes_sent)
+        })
+        .collect();
+    ranges.sort();
+    for w in ranges.windows(2) {
+        assert!(w[0].1 <= w[1].0, "bytes fetched twice: {ranges:?}");
+    }
+    let sent: u64 = ranges.iter().map(|r| r.1 - r.0).sum();
+    eprintln!("nginx sent {sent} body bytes of a {len}-byte image in {ranges:?}");
+    assert!(sent <= len, "{sent} > {len}: {ranges:?}");
+}
+
+struct Python {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Python {
+    fn start(www: &Path) -> Python {
+        let port = testkit::http::free_port().unwrap();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .current_dir(www)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "python http.server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Python { child, port }
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// python's http.server ignores Range: one stream, read through; a full
+/// apply costs at most 1.05x the image, and a resume after the server
+/// was killed mid-transfer succeeds.
+#[test]
+fn field_python_http_server_without_range() {
+    if !testkit::tools::require("python3") {
+        return;
+    }
+    let tmp = setup("field-python");
+    let d = tmp.path();
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::copy(d.join("v11.fwi"), www.join("u.fwi")).unwrap();
+    let len = std::fs::metadata(d.join("v11.fwi")).unwrap().len();
+    let py = Python::start(&www);
+    let proxy = CountingProxy::start(py.port).unwrap();
+    let url = format!("http://127.0.0.1:{}/u.fwi", proxy.port());
+    let out = apply(d, &url, &[], Duration::from_secs(120));
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_pending_b(d, "python http.server");
+    let down = proxy.bytes_down();
+    eprintln!(
+        "python http.server: {down} bytes for a {len}-byte image ({:.4}x)",
+        down as f64 / len as f64
+    );
+    assert!(
+        down as f64 <= len as f64 * 1.05,
+        "{down} bytes for a {len}-byte image"
+    );
+    drop(proxy);
+    drop(py);
+
+    // Kill the server after the second checkpoint (the transfer slowed by
+    // --max-rate), then resume from a new one.
+    let pristine = d.join("pristine.img");
+    let tmp2 = setup("field-python-resume");
+    let d = tmp2.path();
+    let _ = pristine;
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::copy(d.join("v11.fwi"), www.join("u.fwi")).unwrap();
+    let mut py = Python::start(&www);
+    let url = format!("http://127.0.0.1:{}/u.fwi", py.port);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fwpack"))
+        .args([
+            "apply",
+            &url,
+            "--target",
+            "disk.img",
+            "--key",
+            "k.pub.pem",
+            "--seed",
+            "none",
+            "--json",
+            "--checkpoint-interval",
+            "1MiB",
+            "--max-rate",
+            "4MiB",
+            "--retries",
+            "0",
+        ])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut seen = 0;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("\"checkpoint\"") {
+            seen += 1;
+            if seen == 2 {
+                let _ = py.child.kill();
+                let _ = py.child.wait();
+            }
+        }
+    }
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(9), "the cut transfer must fail");
+    assert_not_bootable(d, "cut transfer");
+    let py2 = Python::start(&www);
+    let url = format!("http://127.0.0.1:{}/u.fwi", py2.port);
+    let out = apply(d, &url, &["--json"], Duration::from_secs(120));
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let r = result_of(&out);
+    assert!(!r["resumed_from"].is_null(), "not resumed: {r}");
+    assert_pending_b(d, "python resume");
+}
