@@ -119,11 +119,10 @@ impl RunInfo {
 
     /// Writes [`FILE`] and copies the running binary next to it.
     pub fn save(&self, keys: &Path, ca: Option<&Path>) -> Result<(), String> {
+        std::fs::create_dir_all(KEYS).map_err(|e| format!("{KEYS}: {e}"))?;
         if let Some(ca) = ca {
-            std::fs::create_dir_all(KEYS).map_err(|e| format!("{KEYS}: {e}"))?;
             std::fs::copy(ca, CA).map_err(|e| format!("copying {} to {CA}: {e}", ca.display()))?;
         }
-        std::fs::create_dir_all(KEYS).map_err(|e| format!("{KEYS}: {e}"))?;
         for e in std::fs::read_dir(keys).into_iter().flatten().flatten() {
             let p = e.path();
             if matches!(p.extension().and_then(|x| x.to_str()), Some("pem" | "pub")) {
