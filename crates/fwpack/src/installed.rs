@@ -65,6 +65,18 @@ pub fn updater(board: &Board, given: Option<&Path>, build: bool) -> Result<pipel
             )),
         };
     }
+    // The release ships plain updaters only: a board that asks for HTTPS
+    // must not silently get one without it.
+    if board.updater.tls {
+        return Err(exit::refuse(
+            exit::USAGE,
+            format!(
+                "board {} sets updater.tls, and the shipped fwpack-updater for {triple} is the plain (http-only) build; \
+                 pass --updater FILE (a build with the tls feature), or --build-updater in a source checkout",
+                board.name
+            ),
+        ));
+    }
     let shipped = shipped_updater(triple);
     if let Some(p) = shipped.as_ref().filter(|p| p.is_file()) {
         return Ok(pipeline::Updater::Shipped(p.clone()));
@@ -85,4 +97,19 @@ pub fn updater(board: &Board, given: Option<&Path>, build: bool) -> Result<pipel
             board.name
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tls_board_never_gets_the_plain_shipped_updater() {
+        let mut board = Configs::Shipped.find("rpi-zero2w").unwrap();
+        board.updater.tls = true;
+        let e = updater(&board, None, false).unwrap_err();
+        assert!(e.to_string().contains("updater.tls"), "{e}");
+        // An explicit file is the user's choice and is taken as given.
+        assert!(updater(&board, Some(Path::new("/x")), false).is_ok());
+    }
 }
