@@ -318,8 +318,6 @@ fn park() -> ! {
 mod tests {
     use super::*;
 
-    /// Signals queue on the signalfd and map to the sysvinit/busybox
-    /// conventions; SIGCHLD only reaps.
     #[test]
     fn init_env_is_the_base_plus_named_kernel_variables() {
         let kernel: Vec<(OsString, OsString)> = [
@@ -347,6 +345,8 @@ mod tests {
         );
     }
 
+    /// Signals queue on the signalfd and map to the sysvinit/busybox
+    /// conventions; SIGCHLD only reaps.
     #[test]
     fn signals_become_requests() {
         let fd = sys::block_and_signalfd().unwrap();
