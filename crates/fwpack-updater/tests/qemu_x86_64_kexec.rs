@@ -143,7 +143,7 @@ fn v1_boots_by_kexec_then_v2_kernel_boots_from_b() {
         assert!(
             l.contains("test.marker=kernel-v1")
                 && l.contains("fwpack.slot=A")
-                && l.contains("root=/dev/nvme0n1p1")
+                && l.contains("root=PARTUUID=0f3a7e57-01")
                 && l.contains("panic=1"),
             "the slot kernel's own command line: {l}"
         );
