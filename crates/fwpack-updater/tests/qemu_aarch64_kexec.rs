@@ -332,8 +332,8 @@ fn v3_kernel_that_panics_falls_back_after_its_tries() {
     );
 }
 
-/// QEMU start -> the slot's init, booting slot A by kexec and by
-/// switch_root (the same disk and bootstrap apart from `boot`). Prints
+/// QEMU start -> the slot's init -> its mark-good (a confirmed slot),
+/// booting slot A by kexec and by switch_root (the same disk and bootstrap apart from `boot`). Prints
 /// the figures; TCG timings vary with the host's load, so nothing is
 /// asserted about them. A measurement: `cargo xtask bench kexec`.
 #[test]
@@ -360,15 +360,19 @@ fn kexec_boot_time() {
         let handover = t.elapsed();
         expect(&mut c, &["FWPACK-TEST booted slot A version 1 pid 1"], WAIT);
         let init = t.elapsed();
+        // The slot's own updater has run mark-good: a confirmed slot.
+        expect(&mut c, &["FWPACK-TEST mark-good: Ok(Some(0))"], WAIT);
+        let confirmed = t.elapsed();
         expect_exit(&mut c, WAIT);
-        figures.push((mode, updater_start, handover, init));
+        figures.push((mode, updater_start, handover, init, confirmed));
     }
-    for (mode, u, h, i) in figures {
+    for (mode, u, h, i, m) in figures {
         eprintln!(
-            "aarch64 virt TCG {mode:11}: updater start {:.1} s, handover {:.1} s, slot init {:.1} s (updater -> slot init {:.1} s)",
+            "aarch64 virt TCG {mode:11}: updater start {:.1} s, handover {:.1} s, slot init {:.1} s, confirmed {:.1} s (updater -> slot init {:.1} s)",
             u.as_secs_f64(),
             h.as_secs_f64(),
             i.as_secs_f64(),
+            m.as_secs_f64(),
             (i - u).as_secs_f64()
         );
     }
