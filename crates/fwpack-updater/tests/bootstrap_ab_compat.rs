@@ -74,18 +74,18 @@ fn old_bootstrap_updater() -> Option<PathBuf> {
     let target_dir = base.join(format!("target-{OLD_COMMIT}"));
     if !src.join("Cargo.toml").is_file() {
         std::fs::create_dir_all(&src).unwrap();
-        let archive = Command::new("git")
+        let mut archive = Command::new("git")
             .args(["archive", "--format=tar", OLD_COMMIT])
             .current_dir(&root)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        run(Command::new("tar")
-            .arg("-x")
-            .arg("-C")
-            .arg(&src)
-            .stdin(archive.stdout.unwrap()))
-        .unwrap();
+        let tar = archive.stdout.take().unwrap();
+        run(Command::new("tar").arg("-x").arg("-C").arg(&src).stdin(tar)).unwrap();
+        assert!(
+            archive.wait().unwrap().success(),
+            "git archive {OLD_COMMIT}"
+        );
     }
     let triple = triple(ARCH);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
