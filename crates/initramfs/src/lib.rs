@@ -16,11 +16,12 @@ pub mod compress;
 mod error;
 pub mod modules;
 pub mod newc;
+pub mod pgzip;
 mod path;
 pub mod reader;
 pub mod recipe;
 
-pub use builder::{parse_epoch, Builder, DeviceKind, Meta, Options, Summary};
+pub use builder::{default_jobs, parse_epoch, Builder, DeviceKind, Meta, Options, Summary};
 pub use compress::{Codec, Compression};
 pub use error::{Error, ErrorClass};
 pub use path::{ArchivePath, NAME_MAX, PATH_MAX};
