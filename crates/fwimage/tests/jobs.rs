@@ -15,13 +15,22 @@ fn payloads() -> Vec<(SegmentSpec, Vec<u8>)> {
         noise(len, seed)
             .iter()
             .enumerate()
-            .map(|(i, b)| if (i / 4096) % 2 == 0 { *b } else { (i / 9000) as u8 })
+            .map(|(i, b)| {
+                if (i / 4096) % 2 == 0 {
+                    *b
+                } else {
+                    (i / 9000) as u8
+                }
+            })
             .collect()
     };
     let mut gz = spec("boot", "boot", Compression::Gzip);
     gz.level = Some(9);
     vec![
-        (spec("rootfs", "system", Compression::None), mixed(700_001, 1)),
+        (
+            spec("rootfs", "system", Compression::None),
+            mixed(700_001, 1),
+        ),
         (gz, mixed(1_000_000, 2)),
         (spec("data", "data", Compression::Zstd), mixed(650_000, 3)),
     ]

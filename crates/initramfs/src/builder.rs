@@ -502,7 +502,9 @@ impl Builder {
         compression: Compression,
     ) -> Result<(W, Summary), Error> {
         let counter = Counter { inner: w, n: 0 };
-        let enc = compression.encoder(counter, self.jobs).map_err(Error::Write)?;
+        let enc = compression
+            .encoder(counter, self.jobs)
+            .map_err(Error::Write)?;
         let (enc, mut summary) = self.write_newc(enc)?;
         let counter = enc.finish().map_err(Error::Write)?;
         summary.compressed_bytes = counter.n;

@@ -169,7 +169,9 @@ mod tests {
 
     #[test]
     fn gzip_header_is_fixed() {
-        let mut e = Compression::Gzip { level: 6 }.encoder(Vec::new(), 2).unwrap();
+        let mut e = Compression::Gzip { level: 6 }
+            .encoder(Vec::new(), 2)
+            .unwrap();
         e.write_all(b"x").unwrap();
         let out = e.finish().unwrap();
         // magic, CM=8, FLG=0 (no name), MTIME=0, XFL, OS=3

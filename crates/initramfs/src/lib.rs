@@ -16,8 +16,8 @@ pub mod compress;
 mod error;
 pub mod modules;
 pub mod newc;
-pub mod pgzip;
 mod path;
+pub mod pgzip;
 pub mod reader;
 pub mod recipe;
 

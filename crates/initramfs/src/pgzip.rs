@@ -306,6 +306,10 @@ mod tests {
         let data: Vec<u8> = unit.iter().cycle().take(4 * BLOCK).copied().collect();
         let ours = gz(&data, 2, 1 << 16).len();
         // Primed: about one unit's worth (10 KiB); unprimed: every block pays it (29 KiB).
-        assert!(ours < unit.len() * 3 / 4, "{ours} bytes for {} repeated", unit.len());
+        assert!(
+            ours < unit.len() * 3 / 4,
+            "{ours} bytes for {} repeated",
+            unit.len()
+        );
     }
 }
