@@ -47,7 +47,7 @@ pub use stream::{ChunkInfo, ChunkReader};
 pub use verify::VerifyReport;
 #[cfg(feature = "write")]
 pub use write::{
-    insert_signature, signed_message, ImageBuilder, SegmentSpec, Signer, WriteSummary,
+    default_jobs, insert_signature, signed_message, ImageBuilder, SegmentSpec, Signer, WriteSummary,
 };
 
 /// Result alias for this crate.

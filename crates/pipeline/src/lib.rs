@@ -180,6 +180,9 @@ pub struct Inputs {
     pub include_images: Vec<PathBuf>,
     pub payload_version: u64,
     pub version_label: String,
+    /// Threads compressing the initramfs and `update.fwi` (at least 1); the
+    /// artifacts are byte-identical for any number.
+    pub jobs: usize,
 }
 
 /// What `build` produced (also written as `manifest.json`).
@@ -487,7 +490,8 @@ fn stamp(board: &Board, inputs: &Inputs, rootfs: &Path, out: &Path) -> Result<()
         })?
         .len();
     let mut b = fwimage::ImageBuilder::new(board.compatible(), inputs.payload_version)?
-        .version_label(&inputs.version_label)?;
+        .version_label(&inputs.version_label)?
+        .jobs(inputs.jobs);
     b.add_segment(
         fwimage::SegmentSpec {
             name: "rootfs".into(),
@@ -581,6 +585,7 @@ fn pack_initramfs(
     };
     let options = initramfs::Options::from_env()?;
     let (mut builder, _modules) = recipe.build(options)?;
+    builder.jobs(inputs.jobs);
     let meta = initramfs::Meta::mode(0o644);
     builder.add_bytes("/etc/fwpack/updater.conf", updater_conf(board), meta)?;
     let pem = public

@@ -44,6 +44,10 @@ pub struct StampArgs {
     /// chunks make delta fetches finer; larger ones compress better.
     #[arg(long, default_value = "256K", value_parser = super::apply::parse_size)]
     chunk_size: u64,
+    /// Threads that hash and compress chunks (default: the cores available).
+    /// The image is byte-identical for any number.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
     #[command(flatten)]
     signer: SignerArgs,
 }
@@ -204,7 +208,8 @@ pub fn stamp(args: StampArgs) -> Result<()> {
     let mut builder = ImageBuilder::new(&args.board, args.payload_version)?
         .version_label(&args.label)?
         .signature_slots(args.sig_slots)?
-        .chunk_size(args.chunk_size)?;
+        .chunk_size(args.chunk_size)?
+        .jobs(args.jobs.map_or_else(fwimage::default_jobs, usize::from));
     let mut total = 0;
     for s in segs {
         let f = crate::cmd::open_input(&s.file)?;
