@@ -57,7 +57,10 @@ fn images_without_an_sbom_keep_the_old_layout() {
     assert_eq!(head.extension.sbom_sha256, None);
     assert_eq!(head.header.incompat_flags & INCOMPAT_HEAD_EXT, 0);
     assert_eq!(head.header.ext_len, 0);
-    assert!(img[232..252].iter().all(|&b| b == 0), "reserved bytes stay zero");
+    assert!(
+        img[232..252].iter().all(|&b| b == 0),
+        "reserved bytes stay zero"
+    );
     // Adding the record moves only what follows the page hashes.
     let with = image(Some([1; 32]));
     let ext_at = head.header.ext_offset() as usize;
@@ -91,7 +94,8 @@ fn every_changed_extension_byte_is_refused() {
         bad[252..256].copy_from_slice(&crc.to_le_bytes());
         let err = ImageHead::parse(&bad).err();
         assert!(
-            err.as_ref().is_some_and(|e| e.class() == ErrorClass::Format),
+            err.as_ref()
+                .is_some_and(|e| e.class() == ErrorClass::Format),
             "header word {at} = {value}: {err:?}"
         );
     }
