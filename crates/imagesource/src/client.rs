@@ -70,13 +70,10 @@ pub(crate) struct Url {
 
 impl Url {
     pub fn parse(s: &str) -> Result<Url, String> {
-        let (tls, rest) = if let Some(r) = strip_prefix_ci(s, "http://") {
-            (false, r)
-        } else if let Some(r) = strip_prefix_ci(s, "https://") {
-            (true, r)
-        } else {
+        let Some((scheme, rest)) = crate::Scheme::split(s) else {
             return Err(format!("`{s}` is not an http:// or https:// URL"));
         };
+        let tls = scheme == crate::Scheme::Https;
         let (authority, path) = match rest.find(['/', '?', '#']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -156,15 +153,18 @@ impl Url {
 
     /// `location` resolved against this URL.
     fn join(&self, location: &str) -> Result<Url, String> {
-        if strip_prefix_ci(location, "http://").is_some()
-            || strip_prefix_ci(location, "https://").is_some()
-        {
+        if crate::Scheme::split(location).is_some() {
             return Url::parse(location);
         }
         let path = if location.starts_with("//") {
             return Url::parse(&format!(
                 "{}:{location}",
-                if self.tls { "https" } else { "http" }
+                if self.tls {
+                    crate::Scheme::Https
+                } else {
+                    crate::Scheme::Http
+                }
+                .as_str()
             ));
         } else if location.starts_with('/') {
             location.to_string()
@@ -180,12 +180,6 @@ impl Url {
         }
         Ok(u)
     }
-}
-
-fn strip_prefix_ci<'a>(s: &'a str, p: &str) -> Option<&'a str> {
-    s.get(..p.len())
-        .filter(|h| h.eq_ignore_ascii_case(p))
-        .map(|_| &s[p.len()..])
 }
 
 fn parse_port(p: &str) -> Result<u16, String> {
