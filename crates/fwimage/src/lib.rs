@@ -46,7 +46,7 @@ pub use layout::{
 };
 pub use read::{ImageHead, SIGNING_DOMAIN, SIGNING_MESSAGE_LEN};
 pub use source::{CountingSource, ImageSource, MemSource, SeekSource};
-pub use stream::{ChunkInfo, ChunkReader};
+pub use stream::{BatchDecoder, ChunkInfo, ChunkReader, PendingBatch};
 pub use verify::VerifyReport;
 #[cfg(feature = "write")]
 pub use write::{
