@@ -447,8 +447,10 @@ impl Device {
             self.confirmation(href)?;
         }
         if let Some(p) = Pending::load(&self.conf.state_dir)? {
-            if p.stage == Stage::Installed && !self.settle(&p)? {
-                // Still in its trial: nothing else to do until it ends.
+            if p.stage == Stage::Installed {
+                // Still in its trial, or just reported: this poll's links
+                // predate the report, the next poll has fresh ones.
+                self.settle(&p)?;
                 return Ok(sleep);
             }
         }
@@ -509,8 +511,8 @@ impl Device {
         Pending::remove(&self.conf.state_dir).map_err(Fail::from)
     }
 
-    /// After the reboot: success, failure, or still waiting (`false`).
-    fn settle(&self, p: &Pending) -> Result<bool, Fail> {
+    /// After the reboot: success, failure, or (nothing sent) still waiting.
+    fn settle(&self, p: &Pending) -> Result<(), Fail> {
         let (_, area) = self.area(Access::ReadOnly)?;
         let b = area.boot();
         let info = b.slot(p.slot);
@@ -540,8 +542,8 @@ impl Device {
             Some((false, format!("slot {} was dropped before it booted", p.slot)))
         };
         match verdict {
-            None => Ok(false),
-            Some((ok, why)) => self.close(&p.action, ok, why).map(|()| true),
+            None => Ok(()),
+            Some((ok, why)) => self.close(&p.action, ok, why),
         }
     }
 
