@@ -128,6 +128,10 @@ boots the right A/B slot; see docs/ARCHITECTURE.md. As a command:
         [--ca FILE] [--pin sha256/BASE64]...
       Is the image at URL an update for this device (its board, a trusted
       signature, newer than the active slot)? Exit 0 yes, 10 no.
+  fleet [--once] [--config FILE] [options of apply]
+      (Builds with the `fleet` feature.) A hawkBit DDI client: polls the
+      server in updater.conf's fleet_* keys, installs its deployments and
+      reports the result after the reboot; `fleet --help` for more.
 
 Without --target, the commands use /run/fwpack/boot.conf (or
 $FWPACK_BOOT_RECORD), which the PID-1 updater leaves for the system it
