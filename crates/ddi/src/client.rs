@@ -47,7 +47,10 @@ impl Ddi {
             Auth::Target(t) => Some(format!("TargetToken {t}")),
             Auth::Gateway(t) => Some(format!("GatewayToken {t}")),
         };
-        if auth.as_ref().is_some_and(|a| a.bytes().any(|b| b.is_ascii_control())) {
+        if auth
+            .as_ref()
+            .is_some_and(|a| a.bytes().any(|b| b.is_ascii_control()))
+        {
             return Err(Error::Config("the token has control characters".into()));
         }
         let mut api = ApiClient::new(&c.http, auth);
@@ -142,7 +145,11 @@ impl Ddi {
     /// Gives or refuses consent to the action behind a `confirmationBase`
     /// link that names one (`…/confirmationBase/{actionId}`).
     pub fn confirm(&self, href: &str, confirmed: bool, details: &str) -> Result<(), Error> {
-        let path = self.link(href)?.split(['?', '#']).next().unwrap_or_default();
+        let path = self
+            .link(href)?
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default();
         let url = format!("{}/feedback", path.trim_end_matches('/'));
         self.post(
             &url,
@@ -190,7 +197,10 @@ mod tests {
             http: HttpOptions::default(),
         })
         .unwrap();
-        assert_eq!(d.base_url(), "http://127.0.0.1:9/DEFAULT/controller/v1/dev-1");
+        assert_eq!(
+            d.base_url(),
+            "http://127.0.0.1:9/DEFAULT/controller/v1/dev-1"
+        );
         assert!(d.link("http://127.0.0.1:9/DEFAULT/x").is_ok());
         assert!(d.link("http://127.0.0.1:10/DEFAULT/x").is_err());
         assert!(d.link("http://127.0.0.1:9@evil/x").is_err());
@@ -198,6 +208,9 @@ mod tests {
             confirmation_action("http://h/T/controller/v1/c/confirmationBase/7?c=1"),
             Some("7")
         );
-        assert_eq!(confirmation_action("http://h/T/controller/v1/c/confirmationBase"), None);
+        assert_eq!(
+            confirmation_action("http://h/T/controller/v1/c/confirmationBase"),
+            None
+        );
     }
 }

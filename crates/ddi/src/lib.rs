@@ -67,7 +67,11 @@ pub enum Error {
     #[error("{0}")]
     Source(#[from] imagesource::Error),
     #[error("{url}: the server answered {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
-    Status { url: String, status: u16, body: String },
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
     #[error("{what}: {reason}")]
     Malformed { what: &'static str, reason: String },
     #[error("{href}: {reason}")]
@@ -258,7 +262,10 @@ fn json<'a, T: Deserialize<'a>>(data: &'a [u8], what: &'static str) -> Result<T,
 
 fn bounded(s: String, what: &'static str) -> Result<String, Error> {
     if s.len() > MAX_STR {
-        return Err(malformed(what, format!("a field longer than {MAX_STR} bytes")));
+        return Err(malformed(
+            what,
+            format!("a field longer than {MAX_STR} bytes"),
+        ));
     }
     Ok(s)
 }
@@ -391,7 +398,9 @@ impl Deployment {
                     Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
                         Some(h.to_ascii_lowercase())
                     }
-                    Some(_) => return Err(malformed(WHAT, "an artifact's sha256 is not 64 hex digits")),
+                    Some(_) => {
+                        return Err(malformed(WHAT, "an artifact's sha256 is not 64 hex digits"))
+                    }
                     None => None,
                 };
                 artifacts.push(Artifact {
@@ -426,9 +435,7 @@ impl Deployment {
             .iter()
             .flat_map(|c| &c.artifacts)
             .filter(|a| a.filename.ends_with(".fwi"));
-        let first = found
-            .next()
-            .ok_or("the deployment has no .fwi artifact")?;
+        let first = found.next().ok_or("the deployment has no .fwi artifact")?;
         if found.next().is_some() {
             return Err("the deployment has more than one .fwi artifact".into());
         }
@@ -475,7 +482,15 @@ mod tests {
         assert_eq!(parse_sleep("00:05:00"), Some(Duration::from_secs(300)));
         assert_eq!(parse_sleep("12:00:01"), Some(Duration::from_secs(43201)));
         assert_eq!(parse_sleep("99999:00:00"), Some(MAX_SLEEP));
-        for bad in ["", "1:2", "00:60:00", "a:00:00", "00:00:00:00", "-1:00:00", "+1:00:00"] {
+        for bad in [
+            "",
+            "1:2",
+            "00:60:00",
+            "a:00:00",
+            "00:00:00:00",
+            "-1:00:00",
+            "+1:00:00",
+        ] {
             assert_eq!(parse_sleep(bad), None, "{bad}");
         }
     }
@@ -496,7 +511,10 @@ mod tests {
     fn deployment_from_the_docs() {
         let d = Deployment::parse(br#"{"id":"8","deployment":{"download":"forced","update":"attempt","maintenanceWindow":"unavailable","chunks":[{"part":"os","version":"1.0.79","name":"one","artifacts":[{"filename":"u.fwi","hashes":{"sha1":"x","md5":"y","sha256":"AB8C47D1A7F2A1C2B3D4E5F60718293A4B5C6D7E8F9011223344556677889900"},"size":11,"_links":{"download":{"href":"https://h/a/u.fwi"},"download-http":{"href":"http://h/a/u.fwi"}}}]}]},"actionHistory":{"status":"RUNNING","messages":[]}}"#).unwrap();
         assert_eq!(d.id, "8");
-        assert_eq!((d.download, d.update), (Handling::Forced, Handling::Attempt));
+        assert_eq!(
+            (d.download, d.update),
+            (Handling::Forced, Handling::Attempt)
+        );
         assert_eq!(d.window, Some(Window::Unavailable));
         let a = d.fwi().unwrap();
         assert_eq!(a.href.as_deref(), Some("https://h/a/u.fwi"));
@@ -505,7 +523,9 @@ mod tests {
         // Numeric ids (goosebit) are accepted; ids that would escape a
         // URL path are not.
         assert_eq!(
-            Deployment::parse(br#"{"id":3,"deployment":{"chunks":[]}}"#).unwrap().id,
+            Deployment::parse(br#"{"id":3,"deployment":{"chunks":[]}}"#)
+                .unwrap()
+                .id,
             "3"
         );
         for bad in [
@@ -514,7 +534,11 @@ mod tests {
             br#"{"id":"1","deployment":{"maintenanceWindow":"x"}}"#,
             br#"{"id":null,"deployment":{}}"#,
         ] {
-            assert!(Deployment::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                Deployment::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -527,7 +551,10 @@ mod tests {
             vec![r#"{"part":"p"}"#; MAX_CHUNKS + 1].join(",")
         );
         assert!(Deployment::parse(many.as_bytes()).is_err());
-        let long = format!(r#"{{"_links":{{"deploymentBase":{{"href":"{}"}}}}}}"#, "a".repeat(MAX_STR + 1));
+        let long = format!(
+            r#"{{"_links":{{"deploymentBase":{{"href":"{}"}}}}}}"#,
+            "a".repeat(MAX_STR + 1)
+        );
         assert!(Base::parse(long.as_bytes()).is_err());
         assert!(Base::parse(&vec![b' '; MAX_RESPONSE + 1]).is_err());
     }

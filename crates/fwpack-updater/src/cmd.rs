@@ -275,7 +275,9 @@ pub(crate) fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
 
 /// Target, state location and booted slot: from the options, else from
 /// what the PID-1 updater left in /run.
-pub(crate) fn whereabouts(o: &Opts) -> Result<(PathBuf, StateLocation, Option<Slot>, Option<RunInfo>), Fail> {
+pub(crate) fn whereabouts(
+    o: &Opts,
+) -> Result<(PathBuf, StateLocation, Option<Slot>, Option<RunInfo>), Fail> {
     let run = match RunInfo::load() {
         Some(Ok(r)) => Some(r),
         Some(Err(e)) if o.target.is_none() => return Err(e.into()),

@@ -107,7 +107,9 @@ fn parse_conf(text: &str) -> Result<Conf, String> {
             "fleet_controller_id" => c.controller_id = Some(v.to_string()),
             "fleet_target_token" | "fleet_gateway_token" => {
                 if token.is_some() {
-                    return Err(err("give fleet_target_token or fleet_gateway_token, not both".into()));
+                    return Err(err(
+                        "give fleet_target_token or fleet_gateway_token, not both".into(),
+                    ));
                 }
                 token = Some(if k == "fleet_target_token" {
                     Auth::Target(v.to_string())
@@ -226,7 +228,9 @@ impl Pending {
             Err(e) => return Err(format!("{}: {e}", p.display())),
         };
         let bad = |why: &str| format!("{}: {why}", p.display());
-        let pairs = updater::keyvalue::parse(&text).strict().map_err(|e| bad(&e))?;
+        let pairs = updater::keyvalue::parse(&text)
+            .strict()
+            .map_err(|e| bad(&e))?;
         let get = |k: &str| {
             pairs
                 .iter()
@@ -281,7 +285,9 @@ impl Pending {
         f.write_all(text.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, Self::path(dir)).map_err(io)?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
     }
 
     fn remove(dir: &Path) -> Result<(), String> {
@@ -375,12 +381,12 @@ pub fn main(args: &[String]) -> Result<(), Fail> {
     }
     let controller_id = match conf.controller_id.clone().or_else(device_id) {
         Some(id) => id,
-        None => {
-            return Err(Fail {
-                msg: "no fleet_controller_id, and no device serial number or machine id to take one from".into(),
-                code: USAGE_CODE,
-            })
-        }
+        None => return Err(Fail {
+            msg:
+                "no fleet_controller_id, and no device serial number or machine id to take one from"
+                    .into(),
+            code: USAGE_CODE,
+        }),
     };
     // API requests have a deadline of their own, the download none (the
     // minimum rate ends a stalled one).
@@ -517,13 +523,19 @@ impl Device {
         let b = area.boot();
         let info = b.slot(p.slot);
         let verdict = if info.image_id != p.image_id {
-            Some((false, format!("slot {} no longer holds the installed image", p.slot)))
+            Some((
+                false,
+                format!("slot {} no longer holds the installed image", p.slot),
+            ))
         } else if b.pending == Some(p.slot) {
             None
         } else if b.active == p.slot && b.confirmed {
             Some((
                 true,
-                format!("slot {} booted version {} and confirmed it", p.slot, p.version),
+                format!(
+                    "slot {} booted version {} and confirmed it",
+                    p.slot, p.version
+                ),
             ))
         } else if b.active == p.slot {
             None
@@ -539,7 +551,10 @@ impl Device {
                 ),
             ))
         } else {
-            Some((false, format!("slot {} was dropped before it booted", p.slot)))
+            Some((
+                false,
+                format!("slot {} was dropped before it booted", p.slot),
+            ))
         };
         match verdict {
             None => Ok(()),
@@ -623,7 +638,11 @@ impl Device {
             "fleet: action {}: {url} ({} bytes){}",
             d.id,
             size.unwrap_or(0),
-            if install { "" } else { ", download only (maintenance window)" }
+            if install {
+                ""
+            } else {
+                ", download only (maintenance window)"
+            }
         );
         self.report(&d.id, Feedback::proceeding(format!("downloading {url}")));
         match self.apply(&d.id, &url, install) {

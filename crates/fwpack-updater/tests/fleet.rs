@@ -118,7 +118,10 @@ impl Rig {
         let mut st = FileStorage::open(&self.disk, Access::ReadWrite).unwrap();
         let a = StateArea::read(
             &mut st,
-            StateLocation::new(updater::DEFAULT_STATE_OFFSET, updater::DEFAULT_STATE_COPY_DISTANCE),
+            StateLocation::new(
+                updater::DEFAULT_STATE_OFFSET,
+                updater::DEFAULT_STATE_COPY_DISTANCE,
+            ),
         )
         .unwrap();
         (st, a)
@@ -137,7 +140,11 @@ impl Rig {
             .arg(&self.disk)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn action_file(&self) -> PathBuf {
@@ -147,7 +154,12 @@ impl Rig {
 
 fn details(fb: &[serde_json::Value]) -> Vec<String> {
     fb.iter()
-        .flat_map(|f| f["status"]["details"].as_array().cloned().unwrap_or_default())
+        .flat_map(|f| {
+            f["status"]["details"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .filter_map(|d| d.as_str().map(str::to_string))
         .collect()
 }
@@ -166,15 +178,23 @@ fn fleet_ddi_update_is_reported_after_the_confirmed_reboot() {
     assert_eq!(cfg["data"]["active_slot"], "A");
     assert_eq!(cfg["data"]["active_version"], "1");
     assert_eq!(r.ddi.confirmations(), ["confirmed"]);
-    assert!(r.ddi.seen().iter().all(|s| s.authorization.as_deref() == Some("TargetToken s3cret")));
+    assert!(r
+        .ddi
+        .seen()
+        .iter()
+        .all(|s| s.authorization.as_deref() == Some("TargetToken s3cret")));
 
     // Second poll: download and install into B.
     r.once_ok();
     let fb = r.ddi.feedback("7");
     let d = details(&fb);
-    let plan = d.iter().find(|l| l.starts_with("delta plan")).expect("delta plan reported");
+    let plan = d
+        .iter()
+        .find(|l| l.starts_with("delta plan"))
+        .expect("delta plan reported");
     assert!(
-        fb.iter().any(|f| f["status"]["result"]["progress"]["cnt"] == 100),
+        fb.iter()
+            .any(|f| f["status"]["result"]["progress"]["cnt"] == 100),
         "{fb:?}"
     );
     assert!(fb.iter().all(|f| f["status"]["execution"] == "proceeding"));
@@ -185,7 +205,10 @@ fn fleet_ddi_update_is_reported_after_the_confirmed_reboot() {
 
     // Bytes on the wire: the delta from slot A, not the whole image.
     let wire = r.nginx.body_bytes_for("/v2.fwi");
-    eprintln!("fleet 1 % change: {wire} bytes fetched of a {} byte image ({plan})", r.fwi_len);
+    eprintln!(
+        "fleet 1 % change: {wire} bytes fetched of a {} byte image ({plan})",
+        r.fwi_len
+    );
     assert!(wire < r.fwi_len / 4, "{wire} of {}", r.fwi_len);
 
     // Polled again before the reboot: still nothing final.
@@ -220,7 +243,11 @@ fn fleet_ddi_failed_trial_reports_failure_with_the_reason() {
     let out = r.ddi.outcomes();
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].finished, "failure");
-    assert!(out[0].details[0].contains("fell back to slot A"), "{:?}", out[0]);
+    assert!(
+        out[0].details[0].contains("fell back to slot A"),
+        "{:?}",
+        out[0]
+    );
     assert!(!r.action_file().exists());
 }
 
@@ -233,7 +260,11 @@ fn fleet_ddi_maintenance_window_and_cancel() {
     let (_, a) = r.area();
     assert_eq!(a.boot().pending, None);
     assert_eq!(a.boot().slot(Slot::B).version, 2);
-    assert!(r.ddi.feedback("11").iter().any(|f| f["status"]["execution"] == "downloaded"));
+    assert!(r
+        .ddi
+        .feedback("11")
+        .iter()
+        .any(|f| f["status"]["execution"] == "downloaded"));
     // Still closed: nothing changes, nothing is fetched again.
     let fetched = r.nginx.body_bytes_for("/v2.fwi");
     r.once_ok();
@@ -275,8 +306,15 @@ fn fleet_ddi_refused_image_closes_with_failure() {
     assert_eq!(r.area().1.boot().pending, None);
     // A wrong token is refused by the server: the poll fails (exit 9).
     let conf = r.work.path().join("updater.conf");
-    let text = std::fs::read_to_string(&conf).unwrap().replace(TOKEN, "wrong");
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace(TOKEN, "wrong");
     std::fs::write(&conf, text).unwrap();
     let out = r.once();
-    assert_eq!(out.status.code(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -248,9 +248,7 @@ fn serve(c: TcpStream, state: &Mutex<State>) {
         });
         let origin = format!(
             "http://{}",
-            w.local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default()
+            w.local_addr().map(|a| a.to_string()).unwrap_or_default()
         );
         handle(&mut s, &origin, &method, &path, auth.as_deref(), body)
     };
@@ -291,7 +289,10 @@ fn handle(
             }
             if let Some(a) = &open {
                 if s.cancel {
-                    links.insert("cancelAction".into(), href(&format!("/cancelAction/{}", a.id)));
+                    links.insert(
+                        "cancelAction".into(),
+                        href(&format!("/cancelAction/{}", a.id)),
+                    );
                 } else if s.awaiting_confirmation {
                     links.insert(
                         "confirmationBase".into(),
@@ -305,7 +306,10 @@ fn handle(
                 }
             }
             if let Some(a) = &s.installed {
-                links.insert("installedBase".into(), href(&format!("/installedBase/{}", a.id)));
+                links.insert(
+                    "installedBase".into(),
+                    href(&format!("/installedBase/{}", a.id)),
+                );
             }
             (
                 200,
@@ -318,7 +322,9 @@ fn handle(
             (200, None)
         }
         ("GET", ["deploymentBase", id]) => match &open {
-            Some(a) if a.id == *id && !s.awaiting_confirmation => (200, Some(deployment(a, origin))),
+            Some(a) if a.id == *id && !s.awaiting_confirmation => {
+                (200, Some(deployment(a, origin)))
+            }
             _ => (404, None),
         },
         ("GET", ["installedBase", id]) => match &s.installed {
