@@ -63,7 +63,7 @@ impl ApiClient {
         )
     }
 
-    fn headers<'a>(&'a self, json_body: bool) -> Vec<(&'a str, &'a str)> {
+    fn headers(&self, json_body: bool) -> Vec<(&str, &str)> {
         let mut h = vec![("Accept", "application/json")];
         if json_body {
             h.push(("Content-Type", "application/json"));
