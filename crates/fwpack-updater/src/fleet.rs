@@ -489,6 +489,16 @@ impl Device {
         if let Some(p) = b.pending {
             data.insert("pending_version".into(), b.slot(p).version.to_string());
         }
+        // The names SWUpdate's suricatta sends, which goosebit reads.
+        data.insert("hw_boardname".into(), area.layout().board.clone());
+        data.insert(
+            "sw_version".into(),
+            if active.label.is_empty() {
+                active.version.to_string()
+            } else {
+                active.label.clone()
+            },
+        );
         data.insert(
             "updater_version".into(),
             env!("CARGO_PKG_VERSION").to_string(),
@@ -558,7 +568,18 @@ impl Device {
         };
         match verdict {
             None => Ok(()),
-            Some((ok, why)) => self.close(&p.action, ok, why),
+            Some((ok, why)) => {
+                self.close(&p.action, ok, why)?;
+                if ok {
+                    // What hawkBit asks for after a successful update
+                    // anyway; goosebit learns the new version only so.
+                    let href = format!("{}/configData", self.ddi.base_url());
+                    if let Err(f) = self.put_config(&href) {
+                        crate::log!("fleet: configuration data not sent: {}", f.msg);
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
