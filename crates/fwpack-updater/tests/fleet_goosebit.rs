@@ -134,6 +134,20 @@ impl Goosebit {
             .and_then(|d| d.iter().find(|d| d["id"] == id).cloned())
             .unwrap_or_else(|| panic!("device {id} not in {v}"))
     }
+
+    /// The device's update log (the `details` of its feedback).
+    fn log(&self, id: &str) -> String {
+        let auth = format!("Bearer {}", self.token);
+        let (status, body) = request(
+            self.port,
+            "GET",
+            &format!("/api/v1/devices/{id}/log"),
+            &[("Authorization", &auth)],
+            b"",
+        );
+        assert_eq!(status, 200, "{body}");
+        body
+    }
 }
 
 fn noise(seed: u64) -> Vec<u8> {
@@ -244,7 +258,9 @@ fn fleet_goosebit_update_finishes_and_a_failed_trial_shows_as_error() {
     let d = gb.device("dev-ok");
     assert_eq!(d["last_state"].as_str().map(str::to_ascii_lowercase).as_deref(), Some("finished"), "{d}");
     assert_eq!(d["sw_version"], "v2", "{d}");
-    eprintln!("goosebit after the update: {d}");
+    let log = gb.log("dev-ok");
+    assert!(log.contains("confirmed"), "{log}");
+    eprintln!("goosebit after the update: {d}; log: {log}");
 
     bad.once();
     bad.once();
@@ -253,5 +269,7 @@ fn fleet_goosebit_update_finishes_and_a_failed_trial_shows_as_error() {
     bad.once();
     let d = gb.device("dev-bad");
     assert_eq!(d["last_state"].as_str().map(str::to_ascii_lowercase).as_deref(), Some("error"), "{d}");
-    eprintln!("goosebit after the failed trial: {d}");
+    let log = gb.log("dev-bad");
+    assert!(log.contains("fell back to slot A"), "{log}");
+    eprintln!("goosebit after the failed trial: {d}; log: {log}");
 }
