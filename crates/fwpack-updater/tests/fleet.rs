@@ -318,3 +318,62 @@ fn fleet_ddi_refused_image_closes_with_failure() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A measurement, not a check (run by hand with `--ignored --nocapture`):
+/// the daemon's RSS and CPU time while it polls an idle server every
+/// second (the fastest `fleet_poll_min` allows) for `FLEET_IDLE_SECS`
+/// (default 120) seconds.
+#[test]
+#[ignore]
+fn fleet_idle_cost_measure() {
+    let r = rig(3);
+    let secs: u64 = std::env::var("FLEET_IDLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let mut child = Command::new(host_updater())
+        .args(["fleet", "--config"])
+        .arg(r.work.path().join("updater.conf"))
+        .arg("--target")
+        .arg(&r.disk)
+        .arg("--key")
+        .arg(r.work.path().join("key.pem"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = stat.rsplit_once(')').unwrap().1;
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        // utime + stime (fields 14 and 15; 12 and 13 after the name).
+        f[11] + f[12]
+    };
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().to_string()))
+            .unwrap()
+    };
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let t0 = ticks();
+    let start = std::time::Instant::now();
+    let mut max_rss = String::new();
+    while start.elapsed().as_secs() < secs {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        max_rss = rss();
+    }
+    let used = ticks() - t0;
+    let polls = r.ddi.seen().iter().filter(|s| s.method == "GET").count();
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!(
+        "fleet daemon idle: {polls} polls in {secs} s (+5 s warm-up); RSS {max_rss}; CPU {used} ticks ({} ms at 100 Hz, {:.3} %)",
+        used * 10,
+        used as f64 * 10.0 / (secs as f64 * 1000.0) * 100.0
+    );
+}
