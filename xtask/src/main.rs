@@ -108,8 +108,17 @@ fn bench(sh: &Shell, what: Option<&str>) -> Result<()> {
 fn test(sh: &Shell) -> Result<()> {
     deps::ensure(sh)?;
     cmd!(sh, "cargo fmt --all -- --check").run()?;
-    cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
-    cmd!(sh, "cargo test --workspace --all-targets --no-fail-fast").run()?;
+    // `fleet` (the DDI client) is off in the device build's defaults.
+    cmd!(
+        sh,
+        "cargo clippy --workspace --all-targets --features fwpack-updater/fleet -- -D warnings"
+    )
+    .run()?;
+    cmd!(
+        sh,
+        "cargo test --workspace --all-targets --features fwpack-updater/fleet --no-fail-fast"
+    )
+    .run()?;
     cmd!(sh, "cargo test --workspace --doc").run()?;
     // The short end-to-end run: qemu-x86_64, update + fallback + 3 power cuts.
     e2e::run(sh, &[])?;
