@@ -46,11 +46,11 @@ pub use layout::{
 };
 pub use read::{ImageHead, SIGNING_DOMAIN, SIGNING_MESSAGE_LEN};
 pub use source::{CountingSource, ImageSource, MemSource, SeekSource};
-pub use stream::{ChunkInfo, ChunkReader};
+pub use stream::{BatchDecoder, ChunkInfo, ChunkReader, PendingBatch};
 pub use verify::VerifyReport;
 #[cfg(feature = "write")]
 pub use write::{
-    insert_signature, signed_message, ImageBuilder, SegmentSpec, Signer, WriteSummary,
+    default_jobs, insert_signature, signed_message, ImageBuilder, SegmentSpec, Signer, WriteSummary,
 };
 
 /// Result alias for this crate.

@@ -181,6 +181,9 @@ pub struct Inputs {
     pub include_images: Vec<PathBuf>,
     pub payload_version: u64,
     pub version_label: String,
+    /// Threads compressing the initramfs and `update.fwi` (at least 1); the
+    /// artifacts are byte-identical for any number.
+    pub jobs: usize,
 }
 
 /// What `build` produced (also written as `manifest.json`).
@@ -546,6 +549,7 @@ fn stamp(
         .len();
     let mut b = fwimage::ImageBuilder::new(board.compatible(), inputs.payload_version)?
         .version_label(&inputs.version_label)?
+        .jobs(inputs.jobs)
         .sbom_sha256(sbom_sha256);
     b.add_segment(
         fwimage::SegmentSpec {
@@ -640,6 +644,7 @@ fn pack_initramfs(
     };
     let options = initramfs::Options::from_env()?;
     let (mut builder, _modules) = recipe.build(options)?;
+    builder.jobs(inputs.jobs);
     let meta = initramfs::Meta::mode(0o644);
     builder.add_bytes("/etc/fwpack/updater.conf", updater_conf(board), meta)?;
     let pem = public

@@ -44,6 +44,10 @@ pub struct StampArgs {
     /// chunks make delta fetches finer; larger ones compress better.
     #[arg(long, default_value = "256K", value_parser = super::apply::parse_size)]
     chunk_size: u64,
+    /// Threads that hash and compress chunks (default: the cores available).
+    /// The image is byte-identical for any number.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
     /// Record this SBOM file's SHA-256 in the signed head, so the
     /// signature also says which SBOM describes the image. Readers older
     /// than this option refuse such images (docs/FORMAT.md, "Head extension").
@@ -213,7 +217,8 @@ pub fn stamp(args: StampArgs) -> Result<()> {
     let mut builder = ImageBuilder::new(&args.board, args.payload_version)?
         .version_label(&args.label)?
         .signature_slots(args.sig_slots)?
-        .chunk_size(args.chunk_size)?;
+        .chunk_size(args.chunk_size)?
+        .jobs(args.jobs.map_or_else(fwimage::default_jobs, usize::from));
     if let Some(sbom) = &args.sbom {
         builder = builder.sbom_sha256(sha256_file(sbom)?);
     }
