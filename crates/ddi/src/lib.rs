@@ -5,8 +5,11 @@
 //! Resources and fields follow hawkBit's published DDI documentation
 //! (<https://eclipse.dev/hawkbit/apis/ddi_api/> and the OpenAPI reference
 //! at <https://eclipse.dev/hawkbit/rest-api/ddi/>), cross-checked with
-//! the two open clients, rauc-hawkbit-updater (`src/hawkbit-client.c`)
-//! and SWUpdate's suricatta (`suricatta/server_hawkbit.c`):
+//! rauc-hawkbit-updater (`src/hawkbit-client.c`: `json_build_status` for
+//! feedback and configData, `process_deployment` for the artifact links,
+//! `download` preferred over `download-http`) and with goosebit 0.2.12's
+//! DDI routes (`goosebit/updater/controller/v1/routes.py`: action id
+//! `-1` for plugin sources):
 //!
 //! - `GET {server}/{tenant}/controller/v1/{controllerId}`: the base
 //!   resource: `config.polling.sleep` ("HH:MM:SS") and `_links` to
@@ -520,7 +523,7 @@ mod tests {
         assert_eq!(a.href.as_deref(), Some("https://h/a/u.fwi"));
         assert_eq!(a.size, Some(11));
         assert!(a.sha256.as_deref().unwrap().starts_with("ab8c"));
-        // Numeric ids (goosebit) are accepted; ids that would escape a
+        // Numeric ids are accepted; ids that would escape a
         // URL path are not.
         assert_eq!(
             Deployment::parse(br#"{"id":3,"deployment":{"chunks":[]}}"#)

@@ -489,7 +489,7 @@ impl Device {
         if let Some(p) = b.pending {
             data.insert("pending_version".into(), b.slot(p).version.to_string());
         }
-        // The names SWUpdate's suricatta sends, which goosebit reads.
+        // The names goosebit reads (`DeviceManager.update_config_data`).
         data.insert("hw_boardname".into(), area.layout().board.clone());
         data.insert(
             "sw_version".into(),
