@@ -545,6 +545,30 @@ mod tests {
         }
     }
 
+    /// Every prefix and one-byte corruption of valid responses: a value
+    /// or an error, never a panic (the fuzz target's entry, run here on
+    /// inputs near the valid ones).
+    #[test]
+    fn prefixes_and_flips_are_total() {
+        let samples: [&[u8]; 3] = [
+            br#"{"config":{"polling":{"sleep":"00:05:00"}},"_links":{"deploymentBase":{"href":"http://h/T/controller/v1/c/deploymentBase/5"},"cancelAction":{"href":"http://h/x"}}}"#,
+            br#"{"id":"8","deployment":{"download":"forced","update":"skip","maintenanceWindow":"available","chunks":[{"part":"os","version":"1","name":"n","artifacts":[{"filename":"u.fwi","size":11,"hashes":{"sha256":"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"},"_links":{"download-http":{"href":"http://h/u.fwi"}}}]}]}}"#,
+            br#"{"id":"11","cancelAction":{"stopId":"11"}}"#,
+        ];
+        for s in samples {
+            for n in 0..=s.len() {
+                fuzz(&s[..n]);
+            }
+            for i in 0..s.len() {
+                for b in [b'"', b'{', b']', b'9', 0xff] {
+                    let mut v = s.to_vec();
+                    v[i] = b;
+                    fuzz(&v);
+                }
+            }
+        }
+    }
+
     #[test]
     fn cancel_and_bounds() {
         let c = Cancel::parse(br#"{"id":"11","cancelAction":{"stopId":"11"}}"#).unwrap();
