@@ -6,6 +6,7 @@
 
 mod archive;
 mod bench_apply;
+mod bench_compare;
 mod bench_fwimage;
 mod bench_http;
 mod bench_initramfs;
@@ -26,7 +27,7 @@ usage: cargo xtask <command>
 commands:
   deps        install the host tools and rustup targets the tests need (idempotent)
   test        deps + cargo fmt --check + clippy -D warnings + cargo test --workspace
-  bench <what> benchmarks against the reference tools (what: fwimage, initramfs, apply, kexec, http)
+  bench <what> benchmarks against the reference tools (what: compare, fwimage, initramfs, apply, kexec, http)
   inputs [--board B]  fetch the boards' kernels, DTBs, modules, Pi firmware from Debian into the cache
   demo        the main job on rpi-zero2w, then an A/B update of the same updater in QEMU aarch64
   e2e [--full] update, fallback and power cuts in QEMU (--full: all three qemu boards, >= 20 cuts)
@@ -67,6 +68,10 @@ fn bench(sh: &Shell, what: Option<&str>) -> Result<()> {
         Some("http") => {
             let rest: Vec<String> = std::env::args().skip(3).collect();
             bench_http::run(sh, &rest)
+        }
+        Some("compare") => {
+            let rest: Vec<String> = std::env::args().skip(3).collect();
+            bench_compare::run(sh, &rest)
         }
         Some("fwimage") => {
             let rest: Vec<String> = std::env::args().skip(3).collect();

@@ -117,7 +117,7 @@ boots the right A/B slot; see docs/ARCHITECTURE.md. As a command:
       --pin sha256/BASE64 accepts only that server key). HTTP limits:
       --deadline for the whole fetch (default none), --min-rate (default
       1KiB per --min-rate-window 60 s; 0 off), --max-rate caps fetches
-      (not seed or resume copies); redirects stay on the URL's scheme,
+      (not seed or resume copies; default updater.conf's max_rate, 0 off); redirects stay on the URL's scheme,
       host and port unless --allow-redirect-hosts names the target. Without SOURCE, continue
       the interrupted apply the journal names. A re-run after a power cut
       or a dropped connection resumes from the last checkpoint. --seed:
@@ -490,7 +490,16 @@ pub(crate) fn http_options(o: &Opts) -> HttpOptions {
             let w = o.min_rate_window.map_or(w, Duration::from_secs);
             (r > 0 && !w.is_zero()).then_some((r, w))
         },
-        max_rate: o.max_rate.filter(|&m| m > 0),
+        // Else updater.conf's `max_rate`, which PID 1 left in the boot
+        // record; `--max-rate 0` lifts it.
+        max_rate: o
+            .max_rate
+            .or_else(|| {
+                RunInfo::load()
+                    .and_then(Result::ok)
+                    .and_then(|r| r.max_rate)
+            })
+            .filter(|&m| m > 0),
         redirect_hosts: o.redirect_hosts.clone(),
         tls: imagesource::TlsOptions {
             // Else what updater.conf's `ca` left in /run, else the system's.
