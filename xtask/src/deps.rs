@@ -103,7 +103,12 @@ pub const RUST_TARGETS: &[&str] = &[
 pub fn ensure(sh: &Shell) -> Result<()> {
     ensure_rust_targets(sh)?;
     ensure_debian_packages(sh)?;
-    ensure_python_venv(sh, "buildroot-external/utils/requirements.txt", "venv", None)?;
+    ensure_python_venv(
+        sh,
+        "buildroot-external/utils/requirements.txt",
+        "venv",
+        None,
+    )?;
     // goosebit, a DDI server, and our plugin for it (the fleet_goosebit test).
     ensure_python_venv(
         sh,
@@ -122,7 +127,9 @@ fn ensure_python_venv(
     name: &str,
     local: Option<&str>,
 ) -> Result<()> {
-    let mut pins = sh.read_file(requirements).context(requirements)?;
+    let mut pins = sh
+        .read_file(requirements)
+        .with_context(|| requirements.to_string())?;
     if let Some(dir) = local {
         // A change to the local package reinstalls it too.
         for f in ["pyproject.toml", "fwpack_goosebit/__init__.py"] {

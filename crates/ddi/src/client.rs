@@ -116,14 +116,14 @@ impl Ddi {
         Cancel::parse(&self.get(self.link(href)?)?)
     }
 
-    /// `PUT configData` with `mode: merge` (plus the `id`/`time`/`status`
-    /// that older servers require, as rauc-hawkbit-updater sends them).
+    /// `PUT configData` with `mode: merge` (plus the `time` and `status`
+    /// that older servers require, as rauc-hawkbit-updater's
+    /// `json_build_status` sends them).
     pub fn put_config(&self, href: &str, data: &BTreeMap<String, String>) -> Result<(), Error> {
         let url = self.link(href)?;
         let v = json!({
             "mode": "merge",
             "data": data,
-            "id": "",
             "time": crate::feedback::ddi_time(std::time::SystemTime::now()),
             "status": {"execution": "closed", "result": {"finished": "success"}, "details": []},
         });

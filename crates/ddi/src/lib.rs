@@ -5,8 +5,11 @@
 //! Resources and fields follow hawkBit's published DDI documentation
 //! (<https://eclipse.dev/hawkbit/apis/ddi_api/> and the OpenAPI reference
 //! at <https://eclipse.dev/hawkbit/rest-api/ddi/>), cross-checked with
-//! the two open clients, rauc-hawkbit-updater (`src/hawkbit-client.c`)
-//! and SWUpdate's suricatta (`suricatta/server_hawkbit.c`):
+//! rauc-hawkbit-updater (`src/hawkbit-client.c`: `json_build_status` for
+//! feedback and configData, `process_deployment` for the artifact links,
+//! `download` preferred over `download-http`) and with goosebit 0.2.12's
+//! DDI routes (`goosebit/updater/controller/v1/routes.py`: action id
+//! `-1` for plugin sources):
 //!
 //! - `GET {server}/{tenant}/controller/v1/{controllerId}`: the base
 //!   resource: `config.polling.sleep` ("HH:MM:SS") and `_links` to
@@ -520,7 +523,7 @@ mod tests {
         assert_eq!(a.href.as_deref(), Some("https://h/a/u.fwi"));
         assert_eq!(a.size, Some(11));
         assert!(a.sha256.as_deref().unwrap().starts_with("ab8c"));
-        // Numeric ids (goosebit) are accepted; ids that would escape a
+        // Numeric ids are accepted; ids that would escape a
         // URL path are not.
         assert_eq!(
             Deployment::parse(br#"{"id":3,"deployment":{"chunks":[]}}"#)
@@ -539,6 +542,30 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    /// Every prefix and one-byte corruption of valid responses: a value
+    /// or an error, never a panic (the fuzz target's entry, run here on
+    /// inputs near the valid ones).
+    #[test]
+    fn prefixes_and_flips_are_total() {
+        let samples: [&[u8]; 3] = [
+            br#"{"config":{"polling":{"sleep":"00:05:00"}},"_links":{"deploymentBase":{"href":"http://h/T/controller/v1/c/deploymentBase/5"},"cancelAction":{"href":"http://h/x"}}}"#,
+            br#"{"id":"8","deployment":{"download":"forced","update":"skip","maintenanceWindow":"available","chunks":[{"part":"os","version":"1","name":"n","artifacts":[{"filename":"u.fwi","size":11,"hashes":{"sha256":"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"},"_links":{"download-http":{"href":"http://h/u.fwi"}}}]}]}}"#,
+            br#"{"id":"11","cancelAction":{"stopId":"11"}}"#,
+        ];
+        for s in samples {
+            for n in 0..=s.len() {
+                fuzz(&s[..n]);
+            }
+            for i in 0..s.len() {
+                for b in [b'"', b'{', b']', b'9', 0xff] {
+                    let mut v = s.to_vec();
+                    v[i] = b;
+                    fuzz(&v);
+                }
+            }
         }
     }
 

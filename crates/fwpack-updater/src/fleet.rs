@@ -41,6 +41,8 @@ const DEFAULT_CONFIG: &str = "/etc/fwpack/updater.conf";
 const DEFAULT_STATE_DIR: &str = "/data/fwpack";
 /// Poll interval when the server names none.
 const DEFAULT_SLEEP: Duration = Duration::from_secs(300);
+/// Raw bytes between journal checkpoints of a download.
+const CHECKPOINT: u64 = 4 << 20;
 /// Most progress reports per download (every 10 %).
 const PROGRESS_STEP: u64 = 10;
 
@@ -489,7 +491,7 @@ impl Device {
         if let Some(p) = b.pending {
             data.insert("pending_version".into(), b.slot(p).version.to_string());
         }
-        // The names SWUpdate's suricatta sends, which goosebit reads.
+        // The names goosebit reads (`DeviceManager.update_config_data`).
         data.insert("hw_boardname".into(), area.layout().board.clone());
         data.insert(
             "sw_version".into(),
@@ -774,6 +776,10 @@ impl Device {
             tries: self.tries,
             seed: Seed::Active,
             source: url.to_string(),
+            // A power cut or a dropped link loses at most this much of a
+            // download (the engine's default, 32 MiB, is for local
+            // sources); a journal write per 4 MiB is no wear to speak of.
+            checkpoint_interval: CHECKPOINT,
             ..ApplyOptions::default()
         };
         let mut next = 0u64;

@@ -377,3 +377,119 @@ fn fleet_idle_cost_measure() {
         used as f64 * 10.0 / (secs as f64 * 1000.0) * 100.0
     );
 }
+
+#[test]
+fn fleet_ddi_power_cut_mid_download_resumes_with_range() {
+    let work = tempfile::tempdir().unwrap();
+    let v1 = noise(3);
+    let p1 = work.path().join("v1.bin");
+    std::fs::write(&p1, &v1[..1 << 20]).unwrap();
+    let disk = disk(work.path(), false, &image(&p1, 1));
+    // 12 MiB with nothing in common with slot A: all of it is fetched.
+    let p2 = work.path().join("v2.bin");
+    let v2: Vec<u8> = (0..3).flat_map(|i| noise(10 + i)).collect();
+    std::fs::write(&p2, &v2).unwrap();
+    let www = work.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    let fwi = image(&p2, 2);
+    std::fs::write(www.join("v2.fwi"), &fwi).unwrap();
+    std::fs::write(work.path().join("key.pem"), public_pem()).unwrap();
+    let nginx = Nginx::start_limited(&www, Some(2 << 20)).unwrap();
+    let ddi = DdiServer::start("DEFAULT", CONTROLLER, None).unwrap();
+    let conf = work.path().join("updater.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "fleet_server = {}\nfleet_controller_id = {CONTROLLER}\nfleet_poll_min = 1\nfleet_reboot = no\nfleet_state_dir = {}\n",
+            ddi.url(),
+            work.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    ddi.deploy(Action {
+        id: "21".into(),
+        download: "forced".into(),
+        update: "forced".into(),
+        window: None,
+        filename: "v2.fwi".into(),
+        url: nginx.url("/v2.fwi"),
+        size: fwi.len() as u64,
+        sha256: "0".repeat(64),
+        version: "2".into(),
+    });
+    let run = || {
+        Command::new(host_updater())
+            .args(["fleet", "--once", "--config"])
+            .arg(&conf)
+            .arg("--target")
+            .arg(&disk)
+            .arg("--key")
+            .arg(work.path().join("key.pem"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // The power cut: the process dies mid-download, once it reported half
+    // of the write (past the 4 MiB checkpoint; the rate cap keeps the rest
+    // in flight).
+    let mut c = run();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !ddi
+        .feedback("21")
+        .iter()
+        .any(|f| f["status"]["result"]["progress"]["cnt"].as_u64() >= Some(50))
+    {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        assert!(c.try_wait().unwrap().is_none(), "finished before the cut");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    assert!(ddi.outcomes().is_empty());
+    let out = run().wait_with_output().unwrap();
+    assert!(out.status.success());
+    let ranges: Vec<Option<String>> = nginx
+        .access_log()
+        .iter()
+        .filter(|e| e.path() == "/v2.fwi")
+        .map(|e| e.range.clone())
+        .collect();
+    let resumed = nginx
+        .access_log()
+        .iter()
+        .filter(|e| e.path() == "/v2.fwi")
+        .flat_map(|e| e.range_starts())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        resumed >= 4 << 20,
+        "no resume from a checkpoint: {ranges:?}"
+    );
+    let total = nginx.body_bytes_for("/v2.fwi");
+    eprintln!(
+        "power cut: {total} bytes served for a {} byte image; requests {ranges:?}",
+        fwi.len()
+    );
+    assert!(total < fwi.len() as u64 * 3 / 2, "{total}");
+    let mut st = FileStorage::open(&disk, Access::ReadWrite).unwrap();
+    let loc = StateLocation::new(
+        updater::DEFAULT_STATE_OFFSET,
+        updater::DEFAULT_STATE_COPY_DISTANCE,
+    );
+    let mut a = StateArea::read(&mut st, loc).unwrap();
+    assert_eq!(a.boot().pending, Some(Slot::B));
+    assert_eq!(a.boot_attempt(&mut st).unwrap().slot, Slot::B);
+    drop(st);
+    let out = Command::new(host_updater())
+        .args(["mark-good", "--slot", "B", "--target"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for _ in 0..2 {
+        assert!(run().wait().unwrap().success());
+    }
+    let outcomes = ddi.outcomes();
+    assert_eq!(outcomes.len(), 1, "exactly one final status: {outcomes:?}");
+    assert_eq!(outcomes[0].finished, "success");
+}

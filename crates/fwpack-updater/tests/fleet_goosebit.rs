@@ -30,7 +30,13 @@ fn venv() -> Option<PathBuf> {
 }
 
 /// One HTTP/1.1 request on loopback: status and body.
-fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
@@ -44,7 +50,11 @@ fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: 
     s.read_to_end(&mut out).unwrap();
     let text = String::from_utf8_lossy(&out).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (status, body.to_string())
 }
 
@@ -65,10 +75,17 @@ impl Goosebit {
     fn start(venv: &Path, dir: &Path, images: &Path) -> Goosebit {
         let py = venv.join("bin/python");
         let pkg = Command::new(&py)
-            .args(["-c", "import goosebit, os; print(os.path.dirname(goosebit.__file__))"])
+            .args([
+                "-c",
+                "import goosebit, os; print(os.path.dirname(goosebit.__file__))",
+            ])
             .output()
             .unwrap();
-        assert!(pkg.status.success(), "{}", String::from_utf8_lossy(&pkg.stderr));
+        assert!(
+            pkg.status.success(),
+            "{}",
+            String::from_utf8_lossy(&pkg.stderr)
+        );
         let pkg = String::from_utf8_lossy(&pkg.stdout).trim().to_string();
         std::fs::write(
             dir.join("pyproject.toml"),
@@ -76,8 +93,14 @@ impl Goosebit {
         )
         .unwrap();
         let env = [
-            ("GOOSEBIT_DB_URI", format!("sqlite://{}/db.sqlite3", dir.display())),
-            ("GOOSEBIT_ARTIFACTS_DIR", dir.join("artifacts").display().to_string()),
+            (
+                "GOOSEBIT_DB_URI",
+                format!("sqlite://{}/db.sqlite3", dir.display()),
+            ),
+            (
+                "GOOSEBIT_ARTIFACTS_DIR",
+                dir.join("artifacts").display().to_string(),
+            ),
             ("GOOSEBIT_PLUGINS", "[\"fwpack_goosebit\"]".to_string()),
             ("GOOSEBIT_POLL_TIME", "00:00:01".to_string()),
             ("FWPACK_GOOSEBIT_IMAGES", images.display().to_string()),
@@ -88,21 +111,39 @@ impl Goosebit {
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .unwrap();
-        assert!(out.status.success(), "aerich upgrade: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "aerich upgrade: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let port = testkit::http::free_port().unwrap();
         let log = std::fs::File::create(dir.join("goosebit.log")).unwrap();
         let child = Command::new(venv.join("bin/uvicorn"))
-            .args(["goosebit:app", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "goosebit:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
             .current_dir(dir)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut g = Goosebit { child, port, token: String::new() };
+        let mut g = Goosebit {
+            child,
+            port,
+            token: String::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "goosebit did not start: {}", std::fs::read_to_string(dir.join("goosebit.log")).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "goosebit did not start: {}",
+                std::fs::read_to_string(dir.join("goosebit.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         // The first user, through goosebit's setup form; its token for the API.
@@ -126,7 +167,13 @@ impl Goosebit {
     /// A device as goosebit's management API shows it.
     fn device(&self, id: &str) -> serde_json::Value {
         let auth = format!("Bearer {}", self.token);
-        let (status, body) = request(self.port, "GET", "/api/v1/devices", &[("Authorization", &auth)], b"");
+        let (status, body) = request(
+            self.port,
+            "GET",
+            "/api/v1/devices",
+            &[("Authorization", &auth)],
+            b"",
+        );
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         v["devices"]
@@ -177,7 +224,11 @@ impl Device {
         std::fs::write(dir.join("v1.bin"), &v1).unwrap();
         std::fs::write(dir.join("v2.bin"), &v2).unwrap();
         let disk = disk(&dir, false, &image(&dir.join("v1.bin"), 1));
-        std::fs::write(images.join(format!("{id}.fwi")), image(&dir.join("v2.bin"), 2)).unwrap();
+        std::fs::write(
+            images.join(format!("{id}.fwi")),
+            image(&dir.join("v2.bin"), 2),
+        )
+        .unwrap();
         std::fs::write(dir.join("key.pem"), public_pem()).unwrap();
         std::fs::write(
             dir.join("updater.conf"),
@@ -209,7 +260,10 @@ impl Device {
         let mut st = FileStorage::open(&self.disk, Access::ReadWrite).unwrap();
         let mut a = StateArea::read(
             &mut st,
-            StateLocation::new(updater::DEFAULT_STATE_OFFSET, updater::DEFAULT_STATE_COPY_DISTANCE),
+            StateLocation::new(
+                updater::DEFAULT_STATE_OFFSET,
+                updater::DEFAULT_STATE_COPY_DISTANCE,
+            ),
         )
         .unwrap();
         a.boot_attempt(&mut st).unwrap().slot
@@ -221,7 +275,11 @@ impl Device {
             .arg(&self.disk)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -251,12 +309,26 @@ fn fleet_goosebit_update_finishes_and_a_failed_trial_shows_as_error() {
     let log = ok.once();
     assert!(log.contains("action -1"), "{log}");
     let d = gb.device("dev-ok");
-    assert_eq!(d["last_state"].as_str().map(str::to_ascii_lowercase).as_deref(), Some("running"), "{d}");
+    assert_eq!(
+        d["last_state"]
+            .as_str()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("running"),
+        "{d}"
+    );
     assert_eq!(ok.boot(), Slot::B);
     ok.mark_good(Slot::B);
     ok.once();
     let d = gb.device("dev-ok");
-    assert_eq!(d["last_state"].as_str().map(str::to_ascii_lowercase).as_deref(), Some("finished"), "{d}");
+    assert_eq!(
+        d["last_state"]
+            .as_str()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("finished"),
+        "{d}"
+    );
     assert_eq!(d["sw_version"], "v2", "{d}");
     let log = gb.log("dev-ok");
     assert!(log.contains("confirmed"), "{log}");
@@ -268,7 +340,14 @@ fn fleet_goosebit_update_finishes_and_a_failed_trial_shows_as_error() {
     assert_eq!(bad.boot(), Slot::A);
     bad.once();
     let d = gb.device("dev-bad");
-    assert_eq!(d["last_state"].as_str().map(str::to_ascii_lowercase).as_deref(), Some("error"), "{d}");
+    assert_eq!(
+        d["last_state"]
+            .as_str()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("error"),
+        "{d}"
+    );
     let log = gb.log("dev-bad");
     assert!(log.contains("fell back to slot A"), "{log}");
     eprintln!("goosebit after the failed trial: {d}; log: {log}");
