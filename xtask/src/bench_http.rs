@@ -1,7 +1,8 @@
 //! `cargo xtask bench http`: `fwpack apply URL` from Debian's nginx on
 //! 127.0.0.1 against `curl -o /dev/null` of the same URL and `dd` of the
 //! payload to a file (the two things an HTTP apply does: fetch and write),
-//! in the same run; delta fetches of an ext4 root filesystem with 1 %,
+//! in the same run, over http and over https (a private CA made here with
+//! openssl, as the field tests do); delta fetches of an ext4 root filesystem with 1 %,
 //! 10 % and 50 % of its files rewritten against a full fetch of the same
 //! image; peak RSS while streaming 256 MiB and 1 GiB.
 //!
@@ -120,7 +121,15 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     let nginx = Nginx::start(&www).context("starting nginx")?;
     print_machine(&opts, &work);
 
-    full(&fwpack, &work, &www, &nginx, &opts)?;
+    full(&fwpack, &work, &www, &nginx, &opts, None)?;
+    if testkit::tools::find("openssl").is_some() {
+        private_ca(&work)?;
+        let tls = Nginx::start_tls(&www, &work.join("srv.pem"), &work.join("srv.key"))
+            .context("starting nginx with TLS")?;
+        full(&fwpack, &work, &www, &tls, &opts, Some("ca.pem"))?;
+    } else {
+        println!("\nno openssl: the https rows are skipped");
+    }
     delta(&fwpack, &work, &www, &nginx, &opts)?;
     rss(&fwpack, &updater, &work, &www, &nginx, &opts)?;
     Ok(())
@@ -171,7 +180,86 @@ fn mbps(bytes: u64, s: &Sample) -> f64 {
     bytes as f64 / 1e6 / s.wall.as_secs_f64()
 }
 
-fn full(fwpack: &Path, work: &Path, www: &Path, nginx: &Nginx, opts: &Opts) -> Result<()> {
+/// A private CA (`ca.pem`) and a server certificate for 127.0.0.1
+/// (`srv.pem`, `srv.key`) in `work`, as the field tests make them:
+/// ECDSA P-256, so TLS 1.3 with what rustls and nginx negotiate by default.
+fn private_ca(work: &Path) -> Result<()> {
+    let run = |args: &[&str]| {
+        quiet(Command::new("openssl").args(args).current_dir(work))
+            .with_context(|| format!("openssl {args:?}"))
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=fwpack bench CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    ]
+    .concat())?;
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat())?;
+    fs::write(
+        work.join("srv.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "srv.ext",
+    ])
+}
+
+/// The full apply against dd and curl, over http, or over https when
+/// `ca` names the private CA (curl `--cacert`, fwpack `--ca`).
+fn full(
+    fwpack: &Path,
+    work: &Path,
+    www: &Path,
+    nginx: &Nginx,
+    opts: &Opts,
+    ca: Option<&str>,
+) -> Result<()> {
     let size = opts.size_mib;
     let payload = random_payload(work, size, 1)?;
     let image = stamp_named(fwpack, work, &payload, size, 2, "http")?;
@@ -182,14 +270,20 @@ fn full(fwpack: &Path, work: &Path, www: &Path, nginx: &Nginx, opts: &Opts) -> R
     let mut sent = 0;
     for _ in 0..opts.runs {
         dd.push(run_dd(work, &payload)?);
-        curl.push(timed(
-            Command::new("curl")
-                .args(["-sS", "--fail", "-o", "/dev/null"])
-                .arg(&url),
-        )?);
+        let mut c = Command::new("curl");
+        c.current_dir(work)
+            .args(["-sS", "--fail", "-o", "/dev/null"]);
+        if let Some(ca) = ca {
+            c.args(["--cacert", ca]);
+        }
+        curl.push(timed(c.arg(&url))?);
         new_target(fwpack, work, size)?;
         sync();
-        let (s, n) = fetched(nginx, || apply_url(fwpack, work, &url, &["--seed", "none"]))?;
+        let mut extra = vec!["--seed", "none"];
+        if let Some(ca) = ca {
+            extra.extend(["--ca", ca]);
+        }
+        let (s, n) = fetched(nginx, || apply_url(fwpack, work, &url, &extra))?;
         sent = n;
         apply.push(s);
     }
@@ -198,8 +292,9 @@ fn full(fwpack: &Path, work: &Path, www: &Path, nginx: &Nginx, opts: &Opts) -> R
     let bytes = size * MIB;
     let slower = mbps(bytes, &dd).min(mbps(bytes, &curl));
     println!(
-        "\nfull apply of {size} MiB (random payload, uncompressed image of {} bytes) from nginx on 127.0.0.1, best of {}:",
+        "\nfull apply of {size} MiB (random payload, uncompressed image of {} bytes) from nginx on 127.0.0.1 over {}, best of {}:",
         fs::metadata(&image)?.len(),
+        if ca.is_some() { "https (TLS 1.3, private CA)" } else { "http" },
         opts.runs
     );
     println!(

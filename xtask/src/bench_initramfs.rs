@@ -269,7 +269,7 @@ const WORDS: &[&str] = &[
 
 /// Writes the tree (idempotent: regenerated only when the marker is
 /// missing). Returns (file count, total bytes).
-fn generate(tree: &Path) -> Result<(usize, u64)> {
+pub(crate) fn generate(tree: &Path) -> Result<(usize, u64)> {
     let marker = tree.with_file_name(".tree-generated-v1");
     let mut rng = Rng(0x2545_f491);
     let mut plan: Vec<(PathBuf, Vec<u8>)> = Vec::new();

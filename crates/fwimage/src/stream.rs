@@ -22,8 +22,10 @@ pub struct ChunkInfo {
     pub raw_sha256: [u8; 32],
 }
 
+/// Asked once: `available_parallelism` reads cgroup files on every call.
 fn parallel() -> bool {
-    std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+    static P: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *P.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }
 
 /// Whether each chunk of `data` (consecutive, `cs` bytes but the last)
@@ -323,6 +325,88 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
         Ok(infos)
     }
 
+    /// Reads the stored bytes of as many whole chunks of the current
+    /// segment as fit in `out` (at least one must fit), without checking
+    /// them: the check is [`PendingBatch::verify`], which needs neither the
+    /// reader nor the source, so it can run on another thread while this
+    /// reader fetches the next batch. Uncompressed bytes land in `out`
+    /// itself; compressed ones in the batch, to be decoded into `out`.
+    /// Nothing here may be used before `verify` succeeds. `None` at the
+    /// end (after the padding behind the last segment was checked).
+    pub fn read_batch(&mut self, out: &mut [u8]) -> Result<Option<PendingBatch>> {
+        let head = self.head;
+        let cs = head.header.chunk_size();
+        let Some(s) = head.segments.get(self.seg) else {
+            return Ok(None);
+        };
+        let fit = (out.len() as u64 / cs).min(u64::from(s.chunks) - self.chunk);
+        if fit == 0 {
+            return Err(Error::InvalidInput {
+                what: "buffer length",
+                value: out.len().to_string(),
+                reason: format!("must hold a whole chunk ({cs} bytes)"),
+            });
+        }
+        if self.chunk == 0 {
+            self.check_gap(s.data_offset)?;
+        }
+        let mut entries = Vec::with_capacity(fit as usize);
+        let mut raw_total = 0usize;
+        let mut pos = self.stored_pos;
+        for j in 0..fit {
+            let i = self.chunk + j;
+            let e = self
+                .index
+                .chunk(&mut self.src, u64::from(s.first_chunk) + i)?;
+            check_entry(head, self.seg, i, &e, Some(pos))?;
+            pos += u64::from(e.stored_len);
+            raw_total += s.chunk_raw_len(i, cs) as usize;
+            entries.push(e);
+        }
+        // Stored lengths are bounded by `check_entry` (at most
+        // `max_stored_len` each), so this is at most `fit` chunks' worth.
+        let stored_total = (pos - self.stored_pos) as usize;
+        let stored = if s.compression == Compression::None {
+            self.src
+                .read_at(self.stored_pos, &mut out[..stored_total])?;
+            Vec::new()
+        } else {
+            let mut v = vec![0u8; stored_total];
+            self.src.read_at(self.stored_pos, &mut v)?;
+            v
+        };
+        self.data_bytes_read += stored_total as u64;
+        let first_block = self.chunk * cs / BLOCK_SIZE as u64;
+        let blocks = raw_total.div_ceil(BLOCK_SIZE) as u64;
+        let mut crcs = Vec::with_capacity(blocks as usize);
+        for b in 0..blocks {
+            let idx = u64::from(s.first_crc) + first_block + b;
+            crcs.push(self.index.crc(&mut self.src, idx)?);
+        }
+        let crc_seed = self.chain.value();
+        // The batch is checked against exactly these signed entries, so
+        // the chain after it is the last of them (or the batch fails and
+        // nothing after it is used).
+        if let Some(&last) = crcs.last() {
+            self.chain = CrcChain::resume(last);
+        }
+        let batch = PendingBatch {
+            segment: self.seg,
+            seg_name: s.name.clone(),
+            compression: s.compression,
+            chunk_size: cs,
+            first: self.chunk,
+            seg_raw_len: s.raw_len,
+            entries,
+            raw_total,
+            stored,
+            crc_seed,
+            crcs,
+        };
+        self.advance(pos, fit);
+        Ok(Some(batch))
+    }
+
     /// Checks raw bytes starting at block `first_block` of the current
     /// segment against the signed CRC chain (after their hash matched).
     fn check_crcs(&mut self, first_block: u64, raw: &[u8]) -> Result<()> {
@@ -375,5 +459,126 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
         }
         self.file_pos = Some(to);
         Ok(())
+    }
+}
+
+/// Stored bytes of whole chunks of one segment, read by
+/// [`ChunkReader::read_batch`] and not yet authenticated.
+pub struct PendingBatch {
+    segment: usize,
+    seg_name: String,
+    compression: Compression,
+    chunk_size: u64,
+    /// First chunk (in the segment).
+    first: u64,
+    seg_raw_len: u64,
+    entries: Vec<crate::ChunkEntry>,
+    raw_total: usize,
+    /// Compressed chunks' stored bytes, back to back (empty when
+    /// uncompressed: those are in the caller's buffer).
+    stored: Vec<u8>,
+    /// The CRC chain before the first block, and the signed entries of
+    /// every block of the batch.
+    crc_seed: u32,
+    crcs: Vec<u32>,
+}
+
+/// Per-thread state for [`PendingBatch::verify`] (a zstd frame decoder).
+#[derive(Default)]
+pub struct BatchDecoder(ChunkDecoder);
+
+impl PendingBatch {
+    pub fn segment(&self) -> usize {
+        self.segment
+    }
+
+    /// Raw offset of the batch's first byte in its segment.
+    pub fn raw_offset(&self) -> u64 {
+        self.first * self.chunk_size
+    }
+
+    /// Raw bytes the batch decodes to (what [`Self::verify`] fills).
+    pub fn raw_len(&self) -> usize {
+        self.raw_total
+    }
+
+    /// Authenticates the batch chunk by chunk, in order, exactly as
+    /// [`ChunkReader::next_chunk`] does: the stored bytes against
+    /// `stored_sha256`, for a compressed chunk the decoded bytes against
+    /// `raw_sha256`, then the CRC chain. `out` must be the buffer given to
+    /// `read_batch`; on success its first [`Self::raw_len`] bytes are the
+    /// authenticated raw bytes.
+    pub fn verify(&self, out: &mut [u8], dec: &mut BatchDecoder) -> Result<Vec<ChunkInfo>> {
+        let cs = self.chunk_size;
+        if out.len() < self.raw_total {
+            return Err(Error::InvalidInput {
+                what: "buffer length",
+                value: out.len().to_string(),
+                reason: "shorter than the batch it was read into".into(),
+            });
+        }
+        let mut chain = CrcChain::resume(self.crc_seed);
+        let mut infos = Vec::with_capacity(self.entries.len());
+        let (mut raw_at, mut stored_at, mut block) = (0usize, 0usize, 0usize);
+        for (j, e) in self.entries.iter().enumerate() {
+            let i = self.first + j as u64;
+            let raw_len = (self.seg_raw_len - i * cs).min(cs) as usize;
+            let raw = &mut out[raw_at..raw_at + raw_len];
+            let stored_len = e.stored_len as usize;
+            let mismatch = || Error::ChunkHashMismatch {
+                segment: self.seg_name.clone(),
+                chunk: i,
+            };
+            if self.compression == Compression::None {
+                if <[u8; 32]>::from(Sha256::digest(&*raw)) != e.stored_sha256 {
+                    return Err(mismatch());
+                }
+            } else {
+                let stored = self.stored.get(stored_at..stored_at + stored_len).ok_or(
+                    Error::InvalidInput {
+                        what: "batch",
+                        value: stored_at.to_string(),
+                        reason: "stored bytes shorter than the entries".into(),
+                    },
+                )?;
+                if <[u8; 32]>::from(Sha256::digest(stored)) != e.stored_sha256 {
+                    return Err(mismatch());
+                }
+                dec.0
+                    .decode(self.compression, stored, raw, cs)
+                    .map_err(|reason| Error::Decompress {
+                        segment: self.seg_name.clone(),
+                        reason: format!("chunk {i}: {reason}"),
+                    })?;
+                // As in `next_chunk`: what is written must be what
+                // `raw_sha256` says.
+                if <[u8; 32]>::from(Sha256::digest(&*raw)) != e.raw_sha256 {
+                    return Err(Error::RawHashMismatch {
+                        segment: self.seg_name.clone(),
+                        chunk: i,
+                    });
+                }
+            }
+            let first_block = i * cs / BLOCK_SIZE as u64;
+            for (b, blk) in raw.chunks(BLOCK_SIZE).enumerate() {
+                if Some(&chain.push(blk)) != self.crcs.get(block) {
+                    return Err(Error::CrcMismatch {
+                        segment: self.seg_name.clone(),
+                        block: first_block + b as u64,
+                    });
+                }
+                block += 1;
+            }
+            infos.push(ChunkInfo {
+                segment: self.segment,
+                chunk: i,
+                raw_offset: i * cs,
+                raw_len,
+                raw_sha256: e.raw_sha256,
+            });
+            raw_at += raw_len;
+            stored_at += stored_len;
+        }
+        Ok(infos)
     }
 }

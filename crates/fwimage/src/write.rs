@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use crate::layout::{
     align_up, blocks_for, max_stored_len, validate_name, ChunkEntry, Compression, Header, Segment,
     SigSlot, BOARD_LEN, COMPAT_REPRODUCIBLE, CRCS_PER_PAGE, DEFAULT_CHUNK_SHIFT, ENTRIES_PER_PAGE,
-    FORMAT_VERSION, INCOMPAT_COMPRESSED, LABEL_LEN, MAX_CHUNK_SHIFT, MAX_SEGMENTS, MAX_SIGNED_HEAD,
-    MAX_SIG_SLOTS, MIN_CHUNK_SHIFT, PAGE_LEN, SIG_SLOT_LEN,
+    FORMAT_VERSION, INCOMPAT_COMPRESSED, INCOMPAT_HEAD_EXT, LABEL_LEN, MAX_CHUNK_SHIFT,
+    MAX_SEGMENTS, MAX_SIGNED_HEAD, MAX_SIG_SLOTS, MIN_CHUNK_SHIFT, PAGE_LEN, SIG_SLOT_LEN,
 };
 use crate::read::read_full;
 use crate::{CrcChain, Error, ImageHead, KeyId, Result, BLOCK_SIZE};
@@ -43,6 +43,7 @@ pub struct ImageBuilder<'a> {
     sig_slots: u32,
     chunk_shift: u8,
     jobs: usize,
+    extension: crate::HeadExtension,
     segments: Vec<Pending<'a>>,
 }
 
@@ -97,6 +98,7 @@ impl<'a> ImageBuilder<'a> {
             sig_slots: 2,
             chunk_shift: DEFAULT_CHUNK_SHIFT,
             jobs: default_jobs(),
+            extension: crate::HeadExtension::default(),
             segments: Vec::new(),
         })
     }
@@ -119,6 +121,13 @@ impl<'a> ImageBuilder<'a> {
         }
         self.sig_slots = n;
         Ok(self)
+    }
+
+    /// Records the SBOM's SHA-256 in the signed head (FORMAT.md, "Head
+    /// extension"), so a signature also vouches for which SBOM the image has.
+    pub fn sbom_sha256(mut self, sha256: [u8; 32]) -> Self {
+        self.extension.sbom_sha256 = Some(sha256);
+        self
     }
 
     /// Raw bytes per chunk: a power of two from 64 KiB to 1 MiB
@@ -238,6 +247,7 @@ impl<'a> ImageBuilder<'a> {
             chunk_count,
             crc_count,
             page_count: 0,
+            ext_len: 0,
             index_offset: 0,
             data_offset: 0,
             image_len: 0,
@@ -245,6 +255,11 @@ impl<'a> ImageBuilder<'a> {
             version_label: self.version_label,
         };
         header.page_count = header.chunk_pages() + header.crc_pages();
+        let ext = self.extension.encode();
+        if !ext.is_empty() {
+            header.ext_len = ext.len() as u32;
+            header.incompat_flags |= INCOMPAT_HEAD_EXT;
+        }
         if header.sig_offset() > MAX_SIGNED_HEAD {
             return Err(too_big(
                 "the index needs a signed head over 1 MiB: use a larger chunk size or split the payload",
@@ -330,6 +345,7 @@ impl<'a> ImageBuilder<'a> {
         for page in index.chunks(PAGE_LEN) {
             head.extend_from_slice(&Sha256::digest(page));
         }
+        head.extend_from_slice(&ext);
         for _ in 0..header.sig_slot_count {
             head.extend_from_slice(&SigSlot::encode(None));
         }

@@ -190,6 +190,9 @@ pub struct Config {
     /// CA bundle (PEM) for https sources, copied to /run/fwpack for the
     /// running system's `apply`/`check` (default there: the system's).
     pub ca: Option<PathBuf>,
+    /// Cap on fetch bandwidth in bytes per second, passed on to the
+    /// running system's `apply` like `ca`; `None`: no cap.
+    pub max_rate: Option<u64>,
     pub images: Option<Images>,
     pub device_timeout: Duration,
     pub on_failure: Action,
@@ -277,11 +280,27 @@ const KEYS: &[&str] = &[
     "boot",
     "kexec_panic",
     "ca",
+    "max_rate",
     "fallback_below_floor",
     "watchdog",
     "watchdog_timeout",
     "init_env",
     "kexec_dtb",
+    // Read by `fwpack-updater fleet` on the running system (fleet.rs).
+    "fleet_server",
+    "fleet_tenant",
+    "fleet_controller_id",
+    "fleet_target_token",
+    "fleet_gateway_token",
+    "fleet_ca",
+    "fleet_pin",
+    "fleet_poll_min",
+    "fleet_poll_max",
+    "fleet_max_rate",
+    "fleet_state_dir",
+    "fleet_confirm",
+    "fleet_reboot",
+    "fleet_tries",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -409,6 +428,7 @@ impl Config {
             modules: None,
             keys: PathBuf::from("/etc/fwpack/keys"),
             ca: None,
+            max_rate: None,
             images: None,
             device_timeout: Duration::from_secs(30),
             on_failure: Action::Reboot,
@@ -557,6 +577,13 @@ impl Config {
                     None
                 } else {
                     Some(path(v)?)
+                }
+            }
+            "max_rate" => {
+                self.max_rate = if v.is_empty() || v == "none" {
+                    None
+                } else {
+                    Some(parse_size(v)?).filter(|&r| r > 0)
                 }
             }
             "images" => {
@@ -955,6 +982,19 @@ board = qemu-x86_64
         let (c, _) = Config::parse("target = /dev/vda\nca = none\n").unwrap();
         assert_eq!(c.ca, None);
         assert!(Config::parse("target = /dev/vda\nca = ca.pem\n").is_err());
+    }
+
+    #[test]
+    fn max_rate_key() {
+        let (c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert_eq!(c.max_rate, None);
+        let (c, _) = Config::parse("target = /dev/vda\nmax_rate = 512K\n").unwrap();
+        assert_eq!(c.max_rate, Some(512 << 10));
+        for off in ["0", "none"] {
+            let (c, _) = Config::parse(&format!("target = /dev/vda\nmax_rate = {off}\n")).unwrap();
+            assert_eq!(c.max_rate, None);
+        }
+        assert!(Config::parse("target = /dev/vda\nmax_rate = fast\n").is_err());
     }
 
     #[test]

@@ -228,6 +228,7 @@ fn boot(cfg: &Config, signals: &mut Signals, init: &InitArgs) -> Result<Infallib
             };
             (dev, t.fstype.clone(), t.partitions)
         }),
+        max_rate: cfg.max_rate,
     };
     if let Err(e) = info.save(&cfg.keys, cfg.ca.as_deref()) {
         // Booting matters more than the convenience of mark-good defaults.

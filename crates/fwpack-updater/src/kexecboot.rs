@@ -393,6 +393,7 @@ pub fn slot_stage(
         slot,
         trial: area.boot().pending == Some(slot),
         tryboot: None,
+        max_rate: cfg.max_rate,
     };
     if let Err(e) = info.save(&cfg.keys, cfg.ca.as_deref()) {
         log!("{e} (`fwpack-updater mark-good` will need --target and --slot)");

@@ -38,6 +38,9 @@ pub struct RunInfo {
     pub trial: bool,
     /// Tryboot: the autoboot.txt partition and the boot partitions of A and B.
     pub tryboot: Option<(PathBuf, String, [u32; 2])>,
+    /// updater.conf's `max_rate`: the default `--max-rate` of `apply`
+    /// and `check` on the running system.
+    pub max_rate: Option<u64>,
 }
 
 impl RunInfo {
@@ -56,6 +59,9 @@ impl RunInfo {
                 dev.display()
             ));
         }
+        if let Some(r) = self.max_rate {
+            s.push_str(&format!("max_rate = {r}\n"));
+        }
         s
     }
 
@@ -65,6 +71,7 @@ impl RunInfo {
         let mut state_copy_distance = updater::DEFAULT_STATE_COPY_DISTANCE;
         let mut slot = None;
         let mut trial = false;
+        let mut max_rate = None;
         let (mut tb_dev, mut tb_fs, mut tb_parts) = (None, "vfat".to_string(), None);
         for p in updater::keyvalue::parse(text).strict()? {
             let v = p.value;
@@ -83,6 +90,13 @@ impl RunInfo {
                 }
                 "slot" => slot = Some(v.parse::<Slot>().map_err(|e| e.to_string())?),
                 "trial" => trial = v == "yes",
+                "max_rate" => {
+                    max_rate = Some(
+                        v.parse::<u64>()
+                            .map_err(|_| format!("bad max_rate `{v}`"))?,
+                    )
+                    .filter(|&r| r > 0)
+                }
                 "tryboot" => tb_dev = Some(PathBuf::from(v)),
                 "tryboot_fstype" => tb_fs = v.to_string(),
                 "tryboot_partitions" => {
@@ -107,6 +121,7 @@ impl RunInfo {
                 (Some(d), Some(p)) => Some((d, tb_fs, p)),
                 _ => None,
             },
+            max_rate,
         })
     }
 
@@ -148,9 +163,12 @@ mod tests {
 
     #[test]
     fn roundtrip() {
-        for tryboot in [
-            None,
-            Some((PathBuf::from("/dev/mmcblk0p1"), "vfat".to_string(), [2, 3])),
+        for (tryboot, max_rate) in [
+            (None, None),
+            (
+                Some((PathBuf::from("/dev/mmcblk0p1"), "vfat".to_string(), [2, 3])),
+                Some(1 << 20),
+            ),
         ] {
             let r = RunInfo {
                 target: "/dev/nvme0n1".into(),
@@ -159,6 +177,7 @@ mod tests {
                 slot: Slot::B,
                 trial: true,
                 tryboot,
+                max_rate,
             };
             assert_eq!(RunInfo::parse(&r.to_text()).unwrap(), r);
         }

@@ -70,13 +70,10 @@ pub(crate) struct Url {
 
 impl Url {
     pub fn parse(s: &str) -> Result<Url, String> {
-        let (tls, rest) = if let Some(r) = strip_prefix_ci(s, "http://") {
-            (false, r)
-        } else if let Some(r) = strip_prefix_ci(s, "https://") {
-            (true, r)
-        } else {
+        let Some((scheme, rest)) = crate::Scheme::split(s) else {
             return Err(format!("`{s}` is not an http:// or https:// URL"));
         };
+        let tls = scheme == crate::Scheme::Https;
         let (authority, path) = match rest.find(['/', '?', '#']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -156,15 +153,18 @@ impl Url {
 
     /// `location` resolved against this URL.
     fn join(&self, location: &str) -> Result<Url, String> {
-        if strip_prefix_ci(location, "http://").is_some()
-            || strip_prefix_ci(location, "https://").is_some()
-        {
+        if crate::Scheme::split(location).is_some() {
             return Url::parse(location);
         }
         let path = if location.starts_with("//") {
             return Url::parse(&format!(
                 "{}:{location}",
-                if self.tls { "https" } else { "http" }
+                if self.tls {
+                    crate::Scheme::Https
+                } else {
+                    crate::Scheme::Http
+                }
+                .as_str()
             ));
         } else if location.starts_with('/') {
             location.to_string()
@@ -180,12 +180,6 @@ impl Url {
         }
         Ok(u)
     }
-}
-
-fn strip_prefix_ci<'a>(s: &'a str, p: &str) -> Option<&'a str> {
-    s.get(..p.len())
-        .filter(|h| h.eq_ignore_ascii_case(p))
-        .map(|_| &s[p.len()..])
 }
 
 fn parse_port(p: &str) -> Result<u16, String> {
@@ -553,10 +547,22 @@ impl Client {
     }
 
     fn get_once(&self, u: &Url, headers: &[(&str, &str)]) -> Result<Response, Failure> {
+        self.send_once("GET", u, headers, None)
+    }
+
+    /// One request, no redirects followed (the JSON API client, `api.rs`,
+    /// sends PUT and POST with a body through it).
+    pub(crate) fn send_once(
+        &self,
+        method: &str,
+        u: &Url,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response, Failure> {
         let timeout = self.limits.timeout;
         let mut conn = self.connect(u)?;
         let mut req = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nAccept-Encoding: identity\r\nConnection: close\r\n",
+            "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nAccept-Encoding: identity\r\nConnection: close\r\n",
             u.path,
             u.host_header(),
             self.user_agent
@@ -567,8 +573,12 @@ impl Client {
             }
             req.push_str(&format!("{k}: {v}\r\n"));
         }
+        if let Some(b) = body {
+            req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+        }
         req.push_str("\r\n");
         conn.write_all(req.as_bytes())
+            .and_then(|()| conn.write_all(body.unwrap_or_default()))
             .and_then(|()| conn.flush())
             .map_err(|e| io_failure("sending the request", &e, timeout))?;
         let mut r = BufReader::with_capacity(64 << 10, conn);
@@ -687,6 +697,9 @@ pub(crate) struct Metered {
     /// Since the connection opened, for the maximum rate.
     opened: Instant,
     total: u64,
+    /// The socket's current read and write timeouts.
+    armed_read: Option<Duration>,
+    armed_write: Option<Duration>,
 }
 
 impl Metered {
@@ -699,6 +712,8 @@ impl Metered {
             window_bytes: 0,
             opened: now,
             total: 0,
+            armed_read: None,
+            armed_write: None,
         }
     }
 
@@ -730,17 +745,33 @@ impl Metered {
     }
 
     /// How long the next socket operation may block: the timeout, cut
-    /// short by the deadline and the end of the rate window.
-    fn arm(&self, write: bool) -> io::Result<Duration> {
+    /// short by the deadline and the end of the rate window. Set on the
+    /// socket only when it changes, in whole seconds rounded down (below
+    /// a second, exactly): a timeout that fires early is only checked and
+    /// re-armed, and a setsockopt per read was a syscall per 64 KiB.
+    fn arm(&mut self, write: bool) -> io::Result<Duration> {
         let mut wait = self.limits.wait().map_err(|f| stop(f.msg, true))?;
         if let Some((_, window)) = self.limits.min_rate {
             let left = window.saturating_sub(self.window_start.elapsed());
             wait = wait.min(left.max(Duration::from_millis(10)));
         }
-        if write {
-            self.s.set_write_timeout(Some(wait))?;
+        let set = if wait >= Duration::from_secs(1) {
+            Duration::from_secs(wait.as_secs())
         } else {
-            self.s.set_read_timeout(Some(wait))?;
+            wait
+        };
+        let armed = if write {
+            &mut self.armed_write
+        } else {
+            &mut self.armed_read
+        };
+        if *armed != Some(set) {
+            if write {
+                self.s.set_write_timeout(Some(set))?;
+            } else {
+                self.s.set_read_timeout(Some(set))?;
+            }
+            *armed = Some(set);
         }
         Ok(wait)
     }

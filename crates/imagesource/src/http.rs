@@ -189,20 +189,16 @@ impl HttpSource {
     /// Opens `url`: one request for the first window, which gives the
     /// length and the validator.
     pub fn open(url: &str, opts: &HttpOptions, observer: Option<Observer>) -> Result<Self, Error> {
-        if !cfg!(feature = "tls")
-            && url
-                .get(..8)
-                .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
-        {
+        let parsed = crate::client::Url::parse(url).map_err(|reason| Error::Protocol {
+            url: url.into(),
+            reason,
+        })?;
+        if !cfg!(feature = "tls") && parsed.tls {
             return Err(Error::NoTls {
                 url: url.into(),
                 reason: "the device build has no TLS stack: ring, the only mature Rust crypto provider for rustls, needs a C compiler; the signature already secures the content, so serve the image over http:// or terminate TLS on a local proxy",
             });
         }
-        crate::client::Url::parse(url).map_err(|reason| Error::Protocol {
-            url: url.into(),
-            reason,
-        })?;
         let mut s = HttpSource {
             client: Client::new(
                 opts,

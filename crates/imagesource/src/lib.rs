@@ -27,6 +27,7 @@ use std::ops::Range;
 
 use fwimage::{ImageSource, HEADER_LEN};
 
+mod api;
 mod client;
 mod http;
 mod pin;
@@ -35,6 +36,7 @@ mod render;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub use api::{ApiClient, ApiResponse};
 pub use http::{
     FetchEvent, HttpOptions, HttpSource, Observer, Resolver, TlsOptions, DEFAULT_MIN_RATE,
 };
@@ -148,7 +150,7 @@ impl Spec {
     pub fn parse(s: &str) -> Spec {
         if s == "-" {
             Spec::Stdin
-        } else if starts_with_ignore_case(s, "http://") || starts_with_ignore_case(s, "https://") {
+        } else if Scheme::split(s).is_some() {
             Spec::Url(s.to_string())
         } else {
             Spec::Path(s.into())
@@ -165,9 +167,33 @@ impl Spec {
     }
 }
 
-fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
-    s.get(..prefix.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+/// A URL's scheme. This is the one place that looks at it: [`Spec`],
+/// the client's URL parser and its redirect resolution all ask here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    /// The scheme of `s` (`http://` or `https://`, any case) and what
+    /// follows it.
+    pub fn split(s: &str) -> Option<(Scheme, &str)> {
+        [("http://", Scheme::Http), ("https://", Scheme::Https)]
+            .into_iter()
+            .find_map(|(p, scheme)| {
+                s.get(..p.len())
+                    .filter(|h| h.eq_ignore_ascii_case(p))
+                    .map(|_| (scheme, &s[p.len()..]))
+            })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
 }
 
 /// An opened source of any kind.
@@ -304,6 +330,9 @@ mod tests {
             Spec::Url("HTTP://h/x.fwi".into())
         );
         assert_eq!(Spec::parse("./http:"), Spec::Path("./http:".into()));
+        assert_eq!(Spec::parse("https:/x"), Spec::Path("https:/x".into()));
+        assert_eq!(Scheme::split("hTTpS://h/x"), Some((Scheme::Https, "h/x")));
+        assert_eq!(Scheme::split("http:/h"), None);
         assert_eq!(Spec::parse("h"), Spec::Path("h".into()));
     }
 

@@ -733,14 +733,31 @@ impl Engine<'_> {
         if start_seg >= self.plans.len() {
             return Ok(());
         }
+        let workers = checkers();
         std::thread::scope(|scope| {
-            // Two buffers: one being filled (read, hash, decompress) while
-            // the other is written. Memory stays constant in image size.
-            let (full_tx, full_rx) = mpsc::sync_channel::<Msg>(1);
+            // A pipeline of long-lived threads: the reader fetches stored
+            // bytes, `workers` threads authenticate (and decode) whole
+            // batches in parallel, this thread writes them in order. The
+            // buffers circulate (reader → checker → writer → reader), so
+            // memory is fixed: one being read, one per checker, one being
+            // written.
+            let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Job)>(1);
+            let (done_tx, done_rx) = mpsc::channel::<(u64, Msg)>();
             let (free_tx, free_rx) = mpsc::channel::<AlignedBuf>();
-            for _ in 0..2 {
+            for _ in 0..workers + 2 {
                 let _ = free_tx.send(AlignedBuf::new(batch, mem_align));
             }
+            // Shared by the checkers; dropped with the last of them, which
+            // unblocks a reader waiting to hand over a job.
+            let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
+            for n in 0..workers {
+                let (rx, tx) = (job_rx.clone(), done_tx.clone());
+                std::thread::Builder::new()
+                    .name(format!("fwpack-check{n}"))
+                    .spawn_scoped(scope, move || check_batches(&rx, &tx))
+                    .map_err(Error::io("starting an image checker thread"))?;
+            }
+            drop((job_rx, done_tx));
             let reader = std::thread::Builder::new()
                 .name("fwpack-read".into())
                 .spawn_scoped(scope, move || {
@@ -751,19 +768,20 @@ impl Engine<'_> {
                         batch,
                         copy,
                         free_rx,
-                        full_tx,
+                        job_tx,
                     )
                 })
                 .map_err(Error::io("starting the image reader thread"))?;
             let res = self.consume(
                 area,
-                full_rx,
+                done_rx,
                 free_tx,
                 (start_seg, start_off),
                 done_before,
                 events,
             );
-            // Dropping the channels (inside consume) unblocks the reader.
+            // Dropping the channels (inside consume) unblocks the reader
+            // and the checkers.
             let _ = reader.join();
             res
         })
@@ -772,7 +790,7 @@ impl Engine<'_> {
     fn consume(
         &mut self,
         area: &mut StateArea,
-        full_rx: mpsc::Receiver<Msg>,
+        done_rx: mpsc::Receiver<(u64, Msg)>,
         free_tx: mpsc::Sender<AlignedBuf>,
         (start_seg, start_off): (usize, u64),
         done_before: u64,
@@ -784,32 +802,40 @@ impl Engine<'_> {
             seg: start_seg,
             unproven: Vec::new(),
         };
-        while let Ok(msg) = full_rx.recv() {
-            match msg {
-                Msg::Batch {
-                    seg,
-                    pos,
-                    len,
-                    mut buf,
-                    chunks,
-                } => {
-                    // Zero the sector padding after a segment's last byte:
-                    // it is written whole (no read-modify-write), never stale.
-                    let dev_len = round_up(len as u64, self.io_align) as usize;
-                    buf.as_mut_slice()[len..dev_len].fill(0);
-                    self.write_raw(seg, pos, &buf.as_slice()[..dev_len], len)?;
-                    let _ = free_tx.send(buf);
-                    self.wrote(area, &mut p, seg, pos + len as u64, chunks, events)?;
-                }
-                Msg::Seed { seg, chunks } => {
-                    for (c, from) in chunks {
-                        self.copy_from_seed(seg, &c, from)?;
-                        let end = c.raw_offset + c.raw_len as u64;
-                        self.wrote(area, &mut p, seg, end, vec![c], events)?;
+        // Checkers finish out of order; the writer takes their batches in
+        // the reader's order (at most one per buffer is waiting here).
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut next = 0u64;
+        while let Ok((seq, msg)) = done_rx.recv() {
+            waiting.insert(seq, msg);
+            while let Some(msg) = waiting.remove(&next) {
+                next += 1;
+                match msg {
+                    Msg::Batch {
+                        seg,
+                        pos,
+                        len,
+                        mut buf,
+                        chunks,
+                    } => {
+                        // Zero the sector padding after a segment's last byte:
+                        // it is written whole (no read-modify-write), never stale.
+                        let dev_len = round_up(len as u64, self.io_align) as usize;
+                        buf.as_mut_slice()[len..dev_len].fill(0);
+                        self.write_raw(seg, pos, &buf.as_slice()[..dev_len], len)?;
+                        let _ = free_tx.send(buf);
+                        self.wrote(area, &mut p, seg, pos + len as u64, chunks, events)?;
                     }
+                    Msg::Seed { seg, chunks } => {
+                        for (c, from) in chunks {
+                            self.copy_from_seed(seg, &c, from)?;
+                            let end = c.raw_offset + c.raw_len as u64;
+                            self.wrote(area, &mut p, seg, end, vec![c], events)?;
+                        }
+                    }
+                    Msg::Failed(e) => return Err(e.into()),
+                    Msg::Done { bytes_read } => self.report.image_bytes_read += bytes_read,
                 }
-                Msg::Failed(e) => return Err(e.into()),
-                Msg::Done { bytes_read } => self.report.image_bytes_read += bytes_read,
             }
         }
         drop(free_tx);
@@ -1071,9 +1097,62 @@ impl Engine<'_> {
     }
 }
 
-/// The reader thread: authenticated raw chunks of every segment from
-/// `start` on, batched per segment; chunks in `copy` are passed on as seed
-/// copies without reading them. Stops quietly when the consumer hangs up.
+/// How many threads authenticate batches: every core (the reader and
+/// the writer mostly wait on I/O), at most 4. Asked once per apply.
+fn checkers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
+}
+
+/// What the reader hands to the checkers.
+enum Job {
+    /// Stored bytes of a batch, not yet authenticated, in `buf`.
+    Check {
+        batch: fwimage::PendingBatch,
+        buf: AlignedBuf,
+    },
+    /// Passed on to the writer as is.
+    Pass(Msg),
+}
+
+/// A checker thread: authenticates (and decodes) batches until the reader
+/// or the writer hangs up.
+fn check_batches(
+    jobs: &std::sync::Mutex<mpsc::Receiver<(u64, Job)>>,
+    out: &mpsc::Sender<(u64, Msg)>,
+) {
+    let mut dec = fwimage::BatchDecoder::default();
+    loop {
+        // The lock is held only while waiting for the next job.
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((seq, job)) = job else {
+            return;
+        };
+        let msg = match job {
+            Job::Pass(m) => m,
+            Job::Check { batch, mut buf } => match batch.verify(buf.as_mut_slice(), &mut dec) {
+                Ok(chunks) => Msg::Batch {
+                    seg: batch.segment(),
+                    pos: batch.raw_offset(),
+                    len: batch.raw_len(),
+                    buf,
+                    chunks,
+                },
+                Err(e) => Msg::Failed(e),
+            },
+        };
+        if out.send((seq, msg)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The reader thread: stored bytes of every segment from `start` on,
+/// batched per segment, for the checkers; chunks in `copy` are passed on
+/// as seed copies without reading them. Stops quietly when the consumer
+/// hangs up. Every message is numbered: the writer restores this order.
 fn produce<S: ImageSource>(
     v: &Verified<'_>,
     image: &mut S,
@@ -1081,12 +1160,17 @@ fn produce<S: ImageSource>(
     batch: usize,
     copy: Option<&[Option<u64>]>,
     free: mpsc::Receiver<AlignedBuf>,
-    full: mpsc::SyncSender<Msg>,
+    jobs: mpsc::SyncSender<(u64, Job)>,
 ) {
+    let mut seq = 0u64;
+    let mut send = |job: Job| {
+        seq += 1;
+        jobs.send((seq - 1, job)).is_ok()
+    };
     let mut rd = match ChunkReader::start_at(v, &mut *image, seg, off) {
         Ok(r) => r,
         Err(e) => {
-            let _ = full.send(Msg::Failed(e));
+            send(Job::Pass(Msg::Failed(e)));
             return;
         }
     };
@@ -1105,7 +1189,7 @@ fn produce<S: ImageSource>(
         let n = (0..left.min(per_batch))
             .take_while(|&j| seed_of(first + chunk + j).is_some() == copied)
             .count() as u64;
-        let msg = if copied {
+        let job = if copied {
             let chunks: fwimage::Result<Vec<_>> = (chunk..chunk + n)
                 .map(|i| {
                     let e = rd.entry(seg, i)?;
@@ -1123,31 +1207,26 @@ fn produce<S: ImageSource>(
                 rd.seek(seg, ((chunk + n) * cs).min(s.raw_len))?;
                 Ok(c)
             });
-            match moved {
+            Job::Pass(match moved {
                 Ok(chunks) => Msg::Seed { seg, chunks },
                 Err(e) => Msg::Failed(e),
-            }
+            })
         } else {
             let Ok(mut buf) = free.recv() else {
                 return;
             };
             let limit = ((n * cs) as usize).min(batch);
-            match rd.next_batch(&mut buf.as_mut_slice()[..limit]) {
-                Ok(chunks) => Msg::Batch {
-                    seg,
-                    pos: chunk * cs,
-                    len: chunks.iter().map(|c| c.raw_len).sum(),
-                    buf,
-                    chunks,
-                },
-                Err(e) => Msg::Failed(e),
+            match rd.read_batch(&mut buf.as_mut_slice()[..limit]) {
+                Ok(Some(batch)) => Job::Check { batch, buf },
+                Ok(None) => break,
+                Err(e) => Job::Pass(Msg::Failed(e)),
             }
         };
-        let failed = matches!(msg, Msg::Failed(_));
-        if full.send(msg).is_err() || failed {
+        let failed = matches!(job, Job::Pass(Msg::Failed(_)));
+        if !send(job) || failed {
             return;
         }
     }
     let bytes_read = rd.index_bytes_read() + rd.data_bytes_read;
-    let _ = full.send(Msg::Done { bytes_read });
+    send(Job::Pass(Msg::Done { bytes_read }));
 }

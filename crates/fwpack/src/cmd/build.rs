@@ -138,6 +138,10 @@ pub fn build(args: BuildArgs) -> Result<()> {
         u.version.as_deref().unwrap_or("unknown"),
         u.sha256
     );
+    eprintln!(
+        "  sbom:    {} (sha256 {}, also in update.fwi's signed head)",
+        manifest.sbom, manifest.sbom_sha256
+    );
     for a in &manifest.artifacts {
         println!(
             "  {:<40} {:>12} bytes  sha256 {}",
