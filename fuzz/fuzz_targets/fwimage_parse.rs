@@ -8,6 +8,10 @@
 //! recomputed from the (mutated) bytes, and the head signed with a key the
 //! target trusts. That is a hostile signer's image, and reaches the chunk
 //! rules, the CRC chain and the zstd/gzip decoders with their limits.
+//!
+//! The head extension's record parser is also fed the raw input directly:
+//! a valid header rarely points at an extension the fuzzer controls, and
+//! the parser must be total on its own.
 #![no_main]
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -75,6 +79,7 @@ fn make_authentic(mut img: Vec<u8>) -> Option<Vec<u8>> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let _ = fwimage::HeadExtension::decode(&data[..data.len().min(fwimage::MAX_EXT_LEN as usize)]);
     exercise(data);
     if data.len() >= HEADER_LEN {
         if let Some(img) = make_authentic(data.to_vec()) {

@@ -612,7 +612,7 @@ fn slot_rootfs(
         files.push(("dtb", dtb));
     }
     let out = scratch.join("rootfs.ext4");
-    slotkernel::inject(rootfs, &out, &files)?;
+    slotkernel::inject(rootfs, &out, &files, Some(updater))?;
     Ok(out)
 }
 

@@ -22,7 +22,10 @@ pub struct BuildArgs {
     /// built-in ones [env: FWPACK_CONFIGS].
     #[arg(long, conflicts_with = "config")]
     configs: Option<PathBuf>,
-    /// Output directory; replaced as a whole only when the build succeeds.
+    /// Output directory (boot/, sdcard.img with .bmap and .zst, update.fwi,
+    /// the SPDX SBOM sbom.spdx.json whose SHA-256 update.fwi's signed head
+    /// carries, manifest.json); replaced as a whole only when the build
+    /// succeeds.
     #[arg(long, short = 'o')]
     out: PathBuf,
     /// Kernel image for the board (Debian's vmlinuz, Buildroot's Image).
