@@ -430,7 +430,7 @@ fn encode_segment(
     sink: &mut Sink<'_>,
 ) -> Result<()> {
     use std::collections::BTreeMap;
-    use std::sync::mpsc::{channel, Receiver};
+    use std::sync::mpsc::channel;
     use std::sync::{Arc, Mutex};
 
     let cs = 1u64 << shift;
@@ -439,7 +439,7 @@ fn encode_segment(
     std::thread::scope(|scope| -> Result<()> {
         let (job_tx, job_rx) = channel::<(u64, Vec<u8>)>();
         let (done_tx, done_rx) = channel::<Result<Encoded>>();
-        let job_rx: Arc<Mutex<Receiver<(u64, Vec<u8>)>>> = Arc::new(Mutex::new(job_rx));
+        let job_rx = Arc::new(Mutex::new(job_rx));
         for _ in 0..jobs {
             let (rx, tx) = (Arc::clone(&job_rx), done_tx.clone());
             scope.spawn(move || {
