@@ -276,6 +276,13 @@ fn release_archive_builds_and_boots_without_the_source_tree() {
     assert!(keygen.status.success(), "{}", show(&keygen));
     let updater =
         std::fs::read(home.join("lib/fwpack/aarch64-unknown-linux-musl/fwpack-updater")).unwrap();
+    // The plain bootstrap updater's size budget (DESIGN.md): a size, not a
+    // timing, so it is a test.
+    assert!(
+        updater.len() <= 1 << 20,
+        "the shipped aarch64 fwpack-updater is {} bytes, over its 1,048,576-byte budget",
+        updater.len()
+    );
     for (board, out) in [("rpi-zero2w", "pi"), ("qemu-aarch64", "qemu")] {
         let mut args = vec![
             "build",
