@@ -58,8 +58,10 @@ pub struct ApplyOptions {
     pub activate: bool,
     /// Trial boots of the new slot before falling back.
     pub tries: u8,
-    /// Bytes per device write; a multiple of 4096 (rounded up to whole
-    /// chunks of the image).
+    /// Twice this is the memory of the write pipeline, shared by its
+    /// buffers (one per checker thread plus two; each whole chunks of the
+    /// image, at least one): the bytes per device write. A multiple of
+    /// 4096.
     pub chunk_size: usize,
     /// Raw bytes between journal checkpoints (rounded up to chunks).
     pub checkpoint_interval: u64,
@@ -723,7 +725,11 @@ impl Engine<'_> {
         let start_seg = start_seg as usize;
         let v = self.v;
         let cs = self.chunk_size();
-        let batch = round_up((self.opts.chunk_size as u64).max(cs), cs) as usize;
+        let workers = checkers();
+        // Fixed memory, whatever the core count: 2 × chunk_size over
+        // `workers + 2` buffers, whole chunks each.
+        let share = 2 * self.opts.chunk_size as u64 / (workers as u64 + 2);
+        let batch = (share / cs).max(1) as usize * cs as usize;
         let mem_align = self.mem_align;
         let done_before: u64 = self.plans[..start_seg.min(self.plans.len())]
             .iter()
@@ -733,7 +739,6 @@ impl Engine<'_> {
         if start_seg >= self.plans.len() {
             return Ok(());
         }
-        let workers = checkers();
         std::thread::scope(|scope| {
             // A pipeline of long-lived threads: the reader fetches stored
             // bytes, `workers` threads authenticate (and decode) whole
