@@ -755,10 +755,10 @@ impl Engine<'_> {
             // Shared by the checkers; dropped with the last of them, which
             // unblocks a reader waiting to hand over a job.
             let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
-            for n in 0..workers {
+            for _ in 0..workers {
                 let (rx, tx) = (job_rx.clone(), done_tx.clone());
                 std::thread::Builder::new()
-                    .name(format!("fwpack-check{n}"))
+                    .name("fwpack-check".into())
                     .spawn_scoped(scope, move || check_batches(&rx, &tx))
                     .map_err(Error::io("starting an image checker thread"))?;
             }
@@ -809,11 +809,12 @@ impl Engine<'_> {
         };
         // Checkers finish out of order; the writer takes their batches in
         // the reader's order (at most one per buffer is waiting here).
-        let mut waiting = std::collections::BTreeMap::new();
+        let mut waiting: Vec<(u64, Msg)> = Vec::new();
         let mut next = 0u64;
-        while let Ok((seq, msg)) = done_rx.recv() {
-            waiting.insert(seq, msg);
-            while let Some(msg) = waiting.remove(&next) {
+        while let Ok(got) = done_rx.recv() {
+            waiting.push(got);
+            while let Some(i) = waiting.iter().position(|(seq, _)| *seq == next) {
+                let msg = waiting.swap_remove(i).1;
                 next += 1;
                 match msg {
                     Msg::Batch {
