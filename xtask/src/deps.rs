@@ -103,15 +103,33 @@ pub const RUST_TARGETS: &[&str] = &[
 pub fn ensure(sh: &Shell) -> Result<()> {
     ensure_rust_targets(sh)?;
     ensure_debian_packages(sh)?;
-    ensure_python_venv(sh)
+    ensure_python_venv(sh, "buildroot-external/utils/requirements.txt", "venv", None)?;
+    // goosebit, a DDI server, and our plugin for it (the fleet_goosebit test).
+    ensure_python_venv(
+        sh,
+        "python/goosebit-requirements.txt",
+        "goosebit-venv",
+        Some("python/fwpack-goosebit"),
+    )
 }
 
 /// Pinned PyPI packages (PyKCS11 for the PKCS#11 signer, flake8 and
 /// oelint-adv for the Buildroot/Yocto trees) in `<cache>/venv`; the
 /// release_* tests use them from there. Redone only when the pins change.
-fn ensure_python_venv(sh: &Shell) -> Result<()> {
-    let requirements = "buildroot-external/utils/requirements.txt";
-    let pins = sh.read_file(requirements).context(requirements)?;
+fn ensure_python_venv(
+    sh: &Shell,
+    requirements: &str,
+    name: &str,
+    local: Option<&str>,
+) -> Result<()> {
+    let mut pins = sh.read_file(requirements).context(requirements)?;
+    if let Some(dir) = local {
+        // A change to the local package reinstalls it too.
+        for f in ["pyproject.toml", "fwpack_goosebit/__init__.py"] {
+            let path = format!("{dir}/{f}");
+            pins.push_str(&sh.read_file(&path).context(path)?);
+        }
+    }
     let cache = match std::env::var_os("FWPACK_CACHE") {
         Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
         _ => std::env::var_os("CARGO_TARGET_DIR")
@@ -119,7 +137,7 @@ fn ensure_python_venv(sh: &Shell) -> Result<()> {
             .map_or_else(|| sh.current_dir().join("target"), std::path::PathBuf::from)
             .join("fwpack-cache"),
     };
-    let venv = cache.join("venv");
+    let venv = cache.join(name);
     let stamp = venv.join(".fwpack-requirements");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(pins.as_str()) {
         return Ok(());
@@ -145,6 +163,16 @@ fn ensure_python_venv(sh: &Shell) -> Result<()> {
     )
     .run()
     .context("pip install into the test venv")?;
+    if let Some(dir) = local {
+        // Built by pip with setuptools from PyPI; it has no dependencies
+        // of its own beyond the pinned ones.
+        cmd!(
+            sh,
+            "{pip} install -q --disable-pip-version-check --no-deps {dir}"
+        )
+        .run()
+        .context("pip install of the goosebit plugin")?;
+    }
     sh.write_file(&stamp, pins)?;
     Ok(())
 }

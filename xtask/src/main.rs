@@ -6,6 +6,7 @@
 
 mod archive;
 mod bench_apply;
+mod bench_compare;
 mod bench_fwimage;
 mod bench_http;
 mod bench_initramfs;
@@ -26,7 +27,7 @@ usage: cargo xtask <command>
 commands:
   deps        install the host tools and rustup targets the tests need (idempotent)
   test        deps + cargo fmt --check + clippy -D warnings + cargo test --workspace
-  bench <what> benchmarks against the reference tools (what: fwimage, initramfs, apply, kexec, http)
+  bench <what> benchmarks against the reference tools (what: compare, fwimage, initramfs, apply, kexec, http)
   inputs [--board B]  fetch the boards' kernels, DTBs, modules, Pi firmware from Debian into the cache
   demo        the main job on rpi-zero2w, then an A/B update of the same updater in QEMU aarch64
   e2e [--full] update, fallback and power cuts in QEMU (--full: all three qemu boards, >= 20 cuts)
@@ -68,6 +69,10 @@ fn bench(sh: &Shell, what: Option<&str>) -> Result<()> {
             let rest: Vec<String> = std::env::args().skip(3).collect();
             bench_http::run(sh, &rest)
         }
+        Some("compare") => {
+            let rest: Vec<String> = std::env::args().skip(3).collect();
+            bench_compare::run(sh, &rest)
+        }
         Some("fwimage") => {
             let rest: Vec<String> = std::env::args().skip(3).collect();
             bench_fwimage::run(sh, &project_root(), &rest)
@@ -103,8 +108,17 @@ fn bench(sh: &Shell, what: Option<&str>) -> Result<()> {
 fn test(sh: &Shell) -> Result<()> {
     deps::ensure(sh)?;
     cmd!(sh, "cargo fmt --all -- --check").run()?;
-    cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
-    cmd!(sh, "cargo test --workspace --all-targets --no-fail-fast").run()?;
+    // `fleet` (the DDI client) is off in the device build's defaults.
+    cmd!(
+        sh,
+        "cargo clippy --workspace --all-targets --features fwpack-updater/fleet -- -D warnings"
+    )
+    .run()?;
+    cmd!(
+        sh,
+        "cargo test --workspace --all-targets --features fwpack-updater/fleet --no-fail-fast"
+    )
+    .run()?;
     cmd!(sh, "cargo test --workspace --doc").run()?;
     // The short end-to-end run: qemu-x86_64, update + fallback + 3 power cuts.
     e2e::run(sh, &[])?;

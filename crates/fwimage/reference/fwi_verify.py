@@ -201,11 +201,14 @@ def verify(path, pubkeys, board):
     (nslots, chunk_count, crc_count, index_offset, page_count, data_offset,
      image_len) = struct.unpack_from("<IQQQQQQ", h, 52)
     need(hlen == 256, "header", f"header_len {hlen}")
-    need(incompat & ~1 == 0, "header", f"unknown incompat_flags {incompat:#x}")
+    need(incompat & ~3 == 0, "header", f"unknown incompat_flags {incompat:#x}")
     need((hash_alg, crc_alg, sig_alg, block_shift) == (1, 1, 1, 12), "header",
          "unknown hash/crc/sig algorithm or block_shift")
     need(seg_entry_len == 160, "header", f"segment_entry_len {seg_entry_len}")
-    need(h[49:52] == bytes(3) and h[232:252] == bytes(20), "header", "reserved bytes not zero")
+    need(h[49:52] == bytes(3) and h[236:252] == bytes(16), "header", "reserved bytes not zero")
+    (ext_len,) = struct.unpack_from("<I", h, 232)
+    need((ext_len != 0) == bool(incompat & 2) and ext_len <= 4096, "header",
+         f"ext_len {ext_len} with incompat bit 1 {'set' if incompat & 2 else 'clear'}")
     board_s = text(h[104:168], "header: board", True)
     label = text(h[168:232], "header: version_label", False)
 
@@ -220,7 +223,8 @@ def verify(path, pubkeys, board):
     need(crc_count <= image_len // 4, "limits", "crc_count larger than the file allows")
     chunk_pages = ceil_div(chunk_count, 51)
     need(page_count == chunk_pages + ceil_div(crc_count, 1024), "limits", "page_count")
-    sig_offset = 256 + 160 * nseg + 32 * page_count
+    ext_offset = 256 + 160 * nseg + 32 * page_count
+    sig_offset = ext_offset + ext_len
     need(sig_offset <= MIB, "limits", f"signed head of {sig_offset} bytes > 1 MiB")
     need(index_offset == ceil_div(sig_offset + 128 * nslots, 4096) * 4096, "limits", "index_offset")
     need(data_offset == index_offset + 4096 * page_count, "limits", "data_offset")
@@ -272,7 +276,22 @@ def verify(path, pubkeys, board):
 
     # --- signature ---
     page_hashes = read_at(256 + 160 * nseg, 32 * page_count)
-    head = h + table + page_hashes
+    ext = read_at(ext_offset, ext_len)
+    sbom, at, last_type = None, 0, -1
+    while at < ext_len:
+        need(at + 8 <= ext_len, "head extension", "record header past ext_len")
+        rtype, rflags, rlen = struct.unpack_from("<HHI", ext, at)
+        need(rflags & ~1 == 0, "head extension", f"record {rtype}: unknown flags {rflags:#x}")
+        need(rtype > last_type, "head extension", f"record {rtype} not in ascending order")
+        need(at + 8 + rlen <= ext_len, "head extension", f"record {rtype} value past ext_len")
+        value = ext[at + 8:at + 8 + rlen]
+        if rtype == 1:
+            need(rlen == 32, "head extension", f"SBOM record of {rlen} bytes")
+            sbom = value.hex()
+        else:
+            need(rflags & 1, "head extension", f"unknown must-understand record {rtype}")
+        last_type, at = rtype, at + 8 + rlen
+    head = h + table + page_hashes + ext
     image_id = hashlib.sha256(head).hexdigest()
     msg = b"FWPKSIG2" + bytes.fromhex(image_id)
     trusted = {hashlib.sha256(raw).digest(): (pem, raw) for pem, raw in pubkeys}
@@ -364,7 +383,7 @@ def verify(path, pubkeys, board):
     need(pos == image_len, "padding", "data does not end at image_len")
     return (f"OK {path}: board={board_s} version={payload_version} label={label!r} "
             f"segments={nseg} chunks={chunk_count} chunk_size={chunk_size} raw={total_raw} "
-            f"signatures={good} image_id={image_id}")
+            f"signatures={good} image_id={image_id} sbom={sbom}")
 
 
 def main():

@@ -40,9 +40,16 @@ pub const COMPAT_REPRODUCIBLE: u32 = 1 << 0;
 /// Must-understand flag: at least one segment is stored compressed. A reader
 /// without decompressors must refuse rather than write compressed bytes raw.
 pub const INCOMPAT_COMPRESSED: u32 = 1 << 0;
-pub const KNOWN_INCOMPAT: u32 = INCOMPAT_COMPRESSED;
+/// Must-understand flag: the signed head has an extension area
+/// (`ext_len` bytes of records after the page-hash table, crate::ext).
+/// It moves the signature slots, so a reader that does not know it must
+/// refuse rather than look for them in the wrong place.
+pub const INCOMPAT_HEAD_EXT: u32 = 1 << 1;
+pub const KNOWN_INCOMPAT: u32 = INCOMPAT_COMPRESSED | INCOMPAT_HEAD_EXT;
 
 const HEADER_CRC_OFFSET: usize = HEADER_LEN - 4;
+/// `ext_len` sits in what were the first reserved bytes after the label.
+const EXT_LEN_OFFSET: usize = 232;
 
 /// How a segment's bytes are stored in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -105,6 +112,8 @@ pub struct Header {
     pub chunk_count: u64,
     pub crc_count: u64,
     pub page_count: u64,
+    /// Length of the head extension (0 without [`INCOMPAT_HEAD_EXT`]).
+    pub ext_len: u32,
     pub index_offset: u64,
     pub data_offset: u64,
     pub image_len: u64,
@@ -122,9 +131,13 @@ impl Header {
     pub fn page_hash_offset(&self) -> u64 {
         HEADER_LEN as u64 + u64::from(self.segment_count) * SEGMENT_ENTRY_LEN as u64
     }
+    /// Start of the head extension, right after the page-hash table.
+    pub fn ext_offset(&self) -> u64 {
+        self.page_hash_offset() + self.page_count * 32
+    }
     /// End of the signed head: everything before the signature slots.
     pub fn sig_offset(&self) -> u64 {
-        self.page_hash_offset() + self.page_count * 32
+        self.ext_offset() + u64::from(self.ext_len)
     }
     pub fn sig_end(&self) -> u64 {
         self.sig_offset() + u64::from(self.sig_slot_count) * SIG_SLOT_LEN as u64
@@ -165,6 +178,7 @@ impl Header {
         put64(&mut b, 96, self.image_len);
         put_str(&mut b[104..104 + BOARD_LEN], &self.board);
         put_str(&mut b[168..168 + LABEL_LEN], &self.version_label);
+        put32(&mut b, EXT_LEN_OFFSET, self.ext_len);
         let crc = crc32c::crc32c(&b[..HEADER_CRC_OFFSET]);
         put32(&mut b, HEADER_CRC_OFFSET, crc);
         b
@@ -214,7 +228,11 @@ impl Header {
             u64::from(get32(b, 44)),
             SEGMENT_ENTRY_LEN as u64,
         )?;
-        if b[49..52].iter().any(|&x| x != 0) || b[232..HEADER_CRC_OFFSET].iter().any(|&x| x != 0) {
+        if b[49..52].iter().any(|&x| x != 0)
+            || b[EXT_LEN_OFFSET + 4..HEADER_CRC_OFFSET]
+                .iter()
+                .any(|&x| x != 0)
+        {
             return Err(Error::NonZeroPadding("header reserved bytes"));
         }
 
@@ -231,6 +249,7 @@ impl Header {
             crc_count: get64(b, 64),
             index_offset: get64(b, 72),
             page_count: get64(b, 80),
+            ext_len: get32(b, EXT_LEN_OFFSET),
             data_offset: get64(b, 88),
             image_len: get64(b, 96),
             board: get_str(&b[104..104 + BOARD_LEN], "board")?,
@@ -286,6 +305,18 @@ impl Header {
             ));
         }
         expect_eq("page_count", h.page_count, h.chunk_pages() + h.crc_pages())?;
+        let has_ext = h.incompat_flags & INCOMPAT_HEAD_EXT != 0;
+        if has_ext != (h.ext_len != 0) || h.ext_len > crate::ext::MAX_EXT_LEN {
+            return Err(bad(
+                "ext_len",
+                format!(
+                    "{} with the head-extension flag {} (must be 1..={} with it, 0 without)",
+                    h.ext_len,
+                    if has_ext { "set" } else { "clear" },
+                    crate::ext::MAX_EXT_LEN
+                ),
+            ));
+        }
         if h.sig_offset() > MAX_SIGNED_HEAD {
             return Err(bad(
                 "page_count",

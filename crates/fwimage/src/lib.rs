@@ -21,6 +21,7 @@
 mod crc;
 mod decode;
 mod error;
+mod ext;
 mod index;
 mod keys;
 mod layout;
@@ -33,13 +34,15 @@ mod write;
 
 pub use crc::{crc_chain, CrcChain, BLOCK_SIZE};
 pub use error::{Error, ErrorClass};
+pub use ext::{HeadExtension, EXT_MAY_IGNORE, EXT_SBOM_SHA256, MAX_EXT_LEN};
 pub use index::{check_entry, Index, Verified};
 pub use keys::{parse_public_key, KeyId, TrustedKeys};
 pub use layout::{
     max_stored_len, ChunkEntry, Compression, Header, Segment, SigSlot, CHUNK_ENTRY_LEN,
     COMPAT_REPRODUCIBLE, CRCS_PER_PAGE, DEFAULT_CHUNK_SHIFT, ENTRIES_PER_PAGE, FORMAT_VERSION,
-    HEADER_LEN, INCOMPAT_COMPRESSED, MAGIC, MAX_CHUNK_SHIFT, MAX_SEGMENTS, MAX_SIGNED_HEAD,
-    MAX_SIG_SLOTS, MIN_CHUNK_SHIFT, NAME_LEN, PAGE_LEN, SEGMENT_ENTRY_LEN, SIG_SLOT_LEN,
+    HEADER_LEN, INCOMPAT_COMPRESSED, INCOMPAT_HEAD_EXT, MAGIC, MAX_CHUNK_SHIFT, MAX_SEGMENTS,
+    MAX_SIGNED_HEAD, MAX_SIG_SLOTS, MIN_CHUNK_SHIFT, NAME_LEN, PAGE_LEN, SEGMENT_ENTRY_LEN,
+    SIG_SLOT_LEN,
 };
 pub use read::{ImageHead, SIGNING_DOMAIN, SIGNING_MESSAGE_LEN};
 pub use source::{CountingSource, ImageSource, MemSource, SeekSource};
@@ -47,7 +50,7 @@ pub use stream::{BatchDecoder, ChunkInfo, ChunkReader, PendingBatch};
 pub use verify::VerifyReport;
 #[cfg(feature = "write")]
 pub use write::{
-    insert_signature, signed_message, ImageBuilder, SegmentSpec, Signer, WriteSummary,
+    default_jobs, insert_signature, signed_message, ImageBuilder, SegmentSpec, Signer, WriteSummary,
 };
 
 /// Result alias for this crate.

@@ -5,7 +5,7 @@
 use std::io::Read;
 
 use crate::layout::{self, Header, Segment, SigSlot, HEADER_LEN};
-use crate::{Error, Result, SEGMENT_ENTRY_LEN, SIG_SLOT_LEN};
+use crate::{Error, HeadExtension, Result, SEGMENT_ENTRY_LEN, SIG_SLOT_LEN};
 
 /// The parsed, structurally valid head of an image. Holding one does not
 /// mean the image is authentic: call [`ImageHead::verify_signature`].
@@ -14,6 +14,8 @@ pub struct ImageHead {
     pub header: Header,
     pub segments: Vec<Segment>,
     pub slots: Vec<Option<SigSlot>>,
+    /// The head extension's records (signed; empty when there is none).
+    pub extension: HeadExtension,
     /// Bytes `[0, sig_offset)`: the signed head (header, segment table,
     /// page hashes). Small: 32 bytes per 4 KiB of index.
     signed: Vec<u8>,
@@ -84,6 +86,17 @@ impl ImageHead {
         check_segments(&header, &segments)?;
 
         let sig_at = header.sig_offset() as usize;
+        let ext_at = header.ext_offset() as usize;
+        let extension = match head.get(ext_at..sig_at) {
+            Some(b) => HeadExtension::decode(b)?,
+            None => {
+                return Err(Error::Truncated {
+                    what: "head extension",
+                    needed: sig_at as u64,
+                    available: head.len() as u64,
+                })
+            }
+        };
         let mut slots = Vec::with_capacity(header.sig_slot_count as usize);
         for i in 0..header.sig_slot_count as usize {
             let at = sig_at + i * SIG_SLOT_LEN;
@@ -106,6 +119,7 @@ impl ImageHead {
             header,
             segments,
             slots,
+            extension,
             signed: head,
         })
     }

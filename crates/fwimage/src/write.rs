@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use crate::layout::{
     align_up, blocks_for, max_stored_len, validate_name, ChunkEntry, Compression, Header, Segment,
     SigSlot, BOARD_LEN, COMPAT_REPRODUCIBLE, CRCS_PER_PAGE, DEFAULT_CHUNK_SHIFT, ENTRIES_PER_PAGE,
-    FORMAT_VERSION, INCOMPAT_COMPRESSED, LABEL_LEN, MAX_CHUNK_SHIFT, MAX_SEGMENTS, MAX_SIGNED_HEAD,
-    MAX_SIG_SLOTS, MIN_CHUNK_SHIFT, PAGE_LEN, SIG_SLOT_LEN,
+    FORMAT_VERSION, INCOMPAT_COMPRESSED, INCOMPAT_HEAD_EXT, LABEL_LEN, MAX_CHUNK_SHIFT,
+    MAX_SEGMENTS, MAX_SIGNED_HEAD, MAX_SIG_SLOTS, MIN_CHUNK_SHIFT, PAGE_LEN, SIG_SLOT_LEN,
 };
 use crate::read::read_full;
 use crate::{CrcChain, Error, ImageHead, KeyId, Result, BLOCK_SIZE};
@@ -42,7 +42,17 @@ pub struct ImageBuilder<'a> {
     reproducible: bool,
     sig_slots: u32,
     chunk_shift: u8,
+    jobs: usize,
+    extension: crate::HeadExtension,
     segments: Vec<Pending<'a>>,
+}
+
+/// The threads [`ImageBuilder`] hashes and compresses chunks on unless told
+/// otherwise: the cores this process may run on, asked once (the answer
+/// reads cgroup files).
+pub fn default_jobs() -> usize {
+    static JOBS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *JOBS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// What [`ImageBuilder::write`] produced.
@@ -87,6 +97,8 @@ impl<'a> ImageBuilder<'a> {
             reproducible,
             sig_slots: 2,
             chunk_shift: DEFAULT_CHUNK_SHIFT,
+            jobs: default_jobs(),
+            extension: crate::HeadExtension::default(),
             segments: Vec::new(),
         })
     }
@@ -111,6 +123,13 @@ impl<'a> ImageBuilder<'a> {
         Ok(self)
     }
 
+    /// Records the SBOM's SHA-256 in the signed head (FORMAT.md, "Head
+    /// extension"), so a signature also vouches for which SBOM the image has.
+    pub fn sbom_sha256(mut self, sha256: [u8; 32]) -> Self {
+        self.extension.sbom_sha256 = Some(sha256);
+        self
+    }
+
     /// Raw bytes per chunk: a power of two from 64 KiB to 1 MiB
     /// (default 256 KiB).
     pub fn chunk_size(mut self, bytes: u64) -> Result<Self> {
@@ -129,6 +148,14 @@ impl<'a> ImageBuilder<'a> {
         }
         self.chunk_shift = bytes.trailing_zeros() as u8;
         Ok(self)
+    }
+
+    /// Threads to hash and compress chunks on (at least 1; default
+    /// [`default_jobs`]). Chunks are independent, so the image's bytes are
+    /// the same for any number.
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.jobs = jobs.max(1);
+        self
     }
 
     /// Adds a segment whose raw content is the next `raw_len` bytes of
@@ -220,6 +247,7 @@ impl<'a> ImageBuilder<'a> {
             chunk_count,
             crc_count,
             page_count: 0,
+            ext_len: 0,
             index_offset: 0,
             data_offset: 0,
             image_len: 0,
@@ -227,6 +255,11 @@ impl<'a> ImageBuilder<'a> {
             version_label: self.version_label,
         };
         header.page_count = header.chunk_pages() + header.crc_pages();
+        let ext = self.extension.encode();
+        if !ext.is_empty() {
+            header.ext_len = ext.len() as u32;
+            header.incompat_flags |= INCOMPAT_HEAD_EXT;
+        }
         if header.sig_offset() > MAX_SIGNED_HEAD {
             return Err(too_big(
                 "the index needs a signed head over 1 MiB: use a larger chunk size or split the payload",
@@ -248,9 +281,8 @@ impl<'a> ImageBuilder<'a> {
         let mut segments = Vec::with_capacity(self.segments.len());
         let mut pos = header.data_offset;
         out.seek(SeekFrom::Start(pos))?;
-        let mut enc = Encoder::default();
-        let mut page = crate::crc::PageBuf::new(cs as usize);
-        let raw = page.as_mut();
+        let jobs = self.jobs;
+        let mut probe = [0u8; 1];
         for p in self.segments {
             let aligned = align_up(pos);
             out.write_all(&vec![0u8; (aligned - pos) as usize])?;
@@ -262,46 +294,24 @@ impl<'a> ImageBuilder<'a> {
                 mut input,
             } = p;
             let start = pos;
-            let mut left = raw_len;
-            while left > 0 {
-                let want = left.min(cs) as usize;
-                let got = read_full(&mut input, &mut raw[..want])?;
-                if got < want {
-                    return Err(Error::InputChanged {
-                        segment: spec.name.clone(),
-                        expected: raw_len,
-                        actual: raw_len - left + got as u64,
-                    });
-                }
-                let chunk = &raw[..want];
-                for block in chunk.chunks(BLOCK_SIZE) {
-                    crc_table.push(chain.push(block));
-                }
-                let raw_sha: [u8; 32] = Sha256::digest(chunk).into();
-                let stored = enc.encode(&spec, chunk, self.chunk_shift)?;
-                let stored_sha = if spec.compression == Compression::None {
-                    raw_sha
-                } else {
-                    Sha256::digest(stored).into()
-                };
-                if stored.len() as u64 > max_stored_len(want as u64) {
-                    return Err(too_big(
-                        "a chunk did not compress within the format's bound",
-                    ));
-                }
-                out.write_all(stored)?;
-                entries.push(ChunkEntry {
-                    stored_sha256: stored_sha,
-                    raw_sha256: raw_sha,
-                    stored_offset: pos,
-                    stored_len: stored.len() as u32,
-                });
-                pos += stored.len() as u64;
-                left -= want as u64;
-                progress(want as u64);
-            }
+            let mut sink = Sink {
+                out: &mut out,
+                pos: &mut pos,
+                entries: &mut entries,
+                progress: &mut *progress,
+            };
+            encode_segment(
+                &spec,
+                raw_len,
+                &mut input,
+                self.chunk_shift,
+                jobs,
+                &mut crc_table,
+                &mut chain,
+                &mut sink,
+            )?;
             // An input that grew while being read would silently lose its tail.
-            if read_full(&mut input, &mut raw[..1])? != 0 {
+            if read_full(&mut input, &mut probe)? != 0 {
                 return Err(Error::InputChanged {
                     segment: spec.name.clone(),
                     expected: raw_len,
@@ -335,6 +345,7 @@ impl<'a> ImageBuilder<'a> {
         for page in index.chunks(PAGE_LEN) {
             head.extend_from_slice(&Sha256::digest(page));
         }
+        head.extend_from_slice(&ext);
         for _ in 0..header.sig_slot_count {
             head.extend_from_slice(&SigSlot::encode(None));
         }
@@ -353,6 +364,171 @@ impl<'a> ImageBuilder<'a> {
             segments,
         })
     }
+}
+
+/// Chunks read ahead or being encoded per thread: keeps every thread busy
+/// while the caller reads and writes, and bounds memory to about
+/// 2 × jobs × 2 chunks (raw and stored).
+const IN_FLIGHT_PER_JOB: usize = 2;
+
+/// Where encoded chunks go, in order.
+struct Sink<'s> {
+    out: &'s mut dyn Write,
+    pos: &'s mut u64,
+    entries: &'s mut Vec<ChunkEntry>,
+    progress: &'s mut dyn FnMut(u64),
+}
+
+/// One chunk after hashing and encoding.
+struct Encoded {
+    seq: u64,
+    raw: Vec<u8>,
+    raw_sha: [u8; 32],
+    /// `None`: stored as is.
+    stored: Option<(Vec<u8>, [u8; 32])>,
+}
+
+impl Sink<'_> {
+    fn put(&mut self, c: &Encoded) -> Result<()> {
+        let (stored, stored_sha) = match &c.stored {
+            Some((bytes, sha)) => (&bytes[..], *sha),
+            None => (&c.raw[..], c.raw_sha),
+        };
+        if stored.len() as u64 > max_stored_len(c.raw.len() as u64) {
+            return Err(Error::InvalidInput {
+                what: "image",
+                value: String::new(),
+                reason: "a chunk did not compress within the format's bound".into(),
+            });
+        }
+        self.out.write_all(stored)?;
+        self.entries.push(ChunkEntry {
+            stored_sha256: stored_sha,
+            raw_sha256: c.raw_sha,
+            stored_offset: *self.pos,
+            stored_len: stored.len() as u32,
+        });
+        *self.pos += stored.len() as u64;
+        (self.progress)(c.raw.len() as u64);
+        Ok(())
+    }
+}
+
+/// Reads one segment's chunks in order, hashes and encodes them on `jobs`
+/// threads, and hands them to `sink` in order. The CRC chain runs here, in
+/// order, as it must; each chunk's hashes and stored form depend on that
+/// chunk alone, so the bytes do not depend on `jobs`.
+#[allow(clippy::too_many_arguments)]
+fn encode_segment(
+    spec: &SegmentSpec,
+    raw_len: u64,
+    input: &mut dyn Read,
+    shift: u8,
+    jobs: usize,
+    crc_table: &mut Vec<u32>,
+    chain: &mut CrcChain,
+    sink: &mut Sink<'_>,
+) -> Result<()> {
+    use std::collections::BTreeMap;
+    use std::sync::mpsc::{channel, Receiver};
+    use std::sync::{Arc, Mutex};
+
+    let cs = 1u64 << shift;
+    let jobs = jobs.max(1);
+    let max_in_flight = (jobs * IN_FLIGHT_PER_JOB) as u64;
+    std::thread::scope(|scope| -> Result<()> {
+        let (job_tx, job_rx) = channel::<(u64, Vec<u8>)>();
+        let (done_tx, done_rx) = channel::<Result<Encoded>>();
+        let job_rx: Arc<Mutex<Receiver<(u64, Vec<u8>)>>> = Arc::new(Mutex::new(job_rx));
+        for _ in 0..jobs {
+            let (rx, tx) = (Arc::clone(&job_rx), done_tx.clone());
+            scope.spawn(move || {
+                let mut enc = Encoder::default();
+                loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((seq, raw)) = job else { return };
+                    let done = enc.encode(spec, &raw, shift).map(|stored| {
+                        let raw_sha: [u8; 32] = Sha256::digest(&raw).into();
+                        let stored = stored.map(|b| {
+                            let sha: [u8; 32] = Sha256::digest(&b).into();
+                            (b, sha)
+                        });
+                        Encoded {
+                            seq,
+                            raw,
+                            raw_sha,
+                            stored,
+                        }
+                    });
+                    if tx.send(done).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        // Only the workers hold senders now: if they all die, recv fails
+        // instead of waiting for ever.
+        drop(done_tx);
+        let mut ready: BTreeMap<u64, Encoded> = BTreeMap::new();
+        let mut free: Vec<Vec<u8>> = Vec::new();
+        let (mut next_seq, mut next_write) = (0u64, 0u64);
+        let mut collect = |ready: &mut BTreeMap<u64, Encoded>,
+                           free: &mut Vec<Vec<u8>>,
+                           next_write: &mut u64|
+         -> Result<()> {
+            let done = done_rx.recv().map_err(|_| Error::InvalidInput {
+                what: "encoder",
+                value: String::new(),
+                reason: "a chunk encoder thread died".into(),
+            })??;
+            ready.insert(done.seq, done);
+            while let Some(c) = ready.remove(next_write) {
+                sink.put(&c)?;
+                free.push(c.raw);
+                *next_write += 1;
+            }
+            Ok(())
+        };
+        let mut left = raw_len;
+        while left > 0 {
+            let want = left.min(cs) as usize;
+            let mut raw = free.pop().unwrap_or_default();
+            raw.resize(want, 0);
+            let got = read_full(&mut *input, &mut raw)?;
+            if got < want {
+                return Err(Error::InputChanged {
+                    segment: spec.name.clone(),
+                    expected: raw_len,
+                    actual: raw_len - left + got as u64,
+                });
+            }
+            for block in raw.chunks(BLOCK_SIZE) {
+                crc_table.push(chain.push(block));
+            }
+            job_tx
+                .send((next_seq, raw))
+                .map_err(|_| Error::InvalidInput {
+                    what: "encoder",
+                    value: String::new(),
+                    reason: "the chunk encoder threads died".into(),
+                })?;
+            next_seq += 1;
+            left -= want as u64;
+            while next_seq - next_write >= max_in_flight {
+                collect(&mut ready, &mut free, &mut next_write)?;
+            }
+        }
+        while next_write < next_seq {
+            collect(&mut ready, &mut free, &mut next_write)?;
+        }
+        // Dropping the queue (also on every error return above) ends the
+        // workers, which the scope then joins.
+        drop(job_tx);
+        Ok(())
+    })
 }
 
 /// The index region: chunk pages, then CRC pages (FORMAT.md).
@@ -375,30 +551,27 @@ fn index_pages(entries: &[ChunkEntry], crcs: &[u32]) -> Vec<u8> {
     out
 }
 
-/// Per-chunk encoders, reused across chunks.
+/// One thread's chunk encoders, reused across chunks.
 #[derive(Default)]
 struct Encoder {
     zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
-    buf: Vec<u8>,
 }
 
 impl Encoder {
-    /// The stored form of one chunk: the raw bytes, one gzip member, or
-    /// one zstd frame with content size and checksum and a window no
-    /// larger than the chunk.
-    fn encode<'b>(&'b mut self, spec: &SegmentSpec, raw: &'b [u8], shift: u8) -> Result<&'b [u8]> {
+    /// The stored form of one chunk: `None` for the raw bytes, or one gzip
+    /// member, or one zstd frame with content size and checksum and a window
+    /// no larger than the chunk.
+    fn encode(&mut self, spec: &SegmentSpec, raw: &[u8], shift: u8) -> Result<Option<Vec<u8>>> {
         match spec.compression {
-            Compression::None => Ok(raw),
+            Compression::None => Ok(None),
             Compression::Gzip => {
-                self.buf.clear();
                 let level = spec.level.unwrap_or(6).clamp(0, 9) as u32;
                 let mut e = flate2::GzBuilder::new().write(
-                    std::mem::take(&mut self.buf),
+                    Vec::with_capacity(raw.len() / 2),
                     flate2::Compression::new(level),
                 );
                 e.write_all(raw)?;
-                self.buf = e.finish()?;
-                Ok(&self.buf)
+                Ok(Some(e.finish()?))
             }
             Compression::Zstd => {
                 let level = spec.level.unwrap_or(3);
@@ -416,10 +589,9 @@ impl Encoder {
                         reason: "encoder unavailable".into(),
                     });
                 };
-                self.buf.clear();
-                self.buf.reserve(zstd::zstd_safe::compress_bound(raw.len()));
-                c.compress_to_buffer(raw, &mut self.buf)?;
-                Ok(&self.buf)
+                let mut buf = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw.len()));
+                c.compress_to_buffer(raw, &mut buf)?;
+                Ok(Some(buf))
             }
         }
     }

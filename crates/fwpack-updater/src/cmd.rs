@@ -128,6 +128,10 @@ boots the right A/B slot; see docs/ARCHITECTURE.md. As a command:
         [--ca FILE] [--pin sha256/BASE64]...
       Is the image at URL an update for this device (its board, a trusted
       signature, newer than the active slot)? Exit 0 yes, 10 no.
+  fleet [--once] [--config FILE] [options of apply]
+      (Builds with the `fleet` feature.) A hawkBit DDI client: polls the
+      server in updater.conf's fleet_* keys, installs its deployments and
+      reports the result after the reboot; `fleet --help` for more.
 
 Without --target, the commands use /run/fwpack/boot.conf (or
 $FWPACK_BOOT_RECORD), which the PID-1 updater leaves for the system it
@@ -137,29 +141,29 @@ Exit status: 0 ok, 1 failure, 2 usage, 3 I/O, 4 format, 5 signature,
 
 /// Options shared by the commands.
 #[derive(Default)]
-struct Opts {
-    json: bool,
-    target: Option<PathBuf>,
-    state_offset: Option<u64>,
-    copy_distance: Option<u64>,
-    slot: Option<Slot>,
-    keys: Vec<PathBuf>,
-    key_dirs: Vec<PathBuf>,
-    tries: Option<u8>,
-    no_activate: bool,
-    verify_writes: bool,
-    force: bool,
-    seed: Option<String>,
-    retries: Option<u32>,
-    timeout: Option<u64>,
-    ca: Option<PathBuf>,
-    pins: Vec<[u8; 32]>,
-    deadline: Option<u64>,
-    min_rate: Option<u64>,
-    min_rate_window: Option<u64>,
-    max_rate: Option<u64>,
-    redirect_hosts: Vec<String>,
-    positional: Vec<String>,
+pub(crate) struct Opts {
+    pub(crate) json: bool,
+    pub(crate) target: Option<PathBuf>,
+    pub(crate) state_offset: Option<u64>,
+    pub(crate) copy_distance: Option<u64>,
+    pub(crate) slot: Option<Slot>,
+    pub(crate) keys: Vec<PathBuf>,
+    pub(crate) key_dirs: Vec<PathBuf>,
+    pub(crate) tries: Option<u8>,
+    pub(crate) no_activate: bool,
+    pub(crate) verify_writes: bool,
+    pub(crate) force: bool,
+    pub(crate) seed: Option<String>,
+    pub(crate) retries: Option<u32>,
+    pub(crate) timeout: Option<u64>,
+    pub(crate) ca: Option<PathBuf>,
+    pub(crate) pins: Vec<[u8; 32]>,
+    pub(crate) deadline: Option<u64>,
+    pub(crate) min_rate: Option<u64>,
+    pub(crate) min_rate_window: Option<u64>,
+    pub(crate) max_rate: Option<u64>,
+    pub(crate) redirect_hosts: Vec<String>,
+    pub(crate) positional: Vec<String>,
 }
 
 /// Options that may be given more than once; any other repeated option is
@@ -167,7 +171,7 @@ struct Opts {
 /// "the last one wins".
 const REPEATABLE: &[&str] = &["--key", "--keys", "--pin", "--allow-redirect-hosts"];
 
-fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
+pub(crate) fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
     let mut o = Opts::default();
     let mut seen: Vec<&str> = Vec::new();
     let mut it = args.iter();
@@ -271,7 +275,9 @@ fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
 
 /// Target, state location and booted slot: from the options, else from
 /// what the PID-1 updater left in /run.
-fn whereabouts(o: &Opts) -> Result<(PathBuf, StateLocation, Option<Slot>, Option<RunInfo>), Fail> {
+pub(crate) fn whereabouts(
+    o: &Opts,
+) -> Result<(PathBuf, StateLocation, Option<Slot>, Option<RunInfo>), Fail> {
     let run = match RunInfo::load() {
         Some(Ok(r)) => Some(r),
         Some(Err(e)) if o.target.is_none() => return Err(e.into()),
@@ -329,6 +335,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
             r
         }),
         "check" => parse_opts(rest).and_then(|o| check(&o)),
+        #[cfg(feature = "fleet")]
+        "fleet" => crate::fleet::main(rest),
         "--help" | "-h" | "help" => {
             println!("{HELP}");
             Ok(())
@@ -432,7 +440,7 @@ fn mark_good(o: &Opts) -> Result<(), Fail> {
 }
 
 /// Trusted keys: the options', else the copies the PID-1 updater left.
-fn trusted_keys(o: &Opts) -> Result<fwimage::TrustedKeys, Fail> {
+pub(crate) fn trusted_keys(o: &Opts) -> Result<fwimage::TrustedKeys, Fail> {
     let mut keys = fwimage::TrustedKeys::new();
     for k in &o.keys {
         let data = std::fs::read(k).map_err(|e| format!("{}: {e}", k.display()))?;
@@ -457,7 +465,22 @@ fn trusted_keys(o: &Opts) -> Result<fwimage::TrustedKeys, Fail> {
 /// Opens SOURCE with the HTTP options; fetch events become JSON lines or
 /// log lines.
 fn open_source(o: &Opts, spec: &Spec) -> Result<imagesource::Opened, Fail> {
-    let http = HttpOptions {
+    let http = http_options(o);
+    let json = o.json;
+    // The same lines as `fwpack apply` (rendered by imagesource).
+    let observer: imagesource::Observer = Box::new(move |e| {
+        if json {
+            println!("{}", e.json());
+        } else if let Some(line) = e.text() {
+            crate::log!("{line}");
+        }
+    });
+    Ok(imagesource::open(spec, &http, Some(observer))?)
+}
+
+/// The HTTP options the command line gives (`fleet` uses them too).
+pub(crate) fn http_options(o: &Opts) -> HttpOptions {
+    HttpOptions {
         timeout: Duration::from_secs(o.timeout.unwrap_or(30)),
         retries: o.retries.unwrap_or(5),
         deadline: o.deadline.filter(|&d| d > 0).map(Duration::from_secs),
@@ -488,17 +511,7 @@ fn open_source(o: &Opts, spec: &Spec) -> Result<imagesource::Opened, Fail> {
             pins: o.pins.clone(),
         },
         ..HttpOptions::default()
-    };
-    let json = o.json;
-    // The same lines as `fwpack apply` (rendered by imagesource).
-    let observer: imagesource::Observer = Box::new(move |e| {
-        if json {
-            println!("{}", e.json());
-        } else if let Some(line) = e.text() {
-            crate::log!("{line}");
-        }
-    });
-    Ok(imagesource::open(spec, &http, Some(observer))?)
+    }
 }
 
 /// `--seed`: `None` for auto (the active slot for URLs, none otherwise).

@@ -286,6 +286,21 @@ const KEYS: &[&str] = &[
     "watchdog_timeout",
     "init_env",
     "kexec_dtb",
+    // Read by `fwpack-updater fleet` on the running system (fleet.rs).
+    "fleet_server",
+    "fleet_tenant",
+    "fleet_controller_id",
+    "fleet_target_token",
+    "fleet_gateway_token",
+    "fleet_ca",
+    "fleet_pin",
+    "fleet_poll_min",
+    "fleet_poll_max",
+    "fleet_max_rate",
+    "fleet_state_dir",
+    "fleet_confirm",
+    "fleet_reboot",
+    "fleet_tries",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {

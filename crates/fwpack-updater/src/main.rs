@@ -18,6 +18,8 @@ mod bootslot;
 mod cmd;
 mod config;
 mod devwait;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod flow;
 mod kexecboot;
 mod kmod;

@@ -9,8 +9,10 @@
 //!
 //! - v1 in slot A boots by kexec: the slot kernel's own command line (its
 //!   `Kernel command line:` banner and /proc/cmdline) carries A's marker,
-//!   which the bootstrap's does not; then v2, with B's marker, is applied
-//!   to B, boots B's kernel and confirms;
+//!   which the bootstrap's does not, and /proc/version names A's kernel
+//!   file (each slot's Image has its own builder string in the banner);
+//!   then v2, with B's marker and kernel, is applied to B, boots B's
+//!   kernel (the running kernel changed) and confirms;
 //! - a v3 whose kernel file is gzip-compressed (as distributions ship
 //!   vmlinuz; kexec_load takes only the plain Image) is refused by the
 //!   loader: a failed try, and A boots in the same boot;
@@ -24,7 +26,7 @@ mod qemu_support;
 
 use std::time::{Duration, Instant};
 
-use qemu_support::kexec::{SlotKernel, Slots};
+use qemu_support::kexec::{slot_builder, SlotKernel, Slots};
 use qemu_support::*;
 use testkit::kernels::{self, Arch};
 use updater::SlotRange;
@@ -190,11 +192,15 @@ fn v1_boots_by_kexec_then_v2_kernel_boots_from_b() {
         "bootstrap: {}",
         first[0]
     );
+    let v1_kernel = slot_builder("kernel-v1");
     let pats = kexec_lines('A', "booting slot A (version 1 v1)");
     let pats: Vec<&str> = pats.iter().map(String::as_str).collect();
     let lines = expect(&mut c, &pats, WAIT);
     assert_slot_cmdline(&lines[3], 'A', "kernel-v1");
     assert_slot_cmdline(&lines[6], 'A', "kernel-v1");
+    // The kernel file in slot A runs, not the bootstrap's.
+    let running = expect(&mut c, &["FWPACK-TEST running kernel:"], WAIT);
+    assert!(running[0].contains(&v1_kernel), "{}", running[0]);
     expect(
         &mut c,
         &[
@@ -220,6 +226,13 @@ fn v1_boots_by_kexec_then_v2_kernel_boots_from_b() {
     let lines = expect(&mut c, &pats, WAIT);
     assert_slot_cmdline(&lines[3], 'B', "kernel-v2");
     assert_slot_cmdline(&lines[6], 'B', "kernel-v2");
+    // The update changed the running kernel: B's file, not A's.
+    let running = expect(&mut c, &["FWPACK-TEST running kernel:"], WAIT);
+    assert!(
+        running[0].contains(&slot_builder("kernel-v2")) && !running[0].contains(&v1_kernel),
+        "{}",
+        running[0]
+    );
     let lines = expect(
         &mut c,
         &[
@@ -319,8 +332,8 @@ fn v3_kernel_that_panics_falls_back_after_its_tries() {
     );
 }
 
-/// QEMU start -> the slot's init, booting slot A by kexec and by
-/// switch_root (the same disk and bootstrap apart from `boot`). Prints
+/// QEMU start -> the slot's init -> its mark-good (a confirmed slot),
+/// booting slot A by kexec and by switch_root (the same disk and bootstrap apart from `boot`). Prints
 /// the figures; TCG timings vary with the host's load, so nothing is
 /// asserted about them. A measurement: `cargo xtask bench kexec`.
 #[test]
@@ -347,15 +360,19 @@ fn kexec_boot_time() {
         let handover = t.elapsed();
         expect(&mut c, &["FWPACK-TEST booted slot A version 1 pid 1"], WAIT);
         let init = t.elapsed();
+        // The slot's own updater has run mark-good: a confirmed slot.
+        expect(&mut c, &["FWPACK-TEST mark-good: Ok(Some(0))"], WAIT);
+        let confirmed = t.elapsed();
         expect_exit(&mut c, WAIT);
-        figures.push((mode, updater_start, handover, init));
+        figures.push((mode, updater_start, handover, init, confirmed));
     }
-    for (mode, u, h, i) in figures {
+    for (mode, u, h, i, m) in figures {
         eprintln!(
-            "aarch64 virt TCG {mode:11}: updater start {:.1} s, handover {:.1} s, slot init {:.1} s (updater -> slot init {:.1} s)",
+            "aarch64 virt TCG {mode:11}: updater start {:.1} s, handover {:.1} s, slot init {:.1} s, confirmed {:.1} s (updater -> slot init {:.1} s)",
             u.as_secs_f64(),
             h.as_secs_f64(),
             i.as_secs_f64(),
+            m.as_secs_f64(),
             (i - u).as_secs_f64()
         );
     }

@@ -75,7 +75,14 @@ fn rpi_zero2w_boot_partition_has_what_the_firmware_needs() {
     };
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    rootfs(dir);
+    // rpi-zero2w boots by kexec: the build writes the 33 MB kernel and
+    // its initrd into the slot.
+    build_common::ext4_rootfs_with(
+        dir,
+        testkit::kernels::Arch::Aarch64,
+        &testkit::init::InitProgram::new(MARKER),
+        "64M",
+    );
     assert!(fwpack(&["keygen", "-o", "k.pem"], dir).status.success());
     let out = fwpack(
         &[

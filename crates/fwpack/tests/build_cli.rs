@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 mod build_common;
+#[path = "release_common.rs"]
+mod release_common;
 
 use build_common::{expect_lines, ext4_rootfs, fwpack, show};
 
@@ -89,6 +91,7 @@ fn two_builds_are_byte_identical() {
         "update.fwi",
         "sdcard.img.bmap",
         "sdcard.img.zst",
+        "sbom.spdx.json",
     ] {
         let a = std::fs::read(i.dir.join("first").join(f)).unwrap();
         let b = std::fs::read(i.dir.join("again").join(f)).unwrap();
@@ -595,5 +598,142 @@ fn kexec_board_build_boots_the_slot_kernel() {
             ROOTFS_MARKER,
         ],
         120,
+    );
+}
+
+fn json_file(p: &Path) -> serde_json::Value {
+    let text = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn sha256_hex(p: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+#[test]
+fn the_sbom_validates_and_its_hash_is_in_the_signed_head() {
+    let out = build_with_updater("sbom", &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let i = inputs();
+    let dir = i.dir.join("sbom");
+    let sbom = dir.join("sbom.spdx.json");
+
+    // A real validator from PyPI (pinned in requirements.txt).
+    let venv = release_common::venv().expect("python3 for the test venv");
+    let v = release_common::run(
+        Command::new(venv.join("bin/pyspdxtools"))
+            .arg("-i")
+            .arg(&sbom),
+    );
+    assert!(
+        v.status.success(),
+        "pyspdxtools refused the SBOM: {}",
+        show(&v)
+    );
+
+    // The signed head names exactly this file, and inspect shows it.
+    let want = sha256_hex(&sbom);
+    let manifest = json_file(&dir.join("manifest.json"));
+    assert_eq!(manifest["sbom"], "sbom.spdx.json");
+    assert_eq!(manifest["sbom_sha256"].as_str(), Some(want.as_str()));
+    let js = fwpack(&["inspect", "--json", "sbom/update.fwi"], &i.dir);
+    assert!(js.status.success(), "{}", show(&js));
+    let head: serde_json::Value = serde_json::from_slice(&js.stdout).unwrap();
+    assert_eq!(head["sbom_sha256"].as_str(), Some(want.as_str()));
+    let txt = fwpack(&["inspect", "sbom/update.fwi"], &i.dir);
+    assert!(
+        String::from_utf8_lossy(&txt.stdout).contains(&format!("sbom         sha256 {want}")),
+        "{}",
+        show(&txt)
+    );
+    // verify --sbom: the file after the signature; another file is exit 6.
+    let pubkey = "release.pub.pem";
+    let ok = fwpack(
+        &[
+            "verify",
+            "sbom/update.fwi",
+            "-k",
+            pubkey,
+            "--sbom",
+            "sbom/sbom.spdx.json",
+        ],
+        &i.dir,
+    );
+    assert!(ok.status.success(), "{}", show(&ok));
+    assert!(show(&ok).contains(&want), "{}", show(&ok));
+    let other = i.dir.join("other.spdx.json");
+    let mut changed = std::fs::read(&sbom).unwrap();
+    changed.extend_from_slice(b" ");
+    std::fs::write(&other, changed).unwrap();
+    let bad = fwpack(
+        &[
+            "verify",
+            "sbom/update.fwi",
+            "-k",
+            pubkey,
+            "--sbom",
+            "other.spdx.json",
+        ],
+        &i.dir,
+    );
+    assert_eq!(bad.status.code(), Some(6), "{}", show(&bad));
+
+    // What it describes: every boot file and the initramfs's /init (the
+    // updater) with the hashes the build wrote, the kernel's release, the
+    // updater's crates.
+    let doc = json_file(&sbom);
+    let files = doc["files"].as_array().expect("files");
+    let sha_of = |name: &str| {
+        files
+            .iter()
+            .find(|f| f["fileName"] == name)
+            .and_then(|f| {
+                f["checksums"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["algorithm"] == "SHA256")
+            })
+            .and_then(|c| c["checksumValue"].as_str())
+            .map(str::to_string)
+    };
+    for a in manifest["artifacts"].as_array().unwrap() {
+        let path = a["path"].as_str().unwrap();
+        if path.starts_with("boot/") {
+            assert_eq!(
+                sha_of(&format!("./{path}")).as_deref(),
+                a["sha256"].as_str(),
+                "{path}"
+            );
+        }
+    }
+    assert_eq!(
+        sha_of("./init").as_deref(),
+        manifest["updater"]["sha256"].as_str(),
+        "/init is the updater"
+    );
+    assert!(sha_of("./etc/fwpack/updater.conf").is_some());
+    let packages = doc["packages"].as_array().unwrap();
+    let pkg = |name: &str| packages.iter().find(|p| p["name"] == name);
+    let kernel = pkg("linux").expect("kernel package");
+    let release = kernel["versionInfo"].as_str().expect("kernel release");
+    assert!(release.contains("amd64"), "{release}");
+    assert_eq!(
+        kernel["checksums"][0]["checksumValue"].as_str(),
+        Some(sha256_hex(&i.kernel).as_str())
+    );
+    assert!(pkg("rootfs").is_some());
+    let sha2 = pkg("sha2").expect("sha2 crate in the updater");
+    assert!(sha2["externalRefs"][0]["referenceLocator"]
+        .as_str()
+        .is_some_and(|l| l.starts_with("pkg:cargo/sha2@")));
+    assert!(
+        pkg("syn").is_none(),
+        "proc-macro crates are not on the device"
+    );
+    assert!(
+        !String::from_utf8_lossy(&std::fs::read(&sbom).unwrap())
+            .contains(&*i.dir.to_string_lossy()),
+        "no build-machine paths in the SBOM"
     );
 }

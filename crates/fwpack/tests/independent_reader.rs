@@ -114,7 +114,8 @@ fn layout(img: &[u8]) -> Layout {
         pages,
         chunk_pages: u64_at(img, 56).div_ceil(51),
         index_offset: u64_at(img, 72),
-        sig_offset: 256 + 160 * nseg + 32 * pages,
+        // The head extension (ext_len at 232) ends the signed head.
+        sig_offset: 256 + 160 * nseg + 32 * pages + u32_at(img, 232),
     }
 }
 
@@ -267,6 +268,56 @@ fn images_fwpack_stamped_and_signed_verify_with_the_independent_reader() {
             text(&out)
         );
     }
+}
+
+#[test]
+fn the_sbom_record_reads_the_same_in_both_readers_and_is_signed() {
+    let (_tmp, dir) = fixture();
+    let sbom = b"{\"spdxVersion\": \"SPDX-2.3\"}\n";
+    std::fs::write(dir.join("sbom.json"), sbom).unwrap();
+    let want = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(sbom))
+    };
+    let args = [
+        "stamp",
+        "--board",
+        "rpi-zero2w",
+        "--version",
+        "5",
+        "-s",
+        "rootfs=rootfs.img,target=system",
+        "--sbom",
+        "sbom.json",
+        "--key",
+        "release.pem",
+        "-o",
+        "sbom.fwi",
+    ];
+    ok("stamp --sbom", fwpack(&args, &dir));
+    let out = py_verify(&dir, "sbom.fwi", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("sbom={want}")),
+        "{}",
+        text(&out)
+    );
+    let v: serde_json::Value = serde_json::from_slice(
+        &ok("inspect", fwpack(&["inspect", "--json", "sbom.fwi"], &dir)).stdout,
+    )
+    .unwrap();
+    assert_eq!(v["sbom_sha256"].as_str(), Some(want.as_str()));
+    let img = std::fs::read(dir.join("sbom.fwi")).unwrap();
+    let l = layout(&img);
+    assert_eq!(v["signed_range"][1].as_u64(), Some(l.sig_offset as u64));
+    // The record's last hash byte is inside the signed head.
+    let mut bad = img.clone();
+    bad[l.sig_offset - 1] ^= 1;
+    std::fs::write(dir.join("bad.fwi"), &bad).unwrap();
+    let py = py_verify(&dir, "bad.fwi", &[]);
+    assert!(text(&py).contains("REFUSED: signature"), "{}", text(&py));
+    let rs = fwpack(&["verify", "bad.fwi", "-k", "release.pub.pem"], &dir);
+    assert_eq!(rs.status.code(), Some(5), "{}", text(&rs));
 }
 
 #[test]

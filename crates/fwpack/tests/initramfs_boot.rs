@@ -20,7 +20,7 @@ fn available() -> bool {
         .all(|t| testkit::tools::require(t))
 }
 
-fn pack(out: &Path, init: &Path, k: &Kernel, modules: &str, compression: &str) {
+fn pack(out: &Path, init: &Path, k: &Kernel, modules: &str, compression: &str, jobs: u32) {
     let recipe = testkit::workspace_root().join("recipes/updater-initramfs.yaml");
     let o = Command::new(env!("CARGO_BIN_EXE_fwpack"))
         .arg("initramfs")
@@ -36,6 +36,8 @@ fn pack(out: &Path, init: &Path, k: &Kernel, modules: &str, compression: &str) {
         .arg(format!("KERNEL_MODULES={}", k.modules_dir.display()))
         .arg("--var")
         .arg(format!("MODULES={modules}"))
+        .arg("--jobs")
+        .arg(jobs.to_string())
         .output()
         .unwrap();
     assert!(
@@ -69,7 +71,15 @@ fn debian_amd64_kernel_boots_our_initramfs_and_loads_its_modules() {
     let initrd = d.path().join("initramfs.cpio.gz");
     // virtio_blk needs virtio + virtio_ring; virtio_pci (the transport) needs
     // those and its own helpers: the closure and order come from .modinfo.
-    pack(&initrd, &init, &k, "virtio_blk virtio_pci", "gzip");
+    // Deflated on three threads in primed blocks: the kernel's inflate must
+    // take the joined stream, and it must equal the one-thread archive.
+    pack(&initrd, &init, &k, "virtio_blk virtio_pci", "gzip", 3);
+    let serial = d.path().join("serial.cpio.gz");
+    pack(&serial, &init, &k, "virtio_blk virtio_pci", "gzip", 1);
+    assert!(
+        std::fs::read(&serial).unwrap() == std::fs::read(&initrd).unwrap(),
+        "--jobs 3 and --jobs 1 archives differ"
+    );
     let disk = d.path().join("disk.img");
     std::fs::File::create(&disk)
         .unwrap()
@@ -86,6 +96,11 @@ fn debian_amd64_kernel_boots_our_initramfs_and_loads_its_modules() {
 
     let list = initramfs::list_file(&initrd).unwrap();
     assert!(list.iter().any(|e| e.name == "etc/fwpack/modules.load"));
+    let raw: u64 = list.iter().map(|e| u64::from(e.size)).sum();
+    assert!(
+        raw > 3 * initramfs::pgzip::BLOCK as u64,
+        "only {raw} bytes: too few deflate blocks to test the parallel joins"
+    );
     // Every module of the load list loads, in order.
     for m in ["virtio_ring", "virtio", "virtio_blk"] {
         let line = vm.wait_for(&format!("/{m}.ko "), BOOT).unwrap();
@@ -140,7 +155,7 @@ fn zstd_compressed_initramfs_boots_too() {
         .unwrap();
     let d = tempfile::tempdir().unwrap();
     let initrd = d.path().join("initramfs.cpio.zst");
-    pack(&initrd, &init, &k, "", "zstd");
+    pack(&initrd, &init, &k, "", "zstd", 2);
     let mut vm = Qemu::new(Arch::X86_64, &k.vmlinuz)
         .initrd(&initrd)
         .name("initramfs-boot-amd64-zstd")

@@ -441,3 +441,121 @@ fn hostile_names_are_listed_escaped_and_end_at_nul() {
         .collect();
     assert_eq!(bin, ["sh"]);
 }
+
+/// Several MiB that compress a little, like binaries: deflate blocks of
+/// very different cost, so the threads finish out of order.
+fn mixed_tree(dir: &Path) -> PathBuf {
+    let tree = dir.join("tree");
+    fs::create_dir_all(tree.join("lib")).unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for (i, len) in [1_300_000usize, 2_100_001, 70_000, 0, 900_000]
+        .iter()
+        .enumerate()
+    {
+        let data: Vec<u8> = (0..*len)
+            .map(|j| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if (j / 3000) % 3 == 0 {
+                    x as u8
+                } else {
+                    b"libc.so.6 GLIBC_2.34 __stack_chk_fail "[j % 38]
+                }
+            })
+            .collect();
+        fs::write(tree.join(format!("lib/f{i}")), data).unwrap();
+    }
+    tree
+}
+
+#[test]
+fn jobs_give_the_same_archive_and_gnu_tools_read_it() {
+    if !["cpio", "gzip", "zstd"]
+        .iter()
+        .all(|t| testkit::tools::require(t))
+    {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let upd = fake_updater(d.path());
+    let tree = mixed_tree(d.path());
+    let recipe = d.path().join("r.yaml");
+    fs::write(
+        &recipe,
+        format!(
+            "files:\n  - {{src: \"{}\", dst: /init, mode: \"0755\"}}\ntrees:\n  - {{src: \"{}\", dst: /}}\n",
+            upd.display(),
+            tree.display()
+        ),
+    )
+    .unwrap();
+    for (codec, level, test) in [
+        ("gzip", "9", "gzip -t"),
+        ("gzip", "1", "gzip -t"),
+        ("zstd", "1", "zstd -qt"),
+    ] {
+        let mut first: Option<Vec<u8>> = None;
+        for jobs in ["1", "2", "3"] {
+            let out = d.path().join(format!("i.{codec}{level}.{jobs}"));
+            ok(&fwpack(
+                &[
+                    "initramfs",
+                    "-r",
+                    recipe.to_str().unwrap(),
+                    "-o",
+                    out.to_str().unwrap(),
+                    "--compression",
+                    codec,
+                    "--level",
+                    level,
+                    "--jobs",
+                    jobs,
+                ],
+                &[("SOURCE_DATE_EPOCH", "1000000000")],
+            ));
+            let bytes = fs::read(&out).unwrap();
+            match &first {
+                None => first = Some(bytes),
+                Some(f) => assert!(
+                    *f == bytes,
+                    "{codec} -{level}: --jobs {jobs} differs from --jobs 1"
+                ),
+            }
+            if jobs != "3" {
+                continue;
+            }
+            // The codec's own tool checks the stream (CRC32/ISIZE, checksum),
+            // and GNU cpio reads every member back intact.
+            let dc = if codec == "gzip" {
+                "gzip -dc"
+            } else {
+                "zstd -dcq"
+            };
+            let sh = |cmd: String| {
+                let o = Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+                assert!(
+                    o.status.success(),
+                    "{cmd}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                o.stdout
+            };
+            sh(format!("{test} '{}'", out.display()));
+            let x = d.path().join(format!("x.{codec}{level}"));
+            fs::create_dir(&x).unwrap();
+            sh(format!(
+                "cd '{}' && {dc} '{}' | cpio -id --quiet",
+                x.display(),
+                out.display()
+            ));
+            for i in 0..5 {
+                let name = format!("lib/f{i}");
+                assert!(
+                    fs::read(x.join(&name)).unwrap() == fs::read(tree.join(&name)).unwrap(),
+                    "{codec}: {name} differs after cpio -i"
+                );
+            }
+        }
+    }
+}

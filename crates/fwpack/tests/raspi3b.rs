@@ -103,10 +103,17 @@ fn rpi_zero2w_artifacts_boot_slot_a_on_raspi3b() {
     }
     let kernel = testkit::kernels::arm64().expect("Debian arm64 kernel");
     let work = tempfile::tempdir().unwrap();
+    // The board option for kernels without kexec (the default is kexec).
+    let yaml = std::fs::read_to_string(testkit::workspace_root().join("configs/rpi-zero2w.yaml"))
+        .unwrap()
+        .replace("\nboot: kexec\n", "\nboot: switch_root\n");
+    assert!(yaml.contains("\nboot: switch_root\n"));
+    let cfg = work.path().join("rpi-zero2w.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
     let out = build(
         work.path(),
         &kernel,
-        &["--board", "rpi-zero2w"],
+        &["--config", cfg.to_str().unwrap()],
         &InitProgram::new(MARKER),
         "8M",
     );
@@ -196,9 +203,8 @@ fn rpi_zero2w_kexec_boot_files_let_kexec_work_on_raspi3b() {
     let kernel = testkit::kernels::arm64().expect("Debian arm64 kernel");
     let work = tempfile::tempdir().unwrap();
     let configs = testkit::workspace_root().join("configs");
-    let yaml = std::fs::read_to_string(configs.join("rpi-zero2w.yaml"))
-        .unwrap()
-        .replace("\nboot: switch_root\n", "\nboot: kexec\n");
+    let yaml = std::fs::read_to_string(configs.join("rpi-zero2w.yaml")).unwrap();
+    // The board's default.
     assert!(yaml.contains("\nboot: kexec\n"));
     let cfg = work.path().join("rpi-zero2w.yaml");
     std::fs::write(&cfg, yaml).unwrap();
@@ -254,9 +260,9 @@ fn rpi_zero2w_kexec_build_boots_slot_a_by_kexec_on_raspi3b() {
     }
     let kernel = testkit::kernels::arm64().expect("Debian arm64 kernel");
     let work = tempfile::tempdir().unwrap();
-    let yaml = std::fs::read_to_string(testkit::workspace_root().join("configs/rpi-zero2w.yaml"))
-        .unwrap()
-        .replace("\nboot: switch_root\n", "\nboot: kexec\n");
+    let yaml =
+        std::fs::read_to_string(testkit::workspace_root().join("configs/rpi-zero2w.yaml")).unwrap();
+    // The board's default.
     assert!(yaml.contains("\nboot: kexec\n"));
     let cfg = work.path().join("rpi-zero2w.yaml");
     std::fs::write(&cfg, yaml).unwrap();
@@ -338,9 +344,9 @@ fn hostile_firmware_fixup_reaches_the_kexec_slot_kernel_on_raspi3b() {
     const FIXUP: &str = "/proc/device-tree/fwpack,firmware-fixup";
     let kernel = testkit::kernels::arm64().expect("Debian arm64 kernel");
     let work = tempfile::tempdir().unwrap();
-    let yaml = std::fs::read_to_string(testkit::workspace_root().join("configs/rpi-zero2w.yaml"))
-        .unwrap()
-        .replace("\nboot: switch_root\n", "\nboot: kexec\n");
+    let yaml =
+        std::fs::read_to_string(testkit::workspace_root().join("configs/rpi-zero2w.yaml")).unwrap();
+    // The board's default.
     assert!(yaml.contains("\nboot: kexec\n"));
     let cfg = work.path().join("rpi-zero2w.yaml");
     std::fs::write(&cfg, yaml).unwrap();

@@ -125,7 +125,9 @@ fn buildroot_output() -> Output {
         .args(["-q", "-F", "-d"])
         .arg(&tree)
         .arg(images.join("rootfs.ext4"))
-        .arg("8M"));
+        // rpi-zero2w boots by kexec: the build writes the kernel and its
+        // initrd into the slot.
+        .arg("64M"));
 
     // What host-fwpack installs: the tool, and its data (the .mk's
     // HOST_FWPACK_INSTALL_DATA hook).

@@ -547,10 +547,22 @@ impl Client {
     }
 
     fn get_once(&self, u: &Url, headers: &[(&str, &str)]) -> Result<Response, Failure> {
+        self.send_once("GET", u, headers, None)
+    }
+
+    /// One request, no redirects followed (the JSON API client, `api.rs`,
+    /// sends PUT and POST with a body through it).
+    pub(crate) fn send_once(
+        &self,
+        method: &str,
+        u: &Url,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response, Failure> {
         let timeout = self.limits.timeout;
         let mut conn = self.connect(u)?;
         let mut req = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nAccept-Encoding: identity\r\nConnection: close\r\n",
+            "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nAccept-Encoding: identity\r\nConnection: close\r\n",
             u.path,
             u.host_header(),
             self.user_agent
@@ -561,8 +573,12 @@ impl Client {
             }
             req.push_str(&format!("{k}: {v}\r\n"));
         }
+        if let Some(b) = body {
+            req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+        }
         req.push_str("\r\n");
         conn.write_all(req.as_bytes())
+            .and_then(|()| conn.write_all(body.unwrap_or_default()))
             .and_then(|()| conn.flush())
             .map_err(|e| io_failure("sending the request", &e, timeout))?;
         let mut r = BufReader::with_capacity(64 << 10, conn);

@@ -27,6 +27,7 @@ use std::ops::Range;
 
 use fwimage::{ImageSource, HEADER_LEN};
 
+mod api;
 mod client;
 mod http;
 mod pin;
@@ -35,6 +36,7 @@ mod render;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub use api::{ApiClient, ApiResponse};
 pub use http::{
     FetchEvent, HttpOptions, HttpSource, Observer, Resolver, TlsOptions, DEFAULT_MIN_RATE,
 };

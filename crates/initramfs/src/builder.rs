@@ -133,6 +133,14 @@ pub struct Summary {
 pub struct Builder {
     nodes: BTreeMap<ArchivePath, Node>,
     options: Options,
+    jobs: usize,
+}
+
+/// The threads compression uses unless told otherwise: the cores this
+/// process may run on, asked once (the answer reads cgroup files).
+pub fn default_jobs() -> usize {
+    static JOBS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *JOBS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 const DIR_MODE: Meta = Meta::mode(0o755);
@@ -142,6 +150,7 @@ impl Builder {
         Builder {
             nodes: BTreeMap::new(),
             options,
+            jobs: default_jobs(),
         }
     }
 
@@ -450,6 +459,13 @@ impl Builder {
         Ok(())
     }
 
+    /// Threads to compress with (at least 1; default [`default_jobs`]).
+    /// The archive's bytes are the same for any number.
+    pub fn jobs(&mut self, jobs: usize) -> &mut Self {
+        self.jobs = jobs.max(1);
+        self
+    }
+
     /// Writes the uncompressed newc stream into `w`.
     pub fn write_newc<W: Write>(&self, w: W) -> Result<(W, Summary), Error> {
         let plan = self.plan()?;
@@ -486,7 +502,9 @@ impl Builder {
         compression: Compression,
     ) -> Result<(W, Summary), Error> {
         let counter = Counter { inner: w, n: 0 };
-        let enc = compression.encoder(counter).map_err(Error::Write)?;
+        let enc = compression
+            .encoder(counter, self.jobs)
+            .map_err(Error::Write)?;
         let (enc, mut summary) = self.write_newc(enc)?;
         let counter = enc.finish().map_err(Error::Write)?;
         summary.compressed_bytes = counter.n;

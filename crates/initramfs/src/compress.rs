@@ -2,9 +2,12 @@
 //!
 //! Every codec here must be one the kernel can unpack an initramfs with
 //! (`CONFIG_RD_GZIP`, `CONFIG_RD_ZSTD`; Debian's 6.1 kernels enable both)
-//! and must be deterministic: same input and level, same bytes.
+//! and must be deterministic: same input and level, same bytes, whatever
+//! the number of threads.
 
 use std::io::{self, Write};
+
+use crate::pgzip::ParGzEncoder;
 
 /// A compression format, as detected in an existing archive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +54,8 @@ impl Codec {
 pub enum Compression {
     /// Plain newc.
     None,
-    /// gzip, level 0–9 (`CONFIG_RD_GZIP`). Header has mtime 0 and no name.
+    /// gzip, level 0–9 (`CONFIG_RD_GZIP`). Header has mtime 0 and no name;
+    /// deflated in parallel blocks ([`crate::pgzip`]).
     Gzip { level: u32 },
     /// zstd, level 1–19 (`CONFIG_RD_ZSTD`). Levels above 19 need windows
     /// larger than 8 MiB, which the kernel must allocate at boot; refused.
@@ -93,19 +97,20 @@ impl Compression {
         }
     }
 
-    pub(crate) fn encoder<W: Write>(&self, w: W) -> io::Result<Encoder<W>> {
+    /// A compressing writer on `jobs` threads (at least 1). The bytes do
+    /// not depend on `jobs`: gzip is cut into fixed blocks ([`crate::pgzip`]),
+    /// and zstd always runs in its multithreaded mode, whose output is the
+    /// same for any worker count of one or more (it differs from zstd's
+    /// single-threaded mode, which is therefore never used).
+    pub(crate) fn encoder<W: Write>(&self, w: W, jobs: usize) -> io::Result<Encoder<W>> {
+        let jobs = jobs.max(1);
         Ok(match *self {
             Compression::None => Encoder::None(w),
-            Compression::Gzip { level } => Encoder::Gzip(
-                flate2::GzBuilder::new()
-                    .mtime(0)
-                    // 3 = Unix, what `gzip -n` writes; fixed so the host OS never leaks in.
-                    .operating_system(3)
-                    .write(w, flate2::Compression::new(level.min(9))),
-            ),
+            Compression::Gzip { level } => Encoder::Gzip(ParGzEncoder::new(w, level, jobs)?),
             Compression::Zstd { level } => {
                 let mut e = zstd::Encoder::new(w, level.clamp(1, 19))?;
                 e.include_checksum(true)?;
+                e.multithread(u32::try_from(jobs).unwrap_or(u32::MAX))?;
                 Encoder::Zstd(e)
             }
         })
@@ -115,7 +120,7 @@ impl Compression {
 /// A compressing writer; [`Encoder::finish`] must be called to complete the stream.
 pub(crate) enum Encoder<W: Write> {
     None(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(ParGzEncoder<W>),
     Zstd(zstd::Encoder<'static, W>),
 }
 
@@ -164,7 +169,9 @@ mod tests {
 
     #[test]
     fn gzip_header_is_fixed() {
-        let mut e = Compression::Gzip { level: 6 }.encoder(Vec::new()).unwrap();
+        let mut e = Compression::Gzip { level: 6 }
+            .encoder(Vec::new(), 2)
+            .unwrap();
         e.write_all(b"x").unwrap();
         let out = e.finish().unwrap();
         // magic, CM=8, FLG=0 (no name), MTIME=0, XFL, OS=3

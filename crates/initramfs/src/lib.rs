@@ -17,10 +17,11 @@ mod error;
 pub mod modules;
 pub mod newc;
 mod path;
+pub mod pgzip;
 pub mod reader;
 pub mod recipe;
 
-pub use builder::{parse_epoch, Builder, DeviceKind, Meta, Options, Summary};
+pub use builder::{default_jobs, parse_epoch, Builder, DeviceKind, Meta, Options, Summary};
 pub use compress::{Codec, Compression};
 pub use error::{Error, ErrorClass};
 pub use path::{ArchivePath, NAME_MAX, PATH_MAX};

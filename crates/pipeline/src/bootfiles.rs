@@ -154,6 +154,9 @@ mod tests {
     #[test]
     fn kexec_on_the_pi_firmware_boots_the_bootstrap_with_one_cpu() {
         let mut b = board("rpi-zero2w");
+        // kexec is the board's default; switch_root needs no CPU limit.
+        assert_eq!(b.boot, SlotBoot::Kexec);
+        b.boot = SlotBoot::SwitchRoot;
         assert_eq!(
             cmdline(&b),
             "console=ttyS1,115200 rootwait quiet panic=10 oops=panic"

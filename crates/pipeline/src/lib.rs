@@ -10,6 +10,7 @@
 
 mod bootfiles;
 pub mod flash;
+pub mod sbom;
 mod slotkernel;
 mod updater_build;
 mod updater_source;
@@ -180,6 +181,9 @@ pub struct Inputs {
     pub include_images: Vec<PathBuf>,
     pub payload_version: u64,
     pub version_label: String,
+    /// Threads compressing the initramfs and `update.fwi` (at least 1); the
+    /// artifacts are byte-identical for any number.
+    pub jobs: usize,
 }
 
 /// What `build` produced (also written as `manifest.json`).
@@ -192,6 +196,10 @@ pub struct Manifest {
     pub key_id: String,
     /// The updater in the initramfs: where it came from, its hash, version.
     pub updater: UpdaterInfo,
+    /// The SBOM (SPDX 2.3 JSON) of what went on the device, relative to the
+    /// output directory; its SHA-256 is also in update.fwi's signed head.
+    pub sbom: String,
+    pub sbom_sha256: String,
     pub artifacts: Vec<Artifact>,
 }
 
@@ -260,20 +268,7 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
         (r, _) => r.clone(),
     };
 
-    // 1. The signed update image.
-    if let Some(rootfs) = &rootfs {
-        on(Event::Step {
-            step: "stamp",
-            detail: format!("{} -> update.fwi (system)", rootfs.display()),
-        });
-        stamp(board, inputs, rootfs, &stage.join("update.fwi"))?;
-    } else {
-        on(Event::Warning {
-            message: "no --rootfs: sdcard.img gets empty slots and no update.fwi is written".into(),
-        });
-    }
-
-    // 2. The initramfs, then every ELF in it is checked as it will land.
+    // 1. The initramfs, then every ELF in it is checked as it will land.
     on(Event::Step {
         step: "initramfs",
         detail: inputs
@@ -295,7 +290,7 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
     }
     check_archive_elves(board, &initramfs_path, on)?;
 
-    // 3. Boot files.
+    // 2. Boot files.
     on(Event::Step {
         step: "boot-files",
         detail: format!("{}", boot_dir.display()),
@@ -334,6 +329,51 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
         write(&conf, text.as_bytes())?;
     }
 
+    // 3. The SBOM of all of the above, then the signed update image that
+    // names it (so the SBOM cannot describe update.fwi itself).
+    on(Event::Step {
+        step: "sbom",
+        detail: sbom::SBOM_NAME.into(),
+    });
+    let sbom_bytes = sbom::document(&sbom::Contents {
+        board,
+        version: if inputs.version_label.is_empty() {
+            inputs.payload_version.to_string()
+        } else {
+            inputs.version_label.clone()
+        },
+        boot_dir: &boot_dir,
+        kernel_name: &board.kernel.image_name,
+        kernel_release: sbom::kernel_release(
+            &inputs.kernel,
+            inputs.modules_dir.as_deref(),
+            inputs.dtb_dir.as_deref(),
+        ),
+        initramfs: &initramfs_path,
+        updater: &updater_info,
+        rootfs: rootfs.as_deref(),
+        created: created_epoch(),
+    })?;
+    let sbom_sha256: [u8; 32] = Sha256::digest(&sbom_bytes).into();
+    write(&stage.join(sbom::SBOM_NAME), &sbom_bytes)?;
+    if let Some(rootfs) = &rootfs {
+        on(Event::Step {
+            step: "stamp",
+            detail: format!("{} -> update.fwi (system)", rootfs.display()),
+        });
+        stamp(
+            board,
+            inputs,
+            rootfs,
+            sbom_sha256,
+            &stage.join("update.fwi"),
+        )?;
+    } else {
+        on(Event::Warning {
+            message: "no --rootfs: sdcard.img gets empty slots and no update.fwi is written".into(),
+        });
+    }
+
     // 4. The disk image.
     on(Event::Step {
         step: "disk",
@@ -363,6 +403,8 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
         label: inputs.version_label.clone(),
         key_id: key_id.full(),
         updater: updater_info,
+        sbom: sbom::SBOM_NAME.into(),
+        sbom_sha256: hex::encode(sbom_sha256),
         artifacts,
     };
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Tool {
@@ -474,7 +516,26 @@ fn preflight(board: &Board, inputs: &Inputs) -> Result<Plan, Error> {
     Ok(Plan { dtbs, firmware })
 }
 
-fn stamp(board: &Board, inputs: &Inputs, rootfs: &Path, out: &Path) -> Result<(), Error> {
+/// SOURCE_DATE_EPOCH when set (as the image's `created`), else the clock.
+fn created_epoch() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        })
+}
+
+fn stamp(
+    board: &Board,
+    inputs: &Inputs,
+    rootfs: &Path,
+    sbom_sha256: [u8; 32],
+    out: &Path,
+) -> Result<(), Error> {
     let f = std::fs::File::open(rootfs).map_err(|source| Error::Io {
         path: rootfs.to_path_buf(),
         source,
@@ -487,7 +548,9 @@ fn stamp(board: &Board, inputs: &Inputs, rootfs: &Path, out: &Path) -> Result<()
         })?
         .len();
     let mut b = fwimage::ImageBuilder::new(board.compatible(), inputs.payload_version)?
-        .version_label(&inputs.version_label)?;
+        .version_label(&inputs.version_label)?
+        .jobs(inputs.jobs)
+        .sbom_sha256(sbom_sha256);
     b.add_segment(
         fwimage::SegmentSpec {
             name: "rootfs".into(),
@@ -581,6 +644,7 @@ fn pack_initramfs(
     };
     let options = initramfs::Options::from_env()?;
     let (mut builder, _modules) = recipe.build(options)?;
+    builder.jobs(inputs.jobs);
     let meta = initramfs::Meta::mode(0o644);
     builder.add_bytes("/etc/fwpack/updater.conf", updater_conf(board), meta)?;
     let pem = public

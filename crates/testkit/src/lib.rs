@@ -16,6 +16,7 @@
 //! This is test code: it may print progress to stderr, which cargo shows
 //! only for failing tests.
 
+pub mod ddi;
 pub mod guestnet;
 pub mod http;
 pub mod init;

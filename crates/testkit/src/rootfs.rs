@@ -107,6 +107,9 @@ pub struct Spec {
     pub seed: u64,
     /// An extra line the init prints after booting (for the demo).
     pub greeting: Option<String>,
+    /// Free space to leave for what a build writes into the image: a
+    /// `boot: kexec` board's slot kernel and initrd (`fwpack build`).
+    pub room_mib: u64,
 }
 
 /// A built root filesystem image.
@@ -215,7 +218,7 @@ pub fn build(spec: &Spec, arch: Arch, work: &Path) -> Result<Rootfs> {
     // A small ext4 uses 1 KiB blocks: its journal (4 MiB), inode tables
     // and extent blocks take about 10 MiB next to a 48 MiB file.
     let blob_mib = spec.blob_bytes.div_ceil(1 << 20);
-    let mib = (blob_mib + blob_mib / 8 + 6).max(8);
+    let mib = (blob_mib + blob_mib / 8 + 6).max(8) + spec.room_mib;
     let img = work.join(format!("{}.ext4", spec.name));
     let _ = fs::remove_file(&img);
     let mkfs = crate::tools::find("mkfs.ext4")

@@ -35,6 +35,7 @@ fn rootfs_is_clean_ext4_with_the_promised_contents() {
             blob_bytes: 3 << 20,
             seed: 99,
             greeting: Some("hi".into()),
+            room_mib: 0,
         },
         Arch::X86_64,
         &dir,

@@ -66,8 +66,11 @@ impl Journal {
 }
 
 /// The optional journal-source section after the layout: u16 length,
-/// then that many bytes of UTF-8, nothing after.
-pub(crate) fn decode_source(p: &[u8]) -> Result<Option<String>> {
+/// then that many bytes of UTF-8, nothing after. In a record of a newer
+/// version than this reader knows (`newer`), the length is always there
+/// (0: no source) and what follows the source is additions this reader
+/// skips.
+pub(crate) fn decode_source(p: &[u8], newer: bool) -> Result<Option<String>> {
     let bad = |m: &str| Error::BadStateArea(format!("journal source: {m}"));
     if p.is_empty() {
         return Ok(None);
@@ -76,10 +79,18 @@ pub(crate) fn decode_source(p: &[u8]) -> Result<Option<String>> {
         .get(..2)
         .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
         .ok_or_else(|| bad("truncated length"))?;
-    if n == 0 || n > MAX_JOURNAL_SOURCE || p.len() != 2 + n {
+    if newer && n == 0 {
+        return Ok(None);
+    }
+    let fits = if newer {
+        p.len() >= 2 + n
+    } else {
+        p.len() == 2 + n
+    };
+    if n == 0 || n > MAX_JOURNAL_SOURCE || !fits {
         return Err(bad("length does not match"));
     }
-    String::from_utf8(p[2..].to_vec())
+    String::from_utf8(p[2..2 + n].to_vec())
         .map(Some)
         .map_err(|_| bad("not UTF-8"))
 }

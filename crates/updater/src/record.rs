@@ -9,13 +9,27 @@
 //! Sequence numbers compare with wrap-around (RFC 1982 style): the copies
 //! of one record are at most a few writes apart, so "newer" is "ahead by
 //! less than 2^63", and a counter at `u64::MAX` simply continues at 0.
+//!
+//! Compatibility: the header names the oldest format a reader must know
+//! (*compatible since*) and the format the writer used (*version*). The
+//! bootstrap's updater never changes in the field while the slot's one
+//! does, so a newer writer may add to the record but never change what is
+//! there; a reader refuses only records whose compatible-since it does not
+//! know. A writer that adds nothing writes version 0 ("the same as
+//! compatible since"), which is byte for byte what fwpack wrote before
+//! the field existed, so those older bootstraps read it too.
 
 pub const RECORD_LEN: usize = 4096;
 pub const RECORD_MAGIC: [u8; 8] = *b"FWPKSTAT";
 /// Format 2: one combined state record (layout + boot state + journal) in
 /// two halves `copy_distance` apart. Format 1 had three records in six
-/// adjacent blocks.
+/// adjacent blocks. This is the newest format this reader knows, both as
+/// a record's *compatible since* (bytes 10..12, the field every format-2
+/// reader compares with 2) and as its *version* (bytes 24..26).
 pub const RECORD_VERSION: u16 = 2;
+/// The oldest compatible-since this reader accepts: format 1 was a
+/// different layout on the disk.
+pub const OLDEST_COMPATIBLE: u16 = 2;
 pub const RECORD_HEADER_LEN: usize = 32;
 const CRC_AT: usize = RECORD_LEN - 4;
 pub const MAX_PAYLOAD: usize = CRC_AT - RECORD_HEADER_LEN;
@@ -56,6 +70,8 @@ pub fn encode(kind: Kind, seq: u64, payload: &[u8], out: &mut [u8]) -> Result<()
     out[10..12].copy_from_slice(&RECORD_VERSION.to_le_bytes());
     out[12..16].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     out[16..24].copy_from_slice(&seq.to_le_bytes());
+    // Version stays 0 ("as compatible since"): this writer adds nothing
+    // to format 2, and readers from before the field need zero here.
     out[RECORD_HEADER_LEN..RECORD_HEADER_LEN + payload.len()].copy_from_slice(payload);
     let crc = crc32c::crc32c(&out[..CRC_AT]);
     out[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
@@ -67,6 +83,10 @@ pub fn encode(kind: Kind, seq: u64, payload: &[u8], out: &mut [u8]) -> Result<()
 pub struct Copy<'a> {
     pub seq: u64,
     pub payload: &'a [u8],
+    /// The format the writer used (at least [`OLDEST_COMPATIBLE`]). Above
+    /// [`RECORD_VERSION`], the payload may carry additions this reader
+    /// skips (docs/FORMAT.md, "Compatibility").
+    pub version: u16,
 }
 
 /// Why a copy is not valid (for `status` diagnostics).
@@ -76,7 +96,11 @@ pub enum Invalid {
     Blank,
     BadMagic,
     WrongKind(u16),
+    /// Compatible-since of a format this reader does not know (newer), or
+    /// format 1.
     UnknownVersion(u16),
+    /// A version field below the record's compatible-since.
+    BadVersion(u16),
     BadLength(u32),
     BadCrc,
     NonZeroPadding,
@@ -92,6 +116,7 @@ impl std::fmt::Display for Invalid {
             Invalid::BadMagic => f.write_str("no record magic"),
             Invalid::WrongKind(k) => write!(f, "holds record kind {k}"),
             Invalid::UnknownVersion(v) => write!(f, "record version {v} unknown"),
+            Invalid::BadVersion(v) => write!(f, "version {v} below its compatible-since"),
             Invalid::BadLength(l) => write!(f, "payload length {l} out of range"),
             Invalid::BadCrc => f.write_str("CRC mismatch (torn or corrupt)"),
             Invalid::NonZeroPadding => f.write_str("non-zero reserved bytes"),
@@ -133,12 +158,17 @@ pub fn decode(block: &[u8], kind: Kind) -> Result<Copy<'_>, Invalid> {
     if u32_at(b, CRC_AT) != crc32c::crc32c(&b[..CRC_AT]) {
         return Err(Invalid::BadCrc);
     }
-    // Version before kind: a format-1 block (kinds 1-3) reads as
-    // "version 1", which is what the caller needs to explain.
-    let v = u16_at(b, 10);
-    if v != RECORD_VERSION {
-        return Err(Invalid::UnknownVersion(v));
+    // Compatible-since before kind: a format-1 block (kinds 1-3) reads
+    // as "version 1", which is what the caller needs to explain.
+    let since = u16_at(b, 10);
+    if !(OLDEST_COMPATIBLE..=RECORD_VERSION).contains(&since) {
+        return Err(Invalid::UnknownVersion(since));
     }
+    let version = match u16_at(b, 24) {
+        0 => since,
+        v if v < since => return Err(Invalid::BadVersion(v)),
+        v => v,
+    };
     let k = u16_at(b, 8);
     if k != kind as u16 {
         return Err(Invalid::WrongKind(k));
@@ -148,12 +178,16 @@ pub fn decode(block: &[u8], kind: Kind) -> Result<Copy<'_>, Invalid> {
         return Err(Invalid::BadLength(len));
     }
     let end = RECORD_HEADER_LEN + len as usize;
-    if b[24..RECORD_HEADER_LEN].iter().any(|&x| x != 0) || b[end..CRC_AT].iter().any(|&x| x != 0) {
+    // A newer version may have given the reserved header bytes a
+    // meaning; this reader's own versions keep them zero.
+    let reserved_ok = version > RECORD_VERSION || b[26..RECORD_HEADER_LEN].iter().all(|&x| x == 0);
+    if !reserved_ok || b[end..CRC_AT].iter().any(|&x| x != 0) {
         return Err(Invalid::NonZeroPadding);
     }
     Ok(Copy {
         seq: u64_at(b, 16),
         payload: &b[RECORD_HEADER_LEN..end],
+        version,
     })
 }
 

@@ -58,7 +58,9 @@ fn encode_state(layout: &Layout, boot: &BootState, journal: Option<&Journal>) ->
 type Decoded = (Layout, BootState, Option<Journal>);
 
 /// With `lenient`, a journal that does not decode reads as idle.
-fn decode_state(p: &[u8], lenient: bool) -> Result<Decoded> {
+/// `version` is the record's: above [`RECORD_VERSION`] the payload may
+/// end in additions this reader skips.
+fn decode_state(p: &[u8], version: u16, lenient: bool) -> Result<Decoded> {
     if p.len() < LAYOUT_AT + LAYOUT_FIXED_LEN {
         return Err(Error::BadStateArea("state payload too short".into()));
     }
@@ -66,7 +68,7 @@ fn decode_state(p: &[u8], lenient: bool) -> Result<Decoded> {
     let layout_end = LAYOUT_AT + LAYOUT_FIXED_LEN + 64 * groups.min(MAX_GROUPS + 1);
     let layout = Layout::decode(p.get(LAYOUT_AT..layout_end).unwrap_or(&p[LAYOUT_AT..]))?;
     let boot = BootState::decode(&p[BOOT_AT..JOURNAL_AT])?;
-    let source = decode_source(&p[layout_end.min(p.len())..]);
+    let source = decode_source(&p[layout_end.min(p.len())..], version > RECORD_VERSION);
     // Inside one CRC-valid record, a journal that does not decode means
     // the record is not what fwpack wrote: the copy is refused and the
     // other one used. Only when no copy decodes whole is such a journal
@@ -175,7 +177,7 @@ impl StateArea {
         }) {
             // Never fall back past a newer writer's copy to stale state.
             return Err(Error::BadStateArea(format!(
-                "a copy has record format {v}, written by a newer fwpack; this one reads format {RECORD_VERSION}"
+                "a copy is compatible only with record format {v} readers, written by a newer fwpack; this one reads format {RECORD_VERSION} (and later versions compatible with it)"
             )));
         }
         let d = [0, 1].map(|c| record::decode(blocks[c].as_slice(), Kind::State));
@@ -188,7 +190,9 @@ impl StateArea {
         'passes: for lenient in [false, true] {
             for i in order {
                 let Ok(c) = &d[i] else { continue };
-                match decode_state(c.payload, lenient).and_then(|st| check_location(st, loc)) {
+                match decode_state(c.payload, c.version, lenient)
+                    .and_then(|st| check_location(st, loc))
+                {
                     Ok(st) => {
                         found = Some((i, c.seq, st));
                         break 'passes;
@@ -908,8 +912,9 @@ mod tests {
             let _ = Layout::decode(&p);
             let _ = BootState::decode(&p);
             let _ = Journal::decode(&p);
-            let _ = decode_state(&p, false);
-            let _ = decode_state(&p, true);
+            let _ = decode_state(&p, RECORD_VERSION, false);
+            let _ = decode_state(&p, RECORD_VERSION, true);
+            let _ = decode_state(&p, RECORD_VERSION + 1, false);
         }
         let j = Journal {
             image_id: [3; 32],
@@ -925,7 +930,10 @@ mod tests {
         assert_eq!(Journal::decode(&p).unwrap(), Some(j.clone()));
         let boot = BootState::initial(Slot::A, 1, "").unwrap();
         let st = encode_state(&layout(), &boot, Some(&j));
-        assert_eq!(decode_state(&st, false).unwrap().2, Some(j.clone()));
+        assert_eq!(
+            decode_state(&st, RECORD_VERSION, false).unwrap().2,
+            Some(j.clone())
+        );
         // With a source: it round-trips; a torn or stray source section
         // makes the copy undecodable (strict) or is dropped (lenient).
         let js = Journal {
@@ -933,22 +941,173 @@ mod tests {
             ..j.clone()
         };
         let st = encode_state(&layout(), &boot, Some(&js));
-        assert_eq!(decode_state(&st, false).unwrap().2, Some(js.clone()));
+        assert_eq!(
+            decode_state(&st, RECORD_VERSION, false).unwrap().2,
+            Some(js.clone())
+        );
         let mut torn = st.clone();
         torn.pop();
-        assert!(decode_state(&torn, false).is_err());
-        assert_eq!(decode_state(&torn, true).unwrap().2, Some(j.clone()));
+        assert!(decode_state(&torn, RECORD_VERSION, false).is_err());
+        assert_eq!(
+            decode_state(&torn, RECORD_VERSION, true).unwrap().2,
+            Some(j.clone())
+        );
         let mut stray = encode_state(&layout(), &boot, None);
         stray.extend_from_slice(&[1, 0, b'x']);
-        assert!(decode_state(&stray, false).is_err());
+        assert!(decode_state(&stray, RECORD_VERSION, false).is_err());
         let too_long = Journal {
             source: "x".repeat(MAX_JOURNAL_SOURCE + 1),
             ..j
         };
         let st = encode_state(&layout(), &boot, Some(&too_long));
-        assert_eq!(decode_state(&st, false).unwrap().2.unwrap().source, "");
+        assert_eq!(
+            decode_state(&st, RECORD_VERSION, false)
+                .unwrap()
+                .2
+                .unwrap()
+                .source,
+            ""
+        );
         let mut p = vec![0u8; JOURNAL_PAYLOAD_LEN];
         Journal::encode(None, &mut p);
         assert_eq!(Journal::decode(&p).unwrap(), None);
+    }
+
+    /// Both copies of a state area as fwpack wrote it before the record
+    /// had a version field (commit 3f3f8b5): copy 0 initial (sequence 1),
+    /// copy 1 with an apply of slot B in progress from a recorded source.
+    const FORMAT2_BEFORE_VERSION_FIELD: &[u8; 2 * RECORD_LEN] =
+        include_bytes!("testdata/state-format2.bin");
+
+    fn fixture_disk() -> MemStorage {
+        let mut m = MemStorage::new(vec![0; 13 * MIB as usize]);
+        m.data[COPY0..COPY0 + RECORD_LEN]
+            .copy_from_slice(&FORMAT2_BEFORE_VERSION_FIELD[..RECORD_LEN]);
+        m.data[COPY1..COPY1 + RECORD_LEN]
+            .copy_from_slice(&FORMAT2_BEFORE_VERSION_FIELD[RECORD_LEN..]);
+        m
+    }
+
+    fn fixture_journal() -> Journal {
+        Journal {
+            image_id: [0x5a; 32],
+            slot: Slot::B,
+            segment: 1,
+            offset: 8192,
+            verified: true,
+            done_bytes: 12288,
+            source: "/data/update-v8.fwi".into(),
+        }
+    }
+
+    #[test]
+    fn compat_areas_from_before_the_version_field_read_and_are_rewritten_identically() {
+        let mut m = fixture_disk();
+        let area = StateArea::read(&mut m, LOC).unwrap();
+        assert_eq!(area.health().copies, [Ok(1), Ok(2)]);
+        assert_eq!(area.layout(), &layout());
+        assert_eq!(area.boot(), &BootState::initial(Slot::A, 7, "v7").unwrap());
+        assert_eq!(area.journal(), Some(&fixture_journal()));
+        // This writer adds nothing, so what it writes is what the older
+        // bootstrap wrote and reads: the same state gives the same bytes.
+        let mut fresh = disk();
+        let mut a = StateArea::read(&mut fresh, LOC).unwrap();
+        a.write_journal(&mut fresh, Some(fixture_journal()))
+            .unwrap();
+        assert_eq!(
+            &fresh.data[COPY0..COPY0 + RECORD_LEN],
+            &FORMAT2_BEFORE_VERSION_FIELD[..RECORD_LEN]
+        );
+        assert_eq!(
+            &fresh.data[COPY1..COPY1 + RECORD_LEN],
+            &FORMAT2_BEFORE_VERSION_FIELD[RECORD_LEN..]
+        );
+    }
+
+    /// Sets copy `at`'s compatible-since and version and re-seals it.
+    fn set_versions(m: &mut MemStorage, at: usize, since: u16, version: u16) {
+        let blk = &mut m.data[at..at + RECORD_LEN];
+        blk[10..12].copy_from_slice(&since.to_le_bytes());
+        blk[24..26].copy_from_slice(&version.to_le_bytes());
+        reseal(blk);
+    }
+
+    /// Appends `extra` to copy `at`'s payload (a newer version's
+    /// addition) and re-seals it.
+    fn add_to_payload(m: &mut MemStorage, at: usize, extra: &[u8]) {
+        let blk = &mut m.data[at..at + RECORD_LEN];
+        let len = u32::from_le_bytes(blk[12..16].try_into().unwrap()) as usize;
+        let end = record::RECORD_HEADER_LEN + len;
+        blk[end..end + extra.len()].copy_from_slice(extra);
+        blk[12..16].copy_from_slice(&((len + extra.len()) as u32).to_le_bytes());
+        reseal(blk);
+    }
+
+    #[test]
+    fn compat_a_newer_version_compatible_since_an_old_one_is_read() {
+        // Copy 1 as a future fwpack might write it: version 9, compatible
+        // since 2, a header field and an added section after the journal
+        // source. This reader takes what it knows and skips the rest.
+        let mut m = fixture_disk();
+        set_versions(&mut m, COPY1, RECORD_VERSION, 9);
+        m.data[COPY1 + 28] = 0x77;
+        add_to_payload(&mut m, COPY1, b"\x01\x02added by version 9");
+        let area = StateArea::read(&mut m, LOC).unwrap();
+        assert_eq!(area.health().newest, Some(1));
+        assert_eq!(area.journal(), Some(&fixture_journal()));
+        // Without a source, a newer version still names the source length
+        // (0) so that its additions can follow.
+        let mut m = disk();
+        let mut a = StateArea::read(&mut m, LOC).unwrap();
+        a.write_boot(&mut m, BootState::initial(Slot::A, 8, "v8").unwrap())
+            .unwrap();
+        set_versions(&mut m, COPY1, RECORD_VERSION, 3);
+        add_to_payload(&mut m, COPY1, &[0, 0, 0xAB, 0xCD]);
+        let mut area = StateArea::read(&mut m, LOC).unwrap();
+        assert_eq!(area.boot().slot(Slot::A).version, 8);
+        assert!(area.journal().is_none());
+        // Writing it back writes this reader's own form (version 0): the
+        // additions are dropped, which is why FORMAT.md allows only
+        // additions whose loss an older writer may cause.
+        let b = area.boot().clone();
+        area.write_boot(&mut m, b).unwrap();
+        assert_eq!(&m.data[COPY0 + 24..COPY0 + 26], &[0, 0]);
+        assert_eq!(
+            StateArea::read(&mut m, LOC).unwrap().health().newest,
+            Some(0)
+        );
+        // The same additions under this reader's own version are not
+        // fwpack's: that copy is refused and the other one used.
+        let mut m = fixture_disk();
+        add_to_payload(&mut m, COPY1, &[0, 0, 1]);
+        let area = StateArea::read(&mut m, LOC).unwrap();
+        assert_eq!(area.health().copies[1], Err(Invalid::BadPayload));
+        assert!(area.journal().is_none());
+    }
+
+    #[test]
+    fn compat_a_newer_compatible_since_is_refused() {
+        // Compatible since 3: the writer changed something format-2
+        // readers would misread. Refused, even though copy 0 reads (it
+        // may be stale), and whatever the version field says.
+        for version in [0, 3, 9] {
+            let mut m = fixture_disk();
+            set_versions(&mut m, COPY1, 3, version);
+            let e = StateArea::read(&mut m, LOC).unwrap_err().to_string();
+            assert!(e.contains("newer fwpack") && e.contains("format 3"), "{e}");
+        }
+        // A version below its own compatible-since is not a record fwpack
+        // writes: that copy is invalid, the other one is used.
+        let mut m = fixture_disk();
+        set_versions(&mut m, COPY1, RECORD_VERSION, 1);
+        let area = StateArea::read(&mut m, LOC).unwrap();
+        assert_eq!(area.health().copies[1], Err(Invalid::BadVersion(1)));
+        assert!(area.journal().is_none());
+        // This reader's own version keeps the reserved header bytes zero.
+        let mut m = fixture_disk();
+        m.data[COPY1 + 28] = 1;
+        reseal(&mut m.data[COPY1..COPY1 + RECORD_LEN]);
+        let area = StateArea::read(&mut m, LOC).unwrap();
+        assert_eq!(area.health().copies[1], Err(Invalid::NonZeroPadding));
     }
 }

@@ -42,6 +42,8 @@ fn main() {
         .or_else(|| run.lines().find_map(|l| l.strip_prefix("slot = ")))
         .unwrap_or("?").to_string();
     let _ = writeln!(out, "FWPACK-TEST slot kernel {} cmdline: {}", release.trim(), cmdline.trim());
+    let banner = std::fs::read_to_string("/proc/version").unwrap_or_default();
+    let _ = writeln!(out, "FWPACK-TEST running kernel: {}", banner.trim());
     let _ = writeln!(out, "FWPACK-TEST booted slot {} version {} pid {}", slot, version.trim(), std::process::id());
     if std::path::Path::new("/etc/fwpack-test/panic").exists() {
         let _ = writeln!(out, "FWPACK-TEST init exits: the slot kernel panics");
@@ -116,6 +118,9 @@ impl Slots<'_> {
         if let SlotKernel::Refused = k {
             kbytes = refused_kernel(self.arch, kbytes);
         }
+        if let (SlotKernel::Good(m), Arch::Aarch64) = (&k, self.arch) {
+            kbytes = stamped_kernel(kbytes, m);
+        }
         let cmdline = format!("# slot {name}\ntest.marker={marker}\n");
         let mut extra: Vec<(&str, &[u8], u32)> = vec![
             ("boot/fwpack/kernel", &kbytes, 0o644),
@@ -131,6 +136,37 @@ impl Slots<'_> {
         let fs = rootfs_with(work, name, version, true, &init, &extra, self.rootfs_size);
         image(&fs, version)
     }
+}
+
+/// What Debian's kernels name as their builder in the version banner.
+pub const DEBIAN_BUILDER: &str = "debian-kernel@lists.debian.org";
+
+/// The builder each [`SlotKernel::Good`] kernel names in its banner on
+/// arm64: `marker` padded to the length of [`DEBIAN_BUILDER`].
+pub fn slot_builder(marker: &str) -> String {
+    let mut s = format!("{marker}@fwpack-slot-kernel-test");
+    s.truncate(DEBIAN_BUILDER.len());
+    s
+}
+
+/// The arm64 Image with its builder in the version banners
+/// (`linux_banner`, `/proc/version`) replaced by [`slot_builder`]: the two
+/// slots then carry different kernel files, and what /proc/version says
+/// proves which file runs (a command-line marker only proves whose
+/// command line it got). Plain string data; nothing checks the Image.
+fn stamped_kernel(mut k: Vec<u8>, marker: &str) -> Vec<u8> {
+    let from = DEBIAN_BUILDER.as_bytes();
+    let to = slot_builder(marker);
+    assert!(marker.len() <= 12 && to.len() == from.len(), "{to}");
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(at) = k[i..].windows(from.len()).position(|w| w == from) {
+        k[i + at..i + at + from.len()].copy_from_slice(to.as_bytes());
+        i += at + from.len();
+        n += 1;
+    }
+    assert!(n > 0, "no `{DEBIAN_BUILDER}` banner in the arm64 Image");
+    k
 }
 
 fn refused_kernel(arch: Arch, mut k: Vec<u8>) -> Vec<u8> {

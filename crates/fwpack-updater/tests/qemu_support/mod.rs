@@ -144,7 +144,9 @@ pub fn host_updater() -> PathBuf {
 /// `/sbin/init` of the test root filesystems: says which slot and version
 /// booted (slot from what the PID-1 updater left in /run, version from
 /// the root filesystem), confirms the slot when the root filesystem asks
-/// for it, prints the boot state, powers off.
+/// for it, prints the boot state, powers off. Like the recipes in the
+/// README, it uses the slot's own updater ([`SLOT_UPDATER`]) when the
+/// root filesystem has one, else the bootstrap's copy in /run/fwpack.
 const TEST_INIT: &str = r#"
 use std::io::Write;
 use std::process::Command;
@@ -167,13 +169,18 @@ fn main() {
     }
     let env: Vec<String> = std::env::vars_os().map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())).collect();
     let _ = writeln!(out, "FWPACK-TEST env: {}", env.join(" "));
+    let updater = ["/usr/bin/fwpack-updater", "/run/fwpack/fwpack-updater"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("/run/fwpack/fwpack-updater");
+    let _ = writeln!(out, "FWPACK-TEST updater {}", updater);
     if std::path::Path::new("/etc/fwpack-test/mark-good").exists() {
-        let st = Command::new("/run/fwpack/fwpack-updater").arg("mark-good").status();
+        let st = Command::new(updater).arg("mark-good").status();
         let _ = writeln!(out, "FWPACK-TEST mark-good: {:?}", st.map(|s| s.code()));
     } else {
         let _ = writeln!(out, "FWPACK-TEST not confirming this slot");
     }
-    match Command::new("/run/fwpack/fwpack-updater").args(["status", "--json"]).output() {
+    match Command::new(updater).args(["status", "--json"]).output() {
         Ok(o) => { let _ = writeln!(out, "FWPACK-TEST status {}", String::from_utf8_lossy(&o.stdout).trim()); }
         Err(e) => { let _ = writeln!(out, "FWPACK-TEST status failed: {}", e); }
     }
@@ -184,6 +191,10 @@ fn main() {
     }
 }
 "#;
+
+/// Where a slot's root filesystem carries its own fwpack-updater
+/// (Buildroot's and meta-fwpack's install path; docs/FORMAT.md, "The bootstrap").
+pub const SLOT_UPDATER: &str = "/usr/bin/fwpack-updater";
 
 pub fn test_init(arch: Arch) -> PathBuf {
     testkit::program::build_static("fwpack-test-init", TEST_INIT, arch)

@@ -59,6 +59,10 @@ pub struct BuildArgs {
     /// Payload version (anti-rollback counter) of update.fwi and slot A.
     #[arg(long = "version", default_value_t = 1)]
     payload_version: u64,
+    /// Threads that compress the initramfs and update.fwi (default: the
+    /// cores available). The artifacts are byte-identical for any number.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
     /// Human-readable version label.
     #[arg(long, default_value = "")]
     label: String,
@@ -93,6 +97,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         include_images: args.include_images.clone(),
         payload_version: args.payload_version,
         version_label: args.label.clone(),
+        jobs: args.jobs.map_or_else(initramfs::default_jobs, usize::from),
     };
     let started = std::time::Instant::now();
     let json = args.json;
@@ -132,6 +137,10 @@ pub fn build(args: BuildArgs) -> Result<()> {
         u.path.display(),
         u.version.as_deref().unwrap_or("unknown"),
         u.sha256
+    );
+    eprintln!(
+        "  sbom:    {} (sha256 {}, also in update.fwi's signed head)",
+        manifest.sbom, manifest.sbom_sha256
     );
     for a in &manifest.artifacts {
         println!(

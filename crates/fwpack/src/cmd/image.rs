@@ -12,7 +12,7 @@ use fwimage::{Compression, ImageBuilder, ImageHead, KeyId, SegmentSpec, Signer, 
 use serde_json::json;
 
 use crate::cmd::{progress_bar, write_atomic_with};
-use crate::exit::{refuse, POLICY};
+use crate::exit::{refuse, INTEGRITY, POLICY};
 
 #[derive(Args)]
 pub struct StampArgs {
@@ -44,6 +44,15 @@ pub struct StampArgs {
     /// chunks make delta fetches finer; larger ones compress better.
     #[arg(long, default_value = "256K", value_parser = super::apply::parse_size)]
     chunk_size: u64,
+    /// Threads that hash and compress chunks (default: the cores available).
+    /// The image is byte-identical for any number.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
+    /// Record this SBOM file's SHA-256 in the signed head, so the
+    /// signature also says which SBOM describes the image. Readers older
+    /// than this option refuse such images (docs/FORMAT.md, "Head extension").
+    #[arg(long, value_name = "FILE")]
+    sbom: Option<PathBuf>,
     #[command(flatten)]
     signer: SignerArgs,
 }
@@ -125,6 +134,10 @@ pub struct VerifyArgs {
     /// Refuse images for another board.
     #[arg(long)]
     board: Option<String>,
+    /// Also check that this file is the SBOM whose SHA-256 the signed head
+    /// carries (exit 6 if it is another, 7 if the image names none).
+    #[arg(long, value_name = "FILE")]
+    sbom: Option<PathBuf>,
     /// One JSON object on stdout instead of human lines.
     #[arg(long)]
     json: bool,
@@ -204,7 +217,11 @@ pub fn stamp(args: StampArgs) -> Result<()> {
     let mut builder = ImageBuilder::new(&args.board, args.payload_version)?
         .version_label(&args.label)?
         .signature_slots(args.sig_slots)?
-        .chunk_size(args.chunk_size)?;
+        .chunk_size(args.chunk_size)?
+        .jobs(args.jobs.map_or_else(fwimage::default_jobs, usize::from));
+    if let Some(sbom) = &args.sbom {
+        builder = builder.sbom_sha256(sha256_file(sbom)?);
+    }
     let mut total = 0;
     for s in segs {
         let f = crate::cmd::open_input(&s.file)?;
@@ -298,6 +315,27 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
         .verify(&trusted, file, &mut |n| bar.inc(n))
         .with_context(|| format!("verifying {}", args.image.display()))?;
     bar.finish_and_clear();
+    // The hash is in the signed head, so once the signature verified it is
+    // the signer's word on which SBOM this is.
+    let sbom = head.extension.sbom_sha256.map(hex::encode);
+    if let Some(path) = &args.sbom {
+        let want = sbom.as_deref().ok_or_else(|| {
+            refuse(
+                POLICY,
+                format!("{} names no SBOM in its signed head", args.image.display()),
+            )
+        })?;
+        let got = hex::encode(sha256_file(path)?);
+        if got != want {
+            return Err(refuse(
+                INTEGRITY,
+                format!(
+                    "{} is not the image's SBOM: its SHA-256 is {got}, the signed head names {want}",
+                    path.display()
+                ),
+            ));
+        }
+    }
     if args.json {
         println!(
             "{}",
@@ -311,6 +349,7 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
                 "chunks": report.chunks,
                 "raw_bytes": report.raw_bytes,
                 "bytes_read": report.bytes_read,
+                "sbom_sha256": sbom,
             })
         );
     } else {
@@ -322,6 +361,9 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
             report.segments,
             report.key_id
         );
+        if let Some(h) = &sbom {
+            println!("SBOM sha256 {h} (signed)");
+        }
     }
     Ok(())
 }
@@ -369,6 +411,7 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
                 "index_pages": h.page_count,
                 "signature_slots": h.sig_slot_count,
                 "signatures": sigs.iter().map(KeyId::full).collect::<Vec<_>>(),
+                "sbom_sha256": head.extension.sbom_sha256.map(hex::encode),
                 "segments": segments,
             })
         );
@@ -413,6 +456,9 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         h.sig_slot_count,
         sigs.iter().map(|k| format!(" {k}")).collect::<String>()
     );
+    if let Some(h) = head.extension.sbom_sha256 {
+        println!("sbom         sha256 {}", hex::encode(h));
+    }
     println!("segments     {}", head.segments.len());
     for s in &head.segments {
         println!(
@@ -539,4 +585,12 @@ impl Signer for ExternalSigner {
         }
         decode_signature(&out).map_err(|e| err(format!("`{}`: {e:#}", self.cmd)))
     }
+}
+
+fn sha256_file(path: &Path) -> Result<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut f = crate::cmd::open_input(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
+    Ok(h.finalize().into())
 }

@@ -39,6 +39,12 @@ pub struct InitramfsArgs {
     /// Compression level (gzip 0-9, default 9; zstd 1-19, default 19).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     level: Option<i32>,
+    /// Threads that compress (default: the cores available). gzip is
+    /// deflated in 128 KiB blocks, each primed with the 32 KiB before it, and
+    /// zstd runs in its multithreaded mode: the archive is byte-identical for
+    /// any number.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
     /// List an existing archive (plain, gzip or zstd) instead of building
     /// one. A name ends at its first NUL, as the kernel unpacks it. Names and
     /// symlink targets are escaped, in text and JSON alike, so the exact
@@ -46,7 +52,7 @@ pub struct InitramfsArgs {
     /// terminal: `\\` for a backslash, `\n` `\r` `\t`, `\xNN` for any other
     /// control byte, DEL or byte that is not valid UTF-8, `\u{N}` for a
     /// non-printable Unicode character; everything else is verbatim.
-    #[arg(long, value_name = "ARCHIVE", conflicts_with_all = ["recipe", "output", "vars", "level"])]
+    #[arg(long, value_name = "ARCHIVE", conflicts_with_all = ["recipe", "output", "vars", "level", "jobs"])]
     list: Option<PathBuf>,
     /// Machine-readable output: one JSON object per entry (with --list) or a summary.
     #[arg(long)]
@@ -79,9 +85,12 @@ pub fn initramfs(args: InitramfsArgs) -> Result<()> {
     let options = Options::from_env()?;
     let recipe = Recipe::load(recipe_path, &vars)
         .with_context(|| format!("recipe {}", recipe_path.display()))?;
-    let (builder, modules) = recipe
+    let (mut builder, modules) = recipe
         .build(options)
         .with_context(|| format!("recipe {}", recipe_path.display()))?;
+    if let Some(jobs) = args.jobs {
+        builder.jobs(usize::from(jobs));
+    }
     let summary = builder
         .write_file(output, compression)
         .with_context(|| format!("writing {}", output.display()))?;

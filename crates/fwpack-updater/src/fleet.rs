@@ -1,0 +1,861 @@
+//! `fwpack-updater fleet`: a hawkBit DDI client (crate `ddi`) on the
+//! running system. It polls the server, reports the device's
+//! configuration when asked, installs a deployment's `.fwi` through the
+//! same engine as `apply` (streamed from the artifact URL, every chunk
+//! authenticated, a delta from the active slot, Range resume through the
+//! journal), and reports the result only once it is known: `success`
+//! after the new slot booted and was confirmed (`mark-good`), `failure`
+//! when its trial fell back.
+//!
+//! What must survive the reboot between "installed" and "confirmed" is
+//! one small file, `{fleet_state_dir}/action` (the action id, slot and
+//! image id), on storage both slots see (`/data` by default). It is kept
+//! apart from the state area's journal, which belongs to the apply engine.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ddi::{Auth, Ddi, DdiConfig, Deployment, Feedback, Handling, Window};
+use imagesource::{HttpOptions, Spec};
+use updater::{Access, ApplyOptions, Event, FileStorage, Phase, Seed, Slot, StateArea};
+
+use crate::cmd::{self, Fail, USAGE_CODE};
+
+pub const HELP: &str = "\
+usage: fwpack-updater fleet [--once] [--config FILE] [--cycles N]
+        [--target DEV] [--key PEM | --keys DIR]... [--ca FILE] [--pin sha256/BASE64]...
+        [--max-rate RATE] [--tries N] [--timeout SECS]
+
+Polls a hawkBit DDI server (hawkBit, goosebit, ...) and installs its
+deployments' signed .fwi images into the inactive slot; the result is
+reported after the new slot booted and was confirmed (mark-good), or
+failed its trial. Configured by the fleet_* keys of FILE (default
+/etc/fwpack/updater.conf; see docs/FORMAT.md and docs/FLEET.md).
+--once: one poll (for timers); else a daemon polling at the server's
+interval, bounded by fleet_poll_min/fleet_poll_max (--cycles N: stop
+after N polls).";
+
+const DEFAULT_CONFIG: &str = "/etc/fwpack/updater.conf";
+const DEFAULT_STATE_DIR: &str = "/data/fwpack";
+/// Poll interval when the server names none.
+const DEFAULT_SLEEP: Duration = Duration::from_secs(300);
+/// Most progress reports per download (every 10 %).
+const PROGRESS_STEP: u64 = 10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Confirm {
+    /// Give consent to every action awaiting it.
+    Auto,
+    Deny,
+    /// Leave it to the operator (the action stays waiting).
+    Wait,
+}
+
+struct Conf {
+    server: String,
+    tenant: String,
+    controller_id: Option<String>,
+    auth: Auth,
+    ca: Option<PathBuf>,
+    pins: Vec<[u8; 32]>,
+    poll_min: Duration,
+    poll_max: Duration,
+    max_rate: Option<u64>,
+    state_dir: PathBuf,
+    confirm: Confirm,
+    reboot: bool,
+    tries: u8,
+}
+
+fn secs(v: &str, key: &str) -> Result<Duration, String> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|&s| s > 0 && s <= 30 * 86_400)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{key} = {v}: seconds, 1 to 2592000"))
+}
+
+/// The `fleet_*` keys of updater.conf (and `ca` as the default of
+/// `fleet_ca`); every other key belongs to the PID-1 updater.
+fn parse_conf(text: &str) -> Result<Conf, String> {
+    let pairs = updater::keyvalue::parse(text).strict()?;
+    let mut c = Conf {
+        server: String::new(),
+        tenant: "DEFAULT".into(),
+        controller_id: None,
+        auth: Auth::None,
+        ca: None,
+        pins: Vec::new(),
+        poll_min: Duration::from_secs(30),
+        poll_max: Duration::from_secs(86_400),
+        max_rate: None,
+        state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+        confirm: Confirm::Auto,
+        reboot: true,
+        tries: 3,
+    };
+    let mut fleet_ca = None;
+    let mut token = None;
+    for p in pairs {
+        let (k, v) = (p.key, p.value);
+        let err = |why: String| format!("line {}: {k}: {why}", p.line);
+        match k {
+            "fleet_server" => c.server = v.to_string(),
+            "fleet_tenant" => c.tenant = v.to_string(),
+            "fleet_controller_id" => c.controller_id = Some(v.to_string()),
+            "fleet_target_token" | "fleet_gateway_token" => {
+                if token.is_some() {
+                    return Err(err(
+                        "give fleet_target_token or fleet_gateway_token, not both".into(),
+                    ));
+                }
+                token = Some(if k == "fleet_target_token" {
+                    Auth::Target(v.to_string())
+                } else {
+                    Auth::Gateway(v.to_string())
+                });
+            }
+            "ca" if v != "none" => c.ca = Some(PathBuf::from(v)),
+            "fleet_ca" => fleet_ca = Some(v),
+            "fleet_pin" => {
+                for pin in v.split(',').filter(|s| !s.is_empty()) {
+                    c.pins.push(imagesource::parse_pin(pin).map_err(err)?);
+                }
+            }
+            "fleet_poll_min" => c.poll_min = secs(v, k).map_err(err)?,
+            "fleet_poll_max" => c.poll_max = secs(v, k).map_err(err)?,
+            "fleet_max_rate" => {
+                c.max_rate = Some(crate::config::parse_size(v).map_err(err)?).filter(|&r| r > 0)
+            }
+            "fleet_state_dir" => c.state_dir = PathBuf::from(v),
+            "fleet_confirm" => {
+                c.confirm = match v {
+                    "auto" => Confirm::Auto,
+                    "deny" => Confirm::Deny,
+                    "wait" => Confirm::Wait,
+                    _ => return Err(err(format!("`{v}`: auto, deny or wait"))),
+                }
+            }
+            "fleet_reboot" => {
+                c.reboot = match v {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(err(format!("`{v}`: yes or no"))),
+                }
+            }
+            "fleet_tries" => {
+                c.tries = v
+                    .parse()
+                    .ok()
+                    .filter(|&t: &u8| t > 0)
+                    .ok_or_else(|| err(format!("`{v}`: 1..=255")))?
+            }
+            _ => {}
+        }
+    }
+    match fleet_ca {
+        Some("none") => c.ca = None,
+        Some(p) => c.ca = Some(PathBuf::from(p)),
+        None => {}
+    }
+    c.auth = token.unwrap_or(Auth::None);
+    if c.server.is_empty() {
+        return Err("fleet_server is not set".into());
+    }
+    if c.poll_min > c.poll_max {
+        return Err("fleet_poll_min is larger than fleet_poll_max".into());
+    }
+    Ok(c)
+}
+
+/// A stable id for a device without a configured one: the hardware's
+/// serial number (device tree), else the DMI product UUID, else the
+/// system's machine id.
+fn device_id() -> Option<String> {
+    [
+        "/proc/device-tree/serial-number",
+        "/sys/class/dmi/id/product_uuid",
+        "/etc/machine-id",
+    ]
+    .iter()
+    .find_map(|p| {
+        let raw = std::fs::read(p).ok()?;
+        let id: String = raw
+            .iter()
+            .map(|&b| b as char)
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(64)
+            .collect();
+        (!id.is_empty()).then(|| format!("fwpack-{}", id.to_ascii_lowercase()))
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// In the slot, complete, not pending: the maintenance window was
+    /// closed (or `update` was `skip`).
+    Downloaded,
+    /// Pending or booted: the result is known after the reboot.
+    Installed,
+}
+
+/// The action whose result is not reported yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Pending {
+    action: String,
+    slot: Slot,
+    image_id: [u8; 32],
+    version: u64,
+    stage: Stage,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Pending {
+    fn path(dir: &Path) -> PathBuf {
+        dir.join("action")
+    }
+
+    fn load(dir: &Path) -> Result<Option<Pending>, String> {
+        let p = Self::path(dir);
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", p.display())),
+        };
+        let bad = |why: &str| format!("{}: {why}", p.display());
+        let pairs = updater::keyvalue::parse(&text)
+            .strict()
+            .map_err(|e| bad(&e))?;
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|q| q.key == k)
+                .map(|q| q.value)
+                .ok_or_else(|| bad(&format!("no {k}")))
+        };
+        let id = get("image_id")?;
+        let mut image_id = [0u8; 32];
+        if id.len() != 64 {
+            return Err(bad("image_id"));
+        }
+        for (i, b) in image_id.iter_mut().enumerate() {
+            *b = id
+                .get(2 * i..2 * i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| bad("image_id"))?;
+        }
+        let action = get("action")?.to_string();
+        ddi::check_id(&action).map_err(|e| bad(&e))?;
+        Ok(Some(Pending {
+            action,
+            slot: get("slot")?.parse().map_err(|_| bad("slot"))?,
+            image_id,
+            version: get("version")?.parse().map_err(|_| bad("version"))?,
+            stage: match get("stage")? {
+                "downloaded" => Stage::Downloaded,
+                "installed" => Stage::Installed,
+                _ => return Err(bad("stage")),
+            },
+        }))
+    }
+
+    /// Written to a temporary file, synced and renamed: a power cut
+    /// leaves the old file or the new one.
+    fn save(&self, dir: &Path) -> Result<(), String> {
+        let text = format!(
+            "action = {}\nslot = {}\nimage_id = {}\nversion = {}\nstage = {}\n",
+            self.action,
+            self.slot,
+            hex(&self.image_id),
+            self.version,
+            match self.stage {
+                Stage::Downloaded => "downloaded",
+                Stage::Installed => "installed",
+            }
+        );
+        let io = |e: std::io::Error| format!("{}: {e}", dir.display());
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let tmp = dir.join("action.tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, Self::path(dir)).map_err(io)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
+    }
+
+    fn remove(dir: &Path) -> Result<(), String> {
+        match std::fs::remove_file(Self::path(dir)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("{}: {e}", Self::path(dir).display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn ddi_fail(e: ddi::Error) -> Fail {
+    let code = match &e {
+        ddi::Error::Source(s) if !s.is_source_failure() => 4,
+        ddi::Error::Source(_) | ddi::Error::Status { .. } => cmd::SOURCE_CODE,
+        ddi::Error::Malformed { .. } | ddi::Error::Link { .. } => 4,
+        ddi::Error::Config(_) => USAGE_CODE,
+    };
+    Fail {
+        msg: e.to_string(),
+        code,
+    }
+}
+
+struct Device {
+    target: PathBuf,
+    loc: updater::StateLocation,
+    keys: fwimage::TrustedKeys,
+    http: HttpOptions,
+    conf: Conf,
+    tries: u8,
+    ddi: Ddi,
+}
+
+pub fn main(args: &[String]) -> Result<(), Fail> {
+    crate::log::init();
+    let mut once = false;
+    let mut cycles: Option<u64> = None;
+    let mut config = PathBuf::from(DEFAULT_CONFIG);
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--once" => once = true,
+            "--config" | "--cycles" => {
+                let v = it.next().ok_or_else(|| Fail {
+                    msg: format!("{a} needs a value\n\n{HELP}"),
+                    code: USAGE_CODE,
+                })?;
+                if a == "--config" {
+                    config = PathBuf::from(v);
+                } else {
+                    cycles = Some(v.parse().ok().filter(|&n| n > 0).ok_or_else(|| Fail {
+                        msg: format!("--cycles {v}: a count > 0"),
+                        code: USAGE_CODE,
+                    })?);
+                }
+            }
+            "--help" | "-h" => {
+                println!("{HELP}");
+                return Ok(());
+            }
+            _ => rest.push(a.clone()),
+        }
+    }
+    let o = cmd::parse_opts(&rest)?;
+    if !o.positional.is_empty() {
+        return Err(Fail {
+            msg: format!("fleet takes no SOURCE\n\n{HELP}"),
+            code: USAGE_CODE,
+        });
+    }
+    let text = std::fs::read_to_string(&config)
+        .map_err(|e| Fail::from(format!("{}: {e}", config.display())))?;
+    let conf = parse_conf(&text).map_err(|e| Fail {
+        msg: format!("{}: {e}", config.display()),
+        code: USAGE_CODE,
+    })?;
+    let (target, loc, _, _) = cmd::whereabouts(&o)?;
+    let keys = cmd::trusted_keys(&o)?;
+    let mut http = cmd::http_options(&o);
+    if o.ca.is_none() && conf.ca.is_some() {
+        http.tls.ca_file = conf.ca.clone();
+    }
+    if o.pins.is_empty() {
+        http.tls.pins = conf.pins.clone();
+    }
+    if o.max_rate.is_none() {
+        http.max_rate = conf.max_rate;
+    }
+    let controller_id = match conf.controller_id.clone().or_else(device_id) {
+        Some(id) => id,
+        None => return Err(Fail {
+            msg:
+                "no fleet_controller_id, and no device serial number or machine id to take one from"
+                    .into(),
+            code: USAGE_CODE,
+        }),
+    };
+    // API requests have a deadline of their own, the download none (the
+    // minimum rate ends a stalled one).
+    let mut api_http = http.clone();
+    api_http.deadline = Some(Duration::from_secs(60));
+    let ddi = Ddi::new(&DdiConfig {
+        server: conf.server.clone(),
+        tenant: conf.tenant.clone(),
+        controller_id: controller_id.clone(),
+        auth: conf.auth.clone(),
+        http: api_http,
+    })
+    .map_err(ddi_fail)?;
+    crate::log!("fleet: controller {controller_id} polls {}", ddi.base_url());
+    let mut dev = Device {
+        target,
+        loc,
+        keys,
+        http,
+        tries: o.tries.unwrap_or(conf.tries),
+        conf,
+        ddi,
+    };
+    let mut n = 0u64;
+    let mut backoff = dev.conf.poll_min;
+    loop {
+        n += 1;
+        let sleep = match dev.cycle() {
+            Ok(s) => {
+                backoff = dev.conf.poll_min;
+                s
+            }
+            Err(f) if once => return Err(f),
+            Err(f) => {
+                crate::log!("fleet: {} (next poll in {} s)", f.msg, backoff.as_secs());
+                let s = backoff;
+                backoff = (backoff * 2).min(dev.conf.poll_max);
+                s
+            }
+        };
+        if once || cycles.is_some_and(|c| n >= c) {
+            return Ok(());
+        }
+        std::thread::sleep(sleep);
+    }
+}
+
+impl Device {
+    /// One poll and whatever it asks for; returns the time to the next.
+    fn cycle(&mut self) -> Result<Duration, Fail> {
+        let base = self.ddi.poll().map_err(ddi_fail)?;
+        let sleep = base
+            .sleep
+            .unwrap_or(DEFAULT_SLEEP)
+            .clamp(self.conf.poll_min, self.conf.poll_max);
+        if let Some(href) = &base.config_data {
+            self.put_config(href)?;
+        }
+        if let Some(href) = &base.cancel_action {
+            self.cancel(href)?;
+            return Ok(sleep);
+        }
+        if let Some(href) = &base.confirmation_base {
+            self.confirmation(href)?;
+        }
+        if let Some(p) = Pending::load(&self.conf.state_dir)? {
+            if p.stage == Stage::Installed {
+                // Still in its trial, or just reported: this poll's links
+                // predate the report, the next poll has fresh ones.
+                self.settle(&p)?;
+                return Ok(sleep);
+            }
+        }
+        if let Some(href) = &base.deployment {
+            self.deploy(href)?;
+        }
+        Ok(sleep)
+    }
+
+    fn area(&self, access: Access) -> Result<(FileStorage, StateArea), Fail> {
+        let mut st = FileStorage::open(&self.target, access)?;
+        let area = StateArea::read(&mut st, self.loc)?;
+        Ok((st, area))
+    }
+
+    fn put_config(&self, href: &str) -> Result<(), Fail> {
+        let (_, area) = self.area(Access::ReadOnly)?;
+        let b = area.boot();
+        let active = b.slot(b.active);
+        let mut data = BTreeMap::new();
+        data.insert("board".to_string(), area.layout().board.clone());
+        data.insert("active_slot".into(), b.active.to_string());
+        data.insert("active_version".into(), active.version.to_string());
+        data.insert("active_label".into(), active.label.clone());
+        data.insert("active_image_id".into(), hex(&active.image_id));
+        data.insert(
+            "pending_slot".into(),
+            b.pending.map_or("none".into(), |s| s.to_string()),
+        );
+        if let Some(p) = b.pending {
+            data.insert("pending_version".into(), b.slot(p).version.to_string());
+        }
+        // The names SWUpdate's suricatta sends, which goosebit reads.
+        data.insert("hw_boardname".into(), area.layout().board.clone());
+        data.insert(
+            "sw_version".into(),
+            if active.label.is_empty() {
+                active.version.to_string()
+            } else {
+                active.label.clone()
+            },
+        );
+        data.insert(
+            "updater_version".into(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        );
+        self.ddi.put_config(href, &data).map_err(ddi_fail)?;
+        crate::log!("fleet: configuration data sent");
+        Ok(())
+    }
+
+    fn report(&self, action: &str, f: Feedback) {
+        // Progress is best effort: a lost report must not stop an install.
+        if let Err(e) = self.ddi.feedback(action, &f) {
+            crate::log!("fleet: feedback for action {action} not sent: {e}");
+        }
+    }
+
+    /// The final status; the pending file goes only once the server took it.
+    fn close(&self, action: &str, ok: bool, details: String) -> Result<(), Fail> {
+        crate::log!(
+            "fleet: action {action}: {}: {details}",
+            if ok { "success" } else { "failure" }
+        );
+        self.ddi
+            .feedback(action, &Feedback::closed(ok, details))
+            .map_err(ddi_fail)?;
+        Pending::remove(&self.conf.state_dir).map_err(Fail::from)
+    }
+
+    /// After the reboot: success, failure, or (nothing sent) still waiting.
+    fn settle(&self, p: &Pending) -> Result<(), Fail> {
+        let (_, area) = self.area(Access::ReadOnly)?;
+        let b = area.boot();
+        let info = b.slot(p.slot);
+        let verdict = if info.image_id != p.image_id {
+            Some((
+                false,
+                format!("slot {} no longer holds the installed image", p.slot),
+            ))
+        } else if b.pending == Some(p.slot) {
+            None
+        } else if b.active == p.slot && b.confirmed {
+            Some((
+                true,
+                format!(
+                    "slot {} booted version {} and confirmed it",
+                    p.slot, p.version
+                ),
+            ))
+        } else if b.active == p.slot {
+            None
+        } else if info.fell_back {
+            Some((
+                false,
+                format!(
+                    "the trial of version {} in slot {} failed: it was not confirmed within its boot tries and the device fell back to slot {} (version {})",
+                    p.version,
+                    p.slot,
+                    b.active,
+                    b.slot(b.active).version
+                ),
+            ))
+        } else {
+            Some((
+                false,
+                format!("slot {} was dropped before it booted", p.slot),
+            ))
+        };
+        match verdict {
+            None => Ok(()),
+            Some((ok, why)) => {
+                self.close(&p.action, ok, why)?;
+                if ok {
+                    // What hawkBit asks for after a successful update
+                    // anyway; goosebit learns the new version only so.
+                    let href = format!("{}/configData", self.ddi.base_url());
+                    if let Err(f) = self.put_config(&href) {
+                        crate::log!("fleet: configuration data not sent: {}", f.msg);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn cancel(&self, href: &str) -> Result<(), Fail> {
+        let c = self.ddi.cancel(href).map_err(ddi_fail)?;
+        let mut detail = format!("action {}: nothing of it was installed", c.stop_id);
+        if let Some(p) = Pending::load(&self.conf.state_dir)?.filter(|p| p.action == c.stop_id) {
+            let (mut st, mut area) = self.area(Access::ReadWrite)?;
+            let b = area.boot().clone();
+            if b.active == p.slot {
+                let f = Feedback {
+                    execution: ddi::Execution::Rejected,
+                    finished: ddi::Finished::None,
+                    progress: None,
+                    details: vec![format!("slot {} already runs the update", p.slot)],
+                };
+                self.ddi.cancel_feedback(&c.id, &f).map_err(ddi_fail)?;
+                return Ok(());
+            }
+            if b.pending == Some(p.slot) {
+                area.fallback(&mut st)?;
+                detail = format!("slot {} was pending; it will not boot", p.slot);
+            } else {
+                detail = format!("slot {} was written but never made pending", p.slot);
+            }
+            Pending::remove(&self.conf.state_dir)?;
+        }
+        crate::log!("fleet: canceled: {detail}");
+        self.ddi
+            .cancel_feedback(&c.id, &Feedback::closed(true, detail))
+            .map_err(ddi_fail)
+    }
+
+    fn confirmation(&self, href: &str) -> Result<(), Fail> {
+        if ddi::confirmation_action(href).is_none() {
+            return Ok(());
+        }
+        let yes = match self.conf.confirm {
+            Confirm::Wait => return Ok(()),
+            Confirm::Auto => true,
+            Confirm::Deny => false,
+        };
+        self.ddi
+            .confirm(href, yes, "fwpack-updater (fleet_confirm)")
+            .map_err(ddi_fail)
+    }
+
+    fn deploy(&self, href: &str) -> Result<(), Fail> {
+        let d = self.ddi.deployment(href).map_err(ddi_fail)?;
+        if let Some(p) = Pending::load(&self.conf.state_dir)? {
+            if p.action == d.id && p.stage == Stage::Downloaded {
+                return self.install_downloaded(&d, &p);
+            }
+            if p.action == d.id || p.stage == Stage::Installed {
+                return Ok(());
+            }
+        }
+        if d.download == Handling::Skip {
+            crate::log!("fleet: action {}: download is `skip`; waiting", d.id);
+            return Ok(());
+        }
+        let (url, size) = match d.fwi() {
+            Ok(a) => match &a.href {
+                Some(h) if matches!(Spec::parse(h), Spec::Url(_)) => (h.clone(), a.size),
+                _ => {
+                    return self.close(
+                        &d.id,
+                        false,
+                        format!("artifact {}: no http(s) download link", a.filename),
+                    )
+                }
+            },
+            Err(why) => return self.close(&d.id, false, why),
+        };
+        let install = d.update != Handling::Skip && d.window != Some(Window::Unavailable);
+        crate::log!(
+            "fleet: action {}: {url} ({} bytes){}",
+            d.id,
+            size.unwrap_or(0),
+            if install {
+                ""
+            } else {
+                ", download only (maintenance window)"
+            }
+        );
+        self.report(&d.id, Feedback::proceeding(format!("downloading {url}")));
+        match self.apply(&d.id, &url, install) {
+            Ok(r) => {
+                let p = Pending {
+                    action: d.id.clone(),
+                    slot: r.slot,
+                    image_id: r.image_id,
+                    version: r.version,
+                    stage: if install {
+                        Stage::Installed
+                    } else {
+                        Stage::Downloaded
+                    },
+                };
+                p.save(&self.conf.state_dir)?;
+                let summary = format!(
+                    "version {} in slot {}: {} bytes fetched, {} copied from the active slot",
+                    r.version, r.slot, r.image_bytes_read, r.bytes_from_seed
+                );
+                if install {
+                    self.installed(&p, &summary)
+                } else {
+                    self.report(
+                        &d.id,
+                        Feedback {
+                            execution: ddi::Execution::Downloaded,
+                            finished: ddi::Finished::None,
+                            progress: None,
+                            details: vec![format!(
+                                "downloaded {summary}; installs when the maintenance window opens"
+                            )],
+                        },
+                    );
+                    Ok(())
+                }
+            }
+            // The network may come back: the journal keeps the progress and
+            // the next poll resumes it (Range requests).
+            Err(f) if f.code == cmd::SOURCE_CODE => {
+                self.report(
+                    &d.id,
+                    Feedback::proceeding(format!(
+                        "download interrupted, resuming at the next poll: {}",
+                        f.msg
+                    )),
+                );
+                Err(f)
+            }
+            Err(f) => self.close(&d.id, false, f.msg),
+        }
+    }
+
+    fn installed(&self, p: &Pending, summary: &str) -> Result<(), Fail> {
+        self.report(
+            &p.action,
+            Feedback::proceeding(format!(
+                "installed {summary}; rebooting into it, the result follows its confirmation"
+            ))
+            .with_progress(100, 100),
+        );
+        if self.conf.reboot {
+            crate::log!("fleet: rebooting into slot {}", p.slot);
+            let st = std::process::Command::new("reboot").status();
+            if !st.as_ref().is_ok_and(|s| s.success()) {
+                return Err(format!("reboot failed: {st:?}").into());
+            }
+        }
+        Ok(())
+    }
+
+    /// A downloaded slot whose maintenance window opened: make it pending.
+    fn install_downloaded(&self, d: &Deployment, p: &Pending) -> Result<(), Fail> {
+        if d.update == Handling::Skip || d.window == Some(Window::Unavailable) {
+            return Ok(());
+        }
+        let (mut st, mut area) = self.area(Access::ReadWrite)?;
+        let info = area.boot().slot(p.slot);
+        if info.image_id != p.image_id || info.state != updater::bootstate::SlotState::Complete {
+            return self.close(
+                &p.action,
+                false,
+                format!("slot {} no longer holds the downloaded image", p.slot),
+            );
+        }
+        area.set_pending(&mut st, p.slot, self.tries)?;
+        let p = Pending {
+            stage: Stage::Installed,
+            ..p.clone()
+        };
+        p.save(&self.conf.state_dir)?;
+        self.installed(&p, &format!("version {} in slot {}", p.version, p.slot))
+    }
+
+    fn apply(&self, action: &str, url: &str, activate: bool) -> Result<updater::ApplyReport, Fail> {
+        let mut st = FileStorage::open(&self.target, Access::ReadWrite)?;
+        let observer: imagesource::Observer = Box::new(|e| {
+            if let Some(line) = e.text() {
+                crate::log!("{line}");
+            }
+        });
+        let opened = imagesource::open(&Spec::Url(url.to_string()), &self.http, Some(observer))?;
+        let len = opened.len;
+        let opts = ApplyOptions {
+            state_offset: self.loc.offset,
+            state_copy_distance: self.loc.copy_distance,
+            activate,
+            tries: self.tries,
+            seed: Seed::Active,
+            source: url.to_string(),
+            ..ApplyOptions::default()
+        };
+        let mut next = 0u64;
+        let report = updater::apply(opened.source, len, &mut st, &self.keys, &opts, &mut |e| {
+            match e {
+                // Known before the first chunk is fetched: what this
+                // update costs on the wire.
+                Event::DeltaPlan {
+                    seed,
+                    chunks,
+                    from_seed,
+                    fetch_bytes,
+                    ..
+                } => self.report(
+                    action,
+                    Feedback::proceeding(format!(
+                        "delta plan: fetching {fetch_bytes} of {len} bytes; {from_seed} of {chunks} chunks copied from slot {seed}"
+                    )),
+                ),
+                Event::Progress {
+                    phase: Phase::Write,
+                    done,
+                    total,
+                } if *total > 0 => {
+                    let pct = done.saturating_mul(100) / total;
+                    if pct >= next {
+                        next = pct + PROGRESS_STEP;
+                        self.report(
+                            action,
+                            Feedback::proceeding(format!("writing: {done} of {total} bytes"))
+                                .with_progress(pct, 100),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        })?;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conf_keys() {
+        let c = parse_conf(
+            "target = /dev/mmcblk0\nca = /etc/ca.pem\nfleet_server = http://h:1\nfleet_target_token = t\nfleet_poll_min = 5\nfleet_max_rate = 1M\nfleet_reboot = no\n",
+        )
+        .unwrap();
+        assert_eq!(c.server, "http://h:1");
+        assert_eq!(c.auth, Auth::Target("t".into()));
+        assert_eq!(c.ca.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert_eq!(c.poll_min, Duration::from_secs(5));
+        assert_eq!(c.max_rate, Some(1 << 20));
+        assert!(!c.reboot);
+        for bad in [
+            "",
+            "fleet_server = http://h\nfleet_target_token = a\nfleet_gateway_token = b\n",
+            "fleet_server = http://h\nfleet_poll_min = 0\n",
+            "fleet_server = http://h\nfleet_poll_min = 10\nfleet_poll_max = 5\n",
+            "fleet_server = http://h\nfleet_confirm = maybe\n",
+        ] {
+            assert!(parse_conf(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pending_round_trip() {
+        let dir = std::env::temp_dir().join(format!("fwpack-fleet-{}", std::process::id()));
+        let p = Pending {
+            action: "42".into(),
+            slot: Slot::B,
+            image_id: [0xab; 32],
+            version: 7,
+            stage: Stage::Downloaded,
+        };
+        p.save(&dir).unwrap();
+        assert_eq!(Pending::load(&dir).unwrap(), Some(p));
+        Pending::remove(&dir).unwrap();
+        assert_eq!(Pending::load(&dir).unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
