@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use crate::decode::ChunkDecoder;
 use crate::index::{check_entry, Index, Verified};
-use crate::layout::{max_stored_len, Compression};
+use crate::layout::Compression;
 use crate::{CrcChain, Error, ImageHead, ImageSource, Result, BLOCK_SIZE};
 
 /// Where one chunk handed out by [`ChunkReader::next_chunk`] belongs.
@@ -66,8 +66,7 @@ pub struct ChunkReader<'h, S> {
     /// sequentially from a segment start (for the zero-padding rule).
     file_pos: Option<u64>,
     chain: CrcChain,
-    stored: Vec<u8>,
-    decoder: ChunkDecoder,
+    decoder: BatchDecoder,
     /// Stored and padding bytes read from the source.
     pub data_bytes_read: u64,
 }
@@ -82,7 +81,6 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
     /// must be a chunk boundary (or the segment's end).
     pub fn start_at(v: &Verified<'h>, src: S, seg: usize, raw_offset: u64) -> Result<Self> {
         let head = v.head;
-        let max_stored = max_stored_len(head.header.chunk_size()) as usize;
         let mut r = ChunkReader {
             head,
             src,
@@ -92,8 +90,7 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
             stored_pos: 0,
             file_pos: None,
             chain: CrcChain::default(),
-            stored: vec![0u8; max_stored],
-            decoder: ChunkDecoder::default(),
+            decoder: BatchDecoder::default(),
             data_bytes_read: 0,
         };
         r.seek(seg, raw_offset)?;
@@ -184,73 +181,12 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
     /// against `raw_sha256` and the CRC chain. `None` once every chunk was handed
     /// out and the padding after the last was checked.
     pub fn next_chunk(&mut self, out: &mut [u8]) -> Result<Option<ChunkInfo>> {
-        let head = self.head;
-        let cs = head.header.chunk_size();
-        let Some(s) = head.segments.get(self.seg) else {
+        let n = (self.head.header.chunk_size() as usize).min(out.len());
+        let out = &mut out[..n];
+        let Some(batch) = self.read_batch(out)? else {
             return Ok(None);
         };
-        if self.chunk == 0 {
-            self.check_gap(s.data_offset)?;
-        }
-        let i = self.chunk;
-        let k = u64::from(s.first_chunk) + i;
-        let e = self.index.chunk(&mut self.src, k)?;
-        check_entry(head, self.seg, i, &e, Some(self.stored_pos))?;
-        let raw_len = s.chunk_raw_len(i, cs) as usize;
-        if out.len() < raw_len {
-            return Err(Error::InvalidInput {
-                what: "buffer length",
-                value: out.len().to_string(),
-                reason: format!("must hold a whole chunk ({cs} bytes)"),
-            });
-        }
-        let out = &mut out[..raw_len];
-        let stored_len = e.stored_len as usize;
-        // Uncompressed chunks are read straight into `out`; compressed ones
-        // into our buffer. Either way these bytes are the only copy: they
-        // are hashed, then used, and never read from the source again.
-        let stored: &mut [u8] = if s.compression == Compression::None {
-            &mut out[..]
-        } else {
-            &mut self.stored[..stored_len]
-        };
-        self.src.read_at(e.stored_offset, stored)?;
-        self.data_bytes_read += stored_len as u64;
-        if <[u8; 32]>::from(Sha256::digest(&*stored)) != e.stored_sha256 {
-            return Err(Error::ChunkHashMismatch {
-                segment: s.name.clone(),
-                chunk: i,
-            });
-        }
-        if s.compression != Compression::None {
-            self.decoder
-                .decode(s.compression, &self.stored[..stored_len], out, cs)
-                .map_err(|reason| Error::Decompress {
-                    segment: s.name.clone(),
-                    reason: format!("chunk {i}: {reason}"),
-                })?;
-            // What is written must be what `raw_sha256` says: resume,
-            // `--verify-writes` and delta seeds later prove slot bytes by
-            // it alone, and `verify` refuses an image where it disagrees.
-            // (Uncompressed chunks need no second hash: `check_entry`
-            // requires raw == stored hash there, so one proves both.)
-            if <[u8; 32]>::from(Sha256::digest(&*out)) != e.raw_sha256 {
-                return Err(Error::RawHashMismatch {
-                    segment: s.name.clone(),
-                    chunk: i,
-                });
-            }
-        }
-        self.check_crcs(i * cs / BLOCK_SIZE as u64, out)?;
-        let info = ChunkInfo {
-            segment: self.seg,
-            chunk: i,
-            raw_offset: i * cs,
-            raw_len,
-            raw_sha256: e.raw_sha256,
-        };
-        self.advance(e.stored_offset + u64::from(e.stored_len), 1);
-        Ok(Some(info))
+        Ok(batch.verify(out, &mut self.decoder)?.pop())
     }
 
     /// Fills `out` with as many whole authenticated chunks of the current

@@ -58,8 +58,10 @@ pub struct ApplyOptions {
     pub activate: bool,
     /// Trial boots of the new slot before falling back.
     pub tries: u8,
-    /// Bytes per device write; a multiple of 4096 (rounded up to whole
-    /// chunks of the image).
+    /// Twice this is the memory of the write pipeline, shared by its
+    /// buffers (one per checker thread plus two; each whole chunks of the
+    /// image, at least one): the bytes per device write. A multiple of
+    /// 4096.
     pub chunk_size: usize,
     /// Raw bytes between journal checkpoints (rounded up to chunks).
     pub checkpoint_interval: u64,
@@ -723,7 +725,11 @@ impl Engine<'_> {
         let start_seg = start_seg as usize;
         let v = self.v;
         let cs = self.chunk_size();
-        let batch = round_up((self.opts.chunk_size as u64).max(cs), cs) as usize;
+        let workers = checkers();
+        // Fixed memory, whatever the core count: 2 × chunk_size over
+        // `workers + 2` buffers, whole chunks each.
+        let share = 2 * self.opts.chunk_size as u64 / (workers as u64 + 2);
+        let batch = (share / cs).max(1) as usize * cs as usize;
         let mem_align = self.mem_align;
         let done_before: u64 = self.plans[..start_seg.min(self.plans.len())]
             .iter()
@@ -733,7 +739,6 @@ impl Engine<'_> {
         if start_seg >= self.plans.len() {
             return Ok(());
         }
-        let workers = checkers();
         std::thread::scope(|scope| {
             // A pipeline of long-lived threads: the reader fetches stored
             // bytes, `workers` threads authenticate (and decode) whole
@@ -750,10 +755,10 @@ impl Engine<'_> {
             // Shared by the checkers; dropped with the last of them, which
             // unblocks a reader waiting to hand over a job.
             let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
-            for n in 0..workers {
+            for _ in 0..workers {
                 let (rx, tx) = (job_rx.clone(), done_tx.clone());
                 std::thread::Builder::new()
-                    .name(format!("fwpack-check{n}"))
+                    .name("fwpack-check".into())
                     .spawn_scoped(scope, move || check_batches(&rx, &tx))
                     .map_err(Error::io("starting an image checker thread"))?;
             }
@@ -804,11 +809,12 @@ impl Engine<'_> {
         };
         // Checkers finish out of order; the writer takes their batches in
         // the reader's order (at most one per buffer is waiting here).
-        let mut waiting = std::collections::BTreeMap::new();
+        let mut waiting: Vec<(u64, Msg)> = Vec::new();
         let mut next = 0u64;
-        while let Ok((seq, msg)) = done_rx.recv() {
-            waiting.insert(seq, msg);
-            while let Some(msg) = waiting.remove(&next) {
+        while let Ok(got) = done_rx.recv() {
+            waiting.push(got);
+            while let Some(i) = waiting.iter().position(|(seq, _)| *seq == next) {
+                let msg = waiting.swap_remove(i).1;
                 next += 1;
                 match msg {
                     Msg::Batch {
