@@ -532,7 +532,8 @@ pub(crate) fn warm(p: &Path) -> Result<()> {
     Ok(())
 }
 
-fn print_machine(sh: &Shell, opts: &Opts, work: &Path) {
+/// "CPU model, N cores" of this machine, for the benches' headers.
+pub(crate) fn machine() -> String {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -542,17 +543,24 @@ fn print_machine(sh: &Shell, opts: &Opts, work: &Path) {
         .trim()
         .to_string();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{model}, {cores} cores")
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub(crate) fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn print_machine(sh: &Shell, opts: &Opts, work: &Path) {
     let fs_line = cmd!(sh, "df -hT {work}")
         .read()
         .ok()
         .and_then(|s| s.lines().nth(1).map(str::to_string))
         .unwrap_or_default();
-    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("== cargo xtask bench apply ==");
-    println!(
-        "machine: {model}, {cores} cores; load average {}",
-        load.trim()
-    );
+    println!("machine: {}; load average {}", machine(), loadavg());
     println!("target file system: {fs_line}");
     println!(
         "sizes {:?} MiB, best of {} run(s); fresh sparse target file per run",

@@ -31,7 +31,8 @@ use testkit::http::Nginx;
 use xshell::{cmd, Shell};
 
 use crate::bench_apply::{
-    new_target, path, quiet, random_payload, run_dd, stamp_named, sync, timed, warm, Sample, MIB,
+    loadavg, machine, new_target, path, quiet, random_payload, run_dd, stamp_named, sync, timed,
+    warm, Sample, MIB,
 };
 
 const USAGE: &str = "usage: cargo xtask bench compare [--quick] [--runs N] [--size-mib 256] \
@@ -822,23 +823,4 @@ fn which(tool: &str) -> Option<PathBuf> {
             .map(|d| d.join(tool))
             .find(|p| p.is_file())
     })
-}
-
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-fn machine() -> String {
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("?")
-        .trim()
-        .to_string();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{model}, {cores} cores")
 }

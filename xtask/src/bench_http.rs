@@ -530,20 +530,11 @@ fn rss(
 }
 
 fn print_machine(opts: &Opts, work: &Path) {
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("?")
-        .trim()
-        .to_string();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("== cargo xtask bench http ==");
     println!(
-        "machine: {model}, {cores} cores; load average {}",
-        load.trim()
+        "machine: {}; load average {}",
+        crate::bench_apply::machine(),
+        crate::bench_apply::loadavg()
     );
     println!(
         "work dir {}; {} MiB, best of {} run(s)",
