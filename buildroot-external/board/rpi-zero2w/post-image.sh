@@ -2,7 +2,8 @@
 # Buildroot post-image script: turns what Buildroot built (kernel Image,
 # DTBs, GPU firmware, ext4 root filesystem, static fwpack-updater) into
 # fwpack's outputs in ${BINARIES_DIR}/fwpack: sdcard.img, update.fwi
-# (signed), initramfs.cpio.gz, boot/ and manifest.json.
+# (signed, naming the SBOM), initramfs.cpio.gz, boot/, sbom.spdx.json and
+# manifest.json.
 #
 # Signing key, first match wins (environment, so no secret ends up in
 # .config or in a defconfig):
