@@ -737,3 +737,38 @@ fn the_sbom_validates_and_its_hash_is_in_the_signed_head() {
         "no build-machine paths in the SBOM"
     );
 }
+
+/// `--no-sbom-record`, for fleets whose updaters predate the head
+/// extension: the SBOM is still written, but update.fwi keeps the old
+/// layout (no extension, so no must-understand flag those updaters refuse).
+#[test]
+fn no_sbom_record_keeps_update_fwi_in_the_old_layout() {
+    let out = build_with_updater("sbom-legacy", &["--no-sbom-record"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let i = inputs();
+    let dir = i.dir.join("sbom-legacy");
+    let manifest = json_file(&dir.join("manifest.json"));
+    assert_eq!(
+        manifest["sbom_sha256"].as_str(),
+        Some(sha256_hex(&dir.join("sbom.spdx.json")).as_str())
+    );
+    let js = fwpack(&["inspect", "--json", "sbom-legacy/update.fwi"], &i.dir);
+    assert!(js.status.success(), "{}", show(&js));
+    let head: serde_json::Value = serde_json::from_slice(&js.stdout).unwrap();
+    assert!(head["sbom_sha256"].is_null(), "{head}");
+    // ext_len (header offset 232, docs/FORMAT.md) is zero: the old layout.
+    let fwi = std::fs::read(dir.join("update.fwi")).unwrap();
+    assert_eq!(fwi[232..236], [0, 0, 0, 0]);
+    let v = fwpack(
+        &[
+            "verify",
+            "sbom-legacy/update.fwi",
+            "-k",
+            "release.pub.pem",
+            "--sbom",
+            "sbom-legacy/sbom.spdx.json",
+        ],
+        &i.dir,
+    );
+    assert_eq!(v.status.code(), Some(7), "{}", show(&v));
+}

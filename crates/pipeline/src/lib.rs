@@ -184,6 +184,10 @@ pub struct Inputs {
     /// Threads compressing the initramfs and `update.fwi` (at least 1); the
     /// artifacts are byte-identical for any number.
     pub jobs: usize,
+    /// Put the SBOM's SHA-256 in `update.fwi`'s signed head. Off only for
+    /// fleets whose updaters predate the head extension: they refuse
+    /// images that carry it (docs/FORMAT.md, "Head extension").
+    pub sbom_record: bool,
 }
 
 /// What `build` produced (also written as `manifest.json`).
@@ -197,7 +201,8 @@ pub struct Manifest {
     /// The updater in the initramfs: where it came from, its hash, version.
     pub updater: UpdaterInfo,
     /// The SBOM (SPDX 2.3 JSON) of what went on the device, relative to the
-    /// output directory; its SHA-256 is also in update.fwi's signed head.
+    /// output directory; its SHA-256 is also in update.fwi's signed head
+    /// unless the build was asked to leave it out (`Inputs::sbom_record`).
     pub sbom: String,
     pub sbom_sha256: String,
     pub artifacts: Vec<Artifact>,
@@ -549,8 +554,10 @@ fn stamp(
         .len();
     let mut b = fwimage::ImageBuilder::new(board.compatible(), inputs.payload_version)?
         .version_label(&inputs.version_label)?
-        .jobs(inputs.jobs)
-        .sbom_sha256(sbom_sha256);
+        .jobs(inputs.jobs);
+    if inputs.sbom_record {
+        b = b.sbom_sha256(sbom_sha256);
+    }
     b.add_segment(
         fwimage::SegmentSpec {
             name: "rootfs".into(),

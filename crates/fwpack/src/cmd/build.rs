@@ -66,6 +66,11 @@ pub struct BuildArgs {
     /// cores available). The artifacts are byte-identical for any number.
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
+    /// Leave the SBOM's SHA-256 out of update.fwi's signed head
+    /// (sbom.spdx.json is still written). For a fleet whose updaters
+    /// predate the head extension: they refuse images that carry it.
+    #[arg(long)]
+    no_sbom_record: bool,
     /// Human-readable version label.
     #[arg(long, default_value = "")]
     label: String,
@@ -101,6 +106,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         payload_version: args.payload_version,
         version_label: args.label.clone(),
         jobs: args.jobs.map_or_else(initramfs::default_jobs, usize::from),
+        sbom_record: !args.no_sbom_record,
     };
     let started = std::time::Instant::now();
     let json = args.json;
@@ -142,8 +148,14 @@ pub fn build(args: BuildArgs) -> Result<()> {
         u.sha256
     );
     eprintln!(
-        "  sbom:    {} (sha256 {}, also in update.fwi's signed head)",
-        manifest.sbom, manifest.sbom_sha256
+        "  sbom:    {} (sha256 {}{})",
+        manifest.sbom,
+        manifest.sbom_sha256,
+        if args.no_sbom_record {
+            "; not in update.fwi, --no-sbom-record"
+        } else {
+            ", also in update.fwi's signed head"
+        }
     );
     for a in &manifest.artifacts {
         println!(
