@@ -200,9 +200,10 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     }
     let casync = on_path("casync");
 
+    // `fwpack apply SOURCE` (a file or a URL) to a fresh target.
     let apply =
-        |image: &Path, mib: u64, extra: &'static [&'static str], cpus: Option<&'static str>| {
-            let (fwpack, work, image) = (fwpack.clone(), work.clone(), image.to_path_buf());
+        |source: &str, mib: u64, extra: &'static [&'static str], cpus: Option<&'static str>| {
+            let (fwpack, work, source) = (fwpack.clone(), work.clone(), source.to_string());
             move || -> Result<Sample> {
                 new_target(&fwpack, &work, mib)?;
                 sync();
@@ -217,7 +218,7 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
                 c.current_dir(&work)
                     .args([
                         "apply",
-                        path(&image),
+                        &source,
                         "--target",
                         "target.img",
                         "--key",
@@ -240,12 +241,12 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     one(
         format!("apply {size} MiB to a file"),
         vec![
-            tool("fwpack apply", None, apply(&img, size, &[], None)),
+            tool("fwpack apply", None, apply(path(&img), size, &[], None)),
             tool("dd oflag=direct conv=fsync", None, dd(&rand)),
             tool(
                 "fwpack apply, one core (taskset -c 0)",
                 None,
-                apply(&img, size, &[], Some("0")),
+                apply(path(&img), size, &[], Some("0")),
             ),
         ],
     );
@@ -255,7 +256,7 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
             tool(
                 "fwpack apply",
                 None,
-                apply(&big_img, opts.big_mib, &[], None),
+                apply(path(&big_img), opts.big_mib, &[], None),
             ),
             tool("dd oflag=direct conv=fsync", None, dd(&big)),
         ],
@@ -266,7 +267,7 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
             tool(
                 "fwpack apply --verify-writes",
                 None,
-                apply(&img, size, &["--verify-writes"], None),
+                apply(path(&img), size, &["--verify-writes"], None),
             ),
             tool("dd oflag=direct conv=fsync", None, dd(&rand)),
         ],
@@ -275,7 +276,7 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
         tool(
             "fwpack apply (zstd chunks)",
             None,
-            apply(&zimg, size, &[], None),
+            apply(path(&zimg), size, &[], None),
         ),
         tool("dd of the decoded bytes", None, dd(&ext4)),
     ];
@@ -299,17 +300,11 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     one(
         format!("HTTP apply {size} MiB from nginx, --seed none"),
         vec![
-            tool("fwpack apply URL", None, {
-                let (fwpack, work, url) = (fwpack.clone(), work.clone(), url.clone());
-                move || {
-                    new_target(&fwpack, &work, size)?;
-                    sync();
-                    timed(Command::new(&fwpack).current_dir(&work).args([
-                        "apply", &url, "--target", "target.img", "--key", "k.pub.pem", "--seed",
-                        "none",
-                    ]))
-                }
-            }),
+            tool(
+                "fwpack apply URL",
+                None,
+                apply(&url, size, &["--seed", "none"], None),
+            ),
             tool("curl -o /dev/null", None, shell(format!("curl -sS --fail -o /dev/null '{url}'"))),
             tool(
                 "curl | dd oflag=direct",

@@ -38,10 +38,16 @@ pub fn shipped_updater(triple: &str) -> Option<PathBuf> {
 /// The source checkout this fwpack was compiled from, if it is still
 /// there: the only place `--build-updater` can build from.
 pub fn source_checkout() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = compiled_from();
     root.join("crates/fwpack-updater/Cargo.toml")
         .is_file()
         .then(|| std::fs::canonicalize(&root).unwrap_or(root))
+}
+
+/// Where the workspace this fwpack was compiled from was: a path on the
+/// build machine, used only for `--build-updater` and its message.
+fn compiled_from() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// The updater `fwpack build` puts in: `--updater FILE`, else the shipped
@@ -60,7 +66,7 @@ pub fn updater(board: &Board, given: Option<&Path>, build: bool) -> Result<pipel
                 format!(
                     "--build-updater needs the fwpack source checkout this binary was built from ({}), and it is gone; \
                      pass --updater FILE (a static fwpack-updater for {triple})",
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").display()
+                    compiled_from().display()
                 ),
             )),
         };
