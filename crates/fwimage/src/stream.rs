@@ -216,20 +216,7 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
             }
             return Ok(got);
         }
-        if self.chunk == 0 {
-            self.check_gap(s.data_offset)?;
-        }
-        let mut entries = Vec::with_capacity(fit as usize);
-        let mut pos = self.stored_pos;
-        for j in 0..fit {
-            let i = self.chunk + j;
-            let e = self
-                .index
-                .chunk(&mut self.src, u64::from(s.first_chunk) + i)?;
-            check_entry(head, self.seg, i, &e, Some(pos))?;
-            pos += u64::from(e.stored_len);
-            entries.push(e);
-        }
+        let (entries, pos) = self.next_entries(fit)?;
         // Uncompressed: stored == raw, and the chunks are contiguous.
         let total = (pos - self.stored_pos) as usize;
         let data = &mut out[..total];
@@ -283,22 +270,10 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
                 reason: format!("must hold a whole chunk ({cs} bytes)"),
             });
         }
-        if self.chunk == 0 {
-            self.check_gap(s.data_offset)?;
-        }
-        let mut entries = Vec::with_capacity(fit as usize);
-        let mut raw_total = 0usize;
-        let mut pos = self.stored_pos;
-        for j in 0..fit {
-            let i = self.chunk + j;
-            let e = self
-                .index
-                .chunk(&mut self.src, u64::from(s.first_chunk) + i)?;
-            check_entry(head, self.seg, i, &e, Some(pos))?;
-            pos += u64::from(e.stored_len);
-            raw_total += s.chunk_raw_len(i, cs) as usize;
-            entries.push(e);
-        }
+        let (entries, pos) = self.next_entries(fit)?;
+        let raw_total: usize = (0..fit)
+            .map(|j| s.chunk_raw_len(self.chunk + j, cs) as usize)
+            .sum();
         // Stored lengths are bounded by `check_entry` (at most
         // `max_stored_len` each), so this is at most `fit` chunks' worth.
         let stored_total = (pos - self.stored_pos) as usize;
@@ -341,6 +316,30 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
         };
         self.advance(pos, fit);
         Ok(Some(batch))
+    }
+
+    /// The signed index entries of the next `fit` chunks of the current
+    /// segment, each checked to lie where the previous one ended (after
+    /// the padding before the segment was checked), and the file offset
+    /// after the last.
+    fn next_entries(&mut self, fit: u64) -> Result<(Vec<crate::ChunkEntry>, u64)> {
+        let head = self.head;
+        let s = &head.segments[self.seg];
+        if self.chunk == 0 {
+            self.check_gap(s.data_offset)?;
+        }
+        let mut entries = Vec::with_capacity(fit as usize);
+        let mut pos = self.stored_pos;
+        for j in 0..fit {
+            let i = self.chunk + j;
+            let e = self
+                .index
+                .chunk(&mut self.src, u64::from(s.first_chunk) + i)?;
+            check_entry(head, self.seg, i, &e, Some(pos))?;
+            pos += u64::from(e.stored_len);
+            entries.push(e);
+        }
+        Ok((entries, pos))
     }
 
     /// Checks raw bytes starting at block `first_block` of the current
