@@ -20,6 +20,7 @@
 //! - No panics on bad input: every problem is an [`Error`].
 
 pub mod bmap;
+pub mod efivars;
 mod config;
 mod error;
 mod fat;
