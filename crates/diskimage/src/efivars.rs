@@ -185,7 +185,10 @@ pub fn append(fd: &mut [u8], vars: &[(&str, Guid, u32, &[u8])]) -> Result<(), Va
 /// `Boot####` entries for `entries` (number, load option) and a
 /// `BootOrder` listing them in that order.
 pub fn add_boot_entries(fd: &mut [u8], entries: &[(u16, Vec<u8>)]) -> Result<(), VarStoreError> {
-    let names: Vec<String> = entries.iter().map(|(n, _)| format!("Boot{n:04X}")).collect();
+    let names: Vec<String> = entries
+        .iter()
+        .map(|(n, _)| format!("Boot{n:04X}"))
+        .collect();
     let order = u16_list(&entries.iter().map(|(n, _)| *n).collect::<Vec<_>>());
     let mut vars: Vec<(&str, Guid, u32, &[u8])> = names
         .iter()

@@ -20,8 +20,8 @@
 //! - No panics on bad input: every problem is an [`Error`].
 
 pub mod bmap;
-pub mod efivars;
 mod config;
+pub mod efivars;
 mod error;
 mod fat;
 mod guid;
