@@ -135,9 +135,10 @@ fn free_at(fd: &[u8]) -> Result<(usize, usize), VarStoreError> {
         }
         let name = u32::from_le_bytes([h[36], h[37], h[38], h[39]]) as usize;
         let data = u32::from_le_bytes([h[40], h[41], h[42], h[43]]) as usize;
-        at = pad4(name)
-            .checked_add(pad4(data))
+        at = name
+            .checked_add(data)
             .and_then(|n| n.checked_add(at + VAR_HEADER_LEN))
+            .map(pad4)
             .filter(|next| *next <= end)
             .ok_or(VarStoreError::Format("a variable runs past the store"))?;
     }
@@ -153,29 +154,25 @@ pub fn append(fd: &mut [u8], vars: &[(&str, Guid, u32, &[u8])]) -> Result<(), Va
             return Err(VarStoreError::Name(name.to_string()));
         }
         let n = utf16z(name);
-        let total = VAR_HEADER_LEN + pad4(n.len()) + pad4(data.len());
+        let total = pad4(VAR_HEADER_LEN + n.len() + data.len());
         if at + total > end {
             return Err(VarStoreError::Full(total));
         }
-        let mut v = vec![0u8; total];
+        // Padding stays erased flash, as the firmware leaves it.
+        let mut v = vec![0xFFu8; total];
         v[0..2].copy_from_slice(&VAR_START_ID.to_le_bytes());
         v[2] = VAR_ADDED;
+        v[3] = 0;
         v[4..8].copy_from_slice(&attrs.to_le_bytes());
+        v[8..36].fill(0);
         // Monotonic count, time stamp, public key index: zero (not an
         // authenticated write).
         v[36..40].copy_from_slice(&(n.len() as u32).to_le_bytes());
         v[40..44].copy_from_slice(&(data.len() as u32).to_le_bytes());
         v[44..60].copy_from_slice(&vendor.to_disk());
         v[60..60 + n.len()].copy_from_slice(&n);
-        let d = 60 + pad4(n.len());
+        let d = 60 + n.len();
         v[d..d + data.len()].copy_from_slice(data);
-        // Padding stays erased flash, as the firmware leaves it.
-        for b in &mut v[60 + n.len()..d] {
-            *b = 0xFF;
-        }
-        for b in &mut v[d + data.len()..] {
-            *b = 0xFF;
-        }
         fd[at..at + total].copy_from_slice(&v);
         at += total;
     }
@@ -222,7 +219,9 @@ mod tests {
         append(&mut fd, &[("A", GLOBAL_VARIABLE, 7, b"xyz")]).unwrap();
         assert_eq!(&fd[100..102], &[0xAA, 0x55]);
         let (free, _) = free_at(&fd).unwrap();
-        assert_eq!(free, 100 + 60 + 4 + 4);
+        // Header, "A\0" (4 bytes), "xyz", padded to 4.
+        assert_eq!(free, 100 + 68);
+        assert_eq!(&fd[164..167], b"xyz");
         append(&mut fd, &[("B", GLOBAL_VARIABLE, 7, b"")]).unwrap();
         assert_eq!(&fd[free..free + 2], &[0xAA, 0x55]);
         assert_eq!(fd[free + 60..free + 64], [b'B', 0, 0, 0]);
