@@ -648,9 +648,11 @@ impl Config {
                     })?;
                 self.efi_boot_entries = match n.as_slice() {
                     [a, b] if a != b => Some([*a, *b]),
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "`{v}`: expected two different hex Boot#### numbers (slot A's, slot B's)"
-                    )),
+                    ))
+                    }
                 }
             }
             "bootstrap_label" => {
