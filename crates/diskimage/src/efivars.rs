@@ -239,6 +239,24 @@ mod tests {
     }
 
     #[test]
+    fn damaged_stores_are_errors_not_panics() {
+        let mut good = blank();
+        append(&mut good, &[("Boot000A", GLOBAL_VARIABLE, 7, b"0123456789")]).unwrap();
+        // Every byte of the headers and the first variable, set to values
+        // that break lengths, offsets and magic numbers.
+        for at in 0..200 {
+            for v in [0x00, 0x01, 0x7F, 0xFF] {
+                let mut fd = good.clone();
+                fd[at] = v;
+                let _ = append(&mut fd, &[("B", GLOBAL_VARIABLE, 7, b"x")]);
+            }
+        }
+        for len in [0, 40, 50, 99, 100, 160] {
+            let _ = append(&mut good[..len].to_vec(), &[]);
+        }
+    }
+
+    #[test]
     fn load_option_layout() {
         let p = GptPartition {
             number: 1,
