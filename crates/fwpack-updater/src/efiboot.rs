@@ -72,7 +72,7 @@ fn write_var(name: &str, data: &[u8]) -> Result<(), String> {
 
 /// Little-endian u16s; `None` for an odd length.
 pub fn u16_list(data: &[u8]) -> Option<Vec<u16>> {
-    if data.len() % 2 != 0 {
+    if !data.len().is_multiple_of(2) {
         return None;
     }
     Some(
