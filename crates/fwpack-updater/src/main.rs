@@ -20,6 +20,8 @@ mod config;
 mod devwait;
 #[cfg(feature = "fleet")]
 mod fleet;
+#[cfg(feature = "fleet")]
+mod fleet_stop;
 mod flow;
 mod kexecboot;
 mod kmod;
