@@ -1153,6 +1153,86 @@ mod tests {
     }
 
     #[test]
+    fn oversize_keys() {
+        let c = parse_conf("fleet_server = http://h\nfleet_max_download = 5M\n").unwrap();
+        assert_eq!((c.max_download, c.oversize), (Some(5 << 20), Oversize::Defer));
+        let c = parse_conf("fleet_server = http://h\nfleet_oversize = refuse\n").unwrap();
+        assert_eq!((c.max_download, c.oversize), (None, Oversize::Refuse));
+        for bad in ["fleet_max_download = lots", "fleet_oversize = maybe"] {
+            assert!(parse_conf(&format!("fleet_server = http://h\n{bad}\n")).is_err());
+        }
+    }
+
+    #[test]
+    fn chunks_map_to_slot_groups() {
+        let range = updater::SlotRange {
+            offset: 1 << 20,
+            size: 1 << 20,
+        };
+        let group = |name: &str| updater::SlotGroup {
+            name: name.into(),
+            slots: [range, range],
+        };
+        let layout = updater::Layout {
+            board: "b".into(),
+            state_offset: 0,
+            copy_distance: 0,
+            groups: vec![group("boot"), group("system")],
+        };
+        let chunk = |part: &str, file: &str| ddi::Chunk {
+            part: part.into(),
+            version: "1".into(),
+            name: part.into(),
+            artifacts: vec![ddi::Artifact {
+                filename: file.into(),
+                size: None,
+                sha256: None,
+                href: None,
+            }],
+        };
+        let dep = |chunks| Deployment {
+            id: "1".into(),
+            download: Handling::Forced,
+            update: Handling::Forced,
+            window: None,
+            chunks,
+        };
+        // One chunk is the whole slot, whatever its part.
+        assert!(check_chunks(&dep(vec![chunk("os", "a.fwi")]), &layout).is_ok());
+        // Several: each a group, the groups in one .fwi.
+        let ok = dep(vec![chunk("system", "a.fwi"), chunk("boot", "notes.txt")]);
+        assert!(check_chunks(&ok, &layout).is_ok());
+        for (chunks, says) in [
+            (
+                vec![chunk("system", "a.fwi"), chunk("firmware", "f.bin")],
+                "part `firmware`",
+            ),
+            (
+                vec![chunk("system", "a.fwi"), chunk("system", "b.txt")],
+                "two chunks",
+            ),
+            (
+                vec![chunk("system", "a.fwi"), chunk("boot", "b.fwi")],
+                "one .fwi",
+            ),
+        ] {
+            let why = check_chunks(&dep(chunks), &layout).unwrap_err();
+            assert!(why.contains(says), "{why}");
+        }
+    }
+
+    #[test]
+    fn deferred_remembers_the_limit() {
+        let dir = std::env::temp_dir().join(format!("fwpack-fleet-def-{}", std::process::id()));
+        Deferred::save(&dir, "5", 100).unwrap();
+        assert_eq!(Deferred::load(&dir, Some(100)).unwrap().as_deref(), Some("5"));
+        assert_eq!(Deferred::load(&dir, Some(200)).unwrap(), None);
+        Deferred::remove(&dir).unwrap();
+        assert_eq!(Deferred::load(&dir, Some(100)).unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn pending_round_trip() {
         let dir = std::env::temp_dir().join(format!("fwpack-fleet-{}", std::process::id()));
         let p = Pending {
