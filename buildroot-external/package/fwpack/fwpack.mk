@@ -93,16 +93,66 @@ define FWPACK_INSTALL_MARK_GOOD
 endef
 FWPACK_POST_INSTALL_TARGET_HOOKS += FWPACK_INSTALL_MARK_GOOD
 
+endif
+
+# The fleet client: the `fleet` build becomes the system's
+# /usr/bin/fwpack-updater, built a second time, into its own target
+# directory, by the command of Buildroot's cargo infrastructure with the
+# feature added. The plain build stays the initramfs' /init (the fleet
+# build is over its 1 MiB budget): it goes to the images directory,
+# where post-image.sh looks first.
+ifeq ($(BR2_PACKAGE_FWPACK_FLEET),y)
+FWPACK_FLEET_BIN = \
+	$(@D)/target-fleet/$(RUSTC_TARGET_NAME)/$(if $(BR2_ENABLE_DEBUG),debug,release)/fwpack-updater
+define FWPACK_BUILD_FLEET
+	cd $(FWPACK_SRCDIR) && \
+	$(TARGET_MAKE_ENV) \
+		$(TARGET_CONFIGURE_OPTS) \
+		$(PKG_CARGO_ENV) \
+		$(FWPACK_CARGO_ENV) \
+		cargo build \
+			--offline \
+			$(if $(BR2_ENABLE_DEBUG),,--release) \
+			--manifest-path Cargo.toml \
+			--locked \
+			$(FWPACK_CARGO_BUILD_OPTS) \
+			--features fwpack-updater/fleet \
+			--target-dir $(@D)/target-fleet
+endef
+FWPACK_POST_BUILD_HOOKS += FWPACK_BUILD_FLEET
+
+define FWPACK_INSTALL_FLEET
+	$(INSTALL) -D -m 0755 $(FWPACK_FLEET_BIN) \
+		$(TARGET_DIR)/usr/bin/fwpack-updater
+endef
+FWPACK_POST_INSTALL_TARGET_HOOKS += FWPACK_INSTALL_FLEET
+
+FWPACK_INSTALL_IMAGES = YES
+define FWPACK_INSTALL_IMAGES_CMDS
+	$(INSTALL) -D -m 0755 \
+		$(@D)/target/$(RUSTC_TARGET_NAME)/$(if $(BR2_ENABLE_DEBUG),debug,release)/fwpack-updater \
+		$(BINARIES_DIR)/fwpack-updater-init
+endef
+endif
+
+# The services of the options above, for the init system in use.
 define FWPACK_INSTALL_INIT_SYSV
-	$(INSTALL) -D -m 0755 $(FWPACK_PKGDIR)/S99fwpack-mark-good \
-		$(TARGET_DIR)/etc/init.d/S99fwpack-mark-good
+	$(if $(BR2_PACKAGE_FWPACK_MARK_GOOD),$(INSTALL) -D -m 0755 \
+		$(FWPACK_PKGDIR)/S99fwpack-mark-good \
+		$(TARGET_DIR)/etc/init.d/S99fwpack-mark-good)
+	$(if $(BR2_PACKAGE_FWPACK_FLEET),$(INSTALL) -D -m 0755 \
+		$(FWPACK_PKGDIR)/S99fwpack-fleet \
+		$(TARGET_DIR)/etc/init.d/S99fwpack-fleet)
 endef
 
 define FWPACK_INSTALL_INIT_SYSTEMD
-	$(INSTALL) -D -m 0644 $(FWPACK_PKGDIR)/fwpack-mark-good.service \
-		$(TARGET_DIR)/usr/lib/systemd/system/fwpack-mark-good.service
+	$(if $(BR2_PACKAGE_FWPACK_MARK_GOOD),$(INSTALL) -D -m 0644 \
+		$(FWPACK_PKGDIR)/fwpack-mark-good.service \
+		$(TARGET_DIR)/usr/lib/systemd/system/fwpack-mark-good.service)
+	$(if $(BR2_PACKAGE_FWPACK_FLEET),$(INSTALL) -D -m 0644 \
+		$(FWPACK_PKGDIR)/fwpack-fleet.service \
+		$(TARGET_DIR)/usr/lib/systemd/system/fwpack-fleet.service)
 endef
-endif
 
 $(eval $(cargo-package))
 $(eval $(host-cargo-package))

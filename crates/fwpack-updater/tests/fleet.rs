@@ -706,3 +706,126 @@ fn fleet_ddi_chunk_without_a_slot_group_is_refused() {
     r.once_ok();
     assert_eq!(r.area().1.boot().pending, Some(Slot::B));
 }
+
+fn package_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../buildroot-external/package/fwpack")
+        .join(name)
+}
+
+/// The unit as Buildroot installs it, checked by systemd itself where
+/// Debian's systemd is installed (`systemd-analyze verify` also checks
+/// that ExecStart's program exists: it is pointed at this build, the
+/// arguments kept). Man pages are not checked: device roots have none.
+#[test]
+fn fleet_systemd_unit_verifies() {
+    let text = std::fs::read_to_string(package_file("fwpack-fleet.service")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for want in [
+        "ExecStart=/usr/bin/fwpack-updater fleet",
+        "Restart=on-failure",
+        "After=network-online.target fwpack-mark-good.service",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(lines.contains(&want), "{want} missing");
+    }
+    // It writes the slot: nothing may hide or deny block devices.
+    for never in ["PrivateDevices=", "DevicePolicy=", "DeviceAllow="] {
+        assert!(!text.contains(never), "{never}");
+    }
+    if !testkit::tools::require("systemd-analyze") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("fwpack-fleet.service");
+    std::fs::write(
+        &unit,
+        text.replace(
+            "ExecStart=/usr/bin/fwpack-updater",
+            &format!("ExecStart={}", host_updater().display()),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Unknown keys and bad values are warnings only: none either.
+    assert!(
+        !err.contains("fwpack-fleet.service"),
+        "systemd-analyze: {err}"
+    );
+}
+
+/// The init script: `sh -n`, then start and stop against a stub program
+/// that records its arguments and its stop, with the pid file in a
+/// temporary root.
+#[test]
+fn fleet_init_script_starts_and_stops_the_daemon() {
+    let script = package_file("S99fwpack-fleet");
+    let st = Command::new("sh").arg("-n").arg(&script).status().unwrap();
+    assert!(st.success());
+    if !testkit::tools::require("start-stop-daemon") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let stub = r.join("fwpack-updater");
+    std::fs::write(
+        &stub,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {0}/args\ntrap 'echo stopped > {0}/stopped; exit 0' TERM\nwhile :; do sleep 1; done\n",
+            r.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &stub,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let pidfile = r.join("fwpack-fleet.pid");
+    let run = |what: &str| {
+        let out = Command::new("sh")
+            .arg(&script)
+            .arg(what)
+            .env("FWPACK_UPDATER", &stub)
+            .env("FWPACK_PIDFILE", &pidfile)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{what}: {text}");
+        text
+    };
+    assert!(run("start").ends_with("OK\n"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !r.join("args").exists() {
+        assert!(std::time::Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(r.join("args")).unwrap(), "fleet\n");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.starts_with(" Z")))
+    };
+    assert!(alive(pid));
+    assert!(run("stop").ends_with("OK\n"));
+    assert!(!alive(pid), "still running after stop");
+    assert!(r.join("stopped").exists(), "not stopped by SIGTERM");
+    assert!(!pidfile.exists());
+    // Usage errors fail.
+    let st = Command::new("sh")
+        .arg(&script)
+        .arg("bogus")
+        .output()
+        .unwrap();
+    assert!(!st.status.success());
+}
