@@ -148,8 +148,7 @@ fn parse_conf(text: &str) -> Result<Conf, String> {
                 c.max_rate = Some(crate::config::parse_size(v).map_err(err)?).filter(|&r| r > 0)
             }
             "fleet_max_download" => {
-                c.max_download =
-                    Some(crate::config::parse_size(v).map_err(err)?).filter(|&r| r > 0)
+                c.max_download = Some(crate::config::parse_size(v).map_err(err)?).filter(|&r| r > 0)
             }
             "fleet_oversize" => {
                 c.oversize = match v {
@@ -1079,9 +1078,15 @@ enum Applied {
     Done(updater::ApplyReport),
     /// Stopped by `fleet_max_download`: the plan fetches `fetch` of the
     /// image's `len` bytes.
-    Oversize { fetch: u64, len: u64 },
+    Oversize {
+        fetch: u64,
+        len: u64,
+    },
     /// Stopped by the server's cancel action `cancel`.
-    Canceled { cancel: String, detail: String },
+    Canceled {
+        cancel: String,
+        detail: String,
+    },
 }
 
 /// Multi-chunk deployments (DDI `deployment.chunks[]`, one per software
@@ -1155,7 +1160,10 @@ mod tests {
     #[test]
     fn oversize_keys() {
         let c = parse_conf("fleet_server = http://h\nfleet_max_download = 5M\n").unwrap();
-        assert_eq!((c.max_download, c.oversize), (Some(5 << 20), Oversize::Defer));
+        assert_eq!(
+            (c.max_download, c.oversize),
+            (Some(5 << 20), Oversize::Defer)
+        );
         let c = parse_conf("fleet_server = http://h\nfleet_oversize = refuse\n").unwrap();
         assert_eq!((c.max_download, c.oversize), (None, Oversize::Refuse));
         for bad in ["fleet_max_download = lots", "fleet_oversize = maybe"] {
@@ -1225,7 +1233,10 @@ mod tests {
     fn deferred_remembers_the_limit() {
         let dir = std::env::temp_dir().join(format!("fwpack-fleet-def-{}", std::process::id()));
         Deferred::save(&dir, "5", 100).unwrap();
-        assert_eq!(Deferred::load(&dir, Some(100)).unwrap().as_deref(), Some("5"));
+        assert_eq!(
+            Deferred::load(&dir, Some(100)).unwrap().as_deref(),
+            Some("5")
+        );
         assert_eq!(Deferred::load(&dir, Some(200)).unwrap(), None);
         Deferred::remove(&dir).unwrap();
         assert_eq!(Deferred::load(&dir, Some(100)).unwrap(), None);

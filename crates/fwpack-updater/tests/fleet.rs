@@ -614,7 +614,10 @@ fn fleet_ddi_oversized_attempt_download_is_deferred() {
     let (_, area) = r.area();
     assert_eq!(area.boot().pending, None);
     assert_eq!(area.boot().active, Slot::A);
-    assert_ne!(area.boot().slot(Slot::B).state, updater::SlotState::Complete);
+    assert_ne!(
+        area.boot().slot(Slot::B).state,
+        updater::SlotState::Complete
+    );
     // The next poll does not plan it again.
     r.once_ok();
     assert_eq!(r.nginx.body_bytes_for("/v2.fwi"), wire);
@@ -782,11 +785,7 @@ fn fleet_init_script_starts_and_stops_the_daemon() {
         ),
     )
     .unwrap();
-    std::fs::set_permissions(
-        &stub,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let pidfile = r.join("fwpack-fleet.pid");
     let run = |what: &str| {
         let out = Command::new("sh")
@@ -803,7 +802,10 @@ fn fleet_init_script_starts_and_stops_the_daemon() {
     assert!(run("start").ends_with("OK\n"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !r.join("args").exists() {
-        assert!(std::time::Instant::now() < deadline, "the daemon did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(std::fs::read_to_string(r.join("args")).unwrap(), "fleet\n");
