@@ -682,6 +682,7 @@ impl Device {
             }
             Pending::remove(&self.conf.state_dir)?;
         }
+        Deferred::remove(&self.conf.state_dir)?;
         crate::log!("fleet: canceled: {detail}");
         self.ddi
             .cancel_feedback(&c.id, &Feedback::closed(true, detail))
@@ -1009,7 +1010,8 @@ impl Device {
                     .into_inner()
                     .unwrap_or_else(|e| e.into_inner())
                     .unwrap_or_else(|| action.to_string());
-                let slot = self.unpend_after_cancel(result.as_ref().ok().map(|r| r.slot))?;
+                let slot =
+                    self.unpend_after_cancel(result.as_ref().ok().map(|r| (r.slot, r.image_id)))?;
                 let (done, total) = written;
                 Ok(Applied::Canceled {
                     cancel,
@@ -1056,15 +1058,18 @@ impl Device {
     }
 
     /// After a cancel: the inactive slot must not boot. A stopped apply
-    /// left it `updating`; one that finished before the stop was seen
-    /// (`done`) made it pending, so it is marked `updating` again (its
-    /// data stay, as after a cut mid-write). Returns the slot.
-    fn unpend_after_cancel(&self, done: Option<Slot>) -> Result<Slot, Fail> {
+    /// left it `updating` (or, stopped before its first write, as it
+    /// was). One that finished before the stop was seen (`done`: slot and
+    /// image id) made it complete, maybe pending: it is marked `updating`
+    /// again, its data kept, as after a cut mid-write. Returns the slot.
+    fn unpend_after_cancel(&self, done: Option<(Slot, [u8; 32])>) -> Result<Slot, Fail> {
         let (mut st, mut area) = self.area(Access::ReadWrite)?;
-        let slot = done.unwrap_or_else(|| area.boot().inactive());
+        let Some((slot, id)) = done else {
+            return Ok(area.boot().inactive());
+        };
         area.update_boot(&mut st, |b| {
             let i = b.slot(slot).clone();
-            if b.pending == Some(slot) || i.state == updater::bootstate::SlotState::Complete {
+            if i.image_id == id {
                 b.mark_updating(slot, i.version, i.image_id, &i.label);
             }
             Ok(())
