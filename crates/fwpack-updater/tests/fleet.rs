@@ -556,6 +556,10 @@ fn fleet_ddi_cancel_stops_a_running_download() {
         .all(|f| f["status"]["execution"] == "proceeding"));
     // Not all of it was fetched.
     let served = r.nginx.body_bytes_for("/v2.fwi");
+    eprintln!(
+        "canceled at 20 % of the write: {served} of {} bytes served",
+        r.fwi_len
+    );
     assert!(served < r.fwi_len * 9 / 10, "{served} of {}", r.fwi_len);
     // B is `updating` (never booted), A is still what boots.
     let mut st = FileStorage::open(&r.disk, Access::ReadWrite).unwrap();
@@ -610,6 +614,10 @@ fn fleet_ddi_oversized_attempt_download_is_deferred() {
     assert!(r.ddi.outcomes().is_empty());
     // Head and index only: none of the planned data.
     let wire = r.nginx.body_bytes_for("/v2.fwi");
+    eprintln!(
+        "deferred: {wire} bytes fetched (head and index) for a plan of {plan} of {} bytes",
+        r.fwi_len
+    );
     assert!(wire < plan, "{wire} bytes fetched, plan {plan}");
     let (_, area) = r.area();
     assert_eq!(area.boot().pending, None);
