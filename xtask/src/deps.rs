@@ -61,6 +61,9 @@ pub const TOOLS: &[(&str, &str)] = &[
     // `fwpack build` writes sdcard.img.bmap; the tests flash through it
     // with Debian's bmaptool.
     ("bmaptool", "bmap-tools"),
+    // goosebit's web UI, opened by fleet_goosebit_ui_* through WebDriver.
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
 ];
 
 /// Packages that provide files rather than commands: the C headers and
