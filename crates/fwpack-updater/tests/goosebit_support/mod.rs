@@ -37,8 +37,20 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
+    request_within(port, method, path, headers, body, Duration::from_secs(30))
+}
+
+/// [`request`] with another deadline for the answer.
+pub fn request_within(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    within: Duration,
+) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_read_timeout(Some(within)).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -46,8 +58,27 @@ pub fn request(
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
     s.write_all(body).unwrap();
+    // chromedriver keeps the connection open after its answer: read to
+    // the Content-Length when there is one, else to the end.
     let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        out.extend_from_slice(&buf[..n]);
+        if n == 0 {
+            break;
+        }
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if len.is_some_and(|len| out.len() >= end + 4 + len) {
+                break;
+            }
+        }
+    }
     let text = String::from_utf8_lossy(&out).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -364,4 +395,300 @@ impl Goosebit {
 /// A JSON field as lower-case text.
 pub fn lower(v: &serde_json::Value) -> Option<String> {
     v.as_str().map(str::to_ascii_lowercase)
+}
+
+/// The files goosebit's web UI loads from two CDNs
+/// (ui/templates/nav.html.jinja), from the npm packages `cargo xtask deps`
+/// installs into `<FWPACK_CACHE>/goosebit-ui-npm` (python/goosebit-ui),
+/// laid out under the CDN's paths: `npm/<package>@<version>/…` as on
+/// jsDelivr, and the DataTables bundle (jQuery, DataTables, Buttons,
+/// Responsive and Select with their Bootstrap 5 styling) that
+/// cdn.datatables.net builds, here concatenated in that order.
+pub fn cdn_tree(dir: &Path) -> PathBuf {
+    let cache = std::env::var_os("FWPACK_CACHE")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| testkit::target_dir().join("fwpack-cache"));
+    let npm = cache.join("goosebit-ui-npm/node_modules");
+    assert!(
+        npm.join("datatables.net").is_dir(),
+        "no {}: run `cargo xtask deps`",
+        npm.display()
+    );
+    let root = dir.join("cdn");
+    std::fs::create_dir_all(root.join("npm/@popperjs")).unwrap();
+    for (package, at) in [
+        ("bootstrap", "bootstrap@5.3.3"),
+        ("@popperjs/core", "@popperjs/core@2.11.8"),
+        ("bootstrap-icons", "bootstrap-icons@1.11.3"),
+        ("sweetalert2", "sweetalert2@11"),
+        ("bootstrap-select", "bootstrap-select@1.14.0-beta3"),
+    ] {
+        std::os::unix::fs::symlink(npm.join(package), root.join("npm").join(at)).unwrap();
+    }
+    let bundle = root.join("v/bs5/jq-3.7.0/dt-2.3.4/b-3.2.5/r-3.0.6/sl-3.1.0");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let concat = |files: &[&str]| {
+        let mut out = Vec::new();
+        for f in files {
+            out.extend(std::fs::read(npm.join(f)).unwrap_or_else(|e| panic!("{f}: {e}")));
+            // Scripts end with a statement; a CSS parser skips the `;`.
+            out.extend_from_slice(b"\n;\n");
+        }
+        out
+    };
+    let js = concat(&[
+        "jquery/dist/jquery.min.js",
+        "datatables.net/js/dataTables.min.js",
+        "datatables.net-bs5/js/dataTables.bootstrap5.min.js",
+        "datatables.net-buttons/js/dataTables.buttons.min.js",
+        "datatables.net-buttons-bs5/js/buttons.bootstrap5.min.js",
+        "datatables.net-responsive/js/dataTables.responsive.min.js",
+        "datatables.net-responsive-bs5/js/responsive.bootstrap5.min.js",
+        "datatables.net-select/js/dataTables.select.min.js",
+        "datatables.net-select-bs5/js/select.bootstrap5.min.js",
+    ]);
+    std::fs::write(bundle.join("datatables.min.js"), js).unwrap();
+    let css = concat(&[
+        "datatables.net-bs5/css/dataTables.bootstrap5.min.css",
+        "datatables.net-buttons-bs5/css/buttons.bootstrap5.min.css",
+        "datatables.net-responsive-bs5/css/responsive.bootstrap5.min.css",
+        "datatables.net-select-bs5/css/select.bootstrap5.min.css",
+    ]);
+    std::fs::write(bundle.join("datatables.min.css"), css).unwrap();
+    root
+}
+
+/// Headless Chromium driven through chromedriver's W3C WebDriver API
+/// (plain JSON over loopback HTTP). The CDN hosts resolve to `cdn_port`
+/// on loopback; its self-signed certificate is accepted for them.
+pub struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Ends Chromium; never a panic here (the test may be unwinding).
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                s,
+                "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                self.session
+            );
+            let _ = s.read_to_end(&mut Vec::new());
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    pub fn start(cdn_port: u16, log: &Path) -> Browser {
+        let port = testkit::http::free_port().unwrap();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian chromium-driver; `cargo xtask deps`)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let args = serde_json::json!([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1600,1000",
+            format!("--user-data-dir={}", profile.path().display()),
+            format!("--host-resolver-rules=MAP cdn.jsdelivr.net 127.0.0.1:{cdn_port}, MAP cdn.datatables.net 127.0.0.1:{cdn_port}"),
+            "--ignore-certificate-errors",
+        ]);
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+        }}});
+        let mut b = Browser {
+            driver,
+            port,
+            session: String::new(),
+            _profile: profile,
+        };
+        let v = b.call("POST", "/session", &caps);
+        b.session = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_string();
+        b
+    }
+
+    fn call(&self, method: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        eprintln!("WebDriver {method} {path}");
+        // A page load may take long on a loaded machine.
+        let (status, text) = request_within(
+            self.port,
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+            Duration::from_secs(180),
+        );
+        assert_eq!(status, 200, "WebDriver {method} {path}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["value"].clone()
+    }
+
+    fn session_call(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+        self.call(method, &format!("/session/{}{path}", self.session), &body)
+    }
+
+    pub fn go(&self, url: &str) {
+        self.session_call("POST", "/url", serde_json::json!({ "url": url }));
+    }
+
+    /// The element matching a CSS selector (its WebDriver reference).
+    fn element(&self, css: &str) -> String {
+        let v = self.session_call(
+            "POST",
+            "/element",
+            serde_json::json!({"using": "css selector", "value": css}),
+        );
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(|e| e.as_str())
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
+    }
+
+    pub fn type_into(&self, css: &str, text: &str) {
+        let e = self.element(css);
+        self.session_call(
+            "POST",
+            &format!("/element/{e}/value"),
+            serde_json::json!({ "text": text }),
+        );
+    }
+
+    pub fn click(&self, css: &str) {
+        let e = self.element(css);
+        self.session_call(
+            "POST",
+            &format!("/element/{e}/click"),
+            serde_json::json!({}),
+        );
+    }
+
+    pub fn script(&self, js: &str) -> serde_json::Value {
+        self.session_call(
+            "POST",
+            "/execute/sync",
+            serde_json::json!({"script": js, "args": []}),
+        )
+    }
+
+    pub fn text(&self) -> String {
+        self.script("return document.body ? document.body.innerText : ''")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The page's DataTable as (column titles, rows of cell texts).
+    pub fn table(&self, id: &str) -> (Vec<String>, Vec<Vec<String>>) {
+        let v = self.script(&format!(
+            "const t = document.getElementById('{id}');
+             if (!t) return [[], []];
+             const c = t.closest('.dt-container') || t.parentElement;
+             const head = c.querySelector('.dt-scroll-head thead') || t.querySelector('thead');
+             const heads = head ? Array.from(head.rows[0].cells).map(h => h.innerText.trim()) : [];
+             const rows = Array.from(t.tBodies[0] ? t.tBodies[0].rows : [])
+                 .map(r => Array.from(r.cells).map(x => x.innerText.trim()));
+             return [heads, rows];"
+        ));
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|s| s.as_str().unwrap_or("").to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let heads = strings(&v[0]);
+        let rows = v[1]
+            .as_array()
+            .map(|a| a.iter().map(strings).collect())
+            .unwrap_or_default();
+        (heads, rows)
+    }
+
+    /// Waits up to 60 s for the table's row holding `key` and returns it
+    /// as (column title, cell text) pairs.
+    pub fn row(&self, table: &str, key: &str) -> Vec<(String, String)> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (heads, rows) = self.table(table);
+            if let Some(r) = rows.iter().find(|r| r.iter().any(|c| c == key)) {
+                if heads.len() == r.len() {
+                    return heads.into_iter().zip(r.iter().cloned()).collect();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no row {key} in #{table}: {heads:?} {rows:?}; page: {}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// A PNG of the window.
+    pub fn screenshot(&self, to: &Path) {
+        let v = self.session_call("GET", "/screenshot", serde_json::Value::Null);
+        let png = base64_decode(v.as_str().unwrap_or_default());
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG screenshot");
+        std::fs::write(to, png).unwrap();
+    }
+}
+
+/// Standard base64 (RFC 4648) of the WebDriver screenshot.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0);
+    for v in s.bytes().filter_map(value) {
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }
