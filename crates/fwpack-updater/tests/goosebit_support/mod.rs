@@ -4,7 +4,8 @@
 //! which lets goosebit's software store take `.fwi` images), on loopback
 //! with SQLite; images published with `fwpack publish`; devices that are
 //! host builds of `fwpack-updater fleet` against disk files. Shared by
-//! the `fleet_goosebit*` tests.
+//! the `fleet_goosebit*` tests, each of which uses part of it.
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -93,7 +94,6 @@ pub struct Goosebit {
     child: Child,
     pub port: u16,
     pub token: String,
-    pub dir: PathBuf,
 }
 
 impl Drop for Goosebit {
@@ -167,7 +167,6 @@ impl Goosebit {
             child,
             port,
             token: String::new(),
-            dir: dir.to_path_buf(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
