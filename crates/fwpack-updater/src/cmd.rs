@@ -302,6 +302,9 @@ pub(crate) fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
             "--verify-writes" => o.verify_writes = true,
             "--force" => o.force = true,
             s if s.starts_with("--") => return Err(usage(format!("unknown option {s}"))),
+            // Before the disk is looked at: the answer does not depend on it.
+            #[cfg(not(feature = "net"))]
+            s if matches!(Spec::parse(s), Spec::Url(_)) => return Err(no_net(s)),
             s => o.positional.push(s.to_string()),
         }
     }
