@@ -281,7 +281,10 @@ fn release_archive_builds_and_boots_without_the_source_tree() {
     let updater = std::fs::read(lib.join("fwpack-updater-bootstrap")).unwrap();
     // The plain updaters' size budget (DESIGN.md): a size, not a timing,
     // so it is a test.
-    for (what, bin) in [("fwpack-updater", &slot_updater), ("fwpack-updater-bootstrap", &updater)] {
+    for (what, bin) in [
+        ("fwpack-updater", &slot_updater),
+        ("fwpack-updater-bootstrap", &updater),
+    ] {
         assert!(
             bin.len() <= 1 << 20,
             "the shipped aarch64 {what} is {} bytes, over its 1,048,576-byte budget",
