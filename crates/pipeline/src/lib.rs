@@ -275,8 +275,7 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
                 board,
                 inputs,
                 &plan,
-                &updater,
-                &slot_updater,
+                (&updater, &slot_updater),
                 &public,
                 r,
                 scratch.path(),
@@ -604,7 +603,7 @@ pub const SYSTEM_GROUP: &str = "system";
 /// updater appends root=, panic= and fwpack.slot=), the first DTB and an
 /// initrd, and `slot_updater` as `/usr/bin/fwpack-updater` unless the root
 /// filesystem has one. The initrd is the fwpack
-/// initramfs (the bootstrap's updater) without update images: booted with `fwpack.slot=` it loads
+/// initramfs (with `updater`, the bootstrap's) without update images: booted with `fwpack.slot=` it loads
 /// the board's modules and switches root into that slot (its slot stage),
 /// so slot kernels with modular disk drivers and slots without a
 /// partition of their own boot the same way.
@@ -612,8 +611,7 @@ fn slot_rootfs(
     board: &Board,
     inputs: &Inputs,
     plan: &Plan,
-    updater: &Path,
-    slot_updater: &Path,
+    (updater, slot_updater): (&Path, &Path),
     public: &ed25519_dalek::VerifyingKey,
     rootfs: &Path,
     scratch: &Path,
