@@ -6,6 +6,7 @@
 //! fwpack-VERSION-TRIPLE/
 //!   bin/fwpack                               static musl
 //!   lib/fwpack/<board triple>/fwpack-updater static, one per board target
+//!     (the slot's build), and fwpack-updater-bootstrap beside it (/init)
 //!   share/man/man1/fwpack*.1
 //!   share/bash-completion/completions/fwpack
 //!   share/zsh/site-functions/_fwpack
