@@ -189,6 +189,14 @@ pub struct UpdaterBuild {
     /// grows by about 0.7 MiB: give `size_budget` room (2 MiB).
     #[serde(default)]
     pub tls: bool,
+    /// Give the bootstrap's updater (`/init`, and its copy in /run/fwpack)
+    /// the network client too (and TLS with `tls`). Off: the bootstrap
+    /// reads only local images and the slot's `/usr/bin/fwpack-updater`
+    /// does the network (docs/ARCHITECTURE.md, "The immutable core"). For
+    /// systems whose root filesystem has no updater of its own and run
+    /// `/run/fwpack/fwpack-updater apply URL`.
+    #[serde(default)]
+    pub bootstrap_net: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -21,6 +21,8 @@ mod devwait;
 mod efiboot;
 #[cfg(feature = "fleet")]
 mod fleet;
+#[cfg(feature = "fleet")]
+mod fleet_stop;
 mod flow;
 mod kexecboot;
 mod kmod;

@@ -35,7 +35,9 @@ fn inputs() -> &'static Inputs {
         assert!(out.status.success(), "{}", show(&out));
         let out = build(&dir, &kernel, "first", &["--build-updater"]);
         assert!(out.status.success(), "first build: {}", show(&out));
-        let updater = testkit::target_dir().join("x86_64-unknown-linux-musl/device/fwpack-updater");
+        // The bootstrap flavor (/init), copied out of cargo's output path.
+        let updater =
+            testkit::target_dir().join("x86_64-unknown-linux-musl/device/fwpack-updater-bootstrap");
         assert!(
             updater.is_file(),
             "the build compiled {}",
