@@ -18,6 +18,7 @@ mod bootslot;
 mod cmd;
 mod config;
 mod devwait;
+mod efiboot;
 #[cfg(feature = "fleet")]
 mod fleet;
 #[cfg(feature = "fleet")]

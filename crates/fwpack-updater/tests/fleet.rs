@@ -331,7 +331,9 @@ fn fleet_idle_cost_measure() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(120);
-    let mut child = Command::new(host_updater())
+    // FLEET_IDLE_UPDATER: another build to measure (the device build).
+    let bin = std::env::var_os("FLEET_IDLE_UPDATER").map_or_else(host_updater, PathBuf::from);
+    let mut child = Command::new(bin)
         .args(["fleet", "--config"])
         .arg(r.work.path().join("updater.conf"))
         .arg("--target")
