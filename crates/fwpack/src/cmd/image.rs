@@ -491,7 +491,7 @@ impl std::io::Read for NamedReader {
     }
 }
 
-fn read_head(path: &Path) -> Result<(ImageHead, File)> {
+pub(crate) fn read_head(path: &Path) -> Result<(ImageHead, File)> {
     use std::io::{Seek, SeekFrom};
     let mut f = crate::cmd::open_input(path)?;
     let len = f

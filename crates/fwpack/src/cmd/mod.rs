@@ -9,6 +9,7 @@ pub mod elf;
 pub mod image;
 pub mod initramfs;
 pub mod keys;
+pub mod publish;
 
 /// Renders bytes taken from a file (archive names, image strings, ELF
 /// section names) safely for a terminal, reversibly; see its docs for the
