@@ -58,10 +58,10 @@ pub struct ApplyOptions {
     pub activate: bool,
     /// Trial boots of the new slot before falling back.
     pub tries: u8,
-    /// Twice this is the memory of the write pipeline, shared by its
-    /// buffers (one per checker thread plus two; each whole chunks of the
-    /// image, at least one): the bytes per device write. A multiple of
-    /// 4096.
+    /// Sets the memory of the write pipeline: one buffer per checker
+    /// thread plus one, each 2 × this / (checkers + 2) rounded down to
+    /// whole chunks of the image (at least one): the bytes per device
+    /// write. A multiple of 4096.
     pub chunk_size: usize,
     /// Raw bytes between journal checkpoints (rounded up to chunks).
     pub checkpoint_interval: u64,
@@ -726,8 +726,13 @@ impl Engine<'_> {
         let v = self.v;
         let cs = self.chunk_size();
         let workers = checkers();
-        // Fixed memory, whatever the core count: 2 × chunk_size over
-        // `workers + 2` buffers, whole chunks each.
+        // Fixed memory, whatever the core count: `workers + 1` buffers of
+        // 2 × chunk_size / (workers + 2) each, whole chunks each: 1.5 MiB
+        // at the default 1 MiB on two cores. A fourth buffer (one being
+        // read while both checkers and the writer hold one) cost 0.5 MiB
+        // of peak RSS, over the 8 MiB goal, for a reader that only waits
+        // on a page-cache copy or the socket (docs/BENCHMARKS.md).
+        let bufs = workers + 1;
         let share = 2 * self.opts.chunk_size as u64 / (workers as u64 + 2);
         let batch = (share / cs).max(1) as usize * cs as usize;
         let mem_align = self.mem_align;
@@ -744,12 +749,12 @@ impl Engine<'_> {
             // bytes, `workers` threads authenticate (and decode) whole
             // batches in parallel, this thread writes them in order. The
             // buffers circulate (reader → checker → writer → reader), so
-            // memory is fixed: one being read, one per checker, one being
-            // written.
+            // memory is fixed: one per checker and one being written or
+            // read.
             let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Job)>(1);
             let (done_tx, done_rx) = mpsc::channel::<(u64, Msg)>();
             let (free_tx, free_rx) = mpsc::channel::<AlignedBuf>();
-            for _ in 0..workers + 2 {
+            for _ in 0..bufs {
                 let _ = free_tx.send(AlignedBuf::new(batch, mem_align));
             }
             // Shared by the checkers; dropped with the last of them, which
