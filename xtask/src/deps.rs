@@ -61,6 +61,11 @@ pub const TOOLS: &[(&str, &str)] = &[
     // `fwpack build` writes sdcard.img.bmap; the tests flash through it
     // with Debian's bmaptool.
     ("bmaptool", "bmap-tools"),
+    // goosebit's web UI, opened by fleet_goosebit_ui_* through WebDriver.
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
+    // Installs the npm packages of the UI's CDN files (ensure_goosebit_ui).
+    ("npm", "npm"),
 ];
 
 /// Packages that provide files rather than commands: the C headers and
@@ -92,6 +97,10 @@ const FILES: &[(&str, &str)] = &[
         "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin",
         "opensbi",
     ),
+    // UEFI firmware for qemu-x86_64-efi (bootstrap A/B with BootNext):
+    // the code and a blank variable store each test copies.
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
+    ("/usr/share/OVMF/OVMF_VARS_4M.fd", "ovmf"),
 ];
 
 pub const RUST_TARGETS: &[&str] = &[
@@ -115,7 +124,46 @@ pub fn ensure(sh: &Shell) -> Result<()> {
         "python/goosebit-requirements.txt",
         "goosebit-venv",
         Some("python/fwpack-goosebit"),
-    )
+    )?;
+    ensure_goosebit_ui(sh)
+}
+
+/// The files goosebit's web UI loads from CDNs, as pinned npm packages
+/// (python/goosebit-ui, lock file without download addresses) in
+/// `<cache>/goosebit-ui-npm`, for fleet_goosebit_ui_*. Redone only when
+/// the pins change.
+fn ensure_goosebit_ui(sh: &Shell) -> Result<()> {
+    let mut pins = String::new();
+    for f in ["package.json", "package-lock.json"] {
+        let path = format!("python/goosebit-ui/{f}");
+        pins.push_str(&sh.read_file(&path).context(path)?);
+    }
+    let dir = cache_dir(sh).join("goosebit-ui-npm");
+    let stamp = dir.join(".fwpack-pins");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(pins.as_str()) {
+        return Ok(());
+    }
+    sh.create_dir(&dir)?;
+    for f in ["package.json", "package-lock.json"] {
+        sh.copy_file(format!("python/goosebit-ui/{f}"), dir.join(f))?;
+    }
+    let _cd = sh.push_dir(&dir);
+    cmd!(sh, "npm ci --ignore-scripts --no-audit --no-fund")
+        .run()
+        .context("npm ci of goosebit's UI files")?;
+    sh.write_file(&stamp, pins)?;
+    Ok(())
+}
+
+/// `$FWPACK_CACHE`, else `<target>/fwpack-cache`.
+fn cache_dir(sh: &Shell) -> std::path::PathBuf {
+    match std::env::var_os("FWPACK_CACHE") {
+        Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
+        _ => std::env::var_os("CARGO_TARGET_DIR")
+            .filter(|d| !d.is_empty())
+            .map_or_else(|| sh.current_dir().join("target"), std::path::PathBuf::from)
+            .join("fwpack-cache"),
+    }
 }
 
 /// Pinned PyPI packages (PyKCS11 for the PKCS#11 signer, flake8 and
@@ -137,14 +185,7 @@ fn ensure_python_venv(
             pins.push_str(&sh.read_file(&path).context(path)?);
         }
     }
-    let cache = match std::env::var_os("FWPACK_CACHE") {
-        Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
-        _ => std::env::var_os("CARGO_TARGET_DIR")
-            .filter(|d| !d.is_empty())
-            .map_or_else(|| sh.current_dir().join("target"), std::path::PathBuf::from)
-            .join("fwpack-cache"),
-    };
-    let venv = cache.join(name);
+    let venv = cache_dir(sh).join(name);
     let stamp = venv.join(".fwpack-requirements");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(pins.as_str()) {
         return Ok(());

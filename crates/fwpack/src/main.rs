@@ -51,6 +51,9 @@ enum Command {
     MarkGood(cmd::apply::MarkGoodArgs),
     /// Manage a disk's state area (`state init`).
     State(cmd::apply::StateArgs),
+    /// Upload a signed image to a goosebit fleet server and roll it out
+    /// or assign it to devices, through goosebit's management API.
+    Publish(cmd::publish::PublishArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(a) => cmd::apply::status(a),
         Command::MarkGood(a) => cmd::apply::mark_good(a),
         Command::State(a) => cmd::apply::state(a),
+        Command::Publish(a) => cmd::publish::publish(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::from(exit::OK),

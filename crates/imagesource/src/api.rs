@@ -63,10 +63,10 @@ impl ApiClient {
         )
     }
 
-    fn headers(&self, json_body: bool) -> Vec<(&str, &str)> {
+    fn headers<'a>(&'a self, content_type: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
         let mut h = vec![("Accept", "application/json")];
-        if json_body {
-            h.push(("Content-Type", "application/json"));
+        if let Some(t) = content_type {
+            h.push(("Content-Type", t));
         }
         if let Some(a) = &self.authorization {
             h.push(("Authorization", a.as_str()));
@@ -77,24 +77,32 @@ impl ApiClient {
     pub fn get(&self, url: &str) -> Result<ApiResponse, Error> {
         let c = self.client();
         let resp = c
-            .get(url, &self.headers(false))
+            .get(url, &self.headers(None))
             .map_err(|f| transport(url, "GET", f.msg))?;
         self.finish(url, resp)
     }
 
     pub fn put_json(&self, url: &str, body: &[u8]) -> Result<ApiResponse, Error> {
-        self.send("PUT", url, body)
+        self.send("PUT", url, "application/json", body)
     }
 
     pub fn post_json(&self, url: &str, body: &[u8]) -> Result<ApiResponse, Error> {
-        self.send("POST", url, body)
+        self.send("POST", url, "application/json", body)
     }
 
-    fn send(&self, method: &str, url: &str, body: &[u8]) -> Result<ApiResponse, Error> {
+    /// A request with a body of any type (a form, a multipart upload);
+    /// the response is bounded as for JSON.
+    pub fn send(
+        &self,
+        method: &str,
+        url: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<ApiResponse, Error> {
         let u = Url::parse(url).map_err(|reason| Error::BadSpec(format!("{url}: {reason}")))?;
         let c = self.client();
         let resp = c
-            .send_once(method, &u, &self.headers(true), Some(body))
+            .send_once(method, &u, &self.headers(Some(content_type)), Some(body))
             .map_err(|f| transport(url, method, f.msg))?;
         self.finish(url, resp)
     }

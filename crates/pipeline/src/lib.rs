@@ -336,6 +336,14 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
     if board.boot_files.tryboot {
         write(&boot_dir.join("autoboot.txt"), autoboot_txt().as_bytes())?;
     }
+    // UEFI A/B: the bootstrap partition, for the disk and for update.fwi.
+    let bootstrap = if board.kernel.boot == board::KernelBoot::EfiAb {
+        let fat = scratch.path().join("bootstrap.fat");
+        disk::bootstrap_fat(board, &boot_dir, &fat)?;
+        Some(fat)
+    } else {
+        None
+    };
     if bootfiles::wants_extlinux(board) {
         let conf = boot_dir.join(EXTLINUX_CONF);
         if let Some(dir) = conf.parent() {
@@ -381,6 +389,7 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
             board,
             inputs,
             rootfs,
+            bootstrap.as_deref(),
             sbom_sha256,
             &stage.join("update.fwi"),
         )?;
@@ -400,6 +409,7 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
         inputs,
         rootfs.as_deref(),
         &boot_dir,
+        bootstrap.as_deref(),
         &stage.join("sdcard.img"),
     )?;
     on(Event::Step {
@@ -550,6 +560,7 @@ fn stamp(
     board: &Board,
     inputs: &Inputs,
     rootfs: &Path,
+    bootstrap: Option<&Path>,
     sbom_sha256: [u8; 32],
     out: &Path,
 ) -> Result<(), Error> {
@@ -569,6 +580,25 @@ fn stamp(
         .jobs(inputs.jobs);
     if inputs.sbom_record {
         b = b.sbom_sha256(sbom_sha256);
+    }
+    // Signed like the rest, written to the inactive bootstrap partition.
+    if let Some(fat) = bootstrap {
+        let f = std::fs::File::open(fat).map_err(|source| Error::Io {
+            path: fat.to_path_buf(),
+            source,
+        })?;
+        let len = board.disk.boot_mib * 1024 * 1024;
+        b.add_segment(
+            fwimage::SegmentSpec {
+                name: "bootstrap".into(),
+                target: disk::BOOTSTRAP_GROUP.into(),
+                target_offset: 0,
+                compression: fwimage::Compression::Zstd,
+                level: None,
+            },
+            len,
+            std::io::BufReader::with_capacity(1 << 20, f),
+        )?;
     }
     b.add_segment(
         fwimage::SegmentSpec {
@@ -710,6 +740,10 @@ pub fn updater_conf(board: &Board) -> String {
     s.push_str(&format!("boot = {}\n", board.boot.name()));
     if board.boot == board::SlotBoot::Kexec {
         s.push_str(&format!("kexec_dtb = {}\n", board.kexec_dtb.name()));
+    }
+    if board.kernel.boot == board::KernelBoot::EfiAb {
+        let [a, b] = disk::EFI_BOOT_ENTRIES;
+        s.push_str(&format!("efi_boot_entries = {a:04X} {b:04X}\n"));
     }
     s.push_str(&format!(
         "fallback_below_floor = {}\n",

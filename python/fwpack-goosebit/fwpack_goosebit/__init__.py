@@ -1,99 +1,100 @@
-"""goosebit plugin of fwpack: offers signed `.fwi` images to devices.
+"""goosebit plugin of fwpack: lets goosebit's software store take signed `.fwi` images.
 
-goosebit's own software store parses SWUpdate and RAUC files only, so a
-`.fwi` reaches a device through goosebit's plugin interface instead
-(entry point group `goosebit.plugins`, `PluginSchema.update_source_hook`,
-goosebit 0.2.12): the hook answers a device's poll with a DDI chunk whose
-artifact is the image assigned to it, served by this plugin's router with
-Range support (Starlette's FileResponse) so that a device resumes and
-fetches only the chunks its delta plan needs.
+goosebit (0.2.12) reads the version and hardware compatibility of an
+uploaded file (`PUT /api/v1/software`, the UI's upload form, or a URL)
+with `goosebit.updates.swdesc.parse_file`, which knows SWUpdate and RAUC
+files only. This plugin wraps that function: a file starting with the
+`.fwi` magic is described from its header (docs/FORMAT.md): version =
+the version label, or the payload version when the label is empty (what
+`fwpack-updater fleet` reports as `sw_version`), compatibility = the
+board with revision `default` (what the device reports as
+`hw_boardname`). Everything else is goosebit's own: software list,
+rollouts, device assignment, the DDI deployment and the download, which
+goosebit serves with Range support (Starlette's FileResponse), so a
+device resumes and fetches only the chunks its delta plan needs.
 
-Assignments are the file `assignments.json` in the directory named by
-`FWPACK_GOOSEBIT_IMAGES`: `{"<device id>": {"file": "v2.fwi", "version":
-"v2"}}`. A device whose reported `sw_version` (configData) equals the
-version is up to date and gets nothing. Enable with
-`GOOSEBIT_PLUGINS='["fwpack_goosebit"]'`.
+Nothing here is trusted: the device checks the image's signature, board
+and version itself. The header is only read for the metadata goosebit
+shows and matches devices by.
+
+Enable with `GOOSEBIT_PLUGINS='["fwpack_goosebit"]'`.
 """
 
 import hashlib
-import json
-import os
-from pathlib import Path
+import struct
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse
-from goosebit.device_manager import HandlingType
+from anyio import Path, open_file
+from goosebit.db.models import SoftwareImageFormat
 from goosebit.schema.plugins import PluginSchema
-from goosebit.schema.updates import UpdateChunk, UpdateChunkArtifact
+from goosebit.updates import swdesc
+from goosebit.util.version import Version
+
+MAGIC = b"FWPKIMG\0"
+HEADER_LEN = 256
 
 
-def _images() -> Path:
-    return Path(os.environ.get("FWPACK_GOOSEBIT_IMAGES", "fwpack-images")).resolve()
+def _string(raw: bytes) -> str:
+    text, _, pad = raw.partition(b"\0")
+    if pad.strip(b"\0"):
+        raise ValueError("a header string has bytes after its NUL")
+    return text.decode("utf-8")
 
 
-def _assignment(dev_id: str) -> dict | None:
-    try:
-        a = json.loads((_images() / "assignments.json").read_text()).get(dev_id)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(a, dict) or not isinstance(a.get("file"), str):
-        return None
-    return a
+def describe(header: bytes, file_len: int) -> dict:
+    """goosebit's description of an image from its 256-byte header."""
+    if len(header) < HEADER_LEN or header[:8] != MAGIC:
+        raise ValueError("not a .fwi image")
+    (fmt, header_len) = struct.unpack_from("<HH", header, 8)
+    if fmt != 2 or header_len != HEADER_LEN:
+        raise ValueError(f"unsupported .fwi format version {fmt}")
+    (payload_version,) = struct.unpack_from("<Q", header, 24)
+    (image_len,) = struct.unpack_from("<Q", header, 96)
+    if image_len != file_len:
+        raise ValueError(f"image_len {image_len} but the file has {file_len} bytes")
+    board = _string(header[104:168])
+    if not board:
+        raise ValueError("empty board")
+    version = _string(header[168:232]) or str(payload_version)
+    # goosebit orders software by the SWUpdate version scheme and refuses
+    # what it cannot parse.
+    Version.parse(version)
+    return {
+        "version": version,
+        "compatibility": [{"hw_model": board, "hw_revision": "default"}],
+    }
 
 
-def _image(name: str) -> Path:
-    p = (_images() / name).resolve()
-    # Only plain .fwi files of the directory itself.
-    if p.parent != _images() or p.suffix != ".fwi" or not p.is_file():
-        raise HTTPException(404)
-    return p
+async def _parse_fwi(file: Path) -> dict:
+    sha1 = hashlib.sha1()
+    async with await open_file(file, "rb") as f:
+        header = await f.read(HEADER_LEN)
+        sha1.update(header)
+        while block := await f.read(1 << 20):
+            sha1.update(block)
+    attrs = describe(header, (await file.stat()).st_size)
+    attrs["size"] = (await file.stat()).st_size
+    # goosebit names the store directory after it and offers it to the
+    # device as the artifact's `sha1`.
+    attrs["hash"] = sha1.hexdigest()
+    # goosebit's enum has SWU and RAUC only; the format is used for
+    # nothing but this column.
+    attrs["image_format"] = SoftwareImageFormat.SWU
+    return attrs
 
 
-_sha256_cache: dict[tuple[str, float], str] = {}
+_goosebit_parse_file = swdesc.parse_file
 
 
-def _sha256(p: Path) -> str:
-    key = (str(p), p.stat().st_mtime)
-    if key not in _sha256_cache:
-        h = hashlib.sha256()
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _sha256_cache[key] = h.hexdigest()
-    return _sha256_cache[key]
+async def parse_file(file: Path) -> dict:
+    async with await open_file(file, "rb") as f:
+        magic = await f.read(len(MAGIC))
+    if magic == MAGIC:
+        return await _parse_fwi(Path(file))
+    return await _goosebit_parse_file(file)
 
 
-router = APIRouter()
+# create_software_update and parse_remote look the function up in the
+# module at each call, so uploads and URLs both reach this one.
+swdesc.parse_file = parse_file
 
-
-@router.get("/images/{name}")
-async def image(name: str) -> FileResponse:
-    return FileResponse(_image(name), media_type="application/octet-stream")
-
-
-async def update_source(request: Request, device) -> tuple[HandlingType, UpdateChunk | None]:
-    a = _assignment(device.id)
-    if a is None or device.sw_version == a.get("version"):
-        return HandlingType.SKIP, None
-    try:
-        p = _image(a["file"])
-    except HTTPException:
-        return HandlingType.SKIP, None
-    url = str(request.base_url).rstrip("/") + config.url_prefix + "/images/" + p.name
-    chunk = UpdateChunk(
-        part="os",
-        version=str(a.get("version", "")),
-        name="fwpack",
-        artifacts=[
-            UpdateChunkArtifact(
-                filename=p.name,
-                hashes={"sha256": _sha256(p)},
-                size=p.stat().st_size,
-                links={"download-http": {"href": url}, "download": {"href": url}},
-            )
-        ],
-    )
-    return HandlingType.FORCED, chunk
-
-
-config = PluginSchema(router=router, update_source_hook=update_source)
+config = PluginSchema()
