@@ -445,8 +445,9 @@ fn main() {
 }
 "#;
 
-/// One rpi-zero2w release in `dir`: root filesystem (64 MiB: the kexec
-/// build adds the 33 MB kernel, its initrd and the slot's updater), then
+/// One rpi-zero2w release in `dir`: root filesystem (48 MiB: the kexec
+/// build adds the 33 MB kernel, its initrd and the slot's updater; every
+/// byte of it is written to the emulated SD card, the slow part), then
 /// `fwpack build` with `kernel`, version `version` and `extra` arguments.
 fn release(
     dir: &Path,
@@ -473,7 +474,7 @@ fn release(
         .args(["-q", "-F", "-d"])
         .arg(&tree)
         .arg(dir.join("rootfs.img"))
-        .arg("64M")
+        .arg("48M")
         .status()
         .unwrap();
     assert!(st.success(), "mkfs.ext4");
@@ -515,7 +516,9 @@ fn release(
 /// v2's update.fwi, the updater writes it to slot B and reboots; the next
 /// boot kexecs slot B's own kernel, whose /proc/version names v2's
 /// builder, and B confirms itself with its own updater. Two raspi3b TCG
-/// boots (~2-5 minutes with both builds on a loaded 2-core machine).
+/// boots and two builds; the apply writes 48 MiB through QEMU's emulated
+/// SD controller, which under TCG takes minutes (measured: 64 MiB took
+/// over 10 minutes on a 2-core machine shared with four other builds).
 #[test]
 fn rpi_zero2w_update_changes_the_running_kernel_on_raspi3b() {
     if !testkit::tools::require("qemu-system-aarch64")
@@ -563,6 +566,8 @@ fn rpi_zero2w_update_changes_the_running_kernel_on_raspi3b() {
     );
     let sd = sd_copy(&out1, w);
     let wait = 600;
+    // The write through the emulated SD controller (see above).
+    let apply_wait = 1800;
 
     let t = std::time::Instant::now();
     let mut c = testkit::qemu::Console::spawn(
@@ -578,11 +583,14 @@ fn rpi_zero2w_update_changes_the_running_kernel_on_raspi3b() {
             "slot B is pending",
             "rebooting into it",
         ],
-        wait,
+        apply_wait,
     );
-    // -no-reboot: QEMU exits where the board would reset.
-    c.wait_exit(std::time::Duration::from_secs(120))
-        .expect("QEMU exits at the reboot");
+    // The updater syncs, then logs "reboot" and calls reboot(2). The
+    // kernel's restart handler on this SoC is the bcm2835 watchdog driver,
+    // left out above, so QEMU does not reset by itself: stop it there, as
+    // a reset would.
+    expect_lines(&mut c, &["fwpack-updater: reboot"], wait);
+    drop(c);
     let applied = t.elapsed();
 
     let mut c = testkit::qemu::Console::spawn(
