@@ -6,6 +6,7 @@
 //! fwpack-VERSION-TRIPLE/
 //!   bin/fwpack                               static musl
 //!   lib/fwpack/<board triple>/fwpack-updater static, one per board target
+//!     (the slot's build), and fwpack-updater-bootstrap beside it (/init)
 //!   share/man/man1/fwpack*.1
 //!   share/bash-completion/completions/fwpack
 //!   share/zsh/site-functions/_fwpack
@@ -47,7 +48,11 @@ pub static HOSTS: [Host; 2] = [
 /// policy of every board that uses it.
 pub struct Updater {
     pub triple: String,
+    /// The slot's build (network client), shipped as `fwpack-updater`.
     pub path: PathBuf,
+    /// The bootstrap's build (no network client), shipped beside it as
+    /// `fwpack-updater-bootstrap`; `fwpack build` puts it in /init.
+    pub bootstrap: PathBuf,
     pub boards: Vec<board::Board>,
 }
 
@@ -130,29 +135,40 @@ pub fn build_updaters(root: &Path) -> Result<Vec<Updater>> {
             None => out.push(Updater {
                 triple: b.updater.rust_target.clone(),
                 path: PathBuf::new(),
+                bootstrap: PathBuf::new(),
                 boards: vec![b],
             }),
         }
     }
     for u in &mut out {
-        let (mut command, bin, _) = pipeline::updater_cargo_command(&u.boards[0], root);
-        let st = command
-            .status()
-            .with_context(|| format!("running cargo to build the {} updater", u.triple))?;
-        if !st.success() {
-            bail!(
-                "building fwpack-updater for {} failed ({st}); is the target installed (`cargo xtask deps`)?",
-                u.triple
-            );
+        // The bootstrap first: both flavors leave cargo's one output path,
+        // so each is copied away before the next build.
+        for flavor in [pipeline::Flavor::Bootstrap, pipeline::Flavor::Slot] {
+            let (mut command, bin, _) = pipeline::updater_cargo_command(&u.boards[0], root, flavor);
+            let st = command
+                .status()
+                .with_context(|| format!("running cargo to build the {} updater", u.triple))?;
+            if !st.success() {
+                bail!(
+                    "building fwpack-updater ({}) for {} failed ({st}); is the target installed (`cargo xtask deps`)?",
+                    flavor.name(),
+                    u.triple
+                );
+            }
+            if !bin.is_file() {
+                bail!(
+                    "cargo built the {} updater, but {} is missing",
+                    u.triple,
+                    bin.display()
+                );
+            }
+            let copy = bin.with_file_name(format!("fwpack-updater-{}", flavor.name()));
+            fsx::copy(&bin, &copy)?;
+            match flavor {
+                pipeline::Flavor::Bootstrap => u.bootstrap = copy,
+                pipeline::Flavor::Slot => u.path = copy,
+            }
         }
-        if !bin.is_file() {
-            bail!(
-                "cargo built the {} updater, but {} is missing",
-                u.triple,
-                bin.display()
-            );
-        }
-        u.path = bin;
     }
     Ok(out)
 }
@@ -161,7 +177,13 @@ pub fn build_updaters(root: &Path) -> Result<Vec<Updater>> {
 /// the same checks `fwpack build` makes.
 pub fn check_updater(sh: &Shell, runner: &Runner, u: &Updater) -> Result<()> {
     let host = &runner.bin;
-    let file = &u.path;
+    for file in [&u.path, &u.bootstrap] {
+        check_file(sh, host, u, file)?;
+    }
+    Ok(())
+}
+
+fn check_file(sh: &Shell, host: &Path, u: &Updater, file: &Path) -> Result<()> {
     for b in &u.boards {
         let machine = &b.updater.machine;
         let budget = b.updater.size_budget.to_string();
@@ -249,6 +271,11 @@ pub fn assemble(
         install(
             &u.path,
             &format!("lib/fwpack/{}/fwpack-updater", u.triple),
+            0o755,
+        )?;
+        install(
+            &u.bootstrap,
+            &format!("lib/fwpack/{}/{}", u.triple, pipeline::SHIPPED_BOOTSTRAP),
             0o755,
         )?;
     }

@@ -79,8 +79,9 @@ pub fn run(sh: &Shell) -> Result<()> {
             blob_bytes: 0,
             seed: 1,
             greeting: Some("hello from the fwpack demo root filesystem, release v1".into()),
-            // rpi-zero2w boots by kexec: `fwpack build` writes the slot's
-            // kernel (33 MB arm64 Image) and its initrd into the image.
+            // rpi-zero2w and qemu-aarch64 boot by kexec: `fwpack build`
+            // writes the slot's kernel (33 MB arm64 Image), its initrd and
+            // the slot's updater into the image.
             room_mib: 48,
         },
         Arch::Aarch64,
@@ -119,7 +120,8 @@ pub fn run(sh: &Shell) -> Result<()> {
             blob_bytes: 4 << 20,
             seed: 2,
             greeting: Some("hello from release v2, booted from slot B".into()),
-            room_mib: 0,
+            // qemu-aarch64 boots by kexec too: room for the slot kernel.
+            room_mib: 48,
         },
         Arch::Aarch64,
         &work,

@@ -97,6 +97,10 @@ const FILES: &[(&str, &str)] = &[
         "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin",
         "opensbi",
     ),
+    // UEFI firmware for qemu-x86_64-efi (bootstrap A/B with BootNext):
+    // the code and a blank variable store each test copies.
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
+    ("/usr/share/OVMF/OVMF_VARS_4M.fd", "ovmf"),
 ];
 
 pub const RUST_TARGETS: &[&str] = &[

@@ -52,6 +52,9 @@ use crate::inputs::{self, Build};
 /// TCG is slow; a healthy line comes in seconds).
 const WAIT: Duration = Duration::from_secs(300);
 const UPDATES_LABEL: &str = "FWUPDATES";
+/// Free space a `boot: kexec` board's root filesystem keeps for what
+/// `fwpack build` adds (kernel, initrd, slot updater; ~40 MB on arm64).
+const KEXEC_ROOM_MIB: u64 = 48;
 /// Where the updater sees v2 on the second disk.
 const V2: &str = "/mnt/images/updates/update-v2.fwi";
 
@@ -129,9 +132,11 @@ impl Opts {
         // --full: >= 20 cuts over both boards (split evenly); short: a
         // handful on one.
         let cuts = cuts.unwrap_or(if full { 24 } else { 3 });
-        // The root filesystem is about blob * 9/8 + 6 MiB; slots are 64 MiB.
+        // The root filesystem is about blob * 9/8 + 6 MiB (+ KEXEC_ROOM_MIB
+        // on kexec boards, whose slots are bigger); the smallest slots are
+        // 64 MiB.
         if !(1..=50).contains(&blob) {
-            bail!("--blob-mib must be 1..=50 (the slots are 64 MiB)");
+            bail!("--blob-mib must be 1..=50 (the smallest slots are 64 MiB)");
         }
         Ok(Opts {
             boards,
@@ -273,6 +278,15 @@ impl<'a> BoardRun<'a> {
             "fetching inputs, building root filesystems v1, v2, v3",
         );
         let inputs = inputs::fetch(def.name)?;
+        // A `boot: kexec` board's build writes the slot kernel (Debian's
+        // arm64 Image is 33 MB), the slot's initrd and its updater into
+        // each root filesystem: room for them.
+        let board =
+            board::Configs::Dir(testkit::workspace_root().join("configs")).find(def.name)?;
+        let room_mib = match board.boot {
+            board::SlotBoot::Kexec => KEXEC_ROOM_MIB,
+            board::SlotBoot::SwitchRoot => 0,
+        };
         let spec = |name: &str, version: u64, confirm: bool, blob: u64| rootfs::Spec {
             name: name.into(),
             version,
@@ -280,8 +294,7 @@ impl<'a> BoardRun<'a> {
             blob_bytes: blob,
             seed: opts.seed ^ version,
             greeting: None,
-            // The e2e boards boot by switch_root: nothing is added.
-            room_mib: 0,
+            room_mib,
         };
         let v1 = rootfs::build(&spec("sys-v1", 1, true, 1 << 20), def.arch, &work)?;
         let v2 = rootfs::build(

@@ -22,7 +22,11 @@ BOARD=rpi-zero2w
 FWPACK="${HOST_DIR}/bin/fwpack"
 SHARE="${HOST_DIR}/share/fwpack"
 OUT="${BINARIES_DIR}/fwpack"
-UPDATER="${TARGET_DIR}/usr/bin/fwpack-updater"
+# The initramfs' /init: the plain build. With the fleet option the
+# system's /usr/bin/fwpack-updater is the larger `fleet` build, and the
+# package leaves the plain one here.
+UPDATER="${BINARIES_DIR}/fwpack-updater-init"
+[ -e "${UPDATER}" ] || UPDATER="${TARGET_DIR}/usr/bin/fwpack-updater"
 
 # Buildroot passes BINARIES_DIR first; the rest is ours.
 shift

@@ -93,16 +93,79 @@ define FWPACK_INSTALL_MARK_GOOD
 endef
 FWPACK_POST_INSTALL_TARGET_HOOKS += FWPACK_INSTALL_MARK_GOOD
 
-define FWPACK_INSTALL_INIT_SYSV
+define FWPACK_INSTALL_INIT_SYSV_MARK_GOOD
 	$(INSTALL) -D -m 0755 $(FWPACK_PKGDIR)/S99fwpack-mark-good \
 		$(TARGET_DIR)/etc/init.d/S99fwpack-mark-good
 endef
 
-define FWPACK_INSTALL_INIT_SYSTEMD
+define FWPACK_INSTALL_INIT_SYSTEMD_MARK_GOOD
 	$(INSTALL) -D -m 0644 $(FWPACK_PKGDIR)/fwpack-mark-good.service \
 		$(TARGET_DIR)/usr/lib/systemd/system/fwpack-mark-good.service
 endef
 endif
+
+# The fleet client: the `fleet` build becomes the system's
+# /usr/bin/fwpack-updater, built a second time, into its own target
+# directory, by the command of Buildroot's cargo infrastructure run in
+# the crate that has the feature (crates/fwpack-updater). The plain
+# build stays the initramfs' /init (the fleet build is over its 1 MiB
+# budget): it goes to the images directory, where post-image.sh looks
+# first.
+ifeq ($(BR2_PACKAGE_FWPACK_FLEET),y)
+FWPACK_FLEET_BIN = \
+	$(@D)/target-fleet/$(RUSTC_TARGET_NAME)/$(if $(BR2_ENABLE_DEBUG),debug,release)/fwpack-updater
+define FWPACK_BUILD_FLEET
+	cd $(@D)/crates/fwpack-updater && \
+	$(TARGET_MAKE_ENV) \
+		$(TARGET_CONFIGURE_OPTS) \
+		$(PKG_CARGO_ENV) \
+		$(FWPACK_CARGO_ENV) \
+		cargo build \
+			--offline \
+			$(if $(BR2_ENABLE_DEBUG),,--release) \
+			--manifest-path Cargo.toml \
+			--locked \
+			--bin fwpack-updater \
+			--features fleet \
+			--target-dir $(@D)/target-fleet
+endef
+FWPACK_POST_BUILD_HOOKS += FWPACK_BUILD_FLEET
+
+define FWPACK_INSTALL_FLEET
+	$(INSTALL) -D -m 0755 $(FWPACK_FLEET_BIN) \
+		$(TARGET_DIR)/usr/bin/fwpack-updater
+endef
+FWPACK_POST_INSTALL_TARGET_HOOKS += FWPACK_INSTALL_FLEET
+
+FWPACK_INSTALL_IMAGES = YES
+define FWPACK_INSTALL_IMAGES_CMDS
+	$(INSTALL) -D -m 0755 \
+		$(@D)/target/$(RUSTC_TARGET_NAME)/$(if $(BR2_ENABLE_DEBUG),debug,release)/fwpack-updater \
+		$(BINARIES_DIR)/fwpack-updater-init
+endef
+
+define FWPACK_INSTALL_INIT_SYSV_FLEET
+	$(INSTALL) -D -m 0755 $(FWPACK_PKGDIR)/S99fwpack-fleet \
+		$(TARGET_DIR)/etc/init.d/S99fwpack-fleet
+endef
+
+define FWPACK_INSTALL_INIT_SYSTEMD_FLEET
+	$(INSTALL) -D -m 0644 $(FWPACK_PKGDIR)/fwpack-fleet.service \
+		$(TARGET_DIR)/usr/lib/systemd/system/fwpack-fleet.service
+endef
+endif
+
+# The services of the options above (each empty when its option is
+# off), for the init system in use.
+define FWPACK_INSTALL_INIT_SYSV
+	$(FWPACK_INSTALL_INIT_SYSV_MARK_GOOD)
+	$(FWPACK_INSTALL_INIT_SYSV_FLEET)
+endef
+
+define FWPACK_INSTALL_INIT_SYSTEMD
+	$(FWPACK_INSTALL_INIT_SYSTEMD_MARK_GOOD)
+	$(FWPACK_INSTALL_INIT_SYSTEMD_FLEET)
+endef
 
 $(eval $(cargo-package))
 $(eval $(host-cargo-package))

@@ -189,6 +189,14 @@ pub struct UpdaterBuild {
     /// grows by about 0.7 MiB: give `size_budget` room (2 MiB).
     #[serde(default)]
     pub tls: bool,
+    /// Give the bootstrap's updater (`/init`, and its copy in /run/fwpack)
+    /// the network client too (and TLS with `tls`). Off: the bootstrap
+    /// reads only local images and the slot's `/usr/bin/fwpack-updater`
+    /// does the network (docs/ARCHITECTURE.md, "The immutable core"). For
+    /// systems whose root filesystem has no updater of its own and run
+    /// `/run/fwpack/fwpack-updater apply URL`.
+    #[serde(default)]
+    pub bootstrap_net: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -227,6 +235,14 @@ pub enum KernelBoot {
     /// on), the initramfs and the command line. Every DTB listed in
     /// `kernel.dtbs` is copied under `dtbs/` with its relative path.
     Extlinux,
+    /// UEFI with an A/B bootstrap: two bootstrap partitions (GPT, EFI
+    /// system partition type) each hold the EFI-stub kernel and the
+    /// initramfs, are the `bootstrap` slot group of the layout, and have
+    /// a `Boot####` entry each (`000A` for A, `000B` for B; the initrd
+    /// and command line are the entry's load options). Images carry the
+    /// bootstrap, and the updater tries a new one once through `BootNext`
+    /// (docs/FORMAT.md, "UEFI (qemu-x86_64-efi)").
+    EfiAb,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -247,6 +263,12 @@ pub struct BootFiles {
     /// Copy the GPU firmware files from `--firmware-dir`.
     #[serde(default)]
     pub firmware: Vec<String>,
+    /// `kernel.boot: efi-ab`: a blank UEFI variable store (OVMF's
+    /// `OVMF_VARS_4M.fd`) the build copies to `OVMF_VARS.fd` with both
+    /// bootstraps' `Boot####` entries and `BootOrder` in it. Absent: the
+    /// entries are created on the device (efibootmgr).
+    #[serde(default)]
+    pub efi_vars_template: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -460,6 +482,12 @@ impl Board {
                 return Err("watchdog: module must be named, device must be under /dev/, timeout_s must be 1..=3600".into());
             }
         }
+        if self.kernel.boot == KernelBoot::EfiAb && self.disk.table != "gpt" {
+            return Err("kernel.boot: efi-ab needs disk.table: gpt".into());
+        }
+        if self.boot_files.efi_vars_template.is_some() && self.kernel.boot != KernelBoot::EfiAb {
+            return Err("boot_files.efi_vars_template needs kernel.boot: efi-ab".into());
+        }
         if self.boot_files.tryboot && self.kernel.boot != KernelBoot::RpiFirmware {
             return Err("boot_files.tryboot needs kernel.boot: rpi-firmware".into());
         }
@@ -503,6 +531,7 @@ mod tests {
                 "qemu-aarch64",
                 "qemu-riscv64",
                 "qemu-x86_64",
+                "qemu-x86_64-efi",
                 "rpi-zero2w",
                 "visionfive2"
             ]

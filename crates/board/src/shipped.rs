@@ -24,6 +24,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
         include_str!("../../../configs/qemu-x86_64.yaml"),
     ),
     (
+        "qemu-x86_64-efi",
+        include_str!("../../../configs/qemu-x86_64-efi.yaml"),
+    ),
+    (
         "rpi-zero2w",
         include_str!("../../../configs/rpi-zero2w.yaml"),
     ),

@@ -21,6 +21,7 @@
 
 pub mod bmap;
 mod config;
+pub mod efivars;
 mod error;
 mod fat;
 mod guid;

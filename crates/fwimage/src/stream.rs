@@ -22,37 +22,6 @@ pub struct ChunkInfo {
     pub raw_sha256: [u8; 32],
 }
 
-/// Asked once: `available_parallelism` reads cgroup files on every call.
-fn parallel() -> bool {
-    static P: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *P.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
-}
-
-/// Whether each chunk of `data` (consecutive, `cs` bytes but the last)
-/// matches its entry's stored hash; the second half is hashed on a helper
-/// thread. Falls back to one thread if none can be started.
-fn hash_chunks(data: &[u8], cs: usize, entries: &[crate::ChunkEntry]) -> Vec<bool> {
-    let check = |from: usize, to: usize| -> Vec<bool> {
-        (from..to)
-            .map(|j| {
-                let end = ((j + 1) * cs).min(data.len());
-                <[u8; 32]>::from(Sha256::digest(&data[j * cs..end])) == entries[j].stored_sha256
-            })
-            .collect()
-    };
-    let n = entries.len();
-    let mid = n.div_ceil(2);
-    std::thread::scope(|sc| {
-        let second = std::thread::Builder::new().spawn_scoped(sc, || check(mid, n));
-        let mut ok = check(0, mid);
-        match second.map(|h| h.join()) {
-            Ok(Ok(rest)) => ok.extend(rest),
-            _ => ok.extend(check(mid, n)),
-        }
-        ok
-    })
-}
-
 /// Streams authenticated raw chunks in file order.
 pub struct ChunkReader<'h, S> {
     head: &'h ImageHead,
@@ -189,65 +158,6 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
         Ok(batch.verify(out, &mut self.decoder)?.pop())
     }
 
-    /// Fills `out` with as many whole authenticated chunks of the current
-    /// segment as fit (at least one chunk must fit). Uncompressed runs are
-    /// read with one positioned read and hashed on two threads, which is
-    /// what lets a device keep up with a fast disk; compressed chunks go
-    /// through [`Self::next_chunk`] one by one. Empty at the end.
-    pub fn next_batch(&mut self, out: &mut [u8]) -> Result<Vec<ChunkInfo>> {
-        let head = self.head;
-        let cs = head.header.chunk_size();
-        let Some(s) = head.segments.get(self.seg) else {
-            return Ok(Vec::new());
-        };
-        let fit = (out.len() as u64 / cs).min(u64::from(s.chunks) - self.chunk);
-        if s.compression != Compression::None || fit < 2 || !parallel() {
-            let seg = self.seg;
-            let mut got = Vec::new();
-            let mut len = 0;
-            while len + cs as usize <= out.len() && self.seg == seg {
-                match self.next_chunk(&mut out[len..len + cs as usize])? {
-                    Some(c) => {
-                        len += c.raw_len;
-                        got.push(c);
-                    }
-                    None => break,
-                }
-            }
-            return Ok(got);
-        }
-        let (entries, pos) = self.next_entries(fit)?;
-        // Uncompressed: stored == raw, and the chunks are contiguous.
-        let total = (pos - self.stored_pos) as usize;
-        let data = &mut out[..total];
-        self.src.read_at(self.stored_pos, data)?;
-        self.data_bytes_read += total as u64;
-        let ok = hash_chunks(data, cs as usize, &entries);
-        if let Some(j) = ok.iter().position(|&good| !good) {
-            return Err(Error::ChunkHashMismatch {
-                segment: s.name.clone(),
-                chunk: self.chunk + j as u64,
-            });
-        }
-        self.check_crcs(self.chunk * cs / BLOCK_SIZE as u64, data)?;
-        let infos = entries
-            .iter()
-            .enumerate()
-            .map(|(j, e)| {
-                let i = self.chunk + j as u64;
-                ChunkInfo {
-                    segment: self.seg,
-                    chunk: i,
-                    raw_offset: i * cs,
-                    raw_len: s.chunk_raw_len(i, cs) as usize,
-                    raw_sha256: e.raw_sha256,
-                }
-            })
-            .collect();
-        self.advance(pos, fit);
-        Ok(infos)
-    }
-
     /// Reads the stored bytes of as many whole chunks of the current
     /// segment as fit in `out` (at least one must fit), without checking
     /// them: the check is [`PendingBatch::verify`], which needs neither the
@@ -340,22 +250,6 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
             entries.push(e);
         }
         Ok((entries, pos))
-    }
-
-    /// Checks raw bytes starting at block `first_block` of the current
-    /// segment against the signed CRC chain (after their hash matched).
-    fn check_crcs(&mut self, first_block: u64, raw: &[u8]) -> Result<()> {
-        let s = &self.head.segments[self.seg];
-        for (b, block) in raw.chunks(BLOCK_SIZE).enumerate() {
-            let idx = u64::from(s.first_crc) + first_block + b as u64;
-            if self.chain.push(block) != self.index.crc(&mut self.src, idx)? {
-                return Err(Error::CrcMismatch {
-                    segment: s.name.clone(),
-                    block: first_block + b as u64,
-                });
-            }
-        }
-        Ok(())
     }
 
     /// `n` chunks handed out, the last ending at file offset `end`; moves

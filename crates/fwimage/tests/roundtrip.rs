@@ -201,3 +201,48 @@ fn same_inputs_give_identical_bytes() {
     assert_eq!(head.header.created, 1_700_000_000);
     assert_ne!(head.header.compat_flags & fwimage::COMPAT_REPRODUCIBLE, 0);
 }
+
+/// `verify` checks batches on several threads; with two bad chunks in
+/// different batches it must name the first in file order every time, and
+/// a good multi-batch compressed image must count every chunk once.
+#[test]
+fn parallel_verify_counts_every_chunk_and_reports_the_first_bad_one() {
+    let k = key(3);
+    let t = trusted(&[&k]);
+    let payload = noise(6 << 20, 9);
+    let mut b = fwimage::ImageBuilder::new("test-board", 7)
+        .and_then(|b| b.chunk_size(64 << 10))
+        .unwrap();
+    b.add_segment(
+        spec("rootfs", "system", Compression::Zstd),
+        payload.len() as u64,
+        std::io::Cursor::new(payload.clone()),
+    )
+    .unwrap();
+    let mut out = std::io::Cursor::new(Vec::new());
+    b.write(&mut out, &mut |_| {}).unwrap();
+    fwimage::insert_signature(&mut out, &k).unwrap();
+    let mut img = out.into_inner();
+    let head = ImageHead::parse(&img).unwrap();
+    let mut progress = 0;
+    let report = head
+        .verify(&t, fwimage::MemSource(&img), &mut |n| progress += n)
+        .unwrap();
+    assert_eq!(report.chunks, 96);
+    assert_eq!((report.raw_bytes, progress), (6 << 20, 6 << 20));
+    assert_eq!(report.bytes_read, img.len() as u64);
+
+    let s = &head.segments[0];
+    let (first, last) = (
+        s.data_offset as usize + 100,
+        (s.data_offset + s.stored_len) as usize - 100,
+    );
+    img[first] ^= 1;
+    img[last] ^= 1;
+    for _ in 0..20 {
+        match head.verify(&t, fwimage::MemSource(&img), &mut |_| {}) {
+            Err(Error::ChunkHashMismatch { chunk, .. }) => assert_eq!(chunk, 0),
+            other => panic!("expected ChunkHashMismatch for chunk 0, got {other:?}"),
+        }
+    }
+}

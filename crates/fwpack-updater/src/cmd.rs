@@ -4,10 +4,13 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+#[cfg(feature = "net")]
 use std::time::Duration;
 
 use fwimage::{ImageHead, ImageSource};
-use imagesource::{HttpOptions, Spec};
+#[cfg(feature = "net")]
+use imagesource::HttpOptions;
+use imagesource::Spec;
 use updater::{
     Access, ApplyOptions, ErrorClass, FileStorage, Seed, Slot, StateArea, StateLocation, Storage,
 };
@@ -28,6 +31,34 @@ pub const USAGE_CODE: i32 = 2;
 fn usage(msg: impl Into<String>) -> Fail {
     Fail {
         msg: format!("{}\n\n{HELP}", msg.into()),
+        code: USAGE_CODE,
+    }
+}
+
+/// What a build without the `net` feature says to a URL or an HTTP option.
+#[cfg(not(feature = "net"))]
+const NO_NET: &str = "this build has no network support; use the slot's /usr/bin/fwpack-updater";
+
+/// The options only the HTTP client reads.
+#[cfg(not(feature = "net"))]
+const NET_OPTIONS: &[&str] = &[
+    "--retries",
+    "--timeout",
+    "--deadline",
+    "--min-rate",
+    "--min-rate-window",
+    "--max-rate",
+    "--allow-redirect-hosts",
+    "--ca",
+    "--pin",
+];
+
+/// A usage error (exit 2), without the help text: the command was right,
+/// this binary is the wrong one for it.
+#[cfg(not(feature = "net"))]
+fn no_net(what: &str) -> Fail {
+    Fail {
+        msg: format!("{what}: {NO_NET}"),
         code: USAGE_CODE,
     }
 }
@@ -133,6 +164,9 @@ boots the right A/B slot; see docs/ARCHITECTURE.md. As a command:
       server in updater.conf's fleet_* keys, installs its deployments and
       reports the result after the reboot; `fleet --help` for more.
 
+The bootstrap's copy (/init, /run/fwpack/fwpack-updater) is built without
+network support: there a URL or an HTTP option is a usage error (exit 2);
+the slot's /usr/bin/fwpack-updater has it.
 Without --target, the commands use /run/fwpack/boot.conf (or
 $FWPACK_BOOT_RECORD), which the PID-1 updater leaves for the system it
 booted, and the trusted keys it copied to /run/fwpack/keys.
@@ -157,6 +191,7 @@ pub(crate) struct Opts {
     pub(crate) retries: Option<u32>,
     pub(crate) timeout: Option<u64>,
     pub(crate) ca: Option<PathBuf>,
+    #[cfg(feature = "net")]
     pub(crate) pins: Vec<[u8; 32]>,
     pub(crate) deadline: Option<u64>,
     pub(crate) min_rate: Option<u64>,
@@ -187,6 +222,10 @@ pub(crate) fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
                 .cloned()
                 .ok_or_else(|| usage(format!("{name} needs a value")))
         };
+        #[cfg(not(feature = "net"))]
+        if NET_OPTIONS.contains(&a.as_str()) {
+            return Err(no_net(a));
+        }
         match a.as_str() {
             "--json" => o.json = true,
             "--target" => o.target = Some(PathBuf::from(value("--target")?)),
@@ -255,6 +294,7 @@ pub(crate) fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
                     .map(str::to_string),
             ),
             "--ca" => o.ca = Some(PathBuf::from(value("--ca")?)),
+            #[cfg(feature = "net")]
             "--pin" => o
                 .pins
                 .push(imagesource::parse_pin(&value("--pin")?).map_err(usage)?),
@@ -262,6 +302,9 @@ pub(crate) fn parse_opts(args: &[String]) -> Result<Opts, Fail> {
             "--verify-writes" => o.verify_writes = true,
             "--force" => o.force = true,
             s if s.starts_with("--") => return Err(usage(format!("unknown option {s}"))),
+            // Before the disk is looked at: the answer does not depend on it.
+            #[cfg(not(feature = "net"))]
+            s if matches!(Spec::parse(s), Spec::Url(_)) => return Err(no_net(s)),
             s => o.positional.push(s.to_string()),
         }
     }
@@ -464,6 +507,7 @@ pub(crate) fn trusted_keys(o: &Opts) -> Result<fwimage::TrustedKeys, Fail> {
 
 /// Opens SOURCE with the HTTP options; fetch events become JSON lines or
 /// log lines.
+#[cfg(feature = "net")]
 fn open_source(o: &Opts, spec: &Spec) -> Result<imagesource::Opened, Fail> {
     let http = http_options(o);
     let json = o.json;
@@ -478,7 +522,17 @@ fn open_source(o: &Opts, spec: &Spec) -> Result<imagesource::Opened, Fail> {
     Ok(imagesource::open(spec, &http, Some(observer))?)
 }
 
+/// Opens a file or standard input; a URL is a usage error.
+#[cfg(not(feature = "net"))]
+fn open_source(_: &Opts, spec: &Spec) -> Result<imagesource::Opened, Fail> {
+    match spec {
+        Spec::Url(url) => Err(no_net(url)),
+        _ => Ok(imagesource::open_local(spec)?),
+    }
+}
+
 /// The HTTP options the command line gives (`fleet` uses them too).
+#[cfg(feature = "net")]
 pub(crate) fn http_options(o: &Opts) -> HttpOptions {
     HttpOptions {
         timeout: Duration::from_secs(o.timeout.unwrap_or(30)),

@@ -209,6 +209,12 @@ pub struct Config {
     /// Expected board (checked against the layout record and images).
     pub board: Option<String>,
     pub tryboot: Option<Tryboot>,
+    /// UEFI A/B of the bootstrap (efiboot.rs): the `Boot####` numbers of
+    /// slot A's and slot B's bootstrap entries.
+    pub efi_boot_entries: Option<[u16; 2]>,
+    /// Printed at start, so a console says which bootstrap build runs
+    /// (the build writes the image's version label).
+    pub bootstrap_label: Option<String>,
     /// Protected keys ([`PROTECTED`]) the kernel command line may override
     /// anyway (`cmdline_overrides`); `None`: no overrides at all.
     pub cmdline_overrides: Option<Vec<String>>,
@@ -275,6 +281,8 @@ const KEYS: &[&str] = &[
     "tryboot",
     "tryboot_fstype",
     "tryboot_partitions",
+    "efi_boot_entries",
+    "bootstrap_label",
     "state_copy_distance",
     "cmdline_overrides",
     "boot",
@@ -442,6 +450,8 @@ impl Config {
             verify_writes: true,
             board: None,
             tryboot: None,
+            efi_boot_entries: None,
+            bootstrap_label: None,
             cmdline_overrides: Some(Vec::new()),
             safe_mode: false,
             boot: BootMethod::SwitchRoot,
@@ -628,6 +638,29 @@ impl Config {
             }
             "watchdog" => self.watchdog = if v == "none" { None } else { Some(path(v)?) },
             "watchdog_timeout" => self.watchdog_timeout = parse_seconds(v)?,
+            "efi_boot_entries" => {
+                let n: Vec<u16> = v
+                    .split_whitespace()
+                    .map(|e| u16::from_str_radix(e, 16))
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| {
+                        format!("`{v}`: expected two hex Boot#### numbers (slot A's, slot B's)")
+                    })?;
+                self.efi_boot_entries = match n.as_slice() {
+                    [a, b] if a != b => Some([*a, *b]),
+                    _ => {
+                        return Err(format!(
+                        "`{v}`: expected two different hex Boot#### numbers (slot A's, slot B's)"
+                    ))
+                    }
+                }
+            }
+            "bootstrap_label" => {
+                if v.len() > 64 || v.chars().any(char::is_control) {
+                    return Err(format!("`{v}`: at most 64 characters"));
+                }
+                self.bootstrap_label = Some(v.to_string());
+            }
             "kexec_dtb" => {
                 self.kexec_dtb = match v {
                     "firmware" => KexecDtb::Firmware,
@@ -684,6 +717,7 @@ impl Config {
             // the command line is what it protects against.
             if !KEYS.contains(&k)
                 || k.starts_with("tryboot")
+                || k == "efi_boot_entries"
                 || k == "cmdline_overrides"
                 || k == "init_env"
             {

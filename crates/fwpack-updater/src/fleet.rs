@@ -22,6 +22,7 @@ use imagesource::{HttpOptions, Spec};
 use updater::{Access, ApplyOptions, Event, FileStorage, Phase, Seed, Slot, StateArea};
 
 use crate::cmd::{self, Fail, USAGE_CODE};
+use crate::fleet_stop::{Stop, StopFlag, Stoppable};
 
 pub const HELP: &str = "\
 usage: fwpack-updater fleet [--once] [--config FILE] [--cycles N]
@@ -46,6 +47,16 @@ const CHECKPOINT: u64 = 4 << 20;
 /// Most progress reports per download (every 10 %).
 const PROGRESS_STEP: u64 = 10;
 
+/// What an oversized download (`fleet_max_download`) gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Oversize {
+    /// Wait: an `attempt` download is left for later; a `forced` one (the
+    /// operator insists) goes ahead.
+    Defer,
+    /// `closed`/`failure` with the plan's numbers, whatever the handling.
+    Refuse,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Confirm {
     /// Give consent to every action awaiting it.
@@ -65,6 +76,9 @@ struct Conf {
     poll_min: Duration,
     poll_max: Duration,
     max_rate: Option<u64>,
+    /// Most image bytes a deployment may fetch (its delta plan's).
+    max_download: Option<u64>,
+    oversize: Oversize,
     state_dir: PathBuf,
     confirm: Confirm,
     reboot: bool,
@@ -93,6 +107,8 @@ fn parse_conf(text: &str) -> Result<Conf, String> {
         poll_min: Duration::from_secs(30),
         poll_max: Duration::from_secs(86_400),
         max_rate: None,
+        max_download: None,
+        oversize: Oversize::Defer,
         state_dir: PathBuf::from(DEFAULT_STATE_DIR),
         confirm: Confirm::Auto,
         reboot: true,
@@ -130,6 +146,16 @@ fn parse_conf(text: &str) -> Result<Conf, String> {
             "fleet_poll_max" => c.poll_max = secs(v, k).map_err(err)?,
             "fleet_max_rate" => {
                 c.max_rate = Some(crate::config::parse_size(v).map_err(err)?).filter(|&r| r > 0)
+            }
+            "fleet_max_download" => {
+                c.max_download = Some(crate::config::parse_size(v).map_err(err)?).filter(|&r| r > 0)
+            }
+            "fleet_oversize" => {
+                c.oversize = match v {
+                    "defer" => Oversize::Defer,
+                    "refuse" => Oversize::Refuse,
+                    _ => return Err(err(format!("`{v}`: defer or refuse"))),
+                }
             }
             "fleet_state_dir" => c.state_dir = PathBuf::from(v),
             "fleet_confirm" => {
@@ -290,6 +316,53 @@ impl Pending {
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(io)
+    }
+
+    fn remove(dir: &Path) -> Result<(), String> {
+        match std::fs::remove_file(Self::path(dir)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("{}: {e}", Self::path(dir).display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The action deferred by `fleet_max_download`, and the limit it was
+/// over: the same deployment under the same limit is not planned again
+/// at every poll (its head, index and a read of the whole active slot).
+struct Deferred;
+
+impl Deferred {
+    fn path(dir: &Path) -> PathBuf {
+        dir.join("deferred")
+    }
+
+    /// The deferred action id, if it was deferred under `limit`.
+    fn load(dir: &Path, limit: Option<u64>) -> Result<Option<String>, String> {
+        let p = Self::path(dir);
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", p.display())),
+        };
+        let pairs = updater::keyvalue::parse(&text)
+            .strict()
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        let get = |k: &str| pairs.iter().find(|q| q.key == k).map(|q| q.value);
+        let same = get("limit").and_then(|v| v.parse::<u64>().ok()) == limit;
+        Ok(get("action").filter(|_| same).map(str::to_string))
+    }
+
+    fn save(dir: &Path, action: &str, limit: u64) -> Result<(), String> {
+        let io = |e: std::io::Error| format!("{}: {e}", dir.display());
+        std::fs::create_dir_all(dir).map_err(io)?;
+        // Losing it to a power cut costs one more plan, nothing else.
+        std::fs::write(
+            Self::path(dir),
+            format!("action = {action}\nlimit = {limit}\n"),
+        )
+        .map_err(io)
     }
 
     fn remove(dir: &Path) -> Result<(), String> {
@@ -609,6 +682,7 @@ impl Device {
             }
             Pending::remove(&self.conf.state_dir)?;
         }
+        Deferred::remove(&self.conf.state_dir)?;
         crate::log!("fleet: canceled: {detail}");
         self.ddi
             .cancel_feedback(&c.id, &Feedback::closed(true, detail))
@@ -643,6 +717,18 @@ impl Device {
             crate::log!("fleet: action {}: download is `skip`; waiting", d.id);
             return Ok(());
         }
+        let limit = self.limit_for(&d);
+        if limit.is_some() && Deferred::load(&self.conf.state_dir, limit)?.as_ref() == Some(&d.id) {
+            // Deferred at an earlier poll and nothing changed: no second
+            // head, index and seed-slot read for the same answer.
+            return Ok(());
+        }
+        {
+            let (_, area) = self.area(Access::ReadOnly)?;
+            if let Err(why) = check_chunks(&d, area.layout()) {
+                return self.close(&d.id, false, why);
+            }
+        }
         let (url, size) = match d.fwi() {
             Ok(a) => match &a.href {
                 Some(h) if matches!(Spec::parse(h), Spec::Url(_)) => (h.clone(), a.size),
@@ -668,8 +754,9 @@ impl Device {
             }
         );
         self.report(&d.id, Feedback::proceeding(format!("downloading {url}")));
-        match self.apply(&d.id, &url, install) {
-            Ok(r) => {
+        match self.apply(&d.id, &url, install, limit) {
+            Ok(Applied::Done(r)) => {
+                Deferred::remove(&self.conf.state_dir)?;
                 let p = Pending {
                     action: d.id.clone(),
                     slot: r.slot,
@@ -703,6 +790,22 @@ impl Device {
                     Ok(())
                 }
             }
+            Ok(Applied::Oversize { fetch, len }) => self.oversize(&d, fetch, len),
+            Ok(Applied::Canceled { cancel, detail }) => {
+                Deferred::remove(&self.conf.state_dir)?;
+                crate::log!("fleet: canceled: {detail}");
+                // hawkBit's DDI docs (cancelAction feedback,
+                // `status.execution`): the target confirms a cancellation
+                // with `closed` and `status.result.finished` `success`
+                // (the action becomes CANCELED; `rejected` would keep it
+                // running). That ends the deployment too: a `closed`
+                // `failure` on deploymentBase would turn it into ERROR
+                // ("CLOSED … FAILURE → ERROR") and leave the cancel
+                // unconfirmed, so none is sent — exactly one final status.
+                self.ddi
+                    .cancel_feedback(&cancel, &Feedback::closed(true, detail))
+                    .map_err(ddi_fail)
+            }
             // The network may come back: the journal keeps the progress and
             // the next poll resumes it (Range requests).
             Err(f) if f.code == cmd::SOURCE_CODE => {
@@ -717,6 +820,45 @@ impl Device {
             }
             Err(f) => self.close(&d.id, false, f.msg),
         }
+    }
+
+    /// The `fleet_max_download` that applies to `d`: in `defer` mode a
+    /// `forced` download is the operator's decision and goes ahead.
+    fn limit_for(&self, d: &Deployment) -> Option<u64> {
+        match self.conf.oversize {
+            Oversize::Defer if d.download == Handling::Forced => None,
+            _ => self.conf.max_download,
+        }
+    }
+
+    /// The delta plan fetches more than `fleet_max_download`.
+    fn oversize(&self, d: &Deployment, fetch: u64, len: u64) -> Result<(), Fail> {
+        let why = format!(
+            "the delta plan fetches {fetch} of {len} bytes, over fleet_max_download = {}",
+            self.conf.max_download.unwrap_or(0)
+        );
+        if self.conf.oversize == Oversize::Refuse {
+            Deferred::remove(&self.conf.state_dir)?;
+            return self.close(&d.id, false, format!("refused: {why}"));
+        }
+        Deferred::save(
+            &self.conf.state_dir,
+            &d.id,
+            self.conf.max_download.unwrap_or(0),
+        )?;
+        crate::log!("fleet: action {}: deferred: {why}", d.id);
+        self.report(
+            &d.id,
+            Feedback {
+                execution: ddi::Execution::Scheduled,
+                finished: ddi::Finished::None,
+                progress: None,
+                details: vec![format!(
+                    "deferred: {why}; downloads when the deployment is `forced` or the limit is raised"
+                )],
+            },
+        );
+        Ok(())
     }
 
     fn installed(&self, p: &Pending, summary: &str) -> Result<(), Fail> {
@@ -760,8 +902,16 @@ impl Device {
         self.installed(&p, &format!("version {} in slot {}", p.version, p.slot))
     }
 
-    fn apply(&self, action: &str, url: &str, activate: bool) -> Result<updater::ApplyReport, Fail> {
-        let mut st = FileStorage::open(&self.target, Access::ReadWrite)?;
+    /// Applies `url`, stopped when its delta plan fetches more than
+    /// `limit` or when the server cancels `action` meanwhile (a watcher
+    /// polls the base resource every `fleet_poll_min` while it runs).
+    fn apply(
+        &self,
+        action: &str,
+        url: &str,
+        activate: bool,
+        limit: Option<u64>,
+    ) -> Result<Applied, Fail> {
         let observer: imagesource::Observer = Box::new(|e| {
             if let Some(line) = e.text() {
                 crate::log!("{line}");
@@ -769,6 +919,21 @@ impl Device {
         });
         let opened = imagesource::open(&Spec::Url(url.to_string()), &self.http, Some(observer))?;
         let len = opened.len;
+        let flag = StopFlag::default();
+        {
+            // Without a complete active slot there is no delta (the
+            // engine's `Seed::Active`): the whole image is the plan, and
+            // an oversized one is stopped before the engine touches the
+            // inactive slot.
+            let (_, area) = self.area(Access::ReadOnly)?;
+            let b = area.boot();
+            if b.slot(b.active).state != updater::bootstate::SlotState::Complete
+                && limit.is_some_and(|l| len > l)
+            {
+                return Ok(Applied::Oversize { fetch: len, len });
+            }
+        }
+        let mut st = FileStorage::open(&self.target, Access::ReadWrite)?;
         let opts = ApplyOptions {
             state_offset: self.loc.offset,
             state_copy_distance: self.loc.copy_distance,
@@ -782,9 +947,19 @@ impl Device {
             checkpoint_interval: CHECKPOINT,
             ..ApplyOptions::default()
         };
+        let source = Stoppable {
+            inner: opened.source,
+            flag: flag.clone(),
+        };
         let mut next = 0u64;
-        let report = updater::apply(opened.source, len, &mut st, &self.keys, &opts, &mut |e| {
-            match e {
+        let mut fetch = len;
+        let mut written = (0u64, 0u64);
+        let cancel_id = std::sync::Mutex::new(None);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let result = std::thread::scope(|s| {
+            let (f, found) = (&flag, &cancel_id);
+            s.spawn(move || self.watch_cancel(action, &done_rx, f, found));
+            let r = updater::apply(source, len, &mut st, &self.keys, &opts, &mut |e| match e {
                 // Known before the first chunk is fetched: what this
                 // update costs on the wire.
                 Event::DeltaPlan {
@@ -793,17 +968,24 @@ impl Device {
                     from_seed,
                     fetch_bytes,
                     ..
-                } => self.report(
-                    action,
-                    Feedback::proceeding(format!(
-                        "delta plan: fetching {fetch_bytes} of {len} bytes; {from_seed} of {chunks} chunks copied from slot {seed}"
-                    )),
-                ),
+                } => {
+                    fetch = *fetch_bytes;
+                    self.report(
+                        action,
+                        Feedback::proceeding(format!(
+                            "delta plan: fetching {fetch_bytes} of {len} bytes; {from_seed} of {chunks} chunks copied from slot {seed}"
+                        )),
+                    );
+                    if limit.is_some_and(|l| *fetch_bytes > l) {
+                        flag.stop(Stop::Oversize);
+                    }
+                }
                 Event::Progress {
                     phase: Phase::Write,
                     done,
                     total,
                 } if *total > 0 => {
+                    written = (*done, *total);
                     let pct = done.saturating_mul(100) / total;
                     if pct >= next {
                         next = pct + PROGRESS_STEP;
@@ -815,10 +997,142 @@ impl Device {
                     }
                 }
                 _ => {}
+            });
+            drop(done_tx);
+            r
+        });
+        drop(st);
+        match flag.get() {
+            None => Ok(Applied::Done(result?)),
+            Some(Stop::Oversize) => Ok(Applied::Oversize { fetch, len }),
+            Some(Stop::Cancel) => {
+                let cancel = cancel_id
+                    .into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(|| action.to_string());
+                let slot =
+                    self.unpend_after_cancel(result.as_ref().ok().map(|r| (r.slot, r.image_id)))?;
+                let (done, total) = written;
+                Ok(Applied::Canceled {
+                    cancel,
+                    detail: format!(
+                        "action {action} canceled while it was written ({done} of {total} bytes): slot {slot} is left `updating` and will not boot; the active slot stays"
+                    ),
+                })
             }
-        })?;
-        Ok(report)
+        }
     }
+
+    /// Polls the base resource every `fleet_poll_min` until `done` is
+    /// dropped (the apply ended) or a `cancelAction` for `action` shows.
+    /// Every request has the API deadline, so the apply's end waits for
+    /// at most one of them.
+    fn watch_cancel(
+        &self,
+        action: &str,
+        done: &std::sync::mpsc::Receiver<()>,
+        flag: &StopFlag,
+        found: &std::sync::Mutex<Option<String>>,
+    ) {
+        use std::sync::mpsc::RecvTimeoutError;
+        while let Err(RecvTimeoutError::Timeout) = done.recv_timeout(self.conf.poll_min) {
+            let href = match self.ddi.poll() {
+                Ok(b) => b.cancel_action,
+                Err(e) => {
+                    crate::log!("fleet: poll during the download failed: {e}");
+                    continue;
+                }
+            };
+            let Some(href) = href else { continue };
+            match self.ddi.cancel(&href) {
+                Ok(c) if c.stop_id == action => {
+                    crate::log!("fleet: action {action} canceled by the server; stopping");
+                    *found.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.id);
+                    flag.stop(Stop::Cancel);
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => crate::log!("fleet: cancel request unreadable: {e}"),
+            }
+        }
+    }
+
+    /// After a cancel: the inactive slot must not boot. A stopped apply
+    /// left it `updating` (or, stopped before its first write, as it
+    /// was). One that finished before the stop was seen (`done`: slot and
+    /// image id) made it complete, maybe pending: it is marked `updating`
+    /// again, its data kept, as after a cut mid-write. Returns the slot.
+    fn unpend_after_cancel(&self, done: Option<(Slot, [u8; 32])>) -> Result<Slot, Fail> {
+        let (mut st, mut area) = self.area(Access::ReadWrite)?;
+        let Some((slot, id)) = done else {
+            return Ok(area.boot().inactive());
+        };
+        area.update_boot(&mut st, |b| {
+            let i = b.slot(slot).clone();
+            if i.image_id == id {
+                b.mark_updating(slot, i.version, i.image_id, &i.label);
+            }
+            Ok(())
+        })?;
+        Ok(slot)
+    }
+}
+
+/// How an apply through the fleet client ended.
+enum Applied {
+    Done(updater::ApplyReport),
+    /// Stopped by `fleet_max_download`: the plan fetches `fetch` of the
+    /// image's `len` bytes.
+    Oversize {
+        fetch: u64,
+        len: u64,
+    },
+    /// Stopped by the server's cancel action `cancel`.
+    Canceled {
+        cancel: String,
+        detail: String,
+    },
+}
+
+/// Multi-chunk deployments (DDI `deployment.chunks[]`, one per software
+/// module): each chunk's `part` names a slot group of the layout. fwpack
+/// switches every group of a slot in one state-area commit of one signed
+/// image, so the groups must come in one `.fwi` (it carries a segment per
+/// group); separate `.fwi` images per chunk are refused rather than
+/// installed as separate transactions. A single chunk is the whole slot
+/// whatever its part (`os` on hawkBit's default type, goosebit's).
+fn check_chunks(d: &Deployment, layout: &updater::Layout) -> Result<(), String> {
+    if d.chunks.len() <= 1 {
+        return Ok(());
+    }
+    let groups: Vec<&str> = layout.groups.iter().map(|g| g.name.as_str()).collect();
+    let mut seen: Vec<&str> = Vec::new();
+    for c in &d.chunks {
+        if !groups.contains(&c.part.as_str()) {
+            return Err(format!(
+                "chunk `{}` (part `{}`) maps to no slot group of board {} (groups: {})",
+                c.name,
+                c.part,
+                layout.board,
+                groups.join(", ")
+            ));
+        }
+        if seen.contains(&c.part.as_str()) {
+            return Err(format!("two chunks map to slot group `{}`", c.part));
+        }
+        seen.push(&c.part);
+    }
+    let with_fwi = d
+        .chunks
+        .iter()
+        .filter(|c| c.artifacts.iter().any(|a| a.filename.ends_with(".fwi")))
+        .count();
+    if with_fwi > 1 {
+        return Err(format!(
+            "{with_fwi} chunks carry a .fwi each: all slot groups switch in one commit of one signed image, so they must come in one .fwi (fwpack build puts a segment per group in it)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -846,6 +1160,92 @@ mod tests {
         ] {
             assert!(parse_conf(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn oversize_keys() {
+        let c = parse_conf("fleet_server = http://h\nfleet_max_download = 5M\n").unwrap();
+        assert_eq!(
+            (c.max_download, c.oversize),
+            (Some(5 << 20), Oversize::Defer)
+        );
+        let c = parse_conf("fleet_server = http://h\nfleet_oversize = refuse\n").unwrap();
+        assert_eq!((c.max_download, c.oversize), (None, Oversize::Refuse));
+        for bad in ["fleet_max_download = lots", "fleet_oversize = maybe"] {
+            assert!(parse_conf(&format!("fleet_server = http://h\n{bad}\n")).is_err());
+        }
+    }
+
+    #[test]
+    fn chunks_map_to_slot_groups() {
+        let range = updater::SlotRange {
+            offset: 1 << 20,
+            size: 1 << 20,
+        };
+        let group = |name: &str| updater::SlotGroup {
+            name: name.into(),
+            slots: [range, range],
+        };
+        let layout = updater::Layout {
+            board: "b".into(),
+            state_offset: 0,
+            copy_distance: 0,
+            groups: vec![group("boot"), group("system")],
+        };
+        let chunk = |part: &str, file: &str| ddi::Chunk {
+            part: part.into(),
+            version: "1".into(),
+            name: part.into(),
+            artifacts: vec![ddi::Artifact {
+                filename: file.into(),
+                size: None,
+                sha256: None,
+                href: None,
+            }],
+        };
+        let dep = |chunks| Deployment {
+            id: "1".into(),
+            download: Handling::Forced,
+            update: Handling::Forced,
+            window: None,
+            chunks,
+        };
+        // One chunk is the whole slot, whatever its part.
+        assert!(check_chunks(&dep(vec![chunk("os", "a.fwi")]), &layout).is_ok());
+        // Several: each a group, the groups in one .fwi.
+        let ok = dep(vec![chunk("system", "a.fwi"), chunk("boot", "notes.txt")]);
+        assert!(check_chunks(&ok, &layout).is_ok());
+        for (chunks, says) in [
+            (
+                vec![chunk("system", "a.fwi"), chunk("firmware", "f.bin")],
+                "part `firmware`",
+            ),
+            (
+                vec![chunk("system", "a.fwi"), chunk("system", "b.txt")],
+                "two chunks",
+            ),
+            (
+                vec![chunk("system", "a.fwi"), chunk("boot", "b.fwi")],
+                "one .fwi",
+            ),
+        ] {
+            let why = check_chunks(&dep(chunks), &layout).unwrap_err();
+            assert!(why.contains(says), "{why}");
+        }
+    }
+
+    #[test]
+    fn deferred_remembers_the_limit() {
+        let dir = std::env::temp_dir().join(format!("fwpack-fleet-def-{}", std::process::id()));
+        Deferred::save(&dir, "5", 100).unwrap();
+        assert_eq!(
+            Deferred::load(&dir, Some(100)).unwrap().as_deref(),
+            Some("5")
+        );
+        assert_eq!(Deferred::load(&dir, Some(200)).unwrap(), None);
+        Deferred::remove(&dir).unwrap();
+        assert_eq!(Deferred::load(&dir, Some(100)).unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

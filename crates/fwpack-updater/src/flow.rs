@@ -16,7 +16,9 @@ use crate::pid1::{self, Signals};
 use crate::runinfo::RunInfo;
 use crate::slotmount::open_disk;
 use crate::switchroot::InitArgs;
-use crate::{bootslot, devwait, kexecboot, kmod, recovery, switchroot, tryboot, update, watchdog};
+use crate::{
+    bootslot, devwait, efiboot, kexecboot, kmod, recovery, switchroot, tryboot, update, watchdog,
+};
 
 pub fn run(args: Vec<OsString>) -> ! {
     let kernel_env = pid1::take_environment();
@@ -39,6 +41,9 @@ pub fn run(args: Vec<OsString>) -> ! {
         }
     };
     pid1::set_panic_action(cfg.on_failure);
+    if let Some(l) = &cfg.bootstrap_label {
+        log!("bootstrap {l}");
+    }
     // The kernel passes unknown command-line words on to init; so do we.
     let init = InitArgs {
         args: args.into_iter().skip(1).collect(),
@@ -114,6 +119,11 @@ fn boot(cfg: &Config, signals: &mut Signals, init: &InitArgs) -> Result<Infallib
             Err(e) => log!("console refused: {e}; staying on /dev/console"),
         }
     }
+    let mut efi = cfg.efi_boot_entries.and_then(|e| {
+        efiboot::Efi::start(e)
+            .map_err(|e| log!("{e}; booting without the UEFI bootstrap A/B"))
+            .ok()
+    });
     // Booted by kexec for a slot (this initramfs is the slot kernel's own).
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if let Some(slot) = kexecboot::staged_slot(&cmdline) {
@@ -141,7 +151,16 @@ fn boot(cfg: &Config, signals: &mut Signals, init: &InitArgs) -> Result<Infallib
             fell_back_from: None,
         },
         Some(tb) => tryboot_decision(tb, &mut area, &mut storage)?,
-        None => area.boot_attempt(&mut storage).map_err(|e| e.to_string())?,
+        None => match efi.as_mut() {
+            Some(efi) => match efiboot::decide(efi, &mut area, &mut storage)? {
+                efiboot::Next::Boot(d) => d,
+                efiboot::Next::TryBootstrap(s) => {
+                    log!("rebooting into bootstrap {s} once");
+                    pid1::finish(Action::Reboot)
+                }
+            },
+            None => area.boot_attempt(&mut storage).map_err(|e| e.to_string())?,
+        },
     };
     if let Some(from) = decision.fell_back_from {
         log!(

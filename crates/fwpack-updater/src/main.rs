@@ -18,8 +18,11 @@ mod bootslot;
 mod cmd;
 mod config;
 mod devwait;
+mod efiboot;
 #[cfg(feature = "fleet")]
 mod fleet;
+#[cfg(feature = "fleet")]
+mod fleet_stop;
 mod flow;
 mod kexecboot;
 mod kmod;

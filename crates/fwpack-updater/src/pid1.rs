@@ -43,6 +43,18 @@ fn mkdir(path: &str) {
     let _ = rustix::fs::mkdir(path, Mode::from_raw_mode(0o755));
 }
 
+/// Mounts a pseudo filesystem `fstype` at `target` (no flags beyond
+/// nosuid/nodev/noexec); one already there is fine.
+pub fn mount_fs(src: &str, target: &str, fstype: &str) -> Result<(), String> {
+    mount(
+        src,
+        target,
+        fstype,
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        c"",
+    )
+}
+
 fn mount(
     src: &str,
     target: &str,

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use qemu_support::*;
-use testkit::ddi::{Action, DdiServer};
+use testkit::ddi::{Action, Chunk, DdiServer};
 use testkit::http::Nginx;
 use updater::{Access, FileStorage, Slot, StateArea, StateLocation};
 
@@ -380,14 +380,23 @@ fn fleet_idle_cost_measure() {
     );
 }
 
-#[test]
-fn fleet_ddi_power_cut_mid_download_resumes_with_range() {
+/// A 12 MiB update with nothing in common with slot A (all of it is
+/// fetched), served by nginx at `rate` bytes/s: slow enough to interrupt.
+struct Slow {
+    work: tempfile::TempDir,
+    disk: PathBuf,
+    nginx: Nginx,
+    ddi: DdiServer,
+    conf: PathBuf,
+    fwi_len: u64,
+}
+
+fn slow(rate: u64) -> Slow {
     let work = tempfile::tempdir().unwrap();
     let v1 = noise(3);
     let p1 = work.path().join("v1.bin");
     std::fs::write(&p1, &v1[..1 << 20]).unwrap();
     let disk = disk(work.path(), false, &image(&p1, 1));
-    // 12 MiB with nothing in common with slot A: all of it is fetched.
     let p2 = work.path().join("v2.bin");
     let v2: Vec<u8> = (0..3).flat_map(|i| noise(10 + i)).collect();
     std::fs::write(&p2, &v2).unwrap();
@@ -396,7 +405,7 @@ fn fleet_ddi_power_cut_mid_download_resumes_with_range() {
     let fwi = image(&p2, 2);
     std::fs::write(www.join("v2.fwi"), &fwi).unwrap();
     std::fs::write(work.path().join("key.pem"), public_pem()).unwrap();
-    let nginx = Nginx::start_limited(&www, Some(2 << 20)).unwrap();
+    let nginx = Nginx::start_limited(&www, Some(rate)).unwrap();
     let ddi = DdiServer::start("DEFAULT", CONTROLLER, None).unwrap();
     let conf = work.path().join("updater.conf");
     std::fs::write(
@@ -419,36 +428,59 @@ fn fleet_ddi_power_cut_mid_download_resumes_with_range() {
         sha256: "0".repeat(64),
         version: "2".into(),
     });
-    let run = || {
+    Slow {
+        fwi_len: fwi.len() as u64,
+        work,
+        disk,
+        nginx,
+        ddi,
+        conf,
+    }
+}
+
+impl Slow {
+    fn run(&self) -> std::process::Child {
         Command::new(host_updater())
             .args(["fleet", "--once", "--config"])
-            .arg(&conf)
+            .arg(&self.conf)
             .arg("--target")
-            .arg(&disk)
+            .arg(&self.disk)
             .arg("--key")
-            .arg(work.path().join("key.pem"))
-            .stderr(std::process::Stdio::null())
+            .arg(self.work.path().join("key.pem"))
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
-    };
+    }
+
+    /// Waits until the device reported `pct` % of the write.
+    fn wait_progress(&self, c: &mut std::process::Child, pct: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !self
+            .ddi
+            .feedback("21")
+            .iter()
+            .any(|f| f["status"]["result"]["progress"]["cnt"].as_u64() >= Some(pct))
+        {
+            assert!(std::time::Instant::now() < deadline, "no progress");
+            assert!(c.try_wait().unwrap().is_none(), "finished before {pct} %");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn fleet_ddi_power_cut_mid_download_resumes_with_range() {
+    let r = slow(2 << 20);
+    let (disk, nginx, ddi) = (&r.disk, &r.nginx, &r.ddi);
     // The power cut: the process dies mid-download, once it reported half
     // of the write (past the 4 MiB checkpoint; the rate cap keeps the rest
     // in flight).
-    let mut c = run();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !ddi
-        .feedback("21")
-        .iter()
-        .any(|f| f["status"]["result"]["progress"]["cnt"].as_u64() >= Some(50))
-    {
-        assert!(std::time::Instant::now() < deadline, "no progress");
-        assert!(c.try_wait().unwrap().is_none(), "finished before the cut");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut c = r.run();
+    r.wait_progress(&mut c, 50);
     let _ = c.kill();
     let _ = c.wait();
     assert!(ddi.outcomes().is_empty());
-    let out = run().wait_with_output().unwrap();
+    let out = r.run().wait_with_output().unwrap();
     assert!(out.status.success());
     let ranges: Vec<Option<String>> = nginx
         .access_log()
@@ -470,28 +502,342 @@ fn fleet_ddi_power_cut_mid_download_resumes_with_range() {
     let total = nginx.body_bytes_for("/v2.fwi");
     eprintln!(
         "power cut: {total} bytes served for a {} byte image; requests {ranges:?}",
-        fwi.len()
+        r.fwi_len
     );
-    assert!(total < fwi.len() as u64 * 3 / 2, "{total}");
-    let mut st = FileStorage::open(&disk, Access::ReadWrite).unwrap();
-    let loc = StateLocation::new(
-        updater::DEFAULT_STATE_OFFSET,
-        updater::DEFAULT_STATE_COPY_DISTANCE,
-    );
-    let mut a = StateArea::read(&mut st, loc).unwrap();
+    assert!(total < r.fwi_len * 3 / 2, "{total}");
+    let mut st = FileStorage::open(disk, Access::ReadWrite).unwrap();
+    let mut a = StateArea::read(&mut st, loc()).unwrap();
     assert_eq!(a.boot().pending, Some(Slot::B));
     assert_eq!(a.boot_attempt(&mut st).unwrap().slot, Slot::B);
     drop(st);
     let out = Command::new(host_updater())
         .args(["mark-good", "--slot", "B", "--target"])
-        .arg(&disk)
+        .arg(disk)
         .output()
         .unwrap();
     assert!(out.status.success());
     for _ in 0..2 {
-        assert!(run().wait().unwrap().success());
+        assert!(r.run().wait().unwrap().success());
     }
     let outcomes = ddi.outcomes();
     assert_eq!(outcomes.len(), 1, "exactly one final status: {outcomes:?}");
     assert_eq!(outcomes[0].finished, "success");
+}
+
+fn loc() -> StateLocation {
+    StateLocation::new(
+        updater::DEFAULT_STATE_OFFSET,
+        updater::DEFAULT_STATE_COPY_DISTANCE,
+    )
+}
+
+#[test]
+fn fleet_ddi_cancel_stops_a_running_download() {
+    let r = slow(2 << 20);
+    let mut c = r.run();
+    // Cancel in the middle of the write: the watcher sees it at its next
+    // poll (fleet_poll_min = 1 s), the source's next read fails.
+    r.wait_progress(&mut c, 20);
+    r.ddi.cancel();
+    let out = c.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let outcomes = r.ddi.outcomes();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}\n{log}");
+    assert_eq!(outcomes[0].finished, "canceled");
+    assert!(
+        outcomes[0].details[0].contains("will not boot"),
+        "{:?}",
+        outcomes[0]
+    );
+    // The deployment itself got no closed status (the cancel ended it).
+    assert!(r
+        .ddi
+        .feedback("21")
+        .iter()
+        .all(|f| f["status"]["execution"] == "proceeding"));
+    // Not all of it was fetched.
+    let served = r.nginx.body_bytes_for("/v2.fwi");
+    eprintln!(
+        "canceled at 20 % of the write: {served} of {} bytes served",
+        r.fwi_len
+    );
+    assert!(served < r.fwi_len * 9 / 10, "{served} of {}", r.fwi_len);
+    // B is `updating` (never booted), A is still what boots.
+    let mut st = FileStorage::open(&r.disk, Access::ReadWrite).unwrap();
+    let mut a = StateArea::read(&mut st, loc()).unwrap();
+    assert_eq!(a.boot().pending, None);
+    assert_eq!(
+        a.boot().slot(Slot::B).state,
+        updater::SlotState::Updating,
+        "{:?}",
+        a.boot()
+    );
+    assert_eq!(a.boot().slot(Slot::A).state, updater::SlotState::Complete);
+    assert_eq!(a.boot_attempt(&mut st).unwrap().slot, Slot::A);
+    drop(st);
+    assert!(!r.work.path().join("state/action").exists());
+    // Later polls change nothing.
+    assert!(r.run().wait().unwrap().success());
+    assert_eq!(r.ddi.outcomes().len(), 1);
+}
+
+/// The bytes the delta plan says it fetches, from its feedback.
+fn planned(fb: &[serde_json::Value]) -> u64 {
+    details(fb)
+        .iter()
+        .find_map(|l| l.strip_prefix("delta plan: fetching "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("delta plan reported")
+}
+
+#[test]
+fn fleet_ddi_oversized_attempt_download_is_deferred() {
+    let r = rig(3);
+    let conf = r.work.path().join("updater.conf");
+    let base = std::fs::read_to_string(&conf).unwrap();
+    // The 1 % change fetches one 256 KiB chunk: over a 100 KiB limit.
+    std::fs::write(&conf, format!("{base}fleet_max_download = 100K\n")).unwrap();
+    let mut a = r.action("31", None);
+    a.download = "attempt".into();
+    r.ddi.deploy(a.clone());
+    r.once_ok();
+    let fb = r.ddi.feedback("31");
+    let plan = planned(&fb);
+    assert!(plan > 100 << 10, "{plan}");
+    let d = details(&fb);
+    assert!(
+        d.iter()
+            .any(|l| l.starts_with("deferred:") && l.contains("fleet_max_download = 102400")),
+        "{d:?}"
+    );
+    assert!(fb.iter().any(|f| f["status"]["execution"] == "scheduled"));
+    assert!(r.ddi.outcomes().is_empty());
+    // Head and index only: none of the planned data.
+    let wire = r.nginx.body_bytes_for("/v2.fwi");
+    eprintln!(
+        "deferred: {wire} bytes fetched (head and index) for a plan of {plan} of {} bytes",
+        r.fwi_len
+    );
+    assert!(wire < plan, "{wire} bytes fetched, plan {plan}");
+    let (_, area) = r.area();
+    assert_eq!(area.boot().pending, None);
+    assert_eq!(area.boot().active, Slot::A);
+    assert_ne!(
+        area.boot().slot(Slot::B).state,
+        updater::SlotState::Complete
+    );
+    // The next poll does not plan it again.
+    r.once_ok();
+    assert_eq!(r.nginx.body_bytes_for("/v2.fwi"), wire);
+    assert_eq!(r.ddi.feedback("31").len(), fb.len());
+    // The operator forces it: the limit gives way (fleet_oversize = defer).
+    a.download = "forced".into();
+    r.ddi.deploy(a);
+    r.once_ok();
+    assert_eq!(r.area().1.boot().pending, Some(Slot::B));
+    assert!(r.ddi.outcomes().is_empty());
+}
+
+#[test]
+fn fleet_ddi_oversized_download_is_refused_with_the_plan() {
+    let r = rig(3);
+    let conf = r.work.path().join("updater.conf");
+    let base = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        format!("{base}fleet_max_download = 100K\nfleet_oversize = refuse\n"),
+    )
+    .unwrap();
+    r.ddi.deploy(r.action("32", None));
+    r.once_ok();
+    let plan = planned(&r.ddi.feedback("32"));
+    let out = r.ddi.outcomes();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].finished, "failure");
+    let why = &out[0].details[0];
+    assert!(
+        why.starts_with("refused:") && why.contains(&format!("fetches {plan} of {}", r.fwi_len)),
+        "{why}"
+    );
+    assert!(r.nginx.body_bytes_for("/v2.fwi") < plan);
+    let (_, area) = r.area();
+    assert_eq!(area.boot().pending, None);
+    assert_eq!(area.boot().active, Slot::A);
+    assert!(!r.action_file().exists());
+    // Within the limit the same update goes through.
+    std::fs::write(&conf, format!("{base}fleet_max_download = 1M\n")).unwrap();
+    r.ddi.deploy(r.action("33", None));
+    r.once_ok();
+    assert_eq!(r.area().1.boot().pending, Some(Slot::B));
+}
+
+#[test]
+fn fleet_ddi_chunk_without_a_slot_group_is_refused() {
+    let r = rig(3);
+    std::fs::write(r.work.path().join("www/u-boot.bin"), b"boot").unwrap();
+    r.ddi.deploy(r.action("41", None));
+    r.ddi.set_chunks(vec![
+        Chunk {
+            part: "system".into(),
+            name: "rootfs".into(),
+            filename: "v2.fwi".into(),
+            url: r.nginx.url("/v2.fwi"),
+            size: r.fwi_len,
+        },
+        Chunk {
+            part: "bootloader".into(),
+            name: "u-boot".into(),
+            filename: "u-boot.bin".into(),
+            url: r.nginx.url("/u-boot.bin"),
+            size: 4,
+        },
+    ]);
+    r.once_ok();
+    let out = r.ddi.outcomes();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].finished, "failure");
+    assert!(
+        out[0].details[0].contains("part `bootloader`")
+            && out[0].details[0].contains("groups: system"),
+        "{:?}",
+        out[0]
+    );
+    // Refused before anything was fetched or written.
+    assert_eq!(r.nginx.body_bytes_for("/v2.fwi"), 0);
+    assert_eq!(r.area().1.boot().slot(Slot::B).version, 0);
+    // The same .fwi in a chunk named after its group installs.
+    r.ddi.deploy(r.action("42", None));
+    r.ddi.set_chunks(vec![Chunk {
+        part: "system".into(),
+        name: "rootfs".into(),
+        filename: "v2.fwi".into(),
+        url: r.nginx.url("/v2.fwi"),
+        size: r.fwi_len,
+    }]);
+    r.once_ok();
+    assert_eq!(r.area().1.boot().pending, Some(Slot::B));
+}
+
+fn package_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../buildroot-external/package/fwpack")
+        .join(name)
+}
+
+/// The unit as Buildroot installs it, checked by systemd itself where
+/// Debian's systemd is installed (`systemd-analyze verify` also checks
+/// that ExecStart's program exists: it is pointed at this build, the
+/// arguments kept). Man pages are not checked: device roots have none.
+#[test]
+fn fleet_systemd_unit_verifies() {
+    let text = std::fs::read_to_string(package_file("fwpack-fleet.service")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for want in [
+        "ExecStart=/usr/bin/fwpack-updater fleet",
+        "Restart=on-failure",
+        "After=network-online.target fwpack-mark-good.service",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(lines.contains(&want), "{want} missing");
+    }
+    // It writes the slot: nothing may hide or deny block devices.
+    for never in ["PrivateDevices=", "DevicePolicy=", "DeviceAllow="] {
+        assert!(!text.contains(never), "{never}");
+    }
+    if !testkit::tools::require("systemd-analyze") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("fwpack-fleet.service");
+    std::fs::write(
+        &unit,
+        text.replace(
+            "ExecStart=/usr/bin/fwpack-updater",
+            &format!("ExecStart={}", host_updater().display()),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Unknown keys and bad values are warnings only: none either.
+    assert!(
+        !err.contains("fwpack-fleet.service"),
+        "systemd-analyze: {err}"
+    );
+}
+
+/// The init script: `sh -n`, then start and stop against a stub program
+/// that records its arguments and its stop, with the pid file in a
+/// temporary root.
+#[test]
+fn fleet_init_script_starts_and_stops_the_daemon() {
+    let script = package_file("S99fwpack-fleet");
+    let st = Command::new("sh").arg("-n").arg(&script).status().unwrap();
+    assert!(st.success());
+    if !testkit::tools::require("start-stop-daemon") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let stub = r.join("fwpack-updater");
+    std::fs::write(
+        &stub,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {0}/args\ntrap 'echo stopped > {0}/stopped; exit 0' TERM\nwhile :; do sleep 1; done\n",
+            r.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let pidfile = r.join("fwpack-fleet.pid");
+    let run = |what: &str| {
+        let out = Command::new("sh")
+            .arg(&script)
+            .arg(what)
+            .env("FWPACK_UPDATER", &stub)
+            .env("FWPACK_PIDFILE", &pidfile)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{what}: {text}");
+        text
+    };
+    assert!(run("start").ends_with("OK\n"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !r.join("args").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(r.join("args")).unwrap(), "fleet\n");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.starts_with(" Z")))
+    };
+    assert!(alive(pid));
+    assert!(run("stop").ends_with("OK\n"));
+    assert!(!alive(pid), "still running after stop");
+    assert!(r.join("stopped").exists(), "not stopped by SIGTERM");
+    assert!(!pidfile.exists());
+    // Usage errors fail.
+    let st = Command::new("sh")
+        .arg(&script)
+        .arg("bogus")
+        .output()
+        .unwrap();
+    assert!(!st.status.success());
 }

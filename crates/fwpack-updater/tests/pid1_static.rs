@@ -1,13 +1,13 @@
-//! The device builds of fwpack-updater are static executables for their
-//! machines, within budget, stripped, and contain no C: `file`, `readelf`
-//! and our own elfcheck must all agree.
+//! The device builds of fwpack-updater (the bootstrap's and the slot's)
+//! are static executables for their machines, within budget, stripped,
+//! and contain no C: `file`, `readelf` and our own elfcheck must all agree.
 
 mod qemu_support;
 
 use std::process::Command;
 
 use elfcheck::{Linkage, Machine, Policy};
-use qemu_support::{triple, updater_binary};
+use qemu_support::{slot_updater_binary, triple, updater_binary};
 use testkit::kernels::Arch;
 
 fn run(cmd: &str, args: &[&str], path: &std::path::Path) -> String {
@@ -21,14 +21,25 @@ fn run(cmd: &str, args: &[&str], path: &std::path::Path) -> String {
 }
 
 fn check(arch: Arch, machine: Machine, budget: u64, file_says: &str) {
-    let bin = updater_binary(arch);
-    let size = std::fs::metadata(&bin).unwrap().len();
-    eprintln!(
-        "{}: {} bytes ({:.0} KiB)",
-        triple(arch),
-        size,
-        size as f64 / 1024.0
-    );
+    let core = updater_binary(arch);
+    let slot = slot_updater_binary(arch);
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    // The network client is what the bootstrap leaves out.
+    assert!(size(&core) < size(&slot), "bootstrap build not smaller");
+    for bin in [core, slot] {
+        check_one(&bin, machine, budget, file_says);
+        eprintln!(
+            "{} {}: {} bytes ({:.0} KiB)",
+            triple(arch),
+            bin.display(),
+            size(&bin),
+            size(&bin) as f64 / 1024.0
+        );
+    }
+}
+
+fn check_one(bin: &std::path::Path, machine: Machine, budget: u64, file_says: &str) {
+    let bin = bin.to_path_buf();
 
     let policy = Policy {
         machine: Some(machine),

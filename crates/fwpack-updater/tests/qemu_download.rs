@@ -3,8 +3,9 @@
 //! virtio-net on a user network that reaches only the test's nginx on the
 //! host's loopback — see testkit::guestnet).
 //!
-//! Slot A's init brings eth0 up (10.0.2.15/24) and runs
-//! `/run/fwpack/fwpack-updater apply http://10.0.2.100:8080/u2.fwi --json`.
+//! Slot A's init brings eth0 up (10.0.2.15/24) and runs the slot's own
+//! `/usr/bin/fwpack-updater apply http://10.0.2.100:8080/u2.fwi --json`
+//! (the network build; the bootstrap in the initramfs has no HTTP client).
 //! QEMU is SIGKILLed once the updater reports a durable checkpoint; the
 //! next boot is slot A again (B is only `updating`), whose init re-runs
 //! the command, which must resume with a `Range` request at the chunk
@@ -120,6 +121,7 @@ fn download_is_cut_by_a_power_loss_then_resumes_and_b_boots() {
     ]
     .join("\n");
     let key = public_pem();
+    let slot_updater = std::fs::read(slot_updater_binary(ARCH)).unwrap();
     let root_a = rootfs_with(
         w,
         "root-a",
@@ -129,6 +131,7 @@ fn download_is_cut_by_a_power_loss_then_resumes_and_b_boots() {
         &[
             ("etc/fwpack-test/key.pem", key.as_bytes(), 0o644),
             ("etc/fwpack-test/download", download.as_bytes(), 0o644),
+            ("usr/bin/fwpack-updater", &slot_updater, 0o755),
         ],
         ROOTFS_SIZE,
     );

@@ -203,10 +203,14 @@ fn scenario(tls: bool) -> Duration {
     std::fs::create_dir_all(&pki).unwrap();
     let (ca, cert, key) = private_ca(&pki);
 
+    // The bootstrap with the network client (board option
+    // `updater.bootstrap_net`; with `tls` for https): the running system
+    // uses its copy in /run/fwpack, as a root filesystem without an
+    // updater of its own does.
     let updater = if tls {
         tls_updater_binary(ARCH)
     } else {
-        updater_binary(ARCH)
+        slot_updater_binary(ARCH)
     };
     eprintln!(
         "updater ({ARCH:?}, tls {tls}): {} bytes",

@@ -1,18 +1,26 @@
 //! `fwpack build` for the arm64 boards with Debian's arm64 kernel: the
 //! qemu-aarch64 image boots (virtio and ext4 loaded from the initramfs as
-//! modules) into slot A, and the rpi-zero2w boot partition carries what the
+//! modules) into slot A by kexec (its default), with the slot's own
+//! updater (the network build) in the slot, and the rpi-zero2w boot partition carries what the
 //! Pi firmware needs.
 
 use std::process::Command;
 
 mod build_common;
 
-use build_common::{expect_lines, ext4_rootfs, fwpack, show};
+use build_common::{expect_lines, fwpack, show};
 
 const MARKER: &str = "FWPACK-BUILD-TEST aarch64 slot A init";
 
+/// qemu-aarch64 boots by kexec: the build writes the 33 MB kernel, its
+/// initrd and the slot's updater into the slot.
 fn rootfs(dir: &std::path::Path) {
-    ext4_rootfs(dir, testkit::kernels::Arch::Aarch64, MARKER);
+    build_common::ext4_rootfs_with(
+        dir,
+        testkit::kernels::Arch::Aarch64,
+        &testkit::init::InitProgram::new(MARKER),
+        "64M",
+    );
 }
 
 #[test]
@@ -46,6 +54,18 @@ fn qemu_aarch64_image_boots_into_slot_a() {
     );
     assert!(out.status.success(), "{}", show(&out));
     let out_dir = dir.join("out");
+    // Two builds of the updater: /init without the network client, the
+    // slot's /usr/bin/fwpack-updater with it.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("manifest.json")).unwrap()).unwrap();
+    let (init, slot) = (
+        &manifest["updater"]["sha256"],
+        &manifest["slot_updater"]["sha256"],
+    );
+    assert!(
+        init.is_string() && slot.is_string() && init != slot,
+        "manifest.json: {manifest}"
+    );
     let mut c =
         testkit::qemu::Qemu::new(testkit::kernels::Arch::Aarch64, out_dir.join("boot/Image"))
             .initrd(out_dir.join("boot/initramfs.cpio.gz"))
@@ -60,10 +80,12 @@ fn qemu_aarch64_image_boots_into_slot_a() {
             "fwpack-updater: fwpack-updater",
             "kernel modules ready",
             "found /dev/vda",
+            "kexec into slot A's kernel",
+            "slot stage: this kernel was booted by kexec for slot A",
             "switching root to slot A",
             MARKER,
         ],
-        180,
+        240,
     );
 }
 

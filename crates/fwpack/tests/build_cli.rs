@@ -35,7 +35,9 @@ fn inputs() -> &'static Inputs {
         assert!(out.status.success(), "{}", show(&out));
         let out = build(&dir, &kernel, "first", &["--build-updater"]);
         assert!(out.status.success(), "first build: {}", show(&out));
-        let updater = testkit::target_dir().join("x86_64-unknown-linux-musl/device/fwpack-updater");
+        // The bootstrap flavor (/init), copied out of cargo's output path.
+        let updater =
+            testkit::target_dir().join("x86_64-unknown-linux-musl/device/fwpack-updater-bootstrap");
         assert!(
             updater.is_file(),
             "the build compiled {}",
@@ -771,4 +773,70 @@ fn no_sbom_record_keeps_update_fwi_in_the_old_layout() {
         &i.dir,
     );
     assert_eq!(v.status.code(), Some(7), "{}", show(&v));
+}
+
+/// Board qemu-x86_64-efi: `fwpack build` writes a GPT disk with two
+/// bootstrap partitions (A filled, B empty), an update.fwi carrying the
+/// bootstrap as its own segment group, and OVMF_VARS.fd with Boot000A /
+/// Boot000B; OVMF then starts bootstrap A by its entry, which boots slot A.
+/// (The A/B try itself: crates/fwpack-updater/tests/bootstrap_ab_efi.rs.)
+#[test]
+fn efi_board_build_boots_bootstrap_a_under_ovmf() {
+    let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd");
+    if !testkit::tools::require("qemu-system-x86_64") || !code.exists() {
+        eprintln!("skipped: needs QEMU and Debian's ovmf package");
+        return;
+    }
+    let i = inputs();
+    let k = testkit::kernels::amd64_cloud().expect("Debian cloud kernel");
+    let modules = k.modules_dir.to_string_lossy().into_owned();
+    let out = build_with_updater(
+        "efi",
+        &["--board", "qemu-x86_64-efi", "--modules-dir", &modules],
+    );
+    assert!(out.status.success(), "efi build: {}", show(&out));
+    let out = i.dir.join("efi");
+    let inspect = fwpack(&["inspect", "--json", "efi/update.fwi"], &i.dir);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        text.contains("\"target\":\"bootstrap\"") && text.contains("\"target\":\"system\""),
+        "{text}"
+    );
+    let vars = std::fs::read(out.join("OVMF_VARS.fd")).unwrap();
+    let name: Vec<u8> = "Boot000B"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    assert!(vars.windows(name.len()).any(|w| w == name.as_slice()));
+
+    let disk = i.dir.join("efi-boot-test.img");
+    let vars = i.dir.join("efi-boot-test-vars.fd");
+    std::fs::copy(out.join("sdcard.img"), &disk).unwrap();
+    std::fs::copy(out.join("OVMF_VARS.fd"), &vars).unwrap();
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-nodefaults", "-no-user-config"])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+        .args(["-no-reboot", "-m", "512", "-M", "q35"])
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,readonly=on,file={}",
+            code.display()
+        ))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .arg("-drive")
+        .arg(format!("if=none,id=d,file={},format=raw", disk.display()))
+        .args(["-device", "nvme,drive=d,serial=fwpack"]);
+    let mut c = testkit::qemu::Console::spawn(c, "build-x86_64-efi").expect("qemu");
+    expect_lines(
+        &mut c,
+        &[
+            "starting Boot000A \"fwpack bootstrap A\"",
+            "fwpack-updater: fwpack-updater",
+            "UEFI: booted Boot000A (bootstrap A), BootOrder 000A,000B",
+            "switching root to slot A",
+            ROOTFS_MARKER,
+        ],
+        240,
+    );
 }

@@ -95,6 +95,13 @@ const BUILDROOT_2026_05_1_MAKE_VARS: &[&str] = &[
     "INSTALL",
     "RUSTC_TARGET_NAME",
     "TARGET_DIR",
+    // The fleet build's command is the cargo infrastructure's own
+    // (package/pkg-cargo.mk); its binary for the initramfs goes to the
+    // images directory.
+    "TARGET_MAKE_ENV",
+    "TARGET_CONFIGURE_OPTS",
+    "PKG_CARGO_ENV",
+    "BINARIES_DIR",
 ];
 /// Defined by Buildroot for our tree from external.desc's `name:`.
 const EXTERNAL_VARS: &[&str] = &["BR2_EXTERNAL_FWPACK_PATH"];
@@ -255,6 +262,7 @@ fn buildroot_package_follows_buildroot_coding_style() {
         symbols,
         [
             "BR2_PACKAGE_FWPACK",
+            "BR2_PACKAGE_FWPACK_FLEET",
             "BR2_PACKAGE_FWPACK_MARK_GOOD",
             "BR2_PACKAGE_FWPACK_MARK_GOOD_HEALTH_CHECK",
             "BR2_PACKAGE_HOST_FWPACK"

@@ -23,23 +23,32 @@
 
 use std::fs::File;
 use std::io;
+#[cfg(feature = "http")]
 use std::ops::Range;
 
 use fwimage::{ImageSource, HEADER_LEN};
 
+#[cfg(feature = "http")]
 mod api;
+#[cfg(feature = "http")]
 mod client;
+#[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "http")]
 mod pin;
 mod pipe;
+#[cfg(feature = "http")]
 mod render;
 #[cfg(feature = "tls")]
 mod tls;
 
+#[cfg(feature = "http")]
 pub use api::{ApiClient, ApiResponse};
+#[cfg(feature = "http")]
 pub use http::{
     FetchEvent, HttpOptions, HttpSource, Observer, Resolver, TlsOptions, DEFAULT_MIN_RATE,
 };
+#[cfg(feature = "http")]
 pub use pin::parse_pin;
 pub use pipe::PipeSource;
 
@@ -52,6 +61,8 @@ pub const MAX_PIPE_RETAIN: u64 = 64 << 20;
 pub enum Error {
     #[error("{0}: not a path, `-` or an http:// / https:// URL")]
     BadSpec(String),
+    #[error("{url}: this build has no network support")]
+    NoNet { url: String },
     #[error("{url}: HTTPS is not available in this build ({reason})")]
     NoTls { url: String, reason: &'static str },
     #[error("{url}: the server answered {status} {reason}")]
@@ -104,10 +115,11 @@ impl Error {
     pub fn is_source_failure(&self) -> bool {
         !matches!(
             self,
-            Error::Image { .. } | Error::BadSpec(_) | Error::Trailing { .. }
+            Error::Image { .. } | Error::BadSpec(_) | Error::Trailing { .. } | Error::NoNet { .. }
         )
     }
 
+    #[cfg(any(feature = "http", test))]
     fn into_io(self) -> io::Error {
         io::Error::other(self)
     }
@@ -133,6 +145,7 @@ pub fn find_source_error<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Op
 
 /// Parses one HTTP response from raw bytes (head and body) as the
 /// client would: the entry point of the fuzz target.
+#[cfg(feature = "http")]
 #[doc(hidden)]
 pub fn fuzz_response(data: &[u8]) {
     client::fuzz_response(data)
@@ -200,6 +213,7 @@ impl Scheme {
 pub enum AnySource {
     File(File),
     Pipe(PipeSource<io::Stdin>),
+    #[cfg(feature = "http")]
     Http(Box<HttpSource>),
 }
 
@@ -208,10 +222,12 @@ impl ImageSource for AnySource {
         match self {
             AnySource::File(f) => f.read_at(offset, buf),
             AnySource::Pipe(p) => p.read_at(offset, buf),
+            #[cfg(feature = "http")]
             AnySource::Http(h) => h.read_at(offset, buf),
         }
     }
 
+    #[cfg(feature = "http")]
     fn plan_reads(&mut self, runs: &[Range<u64>]) {
         if let AnySource::Http(h) = self {
             h.plan_reads(runs)
@@ -231,7 +247,33 @@ pub struct Opened {
 /// from memory) to check the length the source claims against the one
 /// the header declares — a server with a wrong Content-Length, or a
 /// pipe, whose length nobody knows, get it from there.
+#[cfg(feature = "http")]
 pub fn open(spec: &Spec, http: &HttpOptions, observer: Option<Observer>) -> Result<Opened, Error> {
+    let Spec::Url(url) = spec else {
+        return open_local(spec);
+    };
+    let mut h = HttpSource::open(url, http, observer)?;
+    let len = h.len();
+    let header = read_header(&mut h, url)?;
+    let hd = decode_header(&header, url)?;
+    if hd.image_len != len {
+        return Err(Error::Length {
+            what: url.clone(),
+            source_len: len,
+            header_len: hd.image_len,
+        });
+    }
+    h.keep_head(hd.data_offset, MAX_PIPE_RETAIN)?;
+    Ok(Opened {
+        source: AnySource::Http(Box::new(h)),
+        len,
+        spec: spec.clone(),
+    })
+}
+
+/// [`open`] for files and standard input, in every build; a URL is
+/// [`Error::NoNet`] (the build without the `http` feature has only this).
+pub fn open_local(spec: &Spec) -> Result<Opened, Error> {
     match spec {
         Spec::Path(p) => {
             let what = p.display().to_string();
@@ -270,25 +312,7 @@ pub fn open(spec: &Spec, http: &HttpOptions, observer: Option<Observer>) -> Resu
                 spec: spec.clone(),
             })
         }
-        Spec::Url(url) => {
-            let mut h = HttpSource::open(url, http, observer)?;
-            let len = h.len();
-            let header = read_header(&mut h, url)?;
-            let hd = decode_header(&header, url)?;
-            if hd.image_len != len {
-                return Err(Error::Length {
-                    what: url.clone(),
-                    source_len: len,
-                    header_len: hd.image_len,
-                });
-            }
-            h.keep_head(hd.data_offset, MAX_PIPE_RETAIN)?;
-            Ok(Opened {
-                source: AnySource::Http(Box::new(h)),
-                len,
-                spec: spec.clone(),
-            })
-        }
+        Spec::Url(url) => Err(Error::NoNet { url: url.clone() }),
     }
 }
 

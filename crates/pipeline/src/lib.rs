@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 pub use bootfiles::{
     autoboot_txt, cmdline, config_txt, extlinux_conf, EXTLINUX_CONF, EXTLINUX_DTB_DIR,
 };
-pub use updater_build::cargo_command as updater_cargo_command;
-pub use updater_source::{version_in, Updater, UpdaterInfo, VERSION_MARK};
+pub use updater_build::{cargo_command as updater_cargo_command, Flavor};
+pub use updater_source::{version_in, Updater, UpdaterInfo, SHIPPED_BOOTSTRAP, VERSION_MARK};
 
 /// The initramfs recipe fwpack ships, compiled in like the board configs
 /// so that a release binary needs no source tree; `--recipe` replaces it.
@@ -91,20 +91,23 @@ pub fn sha256_file(path: &Path) -> Result<(u64, String), Error> {
     Ok((size, hex::encode(h.finalize())))
 }
 
-/// Builds (with [`Updater::Build`]) or takes the updater and checks it
-/// against the board's ELF policy. Nothing is emitted when a check fails.
+/// Builds (with [`Updater::Build`]) or takes the updater of `flavor` and
+/// checks it against the board's ELF policy. Nothing is emitted when a
+/// check fails.
 pub fn checked_updater(
     board: &Board,
     updater: &Updater,
+    flavor: Flavor,
     on: &mut dyn FnMut(Event),
 ) -> Result<(PathBuf, UpdaterInfo), Error> {
-    let (bin, source) = updater_source::resolve(board, updater, on)?;
+    let (bin, source) = updater_source::resolve(board, updater, flavor, on)?;
     check_elves(board, std::slice::from_ref(&bin), on)?;
     let info = updater_source::describe(&bin, source)?;
     on(Event::Step {
         step: "updater",
         detail: format!(
-            "{} {} (version {}, sha256 {})",
+            "{} {} {} (version {}, sha256 {})",
+            flavor.name(),
             info.source,
             info.path.display(),
             info.version.as_deref().unwrap_or("unknown"),
@@ -200,6 +203,11 @@ pub struct Manifest {
     pub key_id: String,
     /// The updater in the initramfs: where it came from, its hash, version.
     pub updater: UpdaterInfo,
+    /// `boot: kexec` boards: the updater offered to the slot as
+    /// `/usr/bin/fwpack-updater` (with the network client; a root
+    /// filesystem that has its own keeps it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_updater: Option<UpdaterInfo>,
     /// The SBOM (SPDX 2.3 JSON) of what went on the device, relative to the
     /// output directory; its SHA-256 is also in update.fwi's signed head
     /// unless the build was asked to leave it out (`Inputs::sbom_record`).
@@ -213,7 +221,7 @@ pub const INITRAMFS_NAME: &str = "initramfs.cpio.gz";
 /// Runs the whole pipeline. See the crate docs for the ordering rules.
 pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Result<Manifest, Error> {
     let plan = preflight(board, inputs)?;
-    let (updater, updater_info) = checked_updater(board, &inputs.updater, on)?;
+    let (updater, updater_info) = checked_updater(board, &inputs.updater, Flavor::Bootstrap, on)?;
 
     let parent = match inputs.out_dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -249,8 +257,11 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
             path: parent.clone(),
             source,
         })?;
+    let mut slot_updater_info = None;
     let rootfs = match (&inputs.rootfs, board.boot) {
         (Some(r), board::SlotBoot::Kexec) => {
+            let (slot_updater, info) = checked_updater(board, &inputs.updater, Flavor::Slot, on)?;
+            slot_updater_info = Some(info);
             on(Event::Step {
                 step: "slot-kernel",
                 detail: format!(
@@ -264,7 +275,7 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
                 board,
                 inputs,
                 &plan,
-                &updater,
+                (&updater, &slot_updater),
                 &public,
                 r,
                 scratch.path(),
@@ -325,6 +336,14 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
     if board.boot_files.tryboot {
         write(&boot_dir.join("autoboot.txt"), autoboot_txt().as_bytes())?;
     }
+    // UEFI A/B: the bootstrap partition, for the disk and for update.fwi.
+    let bootstrap = if board.kernel.boot == board::KernelBoot::EfiAb {
+        let fat = scratch.path().join("bootstrap.fat");
+        disk::bootstrap_fat(board, &boot_dir, &fat)?;
+        Some(fat)
+    } else {
+        None
+    };
     if bootfiles::wants_extlinux(board) {
         let conf = boot_dir.join(EXTLINUX_CONF);
         if let Some(dir) = conf.parent() {
@@ -370,6 +389,7 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
             board,
             inputs,
             rootfs,
+            bootstrap.as_deref(),
             sbom_sha256,
             &stage.join("update.fwi"),
         )?;
@@ -389,6 +409,7 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
         inputs,
         rootfs.as_deref(),
         &boot_dir,
+        bootstrap.as_deref(),
         &stage.join("sdcard.img"),
     )?;
     on(Event::Step {
@@ -408,6 +429,7 @@ pub fn build(board: &Board, inputs: &Inputs, on: &mut dyn FnMut(Event)) -> Resul
         label: inputs.version_label.clone(),
         key_id: key_id.full(),
         updater: updater_info,
+        slot_updater: slot_updater_info,
         sbom: sbom::SBOM_NAME.into(),
         sbom_sha256: hex::encode(sbom_sha256),
         artifacts,
@@ -538,6 +560,7 @@ fn stamp(
     board: &Board,
     inputs: &Inputs,
     rootfs: &Path,
+    bootstrap: Option<&Path>,
     sbom_sha256: [u8; 32],
     out: &Path,
 ) -> Result<(), Error> {
@@ -557,6 +580,25 @@ fn stamp(
         .jobs(inputs.jobs);
     if inputs.sbom_record {
         b = b.sbom_sha256(sbom_sha256);
+    }
+    // Signed like the rest, written to the inactive bootstrap partition.
+    if let Some(fat) = bootstrap {
+        let f = std::fs::File::open(fat).map_err(|source| Error::Io {
+            path: fat.to_path_buf(),
+            source,
+        })?;
+        let len = board.disk.boot_mib * 1024 * 1024;
+        b.add_segment(
+            fwimage::SegmentSpec {
+                name: "bootstrap".into(),
+                target: disk::BOOTSTRAP_GROUP.into(),
+                target_offset: 0,
+                compression: fwimage::Compression::Zstd,
+                level: None,
+            },
+            len,
+            std::io::BufReader::with_capacity(1 << 20, f),
+        )?;
     }
     b.add_segment(
         fwimage::SegmentSpec {
@@ -589,8 +631,9 @@ pub const SYSTEM_GROUP: &str = "system";
 /// The slot root filesystem of a kexec board: `rootfs` plus the kernel,
 /// its command line (the board's, without the bootstrap's nr_cpus=1; the
 /// updater appends root=, panic= and fwpack.slot=), the first DTB and an
-/// initrd. The initrd is the fwpack
-/// initramfs without update images: booted with `fwpack.slot=` it loads
+/// initrd, and `slot_updater` as `/usr/bin/fwpack-updater` unless the root
+/// filesystem has one. The initrd is the fwpack
+/// initramfs (with `updater`, the bootstrap's) without update images: booted with `fwpack.slot=` it loads
 /// the board's modules and switches root into that slot (its slot stage),
 /// so slot kernels with modular disk drivers and slots without a
 /// partition of their own boot the same way.
@@ -598,7 +641,7 @@ fn slot_rootfs(
     board: &Board,
     inputs: &Inputs,
     plan: &Plan,
-    updater: &Path,
+    (updater, slot_updater): (&Path, &Path),
     public: &ed25519_dalek::VerifyingKey,
     rootfs: &Path,
     scratch: &Path,
@@ -619,7 +662,7 @@ fn slot_rootfs(
         files.push(("dtb", dtb));
     }
     let out = scratch.join("rootfs.ext4");
-    slotkernel::inject(rootfs, &out, &files, Some(updater))?;
+    slotkernel::inject(rootfs, &out, &files, Some(slot_updater))?;
     Ok(out)
 }
 
@@ -697,6 +740,10 @@ pub fn updater_conf(board: &Board) -> String {
     s.push_str(&format!("boot = {}\n", board.boot.name()));
     if board.boot == board::SlotBoot::Kexec {
         s.push_str(&format!("kexec_dtb = {}\n", board.kexec_dtb.name()));
+    }
+    if board.kernel.boot == board::KernelBoot::EfiAb {
+        let [a, b] = disk::EFI_BOOT_ENTRIES;
+        s.push_str(&format!("efi_boot_entries = {a:04X} {b:04X}\n"));
     }
     s.push_str(&format!(
         "fallback_below_floor = {}\n",

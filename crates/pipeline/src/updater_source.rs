@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use board::Board;
 use serde::Serialize;
 
+use crate::updater_build::Flavor;
 use crate::{Error, Event};
 
 /// Where the updater comes from. The CLI decides (docs/ARCHITECTURE.md,
@@ -61,18 +62,34 @@ pub fn version_in(bytes: &[u8]) -> Option<String> {
     None
 }
 
-/// The binary to use: the given or shipped file, or a fresh build.
+/// Beside a shipped `fwpack-updater` (the slot's, with the network
+/// client), the release archive's bootstrap build.
+pub const SHIPPED_BOOTSTRAP: &str = "fwpack-updater-bootstrap";
+
+/// The binary of `flavor` to use: the given file (one binary serves both),
+/// the shipped one (its bootstrap sibling for the bootstrap, when there is
+/// one), or a fresh build.
 pub(crate) fn resolve(
     board: &Board,
     updater: &Updater,
+    flavor: Flavor,
     on: &mut dyn FnMut(Event),
 ) -> Result<(PathBuf, &'static str), Error> {
     Ok(match updater {
         Updater::File(p) => (p.clone(), "path"),
-        Updater::Shipped(p) => (p.clone(), "shipped"),
-        Updater::Build { workspace } => {
-            (crate::updater_build::build(board, workspace, on)?, "built")
+        Updater::Shipped(p) => {
+            let core = p.with_file_name(SHIPPED_BOOTSTRAP);
+            match flavor {
+                Flavor::Bootstrap if !board.updater.bootstrap_net && core.is_file() => {
+                    (core, "shipped")
+                }
+                _ => (p.clone(), "shipped"),
+            }
         }
+        Updater::Build { workspace } => (
+            crate::updater_build::build(board, workspace, flavor, on)?,
+            "built",
+        ),
     })
 }
 

@@ -32,6 +32,7 @@ fn updater(b: &board::Board) -> PathBuf {
     pipeline::checked_updater(
         b,
         &pipeline::Updater::Build { workspace: root() },
+        pipeline::Flavor::Bootstrap,
         &mut |_| {},
     )
     .map(|(bin, _)| bin)

@@ -12,13 +12,21 @@
 //!   whatever is open.
 //! - `GET deploymentBase/{actionId}`: `id`, `deployment.{download,
 //!   update, maintenanceWindow, chunks[].{part, version, name,
-//!   artifacts[].{filename, size, hashes.sha256, _links.download-http}}}`.
+//!   artifacts[].{filename, size, hashes.sha256, _links.download-http}}}`;
+//!   one chunk per software module of the distribution set, `part` being
+//!   the module type's key (`os` for hawkBit's default type).
 //! - `POST deploymentBase/{actionId}/feedback`: `status.{execution,
 //!   result.{finished, progress.{cnt, of}}, details[]}`; `closed` ends the
 //!   action.
 //! - `PUT configData`: `{mode, data}`.
 //! - `GET cancelAction/{actionId}` → `{id, cancelAction.stopId}`;
-//!   `POST cancelAction/{actionId}/feedback` (`closed`: canceled).
+//!   `POST cancelAction/{actionId}/feedback`: `status.execution` `closed`
+//!   with `result.finished` `success` confirms the cancel (the action is
+//!   CANCELED); `rejected` means it cannot be canceled now (the action
+//!   goes on). While a cancel is open the base resource links
+//!   `cancelAction` instead of `deploymentBase`, but the deployment's own
+//!   resources still answer (a device in the middle of it keeps
+//!   reporting).
 //! - `POST confirmationBase/{actionId}/feedback`: `{confirmation:
 //!   confirmed|denied, code, details}`.
 //! - `GET installedBase/{actionId}`: the last finished action.
@@ -52,6 +60,18 @@ pub struct Action {
     pub version: String,
 }
 
+/// One chunk of a multi-chunk deployment (`deployment.chunks[]`, one per
+/// software module of the distribution set): its `part` (the module
+/// type's key) and one artifact.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    pub part: String,
+    pub name: String,
+    pub filename: String,
+    pub url: String,
+    pub size: u64,
+}
+
 /// A request as the server saw it.
 #[derive(Clone, Debug)]
 pub struct Seen {
@@ -79,6 +99,8 @@ struct State {
     config_requested: bool,
     config: Option<Value>,
     action: Option<Action>,
+    /// The open action's chunks, when not the one `os` chunk of `action`.
+    chunks: Option<Vec<Chunk>>,
     cancel: bool,
     awaiting_confirmation: bool,
     confirmations: Vec<String>,
@@ -136,6 +158,7 @@ impl DdiServer {
     pub fn deploy(&self, a: Action) {
         self.with(|s| {
             s.action = Some(a);
+            s.chunks = None;
             s.cancel = false;
         })
     }
@@ -147,6 +170,11 @@ impl DdiServer {
                 a.window = w.map(str::to_string)
             }
         })
+    }
+
+    /// Replaces the open action's one chunk with `chunks`.
+    pub fn set_chunks(&self, chunks: Vec<Chunk>) {
+        self.with(|s| s.chunks = Some(chunks))
     }
 
     /// Asks the device to cancel the open action.
@@ -323,12 +351,12 @@ fn handle(
         }
         ("GET", ["deploymentBase", id]) => match &open {
             Some(a) if a.id == *id && !s.awaiting_confirmation => {
-                (200, Some(deployment(a, origin)))
+                (200, Some(deployment(a, s.chunks.as_deref(), origin)))
             }
             _ => (404, None),
         },
         ("GET", ["installedBase", id]) => match &s.installed {
-            Some(a) if a.id == *id => (200, Some(deployment(a, origin))),
+            Some(a) if a.id == *id => (200, Some(deployment(a, None, origin))),
             _ => (404, None),
         },
         ("POST", ["deploymentBase", id, "feedback"]) => {
@@ -365,7 +393,11 @@ fn handle(
         ("POST", ["cancelAction", id, "feedback"]) => {
             let st = body.as_ref().map(|b| &b["status"]);
             let execution = st.and_then(|s| s["execution"].as_str()).unwrap_or_default();
-            if execution == "closed" && open.as_ref().is_some_and(|a| a.id == *id) {
+            let finished = st.and_then(|s| s["result"]["finished"].as_str());
+            if execution == "closed"
+                && finished == Some("success")
+                && open.as_ref().is_some_and(|a| a.id == *id)
+            {
                 s.outcomes.push(Outcome {
                     id: id.to_string(),
                     finished: "canceled".into(),
@@ -404,21 +436,35 @@ fn details(st: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn deployment(a: &Action, _origin: &str) -> Value {
+fn deployment(a: &Action, chunks: Option<&[Chunk]>, _origin: &str) -> Value {
+    let one = [Chunk {
+        part: "os".into(),
+        name: "fwpack".into(),
+        filename: a.filename.clone(),
+        url: a.url.clone(),
+        size: a.size,
+    }];
+    let chunks: Vec<Value> = chunks
+        .unwrap_or(&one)
+        .iter()
+        .map(|c| {
+            json!({
+                "part": c.part,
+                "version": a.version,
+                "name": c.name,
+                "artifacts": [{
+                    "filename": c.filename,
+                    "size": c.size,
+                    "hashes": { "sha256": a.sha256 },
+                    "_links": { "download-http": { "href": c.url } }
+                }]
+            })
+        })
+        .collect();
     let mut d = json!({
         "download": a.download,
         "update": a.update,
-        "chunks": [{
-            "part": "os",
-            "version": a.version,
-            "name": "fwpack",
-            "artifacts": [{
-                "filename": a.filename,
-                "size": a.size,
-                "hashes": { "sha256": a.sha256 },
-                "_links": { "download-http": { "href": a.url } }
-            }]
-        }]
+        "chunks": chunks
     });
     if let Some(w) = &a.window {
         d["maintenanceWindow"] = json!(w);

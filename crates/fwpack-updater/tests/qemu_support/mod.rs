@@ -57,39 +57,57 @@ pub fn tools_present(arch: Arch) -> bool {
         .all(|t| testkit::tools::require(t))
 }
 
-/// The device build of fwpack-updater for `arch`, built now (a no-op when
-/// up to date) so a test never boots a stale binary.
+/// The bootstrap's device build of fwpack-updater for `arch`
+/// (`--no-default-features`: no network client, as `fwpack build` puts it
+/// in /init), built now (a no-op when up to date) so a test never boots a
+/// stale binary.
 pub fn updater_binary(arch: Arch) -> PathBuf {
+    device_build(arch, "bootstrap")
+}
+
+/// The slot's device build (default features: the HTTP client), as
+/// `fwpack build` writes it to a slot's /usr/bin/fwpack-updater.
+pub fn slot_updater_binary(arch: Arch) -> PathBuf {
+    device_build(arch, "slot")
+}
+
+/// Both flavors leave cargo's one output path: each is copied to
+/// `fwpack-updater-<flavor>` under the lock, so neither hands out the other.
+fn device_build(arch: Arch, flavor: &str) -> PathBuf {
     static BUILD: Mutex<()> = Mutex::new(());
     let _g = BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let target = triple(arch);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "-p",
-            "fwpack-updater",
-            "--bin",
-            "fwpack-updater",
-            "--profile",
-            "device",
-            "--target",
-            target,
-        ])
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "-p",
+        "fwpack-updater",
+        "--bin",
+        "fwpack-updater",
+        "--profile",
+        "device",
+        "--target",
+        target,
+    ]);
+    if flavor == "bootstrap" {
+        cmd.arg("--no-default-features");
+    }
+    let out = cmd
         .current_dir(testkit::workspace_root())
         .output()
         .expect("running cargo");
     assert!(
         out.status.success(),
-        "building fwpack-updater for {target} failed:\n{}",
+        "building fwpack-updater ({flavor}) for {target} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let bin = testkit::target_dir()
-        .join(target)
-        .join("device")
-        .join("fwpack-updater");
+    let dir = testkit::target_dir().join(target).join("device");
+    let bin = dir.join("fwpack-updater");
     assert!(bin.is_file(), "{} missing after the build", bin.display());
-    bin
+    let copy = dir.join(format!("fwpack-updater-{flavor}"));
+    fs::copy(&bin, &copy).unwrap();
+    copy
 }
 
 /// The device build with HTTPS (`--features tls`, the board option
@@ -536,7 +554,8 @@ pub fn expect_exit(c: &mut Console, timeout: Duration) {
 
 /// Slot A's init: network up, a probe request (so a broken network reads
 /// as one, not as an updater failure), then the download command from
-/// /etc/fwpack-test/download (one argument per line); on success reboot
+/// /etc/fwpack-test/download, run with the slot's /usr/bin/fwpack-updater
+/// when the root filesystem has one (one argument per line); on success reboot
 /// into the new slot, else power off.
 pub fn net_init_source() -> String {
     format!(
@@ -576,7 +595,14 @@ fn main() {{
                 .unwrap_or_default().lines().map(str::to_string).collect();
             let _ = writeln!(out, "FWPACK-NET running fwpack-updater {{}}", args.join(" "));
             let _ = out.flush();
-            match Command::new("/run/fwpack/fwpack-updater").args(&args).status() {{
+            // The slot's own updater (network client), as the README's
+            // recipes run it; else the bootstrap's copy.
+            let updater = ["/usr/bin/fwpack-updater", "/run/fwpack/fwpack-updater"]
+                .into_iter()
+                .find(|p| std::path::Path::new(p).exists())
+                .unwrap_or("/run/fwpack/fwpack-updater");
+            let _ = writeln!(out, "FWPACK-NET updater {{}}", updater);
+            match Command::new(updater).args(&args).status() {{
                 Ok(s) => code = s.code().unwrap_or(-1),
                 Err(e) => {{ let _ = writeln!(out, "FWPACK-NET could not run the updater: {{}}", e); }}
             }}

@@ -322,7 +322,7 @@ fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
 /// on a terminal).
 struct EventPrinter {
     json: bool,
-    bar: Option<indicatif::ProgressBar>,
+    bar: Option<crate::cmd::ProgressBar>,
     last_percent: Option<(Phase, u64)>,
 }
 
@@ -336,9 +336,8 @@ impl EventPrinter {
     }
 
     fn finish(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
+        // Dropping the bar clears its line.
+        self.bar = None;
     }
 
     fn event(&mut self, e: &Event) {
@@ -403,8 +402,8 @@ impl EventPrinter {
         }
     }
 
-    fn suspend(&self, f: impl FnOnce()) {
-        match &self.bar {
+    fn suspend(&mut self, f: impl FnOnce()) {
+        match &mut self.bar {
             Some(b) => b.suspend(f),
             None => f(),
         }

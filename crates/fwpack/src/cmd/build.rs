@@ -47,13 +47,17 @@ pub struct BuildArgs {
     /// applies it at boot. Repeatable.
     #[arg(long = "include-image", value_name = "FWI")]
     include_images: Vec<PathBuf>,
-    /// The static fwpack-updater to put in as /init. Default: the one
+    /// The static fwpack-updater to put in as /init (and, on boot: kexec
+    /// boards, into the slot as /usr/bin/fwpack-updater). Default: the ones
     /// shipped with fwpack for the board's target
-    /// (<prefix>/lib/fwpack/<triple>/fwpack-updater next to <prefix>/bin/fwpack).
+    /// (<prefix>/lib/fwpack/<triple>/fwpack-updater-bootstrap for /init,
+    /// fwpack-updater with the network client for the slot, next to
+    /// <prefix>/bin/fwpack).
     #[arg(long)]
     updater: Option<PathBuf>,
-    /// Build the updater with cargo from the source checkout fwpack was
-    /// compiled from, instead of using the shipped one.
+    /// Build the updaters with cargo from the source checkout fwpack was
+    /// compiled from, instead of using the shipped ones (the bootstrap's
+    /// without the network client, the slot's with it).
     #[arg(long, conflicts_with = "updater")]
     build_updater: bool,
     /// Initramfs recipe instead of the built-in one.

@@ -236,7 +236,7 @@ pub fn stamp(args: StampArgs) -> Result<()> {
         };
         builder.add_segment(s.spec, len, BufReader::with_capacity(1 << 20, named))?;
     }
-    let bar = progress_bar(total, "stamping");
+    let mut bar = progress_bar(total, "stamping");
     let summary = write_atomic_with(&args.out, |file| {
         let summary = builder.write(&mut *file, &mut |n| bar.inc(n))?;
         if let Some(signer) = &signer {
@@ -310,7 +310,7 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
             ));
         }
     }
-    let bar = progress_bar(head.segments.iter().map(|s| s.raw_len).sum(), "verifying");
+    let mut bar = progress_bar(head.segments.iter().map(|s| s.raw_len).sum(), "verifying");
     let report = head
         .verify(&trusted, file, &mut |n| bar.inc(n))
         .with_context(|| format!("verifying {}", args.image.display()))?;

@@ -21,7 +21,6 @@ use std::fs::File;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// Opens an input file the command reads from. Anything but a regular file
 /// is refused by its kind before it is read: a FIFO blocks or ends early
@@ -123,15 +122,103 @@ pub fn write_atomic_with<T>(path: &Path, fill: impl FnOnce(&mut File) -> Result<
 /// only when stderr is a terminal (pipelines get clean logs).
 pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
     use std::io::IsTerminal;
-    if total < 32 << 20 || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
+    let shown = total >= 32 << 20 && std::io::stderr().is_terminal();
+    ProgressBar {
+        what: what.to_string(),
+        total,
+        done: 0,
+        started: std::time::Instant::now(),
+        drawn: None,
+        shown,
     }
-    let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
+}
+
+/// `what [=====>    ] done/total rate eta`, redrawn in place at most ten
+/// times a second. Our own rather than indicatif's: that one brings libm
+/// (for one `pow`) and more code, and the mapped pages of both count in
+/// `fwpack apply`'s peak RSS (docs/BENCHMARKS.md). Integer arithmetic
+/// only, for the same reason.
+pub struct ProgressBar {
+    what: String,
+    total: u64,
+    done: u64,
+    started: std::time::Instant,
+    /// When the line was last drawn (`None`: not on screen).
+    drawn: Option<std::time::Instant>,
+    shown: bool,
+}
+
+impl ProgressBar {
+    pub fn inc(&mut self, n: u64) {
+        self.set_position(self.done.saturating_add(n));
     }
-    bar.set_message(what.to_string());
-    bar
+
+    pub fn set_position(&mut self, done: u64) {
+        self.done = done.min(self.total);
+        let due = self
+            .drawn
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(100));
+        if self.shown && due {
+            self.draw();
+        }
+    }
+
+    fn draw(&mut self) {
+        const WIDTH: u64 = 40;
+        let total = self.total.max(1);
+        let fill = (self.done.saturating_mul(WIDTH) / total) as usize;
+        let mut bar = "=".repeat(fill);
+        if fill < WIDTH as usize {
+            bar.push('>');
+        }
+        let ms = self.started.elapsed().as_millis().max(1) as u64;
+        let rate = self.done.saturating_mul(1000) / ms;
+        let eta = (self.total - self.done).checked_div(rate).unwrap_or(0);
+        eprint!(
+            "\r{:>10} [{bar:<40}] {}/{} {}/s eta {}s\x1b[K",
+            self.what,
+            bytes(self.done),
+            bytes(self.total),
+            bytes(rate),
+            eta
+        );
+        self.drawn = Some(std::time::Instant::now());
+    }
+
+    pub fn finish_and_clear(&mut self) {
+        if self.drawn.take().is_some() {
+            eprint!("\r\x1b[K");
+        }
+    }
+
+    /// Runs `f` (which prints a line) with the bar off the screen.
+    pub fn suspend(&mut self, f: impl FnOnce()) {
+        let was = self.drawn.is_some();
+        self.finish_and_clear();
+        f();
+        if was {
+            self.draw();
+        }
+    }
+}
+
+impl Drop for ProgressBar {
+    fn drop(&mut self) {
+        self.finish_and_clear();
+    }
+}
+
+/// `n` bytes in binary units with one decimal, e.g. `12.5 MiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut unit, mut scale) = (0, 1u64);
+    while unit + 1 < UNITS.len() && n / scale >= 1024 {
+        unit += 1;
+        scale *= 1024;
+    }
+    if unit == 0 {
+        return format!("{n} B");
+    }
+    let tenths = (u128::from(n) * 10 / u128::from(scale)) as u64;
+    format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
 }
