@@ -241,7 +241,11 @@ mod tests {
     #[test]
     fn damaged_stores_are_errors_not_panics() {
         let mut good = blank();
-        append(&mut good, &[("Boot000A", GLOBAL_VARIABLE, 7, b"0123456789")]).unwrap();
+        append(
+            &mut good,
+            &[("Boot000A", GLOBAL_VARIABLE, 7, b"0123456789")],
+        )
+        .unwrap();
         // Every byte of the headers and the first variable, set to values
         // that break lengths, offsets and magic numbers.
         for at in 0..200 {

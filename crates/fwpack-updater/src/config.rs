@@ -804,6 +804,33 @@ board = qemu-x86_64
     }
 
     #[test]
+    fn efi_boot_entries_and_bootstrap_label() {
+        let (c, w) = Config::parse(
+            "target = /dev/nvme0n1\nefi_boot_entries = 000A 000b\nbootstrap_label = v2 (2026)\n",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.efi_boot_entries, Some([0x000A, 0x000B]));
+        assert_eq!(c.bootstrap_label.as_deref(), Some("v2 (2026)"));
+        for bad in [
+            "000A",
+            "000A 000A",
+            "000A 000B 000C",
+            "xyz 000B",
+            "10000 000B",
+        ] {
+            let text = format!("target = /dev/vda\nefi_boot_entries = {bad}\n");
+            assert!(Config::parse(&text).is_err(), "{bad}");
+        }
+        let mut c = Config::parse("target = /dev/vda\ncmdline_overrides = images\n")
+            .unwrap()
+            .0;
+        assert!(c
+            .apply_cmdline("fwpack.efi_boot_entries=0001,0002")
+            .is_err());
+    }
+
+    #[test]
     fn floor_and_watchdog() {
         use updater::FallbackBelowFloor as F;
         let (c, _) = Config::parse("target = /dev/vda\n").unwrap();

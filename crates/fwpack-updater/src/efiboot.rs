@@ -20,7 +20,9 @@
 //!   (slot P *fell back*); `BootOrder` still starting with its own entry
 //!   says the new bootstrap never came up, which it logs as the reason.
 //! - With nothing pending, `BootOrder` starts with the active slot's
-//!   entry (repaired when a power cut or a fallback left it otherwise).
+//!   entry (repaired when a power cut or a fallback left it otherwise;
+//!   the other bootstrap then reboots into it rather than booting the
+//!   active slot under a bootstrap from another image).
 //!
 //! efivarfs files are 4 bytes of attributes, then the data; reads are
 //! bounded, and anything malformed reads as absent.
@@ -72,7 +74,7 @@ fn write_var(name: &str, data: &[u8]) -> Result<(), String> {
 
 /// Little-endian u16s; `None` for an odd length.
 pub fn u16_list(data: &[u8]) -> Option<Vec<u16>> {
-    if data.len() % 2 != 0 {
+    if !data.len().is_multiple_of(2) {
         return None;
     }
     Some(
@@ -155,8 +157,9 @@ impl Efi {
 /// What this bootstrap does next.
 pub enum Next {
     Boot(BootDecision),
-    /// `BootNext` names this slot's bootstrap: reboot into it.
-    TryBootstrap(Slot),
+    /// Reboot: `BootNext` names the bootstrap to try, or `BootOrder` now
+    /// starts with the active slot's.
+    Reboot,
 }
 
 /// The slot choice on an EFI A/B board (module docs).
@@ -188,7 +191,8 @@ pub fn decide(
             d.slot,
             efi.entry(d.slot)
         );
-        return Ok(Next::TryBootstrap(d.slot));
+        log!("rebooting into bootstrap {} once", d.slot);
+        return Ok(Next::Reboot);
     }
     if let Some(from) = d.fell_back_from.filter(|f| pending == Some(*f)) {
         if first != Some(from) {
@@ -202,7 +206,15 @@ pub fn decide(
     }
     if !d.trial {
         let active = area.boot().active;
+        let was_first = first == Some(active);
         efi.make_first(active, "the active slot's bootstrap")?;
+        // The other bootstrap runs (its slot fell back after it had
+        // confirmed itself): boot the active slot under its own bootstrap,
+        // unless the firmware already fell through from that one to us.
+        if current.is_some_and(|c| c != active) && !was_first {
+            log!("rebooting into bootstrap {active}, the active slot's");
+            return Ok(Next::Reboot);
+        }
     }
     Ok(Next::Boot(d))
 }

@@ -58,13 +58,11 @@ pub struct Stoppable<S> {
 impl<S: ImageSource> ImageSource for Stoppable<S> {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         if let Some(why) = self.flag.get() {
-            return Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                match why {
-                    Stop::Oversize => "download stopped: over fleet_max_download",
-                    Stop::Cancel => "download stopped: the server canceled the action",
-                },
-            ));
+            // Not `Interrupted`: readers retry that kind.
+            return Err(io::Error::other(match why {
+                Stop::Oversize => "download stopped: over fleet_max_download",
+                Stop::Cancel => "download stopped: the server canceled the action",
+            }));
         }
         self.inner.read_at(offset, buf)
     }

@@ -154,10 +154,7 @@ fn boot(cfg: &Config, signals: &mut Signals, init: &InitArgs) -> Result<Infallib
         None => match efi.as_mut() {
             Some(efi) => match efiboot::decide(efi, &mut area, &mut storage)? {
                 efiboot::Next::Boot(d) => d,
-                efiboot::Next::TryBootstrap(s) => {
-                    log!("rebooting into bootstrap {s} once");
-                    pid1::finish(Action::Reboot)
-                }
+                efiboot::Next::Reboot => pid1::finish(Action::Reboot),
             },
             None => area.boot_attempt(&mut storage).map_err(|e| e.to_string())?,
         },

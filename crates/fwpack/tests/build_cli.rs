@@ -790,9 +790,29 @@ fn efi_board_build_boots_bootstrap_a_under_ovmf() {
     let i = inputs();
     let k = testkit::kernels::amd64_cloud().expect("Debian cloud kernel");
     let modules = k.modules_dir.to_string_lossy().into_owned();
-    let out = build_with_updater(
-        "efi",
-        &["--board", "qemu-x86_64-efi", "--modules-dir", &modules],
+    let kernel = i.kernel.to_string_lossy();
+    let updater = i.updater.to_string_lossy();
+    let out = fwpack(
+        &[
+            "build",
+            "--board",
+            "qemu-x86_64-efi",
+            "--out",
+            "efi",
+            "--kernel",
+            &kernel,
+            "--rootfs",
+            "rootfs.img",
+            "--key",
+            "release.pem",
+            "--version",
+            "3",
+            "--updater",
+            &updater,
+            "--modules-dir",
+            &modules,
+        ],
+        &i.dir,
     );
     assert!(out.status.success(), "efi build: {}", show(&out));
     let out = i.dir.join("efi");
