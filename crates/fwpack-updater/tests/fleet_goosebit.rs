@@ -40,6 +40,20 @@ fn fleet_goosebit_update_finishes_and_a_failed_trial_shows_as_error() {
     );
     assert_eq!(p["board"], BOARD, "{p}");
     assert_eq!(p["version"], "1.0.2", "{p}");
+    // The same version for the same board again: goosebit refuses it
+    // (409), publish says so with exit 7 (policy).
+    let again = gb.publish_output(&ok.dir.join("update.fwi"), &ok.dir.join("key.pem"), &[]);
+    assert_eq!(
+        again.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already has version 1.0.2"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     let software = gb.api("/api/v1/software");
     assert!(
         software["software"]

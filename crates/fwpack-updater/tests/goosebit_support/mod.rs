@@ -364,7 +364,18 @@ impl Goosebit {
     /// `fwpack publish IMAGE --key KEY --server URL --user … EXTRA…`: its
     /// stdout (one JSON object).
     pub fn publish(&self, image: &Path, key: &Path, extra: &[&str]) -> serde_json::Value {
-        let out = Command::new(fwpack_cli())
+        let out = self.publish_output(image, key, extra);
+        assert!(
+            out.status.success(),
+            "fwpack publish: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `fwpack publish` as [`Goosebit::publish`], whatever its outcome.
+    pub fn publish_output(&self, image: &Path, key: &Path, extra: &[&str]) -> std::process::Output {
+        Command::new(fwpack_cli())
             .arg("publish")
             .arg(image)
             .arg("--key")
@@ -373,13 +384,7 @@ impl Goosebit {
             .args(extra)
             .env("FWPACK_PUBLISH_PASSWORD", PASSWORD)
             .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "fwpack publish: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+            .unwrap()
     }
 
     /// A GET of goosebit's management API with the test user's token.
