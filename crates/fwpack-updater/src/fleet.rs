@@ -319,12 +319,7 @@ impl Pending {
     }
 
     fn remove(dir: &Path) -> Result<(), String> {
-        match std::fs::remove_file(Self::path(dir)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(format!("{}: {e}", Self::path(dir).display()))
-            }
-            _ => Ok(()),
-        }
+        remove_if_present(&Self::path(dir))
     }
 }
 
@@ -366,12 +361,15 @@ impl Deferred {
     }
 
     fn remove(dir: &Path) -> Result<(), String> {
-        match std::fs::remove_file(Self::path(dir)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(format!("{}: {e}", Self::path(dir).display()))
-            }
-            _ => Ok(()),
-        }
+        remove_if_present(&Self::path(dir))
+    }
+}
+
+/// Removes `p`; already gone is fine.
+fn remove_if_present(p: &Path) -> Result<(), String> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("{}: {e}", p.display())),
+        _ => Ok(()),
     }
 }
 
