@@ -331,6 +331,17 @@ impl<'a> BoardRun<'a> {
         fs::copy(out_v3.join("update.fwi"), &fwi_v3)?;
         // The v3 release again, its initramfs carrying its own update.fwi.
         let out_v3i = build("v3-with-update", &v3, vec![fwi_v3.clone()])?;
+        // A kexec board's build adds the slot kernel, initrd and updater
+        // to the root filesystem: the slots must then hold the built one.
+        let (v1, v2, v3) = if room_mib > 0 {
+            (
+                as_built(fwpack, &out_v1, v1)?,
+                as_built(fwpack, &out_v2, v2)?,
+                as_built(fwpack, &out_v3, v3)?,
+            )
+        } else {
+            (v1, v2, v3)
+        };
         let fwi_mib = fs::metadata(&fwi_v2)?.len() >> 20;
         let updates_disk = rootfs::data_disk(
             UPDATES_LABEL,
@@ -986,6 +997,35 @@ fn want_bool(st: &Value, key: &str, v: bool) -> Result<()> {
 
 /// First byte at which the disk (from `offset`) differs from `image`,
 /// looking at no more than `limit` bytes.
+/// `r` with its path replaced by the root filesystem `fwpack build` put
+/// into slot A of `out`/sdcard.img (same length as the input: the build
+/// writes into the room the input kept free).
+fn as_built(fwpack: &Path, out: &Path, mut r: Rootfs) -> Result<Rootfs> {
+    use std::io::{Seek, SeekFrom};
+    let sd = out.join("sdcard.img");
+    let st = Command::new(fwpack)
+        .args(["status", "--json", "--target"])
+        .arg(&sd)
+        .output()?;
+    let st: Value = serde_json::from_slice(&st.stdout)
+        .with_context(|| format!("fwpack status {}", sd.display()))?;
+    let off = st["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["name"] == "system"))
+        .and_then(|g| g["A"]["offset"].as_u64())
+        .ok_or_else(|| anyhow!("no slot A of group `system` in {st}"))?;
+    let len = fs::metadata(&r.path)?.len();
+    let built = r.path.with_extension("built.img");
+    let mut from = fs::File::open(&sd)?;
+    from.seek(SeekFrom::Start(off))?;
+    let n = std::io::copy(&mut from.take(len), &mut fs::File::create(&built)?)?;
+    if n != len {
+        bail!("{}: slot A ends before {len} bytes", sd.display());
+    }
+    r.path = built;
+    Ok(r)
+}
+
 fn first_difference(disk: &Path, offset: u64, image: &Path, limit: u64) -> Result<Option<u64>> {
     use std::io::{Seek, SeekFrom};
     let mut d = fs::File::open(disk)?;
