@@ -564,17 +564,6 @@ fn stamp(
     sbom_sha256: [u8; 32],
     out: &Path,
 ) -> Result<(), Error> {
-    let f = std::fs::File::open(rootfs).map_err(|source| Error::Io {
-        path: rootfs.to_path_buf(),
-        source,
-    })?;
-    let len = f
-        .metadata()
-        .map_err(|source| Error::Io {
-            path: rootfs.to_path_buf(),
-            source,
-        })?
-        .len();
     let mut b = fwimage::ImageBuilder::new(board.compatible(), inputs.payload_version)?
         .version_label(&inputs.version_label)?
         .jobs(inputs.jobs);
@@ -583,34 +572,10 @@ fn stamp(
     }
     // Signed like the rest, written to the inactive bootstrap partition.
     if let Some(fat) = bootstrap {
-        let f = std::fs::File::open(fat).map_err(|source| Error::Io {
-            path: fat.to_path_buf(),
-            source,
-        })?;
         let len = board.disk.boot_mib * 1024 * 1024;
-        b.add_segment(
-            fwimage::SegmentSpec {
-                name: "bootstrap".into(),
-                target: disk::BOOTSTRAP_GROUP.into(),
-                target_offset: 0,
-                compression: fwimage::Compression::Zstd,
-                level: None,
-            },
-            len,
-            std::io::BufReader::with_capacity(1 << 20, f),
-        )?;
+        add_file_segment(&mut b, "bootstrap", disk::BOOTSTRAP_GROUP, fat, Some(len))?;
     }
-    b.add_segment(
-        fwimage::SegmentSpec {
-            name: "rootfs".into(),
-            target: SYSTEM_GROUP.into(),
-            target_offset: 0,
-            compression: fwimage::Compression::Zstd,
-            level: None,
-        },
-        len,
-        std::io::BufReader::with_capacity(1 << 20, f),
-    )?;
+    add_file_segment(&mut b, "rootfs", SYSTEM_GROUP, rootfs, None)?;
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -622,6 +587,38 @@ fn stamp(
         })?;
     b.write(&mut file, &mut |_| {})?;
     fwimage::insert_signature(&mut file, inputs.signer.as_ref())?;
+    Ok(())
+}
+
+/// Adds `path` as a zstd segment for slot group `group`: `len` bytes of
+/// it, or the whole file.
+fn add_file_segment<'a>(
+    b: &mut fwimage::ImageBuilder<'a>,
+    name: &str,
+    group: &str,
+    path: &Path,
+    len: Option<u64>,
+) -> Result<(), Error> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    let len = match len {
+        Some(l) => l,
+        None => f.metadata().map_err(io)?.len(),
+    };
+    b.add_segment(
+        fwimage::SegmentSpec {
+            name: name.into(),
+            target: group.into(),
+            target_offset: 0,
+            compression: fwimage::Compression::Zstd,
+            level: None,
+        },
+        len,
+        std::io::BufReader::with_capacity(1 << 20, f),
+    )?;
     Ok(())
 }
 
