@@ -19,9 +19,10 @@
 //! it was read back from the slot and matched its signed raw SHA-256: the
 //! journal is a hint, never proof, and a CRC never stands in for a hash.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io;
 use std::ops::Range;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use fwimage::{
     ChunkInfo, ChunkReader, ImageHead, ImageSource, Index, KeyId, TrustedKeys, Verified, BLOCK_SIZE,
@@ -33,7 +34,7 @@ use crate::state::{
     Journal, Running, Slot, SlotState, StateArea, StateLocation, DEFAULT_STATE_COPY_DISTANCE,
     DEFAULT_STATE_OFFSET,
 };
-use crate::storage::{AlignedBuf, Storage};
+use crate::storage::{AlignedBuf, SharedIo, Storage};
 use crate::{Error, Result};
 
 /// How to apply.
@@ -736,6 +737,7 @@ impl Engine<'_> {
         let share = 2 * self.opts.chunk_size as u64 / (workers as u64 + 2);
         let batch = (share / cs).max(1) as usize * cs as usize;
         let mem_align = self.mem_align;
+        let io_align = self.io_align;
         let done_before: u64 = self.plans[..start_seg.min(self.plans.len())]
             .iter()
             .map(|p| p.raw_len)
@@ -744,30 +746,61 @@ impl Engine<'_> {
         if start_seg >= self.plans.len() {
             return Ok(());
         }
+        let (plans, opts, seed_letter) = (self.plans, self.opts, self.seed_letter);
+        let target = Target {
+            shared: self.storage.shared_io(),
+            storage: Mutex::new(&mut *self.storage),
+        };
+        let report = &mut self.report;
         std::thread::scope(|scope| {
             // A pipeline of long-lived threads: the reader fetches stored
             // bytes, `workers` threads authenticate (and decode) whole
-            // batches in parallel, this thread writes them in order. The
-            // buffers circulate (reader → checker → writer → reader), so
-            // memory is fixed: one per checker and one being written or
-            // read.
+            // batches in parallel, this thread puts them back in order and
+            // hands them to WRITERS writer threads (more than one O_DIRECT
+            // write in flight), and with `verify_writes` a prover thread
+            // reads each synced checkpoint back while the next writes go
+            // on. The buffers circulate (reader → checker → writer →
+            // reader), so memory is fixed: one per checker and one more.
             let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Job)>(1);
-            let (done_tx, done_rx) = mpsc::channel::<(u64, Msg)>();
+            let (ev_tx, ev_rx) = mpsc::channel::<Ev>();
             let (free_tx, free_rx) = mpsc::channel::<AlignedBuf>();
+            let (write_tx, write_rx) = mpsc::channel::<WriteJob>();
             for _ in 0..bufs {
                 let _ = free_tx.send(AlignedBuf::new(batch, mem_align));
             }
             // Shared by the checkers; dropped with the last of them, which
             // unblocks a reader waiting to hand over a job.
-            let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
+            let job_rx = Arc::new(Mutex::new(job_rx));
             for _ in 0..workers {
-                let (rx, tx) = (job_rx.clone(), done_tx.clone());
+                let (rx, tx) = (job_rx.clone(), ev_tx.clone());
                 std::thread::Builder::new()
                     .name("fwpack-check".into())
                     .spawn_scoped(scope, move || check_batches(&rx, &tx))
                     .map_err(Error::io("starting an image checker thread"))?;
             }
-            drop((job_rx, done_tx));
+            let write_rx = Arc::new(Mutex::new(write_rx));
+            for _ in 0..WRITERS {
+                let (t, rx, free, tx) = (&target, write_rx.clone(), free_tx.clone(), ev_tx.clone());
+                std::thread::Builder::new()
+                    .name("fwpack-write".into())
+                    .spawn_scoped(scope, move || write_batches(t, &rx, &free, &tx))
+                    .map_err(Error::io("starting a writer thread"))?;
+            }
+            let proofs = if opts.verify_writes {
+                let (tx, rx) = mpsc::channel::<Vec<ChunkInfo>>();
+                let (t, out) = (&target, ev_tx.clone());
+                let len = batch.max(round_up(cs, io_align.max(mem_align as u64)) as usize);
+                std::thread::Builder::new()
+                    .name("fwpack-prove".into())
+                    .spawn_scoped(scope, move || {
+                        prove_checkpoints(t, plans, io_align, (len, mem_align), &rx, &out)
+                    })
+                    .map_err(Error::io("starting the read-back thread"))?;
+                Some(tx)
+            } else {
+                None
+            };
+            drop((job_rx, write_rx, ev_tx));
             let reader = std::thread::Builder::new()
                 .name("fwpack-read".into())
                 .spawn_scoped(scope, move || {
@@ -782,195 +815,32 @@ impl Engine<'_> {
                     )
                 })
                 .map_err(Error::io("starting the image reader thread"))?;
-            let res = self.consume(
-                area,
-                done_rx,
-                free_tx,
-                (start_seg, start_off),
-                done_before,
-                events,
-            );
-            // Dropping the channels (inside consume) unblocks the reader
-            // and the checkers.
+            let mut pipe = Pipe {
+                target: &target,
+                plans,
+                opts,
+                io_align,
+                mem_align,
+                cs,
+                seed_letter,
+                report,
+                readback: None,
+                writes: write_tx,
+                free: free_tx,
+                proofs,
+                events: ev_rx,
+                waiting: Vec::new(),
+                in_flight: 0,
+                proving: VecDeque::new(),
+            };
+            let res = pipe.run(area, (start_seg, start_off), done_before, events);
+            // Dropping the channels unblocks the reader, the checkers, the
+            // writers and the prover; the scope then waits for them, so no
+            // write is still under way when apply returns.
+            drop(pipe);
             let _ = reader.join();
             res
         })
-    }
-
-    fn consume(
-        &mut self,
-        area: &mut StateArea,
-        done_rx: mpsc::Receiver<(u64, Msg)>,
-        free_tx: mpsc::Sender<AlignedBuf>,
-        (start_seg, start_off): (usize, u64),
-        done_before: u64,
-        events: &mut dyn FnMut(&Event),
-    ) -> Result<()> {
-        let mut p = Progress {
-            done: done_before + start_off,
-            last_ckpt: start_off,
-            seg: start_seg,
-            unproven: Vec::new(),
-        };
-        // Checkers finish out of order; the writer takes their batches in
-        // the reader's order (at most one per buffer is waiting here).
-        let mut waiting: Vec<(u64, Msg)> = Vec::new();
-        let mut next = 0u64;
-        while let Ok(got) = done_rx.recv() {
-            waiting.push(got);
-            while let Some(i) = waiting.iter().position(|(seq, _)| *seq == next) {
-                let msg = waiting.swap_remove(i).1;
-                next += 1;
-                match msg {
-                    Msg::Batch {
-                        seg,
-                        pos,
-                        len,
-                        mut buf,
-                        chunks,
-                    } => {
-                        // Zero the sector padding after a segment's last byte:
-                        // it is written whole (no read-modify-write), never stale.
-                        let dev_len = round_up(len as u64, self.io_align) as usize;
-                        buf.as_mut_slice()[len..dev_len].fill(0);
-                        self.write_raw(seg, pos, &buf.as_slice()[..dev_len], len)?;
-                        let _ = free_tx.send(buf);
-                        self.wrote(area, &mut p, seg, pos + len as u64, chunks, events)?;
-                    }
-                    Msg::Seed { seg, chunks } => {
-                        for (c, from) in chunks {
-                            self.copy_from_seed(seg, &c, from)?;
-                            let end = c.raw_offset + c.raw_len as u64;
-                            self.wrote(area, &mut p, seg, end, vec![c], events)?;
-                        }
-                    }
-                    Msg::Failed(e) => return Err(e.into()),
-                    Msg::Done { bytes_read } => self.report.image_bytes_read += bytes_read,
-                }
-            }
-        }
-        drop(free_tx);
-        if p.done != self.report.raw_bytes {
-            return Err(Error::Io {
-                what: "reading the image".into(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the image reader stopped before the end",
-                ),
-            });
-        }
-        Ok(())
-    }
-
-    /// Writes `data` (raw bytes + sector padding) at raw offset `pos` of
-    /// segment `seg`.
-    fn write_raw(&mut self, seg: usize, pos: u64, data: &[u8], raw: usize) -> Result<()> {
-        let plan = &self.plans[seg];
-        let dev_off = plan.base + pos;
-        if self.opts.minimize_writes {
-            self.write_changed(dev_off, data, raw)
-        } else {
-            self.storage
-                .write_at(dev_off, data)
-                .map_err(Error::io(format!("writing segment `{}`", plan.name)))?;
-            self.report.bytes_written += data.len() as u64;
-            Ok(())
-        }
-    }
-
-    /// One chunk from the seed slot, checked against its signed raw hash
-    /// again (the seed may have changed since the plan), then written.
-    fn copy_from_seed(&mut self, seg: usize, c: &ChunkInfo, from: u64) -> Result<()> {
-        let dev_len = round_up(c.raw_len as u64, self.io_align) as usize;
-        let mut buf = self.readback_buf();
-        let res = (|| {
-            let b = &mut buf.as_mut_slice()[..dev_len];
-            self.storage
-                .read_at(from, b)
-                .map_err(Error::io("reading the seed slot"))?;
-            if <[u8; 32]>::from(Sha256::digest(&b[..c.raw_len])) != c.raw_sha256 {
-                return Err(Error::SeedChanged {
-                    slot: self.seed_letter,
-                    segment: self.plans[seg].name.clone(),
-                    chunk: c.chunk,
-                });
-            }
-            b[c.raw_len..].fill(0);
-            self.write_raw(seg, c.raw_offset, &buf.as_slice()[..dev_len], c.raw_len)
-        })();
-        self.readback = Some(buf);
-        self.report.bytes_from_seed += c.raw_len as u64;
-        res
-    }
-
-    /// Books raw bytes of `seg` up to `end` as written; checkpoints every
-    /// interval and at a segment's end: data durable first, then
-    /// (optionally) proven against the signed hashes, and only then
-    /// claimed by the journal.
-    fn wrote(
-        &mut self,
-        area: &mut StateArea,
-        p: &mut Progress,
-        seg: usize,
-        end: u64,
-        chunks: Vec<ChunkInfo>,
-        events: &mut dyn FnMut(&Event),
-    ) -> Result<()> {
-        if seg != p.seg {
-            p.seg = seg;
-            p.last_ckpt = 0;
-        }
-        let len: u64 = chunks.iter().map(|c| c.raw_len as u64).sum();
-        p.done += len;
-        if self.opts.verify_writes {
-            p.unproven.extend(chunks);
-        }
-        events(&Event::Progress {
-            phase: Phase::Write,
-            done: p.done,
-            total: self.report.raw_bytes,
-        });
-        let interval = round_up(self.opts.checkpoint_interval, self.chunk_size());
-        if end - p.last_ckpt < interval && end != self.plans[seg].raw_len {
-            return Ok(());
-        }
-        self.storage
-            .sync()
-            .map_err(Error::io("syncing the target"))?;
-        for c in std::mem::take(&mut p.unproven) {
-            if !self.chunk_on_device(c.segment, c.raw_offset, c.raw_len as u64, &c.raw_sha256)? {
-                let plan = &self.plans[c.segment];
-                return Err(Error::ReadBack {
-                    segment: plan.name.clone(),
-                    block: c.chunk,
-                    offset: plan.base + c.raw_offset,
-                });
-            }
-        }
-        area.write_journal(
-            self.storage,
-            Some(Journal {
-                image_id: self.report.image_id,
-                slot: self.report.slot,
-                segment: seg as u32,
-                offset: end,
-                verified: self.opts.verify_writes,
-                done_bytes: p.done,
-                source: self.opts.source.clone(),
-            }),
-        )?;
-        self.report.checkpoints += 1;
-        events(&Event::Checkpoint {
-            segment: seg as u32,
-            offset: end,
-            done: p.done,
-            verified: self.opts.verify_writes,
-        });
-        if let Some(w) = self.storage.take_warning() {
-            events(&Event::Warning(w));
-        }
-        p.last_ckpt = end;
-        Ok(())
     }
 
     /// Hashes the seed slot chunk by chunk (at the image's chunk
@@ -1063,6 +933,432 @@ impl Engine<'_> {
         });
         Ok(copy)
     }
+}
+
+/// Writer threads: two keep the device busy while the next batch is
+/// handed over (a third measured no faster; docs/BENCHMARKS.md).
+const WRITERS: usize = 2;
+
+/// Checkpoints synced and waiting for their read-back before the writer
+/// waits for the oldest: the prover may lag one checkpoint behind.
+const MAX_PROVING: usize = 2;
+
+/// The target as the pipeline's threads see it: positional I/O through
+/// the backend's shared handle where it has one (several writes in
+/// flight on one descriptor), else through the lock, one call at a time.
+/// Syncs and state-area writes always take the lock, on the caller's
+/// thread.
+struct Target<'s> {
+    storage: Mutex<&'s mut dyn Storage>,
+    shared: Option<Arc<dyn SharedIo>>,
+}
+
+impl<'s> Target<'s> {
+    fn lock(&self) -> MutexGuard<'_, &'s mut dyn Storage> {
+        // A poisoned lock means another pipeline thread panicked; the
+        // storage itself holds no invariant a panic could break.
+        self.storage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        match &self.shared {
+            Some(h) => h.read_at(offset, buf),
+            None => self.lock().read_at(offset, buf),
+        }
+    }
+
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        match &self.shared {
+            Some(h) => h.write_at(offset, buf),
+            None => self.lock().write_at(offset, buf),
+        }
+    }
+}
+
+/// What the pipeline's stages tell the caller's thread.
+enum Ev {
+    /// A checker's result, numbered in the reader's order.
+    Checked(u64, Msg),
+    /// A writer finished one batch: bytes written, or why not.
+    Wrote { seg: usize, res: io::Result<u64> },
+    /// The read-back of the oldest checkpoint waiting for it: bytes read,
+    /// or the mismatch / I/O error.
+    Proven(Result<u64>),
+}
+
+/// One batch for a writer thread: `len` bytes of `buf` at `dev_off`.
+struct WriteJob {
+    seg: usize,
+    dev_off: u64,
+    len: usize,
+    buf: AlignedBuf,
+}
+
+/// A writer thread: writes batches until the caller hangs up. The buffer
+/// goes back to the reader before the result is reported, so the next
+/// read overlaps the caller's booking.
+fn write_batches(
+    target: &Target<'_>,
+    jobs: &Mutex<mpsc::Receiver<WriteJob>>,
+    free: &mpsc::Sender<AlignedBuf>,
+    out: &mpsc::Sender<Ev>,
+) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(j) = job else {
+            return;
+        };
+        let res = target
+            .write_at(j.dev_off, &j.buf.as_slice()[..j.len])
+            .map(|()| j.len as u64);
+        let _ = free.send(j.buf);
+        if out.send(Ev::Wrote { seg: j.seg, res }).is_err() {
+            return;
+        }
+    }
+}
+
+/// The prover thread (`verify_writes`): reads each synced checkpoint's
+/// chunks back, in runs adjacent on the device, and compares every chunk
+/// with its signed raw SHA-256, while the writers go on with the next
+/// checkpoint's data. One buffer of `len`, allocated at the first job.
+fn prove_checkpoints(
+    target: &Target<'_>,
+    plans: &[SegPlan],
+    io_align: u64,
+    (len, mem_align): (usize, usize),
+    jobs: &mpsc::Receiver<Vec<ChunkInfo>>,
+    out: &mpsc::Sender<Ev>,
+) {
+    let mut buf: Option<AlignedBuf> = None;
+    while let Ok(chunks) = jobs.recv() {
+        let b = buf.get_or_insert_with(|| AlignedBuf::new(len, mem_align));
+        let res = prove(target, plans, io_align, b, &chunks);
+        if out.send(Ev::Proven(res)).is_err() {
+            return;
+        }
+    }
+}
+
+fn prove(
+    target: &Target<'_>,
+    plans: &[SegPlan],
+    io_align: u64,
+    buf: &mut AlignedBuf,
+    chunks: &[ChunkInfo],
+) -> Result<u64> {
+    let mut read = 0;
+    let mut i = 0;
+    while let Some(first) = chunks.get(i) {
+        let plan = &plans[first.segment];
+        let start = first.raw_offset;
+        let mut end = start + first.raw_len as u64;
+        let mut j = i + 1;
+        while let Some(c) = chunks.get(j) {
+            let fits =
+                round_up(c.raw_offset + c.raw_len as u64 - start, io_align) as usize <= buf.len();
+            if c.segment != first.segment || c.raw_offset != end || !fits {
+                break;
+            }
+            end += c.raw_len as u64;
+            j += 1;
+        }
+        let dev_len = round_up(end - start, io_align) as usize;
+        let b = buf
+            .as_mut_slice()
+            .get_mut(..dev_len)
+            .ok_or_else(|| Error::Io {
+                what: format!("reading back segment `{}`", plan.name),
+                source: io::Error::other("read-back buffer smaller than a chunk"),
+            })?;
+        target
+            .read_at(plan.base + start, b)
+            .map_err(Error::io(format!("reading back segment `{}`", plan.name)))?;
+        read += dev_len as u64;
+        for c in &chunks[i..j] {
+            let at = (c.raw_offset - start) as usize;
+            if <[u8; 32]>::from(Sha256::digest(&b[at..at + c.raw_len])) != c.raw_sha256 {
+                return Err(Error::ReadBack {
+                    segment: plan.name.clone(),
+                    block: c.chunk,
+                    offset: plan.base + c.raw_offset,
+                });
+            }
+        }
+        i = j;
+    }
+    Ok(read)
+}
+
+/// The caller's thread in the pipeline: restores the reader's order,
+/// hands batches to the writers, and decides checkpoints — every write
+/// before one completed, then sync, then (with `verify_writes`) the
+/// prover's read-back, and only then the journal.
+struct Pipe<'p, 's> {
+    target: &'p Target<'s>,
+    plans: &'p [SegPlan],
+    opts: &'p ApplyOptions,
+    io_align: u64,
+    mem_align: usize,
+    cs: u64,
+    seed_letter: char,
+    report: &'p mut ApplyReport,
+    /// Seed copies and `minimize_writes` (done on this thread).
+    readback: Option<AlignedBuf>,
+    writes: mpsc::Sender<WriteJob>,
+    free: mpsc::Sender<AlignedBuf>,
+    proofs: Option<mpsc::Sender<Vec<ChunkInfo>>>,
+    events: mpsc::Receiver<Ev>,
+    /// Checked batches ahead of the next in order (at most one per buffer).
+    waiting: Vec<(u64, Msg)>,
+    /// Batches handed to the writers and not yet reported.
+    in_flight: usize,
+    /// Synced checkpoints whose read-back is under way, oldest first.
+    proving: VecDeque<Journal>,
+}
+
+impl Pipe<'_, '_> {
+    fn run(
+        &mut self,
+        area: &mut StateArea,
+        (start_seg, start_off): (usize, u64),
+        done_before: u64,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<()> {
+        let mut p = Progress {
+            done: done_before + start_off,
+            last_ckpt: start_off,
+            seg: start_seg,
+            unproven: Vec::new(),
+        };
+        let mut next = 0u64;
+        loop {
+            let Some(i) = self.waiting.iter().position(|(seq, _)| *seq == next) else {
+                self.pump(area, events)?;
+                continue;
+            };
+            let msg = self.waiting.swap_remove(i).1;
+            next += 1;
+            match msg {
+                Msg::Batch {
+                    seg,
+                    pos,
+                    len,
+                    mut buf,
+                    chunks,
+                } => {
+                    // Zero the sector padding after a segment's last byte:
+                    // it is written whole (no read-modify-write), never stale.
+                    let dev_len = round_up(len as u64, self.io_align) as usize;
+                    buf.as_mut_slice()[len..dev_len].fill(0);
+                    let dev_off = self.plans[seg].base + pos;
+                    if self.opts.minimize_writes {
+                        let res = self.write_changed(dev_off, &buf.as_slice()[..dev_len], len);
+                        let _ = self.free.send(buf);
+                        res?;
+                    } else {
+                        let job = WriteJob {
+                            seg,
+                            dev_off,
+                            len: dev_len,
+                            buf,
+                        };
+                        self.writes.send(job).map_err(|_| stopped())?;
+                        self.in_flight += 1;
+                    }
+                    self.wrote(area, &mut p, seg, pos + len as u64, chunks, events)?;
+                }
+                Msg::Seed { seg, chunks } => {
+                    for (c, from) in chunks {
+                        self.copy_from_seed(seg, &c, from)?;
+                        let end = c.raw_offset + c.raw_len as u64;
+                        self.wrote(area, &mut p, seg, end, vec![c], events)?;
+                    }
+                }
+                Msg::Failed(e) => return Err(e.into()),
+                Msg::Done { bytes_read } => {
+                    self.report.image_bytes_read += bytes_read;
+                    break;
+                }
+            }
+        }
+        // The last checkpoint waited for its writes; its read-back may
+        // still be under way.
+        while self.in_flight > 0 || !self.proving.is_empty() {
+            self.pump(area, events)?;
+        }
+        if p.done != self.report.raw_bytes {
+            return Err(Error::Io {
+                what: "reading the image".into(),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the image reader stopped before the end",
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes one report from the stages: a checked batch is kept for its
+    /// turn, a write or read-back result is booked (a failure stops the
+    /// apply with nothing more claimed), a proven checkpoint is claimed.
+    fn pump(&mut self, area: &mut StateArea, events: &mut dyn FnMut(&Event)) -> Result<()> {
+        match self.events.recv().map_err(|_| stopped())? {
+            Ev::Checked(seq, msg) => self.waiting.push((seq, msg)),
+            Ev::Wrote { seg, res } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                let n = res.map_err(Error::io(format!(
+                    "writing segment `{}`",
+                    self.plans[seg].name
+                )))?;
+                self.report.bytes_written += n;
+            }
+            Ev::Proven(res) => {
+                self.report.bytes_read_back += res?;
+                if let Some(j) = self.proving.pop_front() {
+                    self.claim(area, j, events)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Books raw bytes of `seg` up to `end` as handed to the writers;
+    /// checkpoints every interval and at a segment's end: every write
+    /// before it completed, then sync, then (optionally) proven against
+    /// the signed hashes by the prover, and only then claimed by the
+    /// journal.
+    fn wrote(
+        &mut self,
+        area: &mut StateArea,
+        p: &mut Progress,
+        seg: usize,
+        end: u64,
+        chunks: Vec<ChunkInfo>,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<()> {
+        if seg != p.seg {
+            p.seg = seg;
+            p.last_ckpt = 0;
+        }
+        let len: u64 = chunks.iter().map(|c| c.raw_len as u64).sum();
+        p.done += len;
+        if self.opts.verify_writes {
+            p.unproven.extend(chunks);
+        }
+        events(&Event::Progress {
+            phase: Phase::Write,
+            done: p.done,
+            total: self.report.raw_bytes,
+        });
+        let interval = round_up(self.opts.checkpoint_interval, self.cs);
+        if end - p.last_ckpt < interval && end != self.plans[seg].raw_len {
+            return Ok(());
+        }
+        // Durable means written: wait for every write before this point
+        // (later batches are not handed out until this returns).
+        while self.in_flight > 0 {
+            self.pump(area, events)?;
+        }
+        self.target
+            .lock()
+            .sync()
+            .map_err(Error::io("syncing the target"))?;
+        let j = Journal {
+            image_id: self.report.image_id,
+            slot: self.report.slot,
+            segment: seg as u32,
+            offset: end,
+            verified: self.opts.verify_writes,
+            done_bytes: p.done,
+            source: self.opts.source.clone(),
+        };
+        p.last_ckpt = end;
+        match &self.proofs {
+            Some(tx) => {
+                let unproven = std::mem::take(&mut p.unproven);
+                tx.send(unproven).map_err(|_| stopped())?;
+                self.proving.push_back(j);
+                while self.proving.len() > MAX_PROVING {
+                    self.pump(area, events)?;
+                }
+                Ok(())
+            }
+            None => self.claim(area, j, events),
+        }
+    }
+
+    /// The journal claims a checkpoint (synced, and proven if asked).
+    fn claim(
+        &mut self,
+        area: &mut StateArea,
+        j: Journal,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<()> {
+        let (segment, offset, done) = (j.segment, j.offset, j.done_bytes);
+        let mut st = self.target.lock();
+        area.write_journal(&mut **st, Some(j))?;
+        self.report.checkpoints += 1;
+        events(&Event::Checkpoint {
+            segment,
+            offset,
+            done,
+            verified: self.opts.verify_writes,
+        });
+        if let Some(w) = st.take_warning() {
+            events(&Event::Warning(w));
+        }
+        Ok(())
+    }
+
+    fn readback_buf(&mut self) -> AlignedBuf {
+        let len = round_up(self.cs, self.io_align.max(self.mem_align as u64)) as usize;
+        self.readback
+            .take()
+            .unwrap_or_else(|| AlignedBuf::new(len, self.mem_align))
+    }
+
+    /// One chunk from the seed slot, checked against its signed raw hash
+    /// again (the seed may have changed since the plan), then written on
+    /// this thread (the next checkpoint waits for it like for any write).
+    fn copy_from_seed(&mut self, seg: usize, c: &ChunkInfo, from: u64) -> Result<()> {
+        let dev_len = round_up(c.raw_len as u64, self.io_align) as usize;
+        let mut buf = self.readback_buf();
+        let res = (|| {
+            let b = &mut buf.as_mut_slice()[..dev_len];
+            self.target
+                .read_at(from, b)
+                .map_err(Error::io("reading the seed slot"))?;
+            if <[u8; 32]>::from(Sha256::digest(&b[..c.raw_len])) != c.raw_sha256 {
+                return Err(Error::SeedChanged {
+                    slot: self.seed_letter,
+                    segment: self.plans[seg].name.clone(),
+                    chunk: c.chunk,
+                });
+            }
+            b[c.raw_len..].fill(0);
+            let dev_off = self.plans[seg].base + c.raw_offset;
+            let data = &buf.as_slice()[..dev_len];
+            if self.opts.minimize_writes {
+                self.write_changed(dev_off, data, c.raw_len)
+            } else {
+                self.target
+                    .write_at(dev_off, data)
+                    .map_err(Error::io(format!(
+                        "writing segment `{}`",
+                        self.plans[seg].name
+                    )))?;
+                self.report.bytes_written += dev_len as u64;
+                Ok(())
+            }
+        })();
+        self.readback = Some(buf);
+        self.report.bytes_from_seed += c.raw_len as u64;
+        res
+    }
 
     /// `minimize_writes`: reads the target range and writes only the 4 KiB
     /// blocks whose first `raw` bytes differ (the rest is sector padding).
@@ -1075,7 +1371,7 @@ impl Engine<'_> {
                 let (d, cur) = (&data[p..end], &mut rb.as_mut_slice()[..end - p]);
                 let raw_here = raw.saturating_sub(p).min(d.len());
                 let at = dev_off + p as u64;
-                self.storage
+                self.target
                     .read_at(at, cur)
                     .map_err(Error::io("reading the target (minimize writes)"))?;
                 self.report.bytes_read_back += d.len() as u64;
@@ -1093,7 +1389,7 @@ impl Engine<'_> {
                         self.report.skipped_unchanged += raw_end.saturating_sub(o) as u64;
                     }
                     if let Some(s) = run.take() {
-                        self.storage
+                        self.target
                             .write_at(at + s as u64, &d[s..o])
                             .map_err(Error::io("writing the target"))?;
                         self.report.bytes_written += (o - s) as u64;
@@ -1105,6 +1401,14 @@ impl Engine<'_> {
         })();
         self.readback = Some(rb);
         res
+    }
+}
+
+/// A pipeline stage hung up before the end (it can only have panicked).
+fn stopped() -> Error {
+    Error::Io {
+        what: "applying the image".into(),
+        source: io::Error::other("a pipeline thread stopped"),
     }
 }
 
@@ -1127,10 +1431,7 @@ enum Job {
 
 /// A checker thread: authenticates (and decodes) batches until the reader
 /// or the writer hangs up.
-fn check_batches(
-    jobs: &std::sync::Mutex<mpsc::Receiver<(u64, Job)>>,
-    out: &mpsc::Sender<(u64, Msg)>,
-) {
+fn check_batches(jobs: &Mutex<mpsc::Receiver<(u64, Job)>>, out: &mpsc::Sender<Ev>) {
     let mut dec = fwimage::BatchDecoder::default();
     loop {
         // The lock is held only while waiting for the next job.
@@ -1154,7 +1455,7 @@ fn check_batches(
                 Err(e) => Msg::Failed(e),
             },
         };
-        if out.send((seq, msg)).is_err() {
+        if out.send(Ev::Checked(seq, msg)).is_err() {
             return;
         }
     }

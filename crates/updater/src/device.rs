@@ -8,11 +8,13 @@ use std::io::{self, Seek, SeekFrom};
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::OFlags;
 
 use crate::running::BootedSlot;
-use crate::storage::{BusyCheck, Geometry, Storage};
+use crate::storage::{BusyCheck, Geometry, SharedIo, Storage};
 use crate::{busy, Error, Result};
 
 /// How to open a target.
@@ -32,17 +34,26 @@ enum TargetKind {
 
 /// A block device or a regular file used as a disk.
 pub struct FileStorage {
-    file: File,
+    fd: Arc<Fd>,
     path: PathBuf,
     kind: TargetKind,
-    size: u64,
     geometry: Geometry,
-    direct: bool,
     /// Block devices opened for writing: whether `O_EXCL` succeeded.
     exclusive: Option<bool>,
-    warning: Option<String>,
     /// Where to learn which slot the running system booted from.
     boot_record: Option<PathBuf>,
+}
+
+/// The open target: positional I/O through `&self`, so the engine's
+/// writer threads share one descriptor ([`Storage::shared_io`]) and keep
+/// more than one O_DIRECT write in flight.
+struct Fd {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    /// O_DIRECT is on (cleared once, by whichever thread hits a refusal).
+    direct: AtomicBool,
+    warning: Mutex<Option<String>>,
 }
 
 /// `$FWPACK_BOOT_RECORD` if set (empty: none), else the PID-1 updater's.
@@ -138,14 +149,17 @@ impl FileStorage {
             });
         }
         Ok(FileStorage {
-            file,
+            fd: Arc::new(Fd {
+                file,
+                path: path.to_path_buf(),
+                size,
+                direct: AtomicBool::new(direct),
+                warning: Mutex::new(warning),
+            }),
             path: path.to_path_buf(),
             kind,
-            size,
             geometry,
-            direct,
             exclusive,
-            warning,
             boot_record: default_boot_record(),
         })
     }
@@ -163,46 +177,47 @@ impl FileStorage {
     pub fn is_block_device(&self) -> bool {
         matches!(self.kind, TargetKind::BlockDevice { .. })
     }
+}
 
+impl Fd {
     /// Drops O_DIRECT on the open descriptor after the kernel refused an
     /// aligned request with EINVAL (some filesystems accept the flag at
-    /// open and refuse at the first I/O).
-    fn fall_back(&mut self, e: &io::Error) -> bool {
-        if !self.direct || errno(e) != Some(rustix::io::Errno::INVAL) {
+    /// open and refuse at the first I/O). True: try the request again
+    /// (also when another thread dropped the flag meanwhile).
+    fn fall_back(&self, e: &io::Error) -> bool {
+        if errno(e) != Some(rustix::io::Errno::INVAL) {
             return false;
         }
         let Ok(flags) = rustix::fs::fcntl_getfl(&self.file) else {
             return false;
         };
+        if !flags.contains(OFlags::DIRECT) {
+            // Cleared by another thread after this request was issued.
+            return !self.direct.load(Ordering::Acquire);
+        }
         if rustix::fs::fcntl_setfl(&self.file, flags - OFlags::DIRECT).is_err() {
             return false;
         }
-        self.direct = false;
-        self.warning = Some(format!(
-            "{} refused an O_DIRECT request ({e}); continuing with buffered I/O and fdatasync",
-            self.path.display()
-        ));
+        if self.direct.swap(false, Ordering::AcqRel) {
+            let w = format!(
+                "{} refused an O_DIRECT request ({e}); continuing with buffered I/O and fdatasync",
+                self.path.display()
+            );
+            *self.warning.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
+        }
         true
     }
 }
 
-impl Storage for FileStorage {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn geometry(&self) -> Geometry {
-        self.geometry
-    }
-
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+impl SharedIo for Fd {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         match self.file.read_exact_at(buf, offset) {
             Err(e) if self.fall_back(&e) => self.file.read_exact_at(buf, offset),
             r => r,
         }
     }
 
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         // Plain files grow on write; a disk does not. Keep them alike so a
         // test on a file cannot pass where a device would fail.
         let end = offset.checked_add(buf.len() as u64);
@@ -221,9 +236,31 @@ impl Storage for FileStorage {
             r => r,
         }
     }
+}
+
+impl Storage for FileStorage {
+    fn size(&self) -> u64 {
+        self.fd.size
+    }
+
+    fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.fd.read_at(offset, buf)
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.fd.write_at(offset, buf)
+    }
 
     fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        self.fd.file.sync_data()
+    }
+
+    fn shared_io(&self) -> Option<Arc<dyn SharedIo>> {
+        Some(self.fd.clone())
     }
 
     fn busy(&mut self, ranges: &[Range<u64>]) -> io::Result<BusyCheck> {
@@ -247,22 +284,30 @@ impl Storage for FileStorage {
     }
 
     fn take_warning(&mut self) -> Option<String> {
-        self.warning.take()
+        self.fd
+            .warning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     fn direct_io(&self) -> bool {
-        self.direct
+        self.fd.direct.load(Ordering::Acquire)
     }
 
     fn describe(&self) -> String {
-        let io = if self.direct { "O_DIRECT" } else { "buffered" };
+        let io = if self.direct_io() {
+            "O_DIRECT"
+        } else {
+            "buffered"
+        };
         match self.kind {
             TargetKind::BlockDevice { rdev } => {
                 let (ma, mi) = busy::dev_num(rdev);
                 format!(
                     "block device {} ({ma}:{mi}), {} bytes, {}/{}-byte sectors, {io}{}",
                     self.path.display(),
-                    self.size,
+                    self.fd.size,
                     self.geometry.logical,
                     self.geometry.physical,
                     if self.exclusive == Some(true) {
@@ -273,7 +318,7 @@ impl Storage for FileStorage {
                 )
             }
             TargetKind::File { .. } => {
-                format!("file {}, {} bytes, {io}", self.path.display(), self.size)
+                format!("file {}, {} bytes, {io}", self.path.display(), self.fd.size)
             }
         }
     }

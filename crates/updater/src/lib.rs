@@ -52,7 +52,7 @@ pub use state::{
     Journal, Layout, Running, Slot, SlotGroup, SlotInfo, SlotRange, SlotState, StateArea,
     StateLocation, DEFAULT_STATE_COPY_DISTANCE, DEFAULT_STATE_OFFSET, STATE_HALF_LEN,
 };
-pub use storage::{AlignedBuf, BusyCheck, Geometry, MemStorage, Storage};
+pub use storage::{AlignedBuf, BusyCheck, Geometry, MemStorage, SharedIo, Storage};
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

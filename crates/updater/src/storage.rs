@@ -4,6 +4,7 @@
 
 use std::io;
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::running::BootedSlot;
 
@@ -41,11 +42,25 @@ pub struct BusyCheck {
     pub notes: Vec<String>,
 }
 
+/// Positional reads and writes that several threads may issue at once on
+/// one target (`pread`/`pwrite` on one descriptor): how the apply engine
+/// keeps more than one write in flight and reads a checkpoint back while
+/// the next writes go on. Same alignment rules as [`Storage`]; nothing is
+/// durable until [`Storage::sync`] on the storage it came from.
+pub trait SharedIo: Send + Sync {
+    /// Fills `buf` from `offset` (exactly; short reads are errors).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`.
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
+}
+
 /// A disk-like target. The engine only ever passes offsets and lengths
 /// that are multiples of [`Geometry::io_align`] and buffers aligned to
 /// [`Geometry::mem_align`], so implementations can hand them straight to
-/// O_DIRECT.
-pub trait Storage {
+/// O_DIRECT. `Send`: the engine's writer and read-back threads use a
+/// backend without [`Storage::shared_io`] through a lock, one call at a
+/// time.
+pub trait Storage: Send {
     /// Size in bytes.
     fn size(&self) -> u64;
     fn geometry(&self) -> Geometry;
@@ -78,6 +93,12 @@ pub trait Storage {
     }
     /// One line for humans: what this target is.
     fn describe(&self) -> String;
+    /// A handle for concurrent positional I/O on this target, for backends
+    /// that can (a file descriptor). `None` (the default): the engine
+    /// serializes every call through `&mut self`.
+    fn shared_io(&self) -> Option<Arc<dyn SharedIo>> {
+        None
+    }
 }
 
 impl<S: Storage + ?Sized> Storage for &mut S {
@@ -110,6 +131,9 @@ impl<S: Storage + ?Sized> Storage for &mut S {
     }
     fn describe(&self) -> String {
         (**self).describe()
+    }
+    fn shared_io(&self) -> Option<Arc<dyn SharedIo>> {
+        (**self).shared_io()
     }
 }
 
