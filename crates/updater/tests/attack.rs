@@ -574,3 +574,84 @@ impl updater::Storage for SeedFlipper {
         "seed flipper".into()
     }
 }
+
+/// A disk that stores the byte at `at` flipped whenever a write covers
+/// it: a card that acknowledges a write it did not keep.
+struct Liar {
+    inner: MemStorage,
+    at: u64,
+}
+
+impl updater::Storage for Liar {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn geometry(&self) -> updater::Geometry {
+        self.inner.geometry()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_at(offset, buf)?;
+        if (offset..offset + buf.len() as u64).contains(&self.at) {
+            self.inner.data[self.at as usize] ^= 0x01;
+        }
+        Ok(())
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+    fn describe(&self) -> String {
+        "liar".into()
+    }
+}
+
+/// `--verify-writes` reads each checkpoint back on its own thread while
+/// the writers go on with the next ones: a chunk the device did not keep
+/// stops the apply with the read-back error, and the journal never claims
+/// it nor anything after it, although later checkpoints were already
+/// written and synced when the read-back found it.
+#[test]
+fn verify_writes_never_claims_a_checkpoint_before_its_read_back() {
+    let k = key(1);
+    let (img, sys, _) = image_64k(&k);
+    let bad_chunk = 5;
+    let at = layout().group("system").unwrap().slot(Slot::B).offset + bad_chunk * CHUNK + 100;
+    let verify = ApplyOptions {
+        verify_writes: true,
+        ..opts()
+    };
+    let mut liar = Liar {
+        inner: MemStorage::new(disk()),
+        at,
+    };
+    let mut claims = Vec::new();
+    let err = apply(
+        Cursor::new(&img),
+        img.len() as u64,
+        &mut liar,
+        &trusted(&k),
+        &verify,
+        &mut |e| {
+            if let updater::Event::Checkpoint { offset, .. } = e {
+                claims.push(*offset);
+            }
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
+    assert!(
+        matches!(err, updater::Error::ReadBack { block, .. } if block == bad_chunk),
+        "{err}"
+    );
+    assert!(
+        claims.iter().all(|&o| o <= bad_chunk * CHUNK),
+        "checkpoints claimed {claims:?}"
+    );
+    let area = StateArea::read(&mut liar.inner, LOC).unwrap();
+    assert_eq!(area.boot().slot(Slot::B).state, SlotState::Updating);
+    let j = area.journal().expect("checkpoints before the bad chunk");
+    assert_eq!((j.segment, j.offset), (0, bad_chunk * CHUNK));
+    assert_eq!(&slot_b_system(&liar.inner)[..100], &sys[..100]);
+}

@@ -8,7 +8,10 @@
 //! (d) the commit is one state write: B is complete exactly when it is
 //!     pending, and never marked as fallen back by an apply, so no cut can
 //!     leave a complete slot whose activation was lost (the PID-1 updater
-//!     would take that for "tried and fell back" and drop the update).
+//!     would take that for "tried and fell back" and drop the update);
+//! (e) the journal claims only bytes that are on the medium: a checkpoint
+//!     waits for every write before it (the engine has several in flight,
+//!     on writer threads) and syncs before the journal names it.
 //!
 //! Also: a trial that runs out of tries, cut at every write, ends with B
 //! marked as fallen back or still pending, never in between.
@@ -140,6 +143,24 @@ impl Fixture {
             assert_eq!(b.tries_left, 3, "{what}: tries written apart from pending");
         }
         assert!(!bi.fell_back, "{what}: an apply marked B as fallen back");
+        // (e): everything before the journal's position is the image's.
+        if let Some(j) = area.journal().filter(|j| j.slot == Slot::B) {
+            let l = layout();
+            for (i, sg) in self.segs().iter().enumerate() {
+                let claimed = match (i as u32).cmp(&j.segment) {
+                    std::cmp::Ordering::Less => sg.data.len(),
+                    std::cmp::Ordering::Equal => j.offset as usize,
+                    std::cmp::Ordering::Greater => 0,
+                };
+                let at = (l.group(sg.target).unwrap().slot(Slot::B).offset + sg.offset) as usize;
+                assert!(
+                    m.data[at..at + claimed] == sg.data[..claimed],
+                    "{what}: the journal claims {claimed} bytes of segment `{}` ({:?}) that are not on the medium",
+                    sg.name,
+                    (j.segment, j.offset)
+                );
+            }
+        }
         let d = area.boot_attempt(&mut m).unwrap();
         if d.slot == Slot::B {
             assert!(
