@@ -787,15 +787,20 @@ impl Engine<'_> {
                     .map_err(Error::io("starting a writer thread"))?;
             }
             let proofs = if opts.verify_writes {
-                let (tx, rx) = mpsc::channel::<Vec<ChunkInfo>>();
-                let (t, out) = (&target, ev_tx.clone());
-                let len = batch.max(round_up(cs, io_align.max(mem_align as u64)) as usize);
-                std::thread::Builder::new()
-                    .name("fwpack-prove".into())
-                    .spawn_scoped(scope, move || {
-                        prove_checkpoints(t, plans, io_align, (len, mem_align), &rx, &out)
-                    })
-                    .map_err(Error::io("starting the read-back thread"))?;
+                let (tx, rx) = mpsc::channel::<(u64, Vec<ChunkInfo>)>();
+                let rx = Arc::new(Mutex::new(rx));
+                // One chunk each: the read-back adds as much memory as
+                // the one-buffer read-back it replaces did per thread.
+                let len = round_up(cs, io_align.max(mem_align as u64)) as usize;
+                for _ in 0..PROVERS {
+                    let (t, rx, out) = (&target, rx.clone(), ev_tx.clone());
+                    std::thread::Builder::new()
+                        .name("fwpack-prove".into())
+                        .spawn_scoped(scope, move || {
+                            prove_checkpoints(t, plans, io_align, (len, mem_align), &rx, &out)
+                        })
+                        .map_err(Error::io("starting a read-back thread"))?;
+                }
                 Some(tx)
             } else {
                 None
@@ -832,6 +837,7 @@ impl Engine<'_> {
                 waiting: Vec::new(),
                 in_flight: 0,
                 proving: VecDeque::new(),
+                next_proof: 0,
             };
             let res = pipe.run(area, (start_seg, start_off), done_before, events);
             // Dropping the channels unblocks the reader, the checkers, the
@@ -939,8 +945,13 @@ impl Engine<'_> {
 /// handed over (a third measured no faster; docs/BENCHMARKS.md).
 const WRITERS: usize = 2;
 
-/// Checkpoints synced and waiting for their read-back before the writer
-/// waits for the oldest: the prover may lag one checkpoint behind.
+/// Read-back threads (`verify_writes`): each checkpoint's chunks are split
+/// between them, so reading one part overlaps hashing the other and the
+/// last checkpoint, read back after the last write, takes half as long.
+const PROVERS: usize = 2;
+
+/// Checkpoints synced and waiting for their read-back before the caller
+/// waits for the oldest: the read-back may lag one checkpoint behind.
 const MAX_PROVING: usize = 2;
 
 /// The target as the pipeline's threads see it: positional I/O through
@@ -981,9 +992,9 @@ enum Ev {
     Checked(u64, Msg),
     /// A writer finished one batch: bytes written, or why not.
     Wrote { seg: usize, res: io::Result<u64> },
-    /// The read-back of the oldest checkpoint waiting for it: bytes read,
-    /// or the mismatch / I/O error.
-    Proven(Result<u64>),
+    /// The read-back of one part of checkpoint `id`: bytes read, or the
+    /// mismatch / I/O error.
+    Proven(u64, Result<u64>),
 }
 
 /// One batch for a writer thread: `len` bytes of `buf` at `dev_off`.
@@ -1021,23 +1032,31 @@ fn write_batches(
     }
 }
 
-/// The prover thread (`verify_writes`): reads each synced checkpoint's
-/// chunks back, in runs adjacent on the device, and compares every chunk
-/// with its signed raw SHA-256, while the writers go on with the next
-/// checkpoint's data. One buffer of `len`, allocated at the first job.
+/// A read-back thread (`verify_writes`): reads parts of synced
+/// checkpoints back, in runs adjacent on the device, and compares every
+/// chunk with its signed raw SHA-256, while the writers go on with the
+/// next checkpoint's data. One buffer of `len`, allocated at the first
+/// job.
 fn prove_checkpoints(
     target: &Target<'_>,
     plans: &[SegPlan],
     io_align: u64,
     (len, mem_align): (usize, usize),
-    jobs: &mpsc::Receiver<Vec<ChunkInfo>>,
+    jobs: &Mutex<mpsc::Receiver<(u64, Vec<ChunkInfo>)>>,
     out: &mpsc::Sender<Ev>,
 ) {
     let mut buf: Option<AlignedBuf> = None;
-    while let Ok(chunks) = jobs.recv() {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((id, chunks)) = job else {
+            return;
+        };
         let b = buf.get_or_insert_with(|| AlignedBuf::new(len, mem_align));
         let res = prove(target, plans, io_align, b, &chunks);
-        if out.send(Ev::Proven(res)).is_err() {
+        if out.send(Ev::Proven(id, res)).is_err() {
             return;
         }
     }
@@ -1110,14 +1129,17 @@ struct Pipe<'p, 's> {
     readback: Option<AlignedBuf>,
     writes: mpsc::Sender<WriteJob>,
     free: mpsc::Sender<AlignedBuf>,
-    proofs: Option<mpsc::Sender<Vec<ChunkInfo>>>,
+    proofs: Option<mpsc::Sender<(u64, Vec<ChunkInfo>)>>,
     events: mpsc::Receiver<Ev>,
     /// Checked batches ahead of the next in order (at most one per buffer).
     waiting: Vec<(u64, Msg)>,
     /// Batches handed to the writers and not yet reported.
     in_flight: usize,
-    /// Synced checkpoints whose read-back is under way, oldest first.
-    proving: VecDeque<Journal>,
+    /// Synced checkpoints whose read-back is under way, oldest first: id,
+    /// the journal that claims it, parts not yet proven.
+    proving: VecDeque<(u64, Journal, usize)>,
+    /// Id of the next checkpoint sent to the read-back.
+    next_proof: u64,
 }
 
 impl Pipe<'_, '_> {
@@ -1216,11 +1238,12 @@ impl Pipe<'_, '_> {
                 )))?;
                 self.report.bytes_written += n;
             }
-            Ev::Proven(res) => {
+            Ev::Proven(id, res) => {
                 self.report.bytes_read_back += res?;
-                if let Some(j) = self.proving.pop_front() {
-                    self.claim(area, j, events)?;
+                if let Some(p) = self.proving.iter_mut().find(|p| p.0 == id) {
+                    p.2 = p.2.saturating_sub(1);
                 }
+                self.claim_proven(area, events)?;
             }
         }
         Ok(())
@@ -1277,18 +1300,37 @@ impl Pipe<'_, '_> {
             source: self.opts.source.clone(),
         };
         p.last_ckpt = end;
-        match &self.proofs {
-            Some(tx) => {
-                let unproven = std::mem::take(&mut p.unproven);
-                tx.send(unproven).map_err(|_| stopped())?;
-                self.proving.push_back(j);
-                while self.proving.len() > MAX_PROVING {
-                    self.pump(area, events)?;
-                }
-                Ok(())
-            }
-            None => self.claim(area, j, events),
+        let Some(tx) = &self.proofs else {
+            return self.claim(area, j, events);
+        };
+        // Contiguous parts, one per read-back thread: each reads
+        // sequentially.
+        let unproven = std::mem::take(&mut p.unproven);
+        let per = unproven.len().div_ceil(PROVERS).max(1);
+        let id = self.next_proof;
+        self.next_proof += 1;
+        let mut parts = 0;
+        for part in unproven.chunks(per) {
+            tx.send((id, part.to_vec())).map_err(|_| stopped())?;
+            parts += 1;
         }
+        self.proving.push_back((id, j, parts));
+        self.claim_proven(area, events)?;
+        while self.proving.len() > MAX_PROVING {
+            self.pump(area, events)?;
+        }
+        Ok(())
+    }
+
+    /// Claims, in order, the checkpoints whose every part was read back
+    /// and matched.
+    fn claim_proven(&mut self, area: &mut StateArea, events: &mut dyn FnMut(&Event)) -> Result<()> {
+        while self.proving.front().is_some_and(|p| p.2 == 0) {
+            if let Some((_, j, _)) = self.proving.pop_front() {
+                self.claim(area, j, events)?;
+            }
+        }
+        Ok(())
     }
 
     /// The journal claims a checkpoint (synced, and proven if asked).
