@@ -79,7 +79,9 @@ pub struct ApplyArgs {
     /// Distance from the state area's first copy to its second.
     #[arg(long, value_parser = parse_size, default_value = "4MiB")]
     state_copy_distance: u64,
-    /// Bytes per write (a multiple of 4 KiB).
+    /// Memory of the write pipeline (a multiple of 4 KiB): 1.5 × this on
+    /// two cores, split into one buffer per checker thread plus one, each
+    /// whole chunks of the image and the bytes of one write.
     #[arg(long, value_parser = parse_size, default_value = "1MiB")]
     chunk_size: u64,
     /// Bytes between durable checkpoints in the resume journal.
