@@ -19,7 +19,7 @@
 //! it was read back from the slot and matched its signed raw SHA-256: the
 //! journal is a hint, never proof, and a CRC never stands in for a hash.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::ops::Range;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -584,19 +584,20 @@ impl Engine<'_> {
         len: u64,
         want: &[u8; 32],
     ) -> Result<bool> {
-        let plan = &self.plans[seg];
-        let (base, name) = (plan.base, plan.name.clone());
-        let dev_len = round_up(len, self.io_align) as usize;
         let mut buf = self.readback_buf();
-        let res = self
-            .storage
-            .read_at(base + raw_offset, &mut buf.as_mut_slice()[..dev_len])
-            .map_err(Error::io(format!("reading back segment `{name}`")));
-        let same = res
-            .map(|()| <[u8; 32]>::from(Sha256::digest(&buf.as_slice()[..len as usize])) == *want);
+        let st = &mut *self.storage;
+        let plan = &self.plans[seg];
+        let res = read_back(
+            &mut |o, b| st.read_at(o, b),
+            plan,
+            self.io_align,
+            &mut buf,
+            (raw_offset, len as usize),
+            want,
+        );
         self.readback = Some(buf);
-        self.report.bytes_read_back += dev_len as u64;
-        same
+        self.report.bytes_read_back += round_up(len, self.io_align);
+        res
     }
 
     /// Checks chunks of the slot in order, from the start up to (but not
@@ -751,6 +752,15 @@ impl Engine<'_> {
             shared: self.storage.shared_io(),
             storage: Mutex::new(&mut *self.storage),
         };
+        let stages = Stages {
+            target: &target,
+            plans,
+            io_align,
+            // One chunk each: as much as the one-buffer read-back on
+            // the writing thread it replaces.
+            prove_len: round_up(cs, io_align.max(mem_align as u64)) as usize,
+            mem_align,
+        };
         let report = &mut self.report;
         std::thread::scope(|scope| {
             // A pipeline of long-lived threads: the reader fetches stored
@@ -761,51 +771,41 @@ impl Engine<'_> {
             // reads each synced checkpoint back while the next writes go
             // on. The buffers circulate (reader → checker → writer →
             // reader), so memory is fixed: one per checker and one more.
-            let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Job)>(1);
+            let (job_tx, job_rx) = queue();
             let (ev_tx, ev_rx) = mpsc::channel::<Ev>();
-            let (free_tx, free_rx) = mpsc::channel::<AlignedBuf>();
-            let (write_tx, write_rx) = mpsc::channel::<WriteJob>();
+            let (free_tx, free_rx) = queue();
+            let (write_tx, write_rx) = queue();
+            let (prove_tx, prove_rx) = queue();
             for _ in 0..bufs {
-                let _ = free_tx.send(AlignedBuf::new(batch, mem_align));
+                let _ = free_tx.send((0, Job::Free(AlignedBuf::new(batch, mem_align))));
             }
-            // Shared by the checkers; dropped with the last of them, which
-            // unblocks a reader waiting to hand over a job.
-            let job_rx = Arc::new(Mutex::new(job_rx));
-            for _ in 0..workers {
-                let (rx, tx) = (job_rx.clone(), ev_tx.clone());
-                std::thread::Builder::new()
-                    .name("fwpack-check".into())
-                    .spawn_scoped(scope, move || check_batches(&rx, &tx))
-                    .map_err(Error::io("starting an image checker thread"))?;
-            }
-            let write_rx = Arc::new(Mutex::new(write_rx));
-            for _ in 0..WRITERS {
-                let (t, rx, free, tx) = (&target, write_rx.clone(), free_tx.clone(), ev_tx.clone());
-                std::thread::Builder::new()
-                    .name("fwpack-write".into())
-                    .spawn_scoped(scope, move || write_batches(t, &rx, &free, &tx))
-                    .map_err(Error::io("starting a writer thread"))?;
-            }
-            let proofs = if opts.verify_writes {
-                let (tx, rx) = mpsc::channel::<(u64, Vec<ChunkInfo>)>();
-                let rx = Arc::new(Mutex::new(rx));
-                // One chunk each: the read-back adds as much memory as
-                // the one-buffer read-back it replaces did per thread.
-                let len = round_up(cs, io_align.max(mem_align as u64)) as usize;
-                for _ in 0..PROVERS {
-                    let (t, rx, out) = (&target, rx.clone(), ev_tx.clone());
+            // Each pool shares its queue; the checkers' is dropped with
+            // the last of them, which unblocks a reader waiting to hand
+            // over a job. Only writers hand buffers back: a checker
+            // holding a `free` sender would keep a stopped reader waiting.
+            let (job_rx, write_rx, prove_rx) = (
+                Arc::new(Mutex::new(job_rx)),
+                Arc::new(Mutex::new(write_rx)),
+                Arc::new(Mutex::new(prove_rx)),
+            );
+            let provers = if opts.verify_writes { PROVERS } else { 0 };
+            let pools = [
+                ("fwpack-check", &job_rx, workers, false),
+                ("fwpack-write", &write_rx, WRITERS, true),
+                ("fwpack-prove", &prove_rx, provers, false),
+            ];
+            for (name, rx, n, gives_back) in pools {
+                for _ in 0..n {
+                    let (st, rx, out) = (&stages, rx.clone(), ev_tx.clone());
+                    let free = gives_back.then(|| free_tx.clone());
                     std::thread::Builder::new()
-                        .name("fwpack-prove".into())
-                        .spawn_scoped(scope, move || {
-                            prove_checkpoints(t, plans, io_align, (len, mem_align), &rx, &out)
-                        })
-                        .map_err(Error::io("starting a read-back thread"))?;
+                        .name(name.into())
+                        .spawn_scoped(scope, move || stage(st, &rx, free.as_ref(), &out))
+                        .map_err(Error::io("starting a pipeline thread"))?;
                 }
-                Some(tx)
-            } else {
-                None
-            };
-            drop((job_rx, write_rx, ev_tx));
+            }
+            let proofs = opts.verify_writes.then_some(prove_tx);
+            drop((job_rx, write_rx, prove_rx, ev_tx));
             let reader = std::thread::Builder::new()
                 .name("fwpack-read".into())
                 .spawn_scoped(scope, move || {
@@ -836,7 +836,7 @@ impl Engine<'_> {
                 events: ev_rx,
                 waiting: Vec::new(),
                 in_flight: 0,
-                proving: VecDeque::new(),
+                proving: Vec::new(),
                 next_proof: 0,
             };
             let res = pipe.run(area, (start_seg, start_off), done_before, events);
@@ -950,6 +950,22 @@ const WRITERS: usize = 2;
 /// last checkpoint, read back after the last write, takes half as long.
 const PROVERS: usize = 2;
 
+/// The sending end of a job queue.
+type JobTx = mpsc::SyncSender<(u64, Job)>;
+
+/// A job queue of the pipeline. The three (checkers, writers, read-back)
+/// carry one type and are made in one place with one constant bound: one
+/// set of channel code in the device binary (a bound the compiler cannot
+/// see would also keep the rendezvous flavour's). Batches in flight are
+/// bounded by the buffers; 8 is more than the buffers (at most 5) and the
+/// parts of the checkpoints waiting for read-back (at most 6), so a full
+/// queue does not hold the caller up in practice, and the reader runs
+/// ahead only by messages that hold no buffer.
+#[inline(never)]
+fn queue() -> (JobTx, mpsc::Receiver<(u64, Job)>) {
+    mpsc::sync_channel(8)
+}
+
 /// Checkpoints synced and waiting for their read-back before the caller
 /// waits for the oldest: the read-back may lag one checkpoint behind.
 const MAX_PROVING: usize = 2;
@@ -997,71 +1013,84 @@ enum Ev {
     Proven(u64, Result<u64>),
 }
 
-/// One batch for a writer thread: `len` bytes of `buf` at `dev_off`.
-struct WriteJob {
-    seg: usize,
-    dev_off: u64,
-    len: usize,
-    buf: AlignedBuf,
-}
-
-/// A writer thread: writes batches until the caller hangs up. The buffer
-/// goes back to the reader before the result is reported, so the next
-/// read overlaps the caller's booking.
-fn write_batches(
-    target: &Target<'_>,
-    jobs: &Mutex<mpsc::Receiver<WriteJob>>,
-    free: &mpsc::Sender<AlignedBuf>,
-    out: &mpsc::Sender<Ev>,
-) {
-    loop {
-        let job = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok(j) = job else {
-            return;
-        };
-        let res = target
-            .write_at(j.dev_off, &j.buf.as_slice()[..j.len])
-            .map(|()| j.len as u64);
-        let _ = free.send(j.buf);
-        if out.send(Ev::Wrote { seg: j.seg, res }).is_err() {
-            return;
-        }
-    }
-}
-
-/// A read-back thread (`verify_writes`): reads parts of synced
-/// checkpoints back, in runs adjacent on the device, and compares every
-/// chunk with its signed raw SHA-256, while the writers go on with the
-/// next checkpoint's data. One buffer of `len`, allocated at the first
-/// job.
-fn prove_checkpoints(
-    target: &Target<'_>,
-    plans: &[SegPlan],
+/// What the checkers, writers and read-back threads share.
+struct Stages<'p, 's> {
+    target: &'p Target<'s>,
+    plans: &'p [SegPlan],
     io_align: u64,
-    (len, mem_align): (usize, usize),
-    jobs: &Mutex<mpsc::Receiver<(u64, Vec<ChunkInfo>)>>,
+    /// Read-back buffer per thread, allocated at its first job.
+    prove_len: usize,
+    mem_align: usize,
+}
+
+/// A pipeline thread: runs the jobs of its queue until the reader or
+/// the caller hangs up. One function for the three pools (checkers,
+/// writers, read-back): one thread body in the device binary. A writer
+/// hands the buffer back (`free`) before it reports, so the next read
+/// overlaps the caller's booking.
+fn stage(
+    st: &Stages<'_, '_>,
+    jobs: &Mutex<mpsc::Receiver<(u64, Job)>>,
+    free: Option<&JobTx>,
     out: &mpsc::Sender<Ev>,
 ) {
-    let mut buf: Option<AlignedBuf> = None;
+    let mut dec = fwimage::BatchDecoder::default();
+    let mut readback: Option<AlignedBuf> = None;
     loop {
+        // The lock is held only while waiting for the next job.
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok((id, chunks)) = job else {
+        let Ok((seq, job)) = job else {
             return;
         };
-        let b = buf.get_or_insert_with(|| AlignedBuf::new(len, mem_align));
-        let res = prove(target, plans, io_align, b, &chunks);
-        if out.send(Ev::Proven(id, res)).is_err() {
+        let ev = match job {
+            Job::Pass(m) => Ev::Checked(seq, m),
+            Job::Check { batch, mut buf } => Ev::Checked(
+                seq,
+                match batch.verify(buf.as_mut_slice(), &mut dec) {
+                    Ok(chunks) => Msg::Batch {
+                        seg: batch.segment(),
+                        pos: batch.raw_offset(),
+                        len: batch.raw_len(),
+                        buf,
+                        chunks,
+                    },
+                    Err(e) => Msg::Failed(e),
+                },
+            ),
+            Job::Write {
+                seg,
+                dev_off,
+                len,
+                buf,
+            } => {
+                let res = st
+                    .target
+                    .write_at(dev_off, &buf.as_slice()[..len])
+                    .map(|()| len as u64);
+                if let Some(f) = free {
+                    let _ = f.send((0, Job::Free(buf)));
+                }
+                Ev::Wrote { seg, res }
+            }
+            // Only the reader takes buffers.
+            Job::Free(_) => continue,
+            Job::Prove(chunks) => {
+                let b = readback.get_or_insert_with(|| AlignedBuf::new(st.prove_len, st.mem_align));
+                Ev::Proven(seq, prove(st.target, st.plans, st.io_align, b, &chunks))
+            }
+        };
+        if out.send(ev).is_err() {
             return;
         }
     }
 }
 
+/// Reads part of a synced checkpoint back (`verify_writes`), a chunk at
+/// a time, and compares every chunk with its signed raw SHA-256; the
+/// writers meanwhile go on with the next checkpoint.
 fn prove(
     target: &Target<'_>,
     plans: &[SegPlan],
@@ -1070,46 +1099,48 @@ fn prove(
     chunks: &[ChunkInfo],
 ) -> Result<u64> {
     let mut read = 0;
-    let mut i = 0;
-    while let Some(first) = chunks.get(i) {
-        let plan = &plans[first.segment];
-        let start = first.raw_offset;
-        let mut end = start + first.raw_len as u64;
-        let mut j = i + 1;
-        while let Some(c) = chunks.get(j) {
-            let fits =
-                round_up(c.raw_offset + c.raw_len as u64 - start, io_align) as usize <= buf.len();
-            if c.segment != first.segment || c.raw_offset != end || !fits {
-                break;
-            }
-            end += c.raw_len as u64;
-            j += 1;
+    for c in chunks {
+        let plan = &plans[c.segment];
+        let at = (c.raw_offset, c.raw_len);
+        if !read_back(
+            &mut |o, b| target.read_at(o, b),
+            plan,
+            io_align,
+            buf,
+            at,
+            &c.raw_sha256,
+        )? {
+            return Err(Error::ReadBack {
+                segment: plan.name.clone(),
+                block: c.chunk,
+                offset: plan.base + c.raw_offset,
+            });
         }
-        let dev_len = round_up(end - start, io_align) as usize;
-        let b = buf
-            .as_mut_slice()
-            .get_mut(..dev_len)
-            .ok_or_else(|| Error::Io {
-                what: format!("reading back segment `{}`", plan.name),
-                source: io::Error::other("read-back buffer smaller than a chunk"),
-            })?;
-        target
-            .read_at(plan.base + start, b)
-            .map_err(Error::io(format!("reading back segment `{}`", plan.name)))?;
-        read += dev_len as u64;
-        for c in &chunks[i..j] {
-            let at = (c.raw_offset - start) as usize;
-            if <[u8; 32]>::from(Sha256::digest(&b[at..at + c.raw_len])) != c.raw_sha256 {
-                return Err(Error::ReadBack {
-                    segment: plan.name.clone(),
-                    block: c.chunk,
-                    offset: plan.base + c.raw_offset,
-                });
-            }
-        }
-        i = j;
+        read += round_up(c.raw_len as u64, io_align);
     }
     Ok(read)
+}
+
+/// Reads `len` raw bytes at `raw_offset` of a segment back from the
+/// target with `read` (sector-padded, into `buf`, which holds a chunk)
+/// and compares them with their signed raw SHA-256.
+fn read_back(
+    read: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
+    plan: &SegPlan,
+    io_align: u64,
+    buf: &mut AlignedBuf,
+    (raw_offset, len): (u64, usize),
+    want: &[u8; 32],
+) -> Result<bool> {
+    let what = || format!("reading back segment `{}`", plan.name);
+    let dev_len = round_up(len as u64, io_align) as usize;
+    let Some(b) = buf.as_mut_slice().get_mut(..dev_len) else {
+        return Err(Error::io(what())(io::Error::other(
+            "read-back buffer smaller than a chunk",
+        )));
+    };
+    read(plan.base + raw_offset, b).map_err(Error::io(what()))?;
+    Ok(<[u8; 32]>::from(Sha256::digest(&b[..len])) == *want)
 }
 
 /// The caller's thread in the pipeline: restores the reader's order,
@@ -1127,9 +1158,9 @@ struct Pipe<'p, 's> {
     report: &'p mut ApplyReport,
     /// Seed copies and `minimize_writes` (done on this thread).
     readback: Option<AlignedBuf>,
-    writes: mpsc::Sender<WriteJob>,
-    free: mpsc::Sender<AlignedBuf>,
-    proofs: Option<mpsc::Sender<(u64, Vec<ChunkInfo>)>>,
+    writes: JobTx,
+    free: JobTx,
+    proofs: Option<JobTx>,
     events: mpsc::Receiver<Ev>,
     /// Checked batches ahead of the next in order (at most one per buffer).
     waiting: Vec<(u64, Msg)>,
@@ -1137,7 +1168,7 @@ struct Pipe<'p, 's> {
     in_flight: usize,
     /// Synced checkpoints whose read-back is under way, oldest first: id,
     /// the journal that claims it, parts not yet proven.
-    proving: VecDeque<(u64, Journal, usize)>,
+    proving: Vec<(u64, Journal, usize)>,
     /// Id of the next checkpoint sent to the read-back.
     next_proof: u64,
 }
@@ -1179,16 +1210,16 @@ impl Pipe<'_, '_> {
                     let dev_off = self.plans[seg].base + pos;
                     if self.opts.minimize_writes {
                         let res = self.write_changed(dev_off, &buf.as_slice()[..dev_len], len);
-                        let _ = self.free.send(buf);
+                        let _ = self.free.send((0, Job::Free(buf)));
                         res?;
                     } else {
-                        let job = WriteJob {
+                        let job = Job::Write {
                             seg,
                             dev_off,
                             len: dev_len,
                             buf,
                         };
-                        self.writes.send(job).map_err(|_| stopped())?;
+                        self.writes.send((0, job)).map_err(|_| stopped())?;
                         self.in_flight += 1;
                     }
                     self.wrote(area, &mut p, seg, pos + len as u64, chunks, events)?;
@@ -1311,10 +1342,11 @@ impl Pipe<'_, '_> {
         self.next_proof += 1;
         let mut parts = 0;
         for part in unproven.chunks(per) {
-            tx.send((id, part.to_vec())).map_err(|_| stopped())?;
+            tx.send((id, Job::Prove(part.to_vec())))
+                .map_err(|_| stopped())?;
             parts += 1;
         }
-        self.proving.push_back((id, j, parts));
+        self.proving.push((id, j, parts));
         self.claim_proven(area, events)?;
         while self.proving.len() > MAX_PROVING {
             self.pump(area, events)?;
@@ -1325,10 +1357,9 @@ impl Pipe<'_, '_> {
     /// Claims, in order, the checkpoints whose every part was read back
     /// and matched.
     fn claim_proven(&mut self, area: &mut StateArea, events: &mut dyn FnMut(&Event)) -> Result<()> {
-        while self.proving.front().is_some_and(|p| p.2 == 0) {
-            if let Some((_, j, _)) = self.proving.pop_front() {
-                self.claim(area, j, events)?;
-            }
+        while self.proving.first().is_some_and(|p| p.2 == 0) {
+            let (_, j, _) = self.proving.remove(0);
+            self.claim(area, j, events)?;
         }
         Ok(())
     }
@@ -1460,7 +1491,7 @@ fn checkers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
 }
 
-/// What the reader hands to the checkers.
+/// A job for a pipeline thread ([`stage`]).
 enum Job {
     /// Stored bytes of a batch, not yet authenticated, in `buf`.
     Check {
@@ -1469,38 +1500,20 @@ enum Job {
     },
     /// Passed on to the writer as is.
     Pass(Msg),
-}
-
-/// A checker thread: authenticates (and decodes) batches until the reader
-/// or the writer hangs up.
-fn check_batches(jobs: &Mutex<mpsc::Receiver<(u64, Job)>>, out: &mpsc::Sender<Ev>) {
-    let mut dec = fwimage::BatchDecoder::default();
-    loop {
-        // The lock is held only while waiting for the next job.
-        let job = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok((seq, job)) = job else {
-            return;
-        };
-        let msg = match job {
-            Job::Pass(m) => m,
-            Job::Check { batch, mut buf } => match batch.verify(buf.as_mut_slice(), &mut dec) {
-                Ok(chunks) => Msg::Batch {
-                    seg: batch.segment(),
-                    pos: batch.raw_offset(),
-                    len: batch.raw_len(),
-                    buf,
-                    chunks,
-                },
-                Err(e) => Msg::Failed(e),
-            },
-        };
-        if out.send(Ev::Checked(seq, msg)).is_err() {
-            return;
-        }
-    }
+    /// For a writer thread: `len` bytes of `buf` at device offset
+    /// `dev_off` (segment `seg`, for messages).
+    Write {
+        seg: usize,
+        dev_off: u64,
+        len: usize,
+        buf: AlignedBuf,
+    },
+    /// For a read-back thread: a part of the checkpoint numbered by the
+    /// job's sequence number.
+    Prove(Vec<ChunkInfo>),
+    /// For the reader: an empty buffer to fill (the buffers circulate in
+    /// a queue of this type too: no channel code of its own).
+    Free(AlignedBuf),
 }
 
 /// The reader thread: stored bytes of every segment from `start` on,
@@ -1513,8 +1526,8 @@ fn produce<S: ImageSource>(
     (seg, off): (usize, u64),
     batch: usize,
     copy: Option<&[Option<u64>]>,
-    free: mpsc::Receiver<AlignedBuf>,
-    jobs: mpsc::SyncSender<(u64, Job)>,
+    free: mpsc::Receiver<(u64, Job)>,
+    jobs: JobTx,
 ) {
     let mut seq = 0u64;
     let mut send = |job: Job| {
@@ -1566,7 +1579,7 @@ fn produce<S: ImageSource>(
                 Err(e) => Msg::Failed(e),
             })
         } else {
-            let Ok(mut buf) = free.recv() else {
+            let Ok((_, Job::Free(mut buf))) = free.recv() else {
                 return;
             };
             let limit = ((n * cs) as usize).min(batch);
