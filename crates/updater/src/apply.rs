@@ -767,9 +767,9 @@ impl Engine<'_> {
             // bytes, `workers` threads authenticate (and decode) whole
             // batches in parallel, this thread puts them back in order and
             // hands them to WRITERS writer threads (more than one O_DIRECT
-            // write in flight), and with `verify_writes` a prover thread
-            // reads each synced checkpoint back while the next writes go
-            // on. The buffers circulate (reader → checker → writer →
+            // write in flight), and with `verify_writes` PROVERS read-back
+            // threads read each synced checkpoint back while the next
+            // writes go on. The buffers circulate (reader → checker → writer →
             // reader), so memory is fixed: one per checker and one more.
             let (job_tx, job_rx) = queue();
             let (ev_tx, ev_rx) = mpsc::channel::<Ev>();
@@ -841,7 +841,7 @@ impl Engine<'_> {
             };
             let res = pipe.run(area, (start_seg, start_off), done_before, events);
             // Dropping the channels unblocks the reader, the checkers, the
-            // writers and the prover; the scope then waits for them, so no
+            // writers and the read-back threads; the scope then waits for them, so no
             // write is still under way when apply returns.
             drop(pipe);
             let _ = reader.join();
@@ -1146,7 +1146,7 @@ fn read_back(
 /// The caller's thread in the pipeline: restores the reader's order,
 /// hands batches to the writers, and decides checkpoints — every write
 /// before one completed, then sync, then (with `verify_writes`) the
-/// prover's read-back, and only then the journal.
+/// read-back threads' proof, and only then the journal.
 struct Pipe<'p, 's> {
     target: &'p Target<'s>,
     plans: &'p [SegPlan],
@@ -1283,7 +1283,7 @@ impl Pipe<'_, '_> {
     /// Books raw bytes of `seg` up to `end` as handed to the writers;
     /// checkpoints every interval and at a segment's end: every write
     /// before it completed, then sync, then (optionally) proven against
-    /// the signed hashes by the prover, and only then claimed by the
+    /// the signed hashes by the read-back threads, and only then claimed by the
     /// journal.
     fn wrote(
         &mut self,
