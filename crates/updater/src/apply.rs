@@ -756,9 +756,14 @@ impl Engine<'_> {
             target: &target,
             plans,
             io_align,
-            // One chunk each: as much as the one-buffer read-back on
-            // the writing thread it replaces.
-            prove_len: round_up(cs, io_align.max(mem_align as u64)) as usize,
+            // Two read-back threads together hold as much as the
+            // one-chunk read-back on the writing thread they replace (a
+            // chunk is read in pieces and hashed as it comes): peak RSS
+            // stays put.
+            prove_len: {
+                let a = io_align.max(mem_align as u64);
+                round_up(cs, a).min(round_up(PROVE_PIECE, a)) as usize
+            },
             mem_align,
         };
         let report = &mut self.report;
@@ -950,6 +955,9 @@ const WRITERS: usize = 2;
 /// last checkpoint, read back after the last write, takes half as long.
 const PROVERS: usize = 2;
 
+/// Read-back buffer per read-back thread: half the default chunk.
+const PROVE_PIECE: u64 = 128 << 10;
+
 /// The sending end of a job queue.
 type JobTx = mpsc::SyncSender<(u64, Job)>;
 
@@ -1122,8 +1130,9 @@ fn prove(
 }
 
 /// Reads `len` raw bytes at `raw_offset` of a segment back from the
-/// target with `read` (sector-padded, into `buf`, which holds a chunk)
-/// and compares them with their signed raw SHA-256.
+/// target with `read` (sector-padded, in pieces of `buf`'s length, a
+/// multiple of the sector size) and compares them with their signed raw
+/// SHA-256.
 fn read_back(
     read: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
     plan: &SegPlan,
@@ -1134,13 +1143,22 @@ fn read_back(
 ) -> Result<bool> {
     let what = || format!("reading back segment `{}`", plan.name);
     let dev_len = round_up(len as u64, io_align) as usize;
-    let Some(b) = buf.as_mut_slice().get_mut(..dev_len) else {
+    let piece = buf.len();
+    if piece == 0 || !(piece as u64).is_multiple_of(io_align) {
         return Err(Error::io(what())(io::Error::other(
-            "read-back buffer smaller than a chunk",
+            "read-back buffer not a whole number of sectors",
         )));
-    };
-    read(plan.base + raw_offset, b).map_err(Error::io(what()))?;
-    Ok(<[u8; 32]>::from(Sha256::digest(&b[..len])) == *want)
+    }
+    let mut h = Sha256::new();
+    let mut at = 0;
+    while at < dev_len {
+        let n = piece.min(dev_len - at);
+        let b = &mut buf.as_mut_slice()[..n];
+        read(plan.base + raw_offset + at as u64, b).map_err(Error::io(what()))?;
+        h.update(&b[..n.min(len.saturating_sub(at))]);
+        at += n;
+    }
+    Ok(<[u8; 32]>::from(h.finalize()) == *want)
 }
 
 /// The caller's thread in the pipeline: restores the reader's order,
@@ -1596,4 +1614,49 @@ fn produce<S: ImageSource>(
     }
     let bytes_read = rd.index_bytes_read() + rd.data_bytes_read;
     send(Job::Pass(Msg::Done { bytes_read }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk read back in pieces smaller than itself (the read-back
+    /// threads' buffers), with a padded tail, hashes as a whole; a byte
+    /// changed in any piece, and only the raw bytes (not the padding),
+    /// make it differ.
+    #[test]
+    fn read_back_in_pieces_hashes_the_whole_chunk() {
+        let len = 3 * 4096 + 700;
+        let disk: Vec<u8> = (0..8 * 4096u32).map(|i| (i * 7 % 251) as u8).collect();
+        let plan = SegPlan {
+            name: "rootfs".into(),
+            base: 4096,
+            raw_len: len as u64,
+        };
+        let want: [u8; 32] = Sha256::digest(&disk[4096..4096 + len]).into();
+        let check = |disk: &[u8], piece: usize| {
+            let mut buf = AlignedBuf::new(piece, 4096);
+            let mut reads = 0;
+            let mut read = |o: u64, b: &mut [u8]| {
+                reads += 1;
+                b.copy_from_slice(&disk[o as usize..o as usize + b.len()]);
+                Ok(())
+            };
+            let same = read_back(&mut read, &plan, 512, &mut buf, (0, len), &want).unwrap();
+            (same, reads)
+        };
+        assert_eq!(check(&disk, 16 * 1024), (true, 1));
+        assert_eq!(check(&disk, 4096), (true, 4));
+        let mut padding_changed = disk.clone();
+        padding_changed[4096 + len + 1] ^= 1;
+        assert_eq!(check(&padding_changed, 4096), (true, 4));
+        for at in [0, 4096, 3 * 4096 + 699] {
+            let mut d = disk.clone();
+            d[4096 + at] ^= 1;
+            assert_eq!(check(&d, 4096), (false, 4), "byte {at}");
+        }
+        let mut odd = AlignedBuf::new(1000, 4096);
+        let mut read = |_: u64, _: &mut [u8]| Ok(());
+        assert!(read_back(&mut read, &plan, 512, &mut odd, (0, len), &want).is_err());
+    }
 }
