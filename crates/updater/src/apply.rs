@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use fwimage::{
@@ -765,6 +766,7 @@ impl Engine<'_> {
                 round_up(cs, a).min(round_up(PROVE_PIECE, a)) as usize
             },
             mem_align,
+            stop: AtomicBool::new(false),
         };
         let report = &mut self.report;
         std::thread::scope(|scope| {
@@ -774,8 +776,9 @@ impl Engine<'_> {
             // hands them to WRITERS writer threads (more than one O_DIRECT
             // write in flight), and with `verify_writes` PROVERS read-back
             // threads read each synced checkpoint back while the next
-            // writes go on. The buffers circulate (reader → checker → writer →
-            // reader), so memory is fixed: one per checker and one more.
+            // writes go on. The buffers circulate (reader → checker →
+            // writer → reader), so memory is fixed: one per checker and
+            // one more.
             let (job_tx, job_rx) = queue();
             let (ev_tx, ev_rx) = mpsc::channel::<Ev>();
             let (free_tx, free_rx) = queue();
@@ -845,9 +848,11 @@ impl Engine<'_> {
                 next_proof: 0,
             };
             let res = pipe.run(area, (start_seg, start_off), done_before, events);
+            // After a failure, batches still queued are not written.
             // Dropping the channels unblocks the reader, the checkers, the
-            // writers and the read-back threads; the scope then waits for them, so no
-            // write is still under way when apply returns.
+            // writers and the read-back threads; the scope then waits for
+            // them, so no write is under way when apply returns.
+            stages.stop.store(true, Ordering::Release);
             drop(pipe);
             let _ = reader.join();
             res
@@ -1029,6 +1034,9 @@ struct Stages<'p, 's> {
     /// Read-back buffer per thread, allocated at its first job.
     prove_len: usize,
     mem_align: usize,
+    /// The caller has stopped (done or failed): queued writes and
+    /// read-backs are dropped, not done.
+    stop: AtomicBool,
 }
 
 /// A pipeline thread: runs the jobs of its queue until the reader or
@@ -1074,10 +1082,13 @@ fn stage(
                 len,
                 buf,
             } => {
-                let res = st
-                    .target
-                    .write_at(dev_off, &buf.as_slice()[..len])
-                    .map(|()| len as u64);
+                let res = if st.stop.load(Ordering::Acquire) {
+                    Err(io::Error::other("the apply stopped"))
+                } else {
+                    st.target
+                        .write_at(dev_off, &buf.as_slice()[..len])
+                        .map(|()| len as u64)
+                };
                 if let Some(f) = free {
                     let _ = f.send((0, Job::Free(buf)));
                 }
@@ -1085,6 +1096,7 @@ fn stage(
             }
             // Only the reader takes buffers.
             Job::Free(_) => continue,
+            Job::Prove(_) if st.stop.load(Ordering::Acquire) => Ev::Proven(seq, Err(stopped())),
             Job::Prove(chunks) => {
                 let b = readback.get_or_insert_with(|| AlignedBuf::new(st.prove_len, st.mem_align));
                 Ev::Proven(seq, prove(st.target, st.plans, st.io_align, b, &chunks))
