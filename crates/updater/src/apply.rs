@@ -951,8 +951,10 @@ impl Engine<'_> {
     }
 }
 
-/// Writer threads: two keep the device busy while the next batch is
-/// handed over (a third measured no faster; docs/BENCHMARKS.md).
+/// Writer threads: two keep a write in flight while the other's batch
+/// is handed over and its buffer goes back to the reader (one and three
+/// measured within the noise of two on the host's disk;
+/// docs/BENCHMARKS.md).
 const WRITERS: usize = 2;
 
 /// Read-back threads (`verify_writes`): each checkpoint's chunks are split
@@ -966,8 +968,8 @@ const PROVE_PIECE: u64 = 128 << 10;
 /// The sending end of a job queue.
 type JobTx = mpsc::SyncSender<(u64, Job)>;
 
-/// A job queue of the pipeline. The three (checkers, writers, read-back)
-/// carry one type and are made in one place with one constant bound: one
+/// A job queue of the pipeline. All four (checkers, writers, read-back,
+/// free buffers) carry one type and are made in one place with one constant bound: one
 /// set of channel code in the device binary (a bound the compiler cannot
 /// see would also keep the rendezvous flavour's). Batches in flight are
 /// bounded by the buffers; 8 is more than the buffers (at most 5) and the
