@@ -88,8 +88,13 @@ pub enum Error {
         expected: u64,
         actual: u64,
     },
-    #[error("segment `{segment}`: decompression failed: {reason}")]
-    Decompress { segment: String, reason: String },
+    #[error("segment `{segment}` chunk {chunk}: decompression failed: {reason}")]
+    Decompress {
+        segment: String,
+        chunk: u64,
+        #[source]
+        reason: crate::DecodeError,
+    },
 
     #[error("invalid {what} `{value}`: {reason}")]
     InvalidInput {
