@@ -470,7 +470,11 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
         ];
         // fwup -V of its image of the same payload: the random one for
         // the uncompressed row, the ext4 one (deflate) for the others.
-        let fw_same = if label == "uncompressed" { &fw_rand } else { &fw };
+        let fw_same = if label == "uncompressed" {
+            &fw_rand
+        } else {
+            &fw
+        };
         if let (Some(f), Some(fw)) = (&fwup, fw_same) {
             tools.push(tool(
                 "fwup -V",

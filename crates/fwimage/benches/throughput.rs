@@ -141,10 +141,8 @@ fn decode_rates(runs: usize, len: usize) {
                 let stored = match compression {
                     Compression::Zstd => zc.compress(raw).expect("zstd"),
                     _ => {
-                        let mut e = flate2::write::GzEncoder::new(
-                            Vec::new(),
-                            flate2::Compression::new(6),
-                        );
+                        let mut e =
+                            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
                         e.write_all(raw).expect("gzip");
                         e.finish().expect("gzip")
                     }
@@ -153,10 +151,7 @@ fn decode_rates(runs: usize, len: usize) {
             })
             .collect();
         let stored: usize = chunks.iter().map(|(c, _)| c.len()).sum();
-        report(
-            &format!("{name}_ratio"),
-            stored as f64 / text.len() as f64,
-        );
+        report(&format!("{name}_ratio"), stored as f64 / text.len() as f64);
         let mut out = vec![0u8; CHUNK];
         let decoders: [(&str, fn() -> BatchDecoder); 2] = [
             ("portable", BatchDecoder::portable),
@@ -187,8 +182,22 @@ fn decode_rates(runs: usize, len: usize) {
 /// 37 %): per 4 KiB block, zeros, word-like text, or random bytes.
 fn compressible(len: usize) -> Vec<u8> {
     const WORDS: [&[u8]; 16] = [
-        b"the ", b"firmware ", b"0x7f3a, ", b"return ", b"struct ", b"\n", b"usr/lib/",
-        b"int ", b"error: ", b"device ", b"{\"id\": ", b"}, ", b"; ", b"config_", b"= 1\n", b"ELF",
+        b"the ",
+        b"firmware ",
+        b"0x7f3a, ",
+        b"return ",
+        b"struct ",
+        b"\n",
+        b"usr/lib/",
+        b"int ",
+        b"error: ",
+        b"device ",
+        b"{\"id\": ",
+        b"}, ",
+        b"; ",
+        b"config_",
+        b"= 1\n",
+        b"ELF",
     ];
     let noise = pseudo_random(len);
     let mut state: u64 = 0x0dd_5eed;

@@ -22,7 +22,7 @@ const ZSTD_MAGIC: u32 = 0xFD2F_B528;
 
 /// Why a compressed chunk was refused. The portable and the host decoders
 /// return the same value for the same bytes (see the module comment).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
     #[error("stored length {stored} differs from raw length {raw}")]
@@ -83,6 +83,15 @@ pub enum DecodeError {
     },
     #[error("{n} bytes after the {codec}")]
     Trailing { codec: Codec, n: usize },
+}
+
+/// Debug is the message: a derived Debug of every variant's fields (with
+/// `Error::Decompress` naming this as its `#[source]`) made the 1 MiB
+/// aarch64 device updater 3.6 KB larger, for no added information.
+impl std::fmt::Debug for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Which container a [`DecodeError`] is about.

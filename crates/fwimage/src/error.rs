@@ -92,7 +92,8 @@ pub enum Error {
     Decompress {
         segment: String,
         chunk: u64,
-        #[source]
+        /// Not a `#[source]`: the message already says it (and the
+        /// device updater is smaller without; see `DecodeError`'s Debug).
         reason: crate::DecodeError,
     },
 
