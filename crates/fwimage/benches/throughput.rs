@@ -153,7 +153,8 @@ fn decode_rates(runs: usize, len: usize) {
         let stored: usize = chunks.iter().map(|(c, _)| c.len()).sum();
         report(&format!("{name}_ratio"), stored as f64 / text.len() as f64);
         let mut out = vec![0u8; CHUNK];
-        let decoders: [(&str, fn() -> BatchDecoder); 2] = [
+        type Make = fn() -> BatchDecoder;
+        let decoders: [(&str, Make); 2] = [
             ("portable", BatchDecoder::portable),
             ("host", BatchDecoder::default),
         ];
