@@ -330,7 +330,9 @@ impl BatchDecoder {
     /// length) under the format's rules for `compression`, with windows
     /// bounded by `chunk_size`. No hash is checked here: callers
     /// authenticate `stored` first and the raw bytes after, as
-    /// [`PendingBatch::verify`] does.
+    /// [`PendingBatch::verify`] does. Public for the fuzz target and the
+    /// benchmark, which compare the two decoder sets.
+    #[doc(hidden)]
     pub fn decode_chunk(
         &mut self,
         compression: Compression,
