@@ -36,7 +36,7 @@ use crate::bench_apply::{
 };
 
 const USAGE: &str = "usage: cargo xtask bench compare [--quick] [--runs N] [--size-mib 256] \
-[--big-mib 1024] [--scale-mib 256,1024,4096] [--fwup PATH]";
+[--big-mib 1024] [--scale-mib 256,1024,4096] [--fwup PATH] [--only WORD,...]";
 
 struct Opts {
     runs: usize,
@@ -44,6 +44,9 @@ struct Opts {
     big_mib: u64,
     scale_mib: Vec<u64>,
     fwup: Option<PathBuf>,
+    /// Only the rows whose title contains one of these (and no scaling
+    /// run): `--only verify,"ext4 image"` for the decode rows.
+    only: Vec<String>,
 }
 
 impl Opts {
@@ -54,6 +57,7 @@ impl Opts {
             big_mib: 1024,
             scale_mib: vec![256, 1024, 4096],
             fwup: std::env::var_os("FWUP").map(PathBuf::from),
+            only: Vec::new(),
         };
         let mut it = args.iter();
         let num = |v: Option<&String>, what: &str| -> Result<u64> {
@@ -81,6 +85,15 @@ impl Opts {
                         .collect::<Result<_>>()?
                 }
                 "--fwup" => o.fwup = Some(PathBuf::from(it.next().context(USAGE)?)),
+                "--only" => {
+                    o.only = it
+                        .next()
+                        .context(USAGE)?
+                        .split(',')
+                        .map(str::to_string)
+                        .collect();
+                    o.scale_mib.clear();
+                }
                 _ => bail!("{USAGE}"),
             }
         }
@@ -178,20 +191,27 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     let img = stamp_named(&fwpack, &work, &rand, size, 2, "plain")?;
     let big_img = stamp_named(&fwpack, &work, &big, opts.big_mib, 2, "plain")?;
     let zimg = stamp_with(&fwpack, &work, &ext4, "zstd", &work.join("ext4-zstd.fwi"))?;
+    let gimg = stamp_with(&fwpack, &work, &ext4, "gzip", &work.join("ext4-gzip.fwi"))?;
     let url_path = {
         let dst = www.join("plain.fwi");
         let _ = fs::remove_file(&dst);
         fs::hard_link(&img, &dst).or_else(|_| fs::copy(&img, &dst).map(|_| ()))?;
         "/plain.fwi"
     };
-    for p in [&rand, &big, &ext4, &img, &big_img, &zimg] {
+    for p in [&rand, &big, &ext4, &img, &big_img, &zimg, &gimg] {
         warm(p)?;
     }
     let nginx = Nginx::start(&www).context("starting nginx")?;
     let url = nginx.url(url_path);
     let fwup = opts.fwup.clone().or_else(|| which("fwup"));
     let fw = match &fwup {
-        Some(f) => Some(fwup_image(f, &work, &ext4)?),
+        Some(f) => Some(fwup_image(f, &work, &ext4, "ext4.fw")?),
+        None => None,
+    };
+    // fwup has no "store" level: its image of the random payload is what
+    // it verifies without compression gains (deflate stores such blocks).
+    let fw_rand = match &fwup {
+        Some(f) => Some(fwup_image(f, &work, &rand, "random.fw")?),
         None => None,
     };
     let rauc = on_path("rauc") && on_path("mksquashfs");
@@ -272,31 +292,33 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
             tool("dd oflag=direct conv=fsync", None, dd(&rand)),
         ],
     );
-    let mut zrow = vec![
-        tool(
-            "fwpack apply (zstd chunks)",
-            None,
-            apply(path(&zimg), size, &[], None),
-        ),
-        tool("dd of the decoded bytes", None, dd(&ext4)),
-    ];
-    if let (Some(f), Some(fw)) = (&fwup, &fw) {
-        let out = work.join("fwup-target.img");
-        zrow.push(tool(
-            "fwup -a (incl. its sync)",
-            None,
-            shell(format!(
-                "rm -f '{o}' && '{f}' -a -q -d '{o}' -i '{fw}' -t complete && sync",
-                o = out.display(),
-                f = f.display(),
-                fw = fw.display()
-            )),
-        ));
+    for (codec, image) in [("zstd", &zimg), ("gzip", &gimg)] {
+        let mut row = vec![
+            tool(
+                &format!("fwpack apply ({codec} chunks)"),
+                None,
+                apply(path(image), size, &[], None),
+            ),
+            tool("dd of the decoded bytes", None, dd(&ext4)),
+        ];
+        if let (Some(f), Some(fw)) = (&fwup, &fw) {
+            let out = work.join("fwup-target.img");
+            row.push(tool(
+                "fwup -a (deflate; incl. its sync)",
+                None,
+                shell(format!(
+                    "rm -f '{o}' && '{f}' -a -q -d '{o}' -i '{fw}' -t complete && sync",
+                    o = out.display(),
+                    f = f.display(),
+                    fw = fw.display()
+                )),
+            ));
+        }
+        one(
+            format!("apply of a {codec} ext4 image ({size} MiB decoded)"),
+            row,
+        );
     }
-    one(
-        format!("apply of a zstd ext4 image ({size} MiB decoded)"),
-        zrow,
-    );
     one(
         format!("HTTP apply {size} MiB from nginx, --seed none"),
         vec![
@@ -392,7 +414,7 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
                     shell(format!(
                         "SOURCE_DATE_EPOCH=0 '{}' -c -9 -f '{}' -o '{}'",
                         f.display(),
-                        work.join("fwup.conf").display(),
+                        work.join("ext4.fw.conf").display(),
                         o.display()
                     )),
                 ));
@@ -427,7 +449,7 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
         }
         one(format!("stamp {size} MiB ext4, {codec}"), tools);
     }
-    for (label, image) in [("uncompressed", &img), ("zstd", &zimg)] {
+    for (label, image) in [("uncompressed", &img), ("zstd", &zimg), ("gzip", &gimg)] {
         let mut tools = vec![
             tool("fwpack verify", None, {
                 let (fwpack, work, image) = (fwpack.clone(), work.clone(), image.clone());
@@ -446,18 +468,26 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
                 shell(format!("sha256sum '{}' >/dev/null", image.display())),
             ),
         ];
-        if let (Some(f), Some(fw)) = (&fwup, &fw) {
-            if label == "zstd" {
-                tools.push(tool(
-                    "fwup -V (deflate)",
-                    None,
-                    shell(format!("'{}' -V -q -i '{}'", f.display(), fw.display())),
-                ));
-            }
+        // fwup -V of its image of the same payload: the random one for
+        // the uncompressed row, the ext4 one (deflate) for the others.
+        let fw_same = if label == "uncompressed" {
+            &fw_rand
+        } else {
+            &fw
+        };
+        if let (Some(f), Some(fw)) = (&fwup, fw_same) {
+            tools.push(tool(
+                "fwup -V",
+                None,
+                shell(format!("'{}' -V -q -i '{}'", f.display(), fw.display())),
+            ));
         }
         one(format!("verify {size} MiB, {label}"), tools);
     }
 
+    if !opts.only.is_empty() {
+        rows.retain(|r| opts.only.iter().any(|w| r.what.contains(w.as_str())));
+    }
     println!("== cargo xtask bench compare ==");
     println!("{}", machine());
     println!(
@@ -758,8 +788,10 @@ fn ext4_payload(work: &Path, size: u64) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn fwup_image(fwup: &Path, work: &Path, payload: &Path) -> Result<PathBuf> {
-    let conf = work.join("fwup.conf");
+/// `work/NAME`, fwup's image of `payload` (made once), from
+/// `work/NAME.conf`, which the `fwup -c` row reuses.
+fn fwup_image(fwup: &Path, work: &Path, payload: &Path, name: &str) -> Result<PathBuf> {
+    let conf = work.join(format!("{name}.conf"));
     fs::write(
         &conf,
         format!(
@@ -768,15 +800,20 @@ fn fwup_image(fwup: &Path, work: &Path, payload: &Path) -> Result<PathBuf> {
             payload.display()
         ),
     )?;
-    let out = work.join("ext4.fw");
+    let out = work.join(name);
+    if out.exists() {
+        return Ok(out);
+    }
+    let tmp = work.join(format!("{name}.tmp"));
     quiet(
         Command::new(fwup)
             .args(["-c", "-f"])
             .arg(&conf)
             .arg("-o")
-            .arg(&out)
+            .arg(&tmp)
             .env("SOURCE_DATE_EPOCH", "0"),
     )?;
+    fs::rename(&tmp, &out)?;
     Ok(out)
 }
 

@@ -88,8 +88,14 @@ pub enum Error {
         expected: u64,
         actual: u64,
     },
-    #[error("segment `{segment}`: decompression failed: {reason}")]
-    Decompress { segment: String, reason: String },
+    #[error("segment `{segment}` chunk {chunk}: decompression failed: {reason}")]
+    Decompress {
+        segment: String,
+        chunk: u64,
+        /// Not a `#[source]`: the message already says it (and the
+        /// device updater is smaller without; see `DecodeError`'s Debug).
+        reason: crate::DecodeError,
+    },
 
     #[error("invalid {what} `{value}`: {reason}")]
     InvalidInput {

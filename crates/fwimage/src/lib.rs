@@ -33,6 +33,7 @@ mod verify;
 mod write;
 
 pub use crc::{crc_chain, CrcChain, BLOCK_SIZE};
+pub use decode::{Codec, DecodeError};
 pub use error::{Error, ErrorClass};
 pub use ext::{HeadExtension, EXT_MAY_IGNORE, EXT_SBOM_SHA256, MAX_EXT_LEN};
 pub use index::{check_entry, Index, Verified};

@@ -312,9 +312,37 @@ pub struct PendingBatch {
     crcs: Vec<u32>,
 }
 
-/// Per-thread state for [`PendingBatch::verify`] (a zstd frame decoder).
+/// Per-thread state for [`PendingBatch::verify`]: the decoders, made on
+/// first use. `default()` has the fastest this build has (with the
+/// `host-codecs` feature libzstd and zlib-rs, else the device's pure-Rust
+/// ones); both accept and refuse exactly the same chunks.
 #[derive(Default)]
 pub struct BatchDecoder(ChunkDecoder);
+
+impl BatchDecoder {
+    /// The device's pure-Rust decoders (ruzstd, miniz_oxide) whatever the
+    /// build: to compare the two in tests, fuzzing and benchmarks.
+    pub fn portable() -> Self {
+        BatchDecoder(ChunkDecoder::portable())
+    }
+
+    /// Decodes one chunk's stored bytes into `out` (exactly its raw
+    /// length) under the format's rules for `compression`, with windows
+    /// bounded by `chunk_size`. No hash is checked here: callers
+    /// authenticate `stored` first and the raw bytes after, as
+    /// [`PendingBatch::verify`] does. Public for the fuzz target and the
+    /// benchmark, which compare the two decoder sets.
+    #[doc(hidden)]
+    pub fn decode_chunk(
+        &mut self,
+        compression: Compression,
+        stored: &[u8],
+        out: &mut [u8],
+        chunk_size: u64,
+    ) -> std::result::Result<(), crate::DecodeError> {
+        self.0.decode(compression, stored, out, chunk_size)
+    }
+}
 
 impl PendingBatch {
     pub fn segment(&self) -> usize {
@@ -377,7 +405,8 @@ impl PendingBatch {
                     .decode(self.compression, stored, raw, cs)
                     .map_err(|reason| Error::Decompress {
                         segment: self.seg_name.clone(),
-                        reason: format!("chunk {i}: {reason}"),
+                        chunk: i,
+                        reason,
                     })?;
                 // As in `next_chunk`: what is written must be what
                 // `raw_sha256` says.
