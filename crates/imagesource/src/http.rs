@@ -308,7 +308,7 @@ impl HttpSource {
                 self.len = total;
                 let n = last + 1;
                 self.check_content_length(&content_length, n)?;
-                let data = self.read_body(body, n)?;
+                let data = self.read_body(body, n, Vec::new())?;
                 self.windows.push(Window { start: 0, data });
             }
             200 => {
@@ -429,8 +429,10 @@ impl HttpSource {
         Ok(resp)
     }
 
-    fn read_body(&mut self, mut body: Body, n: u64) -> Result<Vec<u8>, Attempt> {
-        let mut data = vec![0u8; n as usize];
+    /// Reads a body of `n` bytes (bounded by the request) into `data`,
+    /// an empty buffer to reuse.
+    fn read_body(&mut self, mut body: Body, n: u64, mut data: Vec<u8>) -> Result<Vec<u8>, Attempt> {
+        data.resize(n as usize, 0);
         let mut got = 0;
         while got < data.len() {
             match body.read(&mut data[got..]) {
@@ -754,26 +756,18 @@ impl HttpSource {
         let data = match self.classify(resp, offset, end)? {
             Got::Partial(body) => {
                 self.check_content_length(&cl, end - offset)?;
-                self.read_body(body, end - offset)?
+                let spare = self.evict_window();
+                self.read_body(body, end - offset, spare)?
             }
             Got::Whole(body) => {
                 // No Range support: read through to the window.
                 self.read_through(body, offset)?;
-                let mut d = vec![0u8; (end - offset) as usize];
+                let mut d = self.evict_window();
+                d.resize((end - offset) as usize, 0);
                 self.read_stream(&mut d)?;
                 d
             }
         };
-        if self.windows.len() >= WINDOWS {
-            // The oldest goes, but never the head a Range-less server gave.
-            if let Some(i) = self
-                .windows
-                .iter()
-                .rposition(|w| !(self.no_ranges && w.start == 0))
-            {
-                self.windows.remove(i);
-            }
-        }
         self.windows.insert(
             0,
             Window {
@@ -782,6 +776,30 @@ impl HttpSource {
             },
         );
         Ok(())
+    }
+
+    /// Makes room for one more window: when all are in use, the oldest
+    /// goes (but never the head a Range-less server gave), and its buffer
+    /// is handed back for the new one, emptied. Reusing it, rather than
+    /// filling a new one before the old is freed, keeps the windows at
+    /// `WINDOWS` buffers and not one more at the peak.
+    fn evict_window(&mut self) -> Vec<u8> {
+        if self.windows.len() < WINDOWS {
+            return Vec::new();
+        }
+        let no_ranges = self.no_ranges;
+        match self
+            .windows
+            .iter()
+            .rposition(|w| !(no_ranges && w.start == 0))
+        {
+            Some(i) => {
+                let mut data = self.windows.remove(i).data;
+                data.clear();
+                data
+            }
+            None => Vec::new(),
+        }
     }
 
     fn read_inner(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
