@@ -10,7 +10,9 @@
 //! sequential stream that continues as long as reads follow each other,
 //! skips small gaps by reading through them, and is reopened at the new
 //! offset otherwise. With a plan (delta), a reopened stream ends where
-//! its run of needed chunks ends.
+//! its run of needed chunks ends. A window starts at the first byte the
+//! windows do not hold and ends where an earlier window began (the index
+//! entries run into the CRC pages): each byte is fetched at most once.
 
 use std::io::{self, Read};
 use std::ops::Range;
@@ -30,6 +32,9 @@ const SMALL_READ: usize = 16 << 10;
 const MAX_SKIP: u64 = 64 << 10;
 /// Windows kept (one for chunk pages, one for CRC pages, one spare).
 const WINDOWS: usize = 3;
+/// Most fetched window ranges remembered (16 bytes each, merged when
+/// adjacent); past it, windows are only clipped against those recorded.
+const MAX_FETCHED: usize = 4096;
 /// Progress that resets the retry count: a server that dies after every
 /// few bytes still runs out of attempts.
 const PROGRESS_RESET: u64 = 1 << 20;
@@ -153,6 +158,11 @@ pub struct HttpSource {
     opts: HttpOptions,
     stream: Option<Stream>,
     windows: Vec<Window>,
+    /// Byte ranges fetched into windows so far (sorted, merged), kept
+    /// after their windows are evicted: a new window ends where an
+    /// earlier one began, so that no byte is fetched twice (the chunk
+    /// index's entry pages run into its CRC pages).
+    fetched: Vec<Range<u64>>,
     plan: Vec<Range<u64>>,
     observer: Option<Observer>,
     /// Consecutive failed attempts (reset by progress).
@@ -215,6 +225,7 @@ impl HttpSource {
             opts: opts.clone(),
             stream: None,
             windows: Vec::new(),
+            fetched: Vec::new(),
             plan: Vec::new(),
             observer,
             failures: 0,
@@ -309,6 +320,7 @@ impl HttpSource {
                 let n = last + 1;
                 self.check_content_length(&content_length, n)?;
                 let data = self.read_body(body, n, Vec::new())?;
+                self.note_fetched(0..data.len() as u64);
                 self.windows.push(Window { start: 0, data });
             }
             200 => {
@@ -333,6 +345,7 @@ impl HttpSource {
                 });
                 let mut data = vec![0u8; WINDOW.min(n) as usize];
                 self.read_stream(&mut data)?;
+                self.note_fetched(0..data.len() as u64);
                 self.windows.push(Window { start: 0, data });
             }
             _ => return Err(self.status_error(status)),
@@ -749,8 +762,13 @@ impl HttpSource {
         done
     }
 
-    fn fetch_window(&mut self, offset: u64) -> Result<(), Attempt> {
-        let end = (offset + WINDOW).min(self.len);
+    /// Fetches a window from `offset`, covering at least up to `need`:
+    /// `WINDOW` bytes, but never into bytes an earlier window fetched.
+    fn fetch_window(&mut self, offset: u64, need: u64) -> Result<(), Attempt> {
+        let mut end = (offset + WINDOW).min(self.len);
+        if let Some(next) = self.fetched.iter().map(|r| r.start).find(|&s| s > offset) {
+            end = end.min(next.max(need));
+        }
         let resp = self.send(offset, Some(end - 1), true)?;
         let cl = resp.header("content-length").map(str::to_string);
         let data = match self.classify(resp, offset, end)? {
@@ -768,6 +786,7 @@ impl HttpSource {
                 d
             }
         };
+        self.note_fetched(offset..end);
         self.windows.insert(
             0,
             Window {
@@ -776,6 +795,21 @@ impl HttpSource {
             },
         );
         Ok(())
+    }
+
+    /// Records `r` in [`Self::fetched`], merged with its neighbours.
+    fn note_fetched(&mut self, r: Range<u64>) {
+        let i = self.fetched.partition_point(|f| f.end < r.start);
+        let mut j = i;
+        let mut merged = r;
+        while let Some(f) = self.fetched.get(j).filter(|f| f.start <= merged.end) {
+            merged = merged.start.min(f.start)..merged.end.max(f.end);
+            j += 1;
+        }
+        if i == j && self.fetched.len() >= MAX_FETCHED {
+            return;
+        }
+        self.fetched.splice(i..j, [merged]);
     }
 
     /// Makes room for one more window: when all are in use, the oldest
@@ -824,8 +858,16 @@ impl HttpSource {
             .as_ref()
             .is_some_and(|s| s.pos <= offset && offset - s.pos <= max_skip && end <= s.end);
         if !continues && buf.len() <= SMALL_READ {
-            self.retrying(offset, |s| s.fetch_window(offset))?;
-            if self.window_hit(offset, buf) {
+            // A window starts at the first byte the windows do not hold:
+            // a read that runs past the end of one (an index page across
+            // a window's edge) fetches only what is missing.
+            let have = self.window_prefix(offset, buf);
+            if have == buf.len() {
+                return Ok(());
+            }
+            let at = offset + have as u64;
+            self.retrying(at, |s| s.fetch_window(at, end))?;
+            if self.window_prefix(at, &mut buf[have..]) == buf.len() - have {
                 return Ok(());
             }
         }
