@@ -797,19 +797,9 @@ impl HttpSource {
         Ok(())
     }
 
-    /// Records `r` in [`Self::fetched`], merged with its neighbours.
+    /// Records `r` in [`Self::fetched`].
     fn note_fetched(&mut self, r: Range<u64>) {
-        let i = self.fetched.partition_point(|f| f.end < r.start);
-        let mut j = i;
-        let mut merged = r;
-        while let Some(f) = self.fetched.get(j).filter(|f| f.start <= merged.end) {
-            merged = merged.start.min(f.start)..merged.end.max(f.end);
-            j += 1;
-        }
-        if i == j && self.fetched.len() >= MAX_FETCHED {
-            return;
-        }
-        self.fetched.splice(i..j, [merged]);
+        note_range(&mut self.fetched, r, MAX_FETCHED);
     }
 
     /// Makes room for one more window: when all are in use, the oldest
@@ -930,6 +920,22 @@ impl Attempt {
     }
 }
 
+/// Adds `r` to the sorted, disjoint `ranges`, merged with those it
+/// overlaps or touches; a range that would be the `max + 1`-th is dropped.
+fn note_range(ranges: &mut Vec<Range<u64>>, r: Range<u64>, max: usize) {
+    let i = ranges.partition_point(|f| f.end < r.start);
+    let mut j = i;
+    let mut merged = r;
+    while let Some(f) = ranges.get(j).filter(|f| f.start <= merged.end) {
+        merged = merged.start.min(f.start)..merged.end.max(f.end);
+        j += 1;
+    }
+    if i == j && ranges.len() >= max {
+        return;
+    }
+    ranges.splice(i..j, [merged]);
+}
+
 /// `bytes FIRST-LAST/TOTAL` (RFC 9110 §14.4), numbers only.
 pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.trim().strip_prefix("bytes")?.trim_start();
@@ -948,6 +954,26 @@ pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetched_ranges_merge_and_stay_bounded() {
+        let mut v = Vec::new();
+        note_range(&mut v, 90112..155648, 3);
+        note_range(&mut v, 0..65536, 3);
+        assert_eq!(v, [0..65536, 90112..155648]);
+        // Touching and overlapping ranges merge.
+        note_range(&mut v, 65536..90112, 3);
+        assert_eq!(v, [0..155648]);
+        note_range(&mut v, 200_000..210_000, 3);
+        note_range(&mut v, 150_000..205_000, 3);
+        assert_eq!(v, [0..210_000]);
+        note_range(&mut v, 300_000..310_000, 2);
+        note_range(&mut v, 400_000..410_000, 2);
+        assert_eq!(v, [0..210_000, 300_000..310_000], "at most 2 kept");
+        // A range that merges is kept even at the bound.
+        note_range(&mut v, 310_000..320_000, 2);
+        assert_eq!(v, [0..210_000, 300_000..320_000]);
+    }
 
     #[test]
     fn content_range() {
