@@ -158,10 +158,11 @@ pub struct HttpSource {
     opts: HttpOptions,
     stream: Option<Stream>,
     windows: Vec<Window>,
-    /// Byte ranges fetched into windows so far (sorted, merged), kept
-    /// after their windows are evicted: a new window ends where an
-    /// earlier one began, so that no byte is fetched twice (the chunk
-    /// index's entry pages run into its CRC pages).
+    /// Byte ranges fetched so far, into windows or by streams (sorted,
+    /// merged), kept after their windows are evicted: a new window ends
+    /// where an earlier fetch began, so that no byte is fetched twice (the
+    /// chunk index's entry pages run into its CRC pages, and its last
+    /// pages into the first chunks).
     fetched: Vec<Range<u64>>,
     plan: Vec<Range<u64>>,
     observer: Option<Observer>,
@@ -717,6 +718,9 @@ impl HttpSource {
                     self.bytes_received += k as u64;
                     let pos = s.pos;
                     self.progress(pos);
+                    // A window fetched later (an index page after a
+                    // delta's first chunk) must stop where these began.
+                    self.note_fetched(pos - k as u64..pos);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(self.read_failure(&e)),
