@@ -11,7 +11,10 @@
 //!   binaries copied aside, work files under `target/bench-http/` on the
 //!   disk file system, inputs read once before timing (page cache), a
 //!   fresh sparse target per run, best of N wall time, GNU time's `%M`
-//!   for peak RSS, rows alternating between the tools.
+//!   for peak RSS, rows alternating between the tools. The copied
+//!   binaries are dropped from the page cache once (`uncache`), so that
+//!   their peak RSS is that of a binary loaded from disk, not of one just
+//!   written.
 //! - nginx is testkit's (`testkit::http::Nginx`: one process, loopback
 //!   port, its own config); bytes fetched are the access log's
 //!   `$body_bytes_sent`, not the client's own count.
@@ -111,6 +114,8 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     let updater = work.join("fwpack-updater");
     fs::copy(crate::target_dir().join("release/fwpack-updater"), &updater)
         .context("copying the release fwpack-updater")?;
+    uncache(&fwpack)?;
+    uncache(&updater)?;
     if !work.join("k.pem").exists() {
         quiet(
             Command::new(&fwpack)
@@ -124,14 +129,39 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     full(&fwpack, &work, &www, &nginx, &opts, None)?;
     if testkit::tools::find("openssl").is_some() {
         private_ca(&work)?;
-        let tls = Nginx::start_tls(&www, &work.join("srv.pem"), &work.join("srv.key"))
-            .context("starting nginx with TLS")?;
+        // nginx 1.22 offers TLS 1.3 only when told to (1.23.4 made it a
+        // default); TLS 1.3 is what current servers and CDNs speak.
+        let tls = Nginx::start_tls_with(
+            &www,
+            &work.join("srv.pem"),
+            &work.join("srv.key"),
+            "ssl_protocols TLSv1.2 TLSv1.3;",
+        )
+        .context("starting nginx with TLS")?;
         full(&fwpack, &work, &www, &tls, &opts, Some("ca.pem"))?;
     } else {
         println!("\nno openssl: the https rows are skipped");
     }
     delta(&fwpack, &work, &www, &nginx, &opts)?;
     rss(&fwpack, &updater, &work, &www, &nginx, &opts)?;
+    Ok(())
+}
+
+/// Drops `p` from the page cache (written back first), so that it is
+/// next loaded as an installed binary is after a boot: by page faults and
+/// readahead. A file just written (the copies above) sits in the page
+/// cache in large folios, which the kernel maps whole around each page a
+/// process touches: measured 2026-12-07, 0.3-0.6 MiB more peak RSS for
+/// the same binary and run (docs/BENCHMARKS.md, "Peak RSS over HTTP").
+fn uncache(p: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(p)?;
+    f.sync_all()?;
+    // SAFETY: an open descriptor; the call only advises the kernel.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        bail!("posix_fadvise({}): error {rc}", p.display());
+    }
     Ok(())
 }
 
@@ -182,7 +212,8 @@ fn mbps(bytes: u64, s: &Sample) -> f64 {
 
 /// A private CA (`ca.pem`) and a server certificate for 127.0.0.1
 /// (`srv.pem`, `srv.key`) in `work`, as the field tests make them:
-/// ECDSA P-256, so TLS 1.3 with what rustls and nginx negotiate by default.
+/// ECDSA P-256 (nginx is told to offer TLS 1.3 too: rustls and curl then
+/// negotiate TLS 1.3 with AES-256-GCM).
 fn private_ca(work: &Path) -> Result<()> {
     let run = |args: &[&str]| {
         quiet(Command::new("openssl").args(args).current_dir(work))
@@ -294,7 +325,7 @@ fn full(
     println!(
         "\nfull apply of {size} MiB (random payload, uncompressed image of {} bytes) from nginx on 127.0.0.1 over {}, best of {}:",
         fs::metadata(&image)?.len(),
-        if ca.is_some() { "https (TLS 1.3, private CA)" } else { "http" },
+        if ca.is_some() { "https (TLS 1.3, AES-256-GCM, private CA)" } else { "http" },
         opts.runs
     );
     println!(

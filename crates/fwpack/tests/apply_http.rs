@@ -515,6 +515,19 @@ fn delta_fetches_only_the_changed_chunks() {
     let changed_bytes = changed.len() as u64 * CHUNK;
     let sent = nginx.body_bytes_for("/u.fwi");
     let log = nginx.access_log();
+    // Each byte at most once, by nginx's account: no window over bytes a
+    // chunk stream fetched, no stream over a window's.
+    let mut ranges: Vec<(u64, u64)> = log
+        .iter()
+        .map(|e| {
+            let start = e.range_starts().first().copied().unwrap_or(0);
+            (start, start + e.body_bytes_sent)
+        })
+        .collect();
+    ranges.sort();
+    for w in ranges.windows(2) {
+        assert!(w[0].1 <= w[1].0, "bytes fetched twice: {ranges:?}");
+    }
     let read = r["image_bytes_read"].as_u64().unwrap();
     assert!(
         read <= sent && sent <= read + HEAD_WINDOW,

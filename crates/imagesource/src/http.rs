@@ -10,7 +10,9 @@
 //! sequential stream that continues as long as reads follow each other,
 //! skips small gaps by reading through them, and is reopened at the new
 //! offset otherwise. With a plan (delta), a reopened stream ends where
-//! its run of needed chunks ends.
+//! its run of needed chunks ends. A window starts at the first byte the
+//! windows do not hold and ends where an earlier window began (the index
+//! entries run into the CRC pages): each byte is fetched at most once.
 
 use std::io::{self, Read};
 use std::ops::Range;
@@ -30,6 +32,9 @@ const SMALL_READ: usize = 16 << 10;
 const MAX_SKIP: u64 = 64 << 10;
 /// Windows kept (one for chunk pages, one for CRC pages, one spare).
 const WINDOWS: usize = 3;
+/// Most fetched window ranges remembered (16 bytes each, merged when
+/// adjacent); past it, windows are only clipped against those recorded.
+const MAX_FETCHED: usize = 4096;
 /// Progress that resets the retry count: a server that dies after every
 /// few bytes still runs out of attempts.
 const PROGRESS_RESET: u64 = 1 << 20;
@@ -153,6 +158,12 @@ pub struct HttpSource {
     opts: HttpOptions,
     stream: Option<Stream>,
     windows: Vec<Window>,
+    /// Byte ranges fetched so far, into windows or by streams (sorted,
+    /// merged), kept after their windows are evicted: a new window ends
+    /// where an earlier fetch began, so that no byte is fetched twice (the
+    /// chunk index's entry pages run into its CRC pages, and its last
+    /// pages into the first chunks).
+    fetched: Vec<Range<u64>>,
     plan: Vec<Range<u64>>,
     observer: Option<Observer>,
     /// Consecutive failed attempts (reset by progress).
@@ -215,6 +226,7 @@ impl HttpSource {
             opts: opts.clone(),
             stream: None,
             windows: Vec::new(),
+            fetched: Vec::new(),
             plan: Vec::new(),
             observer,
             failures: 0,
@@ -308,7 +320,8 @@ impl HttpSource {
                 self.len = total;
                 let n = last + 1;
                 self.check_content_length(&content_length, n)?;
-                let data = self.read_body(body, n)?;
+                let data = self.read_body(body, n, Vec::new())?;
+                self.note_fetched(0..data.len() as u64);
                 self.windows.push(Window { start: 0, data });
             }
             200 => {
@@ -333,6 +346,7 @@ impl HttpSource {
                 });
                 let mut data = vec![0u8; WINDOW.min(n) as usize];
                 self.read_stream(&mut data)?;
+                self.note_fetched(0..data.len() as u64);
                 self.windows.push(Window { start: 0, data });
             }
             _ => return Err(self.status_error(status)),
@@ -429,8 +443,10 @@ impl HttpSource {
         Ok(resp)
     }
 
-    fn read_body(&mut self, mut body: Body, n: u64) -> Result<Vec<u8>, Attempt> {
-        let mut data = vec![0u8; n as usize];
+    /// Reads a body of `n` bytes (bounded by the request) into `data`,
+    /// an empty buffer to reuse.
+    fn read_body(&mut self, mut body: Body, n: u64, mut data: Vec<u8>) -> Result<Vec<u8>, Attempt> {
+        data.resize(n as usize, 0);
         let mut got = 0;
         while got < data.len() {
             match body.read(&mut data[got..]) {
@@ -702,6 +718,9 @@ impl HttpSource {
                     self.bytes_received += k as u64;
                     let pos = s.pos;
                     self.progress(pos);
+                    // A window fetched later (an index page after a
+                    // delta's first chunk) must stop where these began.
+                    self.note_fetched(pos - k as u64..pos);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(self.read_failure(&e)),
@@ -747,33 +766,31 @@ impl HttpSource {
         done
     }
 
-    fn fetch_window(&mut self, offset: u64) -> Result<(), Attempt> {
-        let end = (offset + WINDOW).min(self.len);
+    /// Fetches a window from `offset`, covering at least up to `need`:
+    /// `WINDOW` bytes, but never into bytes an earlier window fetched.
+    fn fetch_window(&mut self, offset: u64, need: u64) -> Result<(), Attempt> {
+        let mut end = (offset + WINDOW).min(self.len);
+        if let Some(next) = self.fetched.iter().map(|r| r.start).find(|&s| s > offset) {
+            end = end.min(next.max(need));
+        }
         let resp = self.send(offset, Some(end - 1), true)?;
         let cl = resp.header("content-length").map(str::to_string);
         let data = match self.classify(resp, offset, end)? {
             Got::Partial(body) => {
                 self.check_content_length(&cl, end - offset)?;
-                self.read_body(body, end - offset)?
+                let spare = self.evict_window();
+                self.read_body(body, end - offset, spare)?
             }
             Got::Whole(body) => {
                 // No Range support: read through to the window.
                 self.read_through(body, offset)?;
-                let mut d = vec![0u8; (end - offset) as usize];
+                let mut d = self.evict_window();
+                d.resize((end - offset) as usize, 0);
                 self.read_stream(&mut d)?;
                 d
             }
         };
-        if self.windows.len() >= WINDOWS {
-            // The oldest goes, but never the head a Range-less server gave.
-            if let Some(i) = self
-                .windows
-                .iter()
-                .rposition(|w| !(self.no_ranges && w.start == 0))
-            {
-                self.windows.remove(i);
-            }
-        }
+        self.note_fetched(offset..end);
         self.windows.insert(
             0,
             Window {
@@ -782,6 +799,35 @@ impl HttpSource {
             },
         );
         Ok(())
+    }
+
+    /// Records `r` in [`Self::fetched`].
+    fn note_fetched(&mut self, r: Range<u64>) {
+        note_range(&mut self.fetched, r, MAX_FETCHED);
+    }
+
+    /// Makes room for one more window: when all are in use, the oldest
+    /// goes (but never the head a Range-less server gave), and its buffer
+    /// is handed back for the new one, emptied. Reusing it, rather than
+    /// filling a new one before the old is freed, keeps the windows at
+    /// `WINDOWS` buffers and not one more at the peak.
+    fn evict_window(&mut self) -> Vec<u8> {
+        if self.windows.len() < WINDOWS {
+            return Vec::new();
+        }
+        let no_ranges = self.no_ranges;
+        match self
+            .windows
+            .iter()
+            .rposition(|w| !(no_ranges && w.start == 0))
+        {
+            Some(i) => {
+                let mut data = self.windows.remove(i).data;
+                data.clear();
+                data
+            }
+            None => Vec::new(),
+        }
     }
 
     fn read_inner(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
@@ -806,8 +852,16 @@ impl HttpSource {
             .as_ref()
             .is_some_and(|s| s.pos <= offset && offset - s.pos <= max_skip && end <= s.end);
         if !continues && buf.len() <= SMALL_READ {
-            self.retrying(offset, |s| s.fetch_window(offset))?;
-            if self.window_hit(offset, buf) {
+            // A window starts at the first byte the windows do not hold:
+            // a read that runs past the end of one (an index page across
+            // a window's edge) fetches only what is missing.
+            let have = self.window_prefix(offset, buf);
+            if have == buf.len() {
+                return Ok(());
+            }
+            let at = offset + have as u64;
+            self.retrying(at, |s| s.fetch_window(at, end))?;
+            if self.window_prefix(at, &mut buf[have..]) == buf.len() - have {
                 return Ok(());
             }
         }
@@ -870,6 +924,22 @@ impl Attempt {
     }
 }
 
+/// Adds `r` to the sorted, disjoint `ranges`, merged with those it
+/// overlaps or touches; a range that would be the `max + 1`-th is dropped.
+fn note_range(ranges: &mut Vec<Range<u64>>, r: Range<u64>, max: usize) {
+    let i = ranges.partition_point(|f| f.end < r.start);
+    let mut j = i;
+    let mut merged = r;
+    while let Some(f) = ranges.get(j).filter(|f| f.start <= merged.end) {
+        merged = merged.start.min(f.start)..merged.end.max(f.end);
+        j += 1;
+    }
+    if i == j && ranges.len() >= max {
+        return;
+    }
+    ranges.splice(i..j, [merged]);
+}
+
 /// `bytes FIRST-LAST/TOTAL` (RFC 9110 §14.4), numbers only.
 pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.trim().strip_prefix("bytes")?.trim_start();
@@ -888,6 +958,26 @@ pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetched_ranges_merge_and_stay_bounded() {
+        let mut v = Vec::new();
+        note_range(&mut v, 90112..155648, 3);
+        note_range(&mut v, 0..65536, 3);
+        assert_eq!(v, [0..65536, 90112..155648]);
+        // Touching and overlapping ranges merge.
+        note_range(&mut v, 65536..90112, 3);
+        assert_eq!(v, vec![(0..155648)]);
+        note_range(&mut v, 200_000..210_000, 3);
+        note_range(&mut v, 150_000..205_000, 3);
+        assert_eq!(v, vec![(0..210_000)]);
+        note_range(&mut v, 300_000..310_000, 2);
+        note_range(&mut v, 400_000..410_000, 2);
+        assert_eq!(v, [0..210_000, 300_000..310_000], "at most 2 kept");
+        // A range that merges is kept even at the bound.
+        note_range(&mut v, 310_000..320_000, 2);
+        assert_eq!(v, [0..210_000, 300_000..320_000]);
+    }
 
     #[test]
     fn content_range() {
