@@ -124,6 +124,13 @@ pub enum Error {
         version: u64,
         first: u64,
     },
+    #[error("part {part} of the transaction is for slot group {} but its segment `{segment}` targets `{target}`", .groups.join(", "))]
+    PartGroup {
+        part: usize,
+        segment: String,
+        target: String,
+        groups: Vec<String>,
+    },
 
     #[error("invalid {what} `{value}`: {reason}")]
     InvalidInput {
@@ -158,7 +165,8 @@ impl Error {
             | NotBooted(_)
             | BelowFloor { .. }
             | PartsOverlap { .. }
-            | PartVersion { .. } => ErrorClass::Policy,
+            | PartVersion { .. }
+            | PartGroup { .. } => ErrorClass::Policy,
             ReadBack { .. } | SeedChanged { .. } => ErrorClass::Integrity,
             SeedIsTarget(_) => ErrorClass::Usage,
             InvalidInput { .. } => ErrorClass::Usage,

@@ -8,7 +8,8 @@
 //!
 //! 1. Check every part before any write: signature (same keys as a
 //!    single image), board, version (all parts carry the same payload
-//!    version, the slot's), every segment's group known, no group in two
+//!    version, the slot's), every segment's group known (and one the
+//!    part is for, when the caller names them), no group in two
 //!    parts, and, without `allow_partial`, every group of the layout
 //!    covered by some part (as for a single image).
 //! 2. Apply the parts in order, each with the engine and
@@ -51,6 +52,9 @@ pub struct Part<S> {
     /// Path or URL, kept in the journal while the part is written
     /// ([`ApplyOptions::source`]).
     pub source: String,
+    /// When not empty, the slot groups this part is for (a fleet chunk's
+    /// `part`): a segment for any other group refuses the transaction.
+    pub groups: Vec<String>,
 }
 
 /// What a transaction did.
@@ -168,6 +172,14 @@ pub fn apply_parts<S: ImageSource + Send>(
         }
         let mut raw = 0;
         for s in &head.segments {
+            if !p.groups.is_empty() && !p.groups.contains(&s.target) {
+                return Err(Error::PartGroup {
+                    part: i + 1,
+                    segment: s.name.clone(),
+                    target: s.target.clone(),
+                    groups: p.groups.clone(),
+                });
+            }
             if layout.group(&s.target).is_none() {
                 return Err(Error::UnknownTarget {
                     segment: s.name.clone(),

@@ -77,6 +77,7 @@ impl Fixture {
                 image: Cursor::new(*img),
                 len: img.len() as u64,
                 source: format!("part{i}.fwi"),
+                groups: Vec::new(),
             })
             .collect()
     }
@@ -243,6 +244,16 @@ fn txn_refuses_bad_part_sets_before_any_write() {
         assert!(e.to_string().contains(says), "{says}: {e}");
         assert_eq!(m.writes, 0, "{says}: written before the refusal");
     }
+    // A part that writes a group other than the one it is for.
+    let mut m = MemStorage::new(fx.old.clone());
+    let mut parts = fx.parts(&[&fx.sys_img, &fx.boot_img]);
+    parts[1].groups = vec!["system".into()];
+    let e = apply_parts(&mut parts, &mut m, &fx.trusted, &options(), &mut |_| {}).unwrap_err();
+    assert!(
+        e.to_string().contains("segment `boot` targets `boot`"),
+        "{e}"
+    );
+    assert_eq!(m.writes, 0);
     // One part for the `system` group alone, when that is intended.
     let mut m = MemStorage::new(fx.old.clone());
     let mut parts = fx.parts(&[&fx.sys_img]);
