@@ -3,7 +3,9 @@
 //! configuration when asked, installs a deployment's `.fwi` through the
 //! same engine as `apply` (streamed from the artifact URL, every chunk
 //! authenticated, a delta from the active slot, Range resume through the
-//! journal), and reports the result only once it is known: `success`
+//! journal; a deployment with a `.fwi` per chunk as one transaction of
+//! `updater::txn`, all groups switching together), and reports the
+//! result only once it is known: `success`
 //! after the new slot booted and was confirmed (`mark-good`), `failure`
 //! when its trial fell back.
 //!
