@@ -488,7 +488,7 @@ pub(crate) fn probe<S: ImageSource>(
 
 /// Refuses a busy target unless forced. With `notes`, also reports what
 /// is in use but no reason to refuse.
-fn check_busy(
+pub(crate) fn check_busy(
     storage: &mut dyn Storage,
     ranges: &[Range<u64>],
     force: bool,

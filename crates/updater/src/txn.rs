@@ -39,7 +39,7 @@
 use fwimage::{ImageHead, ImageSource, TrustedKeys};
 use sha2::{Digest, Sha256};
 
-use crate::apply::{apply, image_id, probe, ApplyOptions, ApplyReport, Probe, Seed};
+use crate::apply::{apply, check_busy, image_id, probe, ApplyOptions, ApplyReport, Probe, Seed};
 use crate::event::{Event, Phase};
 use crate::state::{Running, Slot, SlotState, StateArea, StateLocation, MAX_GROUPS};
 use crate::storage::Storage;
@@ -230,6 +230,17 @@ pub fn apply_parts<S: ImageSource + Send>(
             });
         }
     }
+    // What the parts will write, and the state area, must not be in use
+    // (each part's apply checks its own groups again; this also covers a
+    // run that only commits).
+    let mut ranges: Vec<_> = layout
+        .groups
+        .iter()
+        .filter(|g| owner.iter().any(|(o, _)| *o == g.name))
+        .map(|g| g.slot(slot).range())
+        .collect();
+    ranges.push(layout.state_range());
+    check_busy(storage, &ranges, opts.force, true, events)?;
     let id = transaction_id(&ids);
     let raw_bytes: u64 = raw_of.iter().sum();
     let raw_before: Vec<u64> = raw_of
