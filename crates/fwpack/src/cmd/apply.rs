@@ -297,6 +297,7 @@ fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
         force: args.force,
         allow_partial: args.allow_partial,
         activate: !args.no_activate,
+        leave_updating: false,
         tries: args.tries,
         chunk_size: usize::try_from(args.chunk_size).context("--chunk-size")?,
         checkpoint_interval: args.checkpoint_interval,
