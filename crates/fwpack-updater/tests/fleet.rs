@@ -1231,3 +1231,34 @@ fn fleet_ddi_power_cut_between_parts_resumes() {
     assert_eq!(outcomes.len(), 1, "exactly one final status: {outcomes:?}");
     assert_eq!(outcomes[0].finished, "success");
 }
+
+#[test]
+fn fleet_ddi_oversized_transaction_is_refused_with_the_summed_plan() {
+    let p = parts_rig(None, |f, _| f);
+    let r = &p.rig;
+    // Part 1's delta alone (one changed chunk) is under the limit; with
+    // part 2 (all new) the sum is over it.
+    let conf = r.work.path().join("updater.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("fleet_max_download = 1M\nfleet_oversize = refuse\n");
+    std::fs::write(&conf, text).unwrap();
+    r.once_ok();
+    let out = r.ddi.outcomes();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].finished, "failure");
+    let why = &out[0].details[0];
+    let fetch: u64 = why
+        .strip_prefix("refused: the delta plan fetches ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{why}"));
+    assert!(
+        fetch > p.boot.len() as u64,
+        "not the sum of the parts: {why}"
+    );
+    assert!(why.contains(&format!("of {} bytes", r.fwi_len)), "{why}");
+    // Nothing written, and of part 2 only its head and index fetched.
+    let (_, a) = r.area();
+    assert_eq!(a.boot().slot(Slot::B).state, updater::SlotState::Empty);
+    assert!(r.nginx.body_bytes_for("/boot.fwi") <= 128 << 10);
+}
