@@ -1262,3 +1262,32 @@ fn fleet_ddi_oversized_transaction_is_refused_with_the_summed_plan() {
     assert_eq!(a.boot().slot(Slot::B).state, updater::SlotState::Empty);
     assert!(r.nginx.body_bytes_for("/boot.fwi") <= 128 << 10);
 }
+
+#[test]
+fn fleet_ddi_transaction_waits_for_the_maintenance_window() {
+    let p = parts_rig(None, |f, _| f);
+    let r = &p.rig;
+    r.ddi.set_window(Some("unavailable"));
+    // Window closed: both parts written, proven and committed complete
+    // with the transaction's id, not pending.
+    r.once_ok();
+    let (_, a) = r.area();
+    assert_eq!(a.boot().pending, None);
+    let bi = a.boot().slot(Slot::B);
+    assert_eq!(bi.state, updater::SlotState::Complete);
+    assert_eq!(bi.image_id, p.txn_id());
+    assert!(r
+        .ddi
+        .feedback("31")
+        .iter()
+        .any(|f| f["status"]["execution"] == "downloaded"));
+    let fetched = r.nginx.access_log().len();
+    // Window open: pending without another download; then the usual end.
+    r.ddi.set_window(Some("available"));
+    r.once_ok();
+    assert_eq!(r.nginx.access_log().len(), fetched);
+    p.reboot_confirm_and_report();
+    let out = r.ddi.outcomes();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].finished, "success");
+}
