@@ -149,6 +149,40 @@ pub struct ApplyReport {
     pub direct_io: bool,
 }
 
+impl ApplyReport {
+    /// Before anything is done: what the image is and where it goes.
+    fn start(
+        head: &ImageHead,
+        image_id: [u8; 32],
+        slot: Slot,
+        key_id: KeyId,
+        plans: &[SegPlan],
+    ) -> ApplyReport {
+        let h = &head.header;
+        ApplyReport {
+            slot,
+            image_id,
+            board: h.board.clone(),
+            version: h.payload_version,
+            label: h.version_label.clone(),
+            key_id,
+            segments: plans.len(),
+            raw_bytes: plans.iter().map(|p| p.raw_len).sum(),
+            bytes_written: 0,
+            skipped_resume: 0,
+            skipped_unchanged: 0,
+            bytes_read_back: 0,
+            image_bytes_read: h.index_offset,
+            bytes_from_seed: 0,
+            checkpoints: 0,
+            resumed_from: None,
+            already_complete: false,
+            pending: false,
+            direct_io: false,
+        }
+    }
+}
+
 /// SHA-256 of the signed head: names an image in the state area.
 pub fn image_id(head: &ImageHead) -> [u8; 32] {
     Sha256::digest(head.signed_bytes()).into()
@@ -284,27 +318,7 @@ pub fn apply<S: ImageSource + Send>(
         mem_align,
         readback: None,
         seed_letter: '-',
-        report: ApplyReport {
-            slot,
-            image_id: id,
-            board: h.board.clone(),
-            version: h.payload_version,
-            label: h.version_label.clone(),
-            key_id,
-            segments: plans.len(),
-            raw_bytes: raw_total,
-            bytes_written: 0,
-            skipped_resume: 0,
-            skipped_unchanged: 0,
-            bytes_read_back: 0,
-            image_bytes_read: h.index_offset,
-            bytes_from_seed: 0,
-            checkpoints: 0,
-            resumed_from: None,
-            already_complete: false,
-            pending: false,
-            direct_io: false,
-        },
+        report: ApplyReport::start(&head, id, slot, key_id, &plans),
     };
 
     let info = boot.slot(slot);
@@ -437,8 +451,7 @@ pub(crate) fn probe<S: ImageSource>(
     let v = head.authenticate(trusted)?;
     let plans = plan_segments(&head, layout, slot, geo.io_align(), true)?;
     let opts = ApplyOptions::default();
-    let raw_total: u64 = plans.iter().map(|p| p.raw_len).sum();
-    let h = &head.header;
+    let cs = head.header.chunk_size();
     let mut e = Engine {
         storage,
         v: &v,
@@ -449,33 +462,13 @@ pub(crate) fn probe<S: ImageSource>(
         mem_align: geo.mem_align(),
         readback: None,
         seed_letter: '-',
-        report: ApplyReport {
-            slot,
-            image_id: image_id(&head),
-            board: h.board.clone(),
-            version: h.payload_version,
-            label: h.version_label.clone(),
-            key_id: v.key_id,
-            segments: plans.len(),
-            raw_bytes: raw_total,
-            bytes_written: 0,
-            skipped_resume: 0,
-            skipped_unchanged: 0,
-            bytes_read_back: 0,
-            image_bytes_read: h.index_offset,
-            bytes_from_seed: 0,
-            checkpoints: 0,
-            resumed_from: None,
-            already_complete: false,
-            pending: false,
-            direct_io: false,
-        },
+        report: ApplyReport::start(&head, image_id(&head), slot, v.key_id, &plans),
     };
     match probe {
         Probe::Prove => {
             Ok(e.first_bad_chunk(image, (plans.len(), 0), events)?
                 .map(|(seg, chunk)| {
-                    let at = plans[seg].base + chunk * h.chunk_size();
+                    let at = plans[seg].base + chunk * cs;
                     (plans[seg].name.clone(), chunk, at)
                 }))
         }
