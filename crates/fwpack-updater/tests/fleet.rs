@@ -1226,6 +1226,14 @@ fn fleet_ddi_power_cut_between_parts_resumes() {
         p.boot_fwi.len()
     );
     assert!(boot < p.boot_fwi.len() as u64 / 2, "{boot}");
+    // The restart's plan counts what is left, not the whole of part 2.
+    let plans: Vec<u64> = details(&r.ddi.feedback("31"))
+        .iter()
+        .filter_map(|l| l.strip_prefix("delta plan: fetching "))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(plans.len(), 2, "{plans:?}");
+    assert!(plans[1] < p.boot_fwi.len() as u64 / 2, "{plans:?}");
     p.reboot_confirm_and_report();
     let outcomes = r.ddi.outcomes();
     assert_eq!(outcomes.len(), 1, "exactly one final status: {outcomes:?}");

@@ -429,9 +429,10 @@ pub(crate) enum Probe {
     /// Read every chunk back from the slot: the first segment and chunk
     /// that does not match its signed raw SHA-256, if any.
     Prove,
-    /// The delta plan against the seed slot, as [`Event::DeltaPlan`]
-    /// reports it (the event is passed on).
-    Plan(Slot),
+    /// The delta plan against the seed slot of the chunks from
+    /// (segment, raw offset) on, as [`Event::DeltaPlan`] reports it (the
+    /// event is passed on).
+    Plan(Slot, (u32, u64)),
 }
 
 /// Authenticates the image's head with `trusted`, places its segments in
@@ -474,8 +475,8 @@ pub(crate) fn probe<S: ImageSource>(
                     (plans[seg].name.clone(), chunk, at)
                 }))
         }
-        Probe::Plan(seed) => {
-            e.plan_delta(image, layout, seed, (0, 0), events)?;
+        Probe::Plan(seed, from) => {
+            e.plan_delta(image, layout, seed, from, events)?;
             Ok(None)
         }
     }

@@ -288,15 +288,24 @@ pub fn apply_parts<S: ImageSource + Send>(
     // fetched: a caller with a download limit stops here (its source
     // fails the next read) with only heads and indexes fetched.
     if let Some(sd) = seed.filter(|_| start < n) {
+        // The part an interrupted run was writing is planned from its
+        // journal's position: an estimate (the apply reads back what is
+        // before it), so a resumed download is not held against the
+        // limit for what it already fetched.
+        let resume_at = area
+            .journal()
+            .filter(|j| j.slot == slot && j.image_id == report.part_ids[start])
+            .map_or((0, 0), |j| (j.segment, j.offset));
         let (mut chunks, mut from_seed, mut fetch_bytes) = (0, 0, 0);
-        for p in &mut parts[start..] {
+        for (i, p) in parts.iter_mut().enumerate().skip(start) {
+            let from = if i == start { resume_at } else { (0, 0) };
             probe(
                 &mut p.image,
                 p.len,
                 storage,
                 trusted,
                 (&layout, slot),
-                Probe::Plan(sd),
+                Probe::Plan(sd, from),
                 &mut |e| {
                     if let Event::DeltaPlan {
                         chunks: c,
