@@ -3,7 +3,9 @@
 //! configuration when asked, installs a deployment's `.fwi` through the
 //! same engine as `apply` (streamed from the artifact URL, every chunk
 //! authenticated, a delta from the active slot, Range resume through the
-//! journal), and reports the result only once it is known: `success`
+//! journal; a deployment with a `.fwi` per chunk as one transaction of
+//! `updater::txn`, all groups switching together), and reports the
+//! result only once it is known: `success`
 //! after the new slot booted and was confirmed (`mark-good`), `failure`
 //! when its trial fell back.
 //!
@@ -721,11 +723,44 @@ impl Device {
             // head, index and seed-slot read for the same answer.
             return Ok(());
         }
-        {
+        let parts = {
             let (_, area) = self.area(Access::ReadOnly)?;
-            if let Err(why) = check_chunks(&d, area.layout()) {
-                return self.close(&d.id, false, why);
+            match check_chunks(&d, area.layout()) {
+                Ok(p) => p,
+                Err(why) => return self.close(&d.id, false, why),
             }
+        };
+        if !parts.is_empty() {
+            let install = d.update != Handling::Skip && d.window != Some(Window::Unavailable);
+            crate::log!(
+                "fleet: action {}: {} parts ({}){}",
+                d.id,
+                parts.len(),
+                parts
+                    .iter()
+                    .map(|p| format!("{}: {}", p.group, p.url))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if install {
+                    ""
+                } else {
+                    ", download only (maintenance window)"
+                }
+            );
+            self.report(
+                &d.id,
+                Feedback::proceeding(format!(
+                    "downloading {} parts as one transaction: {}",
+                    parts.len(),
+                    parts
+                        .iter()
+                        .map(|p| format!("{} ({})", p.name, p.group))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            );
+            let r = self.apply_txn(&d.id, &parts, install, limit);
+            return self.applied(&d, install, r);
         }
         let (url, size) = match d.fwi() {
             Ok(a) => match &a.href {
@@ -752,7 +787,18 @@ impl Device {
             }
         );
         self.report(&d.id, Feedback::proceeding(format!("downloading {url}")));
-        match self.apply(&d.id, &url, install, limit) {
+        let r = self.apply(&d.id, &url, install, limit);
+        self.applied(&d, install, r)
+    }
+
+    /// Reports how an apply (one image or a transaction) of `d` ended.
+    fn applied(
+        &self,
+        d: &Deployment,
+        install: bool,
+        result: Result<Applied, Fail>,
+    ) -> Result<(), Fail> {
+        match result {
             Ok(Applied::Done(r)) => {
                 Deferred::remove(&self.conf.state_dir)?;
                 let p = Pending {
@@ -768,8 +814,8 @@ impl Device {
                 };
                 p.save(&self.conf.state_dir)?;
                 let summary = format!(
-                    "version {} in slot {}: {} bytes fetched, {} copied from the active slot",
-                    r.version, r.slot, r.image_bytes_read, r.bytes_from_seed
+                    "version {} in slot {}{}: {} bytes fetched, {} copied from the active slot",
+                    r.version, r.slot, r.what, r.fetched, r.from_seed
                 );
                 if install {
                     self.installed(&p, &summary)
@@ -788,7 +834,7 @@ impl Device {
                     Ok(())
                 }
             }
-            Ok(Applied::Oversize { fetch, len }) => self.oversize(&d, fetch, len),
+            Ok(Applied::Oversize { fetch, len }) => self.oversize(d, fetch, len),
             Ok(Applied::Canceled { cancel, detail }) => {
                 Deferred::remove(&self.conf.state_dir)?;
                 crate::log!("fleet: canceled: {detail}");
@@ -900,9 +946,7 @@ impl Device {
         self.installed(&p, &format!("version {} in slot {}", p.version, p.slot))
     }
 
-    /// Applies `url`, stopped when its delta plan fetches more than
-    /// `limit` or when the server cancels `action` meanwhile (a watcher
-    /// polls the base resource every `fleet_poll_min` while it runs).
+    /// Applies `url`: one image for the whole slot.
     fn apply(
         &self,
         action: &str,
@@ -910,14 +954,60 @@ impl Device {
         activate: bool,
         limit: Option<u64>,
     ) -> Result<Applied, Fail> {
-        let observer: imagesource::Observer = Box::new(|e| {
-            if let Some(line) = e.text() {
-                crate::log!("{line}");
-            }
-        });
-        let opened = imagesource::open(&Spec::Url(url.to_string()), &self.http, Some(observer))?;
-        let len = opened.len;
+        self.install(action, &[(url.to_string(), Vec::new())], activate, limit)
+    }
+
+    /// Applies the `.fwi` of every chunk as one transaction.
+    fn apply_txn(
+        &self,
+        action: &str,
+        parts: &[ChunkPart],
+        activate: bool,
+        limit: Option<u64>,
+    ) -> Result<Applied, Fail> {
+        let sources: Vec<(String, Vec<String>)> = parts
+            .iter()
+            .map(|p| (p.url.clone(), vec![p.group.clone()]))
+            .collect();
+        self.install(action, &sources, activate, limit)
+    }
+
+    /// Applies `sources` (URL, and the slot groups it is for): one with no
+    /// groups named is a plain apply, anything else a transaction
+    /// (`updater::txn`). Stopped when the delta plan (the parts' sum)
+    /// fetches more than `limit` or when the server cancels `action`
+    /// meanwhile (a watcher polls the base resource every
+    /// `fleet_poll_min` while it runs). Progress covers all parts.
+    fn install(
+        &self,
+        action: &str,
+        sources: &[(String, Vec<String>)],
+        activate: bool,
+        limit: Option<u64>,
+    ) -> Result<Applied, Fail> {
+        let txn = !matches!(sources, [(_, g)] if g.is_empty());
+        let observer = || -> imagesource::Observer {
+            Box::new(|e| {
+                if let Some(line) = e.text() {
+                    crate::log!("{line}");
+                }
+            })
+        };
         let flag = StopFlag::default();
+        let mut parts = Vec::with_capacity(sources.len());
+        for (url, groups) in sources {
+            let opened = imagesource::open(&Spec::Url(url.clone()), &self.http, Some(observer()))?;
+            parts.push(updater::Part {
+                len: opened.len,
+                image: Stoppable {
+                    inner: opened.source,
+                    flag: flag.clone(),
+                },
+                source: url.clone(),
+                groups: groups.clone(),
+            });
+        }
+        let len: u64 = parts.iter().map(|p| p.len).sum();
         {
             // Without a complete active slot there is no delta (the
             // engine's `Seed::Active`): the whole image is the plan, and
@@ -938,52 +1028,79 @@ impl Device {
             activate,
             tries: self.tries,
             seed: Seed::Active,
-            source: url.to_string(),
+            source: sources.first().map(|s| s.0.clone()).unwrap_or_default(),
             // A power cut or a dropped link loses at most this much of a
             // download (the engine's default, 32 MiB, is for local
             // sources); a journal write per 4 MiB is no wear to speak of.
             checkpoint_interval: CHECKPOINT,
             ..ApplyOptions::default()
         };
-        let source = Stoppable {
-            inner: opened.source,
-            flag: flag.clone(),
-        };
         let mut next = 0u64;
         let mut fetch = len;
         let mut written = (0u64, 0u64);
+        // A transaction's progress: the raw bytes of all parts, and of
+        // the parts before the one being written.
+        let (mut all, mut before) = (0u64, 0u64);
         let cancel_id = std::sync::Mutex::new(None);
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let result = std::thread::scope(|s| {
             let (f, found) = (&flag, &cancel_id);
             s.spawn(move || self.watch_cancel(action, &done_rx, f, found));
-            let r = updater::apply(source, len, &mut st, &self.keys, &opts, &mut |e| match e {
+            let mut plan = |fetch_bytes: u64, from_seed: u64, chunks: u64, seed: Slot| {
+                fetch = fetch_bytes;
+                let parts = if txn {
+                    format!(" in {} parts", sources.len())
+                } else {
+                    String::new()
+                };
+                self.report(
+                    action,
+                    Feedback::proceeding(format!(
+                        "delta plan: fetching {fetch_bytes} of {len} bytes{parts}; {from_seed} of {chunks} chunks copied from slot {seed}"
+                    )),
+                );
+                if limit.is_some_and(|l| fetch_bytes > l) {
+                    flag.stop(Stop::Oversize);
+                }
+            };
+            let mut events = |e: &Event| match e {
                 // Known before the first chunk is fetched: what this
-                // update costs on the wire.
+                // update costs on the wire (a transaction's, summed over
+                // its parts, comes before any part is written).
                 Event::DeltaPlan {
                     seed,
                     chunks,
                     from_seed,
                     fetch_bytes,
                     ..
+                } if !txn => plan(*fetch_bytes, *from_seed, *chunks, *seed),
+                Event::TransactionPlan {
+                    seed,
+                    chunks,
+                    from_seed,
+                    fetch_bytes,
+                } => plan(*fetch_bytes, *from_seed, *chunks, *seed),
+                Event::TransactionAccepted { raw_bytes, .. } => all = *raw_bytes,
+                Event::Part {
+                    index,
+                    count,
+                    raw_before,
+                    proving: false,
                 } => {
-                    fetch = *fetch_bytes;
-                    self.report(
-                        action,
-                        Feedback::proceeding(format!(
-                            "delta plan: fetching {fetch_bytes} of {len} bytes; {from_seed} of {chunks} chunks copied from slot {seed}"
-                        )),
-                    );
-                    if limit.is_some_and(|l| *fetch_bytes > l) {
-                        flag.stop(Stop::Oversize);
-                    }
+                    before = *raw_before;
+                    crate::log!("fleet: part {} of {count}", index + 1);
                 }
                 Event::Progress {
                     phase: Phase::Write,
                     done,
                     total,
                 } if *total > 0 => {
-                    written = (*done, *total);
+                    let (done, total) = if txn {
+                        (before + done, all.max(before + total))
+                    } else {
+                        (*done, *total)
+                    };
+                    written = (done, total);
                     let pct = done.saturating_mul(100) / total;
                     if pct >= next {
                         next = pct + PROGRESS_STEP;
@@ -995,7 +1112,15 @@ impl Device {
                     }
                 }
                 _ => {}
-            });
+            };
+            let r = if txn {
+                updater::apply_parts(&mut parts, &mut st, &self.keys, &opts, &mut events)
+                    .map(|r| Done::of_txn(&r))
+            } else {
+                let p = parts.remove(0);
+                updater::apply(p.image, p.len, &mut st, &self.keys, &opts, &mut events)
+                    .map(|r| Done::of_image(&r))
+            };
             drop(done_tx);
             r
         });
@@ -1076,9 +1201,47 @@ impl Device {
     }
 }
 
+/// What an installed update is, for the action file and the report.
+struct Done {
+    slot: Slot,
+    /// The slot's image id: the image's, or the transaction's.
+    image_id: [u8; 32],
+    version: u64,
+    /// Image bytes read (over all parts).
+    fetched: u64,
+    /// Raw bytes copied from the active slot instead.
+    from_seed: u64,
+    /// "" for one image, " (N parts)" for a transaction.
+    what: String,
+}
+
+impl Done {
+    fn of_image(r: &updater::ApplyReport) -> Done {
+        Done {
+            slot: r.slot,
+            image_id: r.image_id,
+            version: r.version,
+            fetched: r.image_bytes_read,
+            from_seed: r.bytes_from_seed,
+            what: String::new(),
+        }
+    }
+
+    fn of_txn(r: &updater::TxnReport) -> Done {
+        Done {
+            slot: r.slot,
+            image_id: r.id,
+            version: r.version,
+            fetched: r.applied.iter().map(|(_, a)| a.image_bytes_read).sum(),
+            from_seed: r.applied.iter().map(|(_, a)| a.bytes_from_seed).sum(),
+            what: format!(" ({} parts)", r.part_ids.len()),
+        }
+    }
+}
+
 /// How an apply through the fleet client ended.
 enum Applied {
-    Done(updater::ApplyReport),
+    Done(Done),
     /// Stopped by `fleet_max_download`: the plan fetches `fetch` of the
     /// image's `len` bytes.
     Oversize {
@@ -1092,16 +1255,26 @@ enum Applied {
     },
 }
 
+/// One `.fwi` of a multi-chunk deployment: the slot group it is for
+/// (its chunk's `part`) and where to fetch it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ChunkPart {
+    group: String,
+    name: String,
+    url: String,
+}
+
 /// Multi-chunk deployments (DDI `deployment.chunks[]`, one per software
-/// module): each chunk's `part` names a slot group of the layout. fwpack
-/// switches every group of a slot in one state-area commit of one signed
-/// image, so the groups must come in one `.fwi` (it carries a segment per
-/// group); separate `.fwi` images per chunk are refused rather than
-/// installed as separate transactions. A single chunk is the whole slot
-/// whatever its part (`os` on hawkBit's default type, goosebit's).
-fn check_chunks(d: &Deployment, layout: &updater::Layout) -> Result<(), String> {
+/// module): each chunk's `part` names a slot group of the layout, two
+/// chunks never the same one. A single chunk is the whole slot whatever
+/// its part (`os` on hawkBit's default type, goosebit's). When several
+/// chunks carry a `.fwi` each, they are the parts of one transaction
+/// (`updater::txn`): returned in the deployment's order, each to write
+/// only its own group; all groups switch in one commit. With one `.fwi`
+/// among them, that image carries every group (empty list).
+fn check_chunks(d: &Deployment, layout: &updater::Layout) -> Result<Vec<ChunkPart>, String> {
     if d.chunks.len() <= 1 {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let groups: Vec<&str> = layout.groups.iter().map(|g| g.name.as_str()).collect();
     let mut seen: Vec<&str> = Vec::new();
@@ -1120,17 +1293,30 @@ fn check_chunks(d: &Deployment, layout: &updater::Layout) -> Result<(), String> 
         }
         seen.push(&c.part);
     }
-    let with_fwi = d
-        .chunks
-        .iter()
-        .filter(|c| c.artifacts.iter().any(|a| a.filename.ends_with(".fwi")))
-        .count();
-    if with_fwi > 1 {
-        return Err(format!(
-            "{with_fwi} chunks carry a .fwi each: all slot groups switch in one commit of one signed image, so they must come in one .fwi (fwpack build puts a segment per group in it)"
-        ));
+    let mut parts = Vec::new();
+    for c in &d.chunks {
+        let mut fwi = c.artifacts.iter().filter(|a| a.filename.ends_with(".fwi"));
+        let Some(a) = fwi.next() else { continue };
+        if fwi.next().is_some() {
+            return Err(format!(
+                "chunk `{}` carries more than one .fwi artifact",
+                c.name
+            ));
+        }
+        let url = match &a.href {
+            Some(h) if matches!(Spec::parse(h), Spec::Url(_)) => h.clone(),
+            _ => return Err(format!("artifact {}: no http(s) download link", a.filename)),
+        };
+        parts.push(ChunkPart {
+            group: c.part.clone(),
+            name: c.name.clone(),
+            url,
+        });
     }
-    Ok(())
+    if parts.len() <= 1 {
+        parts.clear();
+    }
+    Ok(parts)
 }
 
 #[cfg(test)]
@@ -1198,7 +1384,7 @@ mod tests {
                 filename: file.into(),
                 size: None,
                 sha256: None,
-                href: None,
+                href: Some(format!("http://h/{file}")),
             }],
         };
         let dep = |chunks| Deployment {
@@ -1209,10 +1395,34 @@ mod tests {
             chunks,
         };
         // One chunk is the whole slot, whatever its part.
-        assert!(check_chunks(&dep(vec![chunk("os", "a.fwi")]), &layout).is_ok());
-        // Several: each a group, the groups in one .fwi.
-        let ok = dep(vec![chunk("system", "a.fwi"), chunk("boot", "notes.txt")]);
-        assert!(check_chunks(&ok, &layout).is_ok());
+        assert_eq!(
+            check_chunks(&dep(vec![chunk("os", "a.fwi")]), &layout),
+            Ok(vec![])
+        );
+        // Several, one .fwi: it carries every group.
+        let one = dep(vec![chunk("system", "a.fwi"), chunk("boot", "notes.txt")]);
+        assert_eq!(check_chunks(&one, &layout), Ok(vec![]));
+        // A .fwi per chunk: the parts of a transaction, in order.
+        let two = dep(vec![chunk("system", "a.fwi"), chunk("boot", "b.fwi")]);
+        assert_eq!(
+            check_chunks(&two, &layout),
+            Ok(vec![
+                ChunkPart {
+                    group: "system".into(),
+                    name: "system".into(),
+                    url: "http://h/a.fwi".into(),
+                },
+                ChunkPart {
+                    group: "boot".into(),
+                    name: "boot".into(),
+                    url: "http://h/b.fwi".into(),
+                },
+            ])
+        );
+        let mut no_link = chunk("boot", "b.fwi");
+        no_link.artifacts[0].href = None;
+        let mut twice = chunk("boot", "b.fwi");
+        twice.artifacts.push(twice.artifacts[0].clone());
         for (chunks, says) in [
             (
                 vec![chunk("system", "a.fwi"), chunk("firmware", "f.bin")],
@@ -1223,9 +1433,10 @@ mod tests {
                 "two chunks",
             ),
             (
-                vec![chunk("system", "a.fwi"), chunk("boot", "b.fwi")],
-                "one .fwi",
+                vec![chunk("system", "a.fwi"), no_link],
+                "no http(s) download link",
             ),
+            (vec![chunk("system", "a.fwi"), twice], "more than one .fwi"),
         ] {
             let why = check_chunks(&dep(chunks), &layout).unwrap_err();
             assert!(why.contains(says), "{why}");

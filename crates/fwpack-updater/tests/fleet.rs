@@ -841,3 +841,461 @@ fn fleet_init_script_starts_and_stops_the_daemon() {
         .unwrap();
     assert!(!st.status.success());
 }
+
+// Multi-chunk deployments with a `.fwi` per chunk: one transaction.
+
+/// Two slot groups: `system` (4 MiB slots) and `boot` (8 MiB slots).
+const SYS_SLOTS: [updater::SlotRange; 2] = [
+    updater::SlotRange {
+        offset: 8 * MIB,
+        size: 4 * MIB,
+    },
+    updater::SlotRange {
+        offset: 12 * MIB,
+        size: 4 * MIB,
+    },
+];
+const BOOT_SLOTS: [updater::SlotRange; 2] = [
+    updater::SlotRange {
+        offset: 16 * MIB,
+        size: 8 * MIB,
+    },
+    updater::SlotRange {
+        offset: 24 * MIB,
+        size: 8 * MIB,
+    },
+];
+
+/// A signed image with one uncompressed segment per (name, group, data).
+fn signed(version: u64, segs: &[(&str, &str, &[u8])], key: &ed25519_dalek::SigningKey) -> Vec<u8> {
+    let mut b = fwimage::ImageBuilder::new(BOARD, version)
+        .and_then(|b| b.version_label(&format!("{version}.0.0")))
+        .unwrap();
+    for (name, target, data) in segs {
+        b.add_segment(
+            fwimage::SegmentSpec {
+                name: name.to_string(),
+                target: target.to_string(),
+                target_offset: 0,
+                compression: fwimage::Compression::None,
+                level: None,
+            },
+            data.len() as u64,
+            std::io::Cursor::new(data.to_vec()),
+        )
+        .unwrap();
+    }
+    let mut out = std::io::Cursor::new(Vec::new());
+    b.write(&mut out, &mut |_| {}).unwrap();
+    fwimage::insert_signature(&mut out, key).unwrap();
+    out.into_inner()
+}
+
+fn fwi_id(img: &[u8]) -> [u8; 32] {
+    let head =
+        fwimage::ImageHead::read_from(&mut std::io::Cursor::new(img), img.len() as u64).unwrap();
+    updater::image_id(&head)
+}
+
+struct Parts {
+    rig: Rig,
+    sys: Vec<u8>,
+    boot: Vec<u8>,
+    sys_fwi: Vec<u8>,
+    boot_fwi: Vec<u8>,
+}
+
+/// Slot A holds version 1 of both groups (3 MiB `system`, 6 MiB
+/// `boot`), confirmed; nginx (rate-capped with `rate`) serves version 2
+/// as `system.fwi` (1 % of the rootfs changed) and `boot.fwi` (all new,
+/// as `mangle_boot` leaves it), deployed as action 31 with a chunk each.
+fn parts_rig(rate: Option<u64>, mangle_boot: impl FnOnce(Vec<u8>, &[u8]) -> Vec<u8>) -> Parts {
+    let work = tempfile::tempdir().unwrap();
+    let key = signing_key();
+    let sys1 = noise(21)[..3 << 20].to_vec();
+    let boot1: Vec<u8> = noise(22)
+        .into_iter()
+        .chain(noise(23))
+        .take(6 << 20)
+        .collect();
+    let mut sys = sys1.clone();
+    for b in &mut sys[1 << 20..(1 << 20) + sys1.len() / 100] {
+        *b ^= 0x5a;
+    }
+    let boot: Vec<u8> = noise(24)
+        .into_iter()
+        .chain(noise(25))
+        .take(6 << 20)
+        .collect();
+    let layout = updater::Layout::new(
+        BOARD,
+        StateLocation::default(),
+        vec![
+            updater::SlotGroup {
+                name: "system".into(),
+                slots: SYS_SLOTS,
+            },
+            updater::SlotGroup {
+                name: "boot".into(),
+                slots: BOOT_SLOTS,
+            },
+        ],
+    )
+    .unwrap();
+    let disk = work.path().join("disk.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(32 * MIB)
+        .unwrap();
+    let mut keys = fwimage::TrustedKeys::new();
+    keys.add(key.verifying_key());
+    {
+        // Installed as a device would be: A written and pending, booted,
+        // confirmed.
+        let mut st = FileStorage::open(&disk, Access::ReadWrite).unwrap();
+        let blank = updater::BootState {
+            active: Slot::B,
+            pending: None,
+            tries_left: 0,
+            confirmed: false,
+            rollback_floor: 0,
+            slots: [updater::SlotInfo::empty(), updater::SlotInfo::empty()],
+        };
+        updater::init_state_area(&mut st, &layout, &blank).unwrap();
+        let v1 = signed(
+            1,
+            &[("rootfs", "system", &sys1), ("boot", "boot", &boot1)],
+            &key,
+        );
+        let o = updater::ApplyOptions {
+            slot: Some(Slot::A),
+            ..Default::default()
+        };
+        updater::apply(
+            std::io::Cursor::new(&v1),
+            v1.len() as u64,
+            &mut st,
+            &keys,
+            &o,
+            &mut |_| {},
+        )
+        .unwrap();
+        let mut a = StateArea::read(&mut st, loc()).unwrap();
+        assert_eq!(a.boot_attempt(&mut st).unwrap().slot, Slot::A);
+        a.confirm(&mut st, Slot::A).unwrap();
+    }
+    let sys_fwi = signed(2, &[("rootfs", "system", &sys)], &key);
+    let boot_fwi = mangle_boot(signed(2, &[("boot", "boot", &boot)], &key), &boot);
+    let www = work.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("system.fwi"), &sys_fwi).unwrap();
+    std::fs::write(www.join("boot.fwi"), &boot_fwi).unwrap();
+    std::fs::write(work.path().join("key.pem"), public_pem()).unwrap();
+    let nginx = Nginx::start_limited(&www, rate).unwrap();
+    let ddi = DdiServer::start("DEFAULT", CONTROLLER, Some(TOKEN)).unwrap();
+    std::fs::write(
+        work.path().join("updater.conf"),
+        format!(
+            "fleet_server = {}\nfleet_controller_id = {CONTROLLER}\nfleet_target_token = {TOKEN}\nfleet_poll_min = 1\nfleet_reboot = no\nfleet_state_dir = {}\n",
+            ddi.url(),
+            work.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let rig = Rig {
+        fwi_len: (sys_fwi.len() + boot_fwi.len()) as u64,
+        work,
+        disk,
+        nginx,
+        ddi,
+    };
+    let mut a = rig.action("31", None);
+    a.filename = "system.fwi".into();
+    a.url = rig.nginx.url("/system.fwi");
+    rig.ddi.deploy(a);
+    rig.ddi.set_chunks(vec![
+        Chunk {
+            part: "system".into(),
+            name: "rootfs".into(),
+            filename: "system.fwi".into(),
+            url: rig.nginx.url("/system.fwi"),
+            size: sys_fwi.len() as u64,
+        },
+        Chunk {
+            part: "boot".into(),
+            name: "bootloader".into(),
+            filename: "boot.fwi".into(),
+            url: rig.nginx.url("/boot.fwi"),
+            size: boot_fwi.len() as u64,
+        },
+    ]);
+    Parts {
+        rig,
+        sys,
+        boot,
+        sys_fwi,
+        boot_fwi,
+    }
+}
+
+impl Parts {
+    fn slot_b_holds_v2(&self) -> bool {
+        let d = std::fs::read(&self.rig.disk).unwrap();
+        let at = |r: updater::SlotRange, len: usize| &d[r.offset as usize..r.offset as usize + len];
+        at(SYS_SLOTS[1], self.sys.len()) == self.sys.as_slice()
+            && at(BOOT_SLOTS[1], self.boot.len()) == self.boot.as_slice()
+    }
+
+    fn txn_id(&self) -> [u8; 32] {
+        updater::transaction_id(&[fwi_id(&self.sys_fwi), fwi_id(&self.boot_fwi)])
+    }
+
+    fn spawn(&self) -> std::process::Child {
+        Command::new(host_updater())
+            .args(["fleet", "--once", "--config"])
+            .arg(self.rig.work.path().join("updater.conf"))
+            .arg("--target")
+            .arg(&self.rig.disk)
+            .arg("--key")
+            .arg(self.rig.work.path().join("key.pem"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// B pending → boot it → mark-good → the poll that reports.
+    fn reboot_confirm_and_report(&self) {
+        let (_, a) = self.rig.area();
+        assert_eq!(a.boot().pending, Some(Slot::B));
+        let bi = a.boot().slot(Slot::B);
+        assert_eq!(bi.state, updater::SlotState::Complete);
+        assert_eq!((bi.image_id, bi.version), (self.txn_id(), 2));
+        assert!(self.slot_b_holds_v2());
+        assert_eq!(self.rig.reboot(), Slot::B);
+        self.rig.mark_good(Slot::B);
+        self.rig.once_ok();
+        self.rig.once_ok();
+    }
+}
+
+#[test]
+fn fleet_ddi_two_fwi_chunks_install_as_one_transaction() {
+    let p = parts_rig(None, |f, _| f);
+    let r = &p.rig;
+    r.once_ok();
+    let fb = r.ddi.feedback("31");
+    let d = details(&fb);
+    let plan = d
+        .iter()
+        .find(|l| l.starts_with("delta plan"))
+        .expect("delta plan reported");
+    assert!(
+        plan.contains(&format!("of {} bytes in 2 parts", r.fwi_len)),
+        "{plan}"
+    );
+    // One plan, before anything was written, summed over the parts.
+    assert_eq!(d.iter().filter(|l| l.starts_with("delta plan")).count(), 1);
+    // Progress over both parts: one rising sequence up to 100.
+    let cnt: Vec<u64> = fb
+        .iter()
+        .filter_map(|f| f["status"]["result"]["progress"]["cnt"].as_u64())
+        .collect();
+    assert!(cnt.windows(2).all(|w| w[0] <= w[1]), "{cnt:?}");
+    assert!(cnt.iter().any(|&c| c > 0 && c < 50), "{cnt:?}");
+    assert!(cnt.iter().any(|&c| (50..100).contains(&c)), "{cnt:?}");
+    assert_eq!(cnt.last(), Some(&100));
+    let raw = (p.sys.len() + p.boot.len()) as u64;
+    let writing: Vec<&String> = d.iter().filter(|l| l.starts_with("writing:")).collect();
+    assert!(
+        writing
+            .iter()
+            .all(|l| l.ends_with(&format!(" of {raw} bytes"))),
+        "{writing:?}"
+    );
+    assert!(fb.iter().all(|f| f["status"]["execution"] == "proceeding"));
+    assert!(r.ddi.outcomes().is_empty());
+    // The system part came as a delta: far less than its image.
+    let sys_bytes = r.nginx.body_bytes_for("/system.fwi");
+    assert!(sys_bytes < p.sys_fwi.len() as u64 / 4, "{sys_bytes}");
+    p.reboot_confirm_and_report();
+    let outcomes = r.ddi.outcomes();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0].finished, "success", "{outcomes:?}");
+    let st = status_json(&r.disk);
+    assert!(st.contains("\"active\":\"B\""), "{st}");
+}
+
+#[test]
+fn fleet_ddi_failing_part_leaves_the_slot_unbootable_with_one_failure() {
+    // A corrupted chunk in the second .fwi: found when it is read, after
+    // the first part was written.
+    let p = parts_rig(None, |mut f, _| {
+        let at = f.len() - (1 << 20);
+        f[at] ^= 0x20;
+        f
+    });
+    let r = &p.rig;
+    r.once_ok();
+    r.once_ok();
+    let outcomes = r.ddi.outcomes();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0].finished, "failure", "{outcomes:?}");
+    let (_, a) = r.area();
+    assert_eq!(a.boot().pending, None);
+    assert_eq!(a.boot().slot(Slot::B).state, updater::SlotState::Updating);
+    assert_eq!(r.reboot(), Slot::A);
+    assert!(!r.action_file().exists());
+
+    // Signed by a key the device does not trust: refused before any write.
+    let p = parts_rig(None, |_, boot| {
+        let other = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        signed(2, &[("boot", "boot", boot)], &other)
+    });
+    let r = &p.rig;
+    r.once_ok();
+    let outcomes = r.ddi.outcomes();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0].finished, "failure");
+    let (_, a) = r.area();
+    assert_eq!(a.boot().slot(Slot::B).state, updater::SlotState::Empty);
+    assert_eq!(r.reboot(), Slot::A);
+}
+
+#[test]
+fn fleet_ddi_power_cut_between_parts_resumes() {
+    let p = parts_rig(Some(1 << 20), |f, _| f);
+    let r = &p.rig;
+    // Cut while the second part is written, past its first 4 MiB
+    // checkpoint: at 80 % of the 9 MiB of both parts, 4.2 MiB of part 2
+    // are written and 1.8 MiB (almost 2 s at the rate cap) are to come.
+    let mut c = p.spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !r
+        .ddi
+        .feedback("31")
+        .iter()
+        .any(|f| f["status"]["result"]["progress"]["cnt"].as_u64() >= Some(80))
+    {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        assert!(c.try_wait().unwrap().is_none(), "finished before the cut");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    assert!(r.ddi.outcomes().is_empty());
+    {
+        let (_, a) = r.area();
+        let bi = a.boot().slot(Slot::B);
+        assert_eq!(bi.state, updater::SlotState::Updating);
+        assert_eq!(bi.image_id, fwi_id(&p.boot_fwi), "cut in part 2");
+    }
+    let logged = r.nginx.access_log().len();
+    let out = p.spawn().wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after: Vec<_> = r.nginx.access_log().split_off(logged);
+    // Part 1 proven from the slot: only its head and index read again
+    // (the first 64 KiB), none of its data (the first run fetched its
+    // one changed chunk, after 1 MiB).
+    let sys_requests: Vec<_> = after.iter().filter(|e| e.path() == "/system.fwi").collect();
+    assert!(
+        sys_requests
+            .iter()
+            .all(|e| e.range_starts().iter().all(|&s| s < 64 << 10)),
+        "part 1 fetched again: {sys_requests:?}"
+    );
+    let sys: u64 = sys_requests.iter().map(|e| e.body_bytes_sent).sum();
+    // Part 2 resumed with Range from its checkpoint.
+    let resumed = after
+        .iter()
+        .filter(|e| e.path() == "/boot.fwi")
+        .flat_map(|e| e.range_starts())
+        .max()
+        .unwrap_or(0);
+    assert!(resumed >= 4 << 20, "no Range resume: {after:?}");
+    let boot: u64 = after
+        .iter()
+        .filter(|e| e.path() == "/boot.fwi")
+        .map(|e| e.body_bytes_sent)
+        .sum();
+    eprintln!(
+        "cut in part 2: the restart fetched {sys} bytes of system.fwi, {boot} of boot.fwi ({} bytes), from offset {resumed}",
+        p.boot_fwi.len()
+    );
+    assert!(boot < p.boot_fwi.len() as u64 / 2, "{boot}");
+    // The restart's plan counts what is left, not the whole of part 2.
+    let plans: Vec<u64> = details(&r.ddi.feedback("31"))
+        .iter()
+        .filter_map(|l| l.strip_prefix("delta plan: fetching "))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(plans.len(), 2, "{plans:?}");
+    assert!(plans[1] < p.boot_fwi.len() as u64 / 2, "{plans:?}");
+    p.reboot_confirm_and_report();
+    let outcomes = r.ddi.outcomes();
+    assert_eq!(outcomes.len(), 1, "exactly one final status: {outcomes:?}");
+    assert_eq!(outcomes[0].finished, "success");
+}
+
+#[test]
+fn fleet_ddi_oversized_transaction_is_refused_with_the_summed_plan() {
+    let p = parts_rig(None, |f, _| f);
+    let r = &p.rig;
+    // Part 1's delta alone (one changed chunk) is under the limit; with
+    // part 2 (all new) the sum is over it.
+    let conf = r.work.path().join("updater.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("fleet_max_download = 1M\nfleet_oversize = refuse\n");
+    std::fs::write(&conf, text).unwrap();
+    r.once_ok();
+    let out = r.ddi.outcomes();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].finished, "failure");
+    let why = &out[0].details[0];
+    let fetch: u64 = why
+        .strip_prefix("refused: the delta plan fetches ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{why}"));
+    assert!(
+        fetch > p.boot.len() as u64,
+        "not the sum of the parts: {why}"
+    );
+    assert!(why.contains(&format!("of {} bytes", r.fwi_len)), "{why}");
+    // Nothing written, and of part 2 only its head and index fetched.
+    let (_, a) = r.area();
+    assert_eq!(a.boot().slot(Slot::B).state, updater::SlotState::Empty);
+    assert!(r.nginx.body_bytes_for("/boot.fwi") <= 128 << 10);
+}
+
+#[test]
+fn fleet_ddi_transaction_waits_for_the_maintenance_window() {
+    let p = parts_rig(None, |f, _| f);
+    let r = &p.rig;
+    r.ddi.set_window(Some("unavailable"));
+    // Window closed: both parts written, proven and committed complete
+    // with the transaction's id, not pending.
+    r.once_ok();
+    let (_, a) = r.area();
+    assert_eq!(a.boot().pending, None);
+    let bi = a.boot().slot(Slot::B);
+    assert_eq!(bi.state, updater::SlotState::Complete);
+    assert_eq!(bi.image_id, p.txn_id());
+    assert!(r
+        .ddi
+        .feedback("31")
+        .iter()
+        .any(|f| f["status"]["execution"] == "downloaded"));
+    let fetched = r.nginx.access_log().len();
+    // Window open: pending without another download; then the usual end.
+    r.ddi.set_window(Some("available"));
+    r.once_ok();
+    assert_eq!(r.nginx.access_log().len(), fetched);
+    p.reboot_confirm_and_report();
+    let out = r.ddi.outcomes();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].finished, "success");
+}

@@ -494,3 +494,106 @@ fn minimized_reflash_writes_only_changes() {
     assert_eq!(r["bytes_written"], 0);
     let _ = path_str(d);
 }
+
+/// `fwpack apply SYSTEM.fwi BOOT.fwi`: two images, one per slot group,
+/// written into slot B and switched in one commit; overlapping images are
+/// refused before anything is written.
+#[test]
+fn apply_two_images_as_one_transaction() {
+    let s = setup();
+    let d = &s.dir;
+    let disk = d.join("disk.img");
+    stamp(
+        d,
+        "sys.fwi",
+        BOARD,
+        11,
+        &["rootfs=rootfs.img,target=system"],
+    );
+    stamp(
+        d,
+        "boot.fwi",
+        BOARD,
+        11,
+        &["kernel=kernel.img,target=boot,compress=zstd"],
+    );
+    let before = std::fs::read(&disk).unwrap();
+    let out = fwpack(
+        &[
+            "apply",
+            "v11.fwi",
+            "boot.fwi",
+            "--target",
+            "disk.img",
+            "--key",
+            "k.pub.pem",
+        ],
+        d,
+    );
+    assert_eq!(code(&out), 7, "{}", show(&out));
+    assert!(stderr(&out).contains("slot group `boot`"), "{}", show(&out));
+    assert!(std::fs::read(&disk).unwrap() == before, "refusal wrote");
+
+    let out = ok(fwpack(
+        &[
+            "apply",
+            "sys.fwi",
+            "boot.fwi",
+            "--target",
+            "disk.img",
+            "--key",
+            "k.pub.pem",
+            "--json",
+        ],
+        d,
+    ));
+    let lines = json_lines(&out);
+    assert!(lines.iter().any(|l| l["event"] == "transaction"));
+    let r = result_of(&out);
+    assert_eq!(r["transaction"], true, "{r}");
+    assert_eq!((&r["slot"], &r["pending"]), (&"B".into(), &true.into()));
+    assert_eq!(r["applied"], serde_json::json!([0, 1]));
+    let rootfs_len = std::fs::metadata(d.join("rootfs.img")).unwrap().len();
+    let kernel_len = std::fs::metadata(d.join("kernel.img")).unwrap().len();
+    assert!(cmp_range(
+        &d.join("rootfs.img"),
+        0,
+        &disk,
+        SYS_B,
+        rootfs_len
+    ));
+    assert!(cmp_range(
+        &d.join("kernel.img"),
+        0,
+        &disk,
+        BOOT_B,
+        kernel_len
+    ));
+    // The slot carries the transaction's id, pending with version 11.
+    let st: serde_json::Value = serde_json::from_slice(
+        &ok(fwpack(&["status", "--target", "disk.img", "--json"], d)).stdout,
+    )
+    .unwrap();
+    let text = st.to_string();
+    assert!(
+        text.contains(r["image_id"].as_str().unwrap()),
+        "status does not show the transaction id: {text}"
+    );
+    // Again: already complete, nothing written.
+    let out = ok(fwpack(
+        &[
+            "apply",
+            "sys.fwi",
+            "boot.fwi",
+            "--target",
+            "disk.img",
+            "--key",
+            "k.pub.pem",
+            "--json",
+        ],
+        d,
+    ));
+    let r = result_of(&out);
+    assert_eq!(r["already_complete"], true, "{r}");
+    assert_eq!(r["bytes_written"], 0);
+}

@@ -58,6 +58,11 @@ pub struct ApplyOptions {
     pub allow_partial: bool,
     /// Make the slot pending when done (else it is only marked complete).
     pub activate: bool,
+    /// End with the slot still `updating` (never bootable) and the journal
+    /// at the last checkpoint, instead of committing: one part of a
+    /// transaction ([`crate::txn`]), which commits every part at once.
+    /// `activate` is then ignored.
+    pub leave_updating: bool,
     /// Trial boots of the new slot before falling back.
     pub tries: u8,
     /// Sets the memory of the write pipeline: one buffer per checker
@@ -98,6 +103,7 @@ impl Default for ApplyOptions {
             force: false,
             allow_partial: false,
             activate: true,
+            leave_updating: false,
             tries: 3,
             chunk_size: 1 << 20,
             checkpoint_interval: 32 << 20,
@@ -143,6 +149,42 @@ pub struct ApplyReport {
     /// The slot is pending (boots next, on trial).
     pub pending: bool,
     pub direct_io: bool,
+}
+
+impl ApplyReport {
+    /// Before anything is done: what the image is and where it goes.
+    /// (Inlined: the bootstrap build has one caller and 8 KiB to spare.)
+    #[inline(always)]
+    fn start(
+        head: &ImageHead,
+        image_id: [u8; 32],
+        slot: Slot,
+        key_id: KeyId,
+        plans: &[SegPlan],
+    ) -> ApplyReport {
+        let h = &head.header;
+        ApplyReport {
+            slot,
+            image_id,
+            board: h.board.clone(),
+            version: h.payload_version,
+            label: h.version_label.clone(),
+            key_id,
+            segments: plans.len(),
+            raw_bytes: plans.iter().map(|p| p.raw_len).sum(),
+            bytes_written: 0,
+            skipped_resume: 0,
+            skipped_unchanged: 0,
+            bytes_read_back: 0,
+            image_bytes_read: h.index_offset,
+            bytes_from_seed: 0,
+            checkpoints: 0,
+            resumed_from: None,
+            already_complete: false,
+            pending: false,
+            direct_io: false,
+        }
+    }
 }
 
 /// SHA-256 of the signed head: names an image in the state area.
@@ -280,27 +322,7 @@ pub fn apply<S: ImageSource + Send>(
         mem_align,
         readback: None,
         seed_letter: '-',
-        report: ApplyReport {
-            slot,
-            image_id: id,
-            board: h.board.clone(),
-            version: h.payload_version,
-            label: h.version_label.clone(),
-            key_id,
-            segments: plans.len(),
-            raw_bytes: raw_total,
-            bytes_written: 0,
-            skipped_resume: 0,
-            skipped_unchanged: 0,
-            bytes_read_back: 0,
-            image_bytes_read: h.index_offset,
-            bytes_from_seed: 0,
-            checkpoints: 0,
-            resumed_from: None,
-            already_complete: false,
-            pending: false,
-            direct_io: false,
-        },
+        report: ApplyReport::start(&head, id, slot, key_id, &plans),
     };
 
     let info = boot.slot(slot);
@@ -354,6 +376,28 @@ pub fn apply<S: ImageSource + Send>(
         };
         e.write_data(&mut image, &mut area, seg, off, copy.as_deref(), events)?;
     }
+    if opts.leave_updating {
+        // A transaction's part: the data is durable (the last checkpoint
+        // synced it), the commit is the transaction's. A slot that held
+        // this image complete goes back to `updating`, since the other
+        // parts are yet to be written into it. The journal stays at the
+        // part's end, so a re-run of this part reads it back instead of
+        // fetching it again.
+        if e.report.already_complete {
+            let label = h.version_label.clone();
+            let version = h.payload_version;
+            area.update_boot(e.storage, |b| {
+                b.mark_updating(slot, version, id, &label);
+                Ok(())
+            })?;
+        }
+        if let Some(w) = e.storage.take_warning() {
+            events(&Event::Warning(w));
+        }
+        e.report.direct_io = e.storage.direct_io();
+        e.report.image_bytes_read += e.index.bytes_read;
+        return Ok(e.report);
+    }
     events(&Event::Phase(Phase::Commit));
     // One state-record write: complete, pending + tries, journal idle.
     area.commit(e.storage, slot, opts.activate, opts.tries)?;
@@ -381,9 +425,68 @@ pub fn apply<S: ImageSource + Send>(
     Ok(e.report)
 }
 
+/// What one image of a transaction ([`crate::txn`]) does in `slot`,
+/// found by the two read-only passes below.
+pub(crate) enum Probe {
+    /// Read every chunk back from the slot: the first segment and chunk
+    /// that does not match its signed raw SHA-256, if any.
+    Prove,
+    /// The delta plan against the seed slot of the chunks from
+    /// (segment, raw offset) on, as [`Event::DeltaPlan`] reports it (the
+    /// event is passed on).
+    Plan(Slot, (u32, u64)),
+}
+
+/// Authenticates the image's head with `trusted`, places its segments in
+/// `slot` of `layout` (any subset of the groups) and runs `probe`.
+/// Writes nothing. Returns the first chunk that does not read back as
+/// signed (segment name, chunk, device offset) for [`Probe::Prove`];
+/// `None` otherwise.
+pub(crate) fn probe<S: ImageSource>(
+    image: &mut S,
+    image_len: u64,
+    storage: &mut dyn Storage,
+    trusted: &TrustedKeys,
+    (layout, slot): (&crate::state::Layout, Slot),
+    probe: Probe,
+    events: &mut dyn FnMut(&Event),
+) -> Result<Option<(String, u64, u64)>> {
+    let geo = storage.geometry();
+    let head = ImageHead::read_from(image, image_len)?;
+    let v = head.authenticate(trusted)?;
+    let plans = plan_segments(&head, layout, slot, geo.io_align(), true)?;
+    let opts = ApplyOptions::default();
+    let cs = head.header.chunk_size();
+    let mut e = Engine {
+        storage,
+        v: &v,
+        index: Index::new(&v),
+        plans: &plans,
+        opts: &opts,
+        io_align: geo.io_align(),
+        mem_align: geo.mem_align(),
+        readback: None,
+        seed_letter: '-',
+        report: ApplyReport::start(&head, image_id(&head), slot, v.key_id, &plans),
+    };
+    match probe {
+        Probe::Prove => {
+            Ok(e.first_bad_chunk(image, (plans.len(), 0), events)?
+                .map(|(seg, chunk)| {
+                    let at = plans[seg].base + chunk * cs;
+                    (plans[seg].name.clone(), chunk, at)
+                }))
+        }
+        Probe::Plan(seed, from) => {
+            e.plan_delta(image, layout, seed, from, events)?;
+            Ok(None)
+        }
+    }
+}
+
 /// Refuses a busy target unless forced. With `notes`, also reports what
 /// is in use but no reason to refuse.
-fn check_busy(
+pub(crate) fn check_busy(
     storage: &mut dyn Storage,
     ranges: &[Range<u64>],
     force: bool,
@@ -435,7 +538,7 @@ fn check_options(opts: &ApplyOptions, mem_align: usize) -> Result<()> {
     if opts.checkpoint_interval == 0 {
         return bad("checkpoint interval", "0".into(), "must be positive");
     }
-    if opts.activate && opts.tries == 0 {
+    if opts.activate && !opts.leave_updating && opts.tries == 0 {
         return bad("tries", "0".into(), "a pending slot needs at least one try");
     }
     Ok(())

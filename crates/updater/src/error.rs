@@ -112,6 +112,26 @@ pub enum Error {
     #[error("the seed must be the other slot, not slot {0}, which is being written")]
     SeedIsTarget(char),
 
+    #[error("parts {first} and {second} of the transaction both write slot group `{group}`")]
+    PartsOverlap {
+        group: String,
+        first: usize,
+        second: usize,
+    },
+    #[error("part {part} of the transaction has version {version}, part 1 has {first}: the parts of one slot carry one version")]
+    PartVersion {
+        part: usize,
+        version: u64,
+        first: u64,
+    },
+    #[error("part {part} of the transaction is for slot group {} but its segment `{segment}` targets `{target}`", .groups.join(", "))]
+    PartGroup {
+        part: usize,
+        segment: String,
+        target: String,
+        groups: Vec<String>,
+    },
+
     #[error("invalid {what} `{value}`: {reason}")]
     InvalidInput {
         what: &'static str,
@@ -143,7 +163,10 @@ impl Error {
             | Unaligned { .. }
             | NotComplete { .. }
             | NotBooted(_)
-            | BelowFloor { .. } => ErrorClass::Policy,
+            | BelowFloor { .. }
+            | PartsOverlap { .. }
+            | PartVersion { .. }
+            | PartGroup { .. } => ErrorClass::Policy,
             ReadBack { .. } | SeedChanged { .. } => ErrorClass::Integrity,
             SeedIsTarget(_) => ErrorClass::Usage,
             InvalidInput { .. } => ErrorClass::Usage,

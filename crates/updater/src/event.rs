@@ -102,6 +102,31 @@ pub enum Event {
         slot: Slot,
         tries: u8,
     },
+    /// A transaction ([`crate::txn`]) of `parts` images passed every check
+    /// and goes into `slot`: `raw_bytes` over all parts.
+    TransactionAccepted {
+        parts: usize,
+        version: u64,
+        slot: Slot,
+        raw_bytes: u64,
+    },
+    /// The delta plan of the parts still to write, summed (each part's
+    /// [`Event::DeltaPlan`] follows again when it is written).
+    TransactionPlan {
+        seed: Slot,
+        chunks: u64,
+        from_seed: u64,
+        fetch_bytes: u64,
+    },
+    /// Part `index` (from 0) of `count` is applied (`proving: false`) or
+    /// read back (`proving: true`); the parts before it hold `raw_before`
+    /// of the transaction's raw bytes.
+    Part {
+        index: usize,
+        count: usize,
+        raw_before: u64,
+        proving: bool,
+    },
 }
 
 impl Event {
@@ -174,6 +199,30 @@ impl Event {
             Event::Pending { slot, tries } => {
                 format!("{{\"event\":\"pending\",\"slot\":\"{slot}\",\"tries\":{tries}}}")
             }
+            Event::TransactionAccepted {
+                parts,
+                version,
+                slot,
+                raw_bytes,
+            } => format!(
+                "{{\"event\":\"transaction\",\"parts\":{parts},\"version\":{version},\"slot\":\"{slot}\",\"raw_bytes\":{raw_bytes}}}"
+            ),
+            Event::TransactionPlan {
+                seed,
+                chunks,
+                from_seed,
+                fetch_bytes,
+            } => format!(
+                "{{\"event\":\"transaction_delta\",\"seed\":\"{seed}\",\"chunks\":{chunks},\"from_seed\":{from_seed},\"fetch_bytes\":{fetch_bytes}}}"
+            ),
+            Event::Part {
+                index,
+                count,
+                raw_before,
+                proving,
+            } => format!(
+                "{{\"event\":\"part\",\"index\":{index},\"count\":{count},\"raw_before\":{raw_before},\"proving\":{proving}}}"
+            ),
         }
     }
 }
@@ -265,6 +314,24 @@ mod tests {
             Event::Pending {
                 slot: Slot::B,
                 tries: 3,
+            },
+            Event::TransactionAccepted {
+                parts: 2,
+                version: 2,
+                slot: Slot::B,
+                raw_bytes: 5,
+            },
+            Event::TransactionPlan {
+                seed: Slot::A,
+                chunks: 3,
+                from_seed: 1,
+                fetch_bytes: 7,
+            },
+            Event::Part {
+                index: 1,
+                count: 2,
+                raw_before: 4,
+                proving: true,
             },
         ];
         for e in events {

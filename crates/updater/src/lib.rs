@@ -13,6 +13,9 @@
 //!   state and its decisions), [`journal`] (apply progress); [`running`]
 //!   is which slot the running system booted from, as a [`Storage`]
 //!   reports it.
+//! - [`txn`]: several signed images, each for its own slot groups, into
+//!   one slot as one transaction: written `updating`, proven, then
+//!   committed in one state write ([`apply_parts()`]).
 //! - [`status`]: what `status` shows (human lines and JSON), shared by
 //!   the host CLI and the device binary.
 //! - [`Storage`]: the I/O boundary. [`FileStorage`] is a block device or
@@ -42,6 +45,7 @@ pub mod running;
 pub mod state;
 pub mod status;
 pub mod storage;
+pub mod txn;
 
 pub use apply::{apply, image_id, ApplyOptions, ApplyReport, Seed};
 pub use device::{Access, FileStorage};
@@ -53,6 +57,7 @@ pub use state::{
     StateLocation, DEFAULT_STATE_COPY_DISTANCE, DEFAULT_STATE_OFFSET, STATE_HALF_LEN,
 };
 pub use storage::{AlignedBuf, BusyCheck, Geometry, MemStorage, SharedIo, Storage};
+pub use txn::{apply_parts, transaction_id, Part, TxnReport};
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -310,6 +310,41 @@ impl StateArea {
         Ok(())
     }
 
+    /// The end of a transaction ([`crate::txn`]): `slot`, written by its
+    /// parts and still `updating`, takes the transaction's version, id
+    /// and label and is committed as [`Self::commit`] does, journal
+    /// cleared, all in one record write. A slot already complete with
+    /// this id is only (re)activated.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_as(
+        &mut self,
+        storage: &mut dyn Storage,
+        slot: Slot,
+        version: u64,
+        image_id: [u8; 32],
+        label: &str,
+        activate: bool,
+        tries: u8,
+    ) -> Result<()> {
+        let mut b = self.boot.clone();
+        let info = b.slot(slot);
+        let done = info.state == SlotState::Complete && info.image_id == image_id;
+        if !done && info.state != SlotState::Updating {
+            return Err(Error::BadStateArea(format!(
+                "slot {slot} is {}, not `updating` with the parts of this transaction",
+                info.state.name()
+            )));
+        }
+        if !done {
+            b.mark_updating(slot, version, image_id, label);
+        }
+        b.commit(slot, activate, tries)?;
+        if b != self.boot || self.journal.is_some() {
+            self.write_state(storage, b, None)?;
+        }
+        Ok(())
+    }
+
     /// Persisted [`BootState::boot_attempt`]: durable before it returns,
     /// so a crash during the boot it decides still counts the try.
     pub fn boot_attempt(&mut self, storage: &mut dyn Storage) -> Result<BootDecision> {

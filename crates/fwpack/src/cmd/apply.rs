@@ -42,6 +42,11 @@ pub struct ApplyArgs {
     /// Signed image (.fwi) to apply: a file, `-` for standard input, or an
     /// http:// or https:// URL (any server that answers Range requests).
     image: String,
+    /// More signed images for the same slot, each for its own slot groups:
+    /// all of them are written, read back and switched together in one
+    /// commit (a transaction; files or URLs, not `-`).
+    #[arg(value_name = "IMAGE")]
+    more: Vec<String>,
     /// Disk to write: a block device, a loop device, or a disk image file
     /// that carries a fwpack state area.
     #[arg(long)]
@@ -228,6 +233,9 @@ fn open(target: &Path, access: Access) -> Result<FileStorage> {
 }
 
 pub fn apply(args: ApplyArgs) -> Result<()> {
+    if !args.more.is_empty() {
+        return apply_transaction(&args);
+    }
     let json_mode = args.json;
     let result = run_apply(&args);
     match &result {
@@ -244,10 +252,8 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
     result.map(|_| ())
 }
 
-fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
-    let trusted = trusted_keys(&args.keys)?;
-    let spec = imagesource::Spec::parse(&args.image);
-    let http = imagesource::HttpOptions {
+fn http_options(args: &ApplyArgs) -> imagesource::HttpOptions {
+    imagesource::HttpOptions {
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
         retries: args.retries,
         deadline: (args.deadline > 0).then(|| std::time::Duration::from_secs(args.deadline)),
@@ -264,18 +270,35 @@ fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
             pins: args.pins.clone(),
         },
         ..Default::default()
-    };
-    let json_mode = args.json;
-    // Runs on whichever thread reads the image; stdout/stderr lines are
-    // written whole.
-    let observer: imagesource::Observer = Box::new(move |e| {
+    }
+}
+
+/// Source events as lines: JSON on stdout or text on stderr. Runs on
+/// whichever thread reads the image; lines are written whole.
+fn observer(json_mode: bool) -> imagesource::Observer {
+    Box::new(move |e| {
         if json_mode {
             println!("{}", e.json());
         } else if let Some(line) = e.text() {
             eprintln!("{line}");
         }
-    });
-    let opened = imagesource::open(&spec, &http, Some(observer))
+    })
+}
+
+/// The source as the journal keeps it: a path made absolute.
+fn journal_source(spec: &imagesource::Spec, image: &str) -> String {
+    match spec {
+        imagesource::Spec::Path(p) => std::path::absolute(p)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| image.to_string()),
+        _ => image.to_string(),
+    }
+}
+
+fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
+    let trusted = trusted_keys(&args.keys)?;
+    let spec = imagesource::Spec::parse(&args.image);
+    let opened = imagesource::open(&spec, &http_options(args), Some(observer(args.json)))
         .with_context(|| format!("opening {}", args.image))?;
     let len = opened.len;
     let seed = match args.seed {
@@ -283,28 +306,9 @@ fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
         SeedArg::Auto => Seed::None,
         SeedArg::Fixed(s) => s,
     };
-    let source = match &spec {
-        imagesource::Spec::Path(p) => std::path::absolute(p)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| args.image.clone()),
-        _ => args.image.clone(),
-    };
+    let source = journal_source(&spec, &args.image);
     let mut storage = open(&args.target, Access::ReadWrite)?;
-    let opts = ApplyOptions {
-        slot: args.slot,
-        state_offset: args.state_offset,
-        state_copy_distance: args.state_copy_distance,
-        verify_writes: args.verify_writes,
-        minimize_writes: args.minimize_writes,
-        force: args.force,
-        allow_partial: args.allow_partial,
-        activate: !args.no_activate,
-        tries: args.tries,
-        chunk_size: usize::try_from(args.chunk_size).context("--chunk-size")?,
-        checkpoint_interval: args.checkpoint_interval,
-        seed,
-        source,
-    };
+    let opts = options(args, seed, source)?;
     let mut out = EventPrinter::new(args.json);
     // Positioned reads of whole chunks: no buffering wanted.
     let report = updater::apply(
@@ -318,6 +322,132 @@ fn run_apply(args: &ApplyArgs) -> Result<ApplyReport> {
     .with_context(|| format!("applying {} to {}", args.image, args.target.display()));
     out.finish();
     report
+}
+
+fn options(args: &ApplyArgs, seed: Seed, source: String) -> Result<ApplyOptions> {
+    Ok(ApplyOptions {
+        slot: args.slot,
+        state_offset: args.state_offset,
+        state_copy_distance: args.state_copy_distance,
+        verify_writes: args.verify_writes,
+        minimize_writes: args.minimize_writes,
+        force: args.force,
+        allow_partial: args.allow_partial,
+        activate: !args.no_activate,
+        leave_updating: false,
+        tries: args.tries,
+        chunk_size: usize::try_from(args.chunk_size).context("--chunk-size")?,
+        checkpoint_interval: args.checkpoint_interval,
+        seed,
+        source,
+    })
+}
+
+/// `fwpack apply A.fwi B.fwi …`: one transaction (`updater::txn`).
+fn apply_transaction(args: &ApplyArgs) -> Result<()> {
+    let result = run_transaction(args);
+    match &result {
+        Ok(r) => print_transaction(args, r),
+        Err(e) if args.json => {
+            let code = crate::exit::classify(e);
+            println!(
+                "{}",
+                updater::error_json(code.into(), &crate::exit::render(e))
+            );
+        }
+        Err(_) => {}
+    }
+    result.map(|_| ())
+}
+
+fn images(args: &ApplyArgs) -> Vec<&String> {
+    std::iter::once(&args.image).chain(&args.more).collect()
+}
+
+fn run_transaction(args: &ApplyArgs) -> Result<updater::TxnReport> {
+    let trusted = trusted_keys(&args.keys)?;
+    let http = http_options(args);
+    let mut parts = Vec::new();
+    let mut any_url = false;
+    for image in images(args) {
+        let spec = imagesource::Spec::parse(image);
+        if matches!(spec, imagesource::Spec::Stdin) {
+            bail!("`-`: a transaction reads each image again for its final proof, so its images are files or URLs");
+        }
+        any_url |= matches!(spec, imagesource::Spec::Url(_));
+        let opened = imagesource::open(&spec, &http, Some(observer(args.json)))
+            .with_context(|| format!("opening {image}"))?;
+        parts.push(updater::Part {
+            image: opened.source,
+            len: opened.len,
+            source: journal_source(&spec, image),
+            groups: Vec::new(),
+        });
+    }
+    let seed = match args.seed {
+        SeedArg::Auto if any_url => Seed::Active,
+        SeedArg::Auto => Seed::None,
+        SeedArg::Fixed(s) => s,
+    };
+    let mut storage = open(&args.target, Access::ReadWrite)?;
+    let opts = options(args, seed, String::new())?;
+    let mut out = EventPrinter::new(args.json);
+    let report = updater::apply_parts(&mut parts, &mut storage, &trusted, &opts, &mut |e| {
+        out.event(e)
+    })
+    .with_context(|| {
+        format!(
+            "applying {} to {} as one transaction",
+            args.image,
+            args.target.display()
+        )
+    });
+    out.finish();
+    report
+}
+
+fn print_transaction(args: &ApplyArgs, r: &updater::TxnReport) {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let written: u64 = r.applied.iter().map(|(_, a)| a.bytes_written).sum();
+    if args.json {
+        let parts: Vec<serde_json::Value> = images(args)
+            .iter()
+            .zip(&r.part_ids)
+            .map(|(i, id)| serde_json::json!({ "image": i, "image_id": hex(id) }))
+            .collect();
+        let v = serde_json::json!({
+            "event": "result",
+            "result": "ok",
+            "transaction": true,
+            "target": args.target.display().to_string(),
+            "slot": r.slot.to_string(),
+            "image_id": hex(&r.id),
+            "version": r.version,
+            "label": r.label,
+            "parts": parts,
+            "applied": r.applied.iter().map(|(i, _)| i).collect::<Vec<_>>(),
+            "repaired": r.repaired,
+            "raw_bytes": r.raw_bytes,
+            "bytes_written": written,
+            "bytes_proven": r.bytes_proven,
+            "already_complete": r.already_complete,
+            "pending": r.pending,
+        });
+        println!("{v}");
+        return;
+    }
+    println!(
+        "OK: {} images → slot {} of {} as one transaction: {written} bytes written, {} read back{}",
+        r.part_ids.len(),
+        r.slot,
+        args.target.display(),
+        r.bytes_proven,
+        if r.pending {
+            format!("; slot {} boots next on trial", r.slot)
+        } else {
+            "; slot marked complete, not activated".into()
+        }
+    );
 }
 
 /// Turns engine events into JSON lines or human lines (+ a progress bar
@@ -400,6 +530,35 @@ impl EventPrinter {
                 "delta: {from_seed} of {chunks} chunks already on slot {seed}; fetching {fetch_bytes} bytes in {runs} range(s)"
             ),
             Event::Checkpoint { .. } => {}
+            Event::TransactionAccepted {
+                parts,
+                version,
+                slot,
+                raw_bytes,
+            } => eprintln!(
+                "transaction: {parts} images, version {version}, {raw_bytes} bytes, into slot {slot}; it switches once all are written and read back"
+            ),
+            Event::TransactionPlan {
+                seed,
+                chunks,
+                from_seed,
+                fetch_bytes,
+            } => eprintln!(
+                "delta over all images: {from_seed} of {chunks} chunks already on slot {seed}; fetching {fetch_bytes} bytes"
+            ),
+            Event::Part {
+                index,
+                count,
+                proving,
+                ..
+            } => {
+                self.finish();
+                eprintln!(
+                    "image {} of {count}: {}",
+                    index + 1,
+                    if *proving { "reading back" } else { "writing" }
+                )
+            }
             _ => {}
         }
     }
