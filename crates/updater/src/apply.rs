@@ -258,31 +258,7 @@ pub fn apply<S: ImageSource + Send>(
             what: "device's rollback floor",
         });
     }
-    let slot = opts.slot.unwrap_or(boot.inactive());
-    if slot == active {
-        return Err(Error::ActiveSlot(slot.letter()));
-    }
-    // A usage error, found before anything is written: marking the slot
-    // updating first would lose a complete or pending slot to a typo.
-    let seed = match opts.seed {
-        Seed::None => None,
-        Seed::Active => (boot.slot(active).state == SlotState::Complete).then_some(active),
-        Seed::Slot(s) if s == slot => return Err(Error::SeedIsTarget(s.letter())),
-        Seed::Slot(s) => Some(s),
-    };
-    // The running slot (a trial boot before mark-good) is refused here,
-    // before any read-back, as well as by the state area when it would be
-    // marked updating.
-    match area.running() {
-        Running::Slot { slot: s, source } if *s == slot => {
-            return Err(Error::RunningSlot {
-                slot: slot.letter(),
-                evidence: source.clone(),
-            })
-        }
-        Running::Unknown(why) => return Err(Error::RunningUnknown(why.clone())),
-        _ => {}
-    }
+    let (slot, seed) = target_and_seed(&area, opts)?;
     if layout.min_disk_size() > storage.size() {
         return Err(Error::BadLayout(format!(
             "the layout needs {} bytes but the target has {}",
@@ -481,6 +457,39 @@ pub(crate) fn probe<S: ImageSource>(
             e.plan_delta(image, layout, seed, from, events)?;
             Ok(None)
         }
+    }
+}
+
+/// The slot `opts` writes and the slot it copies unchanged chunks from.
+/// Usage errors (the active slot, the running one, a seed that is the
+/// target) are found here, before anything is written: marking the slot
+/// updating first would lose a complete or pending slot to a typo.
+pub(crate) fn target_and_seed(
+    area: &StateArea,
+    opts: &ApplyOptions,
+) -> Result<(Slot, Option<Slot>)> {
+    let boot = area.boot();
+    let active = boot.active;
+    let slot = opts.slot.unwrap_or(boot.inactive());
+    if slot == active {
+        return Err(Error::ActiveSlot(slot.letter()));
+    }
+    let seed = match opts.seed {
+        Seed::None => None,
+        Seed::Active => (boot.slot(active).state == SlotState::Complete).then_some(active),
+        Seed::Slot(s) if s == slot => return Err(Error::SeedIsTarget(s.letter())),
+        Seed::Slot(s) => Some(s),
+    };
+    // The running slot (a trial boot before mark-good) is refused here,
+    // before any read-back, as well as by the state area when it would be
+    // marked updating.
+    match area.running() {
+        Running::Slot { slot: s, source } if *s == slot => Err(Error::RunningSlot {
+            slot: slot.letter(),
+            evidence: source.clone(),
+        }),
+        Running::Unknown(why) => Err(Error::RunningUnknown(why.clone())),
+        _ => Ok((slot, seed)),
     }
 }
 

@@ -39,9 +39,11 @@
 use fwimage::{ImageHead, ImageSource, TrustedKeys};
 use sha2::{Digest, Sha256};
 
-use crate::apply::{apply, check_busy, image_id, probe, ApplyOptions, ApplyReport, Probe, Seed};
+use crate::apply::{
+    apply, check_busy, image_id, probe, target_and_seed, ApplyOptions, ApplyReport, Probe,
+};
 use crate::event::{Event, Phase};
-use crate::state::{Running, Slot, SlotState, StateArea, StateLocation, MAX_GROUPS};
+use crate::state::{Slot, SlotState, StateArea, StateLocation, MAX_GROUPS};
 use crate::storage::Storage;
 use crate::{Error, Result};
 
@@ -125,26 +127,7 @@ pub fn apply_parts<S: ImageSource + Send>(
     let layout = area.layout().clone();
     let boot = area.boot().clone();
     let active = boot.active;
-    let slot = opts.slot.unwrap_or(boot.inactive());
-    if slot == active {
-        return Err(Error::ActiveSlot(slot.letter()));
-    }
-    match area.running() {
-        Running::Slot { slot: s, source } if *s == slot => {
-            return Err(Error::RunningSlot {
-                slot: slot.letter(),
-                evidence: source.clone(),
-            })
-        }
-        Running::Unknown(why) => return Err(Error::RunningUnknown(why.clone())),
-        _ => {}
-    }
-    let seed = match opts.seed {
-        Seed::None => None,
-        Seed::Active => (boot.slot(active).state == SlotState::Complete).then_some(active),
-        Seed::Slot(s) if s == slot => return Err(Error::SeedIsTarget(s.letter())),
-        Seed::Slot(s) => Some(s),
-    };
+    let (slot, seed) = target_and_seed(&area, opts)?;
 
     // 1. Every part, before anything is written.
     let mut ids = Vec::with_capacity(n);
