@@ -40,7 +40,8 @@ enum SeedArg {
 #[derive(Args)]
 pub struct ApplyArgs {
     /// Signed image (.fwi) to apply: a file, `-` for standard input, or an
-    /// http:// or https:// URL (any server that answers Range requests).
+    /// http:// or https:// URL (a server that answers Range requests, or
+    /// one that does not: then the image is read as one stream).
     image: String,
     /// More signed images for the same slot, each for its own slot groups:
     /// all of them are written, read back and switched together in one
