@@ -201,7 +201,7 @@ fn options(verify: bool, minimize: bool) -> ApplyOptions {
     }
 }
 
-/// Tear patterns tried at every cut point.
+/// Tear patterns tried at every cut point ([`Tear::every`]).
 const TEARS: u64 = 6;
 
 struct Stats {
@@ -233,14 +233,7 @@ fn enumerate_on(fx: Fixture, opts: &ApplyOptions, second_level_every: u64) -> (S
         let mut st = CrashStorage::new(fx.old.clone(), Some(cut));
         let err = fx.apply(&mut st, opts).expect_err("the cut must surface");
         assert_eq!(err.class(), ErrorClass::Io, "cut {cut}: {err}");
-        for tear in [
-            Tear::LoseAll,
-            Tear::KeepAll,
-            Tear::Prefix(cut * 7 + 1),
-            Tear::Sectors(cut * 13 + 5),
-            Tear::InOrder(cut * 17 + 3),
-            Tear::Newest(cut * 19 + 11),
-        ] {
+        for tear in Tear::every(cut) {
             let what = format!("cut {cut}/{n} {tear:?}");
             let d = fx.check_after_cut(st.after_crash(tear), &what);
             let mut again = CrashStorage::new(d.clone(), None);

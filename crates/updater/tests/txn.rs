@@ -332,14 +332,7 @@ fn txn_power_cut_at_every_write_and_sync() {
         let mut st = CrashStorage::new(fx.old.clone(), Some(cut));
         let err = fx.run(&mut st, &opts).expect_err("the cut must surface");
         assert_eq!(err.class(), ErrorClass::Io, "cut {cut}: {err}");
-        for tear in [
-            Tear::LoseAll,
-            Tear::KeepAll,
-            Tear::Prefix(cut * 7 + 1),
-            Tear::Sectors(cut * 13 + 5),
-            Tear::InOrder(cut * 17 + 3),
-            Tear::Newest(cut * 19 + 11),
-        ] {
+        for tear in Tear::every(cut) {
             let what = format!("cut {cut}/{n} {tear:?}");
             let d = fx.check_after_cut(st.after_crash(tear), &what);
             let marked = {

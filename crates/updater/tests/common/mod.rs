@@ -184,6 +184,21 @@ pub enum Tear {
     Newest(u64),
 }
 
+impl Tear {
+    /// The tears tried at cut point `cut` of an apply: each kind once,
+    /// seeded by the cut so the torn boundaries move from cut to cut.
+    pub fn every(cut: u64) -> [Tear; 6] {
+        [
+            Tear::LoseAll,
+            Tear::KeepAll,
+            Tear::Prefix(cut * 7 + 1),
+            Tear::Sectors(cut * 13 + 5),
+            Tear::InOrder(cut * 17 + 3),
+            Tear::Newest(cut * 19 + 11),
+        ]
+    }
+}
+
 pub const SECTOR: usize = 512;
 
 /// A disk behind a volatile write cache. Writes are visible to reads at
