@@ -234,14 +234,20 @@ fn open(target: &Path, access: Access) -> Result<FileStorage> {
 }
 
 pub fn apply(args: ApplyArgs) -> Result<()> {
-    if !args.more.is_empty() {
-        return apply_transaction(&args);
+    if args.more.is_empty() {
+        finish(&args, run_apply(&args), print_report)
+    } else {
+        // `fwpack apply A.fwi B.fwi …`: one transaction (`updater::txn`).
+        finish(&args, run_transaction(&args), print_transaction)
     }
-    let json_mode = args.json;
-    let result = run_apply(&args);
+}
+
+/// Prints how a run ended: its report, or with `--json` the error line
+/// (the text goes to stderr through the CLI's error path either way).
+fn finish<T>(args: &ApplyArgs, result: Result<T>, print: fn(&ApplyArgs, &T)) -> Result<()> {
     match &result {
-        Ok(r) => print_report(&args, r),
-        Err(e) if json_mode => {
+        Ok(r) => print(args, r),
+        Err(e) if args.json => {
             let code = crate::exit::classify(e);
             println!(
                 "{}",
@@ -342,23 +348,6 @@ fn options(args: &ApplyArgs, seed: Seed, source: String) -> Result<ApplyOptions>
         seed,
         source,
     })
-}
-
-/// `fwpack apply A.fwi B.fwi …`: one transaction (`updater::txn`).
-fn apply_transaction(args: &ApplyArgs) -> Result<()> {
-    let result = run_transaction(args);
-    match &result {
-        Ok(r) => print_transaction(args, r),
-        Err(e) if args.json => {
-            let code = crate::exit::classify(e);
-            println!(
-                "{}",
-                updater::error_json(code.into(), &crate::exit::render(e))
-            );
-        }
-        Err(_) => {}
-    }
-    result.map(|_| ())
 }
 
 fn images(args: &ApplyArgs) -> Vec<&String> {
