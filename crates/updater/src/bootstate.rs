@@ -217,7 +217,7 @@ impl BootState {
     /// The end of an apply, as one change: `slot` (its data durable) is
     /// complete, no longer marked as fallen back, and with `activate`
     /// pending with `tries` trial boots. Persisted by
-    /// [`StateArea::commit`] in a single record write together with the
+    /// [`StateArea::commit`](crate::StateArea::commit) in a single record write together with the
     /// idle journal, so no power cut can leave a complete slot that lost
     /// its activation.
     pub fn commit(&mut self, slot: Slot, activate: bool, tries: u8) -> Result<()> {
@@ -261,7 +261,7 @@ impl BootState {
 
     /// Called once per boot, before choosing the root: spends one try of
     /// the pending slot, or drops it when none are left. The caller must
-    /// persist the result before booting (see [`StateArea::boot_attempt`]).
+    /// persist the result before booting (see [`StateArea::boot_attempt`](crate::StateArea::boot_attempt)).
     pub fn boot_attempt(&mut self) -> BootDecision {
         let active = self.active;
         match self.pending {

@@ -18,7 +18,7 @@ pub enum Running {
     Unknown(String),
 }
 
-/// The system booted from a slot of this disk, as a [`Storage`] reports it.
+/// The system booted from a slot of this disk, as a [`Storage`](crate::Storage) reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootedSlot {
     pub slot: Slot,
