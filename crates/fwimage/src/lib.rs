@@ -51,7 +51,8 @@ pub use stream::{BatchDecoder, ChunkInfo, ChunkReader, PendingBatch};
 pub use verify::VerifyReport;
 #[cfg(feature = "write")]
 pub use write::{
-    default_jobs, insert_signature, signed_message, ImageBuilder, SegmentSpec, Signer, WriteSummary,
+    default_jobs, insert_signature, signed_message, ImageBuilder, SegmentSpec, Signer,
+    WriteSummary, GZIP_DEFAULT_LEVEL, GZIP_MAX_LEVEL,
 };
 
 /// Result alias for this crate.

@@ -26,6 +26,10 @@ fn payloads() -> Vec<(SegmentSpec, Vec<u8>)> {
     };
     let mut gz = spec("boot", "boot", Compression::Gzip);
     gz.level = Some(9);
+    // The default gzip level (libdeflate's near-optimal parser), with a
+    // run of zeros two chunks long: those chunks take the level-9 path.
+    let mut log = mixed(300_000, 4);
+    log[70_000..250_000].fill(0);
     vec![
         (
             spec("rootfs", "system", Compression::None),
@@ -33,6 +37,7 @@ fn payloads() -> Vec<(SegmentSpec, Vec<u8>)> {
         ),
         (gz, mixed(1_000_000, 2)),
         (spec("data", "data", Compression::Zstd), mixed(650_000, 3)),
+        (spec("log", "log", Compression::Gzip), log),
     ]
 }
 
