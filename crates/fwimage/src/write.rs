@@ -581,7 +581,7 @@ struct Encoder {
 /// The gzip level a chunk is actually deflated at. A chunk of one repeated
 /// byte (zeroed or erased space, most of a sparse filesystem image) goes
 /// at most at level 9: libdeflate's near-optimal parser (10–12) spends
-/// about 12 times as long on such a run for a result no smaller (measured
+/// 11–17 times as long on such a run for a result no smaller (measured
 /// in docs/BENCHMARKS.md). The rule reads only the chunk, so the image
 /// stays the same for any `--jobs`.
 fn gzip_chunk_level(level: i32, raw: &[u8]) -> i32 {
