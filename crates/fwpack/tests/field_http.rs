@@ -461,6 +461,15 @@ fn field_nginx_https_with_a_private_ca_and_pins() {
         limit,
     );
     assert_source_failure(d, &out, "https with a wrong pin", &["pin"]);
+    // The CA is trusted, but the certificate names 127.0.0.1, not this.
+    let other = url.replace("127.0.0.1", "localhost");
+    let out = apply(d, &other, &["--retries", "0", "--ca", "ca.pem"], limit);
+    assert_source_failure(
+        d,
+        &out,
+        "https under another name",
+        &["certificate", "name"],
+    );
     // https -> http is refused even when the host is allowed.
     let down = nginx.url("down.fwi");
     let allow = format!("127.0.0.1:{}", plain.port());
