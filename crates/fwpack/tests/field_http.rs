@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use testkit::http::{CountingProxy, Fault, FaultServer, Nginx, Served};
+use testkit::tls::{self, PrivateCa};
 
 const BOARD: &str = "acme-board";
 const ROOTFS_LEN: usize = 12 * MIB as usize;
@@ -326,93 +327,11 @@ fn field_trailing_bytes_on_stdin_are_malformed() {
     assert_not_bootable(d, "trailing bytes on stdin");
 }
 
-fn openssl(d: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", show(&out));
-}
-
-/// openssl: a CA, and a certificate for 127.0.0.1 it signs.
-fn private_ca(d: &Path) {
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=fwpack test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    );
-    server_cert(
-        d,
-        "srv",
-        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
-    );
-}
-
-/// `NAME.pem`/`NAME.key`: a server certificate for 127.0.0.1 under the CA
-/// of [`private_ca`], its key made by `openssl req NEWKEY...`.
-fn server_cert(d: &Path, name: &str, newkey: &[&str]) {
-    let (key, csr, pem) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.pem"),
-    );
-    let mut req = vec!["req"];
-    req.extend_from_slice(newkey);
-    req.extend_from_slice(&[
-        "-nodes",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    openssl(d, &req);
-    std::fs::write(
-        d.join("srv.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            "srv.ext",
-        ],
-    );
+/// ca.pem, and srv.pem/srv.key for 127.0.0.1 (P-256) issued by it.
+fn private_ca(d: &Path) -> PrivateCa {
+    let ca = PrivateCa::new(d).unwrap();
+    ca.issue("srv", &["127.0.0.1"], tls::EC_P256).unwrap();
+    ca
 }
 
 /// `sha256/<base64>` of a certificate's public key, by openssl alone.
@@ -519,8 +438,9 @@ fn field_nginx_https_tls13_only_with_an_rsa_server_key() {
     }
     let tmp = setup("field-https13");
     let d = tmp.path();
-    private_ca(d);
-    server_cert(d, "rsa", &["-newkey", "rsa:2048"]);
+    private_ca(d)
+        .issue("rsa", &["127.0.0.1"], tls::RSA_2048)
+        .unwrap();
     let www = d.join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::copy(d.join("v11.fwi"), www.join("u.fwi")).unwrap();
