@@ -4,7 +4,7 @@
 //! in the same run, over http and over https (a private CA made here with
 //! openssl, as the field tests do); delta fetches of an ext4 root filesystem with 1 %,
 //! 10 % and 50 % of its files rewritten against a full fetch of the same
-//! image; peak RSS while streaming 256 MiB and 1 GiB.
+//! image; peak RSS while streaming 256 MiB and 1 GiB (http and https).
 //!
 //! Method, and why:
 //! - Same conventions as `bench apply` (xtask/src/bench_apply.rs): release
@@ -127,7 +127,7 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     print_machine(&opts, &work);
 
     full(&fwpack, &work, &www, &nginx, &opts, None)?;
-    if testkit::tools::find("openssl").is_some() {
+    let tls = if testkit::tools::find("openssl").is_some() {
         private_ca(&work)?;
         // nginx 1.22 offers TLS 1.3 only when told to (1.23.4 made it a
         // default); TLS 1.3 is what current servers and CDNs speak.
@@ -139,11 +139,13 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
         )
         .context("starting nginx with TLS")?;
         full(&fwpack, &work, &www, &tls, &opts, Some("ca.pem"))?;
+        Some(tls)
     } else {
         println!("\nno openssl: the https rows are skipped");
-    }
+        None
+    };
     delta(&fwpack, &work, &www, &nginx, &opts)?;
-    rss(&fwpack, &updater, &work, &www, &nginx, &opts)?;
+    rss(&fwpack, &updater, &work, &www, &nginx, tls.as_ref(), &opts)?;
     Ok(())
 }
 
@@ -519,12 +521,13 @@ fn rss(
     work: &Path,
     www: &Path,
     nginx: &Nginx,
+    tls: Option<&Nginx>,
     opts: &Opts,
 ) -> Result<()> {
     println!("\npeak RSS streaming an image of zeros from nginx (--seed none), MiB:");
     println!(
-        "{:>7} {:>16} {:>22}",
-        "image", "fwpack apply", "fwpack-updater apply"
+        "{:>7} {:>16} {:>22} {:>22}",
+        "image", "fwpack apply", "fwpack apply https", "fwpack-updater apply"
     );
     for &size in &opts.rss_mib {
         let payload = work.join(format!("zeros-{size}M.bin"));
@@ -535,6 +538,15 @@ fn rss(
         let url = nginx.url(&publish(www, &image, &format!("zeros-{size}.fwi"))?);
         new_target(fwpack, work, size)?;
         let cli = apply_url(fwpack, work, &url, &["--seed", "none"])?;
+        let https = match tls {
+            Some(tls) => {
+                new_target(fwpack, work, size)?;
+                let url = tls.url(&format!("zeros-{size}.fwi"));
+                let s = apply_url(fwpack, work, &url, &["--seed", "none", "--ca", "ca.pem"])?;
+                format!("{:.1}", s.max_rss_kib as f64 / 1024.0)
+            }
+            None => "-".into(),
+        };
         new_target(fwpack, work, size)?;
         let dev = timed(Command::new(updater).current_dir(work).args([
             "apply",
@@ -548,9 +560,10 @@ fn rss(
             "--json",
         ]))?;
         println!(
-            "{:>6}M {:>16.1} {:>22.1}",
+            "{:>6}M {:>16.1} {:>22} {:>22.1}",
             size,
             cli.max_rss_kib as f64 / 1024.0,
+            https,
             dev.max_rss_kib as f64 / 1024.0
         );
         let _ = fs::remove_file(www.join(format!("zeros-{size}.fwi")));
