@@ -98,10 +98,11 @@ fn main() -> std::process::ExitCode {
 
 /// glibc gives each thread that allocates an arena of its own; an apply's
 /// pipeline threads (reader, checkers, writers) allocate little (their
-/// buffers come from the pipeline, large ones are mmap'd), so the arenas
-/// were 350 KiB of peak RSS for nothing (docs/BENCHMARKS.md, "Peak RSS
-/// over HTTP"). One arena, set before any thread starts. Not for build or
-/// stamp, whose compressor threads allocate in parallel.
+/// buffers are one mmap'd block), yet their arenas held 350 KiB at peak
+/// RSS, and one heap holds the same data in 136 KiB less
+/// (docs/BENCHMARKS.md, "Peak RSS over HTTP"). Set before any thread
+/// starts. Not for build or stamp, whose compressor threads allocate in
+/// parallel.
 fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; no thread runs yet.
