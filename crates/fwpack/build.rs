@@ -52,7 +52,10 @@ fn main() {
 /// loader reads 190 KiB of `.rela.dyn` at every start of this PIE, and
 /// those pages stay in its RSS; packed, they are a few KiB. Only for a
 /// dynamically linked glibc host binary (lld and GNU ld >= 2.38 know the
-/// option; GNU ld also leaves it out when glibc lacks DT_RELR).
+/// option). The linker adds a GLIBC_ABI_DT_RELR version need, so such a
+/// binary copied to a glibc older than 2.36 is refused by the loader with
+/// that name, not run wrongly; the release archives are static musl
+/// builds and do not get the option.
 fn relr() {
     let var = |k: &str| std::env::var(k).unwrap_or_default();
     if var("CARGO_CFG_TARGET_OS") == "linux"
