@@ -100,9 +100,9 @@ fn main() -> std::process::ExitCode {
 /// pipeline threads (reader, checkers, writers) allocate little (their
 /// buffers are one mmap'd block), yet their arenas held 350 KiB at peak
 /// RSS, and one heap holds the same data in 136 KiB less
-/// (docs/BENCHMARKS.md, "Peak RSS over https under 8 MiB"). Set before any thread
-/// starts. Not for build or stamp, whose compressor threads allocate in
-/// parallel.
+/// (docs/BENCHMARKS.md, "Peak RSS over https under 8 MiB"). Set before
+/// any thread starts. Not for build or stamp, whose compressor threads
+/// allocate in parallel.
 fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; no thread runs yet.
