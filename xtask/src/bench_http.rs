@@ -10,8 +10,11 @@
 //! - Same conventions as `bench apply` (xtask/src/bench_apply.rs): release
 //!   binaries copied aside, work files under `target/bench-http/` on the
 //!   disk file system, inputs read once before timing (page cache), a
-//!   fresh sparse target per run, best of N wall time, GNU time's `%M`
-//!   for peak RSS, rows alternating between the tools. The copied
+//!   fresh sparse target per run, best and median of N wall time, GNU
+//!   time's `%M` for peak RSS, rows alternating between the tools. The
+//!   full fetches also give CPU seconds (the tool's user + sys, and
+//!   nginx's while it ran) and fwpack against the slower of dd and curl
+//!   per run: on 2 shared cores the wall clock follows the load. The copied
 //!   binaries are dropped from the page cache once (`uncache`), so that
 //!   their peak RSS is that of a binary loaded from disk, not of one just
 //!   written.
