@@ -14,7 +14,9 @@
 //!   time's `%M` for peak RSS, rows alternating between the tools. The
 //!   full fetches also give CPU seconds (the tool's user + sys, and
 //!   nginx's while it ran) and fwpack against the slower of dd and curl
-//!   per run: on 2 shared cores the wall clock follows the load. The copied
+//!   per run: on 2 shared cores the wall clock follows the load. A row
+//!   of the same apply from the image file (no network) shows what the
+//!   HTTP path itself costs. The copied
 //!   binaries are dropped from the page cache once (`uncache`), so that
 //!   their peak RSS is that of a binary loaded from disk, not of one just
 //!   written.
@@ -360,6 +362,7 @@ fn full(
     warm(&payload)?;
     warm(&image)?;
     let (mut dd, mut curl, mut apply) = (Vec::new(), Vec::new(), Vec::new());
+    let mut file = Vec::new();
     let mut sent = 0;
     for _ in 0..opts.runs {
         dd.push(cpu(nginx, || run_dd(work, &payload))?);
@@ -381,6 +384,13 @@ fn full(
         })?;
         sent = n;
         apply.push(s);
+        // The same image from the file, no network: what the engine
+        // costs, so that the HTTP path's share is the difference.
+        new_target(fwpack, work, size)?;
+        sync();
+        file.push(cpu(nginx, || {
+            apply_url(fwpack, work, path(&image), &["--seed", "none"])
+        })?);
     }
     let _ = fs::remove_file(work.join("dd.out"));
     let bytes = size * MIB;
@@ -397,6 +407,7 @@ fn full(
         ("dd bs=1M oflag=direct conv=fsync (payload)", dd),
         ("curl -o /dev/null URL", curl),
         ("fwpack apply URL --seed none", apply),
+        ("fwpack apply FILE --seed none (no network)", file),
     ]
     .map(|(name, v)| {
         let med = |f: &dyn Fn(&Timed) -> f64| median(v.iter().map(f).collect());
