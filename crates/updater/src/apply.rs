@@ -934,9 +934,7 @@ impl Engine<'_> {
                 free: free_tx,
                 events: ev_rx,
                 waiting: Vec::new(),
-                in_flight: Vec::new(),
-                next_write: 0,
-                unclaimed: Vec::new(),
+                in_flight: 0,
             };
             let res = pipe.run(area, (start_seg, start_off), done_before, events);
             // After a failure, batches still queued are not written.
@@ -1099,10 +1097,9 @@ impl<'s> Target<'s> {
 enum Ev {
     /// A checker's result, numbered in the reader's order.
     Checked(u64, Msg),
-    /// A writer finished the batch it was handed as number `seq`: bytes
-    /// written and read back, or why not (the write's I/O error, the
-    /// read-back's, or a mismatch).
-    Wrote(u64, Result<(u64, u64)>),
+    /// A writer finished one batch: bytes written and read back, or why
+    /// not (the write's I/O error, the read-back's, or a mismatch).
+    Wrote(Result<(u64, u64)>),
 }
 
 /// What the checkers and writers share.
@@ -1172,7 +1169,7 @@ fn stage(
                 if let Some(f) = free {
                     let _ = f.send((0, Job::Free(buf)));
                 }
-                Ev::Wrote(seq, res)
+                Ev::Wrote(res)
             }
             // Only the reader takes buffers.
             Job::Free(_) => continue,
@@ -1287,17 +1284,8 @@ struct Pipe<'p, 's> {
     events: mpsc::Receiver<Ev>,
     /// Checked batches ahead of the next in order (at most one per buffer).
     waiting: Vec<(u64, Msg)>,
-    /// Numbers of the batches handed to the writers and not yet reported
-    /// (at most one per buffer).
-    in_flight: Vec<u64>,
-    /// Number of the next batch handed to the writers.
-    next_write: u64,
-    /// Checkpoints not yet claimed, oldest first: the journal that claims
-    /// one and the number of the first batch after it. It is claimed once
-    /// every batch before that number was reported written (and read
-    /// back), and then the target synced; the writers meanwhile go on
-    /// with the batches after it.
-    unclaimed: Vec<(u64, Journal)>,
+    /// Batches handed to the writers and not yet reported.
+    in_flight: usize,
 }
 
 impl Pipe<'_, '_> {
@@ -1316,7 +1304,7 @@ impl Pipe<'_, '_> {
         let mut next = 0u64;
         loop {
             let Some(i) = self.waiting.iter().position(|(seq, _)| *seq == next) else {
-                self.pump(area, events)?;
+                self.pump()?;
                 continue;
             };
             let msg = self.waiting.swap_remove(i).1;
@@ -1355,10 +1343,8 @@ impl Pipe<'_, '_> {
                             buf,
                             prove,
                         };
-                        let n = self.next_write;
-                        self.writes.send((n, job)).map_err(|_| stopped())?;
-                        self.in_flight.push(n);
-                        self.next_write += 1;
+                        self.writes.send((0, job)).map_err(|_| stopped())?;
+                        self.in_flight += 1;
                     }
                     self.wrote(area, &mut p, seg, pos + len as u64, raw, events)?;
                 }
@@ -1370,23 +1356,17 @@ impl Pipe<'_, '_> {
                         self.wrote(area, &mut p, seg, end, c.raw_len as u64, events)?;
                     }
                 }
-                Msg::Failed(e) => {
-                    // What came before the bad chunk is written and
-                    // claimed, as far as its checkpoints go (a resume
-                    // continues there); a write failing meanwhile only
-                    // stops that earlier.
-                    let _ = self.settle(area, events);
-                    return Err(e.into());
-                }
+                Msg::Failed(e) => return Err(e.into()),
                 Msg::Done { bytes_read } => {
                     self.report.image_bytes_read += bytes_read;
                     break;
                 }
             }
         }
-        // The last checkpoint (at the last segment's end) waits for every
-        // write and read-back.
-        self.settle(area, events)?;
+        // The last checkpoint waited for its writes (and read-backs).
+        while self.in_flight > 0 {
+            self.pump()?;
+        }
         if p.done != self.report.raw_bytes {
             return Err(Error::Io {
                 what: "reading the image".into(),
@@ -1400,59 +1380,17 @@ impl Pipe<'_, '_> {
     }
 
     /// Takes one report from the stages: a checked batch is kept for its
-    /// turn, a write (and read-back) result is booked and the checkpoints
-    /// it completes are claimed; a failure stops the apply with nothing
-    /// more claimed.
-    fn pump(&mut self, area: &mut StateArea, events: &mut dyn FnMut(&Event)) -> Result<()> {
+    /// turn, a write (and read-back) result is booked; a failure stops the
+    /// apply with nothing more claimed.
+    fn pump(&mut self) -> Result<()> {
         match self.events.recv().map_err(|_| stopped())? {
             Ev::Checked(seq, msg) => self.waiting.push((seq, msg)),
-            Ev::Wrote(n, res) => {
-                self.in_flight.retain(|&w| w != n);
+            Ev::Wrote(res) => {
+                self.in_flight = self.in_flight.saturating_sub(1);
                 let (written, read) = res?;
                 self.report.bytes_written += written;
                 self.report.bytes_read_back += read;
-                self.claim_ready(area, events)?;
             }
-        }
-        Ok(())
-    }
-
-    /// Waits for every batch handed to the writers and claims every
-    /// checkpoint they complete.
-    fn settle(&mut self, area: &mut StateArea, events: &mut dyn FnMut(&Event)) -> Result<()> {
-        while !self.unclaimed.is_empty() || !self.in_flight.is_empty() {
-            self.pump(area, events)?;
-        }
-        Ok(())
-    }
-
-    /// Claims, oldest first, the checkpoints whose every batch before
-    /// them was reported written (and read back, and matched): one sync,
-    /// then the journal names each.
-    fn claim_ready(&mut self, area: &mut StateArea, events: &mut dyn FnMut(&Event)) -> Result<()> {
-        let done_below = self
-            .in_flight
-            .iter()
-            .copied()
-            .min()
-            .unwrap_or(self.next_write);
-        let ready = self
-            .unclaimed
-            .iter()
-            .take_while(|(next, _)| *next <= done_below)
-            .count();
-        for _ in 0..ready {
-            // Durable means written: this sync comes after every write the
-            // checkpoint covers completed (later ones may be under way; the
-            // sync may cover them too, the journal does not). One per
-            // checkpoint, also when several are ready at once: the same
-            // writes and syncs in every run (tests/crash.rs cuts at each).
-            self.target
-                .lock()
-                .sync()
-                .map_err(Error::io("syncing the target"))?;
-            let (_, j) = self.unclaimed.remove(0);
-            self.claim(area, j, events)?;
         }
         Ok(())
     }
@@ -1485,6 +1423,16 @@ impl Pipe<'_, '_> {
         if end - p.last_ckpt < interval && end != self.plans[seg].raw_len {
             return Ok(());
         }
+        // Durable means written: wait for every write before this point
+        // and its read-back (later batches are not handed out until this
+        // returns); a failed one stops the apply here, unclaimed.
+        while self.in_flight > 0 {
+            self.pump()?;
+        }
+        self.target
+            .lock()
+            .sync()
+            .map_err(Error::io("syncing the target"))?;
         let j = Journal {
             image_id: self.report.image_id,
             slot: self.report.slot,
@@ -1495,13 +1443,7 @@ impl Pipe<'_, '_> {
             source: self.opts.source.clone(),
         };
         p.last_ckpt = end;
-        // Claimed once every batch handed out so far is reported written
-        // and read back, and the target synced after that (`claim_ready`);
-        // a failed one stops the apply first, unclaimed. The next batches
-        // go to the writers meanwhile: the pipeline does not drain at
-        // every checkpoint.
-        self.unclaimed.push((self.next_write, j));
-        self.claim_ready(area, events)
+        self.claim(area, j, events)
     }
 
     /// The journal claims a checkpoint (synced, and proven if asked).
