@@ -460,7 +460,7 @@ fn mark_good(o: &Opts) -> Result<(), Fail> {
             .into());
         }
         tryboot::with_autoboot(&dev, &fstype, |dir| {
-            let text = std::fs::read_to_string(dir.join("autoboot.txt")).unwrap_or_default();
+            let text = tryboot::read(dir)?;
             let a = tryboot::parse(&text);
             if a.default == Some(new) && a.tryboot == Some(old) {
                 return Ok(());

@@ -285,8 +285,7 @@ fn prepare_tryboot(
         tb.partitions[new.index()],
     );
     tryboot::with_autoboot(&dev, &tb.fstype, |dir| {
-        let path = dir.join("autoboot.txt");
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let text = tryboot::read(dir)?;
         let a = tryboot::parse(&text);
         if a.default == Some(cur) && a.tryboot == Some(next) && a.tryboot_a_b {
             return Ok(());

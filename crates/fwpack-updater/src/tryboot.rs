@@ -8,7 +8,7 @@
 //! committing rewrites autoboot.txt with the two numbers swapped.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use updater::{BootState, Slot};
@@ -140,6 +140,31 @@ pub fn rewrite(text: &str, default: u32, try_next: u32) -> Result<String, String
     Ok(out)
 }
 
+/// `dir/autoboot.txt` as the firmware reads it: empty when it is missing
+/// or not text. Never read whole: any running slot can write the boot
+/// partition, and a file longer than the firmware's [`AUTOBOOT_MAX`]
+/// means something other than what we would parse, so it is an error and
+/// nothing is rewritten.
+pub fn read(dir: &Path) -> Result<String, String> {
+    let path = dir.join("autoboot.txt");
+    let mut b = Vec::new();
+    match File::open(&path) {
+        Ok(f) => f
+            .take(AUTOBOOT_MAX as u64 + 1)
+            .read_to_end(&mut b)
+            .map_err(|e| format!("{}: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if b.len() > AUTOBOOT_MAX {
+        return Err(format!(
+            "{} is longer than the {AUTOBOOT_MAX} bytes the firmware reads; not changed",
+            path.display()
+        ));
+    }
+    Ok(String::from_utf8(b).unwrap_or_default())
+}
+
 /// Replaces `dir/autoboot.txt` so that a power cut leaves either the old
 /// or the new file: write a temporary file, fsync it, rename it over the
 /// old one, fsync the directory. (FAT has no journal: the rename is one
@@ -173,7 +198,8 @@ pub struct FirmwareBoot {
 }
 
 fn be32(path: &Path) -> Option<u32> {
-    let b = fs::read(path).ok()?;
+    let mut b = Vec::new();
+    File::open(path).ok()?.take(4).read_to_end(&mut b).ok()?;
     Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
 }
 
@@ -290,6 +316,23 @@ mod tests {
         // [all] after [tryboot] applies to both; other filters are ignored.
         let t = "[tryboot]\nboot_partition=3\n[pi4]\nboot_partition=9\n[all]\nboot_partition=2\n";
         assert_eq!((parse(t).default, parse(t).tryboot), (Some(2), Some(2)));
+    }
+
+    #[test]
+    fn read_is_bounded_by_what_the_firmware_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read(dir.path()).unwrap(), "");
+        let p = dir.path().join("autoboot.txt");
+        fs::write(&p, DOC_EXAMPLE).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), DOC_EXAMPLE);
+        fs::write(&p, vec![b'#'; AUTOBOOT_MAX]).unwrap();
+        assert_eq!(read(dir.path()).unwrap().len(), AUTOBOOT_MAX);
+        // A sparse 1 GiB file: refused after reading 513 bytes of it.
+        File::create(&p).unwrap().set_len(1 << 30).unwrap();
+        let e = read(dir.path()).unwrap_err();
+        assert!(e.contains("longer than the 512 bytes"), "{e}");
+        fs::write(&p, [0xff, 0xfe, b'\n']).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), "");
     }
 
     #[test]

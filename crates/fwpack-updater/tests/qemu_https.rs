@@ -18,7 +18,6 @@
 mod qemu_support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use qemu_support::*;
@@ -26,6 +25,7 @@ use testkit::guestnet::{self, SERVER_ADDR, SERVER_PORT};
 use testkit::http::Nginx;
 use testkit::kernels::{self, Arch, Kernel};
 use testkit::qemu::{Console, Qemu};
+use testkit::tls::{self, PrivateCa};
 
 const ARCH: Arch = Arch::X86_64;
 const WAIT: Duration = Duration::from_secs(120);
@@ -44,99 +44,14 @@ fn config() -> String {
         .to_string()
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A private CA and a server certificate it issued for the address the
 /// guest connects to: `(ca.pem, server chain, server key)`.
 fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=fwpack test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            &format!("/CN={SERVER_ADDR}"),
-        ],
-    );
-    std::fs::write(
-        dir.join("server.ext"),
-        format!(
-            "subjectAltName=IP:{SERVER_ADDR},IP:127.0.0.1\n\
-             basicConstraints=critical,CA:FALSE\n\
-             keyUsage=critical,digitalSignature\n\
-             extendedKeyUsage=serverAuth\n"
-        ),
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    );
-    (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    )
+    let ca = PrivateCa::new(dir).unwrap();
+    let server = ca
+        .issue("server", &[SERVER_ADDR, "127.0.0.1"], tls::EC_P256)
+        .unwrap();
+    (ca.cert(), server.cert, server.key)
 }
 
 fn boot(k: &Kernel, initrd: &Path, disk: &Path, net: &[String], name: &str) -> Console {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use testkit::http::{CountingProxy, Fault, FaultServer, Nginx, Served};
+use testkit::tls::{self, PrivateCa};
 
 const BOARD: &str = "acme-board";
 const ROOTFS_LEN: usize = 12 * MIB as usize;
@@ -326,74 +327,11 @@ fn field_trailing_bytes_on_stdin_are_malformed() {
     assert_not_bootable(d, "trailing bytes on stdin");
 }
 
-/// openssl: a CA, and a certificate for 127.0.0.1 it signs.
-fn private_ca(d: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(d)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", show(&out));
-        out
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=fwpack test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "srv.key",
-        "-out",
-        "srv.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        d.join("srv.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "srv.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "srv.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "srv.ext",
-    ]);
+/// ca.pem, and srv.pem/srv.key for 127.0.0.1 (P-256) issued by it.
+fn private_ca(d: &Path) -> PrivateCa {
+    let ca = PrivateCa::new(d).unwrap();
+    ca.issue("srv", &["127.0.0.1"], tls::EC_P256).unwrap();
+    ca
 }
 
 /// `sha256/<base64>` of a certificate's public key, by openssl alone.
@@ -442,6 +380,15 @@ fn field_nginx_https_with_a_private_ca_and_pins() {
         limit,
     );
     assert_source_failure(d, &out, "https with a wrong pin", &["pin"]);
+    // The CA is trusted, but the certificate names 127.0.0.1, not this.
+    let other = url.replace("127.0.0.1", "localhost");
+    let out = apply(d, &other, &["--retries", "0", "--ca", "ca.pem"], limit);
+    assert_source_failure(
+        d,
+        &out,
+        "https under another name",
+        &["certificate", "name"],
+    );
     // https -> http is refused even when the host is allowed.
     let down = nginx.url("down.fwi");
     let allow = format!("127.0.0.1:{}", plain.port());
@@ -475,6 +422,59 @@ fn field_nginx_https_with_a_private_ca_and_pins() {
     );
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert_pending_b(d, "https with --ca and the right pin");
+}
+
+/// What most servers on the internet present, and what Debian's nginx
+/// does not offer by default (1.22 stops at TLS 1.2): an RSA key, TLS 1.3
+/// only. curl limited to 1.2 is refused first, so the apply cannot have
+/// fallen back to 1.2.
+#[test]
+fn field_nginx_https_tls13_only_with_an_rsa_server_key() {
+    if !testkit::tools::require("nginx")
+        || !testkit::tools::require("openssl")
+        || !testkit::tools::require("curl")
+    {
+        return;
+    }
+    let tmp = setup("field-https13");
+    let d = tmp.path();
+    private_ca(d)
+        .issue("rsa", &["127.0.0.1"], tls::RSA_2048)
+        .unwrap();
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::copy(d.join("v11.fwi"), www.join("u.fwi")).unwrap();
+    let nginx = Nginx::start_tls_with(
+        &www,
+        &d.join("rsa.pem"),
+        &d.join("rsa.key"),
+        "ssl_protocols TLSv1.3;",
+    )
+    .unwrap();
+    let url = nginx.url("u.fwi");
+    let curl = |max: &str| {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--cacert",
+                "ca.pem",
+                "--tls-max",
+                max,
+            ])
+            .arg(&url)
+            .current_dir(d)
+            .output()
+            .unwrap()
+    };
+    let out = curl("1.2");
+    assert!(!out.status.success(), "nginx spoke TLS 1.2: {}", show(&out));
+    let out = curl("1.3");
+    assert!(out.status.success(), "curl over TLS 1.3: {}", show(&out));
+    let out = apply(d, &url, &["--ca", "ca.pem"], Duration::from_secs(120));
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_pending_b(d, "https, TLS 1.3, RSA server key");
 }
 
 /// Each image byte is fetched at most once per attempt on a clean link,

@@ -11,6 +11,7 @@
 //! - [`http`]: nginx on a free loopback port with a parsed access log, and
 //!   a fault-injecting HTTP server (404, redirect loop, truncation, stall…);
 //! - [`init`]: tiny static `/init` programs built with plain `rustc`;
+//! - [`tls`]: a private CA and server certificates made with openssl;
 //! - [`tools`]: "is this host tool here?" with a clear skip message.
 //!
 //! This is test code: it may print progress to stderr, which cargo shows
@@ -25,6 +26,7 @@ pub mod machine;
 pub mod program;
 pub mod qemu;
 pub mod rootfs;
+pub mod tls;
 pub mod tools;
 
 use std::path::PathBuf;
