@@ -1195,8 +1195,8 @@ fn stage(
 /// before it and its read-back completed and matched (the caller waits
 /// for all of them) and then the sync returned. Reading into the batch's
 /// own buffer costs no memory, and one read of the whole batch (512 KiB
-/// at the defaults) instead of 128 KiB pieces halves the time per byte
-/// on the host's disk (docs/BENCHMARKS.md).
+/// at the defaults) instead of 128 KiB pieces took 1.3–2× less time per
+/// byte from one thread on the host's disk (docs/BENCHMARKS.md).
 fn write_and_prove(
     target: &Target<'_>,
     plan: &SegPlan,
