@@ -652,8 +652,7 @@ fn verify_writes_never_claims_a_checkpoint_before_its_read_back() {
     );
     let area = StateArea::read(&mut liar.inner, LOC).unwrap();
     assert_eq!(area.boot().slot(Slot::B).state, SlotState::Updating);
-    // Checkpoints before the bad chunk were claimed (how many depends on
-    // which read-back thread finished first), none from it on.
+    // Checkpoints before the bad chunk were claimed, none from it on.
     let j = area.journal().expect("checkpoints before the bad chunk");
     assert_eq!(j.segment, 0);
     assert!(
