@@ -45,4 +45,41 @@ fn main() {
         _ => version,
     };
     println!("cargo:rustc-env=FWPACK_VERSION={full}");
+    relr();
+}
+
+/// Packed relative relocations (DT_RELR, glibc >= 2.36): the dynamic
+/// loader reads 190 KiB of `.rela.dyn` at every start of this PIE, and
+/// those pages stay in its RSS; packed, they are a few KiB. Only for a
+/// dynamically linked glibc binary built for this machine whose own glibc
+/// is 2.36 or newer: the linker adds a GLIBC_ABI_DT_RELR version need,
+/// which an older glibc's loader refuses, so on Ubuntu 22.04 (glibc 2.35,
+/// binutils 2.38) the option would make a binary its own machine cannot
+/// run. The release archives are static musl builds and do not get it.
+fn relr() {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let glibc_dynamic = var("CARGO_CFG_TARGET_OS") == "linux"
+        && var("CARGO_CFG_TARGET_ENV") == "gnu"
+        && !var("CARGO_CFG_TARGET_FEATURE")
+            .split(',')
+            .any(|f| f == "crt-static");
+    if glibc_dynamic && var("HOST") == var("TARGET") && host_glibc_at_least(2, 36) {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
+}
+
+/// `getconf GNU_LIBC_VERSION` ("glibc 2.36") of the build machine.
+fn host_glibc_at_least(major: u32, minor: u32) -> bool {
+    let Ok(out) = Command::new("getconf").arg("GNU_LIBC_VERSION").output() else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut v = text
+        .trim()
+        .strip_prefix("glibc ")
+        .unwrap_or_default()
+        .split('.')
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let have = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+    out.status.success() && have >= (major, minor)
 }

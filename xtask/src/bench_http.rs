@@ -4,14 +4,19 @@
 //! in the same run, over http and over https (a private CA made here with
 //! openssl, as the field tests do); delta fetches of an ext4 root filesystem with 1 %,
 //! 10 % and 50 % of its files rewritten against a full fetch of the same
-//! image; peak RSS while streaming 256 MiB and 1 GiB.
+//! image; peak RSS while streaming 256 MiB and 1 GiB (http and https).
 //!
 //! Method, and why:
 //! - Same conventions as `bench apply` (xtask/src/bench_apply.rs): release
 //!   binaries copied aside, work files under `target/bench-http/` on the
 //!   disk file system, inputs read once before timing (page cache), a
-//!   fresh sparse target per run, best of N wall time, GNU time's `%M`
-//!   for peak RSS, rows alternating between the tools. The copied
+//!   fresh sparse target per run, best and median of N wall time, GNU
+//!   time's `%M` for peak RSS, rows alternating between the tools. The
+//!   full fetches also give CPU seconds (the tool's user + sys, and
+//!   nginx's while it ran) and fwpack against the slower of dd and curl
+//!   per run: on 2 shared cores the wall clock follows the load. A row
+//!   of the same apply from the image file (no network) shows what the
+//!   HTTP path itself costs. The copied
 //!   binaries are dropped from the page cache once (`uncache`), so that
 //!   their peak RSS is that of a binary loaded from disk, not of one just
 //!   written.
@@ -127,7 +132,7 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     print_machine(&opts, &work);
 
     full(&fwpack, &work, &www, &nginx, &opts, None)?;
-    if testkit::tools::find("openssl").is_some() {
+    let tls = if testkit::tools::find("openssl").is_some() {
         private_ca(&work)?;
         // nginx 1.22 offers TLS 1.3 only when told to (1.23.4 made it a
         // default); TLS 1.3 is what current servers and CDNs speak.
@@ -139,11 +144,13 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
         )
         .context("starting nginx with TLS")?;
         full(&fwpack, &work, &www, &tls, &opts, Some("ca.pem"))?;
+        Some(tls)
     } else {
         println!("\nno openssl: the https rows are skipped");
-    }
+        None
+    };
     delta(&fwpack, &work, &www, &nginx, &opts)?;
-    rss(&fwpack, &updater, &work, &www, &nginx, &opts)?;
+    rss(&fwpack, &updater, &work, &www, &nginx, tls.as_ref(), &opts)?;
     Ok(())
 }
 
@@ -204,6 +211,65 @@ fn fetched<T>(nginx: &Nginx, f: impl FnOnce() -> Result<T>) -> Result<(T, u64)> 
         .map(|e| e.body_bytes_sent)
         .sum();
     Ok((t, sent))
+}
+
+/// A run with the CPU seconds (user + sys) of the command and of nginx
+/// while it ran: on 2 cores shared with other jobs the wall clock follows
+/// the load, CPU seconds much less.
+type Timed = (Sample, f64, f64);
+
+/// Runs `f` (one child command, waited for) and measures its CPU time
+/// (`RUSAGE_CHILDREN` counts every descendant waited for: the tool under
+/// GNU time) and nginx's (`/proc/PID/stat`).
+fn cpu(nginx: &Nginx, f: impl FnOnce() -> Result<Sample>) -> Result<Timed> {
+    let (c0, n0) = (children_cpu(), nginx_cpu(nginx));
+    let s = f()?;
+    let (c1, n1) = (children_cpu(), nginx_cpu(nginx));
+    Ok((s, c1 - c0, n1 - n0))
+}
+
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// nginx's user + sys seconds so far (0 when its pid file is unreadable).
+fn nginx_cpu(nginx: &Nginx) -> f64 {
+    let pid_file = nginx.access_log_path().with_file_name("nginx.pid");
+    let Some(pid) = fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return 0.0;
+    };
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 14th and 15th of the line, the 12th and 13th after it.
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    f.iter().sum::<f64>() / tick
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 fn mbps(bytes: u64, s: &Sample) -> f64 {
@@ -298,54 +364,102 @@ fn full(
     warm(&payload)?;
     warm(&image)?;
     let (mut dd, mut curl, mut apply) = (Vec::new(), Vec::new(), Vec::new());
+    let mut file = Vec::new();
     let mut sent = 0;
     for _ in 0..opts.runs {
-        dd.push(run_dd(work, &payload)?);
+        dd.push(cpu(nginx, || run_dd(work, &payload))?);
         let mut c = Command::new("curl");
         c.current_dir(work)
             .args(["-sS", "--fail", "-o", "/dev/null"]);
         if let Some(ca) = ca {
             c.args(["--cacert", ca]);
         }
-        curl.push(timed(c.arg(&url))?);
+        curl.push(cpu(nginx, || timed(c.arg(&url)))?);
         new_target(fwpack, work, size)?;
         sync();
         let mut extra = vec!["--seed", "none"];
         if let Some(ca) = ca {
             extra.extend(["--ca", ca]);
         }
-        let (s, n) = fetched(nginx, || apply_url(fwpack, work, &url, &extra))?;
+        let (s, n) = fetched(nginx, || {
+            cpu(nginx, || apply_url(fwpack, work, &url, &extra))
+        })?;
         sent = n;
         apply.push(s);
+        // The same image from the file, no network: what the engine
+        // costs, so that the HTTP path's share is the difference.
+        new_target(fwpack, work, size)?;
+        sync();
+        file.push(cpu(nginx, || {
+            apply_url(fwpack, work, path(&image), &["--seed", "none"])
+        })?);
     }
     let _ = fs::remove_file(work.join("dd.out"));
-    let (dd, curl, apply) = (best(dd), best(curl), best(apply));
     let bytes = size * MIB;
-    let slower = mbps(bytes, &dd).min(mbps(bytes, &curl));
+    // Per run, fwpack against the slower of that run's dd and curl; the
+    // median of those is less at the mercy of one lucky run than a ratio
+    // of bests.
+    let per_run: Vec<f64> = (0..opts.runs)
+        .map(|i| {
+            let slower = dd[i].0.wall.max(curl[i].0.wall);
+            slower.as_secs_f64() / apply[i].0.wall.as_secs_f64()
+        })
+        .collect();
+    let rows = [
+        ("dd bs=1M oflag=direct conv=fsync (payload)", dd),
+        ("curl -o /dev/null URL", curl),
+        ("fwpack apply URL --seed none", apply),
+        ("fwpack apply FILE --seed none (no network)", file),
+    ]
+    .map(|(name, v)| {
+        let med = |f: &dyn Fn(&Timed) -> f64| median(v.iter().map(f).collect());
+        let (wall, cpu_s, srv) = (
+            med(&|t| t.0.wall.as_secs_f64()),
+            med(&|t| t.1),
+            med(&|t| t.2),
+        );
+        (
+            name,
+            best(v.into_iter().map(|t| t.0).collect()),
+            wall,
+            cpu_s,
+            srv,
+        )
+    });
+    let slower = mbps(bytes, &rows[0].1).min(mbps(bytes, &rows[1].1));
     println!(
-        "\nfull apply of {size} MiB (random payload, uncompressed image of {} bytes) from nginx on 127.0.0.1 over {}, best of {}:",
+        "\nfull apply of {size} MiB (random payload, uncompressed image of {} bytes) from nginx on 127.0.0.1 over {}, best and median of {} (load average {}):",
         fs::metadata(&image)?.len(),
         if ca.is_some() { "https (TLS 1.3, AES-256-GCM, private CA)" } else { "http" },
-        opts.runs
+        opts.runs,
+        crate::bench_apply::loadavg()
     );
     println!(
-        "{:<44} {:>8} {:>8} {:>10} {:>12}",
-        "what", "wall s", "MB/s", "peak RSS", "vs slower"
+        "{:<44} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}",
+        "what", "best s", "median s", "MB/s", "CPU s", "nginx s", "peak RSS", "vs slower"
     );
-    for (name, s) in [
-        ("dd bs=1M oflag=direct conv=fsync (payload)", &dd),
-        ("curl -o /dev/null URL", &curl),
-        ("fwpack apply URL --seed none", &apply),
-    ] {
+    for (name, s, wall, cpu_s, srv) in &rows {
         println!(
-            "{:<44} {:>8.2} {:>8.0} {:>10} {:>12.2}",
+            "{:<44} {:>8.3} {:>8.3} {:>8.0} {:>8.3} {:>8.3} {:>10} {:>10.2}",
             name,
             s.wall.as_secs_f64(),
+            wall,
             mbps(bytes, s),
+            cpu_s,
+            srv,
             format!("{} KiB", s.max_rss_kib),
             mbps(bytes, s) / slower
         );
     }
+    println!(
+        "CPU s: the tool's user + sys (median); nginx s: nginx's user + sys while it ran (median)"
+    );
+    println!(
+        "fwpack vs the slower of dd and curl, per run: median {:.2} (min {:.2}, max {:.2})",
+        median(per_run.clone()),
+        per_run.iter().cloned().fold(f64::INFINITY, f64::min),
+        per_run.iter().cloned().fold(0.0, f64::max)
+    );
     println!("fwpack fetched {sent} bytes (nginx access log)");
     Ok(())
 }
@@ -519,12 +633,13 @@ fn rss(
     work: &Path,
     www: &Path,
     nginx: &Nginx,
+    tls: Option<&Nginx>,
     opts: &Opts,
 ) -> Result<()> {
     println!("\npeak RSS streaming an image of zeros from nginx (--seed none), MiB:");
     println!(
-        "{:>7} {:>16} {:>22}",
-        "image", "fwpack apply", "fwpack-updater apply"
+        "{:>7} {:>16} {:>22} {:>22}",
+        "image", "fwpack apply", "fwpack apply https", "fwpack-updater apply"
     );
     for &size in &opts.rss_mib {
         let payload = work.join(format!("zeros-{size}M.bin"));
@@ -535,6 +650,15 @@ fn rss(
         let url = nginx.url(&publish(www, &image, &format!("zeros-{size}.fwi"))?);
         new_target(fwpack, work, size)?;
         let cli = apply_url(fwpack, work, &url, &["--seed", "none"])?;
+        let https = match tls {
+            Some(tls) => {
+                new_target(fwpack, work, size)?;
+                let url = tls.url(&format!("zeros-{size}.fwi"));
+                let s = apply_url(fwpack, work, &url, &["--seed", "none", "--ca", "ca.pem"])?;
+                format!("{:.1}", s.max_rss_kib as f64 / 1024.0)
+            }
+            None => "-".into(),
+        };
         new_target(fwpack, work, size)?;
         let dev = timed(Command::new(updater).current_dir(work).args([
             "apply",
@@ -548,9 +672,10 @@ fn rss(
             "--json",
         ]))?;
         println!(
-            "{:>6}M {:>16.1} {:>22.1}",
+            "{:>6}M {:>16.1} {:>22} {:>22.1}",
             size,
             cli.max_rss_kib as f64 / 1024.0,
+            https,
             dev.max_rss_kib as f64 / 1024.0
         );
         let _ = fs::remove_file(www.join(format!("zeros-{size}.fwi")));

@@ -627,8 +627,6 @@ struct Progress {
     /// Raw offset of the last checkpoint in the current segment.
     last_ckpt: u64,
     seg: usize,
-    /// Chunks written since the last checkpoint, for the read-back.
-    unproven: Vec<ChunkInfo>,
 }
 
 /// A run of authenticated raw chunks of one segment on its way from the
@@ -868,16 +866,6 @@ impl Engine<'_> {
         let stages = Stages {
             target: &target,
             plans,
-            io_align,
-            // Two read-back threads together hold as much as the
-            // one-chunk read-back on the writing thread they replace (a
-            // chunk is read in pieces and hashed as it comes): peak RSS
-            // stays put.
-            prove_len: {
-                let a = io_align.max(mem_align as u64);
-                round_up(cs, a).min(round_up(PROVE_PIECE, a)) as usize
-            },
-            mem_align,
             stop: AtomicBool::new(false),
         };
         let report = &mut self.report;
@@ -886,16 +874,15 @@ impl Engine<'_> {
             // bytes, `workers` threads authenticate (and decode) whole
             // batches in parallel, this thread puts them back in order and
             // hands them to WRITERS writer threads (more than one O_DIRECT
-            // write in flight), and with `verify_writes` PROVERS read-back
-            // threads read each synced checkpoint back while the next
-            // writes go on. The buffers circulate (reader → checker →
-            // writer → reader), so memory is fixed: one per checker and
-            // one more.
+            // write in flight), which with `verify_writes` read each batch
+            // back into its own buffer once written while the other
+            // writer's I/O goes on. The buffers circulate (reader →
+            // checker → writer → reader), so memory is fixed: one per
+            // checker and one more.
             let (job_tx, job_rx) = queue();
             let (ev_tx, ev_rx) = mpsc::channel::<Ev>();
             let (free_tx, free_rx) = queue();
             let (write_tx, write_rx) = queue();
-            let (prove_tx, prove_rx) = queue();
             for _ in 0..bufs {
                 let _ = free_tx.send((0, Job::Free(AlignedBuf::new(batch, mem_align))));
             }
@@ -903,16 +890,10 @@ impl Engine<'_> {
             // the last of them, which unblocks a reader waiting to hand
             // over a job. Only writers hand buffers back: a checker
             // holding a `free` sender would keep a stopped reader waiting.
-            let (job_rx, write_rx, prove_rx) = (
-                Arc::new(Mutex::new(job_rx)),
-                Arc::new(Mutex::new(write_rx)),
-                Arc::new(Mutex::new(prove_rx)),
-            );
-            let provers = if opts.verify_writes { PROVERS } else { 0 };
+            let (job_rx, write_rx) = (Arc::new(Mutex::new(job_rx)), Arc::new(Mutex::new(write_rx)));
             let pools = [
                 ("fwpack-check", &job_rx, workers, false),
                 ("fwpack-write", &write_rx, WRITERS, true),
-                ("fwpack-prove", &prove_rx, provers, false),
             ];
             for (name, rx, n, gives_back) in pools {
                 for _ in 0..n {
@@ -924,8 +905,7 @@ impl Engine<'_> {
                         .map_err(Error::io("starting a pipeline thread"))?;
                 }
             }
-            let proofs = opts.verify_writes.then_some(prove_tx);
-            drop((job_rx, write_rx, prove_rx, ev_tx));
+            drop((job_rx, write_rx, ev_tx));
             let reader = std::thread::Builder::new()
                 .name("fwpack-read".into())
                 .spawn_scoped(scope, move || {
@@ -952,17 +932,14 @@ impl Engine<'_> {
                 readback: None,
                 writes: write_tx,
                 free: free_tx,
-                proofs,
                 events: ev_rx,
                 waiting: Vec::new(),
                 in_flight: 0,
-                proving: Vec::new(),
-                next_proof: 0,
             };
             let res = pipe.run(area, (start_seg, start_off), done_before, events);
             // After a failure, batches still queued are not written.
             // Dropping the channels unblocks the reader, the checkers, the
-            // writers and the read-back threads; the scope then waits for
+            // writers; the scope then waits for
             // them, so no write is under way when apply returns.
             stages.stop.store(true, Ordering::Release);
             drop(pipe);
@@ -1069,33 +1046,20 @@ impl Engine<'_> {
 /// docs/BENCHMARKS.md).
 const WRITERS: usize = 2;
 
-/// Read-back threads (`verify_writes`): each checkpoint's chunks are split
-/// between them, so reading one part overlaps hashing the other and the
-/// last checkpoint, read back after the last write, takes half as long.
-const PROVERS: usize = 2;
-
-/// Read-back buffer per read-back thread: half the default chunk.
-const PROVE_PIECE: u64 = 128 << 10;
-
 /// The sending end of a job queue.
 type JobTx = mpsc::SyncSender<(u64, Job)>;
 
-/// A job queue of the pipeline. All four (checkers, writers, read-back,
-/// free buffers) carry one type and are made in one place with one constant bound: one
-/// set of channel code in the device binary (a bound the compiler cannot
-/// see would also keep the rendezvous flavour's). Batches in flight are
-/// bounded by the buffers; 8 is more than the buffers (at most 5) and the
-/// parts of the checkpoints waiting for read-back (at most 6), so a full
-/// queue does not hold the caller up in practice, and the reader runs
-/// ahead only by messages that hold no buffer.
+/// A job queue of the pipeline. All three (checkers, writers, free
+/// buffers) carry one type and are made in one place with one constant
+/// bound: one set of channel code in the device binary (a bound the
+/// compiler cannot see would also keep the rendezvous flavour's). Batches
+/// in flight are bounded by the buffers; 8 is more than the buffers (at
+/// most 5), so a full queue does not hold the caller up in practice, and
+/// the reader runs ahead only by messages that hold no buffer.
 #[inline(never)]
 fn queue() -> (JobTx, mpsc::Receiver<(u64, Job)>) {
     mpsc::sync_channel(8)
 }
-
-/// Checkpoints synced and waiting for their read-back before the caller
-/// waits for the oldest: the read-back may lag one checkpoint behind.
-const MAX_PROVING: usize = 2;
 
 /// The target as the pipeline's threads see it: positional I/O through
 /// the backend's shared handle where it has one (several writes in
@@ -1133,31 +1097,25 @@ impl<'s> Target<'s> {
 enum Ev {
     /// A checker's result, numbered in the reader's order.
     Checked(u64, Msg),
-    /// A writer finished one batch: bytes written, or why not.
-    Wrote { seg: usize, res: io::Result<u64> },
-    /// The read-back of one part of checkpoint `id`: bytes read, or the
-    /// mismatch / I/O error.
-    Proven(u64, Result<u64>),
+    /// A writer finished one batch: bytes written and read back, or why
+    /// not (the write's I/O error, the read-back's, or a mismatch).
+    Wrote(Result<(u64, u64)>),
 }
 
-/// What the checkers, writers and read-back threads share.
+/// What the checkers and writers share.
 struct Stages<'p, 's> {
     target: &'p Target<'s>,
     plans: &'p [SegPlan],
-    io_align: u64,
-    /// Read-back buffer per thread, allocated at its first job.
-    prove_len: usize,
-    mem_align: usize,
-    /// The caller has stopped (done or failed): queued writes and
-    /// read-backs are dropped, not done.
+    /// The caller has stopped (done or failed): queued writes are
+    /// dropped, not done.
     stop: AtomicBool,
 }
 
 /// A pipeline thread: runs the jobs of its queue until the reader or
-/// the caller hangs up. One function for the three pools (checkers,
-/// writers, read-back): one thread body in the device binary. A writer
-/// hands the buffer back (`free`) before it reports, so the next read
-/// overlaps the caller's booking.
+/// the caller hangs up. One function for both pools (checkers, writers):
+/// one thread body in the device binary. A writer hands the buffer back
+/// (`free`) before it reports, so the next read overlaps the caller's
+/// booking.
 fn stage(
     st: &Stages<'_, '_>,
     jobs: &Mutex<mpsc::Receiver<(u64, Job)>>,
@@ -1165,7 +1123,6 @@ fn stage(
     out: &mpsc::Sender<Ev>,
 ) {
     let mut dec = fwimage::BatchDecoder::default();
-    let mut readback: Option<AlignedBuf> = None;
     loop {
         // The lock is held only while waiting for the next job.
         let job = match jobs.lock() {
@@ -1194,27 +1151,28 @@ fn stage(
                 seg,
                 dev_off,
                 len,
-                buf,
+                mut buf,
+                prove,
             } => {
                 let res = if st.stop.load(Ordering::Acquire) {
-                    Err(io::Error::other("the apply stopped"))
+                    Err(stopped())
                 } else {
-                    st.target
-                        .write_at(dev_off, &buf.as_slice()[..len])
-                        .map(|()| len as u64)
+                    let plan = &st.plans[seg];
+                    write_and_prove(
+                        st.target,
+                        plan,
+                        dev_off,
+                        &mut buf.as_mut_slice()[..len],
+                        &prove,
+                    )
                 };
                 if let Some(f) = free {
                     let _ = f.send((0, Job::Free(buf)));
                 }
-                Ev::Wrote { seg, res }
+                Ev::Wrote(res)
             }
             // Only the reader takes buffers.
             Job::Free(_) => continue,
-            Job::Prove(_) if st.stop.load(Ordering::Acquire) => Ev::Proven(seq, Err(stopped())),
-            Job::Prove(chunks) => {
-                let b = readback.get_or_insert_with(|| AlignedBuf::new(st.prove_len, st.mem_align));
-                Ev::Proven(seq, prove(st.target, st.plans, st.io_align, b, &chunks))
-            }
         };
         if out.send(ev).is_err() {
             return;
@@ -1222,37 +1180,56 @@ fn stage(
     }
 }
 
-/// Reads part of a synced checkpoint back (`verify_writes`), a chunk at
-/// a time, and compares every chunk with its signed raw SHA-256; the
-/// writers meanwhile go on with the next checkpoint.
-fn prove(
+/// A writer's job: `data` (a batch, sector-padded) at `dev_off` of
+/// segment `plan`; then, with `verify_writes` (`prove` not empty), the same
+/// range read back into the same buffer in one request and every chunk
+/// of it compared with its signed raw SHA-256. Returns the bytes written
+/// and read back.
+///
+/// Reading back here, before the checkpoint's sync, checks what reading
+/// after it would: the read goes where the write went (with O_DIRECT the
+/// device, not the page cache; without it the page cache either way, as
+/// a sync does not drop it), and a device answers a read after a cache
+/// flush from the same cache it answered before. What the journal may
+/// claim does not change: a checkpoint is claimed only once every write
+/// before it and its read-back completed and matched (the caller waits
+/// for all of them) and then the sync returned. Reading into the batch's
+/// own buffer costs no memory, and one read of the whole batch (512 KiB
+/// at the defaults) instead of 128 KiB pieces took 1.3–2× less time per
+/// byte from one thread on the host's disk (docs/BENCHMARKS.md).
+fn write_and_prove(
     target: &Target<'_>,
-    plans: &[SegPlan],
-    io_align: u64,
-    buf: &mut AlignedBuf,
-    chunks: &[ChunkInfo],
-) -> Result<u64> {
-    let mut read = 0;
-    for c in chunks {
-        let plan = &plans[c.segment];
-        let at = (c.raw_offset, c.raw_len);
-        if !read_back(
-            &mut |o, b| target.read_at(o, b),
-            plan,
-            io_align,
-            buf,
-            at,
-            &c.raw_sha256,
-        )? {
+    plan: &SegPlan,
+    dev_off: u64,
+    data: &mut [u8],
+    prove: &[ChunkInfo],
+) -> Result<(u64, u64)> {
+    target
+        .write_at(dev_off, data)
+        .map_err(Error::io(format!("writing segment `{}`", plan.name)))?;
+    let written = data.len() as u64;
+    if prove.is_empty() {
+        return Ok((written, 0));
+    }
+    // `read_at` fills all of `data` or fails (the `Storage` and
+    // `SharedIo` contract: short reads are errors), so no written byte is
+    // left in the buffer to pass for a read one. Not zeroed first: that
+    // memset was 6 % of a verify apply's CPU (perf).
+    target
+        .read_at(dev_off, data)
+        .map_err(Error::io(format!("reading back segment `{}`", plan.name)))?;
+    for c in prove {
+        let at = (plan.base + c.raw_offset).checked_sub(dev_off);
+        let raw = at.and_then(|a| data.get(a as usize..a as usize + c.raw_len));
+        if raw.is_none_or(|r| <[u8; 32]>::from(Sha256::digest(r)) != c.raw_sha256) {
             return Err(Error::ReadBack {
                 segment: plan.name.clone(),
                 block: c.chunk,
                 offset: plan.base + c.raw_offset,
             });
         }
-        read += round_up(c.raw_len as u64, io_align);
     }
-    Ok(read)
+    Ok((written, written))
 }
 
 /// Reads `len` raw bytes at `raw_offset` of a segment back from the
@@ -1289,8 +1266,8 @@ fn read_back(
 
 /// The caller's thread in the pipeline: restores the reader's order,
 /// hands batches to the writers, and decides checkpoints — every write
-/// before one completed, then sync, then (with `verify_writes`) the
-/// read-back threads' proof, and only then the journal.
+/// before one completed (and, with `verify_writes`, was read back and
+/// matched), then sync, and only then the journal.
 struct Pipe<'p, 's> {
     target: &'p Target<'s>,
     plans: &'p [SegPlan],
@@ -1304,17 +1281,11 @@ struct Pipe<'p, 's> {
     readback: Option<AlignedBuf>,
     writes: JobTx,
     free: JobTx,
-    proofs: Option<JobTx>,
     events: mpsc::Receiver<Ev>,
     /// Checked batches ahead of the next in order (at most one per buffer).
     waiting: Vec<(u64, Msg)>,
     /// Batches handed to the writers and not yet reported.
     in_flight: usize,
-    /// Synced checkpoints whose read-back is under way, oldest first: id,
-    /// the journal that claims it, parts not yet proven.
-    proving: Vec<(u64, Journal, usize)>,
-    /// Id of the next checkpoint sent to the read-back.
-    next_proof: u64,
 }
 
 impl Pipe<'_, '_> {
@@ -1329,12 +1300,11 @@ impl Pipe<'_, '_> {
             done: done_before + start_off,
             last_ckpt: start_off,
             seg: start_seg,
-            unproven: Vec::new(),
         };
         let mut next = 0u64;
         loop {
             let Some(i) = self.waiting.iter().position(|(seq, _)| *seq == next) else {
-                self.pump(area, events)?;
+                self.pump()?;
                 continue;
             };
             let msg = self.waiting.swap_remove(i).1;
@@ -1352,27 +1322,38 @@ impl Pipe<'_, '_> {
                     let dev_len = round_up(len as u64, self.io_align) as usize;
                     buf.as_mut_slice()[len..dev_len].fill(0);
                     let dev_off = self.plans[seg].base + pos;
+                    let raw: u64 = chunks.iter().map(|c| c.raw_len as u64).sum();
                     if self.opts.minimize_writes {
                         let res = self.write_changed(dev_off, &buf.as_slice()[..dev_len], len);
                         let _ = self.free.send((0, Job::Free(buf)));
                         res?;
+                        for c in &chunks {
+                            self.prove_here(seg, c)?;
+                        }
                     } else {
+                        let prove = if self.opts.verify_writes {
+                            chunks
+                        } else {
+                            Vec::new()
+                        };
                         let job = Job::Write {
                             seg,
                             dev_off,
                             len: dev_len,
                             buf,
+                            prove,
                         };
                         self.writes.send((0, job)).map_err(|_| stopped())?;
                         self.in_flight += 1;
                     }
-                    self.wrote(area, &mut p, seg, pos + len as u64, chunks, events)?;
+                    self.wrote(area, &mut p, seg, pos + len as u64, raw, events)?;
                 }
                 Msg::Seed { seg, chunks } => {
                     for (c, from) in chunks {
                         self.copy_from_seed(seg, &c, from)?;
+                        self.prove_here(seg, &c)?;
                         let end = c.raw_offset + c.raw_len as u64;
-                        self.wrote(area, &mut p, seg, end, vec![c], events)?;
+                        self.wrote(area, &mut p, seg, end, c.raw_len as u64, events)?;
                     }
                 }
                 Msg::Failed(e) => return Err(e.into()),
@@ -1382,10 +1363,9 @@ impl Pipe<'_, '_> {
                 }
             }
         }
-        // The last checkpoint waited for its writes; its read-back may
-        // still be under way.
-        while self.in_flight > 0 || !self.proving.is_empty() {
-            self.pump(area, events)?;
+        // The last checkpoint waited for its writes (and read-backs).
+        while self.in_flight > 0 {
+            self.pump()?;
         }
         if p.done != self.report.raw_bytes {
             return Err(Error::Io {
@@ -1400,53 +1380,40 @@ impl Pipe<'_, '_> {
     }
 
     /// Takes one report from the stages: a checked batch is kept for its
-    /// turn, a write or read-back result is booked (a failure stops the
-    /// apply with nothing more claimed), a proven checkpoint is claimed.
-    fn pump(&mut self, area: &mut StateArea, events: &mut dyn FnMut(&Event)) -> Result<()> {
+    /// turn, a write (and read-back) result is booked; a failure stops the
+    /// apply with nothing more claimed.
+    fn pump(&mut self) -> Result<()> {
         match self.events.recv().map_err(|_| stopped())? {
             Ev::Checked(seq, msg) => self.waiting.push((seq, msg)),
-            Ev::Wrote { seg, res } => {
+            Ev::Wrote(res) => {
                 self.in_flight = self.in_flight.saturating_sub(1);
-                let n = res.map_err(Error::io(format!(
-                    "writing segment `{}`",
-                    self.plans[seg].name
-                )))?;
-                self.report.bytes_written += n;
-            }
-            Ev::Proven(id, res) => {
-                self.report.bytes_read_back += res?;
-                if let Some(p) = self.proving.iter_mut().find(|p| p.0 == id) {
-                    p.2 = p.2.saturating_sub(1);
-                }
-                self.claim_proven(area, events)?;
+                let (written, read) = res?;
+                self.report.bytes_written += written;
+                self.report.bytes_read_back += read;
             }
         }
         Ok(())
     }
 
-    /// Books raw bytes of `seg` up to `end` as handed to the writers;
-    /// checkpoints every interval and at a segment's end: every write
-    /// before it completed, then sync, then (optionally) proven against
-    /// the signed hashes by the read-back threads, and only then claimed by the
-    /// journal.
+    /// Books `len` raw bytes of `seg` up to `end` as handed to the
+    /// writers; checkpoints every interval and at a segment's end: every
+    /// write before it completed (and, with `verify_writes`, was read back
+    /// and matched its signed hash), then sync, and only then claimed by
+    /// the journal.
     fn wrote(
         &mut self,
         area: &mut StateArea,
         p: &mut Progress,
         seg: usize,
         end: u64,
-        chunks: Vec<ChunkInfo>,
+        len: u64,
         events: &mut dyn FnMut(&Event),
     ) -> Result<()> {
         if seg != p.seg {
             p.seg = seg;
             p.last_ckpt = 0;
         }
-        let len: u64 = chunks.iter().map(|c| c.raw_len as u64).sum();
         p.done += len;
-        if self.opts.verify_writes {
-            p.unproven.extend(chunks);
-        }
         events(&Event::Progress {
             phase: Phase::Write,
             done: p.done,
@@ -1457,9 +1424,10 @@ impl Pipe<'_, '_> {
             return Ok(());
         }
         // Durable means written: wait for every write before this point
-        // (later batches are not handed out until this returns).
+        // and its read-back (later batches are not handed out until this
+        // returns); a failed one stops the apply here, unclaimed.
         while self.in_flight > 0 {
-            self.pump(area, events)?;
+            self.pump()?;
         }
         self.target
             .lock()
@@ -1475,37 +1443,7 @@ impl Pipe<'_, '_> {
             source: self.opts.source.clone(),
         };
         p.last_ckpt = end;
-        let Some(tx) = &self.proofs else {
-            return self.claim(area, j, events);
-        };
-        // Contiguous parts, one per read-back thread: each reads
-        // sequentially.
-        let unproven = std::mem::take(&mut p.unproven);
-        let per = unproven.len().div_ceil(PROVERS).max(1);
-        let id = self.next_proof;
-        self.next_proof += 1;
-        let mut parts = 0;
-        for part in unproven.chunks(per) {
-            tx.send((id, Job::Prove(part.to_vec())))
-                .map_err(|_| stopped())?;
-            parts += 1;
-        }
-        self.proving.push((id, j, parts));
-        self.claim_proven(area, events)?;
-        while self.proving.len() > MAX_PROVING {
-            self.pump(area, events)?;
-        }
-        Ok(())
-    }
-
-    /// Claims, in order, the checkpoints whose every part was read back
-    /// and matched.
-    fn claim_proven(&mut self, area: &mut StateArea, events: &mut dyn FnMut(&Event)) -> Result<()> {
-        while self.proving.first().is_some_and(|p| p.2 == 0) {
-            let (_, j, _) = self.proving.remove(0);
-            self.claim(area, j, events)?;
-        }
-        Ok(())
+        self.claim(area, j, events)
     }
 
     /// The journal claims a checkpoint (synced, and proven if asked).
@@ -1536,6 +1474,37 @@ impl Pipe<'_, '_> {
         self.readback
             .take()
             .unwrap_or_else(|| AlignedBuf::new(len, self.mem_align))
+    }
+
+    /// `verify_writes` for what this thread wrote itself (seed copies,
+    /// `minimize_writes`): reads chunk `c` back now and compares it with
+    /// its signed raw hash, before the next checkpoint's sync (see
+    /// [`write_and_prove`] for why that checks the same).
+    fn prove_here(&mut self, seg: usize, c: &ChunkInfo) -> Result<()> {
+        if !self.opts.verify_writes {
+            return Ok(());
+        }
+        let mut buf = self.readback_buf();
+        let plan = &self.plans[seg];
+        let target = self.target;
+        let res = read_back(
+            &mut |o, b| target.read_at(o, b),
+            plan,
+            self.io_align,
+            &mut buf,
+            (c.raw_offset, c.raw_len),
+            &c.raw_sha256,
+        );
+        self.readback = Some(buf);
+        if !res? {
+            return Err(Error::ReadBack {
+                segment: plan.name.clone(),
+                block: c.chunk,
+                offset: plan.base + c.raw_offset,
+            });
+        }
+        self.report.bytes_read_back += round_up(c.raw_len as u64, self.io_align);
+        Ok(())
     }
 
     /// One chunk from the seed slot, checked against its signed raw hash
@@ -1645,16 +1614,15 @@ enum Job {
     /// Passed on to the writer as is.
     Pass(Msg),
     /// For a writer thread: `len` bytes of `buf` at device offset
-    /// `dev_off` (segment `seg`, for messages).
+    /// `dev_off` (segment `seg`, for messages); with `verify_writes`, the
+    /// chunks in it, read back into `buf` once written ([`write_and_prove`]).
     Write {
         seg: usize,
         dev_off: u64,
         len: usize,
         buf: AlignedBuf,
+        prove: Vec<ChunkInfo>,
     },
-    /// For a read-back thread: a part of the checkpoint numbered by the
-    /// job's sequence number.
-    Prove(Vec<ChunkInfo>),
     /// For the reader: an empty buffer to fill (the buffers circulate in
     /// a queue of this type too: no channel code of its own).
     Free(AlignedBuf),

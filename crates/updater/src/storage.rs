@@ -44,8 +44,8 @@ pub struct BusyCheck {
 
 /// Positional reads and writes that several threads may issue at once on
 /// one target (`pread`/`pwrite` on one descriptor): how the apply engine
-/// keeps more than one write in flight and reads a checkpoint back while
-/// the next writes go on. Same alignment rules as [`Storage`]; nothing is
+/// keeps more than one write in flight (each writer thread also reads
+/// its batch back with `verify_writes` while the other's write goes on). Same alignment rules as [`Storage`]; nothing is
 /// durable until [`Storage::sync`] on the storage it came from.
 pub trait SharedIo: Send + Sync {
     /// Fills `buf` from `offset` (exactly; short reads are errors).
@@ -57,9 +57,9 @@ pub trait SharedIo: Send + Sync {
 /// A disk-like target. The engine only ever passes offsets and lengths
 /// that are multiples of [`Geometry::io_align`] and buffers aligned to
 /// [`Geometry::mem_align`], so implementations can hand them straight to
-/// O_DIRECT. `Send`: the engine's writer and read-back threads use a
-/// backend without [`Storage::shared_io`] through a lock, one call at a
-/// time.
+/// O_DIRECT. `Send`: the engine's writer threads (which also read back)
+/// use a backend without [`Storage::shared_io`] through a lock, one call
+/// at a time.
 pub trait Storage: Send {
     /// Size in bytes.
     fn size(&self) -> u64;

@@ -607,11 +607,12 @@ impl updater::Storage for Liar {
     }
 }
 
-/// `--verify-writes` reads each checkpoint back on its own thread while
-/// the writers go on with the next ones: a chunk the device did not keep
-/// stops the apply with the read-back error, and the journal never claims
-/// it nor anything after it, although later checkpoints were already
-/// written and synced when the read-back found it.
+/// `--verify-writes` reads each batch back on its writer thread right
+/// after writing it, while the other writer goes on with the next: a
+/// chunk the device did not keep stops the apply with the read-back
+/// error, and the journal never claims it nor anything after it,
+/// although later batches may already be written when the read-back
+/// finds it (a checkpoint waits for every write and read-back before it).
 #[test]
 fn verify_writes_never_claims_a_checkpoint_before_its_read_back() {
     let k = key(1);
@@ -651,8 +652,7 @@ fn verify_writes_never_claims_a_checkpoint_before_its_read_back() {
     );
     let area = StateArea::read(&mut liar.inner, LOC).unwrap();
     assert_eq!(area.boot().slot(Slot::B).state, SlotState::Updating);
-    // Checkpoints before the bad chunk were claimed (how many depends on
-    // which read-back thread finished first), none from it on.
+    // Checkpoints before the bad chunk were claimed, none from it on.
     let j = area.journal().expect("checkpoints before the bad chunk");
     assert_eq!(j.segment, 0);
     assert!(
