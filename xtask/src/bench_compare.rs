@@ -13,7 +13,8 @@
 //! - A ratio is taken per repetition (the other tool's time / fwpack's, so
 //!   above 1 fwpack is faster) and summarised by median, min and max;
 //!   times likewise. No single best-of: the spread is part of the result.
-//! - Inputs are made once and read before timing (page cache), outputs go
+//! - Inputs are made once and read again before each row (page cache:
+//!   see [`Row::inputs`]; the initramfs tree is read by both tools alike), outputs go
 //!   to `target/bench-compare/` on the target directory's file system;
 //!   writers to files use O_DIRECT + fsync alike (dd `oflag=direct
 //!   conv=fsync`, fwpack's own).
@@ -136,6 +137,11 @@ fn tool(name: &str, out: Option<PathBuf>, run: impl FnMut() -> Result<Sample> + 
 /// A row: `tools[0]` is fwpack, the rest are compared against it.
 struct Row {
     what: String,
+    /// Read again before the row runs in each repetition: the machine's
+    /// proactive reclaim (DAMON) evicts files left cold for a while, and a
+    /// tool that then reads from the disk is timed on the wrong thing
+    /// (dd was up to 0.1 s slower at 256 MiB that way).
+    inputs: Vec<PathBuf>,
     tools: Vec<Tool>,
 }
 
@@ -255,11 +261,17 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     let shell = |script: String| move || timed(&mut sh_c(&script));
 
     let mut rows: Vec<Row> = Vec::new();
-    let mut one = |what: String, tools: Vec<Tool>| {
-        rows.push(Row { what, tools });
+    let mut one = |what: String, inputs: &[&PathBuf], tools: Vec<Tool>| {
+        let inputs = inputs.iter().map(|p| p.to_path_buf()).collect();
+        rows.push(Row {
+            what,
+            inputs,
+            tools,
+        });
     };
     one(
         format!("apply {size} MiB to a file"),
+        &[&img, &rand],
         vec![
             tool("fwpack apply", None, apply(path(&img), size, &[], None)),
             tool("dd oflag=direct conv=fsync", None, dd(&rand)),
@@ -272,6 +284,7 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     );
     one(
         format!("apply {} MiB to a file", opts.big_mib),
+        &[&big_img, &big],
         vec![
             tool(
                 "fwpack apply",
@@ -283,6 +296,7 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     );
     one(
         format!("apply --verify-writes {size} MiB"),
+        &[&img, &rand],
         vec![
             tool(
                 "fwpack apply --verify-writes",
@@ -314,13 +328,17 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
                 )),
             ));
         }
+        let mut inputs = vec![image, &ext4];
+        inputs.extend(&fw);
         one(
             format!("apply of a {codec} ext4 image ({size} MiB decoded)"),
+            &inputs,
             row,
         );
     }
     one(
         format!("HTTP apply {size} MiB from nginx, --seed none"),
+        &[&img],
         vec![
             tool(
                 "fwpack apply URL",
@@ -351,6 +369,7 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     let ref_cpio = work.join("reference.cpio.gz");
     one(
         "initramfs, gzip -9".to_string(),
+        &[],
         vec![
             tool("fwpack initramfs", Some(ours_cpio.clone()), {
                 let (fwpack, recipe, out) = (fwpack.clone(), recipe.clone(), ours_cpio.clone());
@@ -447,7 +466,7 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
                 ));
             }
         }
-        one(format!("stamp {size} MiB ext4, {codec}"), tools);
+        one(format!("stamp {size} MiB ext4, {codec}"), &[&ext4], tools);
     }
     for (label, image) in [("uncompressed", &img), ("zstd", &zimg), ("gzip", &gimg)] {
         let mut tools = vec![
@@ -482,7 +501,9 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
                 shell(format!("'{}' -V -q -i '{}'", f.display(), fw.display())),
             ));
         }
-        one(format!("verify {size} MiB, {label}"), tools);
+        let mut inputs = vec![image];
+        inputs.extend(fw_same);
+        one(format!("verify {size} MiB, {label}"), &inputs, tools);
     }
 
     if !opts.only.is_empty() {
@@ -499,6 +520,9 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     );
     for rep in 0..opts.runs {
         for row in rows.iter_mut() {
+            for p in &row.inputs {
+                warm(p)?;
+            }
             let n = row.tools.len();
             for k in 0..n {
                 let t = &mut row.tools[(k + rep) % n];
@@ -622,6 +646,8 @@ fn scale(fwpack: &Path, work: &Path, opts: &Opts) -> Result<Vec<serde_json::Valu
         let overhead = fs::metadata(&image)?.len().saturating_sub(mib * MIB);
         let (mut ours, mut dds, mut rss) = (Vec::new(), Vec::new(), 0u64);
         for _ in 0..opts.runs {
+            warm(&image)?;
+            warm(&payload)?;
             new_target(fwpack, work, mib)?;
             sync();
             let s = timed(Command::new(fwpack).current_dir(work).args([
