@@ -36,6 +36,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use testkit::http::Nginx;
+use testkit::tls::PrivateCa;
 use xshell::{cmd, Shell};
 
 use crate::bench_apply::{
@@ -133,16 +134,16 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
 
     full(&fwpack, &work, &www, &nginx, &opts, None)?;
     let tls = if testkit::tools::find("openssl").is_some() {
-        private_ca(&work)?;
+        // ECDSA P-256, as the field tests make it: rustls and curl then
+        // negotiate TLS 1.3 with AES-256-GCM.
+        let srv = PrivateCa::new(&work)
+            .and_then(|ca| ca.issue("srv", &["127.0.0.1"], testkit::tls::EC_P256))
+            .context("making a private CA with openssl")?;
         // nginx 1.22 offers TLS 1.3 only when told to (1.23.4 made it a
         // default); TLS 1.3 is what current servers and CDNs speak.
-        let tls = Nginx::start_tls_with(
-            &www,
-            &work.join("srv.pem"),
-            &work.join("srv.key"),
-            "ssl_protocols TLSv1.2 TLSv1.3;",
-        )
-        .context("starting nginx with TLS")?;
+        let tls =
+            Nginx::start_tls_with(&www, &srv.cert, &srv.key, "ssl_protocols TLSv1.2 TLSv1.3;")
+                .context("starting nginx with TLS")?;
         full(&fwpack, &work, &www, &tls, &opts, Some("ca.pem"))?;
         Some(tls)
     } else {
@@ -274,77 +275,6 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn mbps(bytes: u64, s: &Sample) -> f64 {
     bytes as f64 / 1e6 / s.wall.as_secs_f64()
-}
-
-/// A private CA (`ca.pem`) and a server certificate for 127.0.0.1
-/// (`srv.pem`, `srv.key`) in `work`, as the field tests make them:
-/// ECDSA P-256 (nginx is told to offer TLS 1.3 too: rustls and curl then
-/// negotiate TLS 1.3 with AES-256-GCM).
-fn private_ca(work: &Path) -> Result<()> {
-    let run = |args: &[&str]| {
-        quiet(Command::new("openssl").args(args).current_dir(work))
-            .with_context(|| format!("openssl {args:?}"))
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=fwpack bench CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    ]
-    .concat())?;
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "srv.key",
-            "-out",
-            "srv.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    ]
-    .concat())?;
-    fs::write(
-        work.join("srv.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )?;
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "srv.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "srv.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "srv.ext",
-    ])
 }
 
 /// The full apply against dd and curl, over http, or over https when
