@@ -772,7 +772,12 @@ fn stamp_with(
     codec: &str,
     out: &Path,
 ) -> Result<PathBuf> {
-    if !out.exists() {
+    // Stamped again by each run's fwpack (a fresh copy, so newer than
+    // any earlier image): the compressed images are the encoder's output,
+    // and an image an older build made would time another encoder's
+    // chunks in the apply and verify rows.
+    let fresh = |p: &Path| fs::metadata(p).and_then(|m| m.modified());
+    if !matches!((fresh(out), fresh(fwpack)), (Ok(img), Ok(bin)) if img >= bin) {
         stamp_timed(fwpack, work, payload, codec, out)?;
     }
     Ok(out.to_path_buf())
