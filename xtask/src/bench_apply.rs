@@ -526,6 +526,24 @@ pub(crate) fn stamp_named(
     Ok(out)
 }
 
+/// Median of `v` (NaN when empty).
+pub(crate) fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// Median, min and max of `v`.
+pub(crate) fn span(v: &[f64]) -> (f64, f64, f64) {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (median(v), min, max)
+}
+
 pub(crate) fn warm(p: &Path) -> Result<()> {
     let mut f = File::open(p)?;
     std::io::copy(&mut f, &mut std::io::sink())?;

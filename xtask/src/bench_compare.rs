@@ -32,8 +32,8 @@ use testkit::http::Nginx;
 use xshell::{cmd, Shell};
 
 use crate::bench_apply::{
-    loadavg, machine, new_target, path, quiet, random_payload, run_dd, stamp_named, sync, timed,
-    warm, Sample, MIB,
+    loadavg, machine, median, new_target, path, quiet, random_payload, run_dd, span, stamp_named,
+    sync, timed, warm, Sample, MIB,
 };
 
 const USAGE: &str = "usage: cargo xtask bench compare [--quick] [--runs N] [--size-mib 256] \
@@ -560,22 +560,6 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
     plot(&svg, &scaling)?;
     println!("\nwrote {} and {}", out.display(), svg.display());
     Ok(())
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
-}
-
-fn span(v: &[f64]) -> (f64, f64, f64) {
-    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (median(v), min, max)
 }
 
 /// Prints the table and returns it as JSON rows.

@@ -40,8 +40,8 @@ use testkit::tls::PrivateCa;
 use xshell::{cmd, Shell};
 
 use crate::bench_apply::{
-    best, new_target, path, quiet, random_payload, run_dd, stamp_named, sync, timed, warm, Sample,
-    MIB,
+    best, median, new_target, path, quiet, random_payload, run_dd, span, stamp_named, sync, timed,
+    warm, Sample, MIB,
 };
 
 struct Opts {
@@ -264,15 +264,6 @@ fn nginx_cpu(nginx: &Nginx) -> f64 {
     f.iter().sum::<f64>() / tick
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 fn mbps(bytes: u64, s: &Sample) -> f64 {
     bytes as f64 / 1e6 / s.wall.as_secs_f64()
 }
@@ -342,7 +333,7 @@ fn full(
         ("fwpack apply FILE --seed none (no network)", file),
     ]
     .map(|(name, v)| {
-        let med = |f: &dyn Fn(&Timed) -> f64| median(v.iter().map(f).collect());
+        let med = |f: &dyn Fn(&Timed) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
         let (wall, cpu_s, srv) = (
             med(&|t| t.0.wall.as_secs_f64()),
             med(&|t| t.1),
@@ -384,11 +375,9 @@ fn full(
     println!(
         "CPU s: the tool's user + sys (median); nginx s: nginx's user + sys while it ran (median)"
     );
+    let (med, min, max) = span(&per_run);
     println!(
-        "fwpack vs the slower of dd and curl, per run: median {:.2} (min {:.2}, max {:.2})",
-        median(per_run.clone()),
-        per_run.iter().cloned().fold(f64::INFINITY, f64::min),
-        per_run.iter().cloned().fold(0.0, f64::max)
+        "fwpack vs the slower of dd and curl, per run: median {med:.2} (min {min:.2}, max {max:.2})"
     );
     println!("fwpack fetched {sent} bytes (nginx access log)");
     Ok(())
