@@ -59,9 +59,6 @@ enum Command {
 fn main() -> std::process::ExitCode {
     quiet_on_closed_stdout();
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Apply(_)) {
-        one_malloc_arena();
-    }
     let result = match cli.command {
         Command::Keygen(a) => cmd::keys::keygen(a),
         Command::Stamp(a) => cmd::image::stamp(a),
@@ -75,7 +72,10 @@ fn main() -> std::process::ExitCode {
         Command::Boards(a) => cmd::boards::boards(a),
         Command::Completions(a) => cmd::docs::completions(a),
         Command::Man(a) => cmd::docs::man(a),
-        Command::Apply(a) => cmd::apply::apply(a),
+        Command::Apply(a) => {
+            one_malloc_arena();
+            cmd::apply::apply(a)
+        }
         Command::Status(a) => cmd::apply::status(a),
         Command::MarkGood(a) => cmd::apply::mark_good(a),
         Command::State(a) => cmd::apply::state(a),

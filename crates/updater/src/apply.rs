@@ -938,9 +938,9 @@ impl Engine<'_> {
             };
             let res = pipe.run(area, (start_seg, start_off), done_before, events);
             // After a failure, batches still queued are not written.
-            // Dropping the channels unblocks the reader, the checkers, the
-            // writers; the scope then waits for
-            // them, so no write is under way when apply returns.
+            // Dropping the channels unblocks the reader, the checkers and
+            // the writers; the scope then waits for them, so no write is
+            // under way when apply returns.
             stages.stop.store(true, Ordering::Release);
             drop(pipe);
             let _ = reader.join();

@@ -45,8 +45,9 @@ pub struct BusyCheck {
 /// Positional reads and writes that several threads may issue at once on
 /// one target (`pread`/`pwrite` on one descriptor): how the apply engine
 /// keeps more than one write in flight (each writer thread also reads
-/// its batch back with `verify_writes` while the other's write goes on). Same alignment rules as [`Storage`]; nothing is
-/// durable until [`Storage::sync`] on the storage it came from.
+/// its batch back with `verify_writes` while the other's write goes on).
+/// Same alignment rules as [`Storage`]; nothing is durable until
+/// [`Storage::sync`] on the storage it came from.
 pub trait SharedIo: Send + Sync {
     /// Fills `buf` from `offset` (exactly; short reads are errors).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
