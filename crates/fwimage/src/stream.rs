@@ -366,7 +366,6 @@ impl PendingBatch {
     /// `read_batch`; on success its first [`Self::raw_len`] bytes are the
     /// authenticated raw bytes.
     pub fn verify(&self, out: &mut [u8], dec: &mut BatchDecoder) -> Result<Vec<ChunkInfo>> {
-        let cs = self.chunk_size;
         if out.len() < self.raw_total {
             return Err(Error::InvalidInput {
                 what: "buffer length",
@@ -374,69 +373,192 @@ impl PendingBatch {
                 reason: "shorter than the batch it was read into".into(),
             });
         }
-        let mut chain = CrcChain::resume(self.crc_seed);
+        let mut at = Cursor {
+            chain: CrcChain::resume(self.crc_seed),
+            raw: 0,
+            stored: 0,
+            block: 0,
+        };
         let mut infos = Vec::with_capacity(self.entries.len());
-        let (mut raw_at, mut stored_at, mut block) = (0usize, 0usize, 0usize);
-        for (j, e) in self.entries.iter().enumerate() {
-            let i = self.first + j as u64;
-            let raw_len = (self.seg_raw_len - i * cs).min(cs) as usize;
-            let raw = &mut out[raw_at..raw_at + raw_len];
-            let stored_len = e.stored_len as usize;
-            let mismatch = || Error::ChunkHashMismatch {
-                segment: self.seg_name.clone(),
-                chunk: i,
-            };
-            if self.compression == Compression::None {
-                if <[u8; 32]>::from(Sha256::digest(&*raw)) != e.stored_sha256 {
-                    return Err(mismatch());
-                }
-            } else {
-                let stored = self.stored.get(stored_at..stored_at + stored_len).ok_or(
-                    Error::InvalidInput {
-                        what: "batch",
-                        value: stored_at.to_string(),
-                        reason: "stored bytes shorter than the entries".into(),
-                    },
-                )?;
-                if <[u8; 32]>::from(Sha256::digest(stored)) != e.stored_sha256 {
-                    return Err(mismatch());
-                }
-                dec.0
-                    .decode(self.compression, stored, raw, cs)
-                    .map_err(|reason| Error::Decompress {
-                        segment: self.seg_name.clone(),
-                        chunk: i,
-                        reason,
-                    })?;
-                // As in `next_chunk`: what is written must be what
-                // `raw_sha256` says.
-                if <[u8; 32]>::from(Sha256::digest(&*raw)) != e.raw_sha256 {
-                    return Err(Error::RawHashMismatch {
-                        segment: self.seg_name.clone(),
-                        chunk: i,
-                    });
-                }
+        let mut j = 0;
+        while j < self.entries.len() {
+            // Two chunks' hashes at once where the CPU can (sha256x2).
+            // Only a pair that passes every check is taken; on any
+            // failure the chunks are checked again one by one below, so
+            // the error is the one the first failing chunk gives.
+            #[cfg(target_arch = "x86_64")]
+            if let Some(two) = self.verify_pair(j, out, &mut at, dec) {
+                infos.extend(two);
+                j += 2;
+                continue;
             }
-            let first_block = i * cs / BLOCK_SIZE as u64;
-            for (b, blk) in raw.chunks(BLOCK_SIZE).enumerate() {
-                if Some(&chain.push(blk)) != self.crcs.get(block) {
-                    return Err(Error::CrcMismatch {
-                        segment: self.seg_name.clone(),
-                        block: first_block + b as u64,
-                    });
-                }
-                block += 1;
-            }
-            infos.push(ChunkInfo {
-                segment: self.segment,
-                chunk: i,
-                raw_offset: i * cs,
-                raw_len,
-                raw_sha256: e.raw_sha256,
-            });
-            raw_at += raw_len;
-            stored_at += stored_len;
+            infos.push(self.verify_one(j, out, &mut at, dec)?);
+            j += 1;
         }
         Ok(infos)
     }
+
+    /// Checks chunk `j` of the batch, which starts at `at`, and moves
+    /// `at` past it.
+    fn verify_one(
+        &self,
+        j: usize,
+        out: &mut [u8],
+        at: &mut Cursor,
+        dec: &mut BatchDecoder,
+    ) -> Result<ChunkInfo> {
+        let cs = self.chunk_size;
+        let e = &self.entries[j];
+        let i = self.first + j as u64;
+        let raw_len = self.raw_len_of(j);
+        let raw = &mut out[at.raw..at.raw + raw_len];
+        let stored_len = e.stored_len as usize;
+        let mismatch = || Error::ChunkHashMismatch {
+            segment: self.seg_name.clone(),
+            chunk: i,
+        };
+        if self.compression == Compression::None {
+            if <[u8; 32]>::from(Sha256::digest(&*raw)) != e.stored_sha256 {
+                return Err(mismatch());
+            }
+        } else {
+            let stored = self.stored_of(at.stored, stored_len)?;
+            if <[u8; 32]>::from(Sha256::digest(stored)) != e.stored_sha256 {
+                return Err(mismatch());
+            }
+            dec.0
+                .decode(self.compression, stored, raw, cs)
+                .map_err(|reason| Error::Decompress {
+                    segment: self.seg_name.clone(),
+                    chunk: i,
+                    reason,
+                })?;
+            // As in `next_chunk`: what is written must be what
+            // `raw_sha256` says.
+            if <[u8; 32]>::from(Sha256::digest(&*raw)) != e.raw_sha256 {
+                return Err(Error::RawHashMismatch {
+                    segment: self.seg_name.clone(),
+                    chunk: i,
+                });
+            }
+        }
+        if let Err(b) = self.check_crcs(raw, &mut at.chain, &mut at.block) {
+            return Err(Error::CrcMismatch {
+                segment: self.seg_name.clone(),
+                block: i * cs / BLOCK_SIZE as u64 + b,
+            });
+        }
+        at.raw += raw_len;
+        at.stored += stored_len;
+        Ok(self.info(j))
+    }
+
+    /// Chunks `j` and `j + 1` checked as [`Self::verify_one`] checks each,
+    /// with their SHA-256s computed two at a time: both stored hashes
+    /// before either chunk is decoded, both raw hashes after both were.
+    /// `None`, with `at` unchanged, if there is no chunk `j + 1` or any
+    /// check fails (the caller then checks one by one, for the error).
+    #[cfg(target_arch = "x86_64")]
+    fn verify_pair(
+        &self,
+        j: usize,
+        out: &mut [u8],
+        at: &mut Cursor,
+        dec: &mut BatchDecoder,
+    ) -> Option<[ChunkInfo; 2]> {
+        let (e0, e1) = (self.entries.get(j)?, self.entries.get(j + 1)?);
+        let (len0, len1) = (self.raw_len_of(j), self.raw_len_of(j + 1));
+        let (raw0, rest) = out
+            .get_mut(at.raw..at.raw + len0 + len1)?
+            .split_at_mut(len0);
+        let raw1 = rest;
+        let (slen0, slen1) = (e0.stored_len as usize, e1.stored_len as usize);
+        if self.compression == Compression::None {
+            let [h0, h1] = sha256x2::digest2(raw0, raw1);
+            if h0 != e0.stored_sha256 || h1 != e1.stored_sha256 {
+                return None;
+            }
+        } else {
+            let stored0 = self.stored_of(at.stored, slen0).ok()?;
+            let stored1 = self.stored_of(at.stored + slen0, slen1).ok()?;
+            let [h0, h1] = sha256x2::digest2(stored0, stored1);
+            if h0 != e0.stored_sha256 || h1 != e1.stored_sha256 {
+                return None;
+            }
+            let cs = self.chunk_size;
+            dec.0.decode(self.compression, stored0, raw0, cs).ok()?;
+            dec.0.decode(self.compression, stored1, raw1, cs).ok()?;
+            let [h0, h1] = sha256x2::digest2(raw0, raw1);
+            if h0 != e0.raw_sha256 || h1 != e1.raw_sha256 {
+                return None;
+            }
+        }
+        let (mut chain, mut block) = (at.chain, at.block);
+        self.check_crcs(raw0, &mut chain, &mut block).ok()?;
+        self.check_crcs(raw1, &mut chain, &mut block).ok()?;
+        *at = Cursor {
+            chain,
+            raw: at.raw + len0 + len1,
+            stored: at.stored + slen0 + slen1,
+            block,
+        };
+        Some([self.info(j), self.info(j + 1)])
+    }
+
+    /// Raw length of chunk `j` of the batch.
+    fn raw_len_of(&self, j: usize) -> usize {
+        let i = self.first + j as u64;
+        (self.seg_raw_len - i * self.chunk_size).min(self.chunk_size) as usize
+    }
+
+    /// A compressed chunk's stored bytes.
+    fn stored_of(&self, from: usize, len: usize) -> Result<&[u8]> {
+        self.stored
+            .get(from..from + len)
+            .ok_or(Error::InvalidInput {
+                what: "batch",
+                value: from.to_string(),
+                reason: "stored bytes shorter than the entries".into(),
+            })
+    }
+
+    /// Pushes `raw`'s blocks through the chain, each against its signed
+    /// entry (`block` counts the batch's blocks); `Err` is the failing
+    /// block's number inside `raw`.
+    fn check_crcs(
+        &self,
+        raw: &[u8],
+        chain: &mut CrcChain,
+        block: &mut usize,
+    ) -> std::result::Result<(), u64> {
+        for (b, blk) in raw.chunks(BLOCK_SIZE).enumerate() {
+            if Some(&chain.push(blk)) != self.crcs.get(*block) {
+                return Err(b as u64);
+            }
+            *block += 1;
+        }
+        Ok(())
+    }
+
+    fn info(&self, j: usize) -> ChunkInfo {
+        let i = self.first + j as u64;
+        ChunkInfo {
+            segment: self.segment,
+            chunk: i,
+            raw_offset: i * self.chunk_size,
+            raw_len: self.raw_len_of(j),
+            raw_sha256: self.entries[j].raw_sha256,
+        }
+    }
+}
+
+/// Where [`PendingBatch::verify`] is: the CRC chain, and the offsets of
+/// the next chunk's raw bytes in `out`, its stored bytes in the batch,
+/// and its first block among the batch's CRC entries.
+#[derive(Clone, Copy)]
+struct Cursor {
+    chain: CrcChain,
+    raw: usize,
+    stored: usize,
+    block: usize,
 }

@@ -613,14 +613,23 @@ impl updater::Storage for Liar {
 /// error, and the journal never claims it nor anything after it,
 /// although later batches may already be written when the read-back
 /// finds it (a checkpoint waits for every write and read-back before it).
+/// Batches of one chunk, then of several, with the bad chunk first and
+/// then second of a pair the read-back hashes together (sha256x2 on
+/// x86_64).
 #[test]
 fn verify_writes_never_claims_a_checkpoint_before_its_read_back() {
+    for (bad_chunk, mem) in [(5, CHUNK), (4, 8 * CHUNK), (5, 8 * CHUNK)] {
+        verify_writes_stops_at(bad_chunk, mem as usize);
+    }
+}
+
+fn verify_writes_stops_at(bad_chunk: u64, mem: usize) {
     let k = key(1);
     let (img, sys, _) = image_64k(&k);
-    let bad_chunk = 5;
     let at = layout().group("system").unwrap().slot(Slot::B).offset + bad_chunk * CHUNK + 100;
     let verify = ApplyOptions {
         verify_writes: true,
+        chunk_size: mem,
         ..opts()
     };
     let mut liar = Liar {
