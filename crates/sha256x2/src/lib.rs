@@ -3,9 +3,11 @@
 //! On x86_64 with the SHA extensions one message's rounds are a chain of
 //! dependent `sha256rnds2` instructions, so a single stream runs at the
 //! instruction's latency and leaves the unit idle in between. Two
-//! independent messages interleaved fill those gaps (the "multi-buffer"
-//! idea of Intel ISA-L's `sha256_ni_x2`): about 1.9× the bytes per cycle of
-//! two `sha2` digests one after the other (docs/BENCHMARKS.md). The full
+//! independent messages interleaved fill some of those gaps (the
+//! "multi-buffer" idea of Intel ISA-L's `sha256_ni_x2`): 1.2–1.3× the
+//! bytes per core of two `sha2` digests one after the other on the
+//! host's Rocket Lake, where the SHA unit itself is then the limit
+//! (docs/BENCHMARKS.md). The full
 //! blocks both messages have are compressed together; what is left of each
 //! (the longer one's extra blocks, the tail and the padding) goes through
 //! `sha2::compress256`. Without the extensions, and on every other target,
