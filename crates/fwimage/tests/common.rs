@@ -36,8 +36,21 @@ pub fn spec(name: &str, target: &str, compression: Compression) -> SegmentSpec {
 
 /// Builds a signed image in memory from (spec, payload) pairs.
 pub fn build(segments: &[(SegmentSpec, Vec<u8>)], signer: Option<&SigningKey>) -> Vec<u8> {
+    build_chunked(segments, signer, None)
+}
+
+/// [`build`] with `chunk_size` raw bytes per chunk instead of the default.
+pub fn build_chunked(
+    segments: &[(SegmentSpec, Vec<u8>)],
+    signer: Option<&SigningKey>,
+    chunk_size: Option<u64>,
+) -> Vec<u8> {
     let mut b = ImageBuilder::new("test-board", 7)
         .and_then(|b| b.version_label("1.2.3"))
+        .and_then(|b| match chunk_size {
+            Some(cs) => b.chunk_size(cs),
+            None => Ok(b),
+        })
         .expect("builder");
     for (s, data) in segments {
         b.add_segment(s.clone(), data.len() as u64, Cursor::new(data.clone()))

@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Cursor, Read};
 
-use common::{key, noise, spec};
+use common::{build_chunked, key, noise, spec};
 use fwimage::{BatchDecoder, Compression, ImageBuilder, ImageHead, Index, MemSource, TrustedKeys};
 
 const CHUNK: usize = 64 << 10;
@@ -39,15 +39,7 @@ fn chunks(level: Option<i32>) -> Vec<(Vec<u8>, Vec<u8>)> {
     let data = payload();
     let mut s = spec("rootfs", "system", Compression::Gzip);
     s.level = level;
-    let mut b = ImageBuilder::new("test-board", 1)
-        .and_then(|b| b.chunk_size(CHUNK as u64))
-        .unwrap();
-    b.add_segment(s, data.len() as u64, Cursor::new(data.clone()))
-        .unwrap();
-    let mut out = Cursor::new(Vec::new());
-    b.write(&mut out, &mut |_| {}).unwrap();
-    fwimage::insert_signature(&mut out, &key(3)).unwrap();
-    let img = out.into_inner();
+    let img = build_chunked(&[(s, data.clone())], Some(&key(3)), Some(CHUNK as u64));
     let head = ImageHead::parse(&img).unwrap();
     let mut trusted = TrustedKeys::new();
     trusted.add(key(3).verifying_key());

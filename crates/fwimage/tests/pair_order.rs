@@ -5,12 +5,8 @@
 
 mod common;
 
-use std::io::Cursor;
-
 use common::*;
-use fwimage::{
-    BatchDecoder, ChunkReader, Compression, Error, ImageBuilder, ImageHead, TrustedKeys,
-};
+use fwimage::{BatchDecoder, ChunkReader, Compression, Error, ImageHead, TrustedKeys};
 
 const CS: usize = 64 << 10;
 /// Seven and a half chunks: pairs, an odd one out, a short last chunk.
@@ -25,21 +21,14 @@ fn image(c: Compression) -> (Vec<u8>, Vec<u8>, TrustedKeys) {
             *b = (i / 5000) as u8;
         }
     }
-    let mut b = ImageBuilder::new("test-board", 7)
-        .and_then(|b| b.chunk_size(CS as u64))
-        .unwrap();
-    b.add_segment(
-        spec("rootfs", "system", c),
-        LEN as u64,
-        Cursor::new(data.clone()),
-    )
-    .unwrap();
-    let mut out = Cursor::new(Vec::new());
-    b.write(&mut out, &mut |_| {}).unwrap();
-    fwimage::insert_signature(&mut out, &k).unwrap();
+    let img = build_chunked(
+        &[(spec("rootfs", "system", c), data.clone())],
+        Some(&k),
+        Some(CS as u64),
+    );
     let mut t = TrustedKeys::new();
     t.add(k.verifying_key());
-    (out.into_inner(), data, t)
+    (img, data, t)
 }
 
 /// Reads the image in batches of `per` chunks; the raw bytes, or the
