@@ -254,6 +254,14 @@ impl ChunkDecoder {
                 out.copy_from_slice(stored);
                 Ok(())
             }
+            // A zero chunk: no stored bytes, all-zero raw bytes. Only
+            // `check_entry` decides whether an empty chunk is allowed
+            // (incompat bit 2); the caller still checks the zeros against
+            // the signed `raw_sha256`, as for any decoded chunk.
+            Compression::Gzip | Compression::Zstd if stored.is_empty() => {
+                out.fill(0);
+                Ok(())
+            }
             Compression::Gzip => self.decode_gzip(stored, out),
             Compression::Zstd => {
                 check_zstd_header(stored, out.len(), chunk_size)?;

@@ -45,7 +45,18 @@ pub const INCOMPAT_COMPRESSED: u32 = 1 << 0;
 /// It moves the signature slots, so a reader that does not know it must
 /// refuse rather than look for them in the wrong place.
 pub const INCOMPAT_HEAD_EXT: u32 = 1 << 1;
-pub const KNOWN_INCOMPAT: u32 = INCOMPAT_COMPRESSED | INCOMPAT_HEAD_EXT;
+/// Must-understand flag: a chunk of a compressed segment may be stored
+/// empty, meaning its raw bytes are all zero (FORMAT.md, "Zero chunks").
+/// A reader that does not know it would refuse such a chunk half-way
+/// through an apply; with the flag it refuses the image up front.
+pub const INCOMPAT_ZERO_CHUNKS: u32 = 1 << 2;
+pub const KNOWN_INCOMPAT: u32 = INCOMPAT_COMPRESSED | INCOMPAT_HEAD_EXT | INCOMPAT_ZERO_CHUNKS;
+
+/// SHA-256 of the empty string: the `stored_sha256` of a zero chunk.
+pub const EMPTY_SHA256: [u8; 32] = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
 
 const HEADER_CRC_OFFSET: usize = HEADER_LEN - 4;
 /// `ext_len` sits in what were the first reserved bytes after the label.
@@ -434,9 +445,6 @@ impl Segment {
         }
         if seg.compression == Compression::None && seg.stored_len != seg.raw_len {
             return Err(bad("uncompressed segment with stored != raw length".into()));
-        }
-        if seg.stored_len < u64::from(seg.chunks) {
-            return Err(bad("stored length shorter than one byte per chunk".into()));
         }
         if !seg.data_offset.is_multiple_of(BLOCK_SIZE as u64) {
             return Err(bad("data offset not 4096-aligned".into()));

@@ -187,7 +187,11 @@ impl<'h, S: ImageSource> ChunkReader<'h, S> {
         // Stored lengths are bounded by `check_entry` (at most
         // `max_stored_len` each), so this is at most `fit` chunks' worth.
         let stored_total = (pos - self.stored_pos) as usize;
-        let stored = if s.compression == Compression::None {
+        // A batch of only zero chunks has nothing to read: no request
+        // (an HTTP range) is made for it.
+        let stored = if stored_total == 0 {
+            Vec::new()
+        } else if s.compression == Compression::None {
             self.src
                 .read_at(self.stored_pos, &mut out[..stored_total])?;
             Vec::new()

@@ -9,9 +9,10 @@ use sha2::{Digest, Sha256};
 
 use crate::layout::{
     align_up, blocks_for, max_stored_len, validate_name, ChunkEntry, Compression, Header, Segment,
-    SigSlot, BOARD_LEN, COMPAT_REPRODUCIBLE, CRCS_PER_PAGE, DEFAULT_CHUNK_SHIFT, ENTRIES_PER_PAGE,
-    FORMAT_VERSION, INCOMPAT_COMPRESSED, INCOMPAT_HEAD_EXT, LABEL_LEN, MAX_CHUNK_SHIFT,
-    MAX_SEGMENTS, MAX_SIGNED_HEAD, MAX_SIG_SLOTS, MIN_CHUNK_SHIFT, PAGE_LEN, SIG_SLOT_LEN,
+    SigSlot, BOARD_LEN, COMPAT_REPRODUCIBLE, CRCS_PER_PAGE, DEFAULT_CHUNK_SHIFT, EMPTY_SHA256,
+    ENTRIES_PER_PAGE, FORMAT_VERSION, INCOMPAT_COMPRESSED, INCOMPAT_HEAD_EXT, INCOMPAT_ZERO_CHUNKS,
+    LABEL_LEN, MAX_CHUNK_SHIFT, MAX_SEGMENTS, MAX_SIGNED_HEAD, MAX_SIG_SLOTS, MIN_CHUNK_SHIFT,
+    PAGE_LEN, SIG_SLOT_LEN,
 };
 use crate::read::read_full;
 use crate::{CrcChain, Error, ImageHead, KeyId, Result, BLOCK_SIZE};
@@ -44,6 +45,7 @@ pub struct ImageBuilder<'a> {
     sig_slots: u32,
     chunk_shift: u8,
     jobs: usize,
+    zero_chunks: bool,
     extension: crate::HeadExtension,
     segments: Vec<Pending<'a>>,
 }
@@ -99,6 +101,7 @@ impl<'a> ImageBuilder<'a> {
             sig_slots: 2,
             chunk_shift: DEFAULT_CHUNK_SHIFT,
             jobs: default_jobs(),
+            zero_chunks: false,
             extension: crate::HeadExtension::default(),
             segments: Vec::new(),
         })
@@ -156,6 +159,15 @@ impl<'a> ImageBuilder<'a> {
     /// the same for any number.
     pub fn jobs(mut self, jobs: usize) -> Self {
         self.jobs = jobs.max(1);
+        self
+    }
+
+    /// Stores every all-zero chunk of a compressed segment empty
+    /// (FORMAT.md, "Zero chunks"; incompat bit 2, set only when some chunk
+    /// is). Off by default: such an image needs a reader that knows the
+    /// bit, and without it the bytes are those earlier writers made.
+    pub fn zero_chunks(mut self, on: bool) -> Self {
+        self.zero_chunks = on;
         self
     }
 
@@ -290,6 +302,7 @@ impl<'a> ImageBuilder<'a> {
         let mut pos = header.data_offset;
         out.seek(SeekFrom::Start(pos))?;
         let jobs = self.jobs;
+        let zero_chunks = self.zero_chunks;
         let mut probe = [0u8; 1];
         for p in self.segments {
             let aligned = align_up(pos);
@@ -313,7 +326,7 @@ impl<'a> ImageBuilder<'a> {
                 raw_len,
                 &mut input,
                 self.chunk_shift,
-                jobs,
+                (jobs, zero_chunks),
                 &mut crc_table,
                 &mut chain,
                 &mut sink,
@@ -342,6 +355,9 @@ impl<'a> ImageBuilder<'a> {
             });
         }
         header.image_len = pos;
+        if entries.iter().any(|e| e.stored_len == 0) {
+            header.incompat_flags |= INCOMPAT_ZERO_CHUNKS;
+        }
 
         let index = index_pages(&entries, &crc_table);
         debug_assert_eq!(index.len() as u64, header.page_count * PAGE_LEN as u64);
@@ -432,7 +448,7 @@ fn encode_segment(
     raw_len: u64,
     input: &mut dyn Read,
     shift: u8,
-    jobs: usize,
+    (jobs, zero_chunks): (usize, bool),
     crc_table: &mut Vec<u32>,
     chain: &mut CrcChain,
     sink: &mut Sink<'_>,
@@ -458,10 +474,25 @@ fn encode_segment(
                         Err(_) => return,
                     };
                     let Ok((seq, raw)) = job else { return };
-                    let done = enc.encode(spec, &raw, shift).map(|stored| {
+                    // A zero chunk is stored empty; whether one is
+                    // depends on its bytes alone, so the image is still
+                    // the same for any `jobs`.
+                    let zero = zero_chunks
+                        && spec.compression != Compression::None
+                        && raw.iter().all(|&b| b == 0);
+                    let encoded = if zero {
+                        Ok(Some(Vec::new()))
+                    } else {
+                        enc.encode(spec, &raw, shift)
+                    };
+                    let done = encoded.map(|stored| {
                         let raw_sha: [u8; 32] = Sha256::digest(&raw).into();
                         let stored = stored.map(|b| {
-                            let sha: [u8; 32] = Sha256::digest(&b).into();
+                            let sha: [u8; 32] = if b.is_empty() {
+                                EMPTY_SHA256
+                            } else {
+                                Sha256::digest(&b).into()
+                            };
                             (b, sha)
                         });
                         Encoded {
