@@ -746,3 +746,174 @@ fn broken_servers(no_ranges: bool) {
     assert_eq!(code(&out), 9, "connection refused: {}", show(&out));
     assert_not_bootable(d, "connection refused");
 }
+
+/// A sparse rootfs (zero chunks first, between and last) and an all-zero
+/// kernel whose last chunk is short, in `d`.
+fn sparse_payloads(d: &Path) -> Vec<u8> {
+    let c = CHUNK as usize;
+    let mut rootfs = payload(3, ROOTFS_LEN);
+    rootfs[..3 * c].fill(0);
+    rootfs[40 * c..100 * c].fill(0);
+    rootfs[ROOTFS_LEN - 2 * c..].fill(0);
+    std::fs::write(d.join("sparse.img"), &rootfs).unwrap();
+    std::fs::write(d.join("zero-kernel.img"), vec![0u8; KERNEL_LEN]).unwrap();
+    rootfs
+}
+
+/// Raw bytes of [`sparse_payloads`] in zero chunks.
+const SPARSE_ZERO_BYTES: u64 = 65 * CHUNK + KERNEL_LEN as u64;
+
+fn stamp_sparse(d: &Path, out: &str, version: u64, comp: &str, rootfs: &str, extra: &[&str]) {
+    let v = version.to_string();
+    let r = format!("rootfs={rootfs},target=system");
+    let mut args = vec![
+        "stamp",
+        "--board",
+        BOARD,
+        "--version",
+        &v,
+        "--chunk-size",
+        "64K",
+        "--compress",
+        comp,
+        "--key",
+        "k.pem",
+        "-o",
+        out,
+        "-s",
+        &r,
+        "-s",
+        "kernel=zero-kernel.img,target=boot",
+    ];
+    args.extend_from_slice(extra);
+    ok(fwpack(&args, d));
+}
+
+fn scribble(d: &Path, at: u64, len: usize) {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(d.join("disk.img"))
+        .unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&vec![0xa5u8; len]).unwrap();
+}
+
+fn slot_holds_sparse(d: &Path, sys: u64, boot: u64, rootfs: &str) {
+    assert!(
+        cmp_range(
+            &d.join(rootfs),
+            0,
+            &d.join("disk.img"),
+            sys,
+            ROOTFS_LEN as u64
+        ),
+        "the system slot does not hold {rootfs}"
+    );
+    assert!(cmp_range(
+        &d.join("zero-kernel.img"),
+        0,
+        &d.join("disk.img"),
+        boot,
+        KERNEL_LEN as u64
+    ));
+}
+
+/// Zero chunks (docs/FORMAT.md, "Zero chunks"), gzip and zstd: stored
+/// empty by default and never fetched; over HTTP with `--verify-writes`,
+/// from stdin with `--minimize-writes --verify-writes` over a complete
+/// slot whose zero regions were overwritten, and as a delta whose zero chunks are neither fetched nor
+/// copied from the seed. `--no-zero-chunks` leaves incompat bit 2 clear.
+#[test]
+fn zero_chunk_images_apply_over_http_from_stdin_and_as_delta() {
+    let Some(s) = setup("apply-http-zero") else {
+        return;
+    };
+    let d = &s.dir;
+    let mut rootfs = sparse_payloads(d);
+    let nginx = Nginx::start(&s.www).unwrap();
+    let url = nginx.url("u.fwi");
+    for (n, comp) in ["gzip", "zstd"].into_iter().enumerate() {
+        let v = 20 + n as u64;
+        let name = format!("z{v}.fwi");
+        stamp_sparse(d, &name, v, comp, "sparse.img", &[]);
+        let info = inspect(d, &name);
+        assert_eq!(info["incompat_flags"].as_u64().unwrap() & 4, 4, "{info}");
+        assert_eq!(info["segments"][1]["stored_len"], 0, "{info}");
+        let image_len = info["image_len"].as_u64().unwrap();
+        assert_eq!(info["segments"][1]["data_offset"], image_len, "{info}");
+        let old = format!("old{v}.fwi");
+        stamp_sparse(d, &old, v, comp, "sparse.img", &["--no-zero-chunks"]);
+        let o = inspect(d, &old);
+        assert_eq!(o["incompat_flags"].as_u64().unwrap() & 4, 0, "{o}");
+        assert!(o["image_len"].as_u64().unwrap() > image_len, "{o}");
+
+        publish(&s, &name, "u.fwi");
+        let before = nginx.access_log();
+        let out = ok(fwpack(
+            &apply_args(&url, &["--seed", "none", "--verify-writes"]),
+            d,
+        ));
+        let r = result_of(&out);
+        assert_eq!(r["slot"], "B", "{comp}: {}", show(&out));
+        let sent =
+            nginx.body_bytes_for("/u.fwi") - before.iter().map(|e| e.body_bytes_sent).sum::<u64>();
+        let read = r["image_bytes_read"].as_u64().unwrap();
+        assert!(read <= image_len, "{comp}: read {read} of {image_len}");
+        assert!(sent <= image_len + HEAD_WINDOW, "{comp}: sent {sent}");
+        slot_holds_sparse(d, SYS_B, BOOT_B, "sparse.img");
+
+        // Zero regions of the complete slot overwritten: --verify-writes
+        // finds the first bad chunk and rewrites from there, and
+        // --minimize-writes (which compares, then writes) leaves zeros.
+        scribble(d, SYS_B + 50 * CHUNK + 100, 3000);
+        scribble(d, BOOT_B + KERNEL_LEN as u64 - 10, 10);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fwpack"))
+            .args(apply_args(
+                "-",
+                &["--minimize-writes", "--verify-writes", "--seed", "none"],
+            ))
+            .current_dir(d)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let image = std::fs::read(d.join(&name)).unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&image);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(out.status.success(), "{comp}: {}", show(&out));
+        assert_eq!(result_of(&out)["slot"], "B");
+        slot_holds_sparse(d, SYS_B, BOOT_B, "sparse.img");
+    }
+
+    // B confirmed; then a delta to A: one changed chunk with data and one
+    // zero chunk that now has data. Zero chunks are written as zeros:
+    // never fetched, never copied from the seed.
+    ok(fwpack(&["mark-good", "--target", "disk.img"], d));
+    rootfs[(10 * CHUNK + 7) as usize] ^= 0x5a;
+    rootfs[(60 * CHUNK + 9) as usize] = 1;
+    std::fs::write(d.join("sparse2.img"), &rootfs).unwrap();
+    stamp_sparse(d, "z30.fwi", 30, "zstd", "sparse2.img", &[]);
+    publish(&s, "z30.fwi", "u.fwi");
+    let before: u64 = nginx.access_log().iter().map(|e| e.body_bytes_sent).sum();
+    let out = ok(fwpack(&apply_args(&url, &[]), d));
+    let r = result_of(&out);
+    assert_eq!(r["slot"], "A", "{}", show(&out));
+    let sent = nginx.body_bytes_for("/u.fwi") - before;
+    let head_end = inspect(d, "z30.fwi")["index_range"][1].as_u64().unwrap();
+    assert!(
+        sent <= 2 * CHUNK + head_end.max(HEAD_WINDOW) + 16 * 1024,
+        "fetched {sent} bytes for 2 changed chunks"
+    );
+    let raw = (ROOTFS_LEN + KERNEL_LEN) as u64;
+    let from_seed = r["bytes_from_seed"].as_u64().unwrap();
+    let zero = SPARSE_ZERO_BYTES - CHUNK;
+    assert!(from_seed <= raw - zero, "{from_seed}: zero chunks copied");
+    assert!(from_seed >= raw - zero - 2 * CHUNK, "{from_seed}");
+    slot_holds_sparse(d, SYS_A, 41 * MIB, "sparse2.img");
+}

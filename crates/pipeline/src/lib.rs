@@ -191,6 +191,10 @@ pub struct Inputs {
     /// fleets whose updaters predate the head extension: they refuse
     /// images that carry it (docs/FORMAT.md, "Head extension").
     pub sbom_record: bool,
+    /// Store all-zero chunks of update.fwi empty (docs/FORMAT.md, "Zero
+    /// chunks"). Off only for fleets whose updaters predate incompat bit
+    /// 2: they refuse images that have such chunks.
+    pub zero_chunks: bool,
 }
 
 /// What `build` produced (also written as `manifest.json`).
@@ -566,7 +570,8 @@ fn stamp(
 ) -> Result<(), Error> {
     let mut b = fwimage::ImageBuilder::new(board.compatible(), inputs.payload_version)?
         .version_label(&inputs.version_label)?
-        .jobs(inputs.jobs);
+        .jobs(inputs.jobs)
+        .zero_chunks(inputs.zero_chunks);
     if inputs.sbom_record {
         b = b.sbom_sha256(sbom_sha256);
     }

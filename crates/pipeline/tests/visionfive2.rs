@@ -78,6 +78,7 @@ fn build(b: &board::Board, k: &Kernel, updater: &Path, rootfs: &Path, out: &Path
         version_label: "v1".into(),
         jobs: 2,
         sbom_record: true,
+        zero_chunks: true,
     };
     pipeline::build(b, &inputs, &mut |_| {}).unwrap_or_else(|e| panic!("build {}: {e}", b.name));
 }

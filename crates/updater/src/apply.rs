@@ -1011,6 +1011,12 @@ impl Engine<'_> {
                 let k = u64::from(s.first_chunk) + i;
                 let e = self.index.chunk(src, k)?;
                 chunks += 1;
+                // A zero chunk (stored empty, docs/FORMAT.md) costs
+                // nothing to fetch and is written as zeros: not worth a
+                // read of the seed, nor a range.
+                if e.stored_len == 0 {
+                    continue;
+                }
                 if let Some(&at) = have.get(&e.raw_sha256) {
                     if let Some(c) = copy.get_mut(k as usize) {
                         *c = Some(at);

@@ -671,3 +671,134 @@ fn verify_writes_stops_at(bad_chunk: u64, mem: usize) {
     );
     assert_eq!(&slot_b_system(&liar.inner)[..100], &sys[..100]);
 }
+
+/// Segment 0 of [`compressed_image`] with zero chunks: 0, 3-5 and the short
+/// last one (10) all zero, stored empty (docs/FORMAT.md, "Zero chunks").
+fn zero_chunk_image(
+    k: &ed25519_dalek::SigningKey,
+    comp: fwimage::Compression,
+) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = Rng(29);
+    let c = CHUNK as usize;
+    let mut sys = rng.bytes(700 * 1024 + 123);
+    sys[..c].fill(0);
+    sys[3 * c..6 * c].fill(0);
+    sys[10 * c..].fill(0);
+    let boot = vec![0u8; 100 * 1024];
+    let img = image_with(
+        BOARD,
+        2,
+        &[
+            Seg {
+                compression: comp,
+                ..seg("rootfs", "system", &sys)
+            },
+            Seg {
+                compression: comp,
+                ..seg("kernel", "boot", &boot)
+            },
+        ],
+        k,
+        true,
+    );
+    let head = ImageHead::parse(&img).unwrap();
+    assert_ne!(
+        head.header.incompat_flags & fwimage::INCOMPAT_ZERO_CHUNKS,
+        0
+    );
+    assert_eq!(head.segments[1].stored_len, 0);
+    (img, sys)
+}
+
+#[test]
+fn zero_chunk_images_apply_resume_and_verify_writes() {
+    let k = key(1);
+    for comp in COMPRESSIONS {
+        let (img, sys) = zero_chunk_image(&k, comp);
+        let head = ImageHead::parse(&img).unwrap();
+        // Cut while chunk 7 is read (chunks 0 and 3-5 take no bytes).
+        let cut = head.header.data_offset + 4 * CHUNK + 1000;
+        let mut m = MemStorage::new(disk());
+        let mut src = TwoFaced::new(img.clone(), img.clone());
+        src.fail_after = Some(cut);
+        let err = run(&mut src, &img, &mut m, &k, &opts()).unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Io, "{comp:?}: {err}");
+        let j = StateArea::read(&mut m, LOC).unwrap().journal().cloned();
+        assert!(j.expect("journal").offset >= 3 * CHUNK, "{comp:?}");
+        let mut events = Vec::new();
+        let o = ApplyOptions {
+            verify_writes: true,
+            ..opts()
+        };
+        apply(
+            Cursor::new(&img),
+            img.len() as u64,
+            &mut m,
+            &trusted(&k),
+            &o,
+            &mut |e| events.push(e.json()),
+        )
+        .unwrap();
+        assert!(events.iter().any(|e| e.contains("\"resume\"")), "{comp:?}");
+        assert_eq!(&slot_b_system(&m)[..sys.len()], &sys[..], "{comp:?}");
+        let b = layout().group("boot").unwrap().slot(Slot::B).offset as usize;
+        assert!(m.data[b..b + 100 * 1024].iter().all(|&x| x == 0));
+        let area = StateArea::read(&mut m, LOC).unwrap();
+        assert_eq!(area.boot().pending, Some(Slot::B));
+    }
+}
+
+#[test]
+fn field_a_zero_chunk_whose_raw_hash_is_not_of_zeros_never_commits() {
+    let k = key(1);
+    for comp in COMPRESSIONS {
+        let (img, sys) = zero_chunk_image(&k, comp);
+        // Chunk 4 is stored empty: only its raw hash can refuse it.
+        let bad = wrong_raw_hash(&img, 4, &k);
+        let mut m = MemStorage::new(disk());
+        let err = run(Cursor::new(&bad), &bad, &mut m, &k, &opts()).unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Integrity, "{comp:?}: {err}");
+        assert!(err.to_string().contains("chunk 4"), "{comp:?}: {err}");
+        assert_not_committed(&mut m, &sys, 4);
+    }
+}
+
+#[test]
+fn a_delta_never_copies_nor_fetches_zero_chunks() {
+    let k = key(1);
+    let (img, sys) = zero_chunk_image(&k, fwimage::Compression::Zstd);
+    // The seed (slot A) holds the new rootfs already: the chunks with
+    // data are copied, the zero chunks written as zeros.
+    let mut d = disk();
+    let a = layout().group("system").unwrap().slot(Slot::A).offset as usize;
+    d[a..a + sys.len()].copy_from_slice(&sys);
+    let mut m = MemStorage::new(d);
+    let o = ApplyOptions {
+        seed: updater::Seed::Active,
+        ..opts()
+    };
+    let mut plan = None;
+    let r = apply(
+        Cursor::new(&img),
+        img.len() as u64,
+        &mut m,
+        &trusted(&k),
+        &o,
+        &mut |e| {
+            if let updater::Event::DeltaPlan {
+                chunks,
+                from_seed,
+                fetch_bytes,
+                ..
+            } = e
+            {
+                plan = Some((*chunks, *from_seed, *fetch_bytes));
+            }
+        },
+    )
+    .unwrap();
+    // 11 rootfs chunks (5 zero) and 2 zero kernel chunks.
+    assert_eq!(plan, Some((13, 6, 0)));
+    assert_eq!(r.bytes_from_seed, 6 * CHUNK);
+    assert_eq!(&slot_b_system(&m)[..sys.len()], &sys[..]);
+}

@@ -75,6 +75,11 @@ pub struct BuildArgs {
     /// predate the head extension: they refuse images that carry it.
     #[arg(long)]
     no_sbom_record: bool,
+    /// Store all-zero chunks of update.fwi compressed instead of empty.
+    /// For a fleet whose updaters predate zero chunks (incompat bit 2,
+    /// docs/FORMAT.md "Zero chunks"): they refuse images that have them.
+    #[arg(long)]
+    no_zero_chunks: bool,
     /// Human-readable version label.
     #[arg(long, default_value = "")]
     label: String,
@@ -111,6 +116,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         version_label: args.label.clone(),
         jobs: args.jobs.map_or_else(initramfs::default_jobs, usize::from),
         sbom_record: !args.no_sbom_record,
+        zero_chunks: !args.no_zero_chunks,
     };
     let started = std::time::Instant::now();
     let json = args.json;

@@ -59,6 +59,14 @@ pub struct StampArgs {
     /// than this option refuse such images (docs/FORMAT.md, "Head extension").
     #[arg(long, value_name = "FILE")]
     sbom: Option<PathBuf>,
+    /// Store all-zero chunks of compressed segments compressed too,
+    /// instead of empty. By default they are stored empty (no bytes; the
+    /// image then sets incompat bit 2, docs/FORMAT.md "Zero chunks"),
+    /// which updaters older than that bit refuse: use this for a fleet
+    /// whose updaters predate it. The output is then what earlier fwpack
+    /// versions wrote.
+    #[arg(long)]
+    no_zero_chunks: bool,
     #[command(flatten)]
     signer: SignerArgs,
 }
@@ -224,7 +232,8 @@ pub fn stamp(args: StampArgs) -> Result<()> {
         .version_label(&args.label)?
         .signature_slots(args.sig_slots)?
         .chunk_size(args.chunk_size)?
-        .jobs(args.jobs.map_or_else(fwimage::default_jobs, usize::from));
+        .jobs(args.jobs.map_or_else(fwimage::default_jobs, usize::from))
+        .zero_chunks(!args.no_zero_chunks);
     if let Some(sbom) = &args.sbom {
         builder = builder.sbom_sha256(sha256_file(sbom)?);
     }

@@ -68,6 +68,18 @@ pub fn seg<'a>(name: &'a str, target: &'a str, data: &'a [u8]) -> Seg<'a> {
 
 /// A signed image in memory.
 pub fn image(board: &str, version: u64, segs: &[Seg], k: &SigningKey) -> Vec<u8> {
+    image_with(board, version, segs, k, false)
+}
+
+/// [`image`], with all-zero chunks of compressed segments stored empty
+/// when `zero_chunks` (docs/FORMAT.md, "Zero chunks").
+pub fn image_with(
+    board: &str,
+    version: u64,
+    segs: &[Seg],
+    k: &SigningKey,
+    zero_chunks: bool,
+) -> Vec<u8> {
     let mut b = ImageBuilder::new(board, version)
         .unwrap()
         .version_label(&format!("v{version}"))
@@ -75,7 +87,8 @@ pub fn image(board: &str, version: u64, segs: &[Seg], k: &SigningKey) -> Vec<u8>
         // The smallest chunks: more chunk boundaries, checkpoints and cut
         // points per byte of fixture.
         .chunk_size(64 * 1024)
-        .unwrap();
+        .unwrap()
+        .zero_chunks(zero_chunks);
     for s in segs {
         b.add_segment(
             SegmentSpec {
