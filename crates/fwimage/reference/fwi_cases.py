@@ -349,6 +349,44 @@ def main():
     add("bad-truncated", "truncated", base[:-1])
     add("bad-trailing", "trailing data", base + b"\0")
 
+    # Zero chunks ("Zero chunks", incompat bit 2): all-zero chunks of
+    # compressed segments stored empty. First, between and last (a short
+    # last one), all-zero segments first, in the middle and last (the file
+    # then ends at the last one's data_offset), and an uncompressed
+    # segment whose zeros stay stored.
+    zc = 65536
+    sparse = bytearray(noise(5 * zc + 700))
+    sparse[:zc] = bytes(zc)
+    sparse[2 * zc:3 * zc] = bytes(zc)
+    sparse[5 * zc:] = bytes(700)
+    zsegs = [seg("z0", bytes(zc + 9), 2), seg("sparse", bytes(sparse), 1),
+             seg("raw0", bytes(5000)), seg("z1", bytes(3 * zc), 1),
+             seg("zs", bytes(sparse), 2), seg("z2", bytes(100), 1)]
+    zimg = build(zsegs, "b", 1, "", 16, 1, 0, K, zero_chunks=True)
+    assert u(zimg, 16, "I") & 4
+    add("ok-zero-chunks", "ok", zimg)
+    z_io, z_n = u(zimg, 72, "Q"), u(zimg, 56, "Q")
+    empty = [k for k in range(z_n)
+             if u(zimg, z_io + 4096 * (k // 51) + 80 * (k % 51) + 72, "I") == 0]
+    zk = empty[3]  # sparse chunk 2: between chunks with data
+    ze = z_io + 4096 * (zk // 51) + 80 * (zk % 51)
+    add("bad-zero-chunk-raw-hash", "raw hash",
+        patched(zimg, K, (ze + 40, bytes([zimg[ze + 40] ^ 1]))))
+    add("bad-zero-chunk-stored-hash", "stored hash mismatch",
+        patched(zimg, K, (ze + 3, bytes([zimg[ze + 3] ^ 1]))))
+    # Bit 2 clear: an empty chunk is out of bounds (segments with data in
+    # every chunk but the empty ones, so only the entry rule applies).
+    add("bad-zero-chunk-without-bit-2", "stored_len 0 without incompat bit 2",
+        build([seg("sparse", bytes(sparse), 1)], "b", 1, "", 16, 1, 0, K,
+              zero_chunks=True, incompat_xor=4))
+    # An uncompressed segment with an empty chunk breaks its table rule.
+    add("bad-zero-chunk-uncompressed", "stored_len != raw_len",
+        build([seg("sparse", bytes(sparse), 0)], "b", 1, "", 16, 1, 0, K,
+              encode=lambda r, c: b"" if not any(r) else compress(r, c)))
+    # Bit 2 set with no empty chunk is accepted, like bit 0 without compression.
+    add("ok-zero-chunk-bit-without-empty-chunks", "ok",
+        build([seg("a", text, 1)], "b", 1, "", 16, 1, 0, K, incompat_xor=4))
+
     with open(os.path.join(a.outdir, "cases.tsv"), "w") as f:
         for name, exp, trust in cases:
             f.write(f"{name}\t{exp}" + (f"\t{trust}\n" if trust else "\n"))

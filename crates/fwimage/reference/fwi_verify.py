@@ -201,7 +201,7 @@ def verify(path, pubkeys, board):
     (nslots, chunk_count, crc_count, index_offset, page_count, data_offset,
      image_len) = struct.unpack_from("<IQQQQQQ", h, 52)
     need(hlen == 256, "header", f"header_len {hlen}")
-    need(incompat & ~3 == 0, "header", f"unknown incompat_flags {incompat:#x}")
+    need(incompat & ~7 == 0, "header", f"unknown incompat_flags {incompat:#x}")
     need((hash_alg, crc_alg, sig_alg, block_shift) == (1, 1, 1, 12), "header",
          "unknown hash/crc/sig algorithm or block_shift")
     need(seg_entry_len == 160, "header", f"segment_entry_len {seg_entry_len}")
@@ -349,7 +349,11 @@ def verify(path, pubkeys, board):
             c = f"chunk {k} (segment {s['name']} chunk {i})"
             need(res == 0, c, "reserved bytes not zero")
             need(soff == off, c, f"stored_offset {soff}, expected {off}")
-            need(1 <= slen <= rl + rl // 64 + 1024, c, f"stored_len {slen} out of bounds")
+            # stored_len 0: a zero chunk, only with incompat bit 2 and only
+            # in a compressed segment ("Zero chunks").
+            need(slen != 0 or (incompat & 4 and s["comp"]), c,
+                 "stored_len 0 without incompat bit 2 or in an uncompressed segment")
+            need(slen <= rl + rl // 64 + 1024, c, f"stored_len {slen} out of bounds")
             need(s["comp"] or (slen == rl and raw_sha == stored_sha), c,
                  "uncompressed chunk: stored_len != raw length or raw_sha256 != stored_sha256")
             plan.append((k, c, s, i, soff, slen, rl, stored_sha, raw_sha))
@@ -368,6 +372,8 @@ def verify(path, pubkeys, board):
         need(hashlib.sha256(buf).digest() == stored_sha, c, "stored hash mismatch")
         if s["comp"] == 0:
             raw = buf
+        elif slen == 0:
+            raw = bytes(rl)  # a zero chunk; its raw hash is still checked below
         elif s["comp"] == 1:
             raw = ungzip(buf, rl, c + ": gzip")
         else:

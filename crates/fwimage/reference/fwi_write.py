@@ -49,16 +49,19 @@ def padded(s, n):
 
 
 def build(segments, board, version, label="", chunk_shift=18, slots=2, created=0, keys=(),
-          compat=0, encode=compress):
+          compat=0, encode=compress, zero_chunks=False, incompat_xor=0):
     """The image bytes. segments: dicts name, target, raw, comp (0/1/2), toff[, gap].
-    encode(raw_chunk, comp) gives a chunk's stored bytes (tests pass broken ones)."""
+    encode(raw_chunk, comp) gives a chunk's stored bytes (tests pass broken ones).
+    zero_chunks: an all-zero chunk of a compressed segment is stored empty
+    (FORMAT.md "Zero chunks", incompat bit 2, set when one is).
+    incompat_xor: flips header incompat bits after they were chosen (tests)."""
     chunk_size = 1 << chunk_shift
     segs = []
     for s in segments:
         chunks = []
         for i in range(0, len(s["raw"]), chunk_size):
             r = s["raw"][i:i + chunk_size]
-            st = encode(r, s["comp"])
+            st = b"" if zero_chunks and s["comp"] and not any(r) else encode(r, s["comp"])
             chunks.append((st, hashlib.sha256(st).digest(), hashlib.sha256(r).digest()))
         segs.append(dict(s, chunks=chunks))
 
@@ -105,6 +108,9 @@ def build(segments, board, version, label="", chunk_shift=18, slots=2, created=0
                            for i in range(0, len(index), 4096))
 
     incompat = 1 if any(s["comp"] for s in segs) else 0
+    if any(len(c[0]) == 0 for s in segs for c in s["chunks"]):
+        incompat |= 4
+    incompat ^= incompat_xor
     h = (b"FWPKIMG\0" + struct.pack("<HHIIBBBBQQIIB3xIQQQQQQ", 2, 256, compat, incompat, 1, 1, 1,
                                     12, version, created, len(segs), 160, chunk_shift,
                                     slots, chunk_count, crc_count, index_offset, page_count,
@@ -143,6 +149,8 @@ def main():
     ap.add_argument("--key", action="append", default=[], help="Ed25519 private key (PEM)")
     ap.add_argument("-s", "--segment", action="append", required=True)
     ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("--zero-chunks", action="store_true",
+                    help="store all-zero chunks of compressed segments empty (incompat bit 2)")
     a = ap.parse_args()
     segs = []
     for spec in a.segment:
@@ -154,7 +162,7 @@ def main():
                          comp={"none": 0, "gzip": 1, "zstd": 2}[opts.get("compress", "none")]))
     sde = os.environ.get("SOURCE_DATE_EPOCH")
     out = build(segs, a.board, a.version, a.label, a.chunk_shift, a.slots,
-                int(sde) if sde else 0, a.key, 1 if sde else 0)
+                int(sde) if sde else 0, a.key, 1 if sde else 0, zero_chunks=a.zero_chunks)
     tmp = a.output + ".tmp"
     open(tmp, "wb").write(out)
     os.replace(tmp, a.output)

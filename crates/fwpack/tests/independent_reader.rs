@@ -58,6 +58,16 @@ fn fixture() -> (tempfile::TempDir, PathBuf) {
         .map(|i| format!("line {i} of a compressible log\n"))
         .collect();
     std::fs::write(dir.join("log.img"), log).unwrap();
+    // Zero chunks (FORMAT.md "Zero chunks"): at 64 KiB chunks, chunks 0, 2
+    // and the short last one are all zero, and zero.img is all zero.
+    let mut sparse: Vec<u8> = (0..5 * 65536 + 700u32)
+        .map(|i| (i.wrapping_mul(2246822519) >> 15) as u8)
+        .collect();
+    sparse[..65536].fill(0);
+    sparse[2 * 65536..3 * 65536].fill(0);
+    sparse[5 * 65536..].fill(0);
+    std::fs::write(dir.join("sparse.img"), sparse).unwrap();
+    std::fs::write(dir.join("zero.img"), vec![0u8; 3 * 65536 + 5]).unwrap();
     ok("keygen", fwpack(&["keygen", "-o", "release.pem"], &dir));
     for args in [
         &["genpkey", "-algorithm", "ed25519", "-out", "other.pem"][..],
@@ -191,7 +201,7 @@ fn the_reference_reader_and_writer_agree_on_every_case() {
 #[test]
 fn images_fwpack_stamped_and_signed_verify_with_the_independent_reader() {
     let (_tmp, dir) = fixture();
-    let variants: [(&str, &[&str], bool); 6] = [
+    let variants: [(&str, &[&str], bool); 7] = [
         ("plain.fwi", &["rootfs=rootfs.img,target=system"], false),
         ("zstd.fwi", &["log=log.img,compress=zstd"], false),
         ("gzip.fwi", &["log=log.img,compress=gzip"], false),
@@ -210,6 +220,19 @@ fn images_fwpack_stamped_and_signed_verify_with_the_independent_reader() {
                 "rootfs=rootfs.img,target=system",
                 "boot=boot.img,compress=gzip",
                 "log=log.img,compress=zstd",
+            ],
+            true,
+        ),
+        // Zero chunks stored empty (stamp's default): in a segment with
+        // data, an all-zero segment between and one last.
+        (
+            "zero.fwi",
+            &[
+                "sparse=sparse.img,compress=gzip",
+                "zero=zero.img,compress=zstd",
+                "raw=boot.img",
+                "sparse2=sparse.img,compress=zstd",
+                "zero2=zero.img,compress=gzip",
             ],
             true,
         ),
@@ -255,6 +278,11 @@ fn images_fwpack_stamped_and_signed_verify_with_the_independent_reader() {
             "{summary} vs {v}"
         );
         assert_eq!(v["index_pages"].as_u64(), Some(l.pages as u64));
+        if image == "zero.fwi" && chunk_size_flag(&dir).is_some() {
+            // incompat bit 2 (zero chunks) at header offset 16.
+            assert_eq!(u32_at(&img, 16) & 4, 4, "{v}");
+            assert_eq!(v["segments"][1]["stored_len"], 0, "{v}");
+        }
         if image == "pages.fwi" {
             assert!(l.chunk_pages >= 2 && l.pages - l.chunk_pages >= 2, "{v}");
         }
@@ -398,7 +426,7 @@ fn a_single_byte_changed_in_any_region_is_refused_by_both_readers() {
 #[test]
 fn fwpack_accepts_images_the_independent_writer_made() {
     let (_tmp, dir) = fixture();
-    let writes: [(&str, &[&str]); 3] = [
+    let writes: [(&str, &[&str]); 4] = [
         ("w-plain.fwi", &["-s", "rootfs=rootfs.img,target=system"]),
         (
             "w-three.fwi",
@@ -411,6 +439,20 @@ fn fwpack_accepts_images_the_independent_writer_made() {
                 "log=log.img,compress=zstd,target=system,offset=1048576",
                 "--chunk-shift",
                 "16",
+            ],
+        ),
+        (
+            "w-zero.fwi",
+            &[
+                "-s",
+                "sparse=sparse.img,compress=gzip",
+                "-s",
+                "zero=zero.img,compress=zstd",
+                "-s",
+                "log=log.img,compress=zstd",
+                "--chunk-shift",
+                "16",
+                "--zero-chunks",
             ],
         ),
         (
