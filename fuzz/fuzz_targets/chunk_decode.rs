@@ -7,7 +7,8 @@
 //! header (so the fuzzer reaches the blocks without first having to find
 //! the magic, the content size and the flags), bytes 1–2 are the chunk's
 //! raw length (at most 64 KiB, the chunk size used here), the rest is the
-//! chunk.
+//! chunk. An empty chunk (three bytes of input, no header) is a zero chunk
+//! (FORMAT.md, "Zero chunks"): both decoders must give that many zeros.
 #![no_main]
 
 use fwimage::{BatchDecoder, Compression};
@@ -44,5 +45,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(p, h, "the decoders disagree");
     if p.is_ok() {
         assert!(portable == host, "the decoders disagree on the bytes");
+    }
+    if chunk.is_empty() {
+        assert!(p.is_ok() && portable.iter().all(|&b| b == 0), "a zero chunk is not zeros");
     }
 });

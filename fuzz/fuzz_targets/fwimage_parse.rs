@@ -7,7 +7,10 @@
 //! in, every chunk entry's stored hash and every index page hash
 //! recomputed from the (mutated) bytes, and the head signed with a key the
 //! target trusts. That is a hostile signer's image, and reaches the chunk
-//! rules, the CRC chain and the zstd/gzip decoders with their limits.
+//! rules, the CRC chain and the zstd/gzip decoders with their limits. An
+//! empty chunk (a zero chunk when incompat bit 2 is set, FORMAT.md "Zero
+//! chunks") also gets the raw hash of its zeros, so the fuzzer reaches the
+//! CRC chain behind it too.
 //!
 //! The head extension's record parser is also fed the raw input directly:
 //! a valid header rarely points at an extension the fuzzer controls, and
@@ -57,6 +60,15 @@ fn make_authentic(mut img: Vec<u8>) -> Option<Vec<u8>> {
         if let Some(stored) = off.checked_add(len).and_then(|end| img.get(off..end)) {
             let d: [u8; 32] = Sha256::digest(stored).into();
             img[at..at + 32].copy_from_slice(&d);
+        }
+        if len == 0 {
+            let raw = head.segment_of_chunk(k).map_or(0, |s| {
+                let s = &head.segments[s];
+                s.chunk_raw_len(k - u64::from(s.first_chunk), h.chunk_size())
+            });
+            // At most 1 MiB (the largest chunk size).
+            let d: [u8; 32] = Sha256::digest(vec![0u8; raw as usize]).into();
+            img[at + 32..at + 64].copy_from_slice(&d);
         }
     }
     for p in 0..h.page_count {

@@ -465,6 +465,12 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         h.index_offset,
         h.data_offset
     );
+    if h.incompat_flags & fwimage::INCOMPAT_ZERO_CHUNKS != 0 {
+        // Worth saying: updaters that predate the flag refuse the image.
+        println!(
+            "             zero chunks stored empty (incompat bit 2; --no-zero-chunks to avoid)"
+        );
+    }
     println!(
         "signatures   {}/{} slot(s){}",
         sigs.len(),
