@@ -6,7 +6,7 @@ images it did not write. Standard library only, plus `openssl` (Ed25519
 signing) and `zstd` (only for compress=zstd segments).
 
     fwi_write.py --board B --version N [--label L] [--chunk-shift 16..20]
-                 [--slots N] [--key KEY.pem ...]   (created: $SOURCE_DATE_EPOCH)
+                 [--slots N] [--key KEY.pem ...] [--zero-chunks]   (created: $SOURCE_DATE_EPOCH)
                  -s NAME=FILE[,target=T][,offset=BYTES][,compress=none|gzip|zstd] ...
                  -o OUT.fwi
 """
