@@ -653,6 +653,79 @@ impl Drop for Python {
     }
 }
 
+/// A gzip image whose zero chunks are stored empty (docs/FORMAT.md, "Zero
+/// chunks": a zero run in the rootfs, an all-zero kernel last), from
+/// python's http.server, which ignores Range: still one stream read
+/// through, at most 1.05x the image, and the slot holds the zeros.
+#[test]
+fn field_zero_chunks_from_a_server_without_range() {
+    if !testkit::tools::require("python3") {
+        return;
+    }
+    let tmp = setup("field-python-zero");
+    let d = tmp.path();
+    let mut rootfs = payload(5, ROOTFS_LEN);
+    rootfs[MIB as usize..5 * MIB as usize].fill(0);
+    std::fs::write(d.join("sparse.img"), &rootfs).unwrap();
+    std::fs::write(d.join("zero.img"), vec![0u8; KERNEL_LEN]).unwrap();
+    ok(fwpack(
+        &[
+            "stamp",
+            "--board",
+            BOARD,
+            "--version",
+            "12",
+            "--compress",
+            "gzip",
+            "--level",
+            "1",
+            "--key",
+            "k.pem",
+            "-o",
+            "z.fwi",
+            "-s",
+            "rootfs=sparse.img,target=system",
+            "-s",
+            "kernel=zero.img,target=boot",
+        ],
+        d,
+    ));
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::copy(d.join("z.fwi"), www.join("u.fwi")).unwrap();
+    let len = std::fs::metadata(d.join("z.fwi")).unwrap().len();
+    let py = Python::start(&www);
+    let proxy = CountingProxy::start(py.port).unwrap();
+    let url = format!("http://127.0.0.1:{}/u.fwi", proxy.port());
+    let out = apply(d, &url, &["--verify-writes"], Duration::from_secs(120));
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let st = status(d);
+    assert_eq!(
+        (&st["pending"], &st["slots"]["B"]["version"]),
+        (&serde_json::json!("B"), &serde_json::json!(12)),
+        "{st}"
+    );
+    let down = proxy.bytes_down();
+    assert!(
+        down as f64 <= len as f64 * 1.05,
+        "{down} bytes for a {len}-byte image"
+    );
+    assert!(cmp_range(
+        &d.join("sparse.img"),
+        0,
+        &d.join("disk.img"),
+        25 * MIB,
+        ROOTFS_LEN as u64
+    ));
+    assert!(cmp_range(
+        &d.join("zero.img"),
+        0,
+        &d.join("disk.img"),
+        42 * MIB,
+        KERNEL_LEN as u64
+    ));
+}
+
 /// python's http.server ignores Range: one stream, read through; a full
 /// apply costs at most 1.05x the image, and a resume after the server
 /// was killed mid-transfer succeeds.
