@@ -840,12 +840,15 @@ fn zero_chunk_images_apply_over_http_from_stdin_and_as_delta() {
         let info = inspect(d, &name);
         assert_eq!(info["incompat_flags"].as_u64().unwrap() & 4, 4, "{info}");
         assert_eq!(info["segments"][1]["stored_len"], 0, "{info}");
+        assert_eq!(info["segments"][0]["zero_chunks"], 65, "{info}");
+        assert_eq!(info["segments"][1]["zero_chunks"], 5, "{info}");
         let image_len = info["image_len"].as_u64().unwrap();
         assert_eq!(info["segments"][1]["data_offset"], image_len, "{info}");
         let old = format!("old{v}.fwi");
         stamp_sparse(d, &old, v, comp, "sparse.img", &["--no-zero-chunks"]);
         let o = inspect(d, &old);
         assert_eq!(o["incompat_flags"].as_u64().unwrap() & 4, 0, "{o}");
+        assert_eq!(o["segments"][0]["zero_chunks"], 0, "{o}");
         assert!(o["image_len"].as_u64().unwrap() > image_len, "{o}");
 
         publish(&s, &name, "u.fwi");

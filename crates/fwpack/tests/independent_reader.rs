@@ -282,6 +282,9 @@ fn images_fwpack_stamped_and_signed_verify_with_the_independent_reader() {
             // incompat bit 2 (zero chunks) at header offset 16.
             assert_eq!(u32_at(&img, 16) & 4, 4, "{v}");
             assert_eq!(v["segments"][1]["stored_len"], 0, "{v}");
+            assert_eq!(v["segments"][1]["zero_chunks"], v["segments"][1]["chunks"]);
+            // sparse.img: chunks 0, 2 and the short last one.
+            assert_eq!(v["segments"][0]["zero_chunks"], 3, "{v}");
         }
         if image == "pages.fwi" {
             assert!(l.chunk_pages >= 2 && l.pages - l.chunk_pages >= 2, "{v}");

@@ -383,8 +383,39 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
     Ok(())
 }
 
+/// How many chunks of each segment are stored empty (zero chunks,
+/// docs/FORMAT.md), read from the index pages as they are in the file:
+/// unauthenticated, like everything `inspect` shows. Only an image with
+/// incompat bit 2 can have any; the others' index is not read.
+fn zero_chunk_counts(head: &ImageHead, f: &mut File) -> Result<Vec<u64>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let h = &head.header;
+    let mut counts = vec![0u64; head.segments.len()];
+    if h.incompat_flags & fwimage::INCOMPAT_ZERO_CHUNKS == 0 {
+        return Ok(counts);
+    }
+    let mut page = vec![0u8; fwimage::PAGE_LEN];
+    for (n, s) in head.segments.iter().enumerate() {
+        let first = u64::from(s.first_chunk);
+        for k in first..first + u64::from(s.chunks) {
+            let (p, j) = (k / fwimage::ENTRIES_PER_PAGE, k % fwimage::ENTRIES_PER_PAGE);
+            if j == 0 || k == first {
+                f.seek(SeekFrom::Start(h.page_offset(p)))?;
+                f.read_exact(&mut page).context("reading the index")?;
+            }
+            // stored_len: bytes 72..76 of the 80-byte entry.
+            let at = j as usize * fwimage::CHUNK_ENTRY_LEN + 72;
+            if page[at..at + 4] == [0; 4] {
+                counts[n] += 1;
+            }
+        }
+    }
+    Ok(counts)
+}
+
 pub fn inspect(args: InspectArgs) -> Result<()> {
-    let (head, _) = read_head(&args.image)?;
+    let (head, mut file) = read_head(&args.image)?;
+    let zero = zero_chunk_counts(&head, &mut file)?;
     let h = &head.header;
     let sigs: Vec<_> = head
         .slots
@@ -396,13 +427,15 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         let segments: Vec<_> = head
             .segments
             .iter()
-            .map(|s| {
+            .zip(&zero)
+            .map(|(s, zero)| {
                 json!({
                     "name": s.name, "target": s.target, "target_offset": s.target_offset,
                     "data_offset": s.data_offset, "stored_len": s.stored_len,
                     "raw_len": s.raw_len, "compression": s.compression.name(),
                     "first_crc": s.first_crc, "crc_blocks": s.crc_blocks,
                     "first_chunk": s.first_chunk, "chunks": s.chunks,
+                    "zero_chunks": zero,
                 })
             })
             .collect();
@@ -481,16 +514,21 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         println!("sbom         sha256 {}", hex::encode(h));
     }
     println!("segments     {}", head.segments.len());
-    for s in &head.segments {
+    for (s, zero) in head.segments.iter().zip(&zero) {
         println!(
-            "  {:<16} -> {}@{}  {} bytes ({} stored, {}), {} chunk(s)",
+            "  {:<16} -> {}@{}  {} bytes ({} stored, {}), {} chunk(s){}",
             s.name,
             s.target,
             s.target_offset,
             s.raw_len,
             s.stored_len,
             s.compression.name(),
-            s.chunks
+            s.chunks,
+            if *zero > 0 {
+                format!(", {zero} zero")
+            } else {
+                String::new()
+            }
         );
     }
     Ok(())
