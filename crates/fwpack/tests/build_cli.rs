@@ -775,6 +775,34 @@ fn no_sbom_record_keeps_update_fwi_in_the_old_layout() {
     assert_eq!(v.status.code(), Some(7), "{}", show(&v));
 }
 
+/// Zero chunks (docs/FORMAT.md, "Zero chunks"): by default the ext4
+/// rootfs's all-zero chunks are stored empty in update.fwi (incompat bit
+/// 2); `--no-zero-chunks`, for a fleet whose updaters predate the bit,
+/// stores them all and leaves the bit clear. Both verify.
+#[test]
+fn no_zero_chunks_keeps_update_fwi_readable_by_older_updaters() {
+    let i = inputs();
+    let out = build_with_updater("zero-legacy", &["--no-zero-chunks"]);
+    assert!(out.status.success(), "{}", show(&out));
+    for (dir, zero) in [("first", true), ("zero-legacy", false)] {
+        let fwi = format!("{dir}/update.fwi");
+        let js = fwpack(&["inspect", "--json", &fwi], &i.dir);
+        assert!(js.status.success(), "{}", show(&js));
+        let head: serde_json::Value = serde_json::from_slice(&js.stdout).unwrap();
+        let flags = head["incompat_flags"].as_u64().unwrap();
+        assert_eq!(flags & 4 != 0, zero, "{dir}: {head}");
+        let empty: u64 = head["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["zero_chunks"].as_u64().unwrap())
+            .sum();
+        assert_eq!(empty > 0, zero, "{dir}: {head}");
+        let v = fwpack(&["verify", &fwi, "-k", "release.pub.pem"], &i.dir);
+        assert!(v.status.success(), "{dir}: {}", show(&v));
+    }
+}
+
 /// Board qemu-x86_64-efi: `fwpack build` writes a GPT disk with two
 /// bootstrap partitions (A filled, B empty), an update.fwi carrying the
 /// bootstrap as its own segment group, and OVMF_VARS.fd with Boot000A /
