@@ -303,7 +303,9 @@ pub fn public_pem() -> String {
 }
 
 /// A signed image: the root filesystem as a zstd-compressed segment for
-/// the `system` slot group.
+/// the `system` slot group, its all-zero chunks stored empty as `fwpack
+/// stamp` stores them by default (docs/FORMAT.md, "Zero chunks"), so
+/// the device updater applies what the field gets.
 pub fn image(rootfs: &Path, version: u64) -> Vec<u8> {
     image_with(rootfs, version, Compression::Zstd)
 }
@@ -312,7 +314,8 @@ pub fn image_with(rootfs: &Path, version: u64, compression: Compression) -> Vec<
     let data = fs::read(rootfs).unwrap();
     let mut b = ImageBuilder::new(BOARD, version)
         .and_then(|b| b.version_label(&format!("v{version}")))
-        .unwrap();
+        .unwrap()
+        .zero_chunks(true);
     b.add_segment(
         SegmentSpec {
             name: "rootfs".into(),
