@@ -499,8 +499,9 @@ pub enum Quirk {
     DropReused,
     /// Answers `Connection: close`, then closes.
     SayClose,
-    /// On a reused connection: the body, then a whole second response
-    /// (a 206 head and bytes of 0xEE) nobody asked for, connection open.
+    /// After every body a whole second response nobody asked for (a 206
+    /// head and bytes of 0xEE), connection open: a client that reuses
+    /// the connection reads it as the answer to its next request.
     Longer,
     /// On a reused connection: 100 body bytes fewer than its
     /// Content-Length, connection open.
@@ -840,7 +841,7 @@ fn serve_connection(conn: TcpStream, number: u64, s: &FaultShared) -> std::io::R
                 let (status, keep) =
                     respond_quirk(&mut w, served, range.as_deref(), *quirk, answered > 0)?;
                 set_status(status);
-                bad_framing = answered > 0 && matches!(quirk, Quirk::Longer | Quirk::Shorter);
+                bad_framing = *quirk == Quirk::Longer || (answered > 0 && *quirk == Quirk::Shorter);
                 keep
             }
         };
@@ -993,7 +994,7 @@ fn respond_quirk(
         Quirk::Shorter if reused => {
             w.write_all(&body[..body.len().saturating_sub(100)])?;
         }
-        Quirk::Longer if reused => {
+        Quirk::Longer => {
             w.write_all(body)?;
             let fake = vec![0xEE; 4096];
             write!(
