@@ -911,13 +911,11 @@ fn field_wrong_body_length_on_a_kept_connection_is_never_read_as_the_next_respon
         Duration::from_secs(120),
     );
     assert_applied_without_retries(d, &out, "longer body");
+    // Every connection ended with bytes nobody asked for: none carried
+    // a second request.
     let reqs = server.requests();
     assert!(
-        reqs.iter().any(|r| r.before_on_connection > 0),
-        "no connection was reused: {reqs:?}"
-    );
-    assert!(
-        reqs.iter().all(|r| !r.after_bad_framing),
+        reqs.len() >= 3 && reqs.iter().all(|r| !r.after_bad_framing),
         "a request went out after a longer body: {reqs:?}"
     );
     drop(server);
