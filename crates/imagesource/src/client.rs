@@ -1204,6 +1204,96 @@ mod tests {
         assert_eq!(u.join("//o:1/z").unwrap().port, 1);
     }
 
+    /// A loopback server answering every request with `response`,
+    /// keeping the connection open unless the client closes it; counts
+    /// the connections it accepted.
+    fn server(response: &'static str) -> (u16, Arc<Mutex<u32>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepted = Arc::new(Mutex::new(0));
+        let n = accepted.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { return };
+                *n.lock().unwrap() += 1;
+                std::thread::spawn(move || {
+                    let mut w = c.try_clone().unwrap();
+                    let mut r = BufReader::new(c);
+                    loop {
+                        let mut line = String::new();
+                        match r.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => {
+                                if w.write_all(response.as_bytes()).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    fn fetch(c: &Client, port: u16) {
+        let mut r = c
+            .get(&format!("http://127.0.0.1:{port}/x"), &[])
+            .map_err(|f| f.msg)
+            .unwrap();
+        let mut body = Vec::new();
+        r.body.read_to_end(&mut body).unwrap();
+        assert_eq!(body, b"ok");
+    }
+
+    #[test]
+    fn idle_connection_is_reused_only_for_its_origin_and_when_kept() {
+        let mut c = Client::new(
+            &crate::HttpOptions::default(),
+            Limits {
+                timeout: Duration::from_secs(5),
+                deadline: None,
+                min_rate: None,
+                max_rate: None,
+            },
+        );
+        c.keep_alive = true;
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let (a, at_a) = server(ok);
+        let (b, at_b) = server(ok);
+        let count = |n: &Arc<Mutex<u32>>| *n.lock().unwrap();
+        fetch(&c, a);
+        fetch(&c, a);
+        assert_eq!(
+            count(&at_a),
+            1,
+            "the second request reuses the first's connection"
+        );
+        // Another origin (port): never the idle connection of the first.
+        fetch(&c, b);
+        assert_eq!((count(&at_a), count(&at_b)), (1, 1));
+        // One idle slot: b's connection replaced a's.
+        fetch(&c, a);
+        assert_eq!(count(&at_a), 2);
+        // `Connection: close`, HTTP/1.0, a body to the close: never kept.
+        for response in [
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+            "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ] {
+            let (p, at) = server(response);
+            fetch(&c, p);
+            fetch(&c, p);
+            assert_eq!(count(&at), 2, "{response}");
+        }
+        // Keep-alive off (the API client): a connection per request.
+        c.keep_alive = false;
+        let (p, at) = server(ok);
+        fetch(&c, p);
+        fetch(&c, p);
+        assert_eq!(count(&at), 2);
+    }
+
     #[test]
     fn chunked_bodies() {
         let raw = b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nT: v\r\n\r\n";
