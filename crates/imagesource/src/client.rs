@@ -1294,6 +1294,28 @@ mod tests {
         assert_eq!(count(&at), 2);
     }
 
+    /// A connection idle for longer than the minimum-rate window starts
+    /// a new window when reused: its idle time is not the server's
+    /// slowness.
+    #[test]
+    fn reused_connection_starts_a_new_rate_window() {
+        let mut c = Client::new(
+            &crate::HttpOptions::default(),
+            Limits {
+                timeout: Duration::from_secs(5),
+                deadline: None,
+                min_rate: Some((1000, Duration::from_millis(300))),
+                max_rate: None,
+            },
+        );
+        c.keep_alive = true;
+        let (a, at_a) = server("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        fetch(&c, a);
+        std::thread::sleep(Duration::from_millis(400));
+        fetch(&c, a);
+        assert_eq!(*at_a.lock().unwrap(), 1);
+    }
+
     #[test]
     fn chunked_bodies() {
         let raw = b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nT: v\r\n\r\n";
