@@ -397,7 +397,8 @@ impl Body {
         let conn = self
             .conn
             .as_mut()
-            .ok_or_else(|| io::Error::other("the connection was handed back"))?;
+            // Only `drop` takes it.
+            .ok_or(io::ErrorKind::NotConnected)?;
         let early = || {
             io::Error::new(
                 io::ErrorKind::UnexpectedEof,
