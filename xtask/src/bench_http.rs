@@ -200,18 +200,18 @@ fn apply_url(fwpack: &Path, work: &Path, url: &str, extra: &[&str]) -> Result<Sa
     )
 }
 
-/// Body bytes nginx sent while `f` ran.
-fn fetched<T>(nginx: &Nginx, f: impl FnOnce() -> Result<T>) -> Result<(T, u64)> {
+/// Body bytes nginx sent while `f` ran, and the requests and the
+/// distinct connections (`$connection`) they came on.
+fn fetched<T>(nginx: &Nginx, f: impl FnOnce() -> Result<T>) -> Result<(T, u64, (usize, usize))> {
     let before = nginx.access_log().len();
     let t = f()?;
-    let sent = nginx
-        .access_log()
-        .get(before..)
-        .unwrap_or_default()
-        .iter()
-        .map(|e| e.body_bytes_sent)
-        .sum();
-    Ok((t, sent))
+    let log = nginx.access_log();
+    let new = log.get(before..).unwrap_or_default();
+    let sent = new.iter().map(|e| e.body_bytes_sent).sum();
+    let mut conns: Vec<u64> = new.iter().map(|e| e.connection).collect();
+    conns.sort_unstable();
+    conns.dedup();
+    Ok((t, sent, (new.len(), conns.len())))
 }
 
 /// A run with the CPU seconds (user + sys) of the command and of nginx
@@ -287,6 +287,7 @@ fn full(
     let (mut dd, mut curl, mut apply) = (Vec::new(), Vec::new(), Vec::new());
     let mut file = Vec::new();
     let mut sent = 0;
+    let mut conns = (0, 0);
     for _ in 0..opts.runs {
         dd.push(cpu(nginx, || run_dd(work, &payload))?);
         let mut c = Command::new("curl");
@@ -302,10 +303,11 @@ fn full(
         if let Some(ca) = ca {
             extra.extend(["--ca", ca]);
         }
-        let (s, n) = fetched(nginx, || {
+        let (s, n, c) = fetched(nginx, || {
             cpu(nginx, || apply_url(fwpack, work, &url, &extra))
         })?;
         sent = n;
+        conns = c;
         apply.push(s);
         // The same image from the file, no network: what the engine
         // costs, so that the HTTP path's share is the difference.
@@ -379,7 +381,10 @@ fn full(
     println!(
         "fwpack vs the slower of dd and curl, per run: median {med:.2} (min {min:.2}, max {max:.2})"
     );
-    println!("fwpack fetched {sent} bytes (nginx access log)");
+    println!(
+        "fwpack fetched {sent} bytes in {} requests on {} connections (nginx access log)",
+        conns.0, conns.1
+    );
     Ok(())
 }
 
@@ -517,7 +522,7 @@ fn delta(fwpack: &Path, work: &Path, www: &Path, nginx: &Nginx, opts: &Opts) -> 
                     "target.img",
                 ]))?;
                 sync();
-                let (s, n) = fetched(nginx, || apply_url(fwpack, work, &url, extra))?;
+                let (s, n, _) = fetched(nginx, || apply_url(fwpack, work, &url, extra))?;
                 sent = n;
                 samples.push(s);
             }

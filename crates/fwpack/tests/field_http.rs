@@ -16,7 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use testkit::http::{CountingProxy, Fault, FaultServer, Nginx, Served};
+use testkit::http::{CountingProxy, Fault, FaultServer, Nginx, Quirk, Served};
 use testkit::tls::{self, PrivateCa};
 
 const BOARD: &str = "acme-board";
@@ -813,4 +813,221 @@ fn field_python_http_server_without_range() {
     let r = result_of(&out);
     assert!(!r["resumed_from"].is_null(), "not resumed: {r}");
     assert_pending_b(d, "python resume");
+}
+
+/// A 64 MiB image (`u.fwi`, random bytes) in 1024 chunks of 64 KiB: 84
+/// KiB of index entries, then 64 KiB of CRCs, so the head and index take
+/// three 64 KiB windows before the data; a disk whose slots fit it.
+fn setup_many_windows(name: &str) -> tempfile::TempDir {
+    let tmp = workdir(name);
+    let d = tmp.path();
+    std::fs::write(d.join("big.img"), payload(3, 64 * MIB as usize)).unwrap();
+    ok(fwpack(&["keygen", "-o", "k.pem"], d));
+    ok(fwpack(
+        &[
+            "stamp",
+            "--board",
+            BOARD,
+            "--version",
+            "11",
+            "--chunk-size",
+            "64K",
+            "--key",
+            "k.pem",
+            "-o",
+            "u.fwi",
+            "-s",
+            "rootfs=big.img,target=system",
+        ],
+        d,
+    ));
+    ok(fwpack(
+        &[
+            "state",
+            "init",
+            "--target",
+            "disk.img",
+            "--size",
+            "140MiB",
+            "--board",
+            BOARD,
+            "-g",
+            "system:A=9MiB+65MiB,B=74MiB+65MiB",
+            "--active-version",
+            "10",
+        ],
+        d,
+    ));
+    tmp
+}
+
+/// Applied: exit 0, no retry counted, slot B pending with the image.
+fn assert_applied_without_retries(d: &Path, out: &Output, what: &str) {
+    assert_eq!(code(out), 0, "{what}: {}", show(out));
+    let retries = json_lines(out)
+        .iter()
+        .filter(|l| l["event"] == "retry")
+        .count();
+    assert_eq!(retries, 0, "{what}: retries counted: {}", show(out));
+    let st = status(d);
+    assert_eq!(st["pending"], "B", "{what}: {st}");
+    assert!(
+        cmp_range(
+            &d.join("big.img"),
+            0,
+            &d.join("disk.img"),
+            74 * MIB,
+            64 * MIB
+        ),
+        "{what}: slot B does not hold the image"
+    );
+}
+
+/// The head and index windows go out on one kept-alive side connection
+/// (HTTP/1.1 keep-alive), not one new connection (and over https one TLS
+/// handshake) each: nginx's log names the connection of every request.
+/// Each byte is still sent at most once.
+#[test]
+fn field_nginx_windows_share_one_side_connection_over_http_and_https() {
+    if !testkit::tools::require("nginx") || !testkit::tools::require("openssl") {
+        return;
+    }
+    for tls in [false, true] {
+        let what = if tls { "https" } else { "http" };
+        let tmp = setup_many_windows(&format!("field-keepalive-{what}"));
+        let d = tmp.path();
+        let www = d.join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::copy(d.join("u.fwi"), www.join("u.fwi")).unwrap();
+        let nginx = if tls {
+            private_ca(d);
+            Nginx::start_tls(&www, &d.join("srv.pem"), &d.join("srv.key")).unwrap()
+        } else {
+            Nginx::start(&www).unwrap()
+        };
+        let mut extra = vec!["--json"];
+        if tls {
+            extra.extend(["--ca", "ca.pem"]);
+        }
+        let out = apply(d, &nginx.url("u.fwi"), &extra, Duration::from_secs(120));
+        assert_applied_without_retries(d, &out, what);
+        let log = nginx.access_log();
+        let sent = assert_no_byte_twice(&nginx);
+        let len = std::fs::metadata(d.join("u.fwi")).unwrap().len();
+        assert!(sent <= len, "{what}: {sent} > {len}: {log:?}");
+        // The head and index windows and the data stream: several
+        // requests, on the stream's connection and one side connection.
+        let conns = nginx.connections();
+        eprintln!("{what}: {} requests on {conns} connections", log.len());
+        assert!(log.len() >= 3, "{what}: {log:?}");
+        assert!(conns <= 2, "{what}: {conns} connections: {log:?}");
+    }
+}
+
+/// Servers end idle connections whenever they like: silently after each
+/// response, when the next request arrives on it, or saying `Connection:
+/// close`. The apply goes on over a new connection each time and counts
+/// no failure (`--retries 0` would end it at the first).
+#[test]
+fn field_servers_that_close_kept_connections_cost_no_failure() {
+    for quirk in [Quirk::CloseSilently, Quirk::DropReused, Quirk::SayClose] {
+        let what = format!("{quirk:?}");
+        let tmp = setup_many_windows(&format!("field-keepalive-{what}"));
+        let d = tmp.path();
+        let image = std::fs::read(d.join("u.fwi")).unwrap();
+        let server = FaultServer::start(Fault::KeepAlive {
+            served: Served::new(image, "v11"),
+            quirk,
+        })
+        .unwrap();
+        let out = apply(
+            d,
+            &server.url("u.fwi"),
+            &["--json", "--retries", "0", "--timeout", "5"],
+            Duration::from_secs(120),
+        );
+        assert_applied_without_retries(d, &out, &what);
+        let reqs = server.requests();
+        assert!(reqs.len() >= 3, "{what}: {reqs:?}");
+        if quirk == Quirk::DropReused {
+            // The client did reuse a connection, and the server dropped
+            // that request unanswered.
+            assert!(
+                reqs.iter()
+                    .any(|r| r.before_on_connection > 0 && r.status == 0),
+                "{what}: {reqs:?}"
+            );
+        }
+    }
+}
+
+/// A kept-open connection whose response body is longer than its
+/// Content-Length (a whole second response follows it) or shorter: the
+/// connection is never used again, so no byte of one response is read as
+/// the next one's. Longer: the apply succeeds without a failure. Shorter:
+/// it times out as any short body does (exit 9 without retries; retried
+/// on a new connection, the apply completes).
+#[test]
+fn field_wrong_body_length_on_a_kept_connection_is_never_read_as_the_next_response() {
+    let tmp = setup_many_windows("field-keepalive-longer");
+    let d = tmp.path();
+    let image = std::fs::read(d.join("u.fwi")).unwrap();
+    let server = FaultServer::start(Fault::KeepAlive {
+        served: Served::new(image, "v11"),
+        quirk: Quirk::Longer,
+    })
+    .unwrap();
+    let out = apply(
+        d,
+        &server.url("u.fwi"),
+        &["--json", "--retries", "0", "--timeout", "5"],
+        Duration::from_secs(120),
+    );
+    assert_applied_without_retries(d, &out, "longer body");
+    // Every connection ended with bytes nobody asked for: none carried
+    // a second request.
+    let reqs = server.requests();
+    assert!(
+        reqs.len() >= 3 && reqs.iter().all(|r| !r.after_bad_framing),
+        "a request went out after a longer body: {reqs:?}"
+    );
+    drop(server);
+
+    let tmp = setup_many_windows("field-keepalive-shorter");
+    let d = tmp.path();
+    let image = std::fs::read(d.join("u.fwi")).unwrap();
+    let server = FaultServer::start(Fault::KeepAlive {
+        served: Served::new(image, "v11"),
+        quirk: Quirk::Shorter,
+    })
+    .unwrap();
+    let url = server.url("u.fwi");
+    let out = apply(
+        d,
+        &url,
+        &["--retries", "0", "--timeout", "2"],
+        Duration::from_secs(120),
+    );
+    assert_source_failure(d, &out, "shorter body", &["timed out"]);
+    // With retries: each short body is a failure, retried on a new
+    // connection, and the apply completes.
+    let out = apply(
+        d,
+        &url,
+        &["--json", "--timeout", "2"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(code(&out), 0, "shorter body, retried: {}", show(&out));
+    assert!(cmp_range(
+        &d.join("big.img"),
+        0,
+        &d.join("disk.img"),
+        74 * MIB,
+        64 * MIB
+    ));
+    let reqs = server.requests();
+    assert!(
+        reqs.iter().all(|r| !r.after_bad_framing),
+        "a request went out after a short body: {reqs:?}"
+    );
 }

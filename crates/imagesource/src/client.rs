@@ -257,8 +257,56 @@ fn fatal(msg: impl Into<String>) -> Failure {
     }
 }
 
-trait Conn: Read + Write + Send {}
-impl<T: Read + Write + Send> Conn for T {}
+/// A connection: a metered socket, TLS over one, or (in the parser's
+/// tests) bytes in memory.
+trait Conn: Read + Write + Send {
+    /// The socket under it.
+    fn socket(&mut self) -> Option<&mut Metered> {
+        None
+    }
+    /// Something arrived above the socket while idle: TLS plaintext or
+    /// the server's close_notify.
+    fn pending(&mut self) -> bool {
+        false
+    }
+}
+
+impl Conn for Metered {
+    fn socket(&mut self) -> Option<&mut Metered> {
+        Some(self)
+    }
+}
+
+impl Conn for io::Cursor<Vec<u8>> {}
+
+#[cfg(feature = "tls")]
+impl Conn for rustls::StreamOwned<rustls::ClientConnection, Metered> {
+    fn socket(&mut self) -> Option<&mut Metered> {
+        Some(&mut self.sock)
+    }
+    fn pending(&mut self) -> bool {
+        self.conn.process_new_packets().map_or(true, |s| {
+            s.plaintext_bytes_to_read() > 0 || s.peer_has_closed()
+        })
+    }
+}
+
+type Reader = BufReader<Box<dyn Conn>>;
+
+/// The one idle connection a client keeps for reuse (HTTP/1.1
+/// keep-alive): a window request after another one, or after the stream
+/// that ended, skips a TCP and (https) a TLS handshake — two or three
+/// round trips each on a device's real link. One slot: a second idle
+/// connection would only be memory.
+type Pool = Arc<Mutex<Option<Idle>>>;
+
+struct Idle {
+    /// Scheme, host and port it was opened to: an https connection's
+    /// server name was verified (and pinned) for this host; the roots
+    /// and pins are the client's and never change.
+    origin: Url,
+    conn: Reader,
+}
 
 pub(crate) struct Response {
     pub status: u16,
@@ -283,16 +331,74 @@ enum Framing {
 
 /// A response body; ends with an error (not a short read) when the
 /// connection closes before its declared end.
+///
+/// A body read to its exact end, on a connection that may be kept
+/// (`reuse`), hands the connection back to its client's idle slot when
+/// dropped; one that any read failed on, that was left before its end,
+/// or after which more bytes are already buffered (a server that sent
+/// more than it declared) closes it: no byte of one response is ever
+/// read as part of the next.
 pub(crate) struct Body {
-    conn: BufReader<Box<dyn Conn>>,
+    /// `None` only once handed back (in `drop`).
+    conn: Option<Reader>,
     framing: Framing,
+    /// The slot to hand the connection back to, and its origin.
+    reuse: Option<(Pool, Url)>,
+    /// A read failed (timeout, deadline, reset, bad framing).
+    broken: bool,
+}
+
+impl Body {
+    fn new(conn: Reader, framing: Framing, reuse: Option<(Pool, Url)>) -> Body {
+        Body {
+            conn: Some(conn),
+            framing,
+            reuse,
+            broken: false,
+        }
+    }
+
+    /// Read to its declared end (a Content-Length, or a chunked body's
+    /// last chunk and trailers).
+    fn at_end(&self) -> bool {
+        matches!(
+            self.framing,
+            Framing::Length(0) | Framing::Chunked { done: true, .. }
+        )
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        let (Some((pool, origin)), Some(conn)) = (self.reuse.take(), self.conn.take()) else {
+            return;
+        };
+        if !self.broken && self.at_end() && conn.buffer().is_empty() {
+            if let Ok(mut idle) = pool.lock() {
+                *idle = Some(Idle { origin, conn });
+            }
+        }
+    }
 }
 
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.read_framed(buf);
+        self.broken |= r.is_err();
+        r
+    }
+}
+
+impl Body {
+    fn read_framed(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
+        let conn = self
+            .conn
+            .as_mut()
+            // Only `drop` takes it.
+            .ok_or(io::ErrorKind::NotConnected)?;
         let early = || {
             io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -303,30 +409,26 @@ impl Read for Body {
             Framing::Length(0) => Ok(0),
             Framing::Length(left) => {
                 let n = (*left).min(buf.len() as u64) as usize;
-                let k = self.conn.read(&mut buf[..n])?;
+                let k = conn.read(&mut buf[..n])?;
                 if k == 0 {
                     return Err(early());
                 }
                 *left -= k as u64;
                 Ok(k)
             }
-            Framing::UntilClose => self.conn.read(buf),
+            Framing::UntilClose => conn.read(buf),
             Framing::Chunked { left, done } => {
                 if *done {
                     return Ok(0);
                 }
                 if *left == 0 {
-                    let size = read_chunk_size(&mut self.conn)?;
+                    let size = read_chunk_size(conn)?;
                     if size == 0 {
                         // Trailers until the empty line, 64 KiB at most.
                         let mut budget = MAX_HEAD as u64;
                         loop {
                             let mut line = Vec::new();
-                            let n = self
-                                .conn
-                                .by_ref()
-                                .take(budget)
-                                .read_until(b'\n', &mut line)?;
+                            let n = conn.by_ref().take(budget).read_until(b'\n', &mut line)?;
                             if n == 0 || !line.ends_with(b"\n") {
                                 return Err(if n as u64 == budget {
                                     io::Error::new(
@@ -348,14 +450,14 @@ impl Read for Body {
                     *left = size;
                 }
                 let n = (*left).min(buf.len() as u64) as usize;
-                let k = self.conn.read(&mut buf[..n])?;
+                let k = conn.read(&mut buf[..n])?;
                 if k == 0 {
                     return Err(early());
                 }
                 *left -= k as u64;
                 if *left == 0 {
                     let mut crlf = [0u8; 2];
-                    self.conn.read_exact(&mut crlf)?;
+                    conn.read_exact(&mut crlf)?;
                     if &crlf != b"\r\n" {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
@@ -396,6 +498,12 @@ pub(crate) struct Client {
     /// URL's own origin.
     pub redirect_hosts: Vec<String>,
     pub user_agent: String,
+    /// Keep a connection whose response ended cleanly for the next
+    /// request (`Connection: keep-alive`): the image source's windows and
+    /// streams. Off (`Connection: close`): the API client, which makes a
+    /// client per request.
+    pub keep_alive: bool,
+    idle: Pool,
     resolver: Option<Resolver>,
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     tls_opts: crate::http::TlsOptions,
@@ -412,6 +520,8 @@ impl Client {
             max_redirects: o.max_redirects,
             redirect_hosts: o.redirect_hosts.clone(),
             user_agent: o.user_agent.clone(),
+            keep_alive: false,
+            idle: Pool::default(),
             resolver: o.resolver.clone(),
             tls_opts: o.tls.clone(),
             #[cfg(feature = "tls")]
@@ -558,8 +668,39 @@ impl Client {
         self.send_once("GET", u, headers, None)
     }
 
+    /// Closes the idle connection (after a failed attempt: whatever
+    /// went wrong, the retry starts on a new connection).
+    pub fn drop_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            *idle = None;
+        }
+    }
+
+    /// The idle connection, if it is to `u`'s origin and nothing arrived
+    /// on it while idle (an EOF, a reset, stray bytes: closed instead).
+    /// Its meters start again: no spent rate budget or stale window
+    /// carries over into the next request.
+    fn take_idle(&self, u: &Url) -> Option<Reader> {
+        let mut slot = self.idle.lock().ok()?;
+        if !slot.as_ref()?.origin.same_origin(u) {
+            // Another origin's (a redirect's): left for its next request.
+            return None;
+        }
+        let mut conn = slot.take()?.conn;
+        drop(slot);
+        let c = conn.get_mut();
+        if c.pending() {
+            return None;
+        }
+        c.socket()?.refresh(&self.limits).then_some(conn)
+    }
+
     /// One request, no redirects followed (the JSON API client, `api.rs`,
-    /// sends PUT and POST with a body through it).
+    /// sends PUT and POST with a body through it). On the idle
+    /// connection when there is one for this origin; a request that finds
+    /// it closed by the server before any byte of an answer (servers time
+    /// idle connections out whenever they like) goes out once more on a
+    /// new connection, which is not a failure.
     pub(crate) fn send_once(
         &self,
         method: &str,
@@ -567,17 +708,43 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<Response, Failure> {
+        if self.keep_alive {
+            if let Some(conn) = self.take_idle(u) {
+                match self.exchange(conn, method, u, headers, body) {
+                    Ok(r) => return Ok(r),
+                    Err((f, false)) => return Err(f),
+                    Err((_, true)) => {}
+                }
+            }
+        }
+        let conn = BufReader::with_capacity(READ_BUF, self.connect(u)?);
+        self.exchange(conn, method, u, headers, body)
+            .map_err(|(f, _)| f)
+    }
+
+    /// Sends the request on `conn` and reads the response head. The
+    /// failure says whether the connection was closed before any byte of
+    /// the answer came (EOF, reset, broken pipe): what a reused
+    /// connection that the server timed out looks like.
+    fn exchange(
+        &self,
+        mut conn: Reader,
+        method: &str,
+        u: &Url,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response, (Failure, bool)> {
         let timeout = self.limits.timeout;
-        let mut conn = self.connect(u)?;
         let mut req = format!(
-            "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nAccept-Encoding: identity\r\nConnection: close\r\n",
+            "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nAccept-Encoding: identity\r\nConnection: {}\r\n",
             u.path,
             u.host_header(),
-            self.user_agent
+            self.user_agent,
+            if self.keep_alive { "keep-alive" } else { "close" }
         );
         for (k, v) in headers {
             if v.bytes().any(|b| b == b'\r' || b == b'\n') {
-                return Err(fatal(format!("header {k} has a line break")));
+                return Err((fatal(format!("header {k} has a line break")), false));
             }
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -585,23 +752,43 @@ impl Client {
             req.push_str(&format!("Content-Length: {}\r\n", b.len()));
         }
         req.push_str("\r\n");
-        conn.write_all(req.as_bytes())
-            .and_then(|()| conn.write_all(body.unwrap_or_default()))
-            .and_then(|()| conn.flush())
-            .map_err(|e| io_failure("sending the request", &e, timeout))?;
-        let mut r = BufReader::with_capacity(READ_BUF, conn);
-        let head = read_head(&mut r, timeout)?;
+        let w = conn.get_mut();
+        w.write_all(req.as_bytes())
+            .and_then(|()| w.write_all(body.unwrap_or_default()))
+            .and_then(|()| w.flush())
+            .map_err(|e| (io_failure("sending the request", &e, timeout), closed(&e)))?;
+        let head = read_head(&mut conn, timeout)?;
         let Head {
             status,
             headers,
             framing,
-        } = parse_head(&head).map_err(fatal)?;
+            keep_alive,
+        } = parse_head(&head).map_err(|e| (fatal(e), false))?;
+        let reuse = (self.keep_alive && keep_alive && !matches!(framing, Framing::UntilClose))
+            .then(|| {
+                let mut origin = u.clone();
+                origin.path.clear();
+                (self.idle.clone(), origin)
+            });
         Ok(Response {
             status,
             headers,
-            body: Body { conn: r, framing },
+            body: Body::new(conn, framing, reuse),
         })
     }
+}
+
+/// The peer closed the connection (not a timeout, not a stop, not TLS
+/// trouble).
+fn closed(e: &io::Error) -> bool {
+    stopped(e).is_none()
+        && matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+        )
 }
 
 /// A parsed response head.
@@ -609,6 +796,9 @@ pub(crate) struct Head {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     framing: Framing,
+    /// HTTP/1.1 without `Connection: close`: the server keeps the
+    /// connection open after this response.
+    keep_alive: bool,
 }
 
 /// Parses a response head (through its empty line). Total: any bytes
@@ -640,6 +830,10 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<Head, String> {
             .map(|(_, v)| v.as_str())
             .collect::<Vec<_>>()
     };
+    let keep_alive = p.version == Some(1)
+        && !get("connection")
+            .iter()
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
     let chunked = get("transfer-encoding")
         .iter()
         .any(|v| v.to_ascii_lowercase().contains("chunked"));
@@ -664,6 +858,7 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<Head, String> {
         status,
         headers,
         framing,
+        keep_alive,
     })
 }
 
@@ -723,6 +918,25 @@ impl Metered {
             armed_read: None,
             armed_write: None,
         }
+    }
+
+    /// Before a reused connection's next request: true when nothing
+    /// (data, EOF, an error) waits on the idle socket; the meters then
+    /// start again, as on a new connection.
+    fn refresh(&mut self, limits: &Limits) -> bool {
+        let mut b = [0u8; 1];
+        let quiet = self.s.set_nonblocking(true).is_ok()
+            && matches!(self.s.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        if self.s.set_nonblocking(false).is_err() || !quiet {
+            return false;
+        }
+        let now = Instant::now();
+        self.limits = limits.clone();
+        self.window_start = now;
+        self.window_bytes = 0;
+        self.opened = now;
+        self.total = 0;
+        true
     }
 
     /// The minimum rate over the window that just ended.
@@ -857,27 +1071,39 @@ impl Write for Metered {
     }
 }
 
-/// The response head, through the empty line.
-fn read_head(r: &mut impl BufRead, timeout: Duration) -> Result<Vec<u8>, Failure> {
+/// The response head, through the empty line. A failure says whether
+/// the connection closed before any byte of it.
+fn read_head(r: &mut impl BufRead, timeout: Duration) -> Result<Vec<u8>, (Failure, bool)> {
     let mut head = Vec::new();
     loop {
         let n = r
             .by_ref()
             .take((MAX_HEAD - head.len()) as u64)
             .read_until(b'\n', &mut head)
-            .map_err(|e| io_failure("reading the response", &e, timeout))?;
+            .map_err(|e| {
+                (
+                    io_failure("reading the response", &e, timeout),
+                    head.is_empty() && closed(&e),
+                )
+            })?;
         if n == 0 {
-            return Err(retryable(if head.is_empty() {
-                "the server closed the connection without a response".to_string()
+            return Err(if head.is_empty() {
+                (
+                    retryable("the server closed the connection without a response"),
+                    true,
+                )
             } else {
-                "the connection closed in the response head".to_string()
-            }));
+                (
+                    retryable("the connection closed in the response head"),
+                    false,
+                )
+            });
         }
         if head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\n") {
             return Ok(head);
         }
         if head.len() >= MAX_HEAD {
-            return Err(fatal("response head larger than 64 KiB"));
+            return Err((fatal("response head larger than 64 KiB"), false));
         }
     }
 }
@@ -897,10 +1123,7 @@ pub(crate) fn fuzz_response(data: &[u8]) {
         let _ = crate::http::parse_content_range(v);
         let _ = parse_decimal(v);
     }
-    let mut body = Body {
-        conn: r,
-        framing: h.framing,
-    };
+    let mut body = Body::new(r, h.framing, None);
     let mut buf = [0u8; 4096];
     while let Ok(1..) = body.read(&mut buf) {}
 }
@@ -982,28 +1205,142 @@ mod tests {
         assert_eq!(u.join("//o:1/z").unwrap().port, 1);
     }
 
+    /// A loopback server answering every request with `response`,
+    /// keeping the connection open unless the client closes it; counts
+    /// the connections it accepted.
+    fn server(response: &'static str) -> (u16, Arc<Mutex<u32>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepted = Arc::new(Mutex::new(0));
+        let n = accepted.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { return };
+                *n.lock().unwrap() += 1;
+                std::thread::spawn(move || {
+                    let mut w = c.try_clone().unwrap();
+                    let mut r = BufReader::new(c);
+                    loop {
+                        let mut line = String::new();
+                        match r.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => {
+                                if w.write_all(response.as_bytes()).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    fn fetch(c: &Client, port: u16) {
+        let mut r = c
+            .get(&format!("http://127.0.0.1:{port}/x"), &[])
+            .map_err(|f| f.msg)
+            .unwrap();
+        let mut body = Vec::new();
+        r.body.read_to_end(&mut body).unwrap();
+        assert_eq!(body, b"ok");
+    }
+
+    #[test]
+    fn idle_connection_is_reused_only_for_its_origin_and_when_kept() {
+        let mut c = Client::new(
+            &crate::HttpOptions::default(),
+            Limits {
+                timeout: Duration::from_secs(5),
+                deadline: None,
+                min_rate: None,
+                max_rate: None,
+            },
+        );
+        c.keep_alive = true;
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let (a, at_a) = server(ok);
+        let (b, at_b) = server(ok);
+        let count = |n: &Arc<Mutex<u32>>| *n.lock().unwrap();
+        fetch(&c, a);
+        fetch(&c, a);
+        assert_eq!(
+            count(&at_a),
+            1,
+            "the second request reuses the first's connection"
+        );
+        // Another origin (port): never the idle connection of the first.
+        fetch(&c, b);
+        assert_eq!((count(&at_a), count(&at_b)), (1, 1));
+        // One idle slot: b's connection replaced a's.
+        fetch(&c, a);
+        assert_eq!(count(&at_a), 2);
+        // `Connection: close`, HTTP/1.0, a body to the close: never kept.
+        for response in [
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+            "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ] {
+            let (p, at) = server(response);
+            fetch(&c, p);
+            fetch(&c, p);
+            assert_eq!(count(&at), 2, "{response}");
+        }
+        // Keep-alive off (the API client): a connection per request.
+        c.keep_alive = false;
+        let (p, at) = server(ok);
+        fetch(&c, p);
+        fetch(&c, p);
+        assert_eq!(count(&at), 2);
+    }
+
+    /// A connection idle for longer than the minimum-rate window starts
+    /// a new window when reused: its idle time is not the server's
+    /// slowness.
+    #[test]
+    fn reused_connection_starts_a_new_rate_window() {
+        let mut c = Client::new(
+            &crate::HttpOptions::default(),
+            Limits {
+                timeout: Duration::from_secs(5),
+                deadline: None,
+                min_rate: Some((1000, Duration::from_millis(300))),
+                max_rate: None,
+            },
+        );
+        c.keep_alive = true;
+        let (a, at_a) = server("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        fetch(&c, a);
+        std::thread::sleep(Duration::from_millis(400));
+        fetch(&c, a);
+        assert_eq!(*at_a.lock().unwrap(), 1);
+    }
+
     #[test]
     fn chunked_bodies() {
         let raw = b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nT: v\r\n\r\n";
         let conn: Box<dyn Conn> = Box::new(io::Cursor::new(raw.to_vec()));
-        let mut b = Body {
-            conn: BufReader::new(conn),
-            framing: Framing::Chunked {
+        let mut b = Body::new(
+            BufReader::new(conn),
+            Framing::Chunked {
                 left: 0,
                 done: false,
             },
-        };
+            None,
+        );
         let mut s = String::new();
         b.read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello world");
         let conn: Box<dyn Conn> = Box::new(io::Cursor::new(b"5\r\nhel".to_vec()));
-        let mut b = Body {
-            conn: BufReader::new(conn),
-            framing: Framing::Chunked {
+        let mut b = Body::new(
+            BufReader::new(conn),
+            Framing::Chunked {
                 left: 0,
                 done: false,
             },
-        };
+            None,
+        );
         assert!(b.read_to_end(&mut Vec::new()).is_err());
     }
 }

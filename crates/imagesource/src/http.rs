@@ -210,16 +210,21 @@ impl HttpSource {
                 reason: "the device build has no TLS stack: ring, the only mature Rust crypto provider for rustls, needs a C compiler; the signature already secures the content, so serve the image over http:// or terminate TLS on a local proxy",
             });
         }
+        let mut client = Client::new(
+            opts,
+            Limits {
+                timeout: opts.timeout,
+                deadline: opts.deadline.map(|d| Instant::now() + d),
+                min_rate: opts.min_rate.filter(|&(r, w)| r > 0 && !w.is_zero()),
+                max_rate: opts.max_rate.filter(|&m| m > 0),
+            },
+        );
+        // The windows (and a stream that ran to its end) leave their
+        // connection for the next request: one side connection for all
+        // the head and index windows, not one per window.
+        client.keep_alive = true;
         let mut s = HttpSource {
-            client: Client::new(
-                opts,
-                Limits {
-                    timeout: opts.timeout,
-                    deadline: opts.deadline.map(|d| Instant::now() + d),
-                    min_rate: opts.min_rate.filter(|&(r, w)| r > 0 && !w.is_zero()),
-                    max_rate: opts.max_rate.filter(|&m| m > 0),
-                },
-            ),
+            client,
             url: url.into(),
             len: 0,
             validator: None,
@@ -504,6 +509,7 @@ impl HttpSource {
                 Ok(v) => return Ok(v),
                 Err(Attempt { error, retry }) => {
                     self.stream = None;
+                    self.client.drop_idle();
                     if !retry || self.failures >= self.opts.retries {
                         return Err(error);
                     }
@@ -563,6 +569,9 @@ impl HttpSource {
 
     /// Opens the stream at `pos` (until `end`).
     fn open_stream(&mut self, pos: u64, end: u64) -> Result<(), Attempt> {
+        // The old stream first: when it ran to its end, its connection
+        // carries this request.
+        self.stream = None;
         let last = if end >= self.len { None } else { Some(end - 1) };
         let resp = self.send(pos, last, true)?;
         let content_length = resp.header("content-length").map(str::to_string);

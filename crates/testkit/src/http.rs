@@ -43,6 +43,12 @@ pub struct Entry {
     pub body_bytes_sent: u64,
     /// Everything sent, headers included.
     pub bytes_sent: u64,
+    /// nginx's serial number of the connection it came on
+    /// (`$connection`): distinct numbers are distinct TCP connections.
+    pub connection: u64,
+    /// Requests on that connection so far, this one included
+    /// (`$connection_requests`).
+    pub connection_requests: u64,
 }
 
 impl Entry {
@@ -66,7 +72,8 @@ impl Entry {
 
     fn parse(line: &str) -> Option<Entry> {
         let f: Vec<&str> = line.split('\t').collect();
-        let [request, status, range, if_range, body, total] = f.as_slice() else {
+        let [request, status, range, if_range, body, total, conn, conn_requests] = f.as_slice()
+        else {
             return None;
         };
         let opt = |s: &str| {
@@ -80,6 +87,8 @@ impl Entry {
             if_range: opt(if_range),
             body_bytes_sent: body.parse().ok()?,
             bytes_sent: total.parse().ok()?,
+            connection: conn.parse().ok()?,
+            connection_requests: conn_requests.parse().ok()?,
         })
     }
 }
@@ -204,6 +213,14 @@ impl Nginx {
             .collect()
     }
 
+    /// Distinct connections the logged requests came on.
+    pub fn connections(&self) -> usize {
+        let mut c: Vec<u64> = self.access_log().iter().map(|e| e.connection).collect();
+        c.sort_unstable();
+        c.dedup();
+        c.len()
+    }
+
     /// Body bytes sent for `path` over the whole log.
     pub fn body_bytes_for(&self, path: &str) -> u64 {
         self.access_log()
@@ -241,7 +258,7 @@ error_log {d}/error.log info;
 events {{ worker_connections 64; }}
 http {{
     default_type application/octet-stream;
-    log_format fwpack '"$request"\t$status\t"$http_range"\t"$http_if_range"\t$body_bytes_sent\t$bytes_sent';
+    log_format fwpack '"$request"\t$status\t"$http_range"\t"$http_if_range"\t$body_bytes_sent\t$bytes_sent\t$connection\t$connection_requests';
     access_log {d}/access.log fwpack;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
@@ -463,6 +480,32 @@ pub enum Fault {
     /// first are an image replaced on the server between a dropped
     /// transfer and its retry (with the same or a different ETag).
     Sequence(Vec<Served>),
+    /// A range-capable HTTP/1.1 server that keeps connections open
+    /// (keep-alive), with a `Quirk` in how it ends or reuses them.
+    KeepAlive { served: Served, quirk: Quirk },
+}
+
+/// How a [`Fault::KeepAlive`] server treats its connections. "Reused":
+/// a request on a connection that already carried a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quirk {
+    /// None: a correct keep-alive server (for counting connections).
+    Honest,
+    /// Closes every connection after its response without saying so (no
+    /// `Connection: close`).
+    CloseSilently,
+    /// Closes a reused connection on its next request, unanswered: the
+    /// server timed the idle connection out as the request went out.
+    DropReused,
+    /// Answers `Connection: close`, then closes.
+    SayClose,
+    /// After every body a whole second response nobody asked for (a 206
+    /// head and bytes of 0xEE), connection open: a client that reuses
+    /// the connection reads it as the answer to its next request.
+    Longer,
+    /// On a reused connection: 100 body bytes fewer than its
+    /// Content-Length, connection open.
+    Shorter,
 }
 
 /// One request as the fault server saw it.
@@ -474,10 +517,18 @@ pub struct Request {
     pub if_range: Option<String>,
     /// Status the server answered with (0: none, e.g. [`Fault::Silent`]).
     pub status: u16,
+    /// The connection it came on (counted from 1 as accepted).
+    pub connection: u64,
+    /// Responses that connection had carried before this request.
+    pub before_on_connection: u64,
+    /// The previous response on this connection broke its framing
+    /// ([`Quirk::Longer`], [`Quirk::Shorter`]).
+    pub after_bad_framing: bool,
 }
 
 struct FaultShared {
     fault: Fault,
+    accepted: std::sync::atomic::AtomicU64,
     requests: Mutex<Vec<Request>>,
     stop: AtomicBool,
 }
@@ -495,6 +546,7 @@ impl FaultServer {
         let addr = listener.local_addr().map_err(io_err("127.0.0.1:0"))?;
         let shared = Arc::new(FaultShared {
             fault,
+            accepted: std::sync::atomic::AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
@@ -506,10 +558,11 @@ impl FaultServer {
                 }
                 let Ok(conn) = conn else { continue };
                 let s = s.clone();
+                let number = s.accepted.fetch_add(1, Ordering::SeqCst) + 1;
                 // A connection of its own per thread: a stalled one must
                 // not hold up the client's retry on a new connection.
                 std::thread::spawn(move || {
-                    let _ = serve_connection(conn, &s);
+                    let _ = serve_connection(conn, number, &s);
                 });
             }
         });
@@ -574,7 +627,7 @@ fn read_head(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Vec<String>
     }
 }
 
-fn serve_connection(conn: TcpStream, s: &FaultShared) -> std::io::Result<()> {
+fn serve_connection(conn: TcpStream, number: u64, s: &FaultShared) -> std::io::Result<()> {
     if let Fault::Silent = s.fault {
         s.requests
             .lock()
@@ -585,6 +638,9 @@ fn serve_connection(conn: TcpStream, s: &FaultShared) -> std::io::Result<()> {
                 range: None,
                 if_range: None,
                 status: 0,
+                connection: number,
+                before_on_connection: 0,
+                after_bad_framing: false,
             });
         idle_until_stopped(s);
         return Ok(());
@@ -593,6 +649,8 @@ fn serve_connection(conn: TcpStream, s: &FaultShared) -> std::io::Result<()> {
     let mut r = BufReader::new(conn);
     // Keep-alive: several requests may come on one connection; every
     // response that ends early or lies closes it.
+    let mut answered = 0u64;
+    let mut bad_framing = false;
     while let Some(head) = read_head(&mut r)? {
         let mut parts = head.first().map(|l| l.split(' ')).into_iter().flatten();
         let method = parts.next().unwrap_or("").to_string();
@@ -615,6 +673,9 @@ fn serve_connection(conn: TcpStream, s: &FaultShared) -> std::io::Result<()> {
                 range: range.clone(),
                 if_range: if_range.clone(),
                 status: 0,
+                connection: number,
+                before_on_connection: answered,
+                after_bad_framing: bad_framing,
             });
             reqs.len() - 1
         };
@@ -773,7 +834,18 @@ fn serve_connection(conn: TcpStream, s: &FaultShared) -> std::io::Result<()> {
                     None => false,
                 }
             }
+            Fault::KeepAlive { served, quirk } => {
+                if *quirk == Quirk::DropReused && answered > 0 {
+                    break;
+                }
+                let (status, keep) =
+                    respond_quirk(&mut w, served, range.as_deref(), *quirk, answered > 0)?;
+                set_status(status);
+                bad_framing = *quirk == Quirk::Longer || (answered > 0 && *quirk == Quirk::Shorter);
+                keep
+            }
         };
+        answered += 1;
         w.flush()?;
         let close = header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
         if !keep_going || close {
@@ -869,6 +941,77 @@ fn respond_ranged(
             Ok((status, false))
         }
     }
+}
+
+/// A [`Fault::KeepAlive`] answer (200, or 206 for one satisfiable
+/// range); returns (status, keep the connection open).
+fn respond_quirk(
+    w: &mut TcpStream,
+    sv: &Served,
+    range: Option<&str>,
+    quirk: Quirk,
+    reused: bool,
+) -> std::io::Result<(u16, bool)> {
+    let len = sv.body.len() as u64;
+    let one = match range.map(parse_ranges).as_deref() {
+        Some([one]) => one.resolve(len),
+        _ => None,
+    };
+    let (status, start, end) = match one {
+        Some((a, b)) => (206, a, b),
+        None => (200, 0, len),
+    };
+    let etag = sv
+        .etag
+        .as_ref()
+        .map(|e| format!("ETag: \"{e}\"\r\n"))
+        .unwrap_or_default();
+    let mut head = format!(
+        "HTTP/1.1 {}\r\n{etag}Content-Length: {}\r\n",
+        if status == 206 {
+            "206 Partial Content"
+        } else {
+            "200 OK"
+        },
+        end - start
+    );
+    if status == 206 {
+        head.push_str(&format!(
+            "Content-Range: bytes {start}-{}/{len}\r\n",
+            end - 1
+        ));
+    }
+    if quirk == Quirk::SayClose {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    w.write_all(head.as_bytes())?;
+    let body = sv
+        .body
+        .get(start as usize..end as usize)
+        .unwrap_or_default();
+    match quirk {
+        Quirk::Shorter if reused => {
+            w.write_all(&body[..body.len().saturating_sub(100)])?;
+        }
+        Quirk::Longer => {
+            w.write_all(body)?;
+            let fake = vec![0xEE; 4096];
+            write!(
+                w,
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{len}\r\nContent-Length: {}\r\n\r\n",
+                start + fake.len() as u64 - 1,
+                fake.len()
+            )?;
+            w.write_all(&fake)?;
+        }
+        _ => w.write_all(body)?,
+    }
+    w.flush()?;
+    Ok((
+        status,
+        !matches!(quirk, Quirk::CloseSilently | Quirk::SayClose),
+    ))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1004,7 +1147,7 @@ mod tests {
     #[test]
     fn access_log_lines_parse() {
         let e = Entry::parse(
-            "\"GET /u2.fwi HTTP/1.1\"\t206\t\"bytes=4096-\"\t\"\\x22abc\\x22\"\t100\t350",
+            "\"GET /u2.fwi HTTP/1.1\"\t206\t\"bytes=4096-\"\t\"\\x22abc\\x22\"\t100\t350\t7\t2",
         )
         .unwrap();
         assert_eq!(e.path(), "/u2.fwi");
@@ -1012,7 +1155,8 @@ mod tests {
         assert_eq!(e.range_starts(), vec![4096]);
         assert_eq!(e.if_range.as_deref(), Some("\\x22abc\\x22"));
         assert_eq!((e.body_bytes_sent, e.bytes_sent), (100, 350));
-        let e = Entry::parse("\"GET / HTTP/1.1\"\t200\t\"-\"\t\"-\"\t5\t200").unwrap();
+        assert_eq!((e.connection, e.connection_requests), (7, 2));
+        let e = Entry::parse("\"GET / HTTP/1.1\"\t200\t\"-\"\t\"-\"\t5\t200\t1\t1").unwrap();
         assert_eq!((e.range, e.if_range), (None, None));
         assert!(Entry::parse("garbage").is_none());
     }
