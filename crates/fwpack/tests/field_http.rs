@@ -527,23 +527,7 @@ fn field_nginx_serves_each_byte_of_a_large_index_once() {
         ],
         d,
     ));
-    ok(fwpack(
-        &[
-            "state",
-            "init",
-            "--target",
-            "disk.img",
-            "--size",
-            "140MiB",
-            "--board",
-            BOARD,
-            "-g",
-            "system:A=9MiB+65MiB,B=74MiB+65MiB",
-            "--active-version",
-            "10",
-        ],
-        d,
-    ));
+    init_65mib_slots(d);
     assert_each_byte_once(d, "big-index.fwi");
     // A delta against it (slot B, made good): the first and the last
     // chunk changed. The first chunk's stream starts at the data offset
@@ -815,6 +799,28 @@ fn field_python_http_server_without_range() {
     assert_pending_b(d, "python resume");
 }
 
+/// A 140 MiB disk whose system slots (65 MiB each) fit a 64 MiB image,
+/// slot A active at version 10.
+fn init_65mib_slots(d: &Path) {
+    ok(fwpack(
+        &[
+            "state",
+            "init",
+            "--target",
+            "disk.img",
+            "--size",
+            "140MiB",
+            "--board",
+            BOARD,
+            "-g",
+            "system:A=9MiB+65MiB,B=74MiB+65MiB",
+            "--active-version",
+            "10",
+        ],
+        d,
+    ));
+}
+
 /// A 64 MiB image (`u.fwi`, random bytes) in 1024 chunks of 64 KiB: 84
 /// KiB of index entries, then 64 KiB of CRCs, so the head and index take
 /// three 64 KiB windows before the data; a disk whose slots fit it.
@@ -841,23 +847,7 @@ fn setup_many_windows(name: &str) -> tempfile::TempDir {
         ],
         d,
     ));
-    ok(fwpack(
-        &[
-            "state",
-            "init",
-            "--target",
-            "disk.img",
-            "--size",
-            "140MiB",
-            "--board",
-            BOARD,
-            "-g",
-            "system:A=9MiB+65MiB,B=74MiB+65MiB",
-            "--active-version",
-            "10",
-        ],
-        d,
-    ));
+    init_65mib_slots(d);
     tmp
 }
 
