@@ -906,17 +906,7 @@ fn respond_ranged(
         // and send everything).
         _ => (200, 0, len),
     };
-    let mut headers = format!(
-        "HTTP/1.1 {}\r\nContent-Type: application/octet-stream\r\nAccept-Ranges: bytes\r\n{etag_line}Content-Length: {}\r\n",
-        if status == 206 { "206 Partial Content" } else { "200 OK" },
-        end - start
-    );
-    if status == 206 {
-        headers.push_str(&format!(
-            "Content-Range: bytes {start}-{}/{len}\r\n",
-            end.saturating_sub(1)
-        ));
-    }
+    let mut headers = content_head(status, (start, end, len), &etag_line);
     headers.push_str("\r\n");
     w.write_all(headers.as_bytes())?;
     if head_only {
@@ -943,6 +933,23 @@ fn respond_ranged(
     }
 }
 
+/// The head of a 200 (whole body) or 206 answer for bytes `[start, end)`
+/// of a `len`-byte body, up to but not including its closing empty line.
+fn content_head(status: u16, (start, end, len): (u64, u64, u64), etag_line: &str) -> String {
+    let mut head = format!(
+        "HTTP/1.1 {}\r\nContent-Type: application/octet-stream\r\nAccept-Ranges: bytes\r\n{etag_line}Content-Length: {}\r\n",
+        if status == 206 { "206 Partial Content" } else { "200 OK" },
+        end - start
+    );
+    if status == 206 {
+        head.push_str(&format!(
+            "Content-Range: bytes {start}-{}/{len}\r\n",
+            end.saturating_sub(1)
+        ));
+    }
+    head
+}
+
 /// A [`Fault::KeepAlive`] answer (200, or 206 for one satisfiable
 /// range); returns (status, keep the connection open).
 fn respond_quirk(
@@ -966,21 +973,7 @@ fn respond_quirk(
         .as_ref()
         .map(|e| format!("ETag: \"{e}\"\r\n"))
         .unwrap_or_default();
-    let mut head = format!(
-        "HTTP/1.1 {}\r\n{etag}Content-Length: {}\r\n",
-        if status == 206 {
-            "206 Partial Content"
-        } else {
-            "200 OK"
-        },
-        end - start
-    );
-    if status == 206 {
-        head.push_str(&format!(
-            "Content-Range: bytes {start}-{}/{len}\r\n",
-            end - 1
-        ));
-    }
+    let mut head = content_head(status, (start, end, len), &etag);
     if quirk == Quirk::SayClose {
         head.push_str("Connection: close\r\n");
     }
