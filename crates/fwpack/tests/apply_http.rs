@@ -12,7 +12,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use common::*;
 use serde_json::Value;
@@ -67,32 +67,42 @@ fn init_disk(dir: &Path) {
 /// `data_offset + i * CHUNK`, and the access log's byte counts can be
 /// checked against the chunks).
 fn stamp64k(dir: &Path, out: &str, version: u64, rootfs: &str, kernel: &str) {
+    stamp64k_with(dir, out, version, (rootfs, kernel), &[]);
+}
+
+/// [`stamp64k`] with more `fwpack stamp` arguments.
+fn stamp64k_with(
+    dir: &Path,
+    out: &str,
+    version: u64,
+    (rootfs, kernel): (&str, &str),
+    extra: &[&str],
+) {
     if !dir.join("k.pem").exists() {
         ok(fwpack(&["keygen", "-o", "k.pem"], dir));
     }
     let v = version.to_string();
     let r = format!("rootfs={rootfs},target=system");
     let k = format!("kernel={kernel},target=boot");
-    ok(fwpack(
-        &[
-            "stamp",
-            "--board",
-            BOARD,
-            "--version",
-            &v,
-            "--chunk-size",
-            "64K",
-            "--key",
-            "k.pem",
-            "-o",
-            out,
-            "-s",
-            &r,
-            "-s",
-            &k,
-        ],
-        dir,
-    ));
+    let mut args = vec![
+        "stamp",
+        "--board",
+        BOARD,
+        "--version",
+        &v,
+        "--chunk-size",
+        "64K",
+        "--key",
+        "k.pem",
+        "-o",
+        out,
+        "-s",
+        &r,
+        "-s",
+        &k,
+    ];
+    args.extend_from_slice(extra);
+    ok(fwpack(&args, dir));
 }
 
 fn setup(name: &str) -> Option<Setup> {
@@ -169,23 +179,32 @@ fn stored_offset(info: &Value, seg: u64, offset: u64) -> u64 {
 }
 
 fn slot_b_holds(d: &Path, rootfs: &str) {
+    slot_holds(d, (SYS_B, BOOT_B), rootfs, "kernel.img");
+}
+
+/// The disk's system slot at `sys` holds `rootfs`, its boot slot at
+/// `boot` holds `kernel`.
+fn slot_holds(d: &Path, (sys, boot): (u64, u64), rootfs: &str, kernel: &str) {
     assert!(
         cmp_range(
             &d.join(rootfs),
             0,
             &d.join("disk.img"),
-            SYS_B,
+            sys,
             ROOTFS_LEN as u64
         ),
-        "slot B does not hold {rootfs}"
+        "the system slot at {sys} does not hold {rootfs}"
     );
-    assert!(cmp_range(
-        &d.join("kernel.img"),
-        0,
-        &d.join("disk.img"),
-        BOOT_B,
-        KERNEL_LEN as u64
-    ));
+    assert!(
+        cmp_range(
+            &d.join(kernel),
+            0,
+            &d.join("disk.img"),
+            boot,
+            KERNEL_LEN as u64
+        ),
+        "the boot slot at {boot} does not hold {kernel}"
+    );
 }
 
 /// Runs `fwpack apply` and calls `at_checkpoint(n)` for the n-th
@@ -260,21 +279,17 @@ fn full_apply_over_http_from_nginx() {
     assert_eq!(st["slots"]["B"]["version"], 11);
 }
 
-#[test]
-fn stdin_apply() {
-    let Some(s) = setup("apply-http-stdin") else {
-        return;
-    };
-    let d = &s.dir;
+/// `fwpack apply -` with `image` piped to its stdin.
+fn apply_stdin(d: &Path, image: &str, extra: &[&str]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fwpack"))
-        .args(apply_args("-", &[]))
+        .args(apply_args("-", extra))
         .current_dir(d)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let image = std::fs::read(d.join("v11.fwi")).unwrap();
+    let image = std::fs::read(d.join(image)).unwrap();
     let mut stdin = child.stdin.take().unwrap();
     // A pipe, not a file: the writer is a thread so a full pipe cannot
     // deadlock against our reading of stdout.
@@ -283,6 +298,16 @@ fn stdin_apply() {
     });
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
+    out
+}
+
+#[test]
+fn stdin_apply() {
+    let Some(s) = setup("apply-http-stdin") else {
+        return;
+    };
+    let d = &s.dir;
+    let out = apply_stdin(d, "v11.fwi", &[]);
     assert!(out.status.success(), "{}", show(&out));
     let r = result_of(&out);
     assert_eq!(
@@ -560,7 +585,7 @@ fn delta_fetches_only_the_changed_chunks() {
 /// `fwpack` that must end by itself within a minute (all these runs
 /// have --timeout 2 and at most one retry): a client that loops forever
 /// on a broken server fails the test instead of hanging it.
-fn fwpack_bounded(args: &[&str], dir: &Path, what: &str) -> std::process::Output {
+fn fwpack_bounded(args: &[&str], dir: &Path, what: &str) -> Output {
     let child = Command::new(env!("CARGO_BIN_EXE_fwpack"))
         .args(args)
         .current_dir(dir)
@@ -764,29 +789,9 @@ fn sparse_payloads(d: &Path) -> Vec<u8> {
 const SPARSE_ZERO_BYTES: u64 = 65 * CHUNK + KERNEL_LEN as u64;
 
 fn stamp_sparse(d: &Path, out: &str, version: u64, comp: &str, rootfs: &str, extra: &[&str]) {
-    let v = version.to_string();
-    let r = format!("rootfs={rootfs},target=system");
-    let mut args = vec![
-        "stamp",
-        "--board",
-        BOARD,
-        "--version",
-        &v,
-        "--chunk-size",
-        "64K",
-        "--compress",
-        comp,
-        "--key",
-        "k.pem",
-        "-o",
-        out,
-        "-s",
-        &r,
-        "-s",
-        "kernel=zero-kernel.img,target=boot",
-    ];
+    let mut args = vec!["--compress", comp];
     args.extend_from_slice(extra);
-    ok(fwpack(&args, d));
+    stamp64k_with(d, out, version, (rootfs, "zero-kernel.img"), &args);
 }
 
 fn scribble(d: &Path, at: u64, len: usize) {
@@ -797,26 +802,6 @@ fn scribble(d: &Path, at: u64, len: usize) {
         .unwrap();
     f.seek(SeekFrom::Start(at)).unwrap();
     f.write_all(&vec![0xa5u8; len]).unwrap();
-}
-
-fn slot_holds_sparse(d: &Path, sys: u64, boot: u64, rootfs: &str) {
-    assert!(
-        cmp_range(
-            &d.join(rootfs),
-            0,
-            &d.join("disk.img"),
-            sys,
-            ROOTFS_LEN as u64
-        ),
-        "the system slot does not hold {rootfs}"
-    );
-    assert!(cmp_range(
-        &d.join("zero-kernel.img"),
-        0,
-        &d.join("disk.img"),
-        boot,
-        KERNEL_LEN as u64
-    ));
 }
 
 /// Zero chunks (docs/FORMAT.md, "Zero chunks"), gzip and zstd: stored
@@ -864,34 +849,21 @@ fn zero_chunk_images_apply_over_http_from_stdin_and_as_delta() {
         let read = r["image_bytes_read"].as_u64().unwrap();
         assert!(read <= image_len, "{comp}: read {read} of {image_len}");
         assert!(sent <= image_len + HEAD_WINDOW, "{comp}: sent {sent}");
-        slot_holds_sparse(d, SYS_B, BOOT_B, "sparse.img");
+        slot_holds(d, (SYS_B, BOOT_B), "sparse.img", "zero-kernel.img");
 
         // Zero regions of the complete slot overwritten: --verify-writes
         // finds the first bad chunk and rewrites from there, and
         // --minimize-writes (which compares, then writes) leaves zeros.
         scribble(d, SYS_B + 50 * CHUNK + 100, 3000);
         scribble(d, BOOT_B + KERNEL_LEN as u64 - 10, 10);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fwpack"))
-            .args(apply_args(
-                "-",
-                &["--minimize-writes", "--verify-writes", "--seed", "none"],
-            ))
-            .current_dir(d)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let image = std::fs::read(d.join(&name)).unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&image);
-        });
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
+        let out = apply_stdin(
+            d,
+            &name,
+            &["--minimize-writes", "--verify-writes", "--seed", "none"],
+        );
         assert!(out.status.success(), "{comp}: {}", show(&out));
         assert_eq!(result_of(&out)["slot"], "B");
-        slot_holds_sparse(d, SYS_B, BOOT_B, "sparse.img");
+        slot_holds(d, (SYS_B, BOOT_B), "sparse.img", "zero-kernel.img");
     }
 
     // B confirmed; then a delta to A: one changed chunk with data and one
@@ -918,5 +890,5 @@ fn zero_chunk_images_apply_over_http_from_stdin_and_as_delta() {
     let zero = SPARSE_ZERO_BYTES - CHUNK;
     assert!(from_seed <= raw - zero, "{from_seed}: zero chunks copied");
     assert!(from_seed >= raw - zero - 2 * CHUNK, "{from_seed}");
-    slot_holds_sparse(d, SYS_A, 41 * MIB, "sparse2.img");
+    slot_holds(d, (SYS_A, 41 * MIB), "sparse2.img", "zero-kernel.img");
 }
