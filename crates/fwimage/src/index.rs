@@ -180,11 +180,7 @@ pub fn check_entry(
     let bad = |reason: String| Err(Error::BadChunk { index: k, reason });
     let raw = s.chunk_raw_len(i, head.header.chunk_size());
     let len = u64::from(e.stored_len);
-    // A zero chunk (no stored bytes, raw bytes all zero) only in a
-    // compressed segment of an image that says it has them.
-    let zero_ok = s.compression != crate::Compression::None
-        && head.header.incompat_flags & crate::layout::INCOMPAT_ZERO_CHUNKS != 0;
-    if len == 0 && !zero_ok {
+    if len == 0 && !s.may_store_empty(&head.header) {
         return bad(if s.compression == crate::Compression::None {
             "empty chunk in an uncompressed segment".into()
         } else {

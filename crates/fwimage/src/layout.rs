@@ -153,6 +153,10 @@ impl Header {
     pub fn sig_end(&self) -> u64 {
         self.sig_offset() + u64::from(self.sig_slot_count) * SIG_SLOT_LEN as u64
     }
+    /// Incompat bit 2: compressed segments may store chunks empty.
+    pub fn has_zero_chunks(&self) -> bool {
+        self.incompat_flags & INCOMPAT_ZERO_CHUNKS != 0
+    }
     /// Index pages holding chunk entries; the CRC pages follow them.
     pub fn chunk_pages(&self) -> u64 {
         self.chunk_count.div_ceil(ENTRIES_PER_PAGE)
@@ -374,6 +378,12 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// Whether a chunk of this segment may be stored empty (a zero chunk,
+    /// FORMAT.md): only in a compressed segment of an image with bit 2.
+    pub fn may_store_empty(&self, h: &Header) -> bool {
+        self.compression != Compression::None && h.has_zero_chunks()
+    }
+
     pub fn encode(&self) -> [u8; SEGMENT_ENTRY_LEN] {
         let mut b = [0u8; SEGMENT_ENTRY_LEN];
         put_str(&mut b[0..32], &self.name);

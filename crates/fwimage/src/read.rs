@@ -189,11 +189,9 @@ fn check_segments(h: &Header, segs: &[Segment]) -> Result<()> {
         }
         next_crc += u64::from(s.crc_blocks);
         next_chunk += u64::from(s.chunks);
-        // Every stored chunk has at least one byte; only zero chunks
-        // (compressed segments, incompat bit 2) have none.
-        let may_be_empty = s.compression != layout::Compression::None
-            && h.incompat_flags & layout::INCOMPAT_ZERO_CHUNKS != 0;
-        if !may_be_empty && s.stored_len < u64::from(s.chunks) {
+        // Every stored chunk has at least one byte; only zero chunks have
+        // none.
+        if !s.may_store_empty(h) && s.stored_len < u64::from(s.chunks) {
             return Err(Error::BadSegment {
                 index: i,
                 reason: "stored length shorter than one byte per chunk".into(),

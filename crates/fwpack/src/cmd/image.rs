@@ -391,7 +391,7 @@ fn zero_chunk_counts(head: &ImageHead, f: &mut File) -> Result<Vec<u64>> {
     use std::io::{Read, Seek, SeekFrom};
     let h = &head.header;
     let mut counts = vec![0u64; head.segments.len()];
-    if h.incompat_flags & fwimage::INCOMPAT_ZERO_CHUNKS == 0 {
+    if !h.has_zero_chunks() {
         return Ok(counts);
     }
     let mut page = vec![0u8; fwimage::PAGE_LEN];
@@ -498,7 +498,7 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         h.index_offset,
         h.data_offset
     );
-    if h.incompat_flags & fwimage::INCOMPAT_ZERO_CHUNKS != 0 {
+    if h.has_zero_chunks() {
         // Worth saying: updaters that predate the flag refuse the image.
         println!(
             "             zero chunks stored empty (incompat bit 2; --no-zero-chunks to avoid)"
