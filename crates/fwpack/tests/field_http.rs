@@ -1021,3 +1021,98 @@ fn field_wrong_body_length_on_a_kept_connection_is_never_read_as_the_next_respon
         "a request went out after a short body: {reqs:?}"
     );
 }
+
+/// Interim answers (`100 Continue`, `103 Early Hints`, which CDNs send)
+/// before every real one are skipped, as RFC 9110 §15.2 requires of
+/// every client: the apply completes on kept connections, without a
+/// failure.
+#[test]
+fn field_interim_1xx_answers_are_skipped() {
+    let tmp = setup("field-interim");
+    let d = tmp.path();
+    let image = std::fs::read(d.join("v11.fwi")).unwrap();
+    let server = FaultServer::start(Fault::KeepAlive {
+        served: Served::new(image, "v11"),
+        quirk: Quirk::Interim,
+    })
+    .unwrap();
+    let out = apply(
+        d,
+        &server.url("u.fwi"),
+        &["--json", "--retries", "0"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_pending_b(d, "after interim answers");
+}
+
+/// A server that compresses the image on the fly (`Content-Encoding:
+/// gzip`, though the client asked for identity) is a server fault named
+/// as such (exit 9), not an image that is "not a fwpack image" (exit 4).
+#[test]
+fn field_gzip_content_encoding_is_a_server_fault() {
+    let tmp = setup("field-gzip");
+    let d = tmp.path();
+    let gz = Command::new("gzip")
+        .args(["-c", "-1", "v11.fwi"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(gz.status.success());
+    let server = FaultServer::start(Fault::KeepAlive {
+        served: Served::new(gz.stdout, "v11"),
+        quirk: Quirk::Gzip,
+    })
+    .unwrap();
+    let out = apply(
+        d,
+        &server.url("u.fwi"),
+        &["--retries", "0"],
+        Duration::from_secs(60),
+    );
+    assert_source_failure(d, &out, "gzip", &["content-encoding `gzip`"]);
+}
+
+/// Redirect targets are resolved as RFC 3986 says: a relative one with
+/// `..`/`.` segments and a fragment reaches the file its path names
+/// (no `#` and no dot segment ever goes on the wire), and another
+/// scheme (`ftp://`) is refused at once, not requested as a path on
+/// the same server.
+#[test]
+fn field_redirect_targets_are_resolved_like_urls() {
+    let tmp = setup("field-redirect-resolve");
+    let d = tmp.path();
+    let image = std::fs::read(d.join("v11.fwi")).unwrap();
+    let server = FaultServer::start(Fault::RedirectThen {
+        location: "../c/./v11.fwi#frag".into(),
+        path: "/a/c/v11.fwi".into(),
+        served: Served::new(image, "v11"),
+    })
+    .unwrap();
+    let out = apply(
+        d,
+        &server.url("a/b/u.fwi"),
+        &["--retries", "0"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_pending_b(d, "relative redirect");
+    let reqs = server.requests();
+    assert!(
+        reqs.iter()
+            .all(|r| !r.path.contains('#') && !r.path.contains("/.")),
+        "{reqs:?}"
+    );
+
+    let tmp = setup("field-redirect-scheme");
+    let d = tmp.path();
+    let server = FaultServer::start(Fault::RedirectTo("ftp://127.0.0.1/v11.fwi".into())).unwrap();
+    let out = apply(
+        d,
+        &server.url("u.fwi"),
+        &["--retries", "0"],
+        Duration::from_secs(60),
+    );
+    assert_source_failure(d, &out, "ftp redirect", &["not an http"]);
+    assert_eq!(server.requests().len(), 1, "{:?}", server.requests());
+}

@@ -160,10 +160,17 @@ impl Url {
 
     /// `location` resolved against this URL.
     fn join(&self, location: &str) -> Result<Url, String> {
-        if crate::Scheme::split(location).is_some() {
+        // Any `scheme:` (RFC 3986 §3.1) makes the reference absolute:
+        // `ftp://h/x` is refused by `parse`, not requested as a path.
+        let scheme = location.split_once(':').map_or("", |(s, _)| s);
+        if scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        {
             return Url::parse(location);
         }
-        let path = if location.starts_with("//") {
+        if location.starts_with("//") {
             return Url::parse(&format!(
                 "{}:{location}",
                 if self.tls {
@@ -173,13 +180,46 @@ impl Url {
                 }
                 .as_str()
             ));
-        } else if location.starts_with('/') {
+        }
+        // RFC 3986 §5.2: fragments are never sent; an empty reference is
+        // this URL, `?q` this path with another query.
+        let location = location.split('#').next().unwrap_or("");
+        let base = self.path.split('?').next().unwrap_or("/");
+        let path = if location.starts_with('/') {
             location.to_string()
+        } else if location.is_empty() {
+            self.path.clone()
+        } else if location.starts_with('?') {
+            format!("{base}{location}")
         } else {
-            let base = self.path.split('?').next().unwrap_or("/");
             let dir = &base[..base.rfind('/').map_or(0, |i| i + 1)];
             format!("{dir}{location}")
         };
+        // `.` and `..` segments are resolved here (§5.2.4), as a browser
+        // does, not left to the server: a store that takes keys literally
+        // (object storage) would not find `/a/../b`.
+        let (p, query) = path
+            .split_once('?')
+            .map_or((&path[..], None), |(p, q)| (p, Some(q)));
+        let mut segs: Vec<&str> = Vec::new();
+        let mut it = p.split('/').skip(1).peekable();
+        while let Some(seg) = it.next() {
+            match seg {
+                "." | ".." => {
+                    if seg == ".." {
+                        segs.pop();
+                    }
+                    if it.peek().is_none() {
+                        segs.push("");
+                    }
+                }
+                s => segs.push(s),
+            }
+        }
+        let mut path = format!("/{}", segs.join("/"));
+        if let Some(q) = query {
+            path = format!("{path}?{q}");
+        }
         let mut u = self.clone();
         u.path = path;
         if u.path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
@@ -757,13 +797,12 @@ impl Client {
             .and_then(|()| w.write_all(body.unwrap_or_default()))
             .and_then(|()| w.flush())
             .map_err(|e| (io_failure("sending the request", &e, timeout), closed(&e)))?;
-        let head = read_head(&mut conn, timeout)?;
         let Head {
             status,
             headers,
             framing,
             keep_alive,
-        } = parse_head(&head).map_err(|e| (fatal(e), false))?;
+        } = read_final_head(&mut conn, timeout)?;
         let reuse = (self.keep_alive && keep_alive && !matches!(framing, Framing::UntilClose))
             .then(|| {
                 let mut origin = u.clone();
@@ -834,9 +873,23 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<Head, String> {
         && !get("connection")
             .iter()
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
-    let chunked = get("transfer-encoding")
-        .iter()
-        .any(|v| v.to_ascii_lowercase().contains("chunked"));
+    // We ask for `Accept-Encoding: identity`, and can undo no coding but
+    // chunked: a gzip body (a CDN's) read as the image would be blamed on
+    // the image (exit 4 or 6) instead of on the server.
+    let mut chunked = false;
+    for (k, v) in &headers {
+        let te = k.eq_ignore_ascii_case("transfer-encoding");
+        if !te && !k.eq_ignore_ascii_case("content-encoding") {
+            continue;
+        }
+        for c in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if te && c.eq_ignore_ascii_case("chunked") {
+                chunked = true;
+            } else if !c.eq_ignore_ascii_case("identity") {
+                return Err(format!("{k} `{c}` (only identity was asked for)"));
+            }
+        }
+    }
     let lengths = get("content-length");
     let framing = if chunked {
         Framing::Chunked {
@@ -1108,15 +1161,27 @@ fn read_head(r: &mut impl BufRead, timeout: Duration) -> Result<Vec<u8>, (Failur
     }
 }
 
+/// The final response's head, parsed. RFC 9110 §15.2: a client must
+/// skip any 1xx interim answers (100 Continue, 103 Early Hints from a
+/// CDN) before it; 101 ends HTTP on the connection and is final. A few
+/// at most: a server that sends them forever is refused.
+fn read_final_head(r: &mut impl BufRead, timeout: Duration) -> Result<Head, (Failure, bool)> {
+    for _ in 0..8 {
+        let head = read_head(r, timeout)?;
+        let h = parse_head(&head).map_err(|e| (fatal(e), false))?;
+        if !(100..200).contains(&h.status) || h.status == 101 {
+            return Ok(h);
+        }
+    }
+    Err((fatal("more than 8 interim (1xx) responses"), false))
+}
+
 /// One response from raw bytes, as the client reads it: head, headers,
 /// body. For the fuzz target and the in-process run of it below.
 pub(crate) fn fuzz_response(data: &[u8]) {
     let conn: Box<dyn Conn> = Box::new(io::Cursor::new(data.to_vec()));
     let mut r = BufReader::with_capacity(4096, conn);
-    let Ok(head) = read_head(&mut r, Duration::from_secs(1)) else {
-        return;
-    };
-    let Ok(h) = parse_head(&head) else {
+    let Ok(h) = read_final_head(&mut r, Duration::from_secs(1)) else {
         return;
     };
     for (_, v) in &h.headers {
@@ -1136,7 +1201,8 @@ mod tests {
     /// mutations of a few real responses must neither panic nor hang.
     #[test]
     fn response_parser_is_total() {
-        let seeds: [&[u8]; 3] = [
+        let seeds: [&[u8]; 4] = [
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 206 P\r\nContent-Range: bytes 0-2/9\r\nTransfer-Encoding: identity, chunked\r\nContent-Encoding: identity\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
             b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/100\r\nContent-Length: 10\r\nETag: \"x\"\r\n\r\n0123456789",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nT: v\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Range: bytes 0-1099511627775/1099511627776\r\n\r\nabc",
@@ -1203,6 +1269,19 @@ mod tests {
         assert_eq!(u.join("c.fwi").unwrap().path, "/a/c.fwi");
         assert_eq!(u.join("http://o/z").unwrap().host, "o");
         assert_eq!(u.join("//o:1/z").unwrap().port, 1);
+        // Another scheme is not a relative path on this server.
+        for other in ["ftp://o/z", "file:///etc/passwd", "data:,x"] {
+            assert!(u.join(other).is_err(), "{other}");
+        }
+        assert_eq!(u.join("./a:b").unwrap().path, "/a/a:b");
+        // Dot segments, fragments, bare queries, the empty reference.
+        assert_eq!(u.join("../b/./c.fwi#f").unwrap().path, "/b/c.fwi");
+        assert_eq!(u.join("/x/../../y?q=/../").unwrap().path, "/y?q=/../");
+        assert_eq!(u.join("..").unwrap().path, "/");
+        assert_eq!(u.join("b/..").unwrap().path, "/a/");
+        assert_eq!(u.join("?y=2").unwrap().path, "/a/u.fwi?y=2");
+        assert_eq!(u.join("").unwrap().path, "/a/u.fwi?x=1");
+        assert_eq!(u.join("#g").unwrap().path, "/a/u.fwi?x=1");
     }
 
     /// A loopback server answering every request with `response`,

@@ -379,7 +379,7 @@ impl HttpSource {
             502 => "Bad Gateway",
             503 => "Service Unavailable",
             504 => "Gateway Timeout",
-            s if (300..400).contains(&s) => "(a redirect without a usable Location)",
+            301 | 302 | 303 | 307 | 308 => "(a redirect without a usable Location)",
             _ => "",
         }
         .to_string();

@@ -475,6 +475,14 @@ pub enum Fault {
     Drip { body: Vec<u8> },
     /// `302 Found` to this absolute URL.
     RedirectTo(String),
+    /// A request for exactly `path` is answered from `served` (ranges
+    /// honoured); any other gets `302 Found` with `Location: location`
+    /// as it is (relative, with dot segments, a fragment...).
+    RedirectThen {
+        location: String,
+        path: String,
+        served: Served,
+    },
     /// Request `i` (counting from 0) is answered from `v[min(i, len-1)]`:
     /// one entry is a plain range-capable server; two with a cut in the
     /// first are an image replaced on the server between a dropped
@@ -506,6 +514,13 @@ pub enum Quirk {
     /// On a reused connection: 100 body bytes fewer than its
     /// Content-Length, connection open.
     Shorter,
+    /// Two interim answers (`100 Continue`, `103 Early Hints`) before
+    /// every real one, as a CDN may send (RFC 9110 §15.2).
+    Interim,
+    /// Ignores Range: `200` with `Content-Encoding: gzip` and the served
+    /// body as it is (the test serves it gzipped), though the client
+    /// asked for identity: a CDN compressing on the fly.
+    Gzip,
 }
 
 /// One request as the fault server saw it.
@@ -816,6 +831,31 @@ fn serve_connection(conn: TcpStream, number: u64, s: &FaultShared) -> std::io::R
                 )?;
                 true
             }
+            Fault::RedirectThen {
+                location,
+                path: to,
+                served,
+            } => {
+                if path == *to {
+                    let (status, cut) = respond_ranged(
+                        &mut w,
+                        served,
+                        range.as_deref(),
+                        if_range.as_deref(),
+                        head_only,
+                        None,
+                    )?;
+                    set_status(status);
+                    !cut
+                } else {
+                    set_status(302);
+                    write!(
+                        w,
+                        "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+                    )?;
+                    true
+                }
+            }
             Fault::Sequence(v) => {
                 let served = v.get(index.min(v.len().saturating_sub(1)));
                 match served {
@@ -961,7 +1001,7 @@ fn respond_quirk(
 ) -> std::io::Result<(u16, bool)> {
     let len = sv.body.len() as u64;
     let one = match range.map(parse_ranges).as_deref() {
-        Some([one]) => one.resolve(len),
+        Some([one]) if quirk != Quirk::Gzip => one.resolve(len),
         _ => None,
     };
     let (status, start, end) = match one {
@@ -977,7 +1017,15 @@ fn respond_quirk(
     if quirk == Quirk::SayClose {
         head.push_str("Connection: close\r\n");
     }
+    if quirk == Quirk::Gzip {
+        head.push_str("Content-Encoding: gzip\r\n");
+    }
     head.push_str("\r\n");
+    if quirk == Quirk::Interim {
+        w.write_all(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </u.fwi>; rel=preload\r\n\r\n",
+        )?;
+    }
     w.write_all(head.as_bytes())?;
     let body = sv
         .body
