@@ -350,6 +350,10 @@ struct Idle {
 
 pub(crate) struct Response {
     pub status: u16,
+    /// Came on a kept connection: bytes a server sent late after the
+    /// previous response (a body longer than declared) are read as this
+    /// one, which no check before the request can rule out.
+    pub reused: bool,
     headers: Vec<(String, String)>,
     pub body: Body,
 }
@@ -751,7 +755,7 @@ impl Client {
         if self.keep_alive {
             if let Some(conn) = self.take_idle(u) {
                 match self.exchange(conn, method, u, headers, body) {
-                    Ok(r) => return Ok(r),
+                    Ok(r) => return Ok(Response { reused: true, ..r }),
                     Err((f, false)) => return Err(f),
                     Err((_, true)) => {}
                 }
@@ -811,6 +815,7 @@ impl Client {
             });
         Ok(Response {
             status,
+            reused: false,
             headers,
             body: Body::new(conn, framing, reuse),
         })

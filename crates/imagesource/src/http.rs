@@ -603,7 +603,7 @@ impl HttpSource {
         let validator = header("etag")
             .filter(|e| !e.starts_with("W/"))
             .or_else(|| header("last-modified"));
-        let body = resp.body;
+        let (body, reused) = (resp.body, resp.reused);
         match status {
             206 => {
                 let cr = cr.unwrap_or_default();
@@ -618,10 +618,20 @@ impl HttpSource {
                         }))
                     }
                     Some((f, l, _)) if f == pos && l + 1 == end => Ok(Got::Partial(body)),
-                    _ => Err(Attempt::fatal(self.protocol(&format!(
-                        "asked for bytes {pos}-{}, got Content-Range `{cr}`",
-                        end - 1
-                    )))),
+                    _ => {
+                        let e = self.protocol(&format!(
+                            "asked for bytes {pos}-{}, got Content-Range `{cr}`",
+                            end - 1
+                        ));
+                        // On a kept connection this may be a late
+                        // surplus of the previous answer: a new
+                        // connection (the retry's) decides.
+                        Err(if reused {
+                            Attempt::retry(e)
+                        } else {
+                            Attempt::fatal(e)
+                        })
+                    }
                 }
             }
             200 => {

@@ -514,6 +514,11 @@ pub enum Quirk {
     /// On a reused connection: 100 body bytes fewer than its
     /// Content-Length, connection open.
     Shorter,
+    /// On a reused connection, before the answer, a whole 206 for bytes
+    /// 0-9 nobody asked for: the surplus of a body longer than its
+    /// Content-Length that arrived only after the client's next request
+    /// went out (no check of an idle connection can see it coming).
+    LateSurplus,
     /// Two interim answers (`100 Continue`, `103 Early Hints`) before
     /// every real one, as a CDN may send (RFC 9110 §15.2).
     Interim,
@@ -1021,6 +1026,13 @@ fn respond_quirk(
         head.push_str("Content-Encoding: gzip\r\n");
     }
     head.push_str("\r\n");
+    if quirk == Quirk::LateSurplus && reused {
+        write!(
+            w,
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/{len}\r\nContent-Length: 10\r\n\r\n"
+        )?;
+        w.write_all(&[0xEE; 10])?;
+    }
     if quirk == Quirk::Interim {
         w.write_all(
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </u.fwi>; rel=preload\r\n\r\n",
