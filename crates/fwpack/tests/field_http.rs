@@ -1120,10 +1120,35 @@ fn field_redirect_targets_are_resolved_like_urls() {
 /// The surplus of a body longer than its Content-Length may arrive only
 /// after the next request went out on the kept connection (no check of
 /// an idle connection can rule that out), and is then read as its
-/// answer: a 206 for other bytes. On a reused connection that is
-/// retried on a new one instead of ending the apply.
+/// answer: a 206 for other bytes, or bytes that are no response head.
+/// On a reused connection the first is retried on a new one instead of
+/// ending the apply, and the second goes out again on a new connection
+/// at once, as when a kept connection was closed (no failure counted).
 #[test]
 fn field_late_surplus_on_a_kept_connection_is_retried_on_a_new_one() {
+    let tmp = setup("field-late-junk");
+    let d = tmp.path();
+    let image = std::fs::read(d.join("v11.fwi")).unwrap();
+    let server = FaultServer::start(Fault::KeepAlive {
+        served: Served::new(image, "v11"),
+        quirk: Quirk::LateJunk,
+    })
+    .unwrap();
+    let out = apply(
+        d,
+        &server.url("u.fwi"),
+        &["--retries", "0", "--timeout", "5"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_pending_b(d, "after late junk");
+    assert!(
+        server.requests().iter().any(|r| r.before_on_connection > 0),
+        "no connection was reused: {:?}",
+        server.requests()
+    );
+    drop(server);
+
     let tmp = setup("field-late-surplus");
     let d = tmp.path();
     let image = std::fs::read(d.join("v11.fwi")).unwrap();

@@ -756,8 +756,11 @@ impl Client {
             if let Some(conn) = self.take_idle(u) {
                 match self.exchange(conn, method, u, headers, body) {
                     Ok(r) => return Ok(Response { reused: true, ..r }),
-                    Err((f, false)) => return Err(f),
-                    Err((_, true)) => {}
+                    Err((f, false)) if f.retry || f.deadline => return Err(f),
+                    // Garbage where the answer should start may be the
+                    // late surplus of the previous answer: a new
+                    // connection decides, once, like a closed one.
+                    Err(_) => {}
                 }
             }
         }

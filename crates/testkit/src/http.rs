@@ -519,6 +519,9 @@ pub enum Quirk {
     /// Content-Length that arrived only after the client's next request
     /// went out (no check of an idle connection can see it coming).
     LateSurplus,
+    /// On a reused connection, `xyz` before the answer: a late surplus
+    /// that is no response at all.
+    LateJunk,
     /// Two interim answers (`100 Continue`, `103 Early Hints`) before
     /// every real one, as a CDN may send (RFC 9110 §15.2).
     Interim,
@@ -1032,6 +1035,9 @@ fn respond_quirk(
             "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/{len}\r\nContent-Length: 10\r\n\r\n"
         )?;
         w.write_all(&[0xEE; 10])?;
+    }
+    if quirk == Quirk::LateJunk && reused {
+        w.write_all(b"xyz")?;
     }
     if quirk == Quirk::Interim {
         w.write_all(
