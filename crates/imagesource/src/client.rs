@@ -883,7 +883,8 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<Head, String> {
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
     // We ask for `Accept-Encoding: identity`, and can undo no coding but
     // chunked: a gzip body (a CDN's) read as the image would be blamed on
-    // the image (exit 4 or 6) instead of on the server.
+    // the image (exit 4 or 6) instead of on the server. (`none` is not
+    // registered, but some servers say it of bytes they did not code.)
     let mut chunked = false;
     for (k, v) in &headers {
         let te = k.eq_ignore_ascii_case("transfer-encoding");
@@ -893,7 +894,7 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<Head, String> {
         for c in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
             if te && c.eq_ignore_ascii_case("chunked") {
                 chunked = true;
-            } else if !c.eq_ignore_ascii_case("identity") {
+            } else if !(c.eq_ignore_ascii_case("identity") || c.eq_ignore_ascii_case("none")) {
                 return Err(format!("{k} `{c}` (only identity was asked for)"));
             }
         }
@@ -1210,7 +1211,7 @@ mod tests {
     #[test]
     fn response_parser_is_total() {
         let seeds: [&[u8]; 4] = [
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 206 P\r\nContent-Range: bytes 0-2/9\r\nTransfer-Encoding: identity, chunked\r\nContent-Encoding: identity\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 206 P\r\nContent-Range: bytes 0-2/9\r\nTransfer-Encoding: identity, chunked\r\nContent-Encoding: none\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
             b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/100\r\nContent-Length: 10\r\nETag: \"x\"\r\n\r\n0123456789",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nT: v\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Range: bytes 0-1099511627775/1099511627776\r\n\r\nabc",
@@ -1402,6 +1403,32 @@ mod tests {
         std::thread::sleep(Duration::from_millis(400));
         fetch(&c, a);
         assert_eq!(*at_a.lock().unwrap(), 1);
+    }
+
+    /// Codings: chunked is undone, identity (and the unregistered
+    /// `none`) is no coding, anything else is refused.
+    #[test]
+    fn codings() {
+        let head = |h: &str| parse_head(format!("HTTP/1.1 200 OK\r\n{h}\r\n\r\n").as_bytes());
+        for ok in [
+            "Content-Encoding: identity",
+            "Content-Encoding: None",
+            "Transfer-Encoding: identity, Chunked",
+        ] {
+            assert!(head(ok).is_ok(), "{ok}");
+        }
+        assert!(matches!(
+            head("Transfer-Encoding: chunked").map(|h| h.framing),
+            Ok(Framing::Chunked { .. })
+        ));
+        for bad in [
+            "Content-Encoding: gzip",
+            "Content-Encoding: identity, br",
+            "Transfer-Encoding: gzip, chunked",
+            "Transfer-Encoding: xchunked",
+        ] {
+            assert!(head(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
