@@ -1171,3 +1171,56 @@ fn field_late_surplus_on_a_kept_connection_is_retried_on_a_new_one() {
         "no connection was reused: {reqs:?}"
     );
 }
+
+/// More ways an https server fails to prove itself, each exit 9 with
+/// its reason before a byte of the image is read: a certificate from
+/// the trusted CA that expired (openssl `-days -1`), a server that ends
+/// the handshake with an alert (no cipher suite in common), and plain
+/// http answering on the https port.
+#[test]
+fn field_https_expired_certificate_alert_and_plain_http_are_refused() {
+    if !testkit::tools::require("nginx") || !testkit::tools::require("openssl") {
+        return;
+    }
+    let tmp = setup("field-https-refused");
+    let d = tmp.path();
+    private_ca(d);
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::copy(d.join("v11.fwi"), www.join("u.fwi")).unwrap();
+    std::fs::write(d.join("old.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    for args in [
+        "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout old.key -out old.csr -subj /CN=127.0.0.1",
+        "x509 -req -in old.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out old.pem -days -1 -extfile old.ext",
+    ] {
+        let out = Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args}: {}", show(&out));
+    }
+    let limit = Duration::from_secs(120);
+    let args = ["--retries", "0", "--ca", "ca.pem"];
+    let expired = Nginx::start_tls(&www, &d.join("old.pem"), &d.join("old.key")).unwrap();
+    let out = apply(d, &expired.url("u.fwi"), &args, limit);
+    assert_source_failure(d, &out, "expired certificate", &["expired"]);
+    drop(expired);
+    // Only RSA key exchange, which rustls does not speak: nginx ends the
+    // handshake with a handshake_failure alert.
+    let alert = Nginx::start_tls_with(
+        &www,
+        &d.join("srv.pem"),
+        &d.join("srv.key"),
+        "ssl_protocols TLSv1.2; ssl_ciphers AES128-SHA;",
+    )
+    .unwrap();
+    let out = apply(d, &alert.url("u.fwi"), &args, limit);
+    assert_source_failure(d, &out, "TLS alert", &["fatal alert"]);
+    drop(alert);
+    let plain = Nginx::start(&www).unwrap();
+    let url = plain.url("u.fwi").replace("http://", "https://");
+    let out = apply(d, &url, &args, limit);
+    assert_source_failure(d, &out, "plain http on https", &["corrupt message"]);
+    assert_eq!(plain.body_bytes_for("/u.fwi"), 0);
+}
