@@ -613,6 +613,16 @@ impl Config {
                         "`{v}`: mount options are comma-separated, without spaces"
                     ));
                 }
+                // The kernel reads `rw` in mount data as clearing the
+                // superblock's read-only flag: the slot's filesystem would
+                // write its superblock and journal though the mount is
+                // read-only. A quote would swallow the words after
+                // `rootflags=` on a kexec'd kernel's command line.
+                if v.split(',').any(|o| o == "rw") || v.contains('"') {
+                    return Err(format!(
+                        "`{v}`: the slot is mounted read-only (no rw, no quotes)"
+                    ));
+                }
                 self.root_flags = v.to_string();
             }
             "init" => self.init = path(v)?.to_string_lossy().into_owned(),
@@ -636,7 +646,16 @@ impl Config {
             "fallback_below_floor" => {
                 self.fallback_below_floor = v.parse().map_err(|e: updater::Error| e.to_string())?
             }
-            "watchdog" => self.watchdog = if v == "none" { None } else { Some(path(v)?) },
+            // Only the names the kernel gives watchdogs in devtmpfs: every
+            // ping writes to the device, and `fwpack.watchdog=` could
+            // otherwise name a disk (its first sectors).
+            "watchdog" => {
+                self.watchdog = match v.strip_prefix("/dev/watchdog") {
+                    _ if v == "none" => None,
+                    Some(n) if n.bytes().all(|c| c.is_ascii_digit()) => Some(v.into()),
+                    _ => return Err(format!("`{v}`: expected /dev/watchdog[N] or none")),
+                }
+            }
             "watchdog_timeout" => self.watchdog_timeout = parse_seconds(v)?,
             "efi_boot_entries" => {
                 let n: Vec<u16> = v
@@ -1028,6 +1047,32 @@ board = qemu-x86_64
         assert_eq!(changed, vec!["tries=1", "on_failure=poweroff"]);
         assert_eq!((c.tries, c.on_failure), (1, Action::PowerOff));
         assert!(c.apply_cmdline("fwpack.bogus=1").is_err());
+        // Not protected, but no override may make the slot writable.
+        for w in [
+            "fwpack.root_flags=rw",
+            "fwpack.root_flags=noload,rw",
+            "fwpack.root_flags=\"x",
+        ] {
+            assert!(c.apply_cmdline(w).is_err(), "{w}");
+        }
+        assert!(c.apply_cmdline("fwpack.root_flags=noload,ro").is_ok());
+        for w in [
+            "/dev/vda",
+            "/dev/watchdog/../vda",
+            "/run/x",
+            "/dev/watchdog0x",
+        ] {
+            assert!(
+                c.apply_cmdline(&format!("fwpack.watchdog={w}")).is_err(),
+                "{w}"
+            );
+        }
+        for w in ["/dev/watchdog", "/dev/watchdog1", "none"] {
+            assert!(
+                c.apply_cmdline(&format!("fwpack.watchdog={w}")).is_ok(),
+                "{w}"
+            );
+        }
         assert!(c.apply_cmdline("fwpack.tries=x").is_err());
     }
 
