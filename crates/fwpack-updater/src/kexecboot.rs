@@ -106,7 +106,7 @@ fn read_slot_files() -> Result<SlotFiles, String> {
                 .map_err(|e| format!("/{BOOT_DIR}/cmdline in the slot: {e}"))?;
             let text = String::from_utf8(text)
                 .map_err(|_| format!("/{BOOT_DIR}/cmdline in the slot is not UTF-8"))?;
-            parse_cmdline_file(&text)
+            parse_cmdline_file(&text).map_err(|e| format!("/{BOOT_DIR}/cmdline in the slot {e}"))?
         }
     };
     Ok(SlotFiles {
@@ -118,12 +118,21 @@ fn read_slot_files() -> Result<SlotFiles, String> {
 }
 
 /// The `cmdline` file: words over any number of lines, `#` comments.
-pub fn parse_cmdline_file(text: &str) -> String {
-    text.lines()
+/// Refused: what would make the kernel's parser swallow the words
+/// [`slot_cmdline`] appends (`panic=N`, the root, `ro`, the marker) — an
+/// unbalanced `"` (the rest of the line becomes one value) or a `--`
+/// word (the rest goes to init as arguments).
+pub fn parse_cmdline_file(text: &str) -> Result<String, String> {
+    let words: Vec<&str> = text
+        .lines()
         .map(|l| l.split('#').next().unwrap_or_default())
         .flat_map(str::split_whitespace)
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect();
+    let quotes = words.iter().flat_map(|w| w.bytes()).filter(|&b| b == b'"');
+    if words.contains(&"--") || quotes.count() % 2 == 1 {
+        return Err("has `--` or an odd `\"`, which hide the words fwpack appends".into());
+    }
+    Ok(words.join(" "))
 }
 
 /// How the slot kernel finds its root filesystem.
@@ -415,9 +424,23 @@ mod tests {
     #[test]
     fn cmdline_file_words_and_comments() {
         assert_eq!(
-            parse_cmdline_file("# slot kernel\nconsole=ttyS0  quiet\n\nmarker=v2 # why\n"),
+            parse_cmdline_file("# slot kernel\nconsole=ttyS0  quiet\n\nmarker=v2 # why\n").unwrap(),
             "console=ttyS0 quiet marker=v2"
         );
+        // Balanced quotes pass; what would hide the generated words does not.
+        assert_eq!(
+            parse_cmdline_file("dyndbg=\"file a.c +p\"\n").unwrap(),
+            "dyndbg=\"file a.c +p\""
+        );
+        assert_eq!(parse_cmdline_file("quiet # \"x\n").unwrap(), "quiet");
+        for bad in [
+            "quiet x=\"a\n",
+            "quiet -- single",
+            "a=\"b\" c=\"",
+            "x\n--\n",
+        ] {
+            assert!(parse_cmdline_file(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
