@@ -104,9 +104,10 @@ fn read_slot_files() -> Result<SlotFiles, String> {
         Some(fd) => {
             let text = kexec::read_regular(&fd_path(&fd), "cmdline", MAX_CMDLINE_FILE)
                 .map_err(|e| format!("/{BOOT_DIR}/cmdline in the slot: {e}"))?;
-            let text = String::from_utf8(text)
-                .map_err(|_| format!("/{BOOT_DIR}/cmdline in the slot is not UTF-8"))?;
-            parse_cmdline_file(&text).map_err(|e| format!("/{BOOT_DIR}/cmdline in the slot {e}"))?
+            String::from_utf8(text)
+                .map_err(|_| "is not UTF-8")
+                .and_then(|t| parse_cmdline_file(&t))
+                .map_err(|e| format!("/{BOOT_DIR}/cmdline in the slot {e}"))?
         }
     };
     Ok(SlotFiles {
@@ -122,7 +123,7 @@ fn read_slot_files() -> Result<SlotFiles, String> {
 /// [`slot_cmdline`] appends (`panic=N`, the root, `ro`, the marker) — an
 /// unbalanced `"` (the rest of the line becomes one value) or a `--`
 /// word (the rest goes to init as arguments).
-pub fn parse_cmdline_file(text: &str) -> Result<String, String> {
+pub fn parse_cmdline_file(text: &str) -> Result<String, &'static str> {
     let words: Vec<&str> = text
         .lines()
         .map(|l| l.split('#').next().unwrap_or_default())
@@ -130,7 +131,7 @@ pub fn parse_cmdline_file(text: &str) -> Result<String, String> {
         .collect();
     let quotes = words.iter().flat_map(|w| w.bytes()).filter(|&b| b == b'"');
     if words.contains(&"--") || quotes.count() % 2 == 1 {
-        return Err("has `--` or an odd `\"`, which hide the words fwpack appends".into());
+        return Err("has `--` or an odd `\"`, which hide the words fwpack appends");
     }
     Ok(words.join(" "))
 }
