@@ -302,7 +302,16 @@ pub fn boot(
                 log!("kexec into slot {slot}'s kernel");
                 // The console UART still holds our last lines: the next
                 // kernel resets it (seen on raspi3b cutting lines short).
-                let _ = rustix::termios::tcdrain(rustix::stdio::stderr());
+                // Not tcdrain: it waits without end on a console whose
+                // output is stopped (XOFF, flow control); up to 1 s here.
+                for _ in 0..50 {
+                    let mut queued: libc::c_int = 0;
+                    // SAFETY: TIOCOUTQ writes one int to the pointer.
+                    if unsafe { libc::ioctl(2, libc::TIOCOUTQ, &mut queued) } != 0 || queued == 0 {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
                 let e = kexec::execute();
                 return Err(format!("executing slot {slot}'s kernel: {e}"));
             }
