@@ -8,10 +8,27 @@
 //! read by `updater::keyvalue`, the one parser of fwpack's `key = value`
 //! files.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub const DEFAULT_PATH: &str = "/etc/fwpack/updater.conf";
+
+/// The kernel command line (`/proc/cmdline`). At most 64 KiB of it are
+/// read (the kernel's own limit is a few KiB; this reader does not lean
+/// on it), and bytes that are not UTF-8 are replaced: one stray byte then
+/// costs its own word (a `fwpack.*` word with one is refused: safe mode),
+/// where `read_to_string` failed as a whole and every override, refusal
+/// and the slot-stage marker went unseen.
+pub fn kernel_cmdline() -> String {
+    std::fs::File::open("/proc/cmdline").map_or_else(|_| String::new(), cmdline_text)
+}
+
+fn cmdline_text(r: impl Read) -> String {
+    let mut b = Vec::new();
+    let _ = r.take(64 << 10).read_to_end(&mut b);
+    String::from_utf8_lossy(&b).into_owned()
+}
 
 /// A block device named by path or by an identifier resolved at boot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1034,6 +1051,40 @@ board = qemu-x86_64
                 dir: "/fw".into()
             })
         );
+    }
+
+    #[test]
+    fn hostile_kernel_command_lines() {
+        // Non-UTF-8: the other words still count, the bad one is refused.
+        let t = cmdline_text(&b"quiet \xff\xfe fwpack.tries=1"[..]);
+        let (mut c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert_eq!(c.apply_cmdline(&t).unwrap(), vec!["tries=1"]);
+        let t = cmdline_text(&b"fwpack.tries=\xff1"[..]);
+        assert!(c.apply_cmdline(&t).is_err());
+        // Bounded, whatever /proc says.
+        let big = std::io::repeat(b'x').take(1 << 30);
+        assert_eq!(cmdline_text(big).len(), 64 << 10);
+        // NUL, quotes, empty values, repeats, overflowing numbers.
+        for bad in [
+            "fwpack.tries=1\0",
+            "fwpack.tries=\"2\"",
+            "fwpack.tries=",
+            "fwpack.tries=256",
+            "fwpack.device_timeout=18446744073709551616",
+            "fwpack.device_timeout=-1",
+            "fwpack.device_timeout=0x10",
+            "fwpack.device_timeout=0",
+            "fwpack.device_timeout=9223372036854775808",
+            "fwpack.kexec_panic=0",
+            "fwpack.console=../dev/vda",
+            "fwpack.unknown=1",
+            "fwpack.=1",
+        ] {
+            assert!(c.clone().apply_cmdline(bad).is_err(), "{bad:?}");
+        }
+        // The last of repeated words wins, as in the kernel.
+        c.apply_cmdline("fwpack.tries=3 fwpack.tries=4").unwrap();
+        assert_eq!(c.tries, 4);
     }
 
     #[test]

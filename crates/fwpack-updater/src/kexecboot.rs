@@ -256,7 +256,7 @@ fn load_mounted(
             )))
         }
     };
-    let bootstrap = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let bootstrap = crate::config::kernel_cmdline();
     let spec = kexec::BootSpec {
         kernel: fd_path(&files.kernel),
         initrd: files.initrd.as_ref().map(fd_path),
