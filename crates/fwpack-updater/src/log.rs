@@ -43,8 +43,7 @@ pub fn init() {
 
 /// Logs one event line.
 pub fn line(msg: &str) {
-    // Multi-line messages (error chains) stay one line per event.
-    let msg = msg.replace('\n', " / ");
+    let msg = one_line(msg);
     console(
         rustix::stdio::stderr(),
         format!("fwpack-updater: {msg}\n").as_bytes(),
@@ -60,6 +59,14 @@ pub fn line(msg: &str) {
             let _ = k.write_all(rec.as_bytes());
         }
     }
+}
+
+/// Multi-line messages (error chains) stay one line per event; other
+/// control characters (ESC, CR) are shown as `?`: messages carry file
+/// names from an images partition and command-line words, which must not
+/// rewrite or hide what the console shows.
+fn one_line(msg: &str) -> String {
+    msg.replace('\n', " / ").replace(char::is_control, "?")
 }
 
 /// Set when a line did not fit within its wait, cleared by one that did.
@@ -150,6 +157,14 @@ mod tests {
         }
         console(slave.as_fd(), b"again\n");
         assert!(!STUCK.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_line_is_one_line_without_terminal_controls() {
+        assert_eq!(
+            one_line("update /mnt/\x1b[2Jx\r.fwi refused:\nbad"),
+            "update /mnt/?[2Jx?.fwi refused: / bad"
+        );
     }
 
     #[test]
