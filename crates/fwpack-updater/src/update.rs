@@ -45,11 +45,16 @@ pub fn trusted_keys(dir: &Path) -> Result<TrustedKeys, String> {
     Ok(keys)
 }
 
+/// More update images than any device needs to choose from.
+const MAX_IMAGES: usize = 64;
+
 /// The `*.fwi` files of a directory, in name order: regular files only,
 /// as the directory entry says (no symlink followed). The images
 /// partition is outside media: a FIFO named `x.fwi` would hang the open
 /// for good, a symlink to `/dev/console` the first read, and one to
 /// `/dev/watchdog0` would arm the watchdog just by being opened.
+/// At most [`MAX_IMAGES`] of them (in directory order), so a stick with
+/// a million files costs neither memory nor hours on every boot.
 fn images_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
@@ -57,6 +62,7 @@ fn images_in(dir: &Path) -> Vec<PathBuf> {
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|e| e == "fwi"))
+                .take(MAX_IMAGES)
                 .collect()
         })
         .unwrap_or_default();
@@ -400,6 +406,11 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         std::os::unix::fs::symlink("/dev/console", dir.join("c.fwi")).unwrap();
         assert_eq!(images_in(&dir), vec![dir.join("a.fwi")]);
+        // Bounded, however many there are.
+        for i in 0..MAX_IMAGES + 10 {
+            std::fs::write(dir.join(format!("n{i}.fwi")), b"").unwrap();
+        }
+        assert_eq!(images_in(&dir).len(), MAX_IMAGES);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
