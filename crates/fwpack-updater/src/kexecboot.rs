@@ -158,7 +158,11 @@ pub fn slot_cmdline(cfg: &Config, own: &str, bootstrap: &str, root: &Root, slot:
         w.extend(
             bootstrap
                 .split_whitespace()
-                .filter(|x| x.starts_with("console=") || x.starts_with("earlycon"))
+                // A quoted value was split at its spaces by our parser:
+                // half of it would swallow the words below.
+                .filter(|x| {
+                    (x.starts_with("console=") || x.starts_with("earlycon")) && !x.contains('"')
+                })
                 .map(str::to_string),
         );
     }
@@ -467,6 +471,15 @@ mod tests {
             c,
             "quiet root=/dev/sda1 console=ttyS0,115200 root=PARTUUID=0f3a7e57-02 rootfstype=ext4 rootwait ro panic=7 fwpack.slot=B"
         );
+        // Half of a quoted bootstrap word is not copied.
+        let c = slot_cmdline(
+            &cfg(),
+            "",
+            "console=\"ttyS0 x\" earlycon",
+            &Root::Range,
+            Slot::A,
+        );
+        assert_eq!(c, "earlycon ro panic=7 fwpack.slot=A");
         // The slot's own console wins over the bootstrap's.
         let c = slot_cmdline(
             &cfg(),
