@@ -306,12 +306,20 @@ pub fn boot(
                 log!("kexec into slot {slot}'s kernel");
                 // The console UART still holds our last lines: the next
                 // kernel resets it (seen on raspi3b cutting lines short).
-                // Not tcdrain: it waits without end on a console whose
-                // output is stopped (XOFF, flow control); up to 1 s here.
+                // Not tcdrain, which waits without end while output is
+                // stopped (XOFF, flow control): up to 1 s for the queue
+                // (TIOCOUTQ) and the UART's transmitter (TIOCSERGETLSR,
+                // serial ports only) to empty.
                 for _ in 0..50 {
-                    let mut queued: libc::c_int = 0;
-                    // SAFETY: TIOCOUTQ writes one int to the pointer.
-                    if unsafe { libc::ioctl(2, libc::TIOCOUTQ, &mut queued) } != 0 || queued == 0 {
+                    let (mut queued, mut lsr): (libc::c_int, libc::c_uint) = (0, 1);
+                    // SAFETY: each ioctl writes one int to its pointer; a
+                    // failing one leaves the default (empty).
+                    unsafe {
+                        libc::ioctl(2, libc::TIOCOUTQ, &mut queued);
+                        libc::ioctl(2, libc::TIOCSERGETLSR, &mut lsr);
+                    }
+                    // TIOCSER_TEMT
+                    if queued <= 0 && lsr & 1 != 0 {
                         break;
                     }
                     std::thread::sleep(std::time::Duration::from_millis(20));
