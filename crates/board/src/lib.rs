@@ -475,11 +475,14 @@ impl Board {
             return Err("ram.initramfs_budget_mib must be > 0 and below ram.total_mib".into());
         }
         if let Some(w) = &self.watchdog {
-            if w.module.is_empty()
-                || !w.device.starts_with("/dev/")
-                || !(1..=3600).contains(&w.timeout_s)
-            {
-                return Err("watchdog: module must be named, device must be under /dev/, timeout_s must be 1..=3600".into());
+            // The device updater takes no other name (fwpack-updater's
+            // config.rs): refused here, not as a safe-mode boot.
+            let wd_name = w
+                .device
+                .strip_prefix("/dev/watchdog")
+                .is_some_and(|n| n.bytes().all(|c| c.is_ascii_digit()));
+            if w.module.is_empty() || !wd_name || !(1..=3600).contains(&w.timeout_s) {
+                return Err("watchdog: module must be named, device must be /dev/watchdog or /dev/watchdogN, timeout_s must be 1..=3600".into());
             }
         }
         if self.kernel.boot == KernelBoot::EfiAb && self.disk.table != "gpt" {
@@ -626,6 +629,16 @@ mod tests {
             .replace("machine: x86_64", "machine: sparc");
         let err = Board::parse(&text, Path::new("qemu-x86_64.yaml")).unwrap_err();
         assert!(err.to_string().contains("updater.machine `sparc`"), "{err}");
+        let base = std::fs::read_to_string(configs().join("qemu-x86_64.yaml")).unwrap();
+        for (dev, ok) in [
+            ("/dev/watchdog1", true),
+            ("/dev/vda", false),
+            ("/dev/watchdog/x", false),
+        ] {
+            let t = format!("{base}\nwatchdog:\n  module: i6300esb\n  device: {dev}\n");
+            let r = Board::parse(&t, Path::new("qemu-x86_64.yaml"));
+            assert_eq!(r.is_ok(), ok, "{dev}: {:?}", r.err().map(|e| e.to_string()));
+        }
         let err = Board::find(&configs(), "rpi-zero3").unwrap_err();
         assert!(
             err.to_string().contains("unknown board `rpi-zero3`"),

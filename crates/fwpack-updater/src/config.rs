@@ -8,10 +8,27 @@
 //! read by `updater::keyvalue`, the one parser of fwpack's `key = value`
 //! files.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub const DEFAULT_PATH: &str = "/etc/fwpack/updater.conf";
+
+/// The kernel command line (`/proc/cmdline`). At most 64 KiB of it are
+/// read (the kernel's own limit is a few KiB; this reader does not lean
+/// on it), and bytes that are not UTF-8 are replaced: one stray byte then
+/// costs its own word (a `fwpack.*` word with one is refused: safe mode),
+/// where `read_to_string` failed as a whole and every override, refusal
+/// and the slot-stage marker went unseen.
+pub fn kernel_cmdline() -> String {
+    std::fs::File::open("/proc/cmdline").map_or_else(|_| String::new(), cmdline_text)
+}
+
+fn cmdline_text(r: impl Read) -> String {
+    let mut b = Vec::new();
+    let _ = r.take(64 << 10).read_to_end(&mut b);
+    String::from_utf8_lossy(&b).into_owned()
+}
 
 /// A block device named by path or by an identifier resolved at boot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -613,6 +630,16 @@ impl Config {
                         "`{v}`: mount options are comma-separated, without spaces"
                     ));
                 }
+                // The kernel reads `rw` in mount data as clearing the
+                // superblock's read-only flag: the slot's filesystem would
+                // write its superblock and journal though the mount is
+                // read-only. A quote would swallow the words after
+                // `rootflags=` on a kexec'd kernel's command line.
+                if v.split(',').any(|o| o == "rw") || v.contains('"') {
+                    return Err(format!(
+                        "`{v}`: the slot is mounted read-only (no rw, no quotes)"
+                    ));
+                }
                 self.root_flags = v.to_string();
             }
             "init" => self.init = path(v)?.to_string_lossy().into_owned(),
@@ -636,7 +663,16 @@ impl Config {
             "fallback_below_floor" => {
                 self.fallback_below_floor = v.parse().map_err(|e: updater::Error| e.to_string())?
             }
-            "watchdog" => self.watchdog = if v == "none" { None } else { Some(path(v)?) },
+            // Only the names the kernel gives watchdogs in devtmpfs: every
+            // ping writes to the device, and `fwpack.watchdog=` could
+            // otherwise name a disk (its first sectors).
+            "watchdog" => {
+                self.watchdog = match v.strip_prefix("/dev/watchdog") {
+                    _ if v == "none" => None,
+                    Some(n) if n.bytes().all(|c| c.is_ascii_digit()) => Some(v.into()),
+                    _ => return Err(format!("`{v}`: expected /dev/watchdog[N] or none")),
+                }
+            }
             "watchdog_timeout" => self.watchdog_timeout = parse_seconds(v)?,
             "efi_boot_entries" => {
                 let n: Vec<u16> = v
@@ -1018,6 +1054,40 @@ board = qemu-x86_64
     }
 
     #[test]
+    fn hostile_kernel_command_lines() {
+        // Non-UTF-8: the other words still count, the bad one is refused.
+        let t = cmdline_text(&b"quiet \xff\xfe fwpack.tries=1"[..]);
+        let (mut c, _) = Config::parse("target = /dev/vda\n").unwrap();
+        assert_eq!(c.apply_cmdline(&t).unwrap(), vec!["tries=1"]);
+        let t = cmdline_text(&b"fwpack.tries=\xff1"[..]);
+        assert!(c.apply_cmdline(&t).is_err());
+        // Bounded, whatever /proc says.
+        let big = std::io::repeat(b'x').take(1 << 30);
+        assert_eq!(cmdline_text(big).len(), 64 << 10);
+        // NUL, quotes, empty values, repeats, overflowing numbers.
+        for bad in [
+            "fwpack.tries=1\0",
+            "fwpack.tries=\"2\"",
+            "fwpack.tries=",
+            "fwpack.tries=256",
+            "fwpack.device_timeout=18446744073709551616",
+            "fwpack.device_timeout=-1",
+            "fwpack.device_timeout=0x10",
+            "fwpack.device_timeout=0",
+            "fwpack.device_timeout=9223372036854775808",
+            "fwpack.kexec_panic=0",
+            "fwpack.console=../dev/vda",
+            "fwpack.unknown=1",
+            "fwpack.=1",
+        ] {
+            assert!(c.clone().apply_cmdline(bad).is_err(), "{bad:?}");
+        }
+        // The last of repeated words wins, as in the kernel.
+        c.apply_cmdline("fwpack.tries=3 fwpack.tries=4").unwrap();
+        assert_eq!(c.tries, 4);
+    }
+
+    #[test]
     fn cmdline_overrides() {
         let (mut c, _) = Config::parse("target = /dev/vda\n").unwrap();
         let changed = c
@@ -1028,6 +1098,32 @@ board = qemu-x86_64
         assert_eq!(changed, vec!["tries=1", "on_failure=poweroff"]);
         assert_eq!((c.tries, c.on_failure), (1, Action::PowerOff));
         assert!(c.apply_cmdline("fwpack.bogus=1").is_err());
+        // Not protected, but no override may make the slot writable.
+        for w in [
+            "fwpack.root_flags=rw",
+            "fwpack.root_flags=noload,rw",
+            "fwpack.root_flags=\"x",
+        ] {
+            assert!(c.apply_cmdline(w).is_err(), "{w}");
+        }
+        assert!(c.apply_cmdline("fwpack.root_flags=noload,ro").is_ok());
+        for w in [
+            "/dev/vda",
+            "/dev/watchdog/../vda",
+            "/run/x",
+            "/dev/watchdog0x",
+        ] {
+            assert!(
+                c.apply_cmdline(&format!("fwpack.watchdog={w}")).is_err(),
+                "{w}"
+            );
+        }
+        for w in ["/dev/watchdog", "/dev/watchdog1", "none"] {
+            assert!(
+                c.apply_cmdline(&format!("fwpack.watchdog={w}")).is_ok(),
+                "{w}"
+            );
+        }
         assert!(c.apply_cmdline("fwpack.tries=x").is_err());
     }
 

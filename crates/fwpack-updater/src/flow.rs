@@ -82,7 +82,7 @@ fn load_config() -> Result<Config, String> {
             return Ok(cfg);
         }
     };
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmdline = crate::config::kernel_cmdline();
     // On a copy: a refused word must not leave the words before it applied.
     let mut with = cfg.clone();
     match with.apply_cmdline(&cmdline) {
@@ -125,7 +125,7 @@ fn boot(cfg: &Config, signals: &mut Signals, init: &InitArgs) -> Result<Infallib
             .ok()
     });
     // Booted by kexec for a slot (this initramfs is the slot kernel's own).
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmdline = crate::config::kernel_cmdline();
     if let Some(slot) = kexecboot::staged_slot(&cmdline) {
         return kexecboot::slot_stage(cfg, &disk, slot?, init);
     }

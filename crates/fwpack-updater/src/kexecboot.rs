@@ -104,9 +104,10 @@ fn read_slot_files() -> Result<SlotFiles, String> {
         Some(fd) => {
             let text = kexec::read_regular(&fd_path(&fd), "cmdline", MAX_CMDLINE_FILE)
                 .map_err(|e| format!("/{BOOT_DIR}/cmdline in the slot: {e}"))?;
-            let text = String::from_utf8(text)
-                .map_err(|_| format!("/{BOOT_DIR}/cmdline in the slot is not UTF-8"))?;
-            parse_cmdline_file(&text)
+            String::from_utf8(text)
+                .map_err(|_| "is not UTF-8")
+                .and_then(|t| parse_cmdline_file(&t))
+                .map_err(|e| format!("/{BOOT_DIR}/cmdline in the slot {e}"))?
         }
     };
     Ok(SlotFiles {
@@ -118,12 +119,21 @@ fn read_slot_files() -> Result<SlotFiles, String> {
 }
 
 /// The `cmdline` file: words over any number of lines, `#` comments.
-pub fn parse_cmdline_file(text: &str) -> String {
-    text.lines()
+/// Refused: what would make the kernel's parser swallow the words
+/// [`slot_cmdline`] appends (`panic=N`, the root, `ro`, the marker) — an
+/// unbalanced `"` (the rest of the line becomes one value) or a `--`
+/// word (the rest goes to init as arguments).
+pub fn parse_cmdline_file(text: &str) -> Result<String, &'static str> {
+    let words: Vec<&str> = text
+        .lines()
         .map(|l| l.split('#').next().unwrap_or_default())
         .flat_map(str::split_whitespace)
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect();
+    let quotes = words.iter().flat_map(|w| w.bytes()).filter(|&b| b == b'"');
+    if words.contains(&"--") || quotes.count() % 2 == 1 {
+        return Err("has `--` or an odd `\"`, which hide the words fwpack appends");
+    }
+    Ok(words.join(" "))
 }
 
 /// How the slot kernel finds its root filesystem.
@@ -148,7 +158,11 @@ pub fn slot_cmdline(cfg: &Config, own: &str, bootstrap: &str, root: &Root, slot:
         w.extend(
             bootstrap
                 .split_whitespace()
-                .filter(|x| x.starts_with("console=") || x.starts_with("earlycon"))
+                // A quoted value was split at its spaces by our parser:
+                // half of it would swallow the words below.
+                .filter(|x| {
+                    (x.starts_with("console=") || x.starts_with("earlycon")) && !x.contains('"')
+                })
                 .map(str::to_string),
         );
     }
@@ -246,7 +260,7 @@ fn load_mounted(
             )))
         }
     };
-    let bootstrap = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let bootstrap = crate::config::kernel_cmdline();
     let spec = kexec::BootSpec {
         kernel: fd_path(&files.kernel),
         initrd: files.initrd.as_ref().map(fd_path),
@@ -292,7 +306,24 @@ pub fn boot(
                 log!("kexec into slot {slot}'s kernel");
                 // The console UART still holds our last lines: the next
                 // kernel resets it (seen on raspi3b cutting lines short).
-                let _ = rustix::termios::tcdrain(rustix::stdio::stderr());
+                // Not tcdrain, which waits without end while output is
+                // stopped (XOFF, flow control): up to 1 s for the queue
+                // (TIOCOUTQ) and the UART's transmitter (TIOCSERGETLSR,
+                // serial ports only) to empty.
+                for _ in 0..50 {
+                    let (mut queued, mut lsr): (libc::c_int, libc::c_uint) = (0, 1);
+                    // SAFETY: each ioctl writes one int to its pointer; a
+                    // failing one leaves the default (empty).
+                    unsafe {
+                        libc::ioctl(2, libc::TIOCOUTQ, &mut queued);
+                        libc::ioctl(2, libc::TIOCSERGETLSR, &mut lsr);
+                    }
+                    // TIOCSER_TEMT
+                    if queued <= 0 && lsr & 1 != 0 {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
                 let e = kexec::execute();
                 return Err(format!("executing slot {slot}'s kernel: {e}"));
             }
@@ -415,9 +446,23 @@ mod tests {
     #[test]
     fn cmdline_file_words_and_comments() {
         assert_eq!(
-            parse_cmdline_file("# slot kernel\nconsole=ttyS0  quiet\n\nmarker=v2 # why\n"),
+            parse_cmdline_file("# slot kernel\nconsole=ttyS0  quiet\n\nmarker=v2 # why\n").unwrap(),
             "console=ttyS0 quiet marker=v2"
         );
+        // Balanced quotes pass; what would hide the generated words does not.
+        assert_eq!(
+            parse_cmdline_file("dyndbg=\"file a.c +p\"\n").unwrap(),
+            "dyndbg=\"file a.c +p\""
+        );
+        assert_eq!(parse_cmdline_file("quiet # \"x\n").unwrap(), "quiet");
+        for bad in [
+            "quiet x=\"a\n",
+            "quiet -- single",
+            "a=\"b\" c=\"",
+            "x\n--\n",
+        ] {
+            assert!(parse_cmdline_file(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -434,6 +479,15 @@ mod tests {
             c,
             "quiet root=/dev/sda1 console=ttyS0,115200 root=PARTUUID=0f3a7e57-02 rootfstype=ext4 rootwait ro panic=7 fwpack.slot=B"
         );
+        // Half of a quoted bootstrap word is not copied.
+        let c = slot_cmdline(
+            &cfg(),
+            "",
+            "console=\"ttyS0 x\" earlycon",
+            &Root::Range,
+            Slot::A,
+        );
+        assert_eq!(c, "earlycon ro panic=7 fwpack.slot=A");
         // The slot's own console wins over the bootstrap's.
         let c = slot_cmdline(
             &cfg(),

@@ -75,8 +75,12 @@ fn mount(
 /// console cannot be opened, so that later files never land on fds 0–2).
 /// The kernel already did this if the initramfs has /dev/console; doing
 /// it again after devtmpfs is mounted covers images without the node.
+///
+/// Non-blocking, as is a configured console ([`attach_tty`]): log lines
+/// must not hang PID 1 on a console that takes no more (`log::console`);
+/// [`crate::switchroot`] makes it blocking again for the slot's init.
 fn attach_console(console: &str, or_null: bool) -> Result<(), String> {
-    let flags = OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let flags = OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC | OFlags::NONBLOCK;
     let fd: OwnedFd = match rustix::fs::open(console, flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(e) if !or_null => return Err(format!("opening {console}: {e}")),
@@ -100,7 +104,7 @@ fn attach_console(console: &str, or_null: bool) -> Result<(), String> {
 /// same inode is opened through the `O_PATH` descriptor (no second path
 /// lookup to race) with `O_NOCTTY|O_NONBLOCK` (a modem line without
 /// carrier must not hang PID 1), and `TCGETS` confirms a terminal driver
-/// answers.
+/// answers. It stays non-blocking, like `/dev/console` ([`attach_console`]).
 pub fn attach_tty(console: &str) -> Result<(), String> {
     use rustix::fs::FileType;
     let path = rustix::fs::open(
@@ -127,8 +131,6 @@ pub fn attach_tty(console: &str) -> Result<(), String> {
     )
     .map_err(|e| format!("opening {console}: {e}"))?;
     rustix::termios::tcgetattr(&fd).map_err(|e| format!("{console} is not a terminal: {e}"))?;
-    let fl = rustix::fs::fcntl_getfl(&fd).map_err(|e| format!("{console}: {e}"))?;
-    rustix::fs::fcntl_setfl(&fd, fl - OFlags::NONBLOCK).map_err(|e| format!("{console}: {e}"))?;
     dup_to_stdio(&fd)
 }
 

@@ -144,6 +144,11 @@ pub fn switch_root(init: &str, with: &InitArgs) -> Result<Infallible, String> {
     rustix::process::chroot(".").map_err(|e| format!("chroot: {e}"))?;
     rustix::process::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     sys::unblock_all();
+    // PID 1 wrote its console non-blocking (pid1.rs); its init reads and
+    // writes it as any program does. fds 0-2 share the one description.
+    if let Ok(fl) = rustix::fs::fcntl_getfl(rustix::stdio::stdin()) {
+        let _ = rustix::fs::fcntl_setfl(rustix::stdio::stdin(), fl - OFlags::NONBLOCK);
+    }
     // PID 1 is the only thread: setting the environment the exec passes
     // on is sound here, and smaller than Command's own environment map.
     for (k, _) in std::env::vars_os() {

@@ -45,13 +45,24 @@ pub fn trusted_keys(dir: &Path) -> Result<TrustedKeys, String> {
     Ok(keys)
 }
 
-/// The `*.fwi` files of a directory, in name order.
+/// More update images than any device needs to choose from.
+const MAX_IMAGES: usize = 64;
+
+/// The `*.fwi` files of a directory, in name order: regular files only,
+/// as the directory entry says (no symlink followed). The images
+/// partition is outside media: a FIFO named `x.fwi` would hang the open
+/// for good, a symlink to `/dev/console` the first read, and one to
+/// `/dev/watchdog0` would arm the watchdog just by being opened.
+/// At most [`MAX_IMAGES`] of them (in directory order), so a stick with
+/// a million files costs neither memory nor hours on every boot.
 fn images_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|e| e == "fwi"))
+                .take(MAX_IMAGES)
                 .collect()
         })
         .unwrap_or_default();
@@ -167,7 +178,11 @@ pub fn check_and_apply(
                 &dev,
                 IMAGES_MNT,
                 fstype.as_str(),
-                rustix::mount::MountFlags::RDONLY,
+                // nodev: a device node on the stick opens nothing.
+                rustix::mount::MountFlags::RDONLY
+                    | rustix::mount::MountFlags::NODEV
+                    | rustix::mount::MountFlags::NOSUID
+                    | rustix::mount::MountFlags::NOEXEC,
                 c"",
             )
             .map_err(|e| {
@@ -368,5 +383,34 @@ impl Progress {
             Event::Pending { slot, tries } => log!("slot {slot} is pending with {tries} tries"),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only regular `*.fwi` files are candidates: a FIFO (whose open
+    /// waits for a writer forever), a symlink (to a console, a watchdog)
+    /// and a directory are not opened at all.
+    #[test]
+    fn only_regular_image_files_are_opened() {
+        let dir = std::env::temp_dir().join(format!("fwpack-images-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("d.fwi")).unwrap();
+        std::fs::write(dir.join("a.fwi"), b"not an image").unwrap();
+        std::fs::write(dir.join("e.txt"), b"").unwrap();
+        let fifo = std::ffi::CString::new(dir.join("b.fwi").into_os_string().into_encoded_bytes())
+            .unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/console", dir.join("c.fwi")).unwrap();
+        assert_eq!(images_in(&dir), vec![dir.join("a.fwi")]);
+        // Bounded, however many there are.
+        for i in 0..MAX_IMAGES + 10 {
+            std::fs::write(dir.join(format!("n{i}.fwi")), b"").unwrap();
+        }
+        assert_eq!(images_in(&dir).len(), MAX_IMAGES);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
