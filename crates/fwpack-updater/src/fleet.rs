@@ -834,6 +834,16 @@ impl Device {
                     Ok(())
                 }
             }
+            Ok(Applied::Running { slot, version }) => {
+                Deferred::remove(&self.conf.state_dir)?;
+                self.close(
+                    &d.id,
+                    true,
+                    format!(
+                        "slot {slot} already runs this image (version {version}); nothing written"
+                    ),
+                )
+            }
             Ok(Applied::Oversize { fetch, len }) => self.oversize(d, fetch, len),
             Ok(Applied::Canceled { cancel, detail }) => {
                 Deferred::remove(&self.conf.state_dir)?;
@@ -1008,6 +1018,27 @@ impl Device {
             });
         }
         let len: u64 = parts.iter().map(|p| p.len).sum();
+        if !txn {
+            // An action for the image the active slot already runs (the
+            // same action offered again after its result, or a server
+            // opening a new one at every poll) would be written into the
+            // other slot and booted: a slot write and a reboot per action,
+            // forever. Equal ids are equal signed heads, so the head needs
+            // no authentication here; an unreadable one is the apply's
+            // to report.
+            let (_, area) = self.area(Access::ReadOnly)?;
+            let b = area.boot();
+            let active = b.slot(b.active);
+            if active.state == updater::bootstate::SlotState::Complete
+                && fwimage::ImageHead::read_from(&mut parts[0].image, len)
+                    .is_ok_and(|h| updater::image_id(&h) == active.image_id)
+            {
+                return Ok(Applied::Running {
+                    slot: b.active,
+                    version: active.version,
+                });
+            }
+        }
         {
             // Without a complete active slot there is no delta (the
             // engine's `Seed::Active`): the whole image is the plan, and
@@ -1247,6 +1278,11 @@ enum Applied {
     Oversize {
         fetch: u64,
         len: u64,
+    },
+    /// Not applied: the active slot `slot` already runs the image.
+    Running {
+        slot: Slot,
+        version: u64,
     },
     /// Stopped by the server's cancel action `cancel`.
     Canceled {

@@ -1299,3 +1299,61 @@ fn fleet_ddi_transaction_waits_for_the_maintenance_window() {
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].finished, "success");
 }
+
+/// A server that offers a finished action again (the same id, after its
+/// `closed` `success`): the device must not install it a second time
+/// (a slot write and a reboot per poll, forever); it repeats the result
+/// it reported instead.
+#[test]
+fn fleet_finished_action_offered_again_is_not_reinstalled() {
+    let r = rig(3);
+    r.ddi.deploy(r.action("7", None));
+    r.once_ok();
+    assert_eq!(r.reboot(), Slot::B);
+    r.mark_good(Slot::B);
+    r.once_ok();
+    assert_eq!(r.ddi.outcomes().len(), 1);
+    let a_before = r.area().1.boot().slot(Slot::A).clone();
+    // The server lost the result (or lies): the same action is open again.
+    r.ddi.deploy(r.action("7", None));
+    r.once_ok();
+    let (_, a) = r.area();
+    assert_eq!(a.boot().pending, None, "reinstalled");
+    assert_eq!(a.boot().active, Slot::B);
+    assert_eq!(a.boot().slot(Slot::A), &a_before, "slot A was written");
+    let out = r.ddi.outcomes();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[1].id, "7");
+    assert_eq!(out[1].finished, "success", "{out:?}");
+    assert!(!r.action_file().exists());
+}
+
+/// A server that opens a new action for the image the device already
+/// runs (a new id at every poll): closed `success` without a write or a
+/// reboot, not a reinstall into the other slot at each poll.
+#[test]
+fn fleet_new_action_for_the_running_image_is_not_reinstalled() {
+    let r = rig(3);
+    r.ddi.deploy(r.action("7", None));
+    r.once_ok();
+    assert_eq!(r.reboot(), Slot::B);
+    r.mark_good(Slot::B);
+    r.once_ok();
+    let a_before = r.area().1.boot().slot(Slot::A).clone();
+    for id in ["8", "9"] {
+        r.ddi.deploy(r.action(id, None));
+        r.once_ok();
+        let (_, a) = r.area();
+        assert_eq!(a.boot().pending, None, "reinstalled by action {id}");
+        assert_eq!(a.boot().slot(Slot::A), &a_before, "slot A was written");
+        let out = r.ddi.outcomes();
+        let last = out.last().unwrap();
+        assert_eq!(
+            (last.id.as_str(), last.finished.as_str()),
+            (id, "success"),
+            "{out:?}"
+        );
+        assert!(last.details[0].contains("already runs"), "{last:?}");
+        assert!(!r.action_file().exists());
+    }
+}
