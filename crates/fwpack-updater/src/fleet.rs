@@ -518,7 +518,12 @@ impl Device {
             .unwrap_or(DEFAULT_SLEEP)
             .clamp(self.conf.poll_min, self.conf.poll_max);
         if let Some(href) = &base.config_data {
-            self.put_config(href)?;
+            // Informational: a server whose configData fails (or links
+            // off its origin) must not hold every update and every
+            // result hostage; it asks again at the next poll.
+            if let Err(f) = self.put_config(href) {
+                crate::log!("fleet: configuration data not sent: {}", f.msg);
+            }
         }
         if let Some(href) = &base.cancel_action {
             self.cancel(href)?;

@@ -1357,3 +1357,22 @@ fn fleet_new_action_for_the_running_image_is_not_reinstalled() {
         assert!(!r.action_file().exists());
     }
 }
+
+/// A server whose configData resource fails (500) while it keeps asking
+/// for it: the report is lost, but the deployment is still installed and
+/// its result still reported (configData is informational; it must not
+/// hold every update and every result hostage).
+#[test]
+fn fleet_failing_config_data_does_not_block_deployments() {
+    let r = rig(3);
+    r.ddi.fail_config(500);
+    r.ddi.deploy(r.action("7", None));
+    r.once_ok();
+    assert_eq!(r.area().1.boot().pending, Some(Slot::B), "not installed");
+    assert_eq!(r.reboot(), Slot::B);
+    r.mark_good(Slot::B);
+    r.once_ok();
+    let out = r.ddi.outcomes();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].finished, "success");
+}

@@ -98,6 +98,8 @@ struct State {
     sleep: String,
     config_requested: bool,
     config: Option<Value>,
+    /// What `PUT configData` answers, when not 200 (a broken server).
+    config_status: Option<u16>,
     action: Option<Action>,
     /// The open action's chunks, when not the one `os` chunk of `action`.
     chunks: Option<Vec<Chunk>>,
@@ -193,6 +195,11 @@ impl DdiServer {
 
     pub fn request_config(&self) {
         self.with(|s| s.config_requested = true)
+    }
+
+    /// `PUT configData` answers `status` (and keeps asking for it).
+    pub fn fail_config(&self, status: u16) {
+        self.with(|s| s.config_status = Some(status))
     }
 
     pub fn config(&self) -> Option<Value> {
@@ -345,6 +352,9 @@ fn handle(
             )
         }
         ("PUT", ["configData"]) => {
+            if let Some(status) = s.config_status {
+                return (status, None);
+            }
             s.config = body;
             s.config_requested = false;
             (200, None)
