@@ -379,7 +379,7 @@ fn ddi_fail(e: ddi::Error) -> Fail {
     let code = match &e {
         ddi::Error::Source(s) if !s.is_source_failure() => 4,
         ddi::Error::Source(_) | ddi::Error::Status { .. } => cmd::SOURCE_CODE,
-        ddi::Error::Malformed { .. } | ddi::Error::Link { .. } => 4,
+        ddi::Error::Malformed { .. } | ddi::Error::Link { .. } | ddi::Error::Unreadable { .. } => 4,
         ddi::Error::Config(_) => USAGE_CODE,
     };
     Fail {
@@ -709,7 +709,15 @@ impl Device {
     }
 
     fn deploy(&self, href: &str) -> Result<(), Fail> {
-        let d = self.ddi.deployment(href).map_err(ddi_fail)?;
+        let d = match self.ddi.deployment(href) {
+            Ok(d) => d,
+            // Refused whatever the next poll brings: say so, once per
+            // poll at most, instead of failing every poll in silence.
+            Err(ddi::Error::Unreadable { id, reason }) => {
+                return self.close(&id, false, format!("refused: {reason}"))
+            }
+            Err(e) => return Err(ddi_fail(e)),
+        };
         if let Some(p) = Pending::load(&self.conf.state_dir)? {
             if p.action == d.id && p.stage == Stage::Downloaded {
                 return self.install_downloaded(&d, &p);

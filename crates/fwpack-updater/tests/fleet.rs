@@ -1376,3 +1376,21 @@ fn fleet_failing_config_data_does_not_block_deployments() {
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].finished, "success");
 }
+
+/// A deployment with a readable id but a field the client refuses (here
+/// a sha256 that is not 64 hex digits): the action is closed with
+/// `failure` naming the field, not left running while every poll fails.
+#[test]
+fn fleet_unreadable_deployment_closes_with_failure() {
+    let r = rig(3);
+    let mut a = r.action("7", None);
+    a.sha256 = "not-a-hash".into();
+    r.ddi.deploy(a);
+    r.once_ok();
+    let out = r.ddi.outcomes();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].finished, "failure");
+    assert!(out[0].details[0].contains("sha256"), "{:?}", out[0]);
+    assert_eq!(r.area().1.boot().pending, None);
+    assert_eq!(r.nginx.body_bytes_for("/v2.fwi"), 0, "fetched");
+}
