@@ -601,9 +601,21 @@ impl Device {
             "fleet: action {action}: {}: {details}",
             if ok { "success" } else { "failure" }
         );
-        self.ddi
-            .feedback(action, &Feedback::closed(ok, details))
-            .map_err(ddi_fail)?;
+        match self.ddi.feedback(action, &Feedback::closed(ok, details)) {
+            Ok(()) => {}
+            // hawkBit: 404, the action is unknown; 410, no longer active
+            // (canceled or replaced on the server). The result will never
+            // be taken, and a pending result is settled before any new
+            // deployment is looked at: kept, it would hold every later
+            // update back for good.
+            Err(ddi::Error::Status {
+                status: status @ (404 | 410),
+                ..
+            }) => crate::log!(
+                "fleet: action {action}: the server answered {status} to its result; dropped"
+            ),
+            Err(e) => return Err(ddi_fail(e)),
+        }
         Pending::remove(&self.conf.state_dir).map_err(Fail::from)
     }
 

@@ -1394,3 +1394,31 @@ fn fleet_unreadable_deployment_closes_with_failure() {
     assert_eq!(r.area().1.boot().pending, None);
     assert_eq!(r.nginx.body_bytes_for("/v2.fwi"), 0, "fetched");
 }
+
+/// The action whose result is due vanished from the server (canceled or
+/// replaced there during the trial boot: its feedback answers 410 Gone).
+/// The result cannot be delivered, but it must not be retried forever:
+/// the pending result is settled before any deployment is looked at, so
+/// the device would never take another update.
+#[test]
+fn fleet_result_for_a_vanished_action_does_not_wedge_the_device() {
+    let r = rig(3);
+    r.ddi.deploy(r.action("7", None));
+    r.once_ok();
+    assert_eq!(r.reboot(), Slot::B);
+    r.mark_good(Slot::B);
+    // Replaced on the server: feedback for 7 is now 410.
+    r.ddi.deploy(r.action("8", None));
+    for _ in 0..3 {
+        let _ = r.once();
+    }
+    assert!(
+        !r.action_file().exists(),
+        "the vanished action is still pending"
+    );
+    let out = r.ddi.outcomes();
+    assert!(
+        out.iter().any(|o| o.id == "8"),
+        "action 8 never looked at: {out:?}"
+    );
+}
