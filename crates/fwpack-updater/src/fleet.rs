@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ddi::{Auth, Ddi, DdiConfig, Deployment, Feedback, Handling, Window};
@@ -48,6 +49,9 @@ const DEFAULT_SLEEP: Duration = Duration::from_secs(300);
 const CHECKPOINT: u64 = 4 << 20;
 /// Most progress reports per download (every 10 %).
 const PROGRESS_STEP: u64 = 10;
+/// A progress report answered later than this turns the poll's others
+/// off (a loopback or LAN answer takes milliseconds).
+const SLOW_REPORT: Duration = Duration::from_secs(10);
 
 /// What an oversized download (`fleet_max_download`) gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -396,6 +400,9 @@ struct Device {
     conf: Conf,
     tries: u8,
     ddi: Ddi,
+    /// Progress reports are off for the rest of this poll (one failed or
+    /// was slow).
+    quiet: AtomicBool,
 }
 
 pub fn main(args: &[String]) -> Result<(), Fail> {
@@ -484,6 +491,7 @@ pub fn main(args: &[String]) -> Result<(), Fail> {
         tries: o.tries.unwrap_or(conf.tries),
         conf,
         ddi,
+        quiet: AtomicBool::new(false),
     };
     let mut n = 0u64;
     let mut backoff = dev.conf.poll_min;
@@ -512,6 +520,7 @@ pub fn main(args: &[String]) -> Result<(), Fail> {
 impl Device {
     /// One poll and whatever it asks for; returns the time to the next.
     fn cycle(&mut self) -> Result<Duration, Fail> {
+        self.quiet.store(false, Ordering::Relaxed);
         let base = self.ddi.poll().map_err(ddi_fail)?;
         let sleep = base
             .sleep
@@ -589,9 +598,23 @@ impl Device {
     }
 
     fn report(&self, action: &str, f: Feedback) {
-        // Progress is best effort: a lost report must not stop an install.
-        if let Err(e) = self.ddi.feedback(action, &f) {
+        // Progress is best effort: a lost report must not stop an install,
+        // nor a slow one stall it (the engine waits for each answer, up to
+        // the API deadline, a dozen times per install). After one that
+        // failed or was slow, the poll's other `proceeding` reports are
+        // skipped (`downloaded` and `scheduled`, one each at most, and
+        // the final status, `close`'s, never are).
+        if self.quiet.load(Ordering::Relaxed) && f.execution == ddi::Execution::Proceeding {
+            return;
+        }
+        let t = std::time::Instant::now();
+        let r = self.ddi.feedback(action, &f);
+        if let Err(e) = &r {
             crate::log!("fleet: feedback for action {action} not sent: {e}");
+        }
+        if r.is_err() || t.elapsed() > SLOW_REPORT {
+            crate::log!("fleet: action {action}: no more progress reports at this poll");
+            self.quiet.store(true, Ordering::Relaxed);
         }
     }
 

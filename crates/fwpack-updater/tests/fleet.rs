@@ -1422,3 +1422,19 @@ fn fleet_result_for_a_vanished_action_does_not_wedge_the_device() {
         "action 8 never looked at: {out:?}"
     );
 }
+
+/// A server that answers each progress report only after 12 s (a drip,
+/// or an overloaded one): the reports wait for their answers, so a dozen
+/// of them held the install for minutes. After one that took longer
+/// than 10 s (or failed) the rest of the poll's progress reports are
+/// skipped; the install goes on.
+#[test]
+fn fleet_slow_feedback_does_not_stall_the_install() {
+    let r = rig(3);
+    r.ddi.slow_feedback(std::time::Duration::from_secs(12));
+    r.ddi.deploy(r.action("7", None));
+    r.once_ok();
+    assert_eq!(r.area().1.boot().pending, Some(Slot::B));
+    let sent = r.ddi.feedback("7");
+    assert_eq!(sent.len(), 1, "{:?}", details(&sent));
+}

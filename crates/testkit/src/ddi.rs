@@ -100,6 +100,9 @@ struct State {
     config: Option<Value>,
     /// What `PUT configData` answers, when not 200 (a broken server).
     config_status: Option<u16>,
+    /// How long a `proceeding` deployment feedback waits for its answer
+    /// (a server that drips).
+    slow_feedback: Option<Duration>,
     action: Option<Action>,
     /// The open action's chunks, when not the one `os` chunk of `action`.
     chunks: Option<Vec<Chunk>>,
@@ -197,6 +200,12 @@ impl DdiServer {
         self.with(|s| s.config_requested = true)
     }
 
+    /// Every `proceeding` feedback on a deployment is answered only
+    /// after `d` (a slow server).
+    pub fn slow_feedback(&self, d: Duration) {
+        self.with(|s| s.slow_feedback = Some(d))
+    }
+
     /// `PUT configData` answers `status` (and keeps asking for it).
     pub fn fail_config(&self, status: u16) {
         self.with(|s| s.config_status = Some(status))
@@ -273,7 +282,7 @@ fn serve(c: TcpStream, state: &Mutex<State>) {
         return;
     }
     let body: Option<Value> = serde_json::from_slice(&body).ok();
-    let (status, reply) = {
+    let (answer, slow) = {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         s.seen.push(Seen {
             method: method.clone(),
@@ -285,8 +294,19 @@ fn serve(c: TcpStream, state: &Mutex<State>) {
             "http://{}",
             w.local_addr().map(|a| a.to_string()).unwrap_or_default()
         );
-        handle(&mut s, &origin, &method, &path, auth.as_deref(), body)
+        let slow = s.slow_feedback.filter(|_| {
+            method == "POST"
+                && path.contains("/deploymentBase/")
+                && body.as_ref().map(|b| &b["status"]["execution"]) == Some(&json!("proceeding"))
+        });
+        let answer = handle(&mut s, &origin, &method, &path, auth.as_deref(), body);
+        (answer, slow)
     };
+    let (status, reply) = answer;
+    // Outside the lock: the server goes on answering other requests.
+    if let Some(d) = slow {
+        std::thread::sleep(d);
+    }
     let text = reply.map(|v| v.to_string()).unwrap_or_default();
     let _ = write!(
         w,
