@@ -538,9 +538,10 @@ impl Device {
             self.cancel(href)?;
             return Ok(sleep);
         }
-        if let Some(href) = &base.confirmation_base {
-            self.confirmation(href)?;
-        }
+        let consented = match &base.confirmation_base {
+            Some(href) => self.confirmation(href)?,
+            None => true,
+        };
         if let Some(p) = Pending::load(&self.conf.state_dir)? {
             if p.stage == Stage::Installed {
                 // Still in its trial, or just reported: this poll's links
@@ -549,8 +550,14 @@ impl Device {
                 return Ok(sleep);
             }
         }
-        if let Some(href) = &base.deployment {
-            self.deploy(href)?;
+        match &base.deployment {
+            // A server that asks for consent and offers the deployment in
+            // the same breath does not get to skip fleet_confirm.
+            Some(_) if !consented => {
+                crate::log!("fleet: a deployment awaits consent that fleet_confirm did not give; not installed");
+            }
+            Some(href) => self.deploy(href)?,
+            None => {}
         }
         Ok(sleep)
     }
@@ -729,18 +736,21 @@ impl Device {
             .map_err(ddi_fail)
     }
 
-    fn confirmation(&self, href: &str) -> Result<(), Fail> {
+    /// Answers a consent request per `fleet_confirm`; true when consent
+    /// was given.
+    fn confirmation(&self, href: &str) -> Result<bool, Fail> {
         if ddi::confirmation_action(href).is_none() {
-            return Ok(());
+            return Ok(false);
         }
         let yes = match self.conf.confirm {
-            Confirm::Wait => return Ok(()),
+            Confirm::Wait => return Ok(false),
             Confirm::Auto => true,
             Confirm::Deny => false,
         };
         self.ddi
             .confirm(href, yes, "fwpack-updater (fleet_confirm)")
-            .map_err(ddi_fail)
+            .map_err(ddi_fail)?;
+        Ok(yes)
     }
 
     fn deploy(&self, href: &str) -> Result<(), Fail> {

@@ -1438,3 +1438,25 @@ fn fleet_slow_feedback_does_not_stall_the_install() {
     let sent = r.ddi.feedback("7");
     assert_eq!(sent.len(), 1, "{:?}", details(&sent));
 }
+
+/// `fleet_confirm = deny` (and `wait`) against a server that offers the
+/// action awaiting consent as a deploymentBase as well: the device's
+/// consent policy holds; nothing is fetched or written.
+#[test]
+fn fleet_withheld_consent_is_not_bypassed_by_a_deployment_link() {
+    for (policy, said) in [("deny", vec!["denied"]), ("wait", vec![])] {
+        let r = rig(3);
+        let conf = r.work.path().join("updater.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(&format!("fleet_confirm = {policy}\n"));
+        std::fs::write(&conf, text).unwrap();
+        r.ddi.deploy(r.action("7", None));
+        r.ddi.require_confirmation();
+        r.ddi.ignore_consent();
+        r.once_ok();
+        assert_eq!(r.ddi.confirmations(), said, "{policy}");
+        assert_eq!(r.area().1.boot().pending, None, "{policy}: installed");
+        assert_eq!(r.nginx.body_bytes_for("/v2.fwi"), 0, "{policy}: fetched");
+        assert!(r.ddi.feedback("7").is_empty(), "{policy}");
+    }
+}

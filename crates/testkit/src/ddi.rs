@@ -108,6 +108,9 @@ struct State {
     chunks: Option<Vec<Chunk>>,
     cancel: bool,
     awaiting_confirmation: bool,
+    /// A broken server: the action awaiting consent is offered as a
+    /// `deploymentBase` too.
+    ignore_consent: bool,
     confirmations: Vec<String>,
     installed: Option<Action>,
     outcomes: Vec<Outcome>,
@@ -190,6 +193,13 @@ impl DdiServer {
     /// The open action waits for the device's consent before it is offered.
     pub fn require_confirmation(&self) {
         self.with(|s| s.awaiting_confirmation = true)
+    }
+
+    /// Links and serves the open action's `deploymentBase` even while it
+    /// awaits the device's consent (a server that ignores its own
+    /// confirmation flow).
+    pub fn ignore_consent(&self) {
+        self.with(|s| s.ignore_consent = true)
     }
 
     pub fn confirmations(&self) -> Vec<String> {
@@ -353,7 +363,8 @@ fn handle(
                         "confirmationBase".into(),
                         href(&format!("/confirmationBase/{}", a.id)),
                     );
-                } else {
+                }
+                if !s.cancel && (!s.awaiting_confirmation || s.ignore_consent) {
                     links.insert(
                         "deploymentBase".into(),
                         href(&format!("/deploymentBase/{}?c=1", a.id)),
@@ -380,7 +391,7 @@ fn handle(
             (200, None)
         }
         ("GET", ["deploymentBase", id]) => match &open {
-            Some(a) if a.id == *id && !s.awaiting_confirmation => {
+            Some(a) if a.id == *id && (!s.awaiting_confirmation || s.ignore_consent) => {
                 (200, Some(deployment(a, s.chunks.as_deref(), origin)))
             }
             _ => (404, None),
