@@ -304,6 +304,22 @@ pub fn run(sh: &Shell, args: &[String]) -> Result<()> {
                 apply(path(&img), size, &["--verify-writes"], None),
             ),
             tool("dd oflag=direct conv=fsync", None, dd(&rand)),
+            // The disk's floor for writing every byte and reading it back
+            // (the two share its bandwidth): what `--verify-writes` is
+            // measured against beside the write alone.
+            tool("dd write, then dd iflag=direct read", None, {
+                let (out, rand) = (work.join("dd-readback.out"), rand.clone());
+                move || {
+                    let _ = fs::remove_file(&out);
+                    sync();
+                    timed(&mut sh_c(&format!(
+                        "dd if='{p}' of='{o}' bs=1M oflag=direct conv=fsync status=none && \
+                         dd if='{o}' of=/dev/null bs=1M iflag=direct status=none",
+                        o = out.display(),
+                        p = rand.display()
+                    )))
+                }
+            }),
         ],
     );
     for (codec, image) in [("zstd", &zimg), ("gzip", &gimg)] {

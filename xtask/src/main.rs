@@ -57,6 +57,19 @@ fn main() -> Result<()> {
     }
 }
 
+const BENCH_USAGE: &str = "\
+usage: cargo xtask bench <what> [options]   (an unknown option prints that benchmark's usage)
+
+  compare    the goals' table in one interleaved run: apply and --verify-writes vs dd, zstd/gzip
+             apply vs fwup -a, HTTP vs curl, initramfs vs find|cpio|gzip, stamp vs fwup -c / rauc /
+             casync, verify vs fwup -V, apply time and RSS vs image size; JSON + SVG plot
+  apply      apply 256 MiB / 1 GiB with and without --verify-writes vs dd; --minimize-writes; RSS
+  http       HTTP/HTTPS apply from nginx vs curl and dd; delta traffic; RSS while streaming
+  fwimage    CRC32C chain, stamp + sign and verify of 256 MiB (random, ext4; none/gzip/zstd) vs fwup -c
+  initramfs  the initramfs packer (default --jobs and 1) vs find|cpio|gzip -9 (and pigz), byte-identical
+  kexec      boot time added by kexec in QEMU (x86_64, aarch64, raspi3b)
+";
+
 /// `cargo xtask bench <what>`: one arm per benchmark module.
 fn bench(sh: &Shell, what: Option<&str>) -> Result<()> {
     match what {
@@ -100,8 +113,12 @@ fn bench(sh: &Shell, what: Option<&str>) -> Result<()> {
             .run()?;
             Ok(())
         }
-        Some(other) => bail!("unknown benchmark `{other}`\n\n{USAGE}"),
-        None => bail!("which benchmark?\n\n{USAGE}"),
+        Some("help" | "--help" | "-h") => {
+            print!("{BENCH_USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown benchmark `{other}`\n\n{BENCH_USAGE}"),
+        None => bail!("which benchmark?\n\n{BENCH_USAGE}"),
     }
 }
 

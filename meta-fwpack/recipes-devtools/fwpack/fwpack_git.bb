@@ -49,7 +49,11 @@ CARGO_BUILD_FLAGS:append:class-target = " --bin fwpack-updater"
 RUSTFLAGS:append:class-target = " -C target-feature=+crt-static"
 export CARGO_PROFILE_RELEASE_PANIC = "abort"
 CARGO_PROFILE_RELEASE_PANIC:class-native = "unwind"
-# The workspace's "device" profile, for the updater's 1 MiB size budget.
+# The workspace's "device" profile, for the updater's 1 MiB size budget,
+# its per-package opt-levels included (as in Buildroot's fwpack.mk).
+CARGO_BUILD_FLAGS:append:class-target = " --config 'profile.release.package.updater.opt-level="z"'"
+CARGO_BUILD_FLAGS:append:class-target = " --config 'profile.release.package.fwimage.opt-level="z"'"
+CARGO_BUILD_FLAGS:append:class-target = " --config 'profile.release.package.board.opt-level="z"'"
 export CARGO_PROFILE_RELEASE_OPT_LEVEL = "z"
 CARGO_PROFILE_RELEASE_OPT_LEVEL:class-native = "3"
 export CARGO_PROFILE_RELEASE_LTO = "fat"
