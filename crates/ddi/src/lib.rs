@@ -79,6 +79,12 @@ pub enum Error {
     Malformed { what: &'static str, reason: String },
     #[error("{href}: {reason}")]
     Link { href: String, reason: String },
+    /// A deployment whose `id` is readable and safe but whose rest is not
+    /// (a wrong type, a bad hash, too many chunks): the action can be
+    /// closed with `failure` and this reason instead of failing every
+    /// poll without a word to the server.
+    #[error("action {id}: {reason}")]
+    Unreadable { id: String, reason: String },
     #[error("{0}")]
     Config(String),
 }
@@ -241,6 +247,11 @@ struct RawDeploymentBase {
 }
 
 #[derive(Deserialize)]
+struct RawId {
+    id: serde_json::Value,
+}
+
+#[derive(Deserialize)]
 struct RawCancelInner {
     #[serde(rename = "stopId")]
     stop_id: serde_json::Value,
@@ -361,8 +372,25 @@ fn handling(v: Option<String>, what: &'static str) -> Result<Handling, Error> {
 }
 
 impl Deployment {
-    /// A `deploymentBase` (or `installedBase`) response.
+    /// A `deploymentBase` (or `installedBase`) response; one that is
+    /// JSON with a valid `id` but is otherwise refused is
+    /// [`Error::Unreadable`].
     pub fn parse(data: &[u8]) -> Result<Deployment, Error> {
+        Self::parse_raw(data).map_err(|e| match e {
+            Error::Malformed { what, reason } => {
+                match json::<RawId>(data, what).and_then(|r| action_id(&r.id, what)) {
+                    Ok(id) => Error::Unreadable {
+                        id,
+                        reason: format!("{what}: {reason}"),
+                    },
+                    Err(_) => Error::Malformed { what, reason },
+                }
+            }
+            e => e,
+        })
+    }
+
+    fn parse_raw(data: &[u8]) -> Result<Deployment, Error> {
         const WHAT: &str = "the DDI deployment";
         let raw: RawDeploymentBase = json(data, WHAT)?;
         let id = action_id(&raw.id, WHAT)?;
@@ -542,6 +570,26 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn unreadable_deployment_keeps_a_safe_id() {
+        let e =
+            Deployment::parse(br#"{"id":4,"deployment":{"chunks":[{"artifacts":[{"size":-1}]}]}}"#);
+        assert!(
+            matches!(e, Err(Error::Unreadable { ref id, .. }) if id == "4"),
+            "{e:?}"
+        );
+        // An id that may not go into a URL is never reported to.
+        for bad in [
+            &br#"{"id":"../x","deployment":{"download":"later"}}"#[..],
+            br#"{"id":"1","deployment":"#,
+        ] {
+            assert!(matches!(
+                Deployment::parse(bad),
+                Err(Error::Malformed { .. })
+            ));
         }
     }
 

@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ddi::{Auth, Ddi, DdiConfig, Deployment, Feedback, Handling, Window};
@@ -48,6 +49,9 @@ const DEFAULT_SLEEP: Duration = Duration::from_secs(300);
 const CHECKPOINT: u64 = 4 << 20;
 /// Most progress reports per download (every 10 %).
 const PROGRESS_STEP: u64 = 10;
+/// A progress report answered later than this turns the poll's others
+/// off (a loopback or LAN answer takes milliseconds).
+const SLOW_REPORT: Duration = Duration::from_secs(10);
 
 /// What an oversized download (`fleet_max_download`) gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -379,7 +383,7 @@ fn ddi_fail(e: ddi::Error) -> Fail {
     let code = match &e {
         ddi::Error::Source(s) if !s.is_source_failure() => 4,
         ddi::Error::Source(_) | ddi::Error::Status { .. } => cmd::SOURCE_CODE,
-        ddi::Error::Malformed { .. } | ddi::Error::Link { .. } => 4,
+        ddi::Error::Malformed { .. } | ddi::Error::Link { .. } | ddi::Error::Unreadable { .. } => 4,
         ddi::Error::Config(_) => USAGE_CODE,
     };
     Fail {
@@ -396,6 +400,9 @@ struct Device {
     conf: Conf,
     tries: u8,
     ddi: Ddi,
+    /// Progress reports are off for the rest of this poll (one failed or
+    /// was slow).
+    quiet: AtomicBool,
 }
 
 pub fn main(args: &[String]) -> Result<(), Fail> {
@@ -484,6 +491,7 @@ pub fn main(args: &[String]) -> Result<(), Fail> {
         tries: o.tries.unwrap_or(conf.tries),
         conf,
         ddi,
+        quiet: AtomicBool::new(false),
     };
     let mut n = 0u64;
     let mut backoff = dev.conf.poll_min;
@@ -512,21 +520,28 @@ pub fn main(args: &[String]) -> Result<(), Fail> {
 impl Device {
     /// One poll and whatever it asks for; returns the time to the next.
     fn cycle(&mut self) -> Result<Duration, Fail> {
+        self.quiet.store(false, Ordering::Relaxed);
         let base = self.ddi.poll().map_err(ddi_fail)?;
         let sleep = base
             .sleep
             .unwrap_or(DEFAULT_SLEEP)
             .clamp(self.conf.poll_min, self.conf.poll_max);
         if let Some(href) = &base.config_data {
-            self.put_config(href)?;
+            // Informational: a server whose configData fails (or links
+            // off its origin) must not hold every update and every
+            // result hostage; it asks again at the next poll.
+            if let Err(f) = self.put_config(href) {
+                crate::log!("fleet: configuration data not sent: {}", f.msg);
+            }
         }
         if let Some(href) = &base.cancel_action {
             self.cancel(href)?;
             return Ok(sleep);
         }
-        if let Some(href) = &base.confirmation_base {
-            self.confirmation(href)?;
-        }
+        let consented = match &base.confirmation_base {
+            Some(href) => self.confirmation(href)?,
+            None => true,
+        };
         if let Some(p) = Pending::load(&self.conf.state_dir)? {
             if p.stage == Stage::Installed {
                 // Still in its trial, or just reported: this poll's links
@@ -535,8 +550,14 @@ impl Device {
                 return Ok(sleep);
             }
         }
-        if let Some(href) = &base.deployment {
-            self.deploy(href)?;
+        match &base.deployment {
+            // A server that asks for consent and offers the deployment in
+            // the same breath does not get to skip fleet_confirm.
+            Some(_) if !consented => {
+                crate::log!("fleet: a deployment awaits consent that fleet_confirm did not give; not installed");
+            }
+            Some(href) => self.deploy(href)?,
+            None => {}
         }
         Ok(sleep)
     }
@@ -584,9 +605,23 @@ impl Device {
     }
 
     fn report(&self, action: &str, f: Feedback) {
-        // Progress is best effort: a lost report must not stop an install.
-        if let Err(e) = self.ddi.feedback(action, &f) {
+        // Progress is best effort: a lost report must not stop an install,
+        // nor a slow one stall it (the engine waits for each answer, up to
+        // the API deadline, a dozen times per install). After one that
+        // failed or was slow, the poll's other `proceeding` reports are
+        // skipped (`downloaded` and `scheduled`, one each at most, and
+        // the final status, `close`'s, never are).
+        if self.quiet.load(Ordering::Relaxed) && f.execution == ddi::Execution::Proceeding {
+            return;
+        }
+        let t = std::time::Instant::now();
+        let r = self.ddi.feedback(action, &f);
+        if let Err(e) = &r {
             crate::log!("fleet: feedback for action {action} not sent: {e}");
+        }
+        if r.is_err() || t.elapsed() > SLOW_REPORT {
+            crate::log!("fleet: action {action}: no more progress reports at this poll");
+            self.quiet.store(true, Ordering::Relaxed);
         }
     }
 
@@ -596,9 +631,21 @@ impl Device {
             "fleet: action {action}: {}: {details}",
             if ok { "success" } else { "failure" }
         );
-        self.ddi
-            .feedback(action, &Feedback::closed(ok, details))
-            .map_err(ddi_fail)?;
+        match self.ddi.feedback(action, &Feedback::closed(ok, details)) {
+            Ok(()) => {}
+            // hawkBit: 404, the action is unknown; 410, no longer active
+            // (canceled or replaced on the server). The result will never
+            // be taken, and a pending result is settled before any new
+            // deployment is looked at: kept, it would hold every later
+            // update back for good.
+            Err(ddi::Error::Status {
+                status: status @ (404 | 410),
+                ..
+            }) => crate::log!(
+                "fleet: action {action}: the server answered {status} to its result; dropped"
+            ),
+            Err(e) => return Err(ddi_fail(e)),
+        }
         Pending::remove(&self.conf.state_dir).map_err(Fail::from)
     }
 
@@ -689,22 +736,33 @@ impl Device {
             .map_err(ddi_fail)
     }
 
-    fn confirmation(&self, href: &str) -> Result<(), Fail> {
+    /// Answers a consent request per `fleet_confirm`; true when consent
+    /// was given.
+    fn confirmation(&self, href: &str) -> Result<bool, Fail> {
         if ddi::confirmation_action(href).is_none() {
-            return Ok(());
+            return Ok(false);
         }
         let yes = match self.conf.confirm {
-            Confirm::Wait => return Ok(()),
+            Confirm::Wait => return Ok(false),
             Confirm::Auto => true,
             Confirm::Deny => false,
         };
         self.ddi
             .confirm(href, yes, "fwpack-updater (fleet_confirm)")
-            .map_err(ddi_fail)
+            .map_err(ddi_fail)?;
+        Ok(yes)
     }
 
     fn deploy(&self, href: &str) -> Result<(), Fail> {
-        let d = self.ddi.deployment(href).map_err(ddi_fail)?;
+        let d = match self.ddi.deployment(href) {
+            Ok(d) => d,
+            // Refused whatever the next poll brings: say so, once per
+            // poll at most, instead of failing every poll in silence.
+            Err(ddi::Error::Unreadable { id, reason }) => {
+                return self.close(&id, false, format!("refused: {reason}"))
+            }
+            Err(e) => return Err(ddi_fail(e)),
+        };
         if let Some(p) = Pending::load(&self.conf.state_dir)? {
             if p.action == d.id && p.stage == Stage::Downloaded {
                 return self.install_downloaded(&d, &p);
@@ -833,6 +891,16 @@ impl Device {
                     );
                     Ok(())
                 }
+            }
+            Ok(Applied::Running { slot, version }) => {
+                Deferred::remove(&self.conf.state_dir)?;
+                self.close(
+                    &d.id,
+                    true,
+                    format!(
+                        "slot {slot} already runs this image (version {version}); nothing written"
+                    ),
+                )
             }
             Ok(Applied::Oversize { fetch, len }) => self.oversize(d, fetch, len),
             Ok(Applied::Canceled { cancel, detail }) => {
@@ -1008,6 +1076,27 @@ impl Device {
             });
         }
         let len: u64 = parts.iter().map(|p| p.len).sum();
+        if !txn {
+            // An action for the image the active slot already runs (the
+            // same action offered again after its result, or a server
+            // opening a new one at every poll) would be written into the
+            // other slot and booted: a slot write and a reboot per action,
+            // forever. Equal ids are equal signed heads, so the head needs
+            // no authentication here; an unreadable one is the apply's
+            // to report.
+            let (_, area) = self.area(Access::ReadOnly)?;
+            let b = area.boot();
+            let active = b.slot(b.active);
+            if active.state == updater::bootstate::SlotState::Complete
+                && fwimage::ImageHead::read_from(&mut parts[0].image, len)
+                    .is_ok_and(|h| updater::image_id(&h) == active.image_id)
+            {
+                return Ok(Applied::Running {
+                    slot: b.active,
+                    version: active.version,
+                });
+            }
+        }
         {
             // Without a complete active slot there is no delta (the
             // engine's `Seed::Active`): the whole image is the plan, and
@@ -1247,6 +1336,11 @@ enum Applied {
     Oversize {
         fetch: u64,
         len: u64,
+    },
+    /// Not applied: the active slot `slot` already runs the image.
+    Running {
+        slot: Slot,
+        version: u64,
     },
     /// Stopped by the server's cancel action `cancel`.
     Canceled {

@@ -1299,3 +1299,164 @@ fn fleet_ddi_transaction_waits_for_the_maintenance_window() {
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].finished, "success");
 }
+
+/// A server that offers a finished action again (the same id, after its
+/// `closed` `success`): the device must not install it a second time
+/// (a slot write and a reboot per poll, forever); it repeats the result
+/// it reported instead.
+#[test]
+fn fleet_finished_action_offered_again_is_not_reinstalled() {
+    let r = rig(3);
+    r.ddi.deploy(r.action("7", None));
+    r.once_ok();
+    assert_eq!(r.reboot(), Slot::B);
+    r.mark_good(Slot::B);
+    r.once_ok();
+    assert_eq!(r.ddi.outcomes().len(), 1);
+    let a_before = r.area().1.boot().slot(Slot::A).clone();
+    // The server lost the result (or lies): the same action is open again.
+    r.ddi.deploy(r.action("7", None));
+    r.once_ok();
+    let (_, a) = r.area();
+    assert_eq!(a.boot().pending, None, "reinstalled");
+    assert_eq!(a.boot().active, Slot::B);
+    assert_eq!(a.boot().slot(Slot::A), &a_before, "slot A was written");
+    let out = r.ddi.outcomes();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[1].id, "7");
+    assert_eq!(out[1].finished, "success", "{out:?}");
+    assert!(!r.action_file().exists());
+}
+
+/// A server that opens a new action for the image the device already
+/// runs (a new id at every poll): closed `success` without a write or a
+/// reboot, not a reinstall into the other slot at each poll.
+#[test]
+fn fleet_new_action_for_the_running_image_is_not_reinstalled() {
+    let r = rig(3);
+    r.ddi.deploy(r.action("7", None));
+    r.once_ok();
+    assert_eq!(r.reboot(), Slot::B);
+    r.mark_good(Slot::B);
+    r.once_ok();
+    let a_before = r.area().1.boot().slot(Slot::A).clone();
+    for id in ["8", "9"] {
+        r.ddi.deploy(r.action(id, None));
+        r.once_ok();
+        let (_, a) = r.area();
+        assert_eq!(a.boot().pending, None, "reinstalled by action {id}");
+        assert_eq!(a.boot().slot(Slot::A), &a_before, "slot A was written");
+        let out = r.ddi.outcomes();
+        let last = out.last().unwrap();
+        assert_eq!(
+            (last.id.as_str(), last.finished.as_str()),
+            (id, "success"),
+            "{out:?}"
+        );
+        assert!(last.details[0].contains("already runs"), "{last:?}");
+        assert!(!r.action_file().exists());
+    }
+}
+
+/// A server whose configData resource fails (500) while it keeps asking
+/// for it: the report is lost, but the deployment is still installed and
+/// its result still reported (configData is informational; it must not
+/// hold every update and every result hostage).
+#[test]
+fn fleet_failing_config_data_does_not_block_deployments() {
+    let r = rig(3);
+    r.ddi.fail_config(500);
+    r.ddi.deploy(r.action("7", None));
+    r.once_ok();
+    assert_eq!(r.area().1.boot().pending, Some(Slot::B), "not installed");
+    assert_eq!(r.reboot(), Slot::B);
+    r.mark_good(Slot::B);
+    r.once_ok();
+    let out = r.ddi.outcomes();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].finished, "success");
+}
+
+/// A deployment with a readable id but a field the client refuses (here
+/// a sha256 that is not 64 hex digits): the action is closed with
+/// `failure` naming the field, not left running while every poll fails.
+#[test]
+fn fleet_unreadable_deployment_closes_with_failure() {
+    let r = rig(3);
+    let mut a = r.action("7", None);
+    a.sha256 = "not-a-hash".into();
+    r.ddi.deploy(a);
+    r.once_ok();
+    let out = r.ddi.outcomes();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].finished, "failure");
+    assert!(out[0].details[0].contains("sha256"), "{:?}", out[0]);
+    assert_eq!(r.area().1.boot().pending, None);
+    assert_eq!(r.nginx.body_bytes_for("/v2.fwi"), 0, "fetched");
+}
+
+/// The action whose result is due vanished from the server (canceled or
+/// replaced there during the trial boot: its feedback answers 410 Gone).
+/// The result cannot be delivered, but it must not be retried forever:
+/// the pending result is settled before any deployment is looked at, so
+/// the device would never take another update.
+#[test]
+fn fleet_result_for_a_vanished_action_does_not_wedge_the_device() {
+    let r = rig(3);
+    r.ddi.deploy(r.action("7", None));
+    r.once_ok();
+    assert_eq!(r.reboot(), Slot::B);
+    r.mark_good(Slot::B);
+    // Replaced on the server: feedback for 7 is now 410.
+    r.ddi.deploy(r.action("8", None));
+    for _ in 0..3 {
+        let _ = r.once();
+    }
+    assert!(
+        !r.action_file().exists(),
+        "the vanished action is still pending"
+    );
+    let out = r.ddi.outcomes();
+    assert!(
+        out.iter().any(|o| o.id == "8"),
+        "action 8 never looked at: {out:?}"
+    );
+}
+
+/// A server that answers each progress report only after 12 s (a drip,
+/// or an overloaded one): the reports wait for their answers, so a dozen
+/// of them held the install for minutes. After one that took longer
+/// than 10 s (or failed) the rest of the poll's progress reports are
+/// skipped; the install goes on.
+#[test]
+fn fleet_slow_feedback_does_not_stall_the_install() {
+    let r = rig(3);
+    r.ddi.slow_feedback(std::time::Duration::from_secs(12));
+    r.ddi.deploy(r.action("7", None));
+    r.once_ok();
+    assert_eq!(r.area().1.boot().pending, Some(Slot::B));
+    let sent = r.ddi.feedback("7");
+    assert_eq!(sent.len(), 1, "{:?}", details(&sent));
+}
+
+/// `fleet_confirm = deny` (and `wait`) against a server that offers the
+/// action awaiting consent as a deploymentBase as well: the device's
+/// consent policy holds; nothing is fetched or written.
+#[test]
+fn fleet_withheld_consent_is_not_bypassed_by_a_deployment_link() {
+    for (policy, said) in [("deny", vec!["denied"]), ("wait", vec![])] {
+        let r = rig(3);
+        let conf = r.work.path().join("updater.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(&format!("fleet_confirm = {policy}\n"));
+        std::fs::write(&conf, text).unwrap();
+        r.ddi.deploy(r.action("7", None));
+        r.ddi.require_confirmation();
+        r.ddi.ignore_consent();
+        r.once_ok();
+        assert_eq!(r.ddi.confirmations(), said, "{policy}");
+        assert_eq!(r.area().1.boot().pending, None, "{policy}: installed");
+        assert_eq!(r.nginx.body_bytes_for("/v2.fwi"), 0, "{policy}: fetched");
+        assert!(r.ddi.feedback("7").is_empty(), "{policy}");
+    }
+}

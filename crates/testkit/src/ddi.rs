@@ -98,11 +98,19 @@ struct State {
     sleep: String,
     config_requested: bool,
     config: Option<Value>,
+    /// What `PUT configData` answers, when not 200 (a broken server).
+    config_status: Option<u16>,
+    /// How long a `proceeding` deployment feedback waits for its answer
+    /// (a server that drips).
+    slow_feedback: Option<Duration>,
     action: Option<Action>,
     /// The open action's chunks, when not the one `os` chunk of `action`.
     chunks: Option<Vec<Chunk>>,
     cancel: bool,
     awaiting_confirmation: bool,
+    /// A broken server: the action awaiting consent is offered as a
+    /// `deploymentBase` too.
+    ignore_consent: bool,
     confirmations: Vec<String>,
     installed: Option<Action>,
     outcomes: Vec<Outcome>,
@@ -187,12 +195,30 @@ impl DdiServer {
         self.with(|s| s.awaiting_confirmation = true)
     }
 
+    /// Links and serves the open action's `deploymentBase` even while it
+    /// awaits the device's consent (a server that ignores its own
+    /// confirmation flow).
+    pub fn ignore_consent(&self) {
+        self.with(|s| s.ignore_consent = true)
+    }
+
     pub fn confirmations(&self) -> Vec<String> {
         self.with(|s| s.confirmations.clone())
     }
 
     pub fn request_config(&self) {
         self.with(|s| s.config_requested = true)
+    }
+
+    /// Every `proceeding` feedback on a deployment is answered only
+    /// after `d` (a slow server).
+    pub fn slow_feedback(&self, d: Duration) {
+        self.with(|s| s.slow_feedback = Some(d))
+    }
+
+    /// `PUT configData` answers `status` (and keeps asking for it).
+    pub fn fail_config(&self, status: u16) {
+        self.with(|s| s.config_status = Some(status))
     }
 
     pub fn config(&self) -> Option<Value> {
@@ -266,7 +292,7 @@ fn serve(c: TcpStream, state: &Mutex<State>) {
         return;
     }
     let body: Option<Value> = serde_json::from_slice(&body).ok();
-    let (status, reply) = {
+    let (answer, slow) = {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         s.seen.push(Seen {
             method: method.clone(),
@@ -278,8 +304,19 @@ fn serve(c: TcpStream, state: &Mutex<State>) {
             "http://{}",
             w.local_addr().map(|a| a.to_string()).unwrap_or_default()
         );
-        handle(&mut s, &origin, &method, &path, auth.as_deref(), body)
+        let slow = s.slow_feedback.filter(|_| {
+            method == "POST"
+                && path.contains("/deploymentBase/")
+                && body.as_ref().map(|b| &b["status"]["execution"]) == Some(&json!("proceeding"))
+        });
+        let answer = handle(&mut s, &origin, &method, &path, auth.as_deref(), body);
+        (answer, slow)
     };
+    let (status, reply) = answer;
+    // Outside the lock: the server goes on answering other requests.
+    if let Some(d) = slow {
+        std::thread::sleep(d);
+    }
     let text = reply.map(|v| v.to_string()).unwrap_or_default();
     let _ = write!(
         w,
@@ -326,7 +363,8 @@ fn handle(
                         "confirmationBase".into(),
                         href(&format!("/confirmationBase/{}", a.id)),
                     );
-                } else {
+                }
+                if !s.cancel && (!s.awaiting_confirmation || s.ignore_consent) {
                     links.insert(
                         "deploymentBase".into(),
                         href(&format!("/deploymentBase/{}?c=1", a.id)),
@@ -345,12 +383,15 @@ fn handle(
             )
         }
         ("PUT", ["configData"]) => {
+            if let Some(status) = s.config_status {
+                return (status, None);
+            }
             s.config = body;
             s.config_requested = false;
             (200, None)
         }
         ("GET", ["deploymentBase", id]) => match &open {
-            Some(a) if a.id == *id && !s.awaiting_confirmation => {
+            Some(a) if a.id == *id && (!s.awaiting_confirmation || s.ignore_consent) => {
                 (200, Some(deployment(a, s.chunks.as_deref(), origin)))
             }
             _ => (404, None),
