@@ -105,8 +105,13 @@ fn device_build(arch: Arch, flavor: &str) -> PathBuf {
     let dir = testkit::target_dir().join(target).join("device");
     let bin = dir.join("fwpack-updater");
     assert!(bin.is_file(), "{} missing after the build", bin.display());
+    // Copied aside and renamed into place: another test may be packing
+    // the previous copy into its initramfs (outside the lock), and a copy
+    // over it truncated the file under that reader (SourceChanged).
     let copy = dir.join(format!("fwpack-updater-{flavor}"));
-    fs::copy(&bin, &copy).unwrap();
+    let part = dir.join(format!("fwpack-updater-{flavor}.part"));
+    fs::copy(&bin, &part).unwrap();
+    fs::rename(&part, &copy).unwrap();
     copy
 }
 
